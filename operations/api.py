@@ -1,0 +1,239 @@
+"""The HTTP API (contract §4): operations, their history, health, readiness, metrics, OpenAPI."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from .errors import StoreUnavailable, TokenError
+from .feed import ChangeFeed
+from .identity import Principal, normalise_id
+from .metrics import Registry
+from .openapi import document as openapi_document
+from .records import OperationRecord
+from .states import State
+from .store import MAX_PAGE, InvalidCursor, ListQuery, Store
+from .tokens import TokenVerifier
+
+MAX_WAIT_SECONDS = 60.0
+
+
+class Json(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def problem(status: int, code: str, reason: str, headers: dict[str, str] | None = None) -> Json:
+    return Json({"code": code, "reason": reason}, status_code=status, headers=headers)
+
+
+def unauthorized(reason: str) -> Json:
+    return problem(401, "unauthorized", reason, {"WWW-Authenticate": 'Bearer realm="operations"'})
+
+
+def not_found(operation_id: str) -> Json:
+    return problem(404, "operation_not_found", f"operation {operation_id!r} was not found")
+
+
+@dataclass
+class Readiness:
+    checks: dict[str, Callable[[], Awaitable[bool]]]
+
+    async def report(self) -> dict[str, bool]:
+        results = await asyncio.gather(*(check() for check in self.checks.values()))
+        return dict(zip(self.checks, results, strict=True))
+
+
+class OperationsApi:
+    def __init__(
+        self,
+        store: Store,
+        feed: ChangeFeed,
+        verifier: TokenVerifier,
+        readiness: Readiness,
+        metrics: Registry,
+        anonymous_reads: bool = False,
+    ) -> None:
+        self.store = store
+        self.feed = feed
+        self.verifier = verifier
+        self.readiness = readiness
+        self.metrics = metrics
+        self.anonymous_reads = anonymous_reads
+
+    @property
+    def routes(self) -> list[Route]:
+        return [
+            Route("/health", self.health, methods=["GET"]),
+            Route("/ready", self.ready, methods=["GET"]),
+            Route("/metrics", self.metrics_text, methods=["GET"]),
+            Route("/openapi.json", self.openapi, methods=["GET"]),
+            Route("/operations", self.list_operations, methods=["GET"]),
+            Route("/operations/{id}", self.get_operation, methods=["GET"]),
+            Route("/operations/{id}/history", self.get_history, methods=["GET"]),
+        ]
+
+    def principal(self, request: Request, optional: bool = False) -> Principal | None:
+        header = request.headers.get("authorization")
+        if header is None:
+            if optional:
+                return None
+            raise TokenError("an Authorization: Bearer token is required")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise TokenError("the Authorization header must be 'Bearer <token>'")
+        return self.verifier.verify(token.strip()).principal
+
+    async def health(self, request: Request) -> Response:
+        return Json({"status": "ok"})
+
+    async def ready(self, request: Request) -> Response:
+        checks = await self.readiness.report()
+        ready = all(checks.values())
+        return Json({"status": "ready" if ready else "unavailable", "checks": checks},
+                    status_code=200 if ready else 503)
+
+    async def metrics_text(self, request: Request) -> Response:
+        return PlainTextResponse(
+            self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    async def openapi(self, request: Request) -> Response:
+        return Json(openapi_document())
+
+    async def _visible(self, request: Request) -> tuple[str, OperationRecord | None, Principal | None]:
+        operation_id = normalise_id(request.path_params["id"])
+        principal = self.principal(request, optional=self.anonymous_reads)
+        record = await self.store.get(operation_id)
+        if record is None:
+            return operation_id, None, principal
+        if principal is None or principal.may_read(record.user_id or ""):
+            return operation_id, record, principal
+        return operation_id, None, principal
+
+    async def get_operation(self, request: Request) -> Response:
+        operation_id, record, _ = await self._visible(request)
+        if record is None:
+            return not_found(operation_id)
+        wait = _wait_seconds(request)
+        known = request.headers.get("if-none-match")
+        if wait > 0 and known is not None:
+            record = await self._await_change(request, operation_id, record, known, wait)
+            if record is None:
+                return not_found(operation_id)
+        if known is not None and _etag_matches(known, record.etag):
+            return Response(status_code=304, headers={"ETag": record.etag})
+        return Json(record.to_json(), headers={"ETag": record.etag, "Cache-Control": "no-cache"})
+
+    async def _await_change(
+        self, request: Request, operation_id: str, record: OperationRecord, known: str, wait: float
+    ) -> OperationRecord | None:
+        """Long-poll: return once the record's ETag differs from ``known``, it is finished, or
+        ``wait`` seconds have passed."""
+        deadline = time.monotonic() + wait
+        current: OperationRecord | None = record
+        while current is not None and _etag_matches(known, current.etag):
+            remaining = deadline - time.monotonic()
+            if current.state.is_terminal or remaining <= 0:
+                break
+            event = self.feed.watch(operation_id)
+            try:
+                # Read again after watching, so a change between the two reads is not missed.
+                _, current, _ = await self._visible(request)
+                if current is not None and _etag_matches(known, current.etag):
+                    await asyncio.wait_for(event.wait(), timeout=remaining)
+                    _, current, _ = await self._visible(request)
+            except TimeoutError:
+                pass
+            finally:
+                self.feed.unwatch(operation_id, event)
+        return current
+
+    async def get_history(self, request: Request) -> Response:
+        operation_id, record, _ = await self._visible(request)
+        if record is None:
+            return not_found(operation_id)
+        entries = await self.store.history(operation_id)
+        return Json({"id": operation_id, "items": entries})
+
+    async def list_operations(self, request: Request) -> Response:
+        principal = self.principal(request)
+        assert principal is not None
+        params = request.query_params
+        user_filter = params.get("userId")
+        if principal.is_admin:
+            user_id = normalise_id(user_filter) if user_filter else None
+        else:
+            if user_filter and normalise_id(user_filter) != principal.user_id:
+                return problem(403, "forbidden", "only admins may list other users' operations")
+            user_id = principal.user_id
+        state = params.get("state")
+        if state is not None and state not in {s.value for s in State}:
+            return problem(400, "invalid_query", "state must be pending, completed or rejected")
+        try:
+            limit = int(params.get("limit", "50"))
+        except ValueError:
+            return problem(400, "invalid_query", "limit must be a whole number")
+        if not 1 <= limit <= MAX_PAGE:
+            return problem(400, "invalid_query", f"limit must be between 1 and {MAX_PAGE}")
+        query = ListQuery(
+            user_id=user_id,
+            state=State(state) if state else None,
+            name=params.get("name") or None,
+            limit=limit,
+            cursor=params.get("cursor") or None,
+        )
+        try:
+            page = await self.store.page(query)
+        except InvalidCursor as error:
+            return problem(400, error.code, error.reason)
+        return Json({"items": [record.to_json() for record in page.items], "next": page.next})
+
+
+def _wait_seconds(request: Request) -> float:
+    raw = request.query_params.get("wait")
+    if raw is None:
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        raise HTTPException(400, "wait must be a number of seconds") from None
+    if not 0 <= value <= MAX_WAIT_SECONDS:
+        raise HTTPException(400, f"wait must be between 0 and {MAX_WAIT_SECONDS:g} seconds")
+    return value
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    candidates = {tag.strip().removeprefix("W/") for tag in header.split(",")}
+    return "*" in candidates or etag in candidates
+
+
+async def on_token_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, TokenError)
+    return unauthorized(error.reason)
+
+
+async def on_store_unavailable(request: Request, error: Exception) -> Response:
+    return problem(503, "store_unavailable", "the operation store is unreachable, retry later")
+
+
+async def on_http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    codes = {400: "invalid_query", 404: "not_found", 405: "method_not_allowed"}
+    return problem(error.status_code, codes.get(error.status_code, "http_error"), error.detail)
+
+
+EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+    TokenError: on_token_error,
+    StoreUnavailable: on_store_unavailable,
+    HTTPException: on_http_error,
+}

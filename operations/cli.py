@@ -1,0 +1,79 @@
+"""The ``operations`` command: serve, token, bench."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from .errors import CatalogueError, SettingsError
+from .settings import Settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="operations", description="Track long-running operations carried by RabbitMQ."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("serve", help="run the service (HTTP and Socket.IO on one port)")
+
+    token = commands.add_parser("token", help="print a development JWT")
+    token.add_argument("--user", required=True, help="the user id (the token's sub)")
+    token.add_argument("--role", action="append", default=[], help="a role, e.g. admin")
+    token.add_argument("--ttl", type=int, default=3_600, help="lifetime in seconds")
+
+    bench = commands.add_parser("bench", help="measure throughput against a bare consumer")
+    bench.add_argument("--messages", type=int, default=20_000)
+    bench.add_argument("--prefetch", type=int, default=None)
+
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        if args.command == "serve":
+            return _serve(settings)
+        if args.command == "token":
+            return _token(settings, args.user, tuple(args.role), args.ttl)
+        if args.command == "bench":
+            from .bench import run as run_bench
+
+            return asyncio.run(run_bench(settings, args.messages, args.prefetch))
+    except SettingsError as error:
+        print(f"operations: invalid setting {error.reason}", file=sys.stderr)
+        return 2
+    except CatalogueError as error:
+        print(f"operations: invalid message catalogue: {error.reason}", file=sys.stderr)
+        return 2
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+def _serve(settings: Settings) -> int:
+    import uvicorn
+
+    from . import logs
+    from .service import Service
+
+    logs.configure(settings.log_level)
+    service = Service(settings)
+    config = uvicorn.Config(
+        service.asgi,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        lifespan="on",
+        access_log=False,
+    )
+    uvicorn.Server(config).run()
+    return 0
+
+
+def _token(settings: Settings, user: str, roles: tuple[str, ...], ttl: int) -> int:
+    from .tokens import mint
+
+    if ttl <= 0:
+        print("operations: --ttl must be positive", file=sys.stderr)
+        return 2
+    print(mint(settings.jwt_secret, user, roles, ttl, settings.jwt_issuer, settings.jwt_audience))
+    return 0

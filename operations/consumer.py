@@ -1,0 +1,236 @@
+"""The AMQP side: a robust connection, the declared topology, a micro-batching worker and the
+explicit settlement of every delivery.
+
+Deliveries are queued in arrival order by a synchronous callback; one worker takes whatever has
+arrived (up to ``batch_size``), runs it through the :class:`Pipeline` in one Redis round trip, then
+settles it: dead-letter copies are published with confirms, and the batch is acknowledged with one
+multiple-ack per channel. Messages stay unacknowledged until their Redis write is done; while Redis
+is unreachable the batch is retried with a back-off and nothing is acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, cast
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+)
+from aiormq.exceptions import AMQPError
+
+from .catalogue import Catalogue
+from .errors import StoreUnavailable
+from .metrics import Registry
+from .outcomes import Ack, DeadLetter, Settlement
+from .pipeline import Pipeline
+from .topology import declare_dead_letter_queue, declare_queue
+
+log = logging.getLogger("operations.consumer")
+
+REASON_HEADER = "x-operations-reason"
+DISPOSITION_HEADER = "x-operations-disposition"
+_RETRY_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+
+
+class Consumer:
+    def __init__(
+        self,
+        amqp_url: str,
+        queue_name: str,
+        dead_letter_queue: str,
+        catalogue: Catalogue,
+        pipeline: Pipeline,
+        metrics: Registry,
+        prefetch: int = 512,
+        batch_size: int = 256,
+    ) -> None:
+        self.amqp_url = amqp_url
+        self.queue_name = queue_name
+        self.dead_letter_queue = dead_letter_queue
+        self.catalogue = catalogue
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.prefetch = prefetch
+        self.batch_size = batch_size
+        self._inbox: deque[AbstractIncomingMessage] = deque()
+        self._arrived = asyncio.Event()
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractRobustChannel | None = None
+        self._queue: AbstractQueue | None = None
+        self._consumer_tag: str | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._store_down = False
+
+    @property
+    def ready(self) -> bool:
+        return (
+            self._connection is not None
+            and not self._connection.is_closed
+            and self._channel is not None
+            and not self._channel.is_closed
+        )
+
+    @property
+    def store_down(self) -> bool:
+        return self._store_down
+
+    async def start(self) -> None:
+        self._connection = await aio_pika.connect_robust(
+            self.amqp_url, client_properties={"connection_name": "operations"}
+        )
+        try:
+            await self._subscribe(self._connection)
+        except BaseException:
+            await self._connection.close()
+            self._connection = None
+            raise
+
+    async def _subscribe(self, connection: AbstractRobustConnection) -> None:
+        connection.reconnect_callbacks.add(self._on_reconnect)
+        channel = await connection.channel(publisher_confirms=True)
+        assert isinstance(channel, AbstractRobustChannel)
+        self._channel = channel
+        await channel.set_qos(prefetch_count=self.prefetch)
+        await declare_dead_letter_queue(channel, self.dead_letter_queue)
+        self._queue = await declare_queue(channel, self.catalogue, self.queue_name)
+        self._worker = asyncio.create_task(self._run(), name="operations-consumer")
+        # A plain function: aio-pika calls it in delivery order without a task per message.
+        on_message = cast(Any, self._on_message)
+        self._consumer_tag = await self._queue.consume(on_message)
+        log.info(
+            "consuming %s (%d bindings on %d exchanges), prefetch %d",
+            self.queue_name,
+            len(self.catalogue),
+            len(self.catalogue.exchanges),
+            self.prefetch,
+        )
+
+    async def stop(self) -> None:
+        if self._queue is not None and self._consumer_tag is not None:
+            try:
+                await self._queue.cancel(self._consumer_tag)
+            except (AMQPError, ConnectionError, RuntimeError) as error:
+                log.info("cancelling the consumer failed: %s", error)
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+        if self._connection is not None:
+            await self._connection.close()
+
+    def _on_reconnect(self, *_: Any) -> None:
+        self.metrics.reconnects.inc(dependency="rabbitmq")
+        log.warning("reconnected to RabbitMQ; unacknowledged deliveries will be redelivered")
+
+    def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self._inbox.append(message)
+        self._arrived.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._arrived.wait()
+            batch = [
+                self._inbox.popleft() for _ in range(min(self.batch_size, len(self._inbox)))
+            ]
+            if not self._inbox:
+                self._arrived.clear()
+            if batch:
+                started = time.perf_counter()
+                await self._handle(batch)
+                self.metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    async def _handle(self, batch: Sequence[AbstractIncomingMessage]) -> None:
+        attempt = 0
+        while True:
+            try:
+                settlements = await self.pipeline.process(batch)
+                break
+            except StoreUnavailable as error:
+                self.metrics.store_retries.inc()
+                delay = _RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)]
+                if not self._store_down:
+                    log.error("Redis unreachable, holding %d deliveries: %s", len(batch), error)
+                self._store_down = True
+                attempt += 1
+                await asyncio.sleep(delay)
+        if self._store_down:
+            self._store_down = False
+            self.metrics.reconnects.inc(dependency="redis")
+            log.warning("Redis reachable again")
+        await self._settle(batch, settlements)
+
+    async def _settle(
+        self, batch: Sequence[AbstractIncomingMessage], settlements: Sequence[Settlement]
+    ) -> None:
+        copies = [
+            (message, settlement)
+            for message, settlement in zip(batch, settlements, strict=True)
+            if isinstance(settlement, DeadLetter)
+        ]
+        failed: set[int] = set()
+        if copies:
+            results = await asyncio.gather(
+                *(self._publish_dead_letter(message, letter) for message, letter in copies),
+                return_exceptions=True,
+            )
+            for (message, _), result in zip(copies, results, strict=True):
+                if isinstance(result, BaseException):
+                    log.error("dead-letter copy not confirmed, requeueing: %s", result)
+                    failed.add(id(message))
+        if not failed:
+            last_per_channel = {id(message.channel): message for message in batch}
+            for message in last_per_channel.values():
+                await _quietly(message.ack(multiple=True))
+            return
+        for message, settlement in zip(batch, settlements, strict=True):
+            assert isinstance(settlement, Ack | DeadLetter)
+            if id(message) in failed:
+                await _quietly(message.nack(requeue=True))
+            else:
+                await _quietly(message.ack())
+
+    async def _publish_dead_letter(
+        self, message: AbstractIncomingMessage, letter: DeadLetter
+    ) -> None:
+        assert self._channel is not None
+        headers = dict(message.headers or {})
+        headers.update(
+            {
+                REASON_HEADER: letter.reason,
+                DISPOSITION_HEADER: letter.disposition.value,
+                "x-operations-exchange": message.exchange or "",
+                "x-operations-routing-key": message.routing_key or "",
+                "x-operations-dead-lettered-at": dt.datetime.now(dt.UTC).isoformat(),
+            }
+        )
+        copy = aio_pika.Message(
+            body=message.body,
+            headers=headers,
+            content_type=message.content_type,
+            correlation_id=message.correlation_id,
+            message_id=message.message_id,
+            timestamp=message.timestamp,
+            type=message.type,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        await self._channel.default_exchange.publish(copy, routing_key=self.dead_letter_queue)
+
+
+async def _quietly(settling: Any) -> None:
+    """Settling on a channel that died is harmless: the broker redelivers, and the store drops
+    what it has already applied."""
+    try:
+        await settling
+    except (AMQPError, ConnectionError, RuntimeError) as error:
+        log.info("could not settle a delivery, it will be redelivered: %s", error)

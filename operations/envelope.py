@@ -1,0 +1,211 @@
+"""From a delivered AMQP message to an :class:`Envelope`: everything the service reads from it.
+
+Parsing is total: a message either becomes an envelope, possibly with ``problems`` (the parts that
+could not be read; the rest is still applied), or raises :class:`EnvelopeError` when nothing useful
+can be read. Nothing here touches the broker or the store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from .catalogue import Catalogue
+from .errors import EnvelopeError
+from .identity import normalise_id
+from .states import MessageKind, State, decide
+
+MAX_ID_LENGTH = 200
+MAX_TEXT_LENGTH = 2_000
+
+
+class Delivered(Protocol):
+    """The parts of a delivered message the envelope reads; aio-pika's IncomingMessage fits."""
+
+    @property
+    def exchange(self) -> str | None: ...
+    @property
+    def routing_key(self) -> str | None: ...
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def headers(self) -> Mapping[str, Any]: ...
+    @property
+    def correlation_id(self) -> str | None: ...
+    @property
+    def message_id(self) -> str | None: ...
+    @property
+    def timestamp(self) -> dt.datetime | None: ...
+
+
+@dataclass(frozen=True)
+class Envelope:
+    message: str
+    exchange: str
+    kind: MessageKind
+    state: State
+    operation_id: str | None
+    message_id: str | None
+    user_id: str | None
+    name: str
+    code: str | None = None
+    reason: str | None = None
+    sent_at: dt.datetime | None = None
+    problems: tuple[str, ...] = ()
+
+
+def parse(delivered: Delivered, catalogue: Catalogue, max_bytes: int) -> Envelope:
+    exchange = delivered.exchange or ""
+    message = delivered.routing_key or ""
+    subscription = catalogue.lookup(exchange, message)
+    if subscription is None:
+        raise EnvelopeError("routing_key", f"{message!r} on exchange {exchange!r} is not in the catalogue")
+
+    problems: list[str] = []
+    headers = delivered.headers or {}
+    context_raw = _header(headers, "message_context")
+    body = delivered.body
+    size = len(body) + (len(context_raw) if isinstance(context_raw, str | bytes) else 0)
+    oversized = size > max_bytes
+    if oversized:
+        problems.append(f"message: {size} bytes exceeds the limit of {max_bytes}")
+        context: Mapping[str, Any] = {}
+    else:
+        context = _context(context_raw, problems)
+
+    saga = _saga_state(_header(headers, "saga"), problems)
+    state = decide(subscription.kind, saga)
+    user = _user_id(context, problems)
+    name = _text_field(context, "name", "message_context.name", problems) or message
+
+    code = reason = None
+    if state is State.REJECTED and not oversized:
+        fields = _json_object(body, "body", problems)
+        code = _text_field(fields, "code", "body.code", problems)
+        reason = _text_field(fields, "reason", "body.reason", problems)
+
+    return Envelope(
+        message=message,
+        exchange=exchange,
+        kind=subscription.kind,
+        state=state,
+        operation_id=_operation_id(delivered.correlation_id),
+        message_id=_message_id(delivered.message_id),
+        user_id=user,
+        name=name,
+        code=code,
+        reason=reason,
+        sent_at=delivered.timestamp,
+        problems=tuple(problems),
+    )
+
+
+def _operation_id(raw: str | None) -> str | None:
+    if raw is None or raw.strip() == "":
+        return None
+    if len(raw) > MAX_ID_LENGTH or not raw.isprintable():
+        raise EnvelopeError("correlation_id", f"must be printable and at most {MAX_ID_LENGTH} characters")
+    return normalise_id(raw)
+
+
+def _message_id(raw: str | None) -> str | None:
+    if raw is None or raw == "":
+        return None
+    if len(raw) > MAX_ID_LENGTH:
+        raise EnvelopeError("message_id", f"must be at most {MAX_ID_LENGTH} characters")
+    return raw
+
+
+def _header(headers: Mapping[str, Any], wanted: str) -> Any:
+    value = headers.get(wanted)
+    if value is not None:
+        return value
+    for key, candidate in headers.items():
+        if isinstance(key, str) and key.lower() == wanted:
+            return candidate
+    return None
+
+
+def _as_text(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return None
+
+
+def _saga_state(raw: Any, problems: list[str]) -> State | None:
+    if raw is None:
+        return None
+    text = _as_text(raw)
+    if text is None:
+        problems.append(f"headers.Saga: expected a string or bytes, got {type(raw).__name__}")
+        return None
+    return State.from_saga_header(text)
+
+
+def _context(raw: Any, problems: list[str]) -> Mapping[str, Any]:
+    if raw is None:
+        return {}
+    if isinstance(raw, Mapping):  # an AMQP table instead of JSON text
+        return _folded(raw)
+    text = _as_text(raw)
+    if text is None:
+        problems.append("headers.message_context: expected UTF-8 JSON text")
+        return {}
+    return _json_object(text, "headers.message_context", problems)
+
+
+def _json_object(raw: str | bytes, field: str, problems: list[str]) -> Mapping[str, Any]:
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        problems.append(f"{field}: not valid JSON")
+        return {}
+    if not isinstance(value, dict):
+        problems.append(f"{field}: expected a JSON object, got {type(value).__name__}")
+        return {}
+    return _folded(value)
+
+
+def _folded(mapping: Mapping[Any, Any]) -> dict[str, Any]:
+    """Keys folded to lower case, so camelCase and PascalCase read alike."""
+    return {str(key).lower(): value for key, value in mapping.items()}
+
+
+def _text_field(fields: Mapping[str, Any], key: str, label: str, problems: list[str]) -> str | None:
+    value = fields.get(key)
+    if value is None:
+        return None
+    text = _as_text(value)
+    if text is None:
+        problems.append(f"{label}: expected a string, got {type(value).__name__}")
+        return None
+    text = text.strip()
+    if len(text) > MAX_TEXT_LENGTH:
+        problems.append(f"{label}: longer than {MAX_TEXT_LENGTH} characters, cut")
+        text = text[:MAX_TEXT_LENGTH]
+    return text or None
+
+
+def _user_id(context: Mapping[str, Any], problems: list[str]) -> str | None:
+    user = context.get("user")
+    if user is None:
+        return None
+    if not isinstance(user, Mapping):
+        problems.append(f"message_context.user: expected an object, got {type(user).__name__}")
+        return None
+    raw = _text_field(_folded(user), "id", "message_context.user.id", problems)
+    if raw is None:
+        return None
+    if len(raw) > MAX_ID_LENGTH:
+        problems.append(f"message_context.user.id: longer than {MAX_ID_LENGTH} characters")
+        return None
+    return normalise_id(raw)

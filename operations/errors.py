@@ -1,0 +1,55 @@
+"""The one exception tree of the service.
+
+    OperationsError                 root: every error the service raises on purpose
+    ├── SettingsError               an environment variable has a bad value (names the variable)
+    ├── CatalogueError              the message catalogue file cannot be used
+    ├── EnvelopeError               a delivered message cannot be interpreted (names the field)
+    ├── TokenError                  a JWT is missing, malformed, badly signed, expired or not allowed
+    └── StoreError                  Redis could not apply or read a record
+        └── StoreUnavailable        Redis is unreachable; the work can be retried
+
+Each error carries a short machine-readable ``code`` (snake_case) and a human ``reason``, which the
+HTTP API and the dead-letter headers use as they are.
+"""
+
+from __future__ import annotations
+
+
+class OperationsError(Exception):
+    code = "operations_error"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class SettingsError(OperationsError):
+    code = "invalid_setting"
+
+    def __init__(self, variable: str, reason: str) -> None:
+        super().__init__(f"{variable}: {reason}")
+        self.variable = variable
+
+
+class CatalogueError(OperationsError):
+    code = "invalid_catalogue"
+
+
+class EnvelopeError(OperationsError):
+    code = "invalid_message"
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+
+
+class TokenError(OperationsError):
+    code = "unauthorized"
+
+
+class StoreError(OperationsError):
+    code = "store_error"
+
+
+class StoreUnavailable(StoreError):
+    code = "store_unavailable"

@@ -1,0 +1,33 @@
+"""Who is asking: user ids as Pacco writes them, and the principal a token names."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+ADMIN_ROLE = "admin"
+
+
+def normalise_id(raw: str) -> str:
+    """One spelling per user: a GUID in any format ("N", "D", "B", upper case) becomes its
+    lower-case hyphenated form; anything else is kept as it is, trimmed."""
+    text = raw.strip()
+    if 32 <= len(text) <= 38:
+        try:
+            return str(uuid.UUID(text))
+        except ValueError:
+            pass
+    return text
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: str
+    roles: frozenset[str]
+
+    @property
+    def is_admin(self) -> bool:
+        return ADMIN_ROLE in self.roles
+
+    def may_read(self, owner_id: str) -> bool:
+        return self.is_admin or (bool(owner_id) and owner_id == self.user_id)

@@ -1,0 +1,104 @@
+"""Counters, gauges and histograms, rendered as Prometheus text at ``GET /metrics``."""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from collections.abc import Iterable
+
+Labels = tuple[tuple[str, str], ...]
+
+
+def _labels(labels: dict[str, str]) -> Labels:
+    return tuple(sorted(labels.items()))
+
+
+def _render_labels(labels: Labels, extra: str = "") -> str:
+    parts = [f'{key}="{_escape(value)}"' for key, value in labels]
+    if extra:
+        parts.append(extra)
+    return "{" + ",".join(parts) + "}" if parts else ""
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class Counter:
+    def __init__(self, name: str, help_text: str) -> None:
+        self.name, self.help = name, help_text
+        self._values: dict[Labels, float] = defaultdict(float)
+
+    def inc(self, amount: float = 1.0, **labels: str) -> None:
+        self._values[_labels(labels)] += amount
+
+    def value(self, **labels: str) -> float:
+        return self._values.get(_labels(labels), 0.0)
+
+    def render(self) -> Iterable[str]:
+        yield f"# HELP {self.name} {self.help}"
+        yield f"# TYPE {self.name} counter"
+        for labels, value in sorted(self._values.items()):
+            yield f"{self.name}{_render_labels(labels)} {value:g}"
+
+
+class Gauge(Counter):
+    def set(self, value: float, **labels: str) -> None:
+        self._values[_labels(labels)] = value
+
+    def render(self) -> Iterable[str]:
+        yield f"# HELP {self.name} {self.help}"
+        yield f"# TYPE {self.name} gauge"
+        for labels, value in sorted(self._values.items()):
+            yield f"{self.name}{_render_labels(labels)} {value:g}"
+
+
+class Histogram:
+    def __init__(self, name: str, help_text: str, buckets: tuple[float, ...]) -> None:
+        self.name, self.help, self.buckets = name, help_text, buckets
+        self._counts = [0] * (len(buckets) + 1)
+        self._sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self._counts[bisect.bisect_left(self.buckets, value)] += 1
+        self._sum += value
+
+    def render(self) -> Iterable[str]:
+        yield f"# HELP {self.name} {self.help}"
+        yield f"# TYPE {self.name} histogram"
+        cumulative = 0
+        for bound, count in zip(self.buckets, self._counts, strict=False):
+            cumulative += count
+            yield f'{self.name}_bucket{{le="{bound:g}"}} {cumulative}'
+        cumulative += self._counts[-1]
+        yield f'{self.name}_bucket{{le="+Inf"}} {cumulative}'
+        yield f"{self.name}_sum {self._sum:g}"
+        yield f"{self.name}_count {cumulative}"
+
+
+class Registry:
+    def __init__(self) -> None:
+        self.messages = Counter(
+            "operations_messages_total", "Messages consumed, by kind and outcome."
+        )
+        self.dead_letters = Counter(
+            "operations_dead_letters_total",
+            "Messages copied to the dead-letter queue, by what was applied of them.",
+        )
+        self.batch_seconds = Histogram(
+            "operations_batch_seconds",
+            "Time to interpret, apply and settle one batch of deliveries.",
+            (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        )
+        self.reconnects = Counter(
+            "operations_reconnects_total", "Reconnections to a dependency, by dependency."
+        )
+        self.store_retries = Counter(
+            "operations_store_retries_total", "Batches retried because Redis was unreachable."
+        )
+
+    def render(self) -> str:
+        lines: list[str] = []
+        for metric in (self.messages, self.dead_letters, self.batch_seconds, self.reconnects, self.store_retries):
+            lines.extend(metric.render())
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,31 @@
+"""How each delivery is settled with the broker: explicit outcomes, decided before anything is sent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Disposition(StrEnum):
+    """What happened to a message's content, as told in the dead-letter headers."""
+
+    NOT_APPLIED = "not-applied"
+    APPLIED_IN_PART = "applied-in-part"
+
+
+@dataclass(frozen=True)
+class Ack:
+    """Done with: applied, judged a duplicate or stale, or ignored (the reason says why)."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """Copy to the dead-letter queue with the reason attached, then ack."""
+
+    reason: str
+    disposition: Disposition = Disposition.NOT_APPLIED
+
+
+Settlement = Ack | DeadLetter

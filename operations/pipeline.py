@@ -1,0 +1,88 @@
+"""One batch of deliveries through the service: envelope, state decision, store, settlement.
+
+Broker-free: it reads messages through the :class:`Delivered` protocol and returns one
+:class:`Settlement` per message, in order, for the consumer to carry out.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from .catalogue import Catalogue
+from .envelope import Delivered, Envelope, parse
+from .errors import EnvelopeError, StoreError
+from .metrics import Registry
+from .outcomes import Ack, DeadLetter, Disposition, Settlement
+from .store import Store
+
+log = logging.getLogger("operations.pipeline")
+
+
+class Pipeline:
+    def __init__(
+        self, catalogue: Catalogue, store: Store, metrics: Registry, max_message_bytes: int
+    ) -> None:
+        self.catalogue = catalogue
+        self.store = store
+        self.metrics = metrics
+        self.max_message_bytes = max_message_bytes
+
+    async def process(self, batch: Sequence[Delivered]) -> list[Settlement]:
+        """Raises StoreUnavailable when Redis cannot be reached; nothing is settled then."""
+        settlements: list[Settlement | None] = [None] * len(batch)
+        pending: list[tuple[int, Envelope]] = []
+        for position, delivered in enumerate(batch):
+            try:
+                envelope = parse(delivered, self.catalogue, self.max_message_bytes)
+            except EnvelopeError as error:
+                settlements[position] = self._dead_letter(delivered, error.reason)
+                continue
+            if envelope.operation_id is None:
+                self.metrics.messages.inc(kind=envelope.kind.value, outcome="ignored")
+                log.info(
+                    "ignored %s: no correlation id",
+                    envelope.message,
+                    extra={"message_id": envelope.message_id},
+                )
+                settlements[position] = Ack("no correlation id")
+                continue
+            pending.append((position, envelope))
+
+        changes = await self.store.apply([envelope for _, envelope in pending])
+        for (position, envelope), change in zip(pending, changes, strict=True):
+            if isinstance(change, StoreError):
+                settlements[position] = self._dead_letter(
+                    batch[position], f"store: {change.reason}", envelope
+                )
+                continue
+            self.metrics.messages.inc(kind=envelope.kind.value, outcome=change.outcome.value)
+            if envelope.problems:
+                reason = "; ".join(envelope.problems)
+                log.warning(
+                    "applied %s in part (%s): %s",
+                    envelope.message,
+                    change.outcome.value,
+                    reason,
+                    extra={"correlation_id": envelope.operation_id},
+                )
+                self.metrics.dead_letters.inc(disposition=Disposition.APPLIED_IN_PART.value)
+                settlements[position] = DeadLetter(reason, Disposition.APPLIED_IN_PART)
+            else:
+                settlements[position] = Ack(change.outcome.value)
+        return [settlement or Ack() for settlement in settlements]
+
+    def _dead_letter(
+        self, delivered: Delivered, reason: str, envelope: Envelope | None = None
+    ) -> DeadLetter:
+        kind = envelope.kind.value if envelope else "unknown"
+        self.metrics.messages.inc(kind=kind, outcome="dead_lettered")
+        self.metrics.dead_letters.inc(disposition=Disposition.NOT_APPLIED.value)
+        log.warning(
+            "dead-lettered %s from %s: %s",
+            delivered.routing_key,
+            delivered.exchange,
+            reason,
+            extra={"correlation_id": delivered.correlation_id},
+        )
+        return DeadLetter(reason)

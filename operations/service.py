@@ -1,0 +1,116 @@
+"""The running service: settings in, components wired in data-flow order, one ASGI app out.
+
+    RabbitMQ ─▶ Consumer ─▶ Pipeline (envelope ▸ state ▸ store) ─▶ Redis (record + change stream)
+                                                                       │
+    HTTP readers ◀── OperationsApi ◀──────────── ChangeFeed ◀──────────┘ ──▶ Socket.IO hub
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aioredis
+from aiormq.exceptions import AMQPError
+from starlette.applications import Starlette
+
+from .api import EXCEPTION_HANDLERS, OperationsApi, Readiness
+from .catalogue import Catalogue
+from .consumer import Consumer
+from .feed import ChangeFeed
+from .metrics import Registry
+from .pipeline import Pipeline
+from .settings import Settings
+from .store import RedisStore
+from .tokens import TokenVerifier
+
+log = logging.getLogger("operations.service")
+
+
+class Service:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.catalogue = Catalogue.load(settings.messages_file)
+        self.metrics = Registry()
+        self.store = RedisStore.from_url(
+            settings.redis_url,
+            settings.operation_ttl_seconds,
+            settings.stream_max_length,
+            settings.key_prefix,
+        )
+        feed_client = aioredis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=5, socket_timeout=30
+        )
+        self.feed = ChangeFeed(feed_client, self.store.keys, self.metrics)
+        self.pipeline = Pipeline(
+            self.catalogue, self.store, self.metrics, settings.max_message_bytes
+        )
+        self.consumer = Consumer(
+            settings.amqp_url,
+            settings.queue,
+            settings.dead_letter_queue,
+            self.catalogue,
+            self.pipeline,
+            self.metrics,
+            prefetch=settings.prefetch,
+            batch_size=settings.batch_size,
+        )
+        self.verifier = TokenVerifier(
+            settings.jwt_secret, settings.jwt_issuer, settings.jwt_audience
+        )
+        self.api = OperationsApi(
+            self.store,
+            self.feed,
+            self.verifier,
+            Readiness({"rabbitmq": self._broker_ready, "redis": self._store_ready}),
+            self.metrics,
+            anonymous_reads=settings.anonymous_reads,
+        )
+        self.http = Starlette(
+            routes=self.api.routes,
+            exception_handlers=EXCEPTION_HANDLERS,
+            lifespan=self._lifespan,
+        )
+        self.asgi = self.http
+        self._connecting: asyncio.Task[None] | None = None
+
+    async def _broker_ready(self) -> bool:
+        return self.consumer.ready
+
+    async def _store_ready(self) -> bool:
+        return not self.consumer.store_down and await self.store.ping()
+
+    async def start(self) -> None:
+        await self.feed.start()
+        self._connecting = asyncio.create_task(self._connect_broker(), name="operations-connect")
+
+    async def _connect_broker(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self.consumer.start()
+                return
+            except (AMQPError, ConnectionError, OSError, TimeoutError) as error:
+                log.warning("RabbitMQ not reachable yet (%s); retrying in %.1fs", error, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    async def stop(self) -> None:
+        if self._connecting is not None and not self._connecting.done():
+            self._connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connecting
+        await self.consumer.stop()
+        await self.feed.stop()
+        await self.feed.redis.aclose()
+        await self.store.close()
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()

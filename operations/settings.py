@@ -1,0 +1,169 @@
+"""Settings, read once from ``OPERATIONS_*`` environment variables.
+
+A bad value stops start-up with a :class:`SettingsError` that names the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from .errors import SettingsError
+
+T = TypeVar("T")
+
+DEFAULT_MESSAGES_FILE = Path(str(resources.files("operations") / "data" / "pacco-messages.json"))
+DEV_JWT_SECRET = "operations-development-secret-change-me"
+
+
+@dataclass(frozen=True)
+class Settings:
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    jwt_secret: str = DEV_JWT_SECRET
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 5005
+    messages_file: Path = DEFAULT_MESSAGES_FILE
+    queue: str = "operations"
+    operation_ttl_seconds: int = 86_400
+    anonymous_reads: bool = False
+    prefetch: int = 512
+    batch_size: int = 256
+    max_message_bytes: int = 262_144
+    stream_max_length: int = 100_000
+    key_prefix: str = "operations"
+    log_level: str = "INFO"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.queue}.dead-letter"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        reader = _Reader(env)
+        defaults = cls()
+        return cls(
+            amqp_url=reader.get("OPERATIONS_AMQP_URL", defaults.amqp_url, _url("amqp", "amqps")),
+            redis_url=reader.get(
+                "OPERATIONS_REDIS_URL", defaults.redis_url, _url("redis", "rediss", "unix")
+            ),
+            jwt_secret=reader.get("OPERATIONS_JWT_SECRET", defaults.jwt_secret, _secret),
+            jwt_issuer=reader.get("OPERATIONS_JWT_ISSUER", None, _text),
+            jwt_audience=reader.get("OPERATIONS_JWT_AUDIENCE", None, _text),
+            host=reader.get("OPERATIONS_HOST", defaults.host, _text),
+            port=reader.get("OPERATIONS_PORT", defaults.port, _integer(0, 65_535)),
+            messages_file=reader.get("OPERATIONS_MESSAGES_FILE", defaults.messages_file, _file),
+            queue=reader.get("OPERATIONS_QUEUE", defaults.queue, _queue_name),
+            operation_ttl_seconds=reader.get(
+                "OPERATIONS_OPERATION_TTL_SECONDS",
+                defaults.operation_ttl_seconds,
+                _integer(1, 10 * 365 * 86_400),
+            ),
+            anonymous_reads=reader.get(
+                "OPERATIONS_ANONYMOUS_READS", defaults.anonymous_reads, _boolean
+            ),
+            prefetch=reader.get("OPERATIONS_PREFETCH", defaults.prefetch, _integer(2, 65_535)),
+            batch_size=reader.get("OPERATIONS_BATCH_SIZE", defaults.batch_size, _integer(1, 10_000)),
+            max_message_bytes=reader.get(
+                "OPERATIONS_MAX_MESSAGE_BYTES", defaults.max_message_bytes, _integer(64, 1 << 27)
+            ),
+            stream_max_length=reader.get(
+                "OPERATIONS_STREAM_MAX_LENGTH", defaults.stream_max_length, _integer(100, 1 << 30)
+            ),
+            key_prefix=reader.get("OPERATIONS_KEY_PREFIX", defaults.key_prefix, _key_prefix),
+            log_level=reader.get("OPERATIONS_LOG_LEVEL", defaults.log_level, _log_level),
+        )
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def get(self, name: str, default: T, parse: Callable[[str], T]) -> T:
+        raw = self._env.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            return parse(raw.strip())
+        except ValueError as error:
+            raise SettingsError(name, f"{error} (got {_shown(name, raw)})") from None
+
+
+def _shown(name: str, raw: str) -> str:
+    return "a hidden value" if "SECRET" in name else repr(raw)
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+def _secret(raw: str) -> str:
+    if len(raw) < 16:
+        raise ValueError("must be at least 16 characters long")
+    return raw
+
+
+def _integer(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError("must be a whole number") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _boolean(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("must be true or false")
+
+
+def _url(*schemes: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        scheme = urlsplit(raw).scheme
+        if scheme not in schemes:
+            raise ValueError(f"must be a URL with scheme {' or '.join(schemes)}")
+        return raw
+
+    return parse
+
+
+def _file(raw: str) -> Path:
+    path = Path(raw)
+    if not path.is_file():
+        raise ValueError("must name an existing file")
+    return path
+
+
+def _queue_name(raw: str) -> str:
+    if len(raw.encode()) > 200 or raw.startswith("amq."):
+        raise ValueError("must be at most 200 bytes and must not start with 'amq.'")
+    return raw
+
+
+def _key_prefix(raw: str) -> str:
+    if any(ch in raw for ch in "{} \t\n"):
+        raise ValueError("must not contain braces or whitespace")
+    return raw
+
+
+def _log_level(raw: str) -> str:
+    level = raw.upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return level

@@ -1,0 +1,34 @@
+"""What the service declares on RabbitMQ: the catalogue's topic exchanges, its own durable queue bound
+by message name, and the dead-letter queue."""
+
+from __future__ import annotations
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+
+from .catalogue import Catalogue
+
+
+async def declare_exchanges(
+    channel: AbstractChannel, names: list[str]
+) -> dict[str, AbstractExchange]:
+    exchanges = {}
+    for name in names:
+        exchanges[name] = await channel.declare_exchange(
+            name, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+    return exchanges
+
+
+async def declare_queue(
+    channel: AbstractChannel, catalogue: Catalogue, queue_name: str
+) -> AbstractQueue:
+    exchanges = await declare_exchanges(channel, catalogue.exchanges)
+    queue = await channel.declare_queue(queue_name, durable=True)
+    for subscription in catalogue:
+        await queue.bind(exchanges[subscription.exchange], routing_key=subscription.message)
+    return queue
+
+
+async def declare_dead_letter_queue(channel: AbstractChannel, name: str) -> AbstractQueue:
+    return await channel.declare_queue(name, durable=True)

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Local Redis and RabbitMQ on loopback, for development and tests.
+#
+#   scripts/services.sh start|stop|status|restart-rabbitmq|restart-redis|install
+#
+# Installs the Debian packages redis-server and rabbitmq-server when they are missing, keeps all
+# data and logs under $OPERATIONS_RUN_DIR (default .run/dev) and stops only what it started.
+# Ports: $OPERATIONS_AMQP_PORT (default 5672) and $OPERATIONS_REDIS_PORT (default 6379).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+run_dir=${OPERATIONS_RUN_DIR:-$root/.run/dev}
+amqp_port=${OPERATIONS_AMQP_PORT:-5672}
+redis_port=${OPERATIONS_REDIS_PORT:-6379}
+node="operations-$amqp_port@localhost"
+rabbit_bin=/usr/lib/rabbitmq/bin
+
+say() { printf 'services: %s\n' "$*" >&2; }
+
+install() {
+  local missing=()
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  [ -x "$rabbit_bin/rabbitmq-server" ] || missing+=(rabbitmq-server)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "installing ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+}
+
+rabbit_env() {
+  export RABBITMQ_NODENAME="$node"
+  export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+  export RABBITMQ_NODE_PORT="$amqp_port"
+  export RABBITMQ_DIST_PORT=$((amqp_port + 20000))
+  export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+  export ERL_EPMD_ADDRESS=127.0.0.1
+  export RABBITMQ_BASE="$run_dir/rabbitmq"
+  export RABBITMQ_MNESIA_BASE="$run_dir/rabbitmq/mnesia"
+  export RABBITMQ_LOG_BASE="$run_dir/rabbitmq/log"
+  export RABBITMQ_PID_FILE="$run_dir/rabbitmq/pid"
+  export RABBITMQ_ENABLED_PLUGINS_FILE="$run_dir/rabbitmq/enabled_plugins"
+  export RABBITMQ_CONFIG_FILE="$run_dir/rabbitmq/rabbitmq"
+  export RABBITMQ_ADVANCED_CONFIG_FILE="$run_dir/rabbitmq/advanced.config"
+  mkdir -p "$RABBITMQ_MNESIA_BASE" "$RABBITMQ_LOG_BASE"
+  [ -f "$RABBITMQ_ENABLED_PLUGINS_FILE" ] || echo '[].' > "$RABBITMQ_ENABLED_PLUGINS_FILE"
+}
+
+rabbit_running() {
+  local pid_file="$run_dir/rabbitmq/pid"
+  [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null
+}
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+start_rabbit() {
+  rabbit_env
+  if rabbit_running; then say "rabbitmq already running on 127.0.0.1:$amqp_port"; return 0; fi
+  if port_busy "$amqp_port"; then
+    say "port $amqp_port is taken by another process; set OPERATIONS_AMQP_PORT"; return 1
+  fi
+  rm -f "$RABBITMQ_PID_FILE"
+  nohup "$rabbit_bin/rabbitmq-server" >"$RABBITMQ_LOG_BASE/console.log" 2>&1 &
+  if ! "$rabbit_bin/rabbitmqctl" -q -n "$node" wait "$RABBITMQ_PID_FILE" --timeout 120 >/dev/null; then
+    say "rabbitmq did not start; see $RABBITMQ_LOG_BASE"; tail -n 30 "$RABBITMQ_LOG_BASE/console.log" >&2
+    return 1
+  fi
+  say "rabbitmq up on 127.0.0.1:$amqp_port (node $node)"
+}
+
+stop_rabbit() {
+  rabbit_env
+  if rabbit_running; then
+    "$rabbit_bin/rabbitmqctl" -q -n "$node" shutdown >/dev/null 2>&1 || true
+    say "rabbitmq stopped"
+  fi
+  # epmd was started by our node; end it only when no node is registered with it any more.
+  if command -v epmd >/dev/null 2>&1 && ! epmd -names 2>/dev/null | grep -q '^name '; then
+    epmd -kill >/dev/null 2>&1 || true
+  fi
+}
+
+redis_pid_file() { echo "$run_dir/redis/redis.pid"; }
+
+redis_running() {
+  local pid_file; pid_file=$(redis_pid_file)
+  [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null
+}
+
+start_redis() {
+  mkdir -p "$run_dir/redis"
+  if redis_running; then say "redis already running on 127.0.0.1:$redis_port"; return 0; fi
+  if port_busy "$redis_port"; then
+    say "port $redis_port is taken by another process; set OPERATIONS_REDIS_PORT"; return 1
+  fi
+  redis-server --bind 127.0.0.1 --port "$redis_port" --daemonize yes \
+    --pidfile "$(redis_pid_file)" --dir "$run_dir/redis" --logfile "$run_dir/redis/redis.log" \
+    --appendonly yes --appendfsync everysec --save "" >/dev/null
+  for _ in $(seq 1 100); do
+    redis-cli -p "$redis_port" ping >/dev/null 2>&1 && { say "redis up on 127.0.0.1:$redis_port"; return 0; }
+    sleep 0.1
+  done
+  say "redis did not start; see $run_dir/redis/redis.log"; return 1
+}
+
+stop_redis() {
+  if redis_running; then
+    local pid; pid=$(cat "$(redis_pid_file)")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    say "redis stopped"
+  fi
+}
+
+case "${1:-}" in
+  install) install ;;
+  start) install; start_redis; start_rabbit ;;
+  stop) stop_rabbit; stop_redis ;;
+  status)
+    redis_running && say "redis running" || say "redis stopped"
+    rabbit_running && say "rabbitmq running" || say "rabbitmq stopped" ;;
+  restart-rabbitmq) stop_rabbit; start_rabbit ;;
+  restart-redis) stop_redis; start_redis ;;
+  *) echo "usage: $0 start|stop|status|restart-rabbitmq|restart-redis|install" >&2; exit 2 ;;
+esac
