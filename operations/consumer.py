@@ -16,7 +16,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import aio_pika
 from aio_pika.abc import (
@@ -73,7 +73,8 @@ class Consumer:
     @property
     def ready(self) -> bool:
         return (
-            self._connection is not None
+            self._consumer_tag is not None
+            and self._connection is not None
             and not self._connection.is_closed
             and self._channel is not None
             and not self._channel.is_closed
@@ -103,9 +104,7 @@ class Consumer:
         await declare_dead_letter_queue(channel, self.dead_letter_queue)
         self._queue = await declare_queue(channel, self.catalogue, self.queue_name)
         self._worker = asyncio.create_task(self._run(), name="operations-consumer")
-        # A plain function: aio-pika calls it in delivery order without a task per message.
-        on_message = cast(Any, self._on_message)
-        self._consumer_tag = await self._queue.consume(on_message)
+        self._consumer_tag = await self._queue.consume(self._on_message)
         log.info(
             "consuming %s (%d bindings on %d exchanges), prefetch %d",
             self.queue_name,
@@ -133,7 +132,9 @@ class Consumer:
         self.metrics.reconnects.inc(dependency="rabbitmq")
         log.warning("reconnected to RabbitMQ; unacknowledged deliveries will be redelivered")
 
-    def _on_message(self, message: AbstractIncomingMessage) -> None:
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        # Deliveries' tasks start in delivery order, and this first step never awaits, so the
+        # inbox keeps the broker's order.
         self._inbox.append(message)
         self._arrived.set()
 

@@ -67,24 +67,20 @@ def parse(delivered: Delivered, catalogue: Catalogue, max_bytes: int) -> Envelop
 
     problems: list[str] = []
     headers = delivered.headers or {}
-    context_raw = _header(headers, "message_context")
-    body = delivered.body
-    size = len(body) + (len(context_raw) if isinstance(context_raw, str | bytes) else 0)
-    oversized = size > max_bytes
-    if oversized:
-        problems.append(f"message: {size} bytes exceeds the limit of {max_bytes}")
-        context: Mapping[str, Any] = {}
-    else:
-        context = _context(context_raw, problems)
-
+    context = _context(_header(headers, "message_context"), max_bytes, problems)
     saga = _saga_state(_header(headers, "saga"), problems)
     state = decide(subscription.kind, saga)
     user = _user_id(context, problems)
     name = _text_field(context, "name", "message_context.name", problems) or message
 
+    body = delivered.body
+    oversized = len(body) > max_bytes
+    if oversized:
+        problems.append(f"body: {len(body)} bytes exceeds the limit of {max_bytes}, not read")
+
     code = reason = None
-    if state is State.REJECTED and not oversized:
-        fields = _json_object(body, "body", problems)
+    if state is State.REJECTED:
+        fields = {} if oversized else _json_object(body, "body", problems)
         code = _text_field(fields, "code", "body.code", problems)
         reason = _text_field(fields, "reason", "body.reason", problems)
 
@@ -151,7 +147,7 @@ def _saga_state(raw: Any, problems: list[str]) -> State | None:
     return State.from_saga_header(text)
 
 
-def _context(raw: Any, problems: list[str]) -> Mapping[str, Any]:
+def _context(raw: Any, max_bytes: int, problems: list[str]) -> Mapping[str, Any]:
     if raw is None:
         return {}
     if isinstance(raw, Mapping):  # an AMQP table instead of JSON text
@@ -159,6 +155,9 @@ def _context(raw: Any, problems: list[str]) -> Mapping[str, Any]:
     text = _as_text(raw)
     if text is None:
         problems.append("headers.message_context: expected UTF-8 JSON text")
+        return {}
+    if len(text) > max_bytes:
+        problems.append(f"headers.message_context: {len(text)} bytes exceeds the limit of {max_bytes}")
         return {}
     return _json_object(text, "headers.message_context", problems)
 

@@ -4,11 +4,11 @@ Key layout (``P`` is ``OPERATIONS_KEY_PREFIX``, default ``operations``; braces a
 tags, so the keys of one operation share a slot):
 
     P:op:{ID}            hash    the record: id, userId, name, state, code, reason, version,
-                                 createdAt, updatedAt, createdMs
+                                 createdAt, updatedAt, rank (creation order)
     P:op:{ID}:history    list    JSON transitions, oldest first
     P:op:{ID}:seen       set     message ids already applied or judged (drops duplicates)
-    P:user:{USER}        zset    the user's operation ids, scored by creation time (ms)
-    P:index              zset    every operation id, scored by creation time (ms)
+    P:user:{USER}        zset    the user's operation ids, scored by creation order (``rank``)
+    P:index              zset    every operation id, scored by creation order (``rank``)
     P:changes            stream  one entry per applied change, field ``op`` = the record as JSON;
                                  its entry id is the change's cursor
 
@@ -94,9 +94,8 @@ class Store(Protocol):
     async def ping(self) -> bool: ...
 
 
-def now() -> tuple[int, str]:
-    moment = dt.datetime.now(dt.UTC)
-    return int(moment.timestamp() * 1000), _iso(moment)
+def now() -> str:
+    return _iso(dt.datetime.now(dt.UTC))
 
 
 def _iso(moment: dt.datetime) -> str:
@@ -150,7 +149,7 @@ class RedisStore:
     async def _apply_pipelined(self, envelopes: Sequence[Envelope]) -> list[Change | StoreError]:
         if self._sha is None:
             self._sha = str(await self.redis.script_load(APPLY_SCRIPT))
-        now_ms, now_iso = now()
+        now_iso = now()
         keys = self.keys
         async with self.redis.pipeline(transaction=False) as pipe:
             for envelope in envelopes:
@@ -174,7 +173,6 @@ class RedisStore:
                     envelope.code or "",
                     envelope.reason or "",
                     envelope.message,
-                    now_ms,
                     now_iso,
                     _iso(envelope.sent_at) if envelope.sent_at else "",
                     self._ttl,

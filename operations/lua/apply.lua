@@ -3,15 +3,15 @@
 -- KEYS[1] record hash      KEYS[2] history list    KEYS[3] seen message ids (set)
 -- KEYS[4] owner's index    KEYS[5] global index    KEYS[6] change stream
 -- ARGV: operation id, message id, state, name, user id, code, reason, message name,
---       now (ms), now (ISO 8601), sent at (ISO 8601 or ''), ttl (s), stream max length
+--       now (ISO 8601), sent at (ISO 8601 or ''), ttl (s), stream max length
 -- Returns {outcome, snapshot JSON or false, stream entry id or false}
 -- with outcome one of applied, duplicate, stale.
 
 local record, history, seen, owner_index, index, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local op_id, msg_id, state, name, user_id = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local code, reason, message = ARGV[6], ARGV[7], ARGV[8]
-local now_ms, now_iso, sent_at = tonumber(ARGV[9]), ARGV[10], ARGV[11]
-local ttl, max_length = tonumber(ARGV[12]), tonumber(ARGV[13])
+local now_iso, sent_at = ARGV[9], ARGV[10]
+local ttl, max_length = tonumber(ARGV[11]), tonumber(ARGV[12])
 
 local function nullable(value)
   if value == nil or value == false or value == '' then return cjson.null end
@@ -24,7 +24,7 @@ if msg_id ~= '' then
   end
 end
 
-local current = redis.call('HMGET', record, 'state', 'name', 'userId', 'createdAt', 'createdMs')
+local current = redis.call('HMGET', record, 'state', 'name', 'userId', 'createdAt', 'rank')
 local current_state, current_name = current[1], current[2]
 
 if current_state then
@@ -39,15 +39,10 @@ end
 
 local owner = current[3]
 if not owner or owner == '' then owner = user_id end
-local created_at, created_ms = current[4], tonumber(current[5])
-if not current_state then created_at, created_ms = now_iso, now_ms end
+local created_at, rank = current[4], current[5]
+if not current_state then created_at = now_iso end
 local terminal = state ~= 'pending'
-
 local version = redis.call('HINCRBY', record, 'version', 1)
-redis.call('HSET', record,
-  'id', op_id, 'userId', owner, 'name', name, 'state', state,
-  'code', terminal and code or '', 'reason', terminal and reason or '',
-  'createdAt', created_at, 'createdMs', created_ms, 'updatedAt', now_iso)
 
 local snapshot = cjson.encode({
   id = op_id, userId = nullable(owner), name = name, state = state,
@@ -62,16 +57,26 @@ redis.call('RPUSH', history, cjson.encode({
   reason = terminal and nullable(reason) or cjson.null, at = now_iso, sentAt = nullable(sent_at),
 }))
 
+local entry = redis.call('XADD', stream, 'MAXLEN', '~', max_length, '*', 'op', snapshot)
+if not rank then
+  -- Newest-first order for the indexes: the creating entry's id, ms * 1000 + sequence, fits a double.
+  local ms, seq = string.match(entry, '^(%d+)-(%d+)$')
+  rank = string.format('%d', tonumber(ms) * 1000 + math.min(tonumber(seq), 999))
+end
+redis.call('HSET', record,
+  'id', op_id, 'userId', owner, 'name', name, 'state', state,
+  'code', terminal and code or '', 'reason', terminal and reason or '',
+  'createdAt', created_at, 'updatedAt', now_iso, 'rank', rank)
+
 redis.call('EXPIRE', record, ttl)
 redis.call('EXPIRE', history, ttl)
 if redis.call('EXISTS', seen) == 1 then redis.call('EXPIRE', seen, ttl) end
 
 if owner ~= '' and owner == user_id then
-  redis.call('ZADD', owner_index, created_ms, op_id)
+  redis.call('ZADD', owner_index, rank, op_id)
   redis.call('EXPIRE', owner_index, ttl)
 end
-redis.call('ZADD', index, created_ms, op_id)
+redis.call('ZADD', index, rank, op_id)
 redis.call('EXPIRE', index, ttl)
 
-local entry = redis.call('XADD', stream, 'MAXLEN', '~', max_length, '*', 'op', snapshot)
 return {'applied', snapshot, entry}

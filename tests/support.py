@@ -1,0 +1,178 @@
+"""Test helpers: a Convey-shaped publisher, a service running on a real port, polling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import aio_pika
+import orjson
+import uvicorn
+
+from operations.catalogue import Catalogue
+from operations.service import Service
+from operations.settings import DEFAULT_MESSAGES_FILE, Settings
+
+T = TypeVar("T")
+PACCO = Catalogue.load(DEFAULT_MESSAGES_FILE)
+Style = Literal["dotnet", "python"]
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex  # .NET's "N" format, as Pacco writes GUIDs
+
+
+def context(user: str | None, name: str | None = None, style: Style = "dotnet") -> bytearray | str:
+    """A CorrelationContext: PascalCase bytes as .NET sends it, or camelCase text from Python.
+
+    AMQP carries Python bytes as a byte array, which arrives as a bytearray."""
+    if style == "dotnet":
+        document: dict[str, Any] = {"CorrelationId": new_id(), "Name": name, "TraceId": "t-1",
+                                    "CreatedAt": dt.datetime.now(dt.UTC).isoformat()}
+        if user is not None:
+            document["User"] = {"Id": user, "IsAuthenticated": True, "Role": "user", "Claims": {}}
+        return bytearray(orjson.dumps(document))
+    document = {"correlationId": new_id(), "name": name}
+    if user is not None:
+        document["user"] = {"id": user, "isAuthenticated": True, "role": "user", "claims": {}}
+    return orjson.dumps(document).decode()
+
+
+class Publisher:
+    def __init__(self, connection: aio_pika.abc.AbstractRobustConnection) -> None:
+        self.connection = connection
+        self.channel: aio_pika.abc.AbstractChannel | None = None
+        self.exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
+
+    async def __aenter__(self) -> Publisher:
+        self.channel = await self.connection.channel(publisher_confirms=True)
+        for name in PACCO.exchanges:
+            self.exchanges[name] = await self.channel.declare_exchange(
+                name, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self.channel is not None
+        await self.channel.close()
+
+    async def publish(
+        self,
+        message: str,
+        operation_id: str | None,
+        *,
+        user: str | None = None,
+        name: str | None = None,
+        saga: str | bytearray | None = None,
+        body: bytes | dict[str, Any] | None = None,
+        message_id: str | None = "auto",
+        style: Style = "dotnet",
+        raw_context: Any = "default",
+        headers: dict[str, Any] | None = None,
+        exchange: str | None = None,
+    ) -> str | None:
+        subscription = PACCO.lookup(exchange or "", message)
+        target = exchange or (subscription.exchange if subscription else "orders")
+        all_headers: dict[str, Any] = dict(headers or {})
+        if raw_context == "default":
+            all_headers["message_context"] = context(user, name, style)
+        elif raw_context is not None:
+            all_headers["message_context"] = raw_context
+        if saga is not None:
+            dotnet = style == "dotnet" and isinstance(saga, str)
+            all_headers["Saga"] = bytearray(saga.encode()) if dotnet else saga
+        if message_id == "auto":
+            message_id = new_id()
+        payload = body if isinstance(body, bytes) else orjson.dumps(body or {})
+        await self.exchanges[target].publish(
+            aio_pika.Message(
+                payload,
+                headers=all_headers,
+                correlation_id=operation_id,
+                message_id=message_id,
+                content_type="application/json",
+                timestamp=dt.datetime.now(dt.UTC),
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key=message,
+        )
+        return message_id
+
+
+@dataclass
+class RunningService:
+    service: Service
+    server: uvicorn.Server
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@contextlib.asynccontextmanager
+async def start_service(settings: Settings) -> AsyncIterator[RunningService]:
+    service = Service(settings)
+    config = uvicorn.Config(
+        service.asgi, host="127.0.0.1", port=settings.port, lifespan="on", log_config=None,
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    await eventually(lambda: _started(server), "the HTTP server to start")
+    await eventually(lambda: _ready(service), "the consumer to connect")
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield RunningService(service, server, port)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, timeout=30)
+
+
+async def _started(server: uvicorn.Server) -> bool:
+    return server.started
+
+
+async def _ready(service: Service) -> bool:
+    return service.consumer.ready
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T]], what: str, timeout: float = 15.0, every: float = 0.02
+) -> T:
+    """Poll ``check`` until it returns a truthy value; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(every)
+
+
+async def dead_letters(
+    connection: aio_pika.abc.AbstractRobustConnection, queue: str, count: int, timeout: float = 15.0
+) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    """Take ``count`` messages off the dead-letter queue, waiting for them to arrive."""
+    taken: list[aio_pika.abc.AbstractIncomingMessage] = []
+    async with connection.channel() as channel:
+        dlq = await channel.declare_queue(queue, durable=True)
+
+        async def more() -> bool:
+            message = await dlq.get(no_ack=True, fail=False)
+            if message is not None:
+                taken.append(message)
+            return len(taken) >= count
+
+        await eventually(more, f"{count} dead letters", timeout=timeout)
+        extra = await dlq.get(no_ack=True, fail=False)
+        assert extra is None, f"more dead letters than expected: {extra.headers if extra else ''}"
+    return taken

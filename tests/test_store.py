@@ -1,0 +1,241 @@
+"""The Lua apply script against a real Redis: the state rules of contract §3."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from operations.envelope import Envelope
+from operations.records import Change, Outcome
+from operations.states import MessageKind, State
+from operations.store import Keys, ListQuery, RedisStore
+from tests.support import new_id
+
+USER = "7f0b2c1e-0000-4000-8000-000000000001"
+
+
+@pytest.fixture
+async def store(redis_client: aioredis.Redis) -> AsyncIterator[RedisStore]:
+    yield RedisStore(redis_client, ttl_seconds=60, stream_max_length=1_000, keys=Keys("t"))
+
+
+def envelope(
+    op: str,
+    state: State,
+    name: str = "create_order",
+    message_id: str | None = None,
+    user: str | None = USER,
+    code: str | None = None,
+    reason: str | None = None,
+) -> Envelope:
+    kind = {
+        State.PENDING: MessageKind.COMMAND,
+        State.COMPLETED: MessageKind.EVENT,
+        State.REJECTED: MessageKind.REJECTED_EVENT,
+    }[state]
+    return Envelope(
+        message=name,
+        exchange="orders",
+        kind=kind,
+        state=state,
+        operation_id=op,
+        message_id=message_id if message_id is not None else new_id(),
+        user_id=user,
+        name=name,
+        code=code,
+        reason=reason,
+    )
+
+
+async def apply_one(store: RedisStore, env: Envelope) -> Change:
+    (change,) = await store.apply([env])
+    assert isinstance(change, Change)
+    return change
+
+
+async def test_first_message_creates_the_record(store: RedisStore) -> None:
+    op = new_id()
+    change = await apply_one(store, envelope(op, State.PENDING))
+    assert change.outcome is Outcome.APPLIED
+    record = change.record
+    assert record is not None
+    assert (record.id, record.user_id, record.state, record.version) == (op, USER, State.PENDING, 1)
+    assert change.cursor is not None
+    assert await store.get(op) == record
+
+
+async def test_pending_step_with_a_new_name_is_a_change(store: RedisStore) -> None:
+    op = new_id()
+    await apply_one(store, envelope(op, State.PENDING, "create_order"))
+    same = await apply_one(store, envelope(op, State.PENDING, "create_order"))
+    step = await apply_one(store, envelope(op, State.PENDING, "add_parcel_to_order"))
+    assert same.outcome is Outcome.STALE
+    assert step.outcome is Outcome.APPLIED
+    assert step.record is not None
+    assert (step.record.name, step.record.version) == ("add_parcel_to_order", 2)
+
+
+async def test_first_terminal_state_wins(store: RedisStore) -> None:
+    op = new_id()
+    done = await apply_one(store, envelope(op, State.COMPLETED, "order_created"))
+    late_command = await apply_one(store, envelope(op, State.PENDING))
+    late_rejection = await apply_one(
+        store, envelope(op, State.REJECTED, "create_order_rejected", code="x", reason="y")
+    )
+    assert done.outcome is Outcome.APPLIED
+    assert late_command.outcome is Outcome.STALE
+    assert late_rejection.outcome is Outcome.STALE
+    record = await store.get(op)
+    assert record is not None
+    assert (record.state, record.version, record.code) == (State.COMPLETED, 1, None)
+
+
+async def test_rejection_keeps_code_and_reason(store: RedisStore) -> None:
+    op = new_id()
+    await apply_one(store, envelope(op, State.PENDING))
+    change = await apply_one(
+        store,
+        envelope(op, State.REJECTED, "create_order_rejected", code="no_stock", reason="gone"),
+    )
+    assert change.record is not None
+    assert (change.record.state, change.record.code, change.record.reason) == (
+        State.REJECTED,
+        "no_stock",
+        "gone",
+    )
+
+
+async def test_duplicate_message_id_changes_nothing(store: RedisStore) -> None:
+    op = new_id()
+    first = envelope(op, State.PENDING, message_id="m-1")
+    await apply_one(store, first)
+    again = await apply_one(store, envelope(op, State.COMPLETED, "order_created", message_id="m-1"))
+    assert again.outcome is Outcome.DUPLICATE
+    record = await store.get(op)
+    assert record is not None
+    assert (record.state, record.version) == (State.PENDING, 1)
+    assert len(await store.history(op)) == 1
+
+
+async def test_history_lists_every_applied_change_in_order(store: RedisStore) -> None:
+    op = new_id()
+    await store.apply(
+        [
+            envelope(op, State.PENDING, "create_order", message_id="a"),
+            envelope(op, State.PENDING, "create_order", message_id="b"),
+            envelope(op, State.PENDING, "add_parcel_to_order", message_id="c"),
+            envelope(op, State.COMPLETED, "order_approved", message_id="d"),
+        ]
+    )
+    history = await store.history(op)
+    assert [(h["version"], h["state"], h["name"], h["messageId"]) for h in history] == [
+        (1, "pending", "create_order", "a"),
+        (2, "pending", "add_parcel_to_order", "c"),
+        (3, "completed", "order_approved", "d"),
+    ]
+    assert all(h["at"].endswith("Z") for h in history)
+
+
+async def test_every_key_expires_after_the_last_update(
+    store: RedisStore, redis_client: aioredis.Redis
+) -> None:
+    short = RedisStore(redis_client, ttl_seconds=1, keys=Keys("t"))
+    op = new_id()
+    await apply_one(short, envelope(op, State.PENDING, message_id="m-1"))
+    keys = store.keys
+    for key in (keys.record(op), keys.history(op), keys.seen(op), keys.user_index(USER)):
+        assert 0 < await redis_client.pttl(key) <= 1_000
+    await asyncio.sleep(1.2)
+    assert await short.get(op) is None
+    assert await short.history(op) == []
+    page = await short.page(ListQuery(user_id=USER))
+    assert page.items == []
+
+
+async def test_reads_do_not_extend_the_ttl(store: RedisStore, redis_client: aioredis.Redis) -> None:
+    op = new_id()
+    await apply_one(store, envelope(op, State.PENDING))
+    await redis_client.expire(store.keys.record(op), 5)
+    await store.get(op)
+    await store.history(op)
+    assert await redis_client.ttl(store.keys.record(op)) <= 5
+
+
+async def test_stale_and_duplicate_leave_the_stream_alone(
+    store: RedisStore, redis_client: aioredis.Redis
+) -> None:
+    op = new_id()
+    await apply_one(store, envelope(op, State.COMPLETED, "order_created", message_id="x"))
+    await apply_one(store, envelope(op, State.COMPLETED, "order_created", message_id="x"))
+    await apply_one(store, envelope(op, State.PENDING))
+    assert await redis_client.xlen(store.keys.changes) == 1
+
+
+async def test_listing_is_newest_first_with_filters_and_a_cursor(store: RedisStore) -> None:
+    ops = []
+    for index in range(7):
+        op = new_id()
+        ops.append(op)
+        state = State.COMPLETED if index % 2 else State.PENDING
+        await apply_one(store, envelope(op, state, f"n{index % 3}"))
+    other = new_id()
+    await apply_one(store, envelope(other, State.PENDING, user="someone-else"))
+
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await store.page(ListQuery(user_id=USER, limit=3, cursor=cursor))
+        seen.extend(record.id for record in page.items)
+        if page.next is None:
+            break
+        cursor = page.next
+    assert seen == list(reversed(ops))
+
+    completed = await store.page(ListQuery(user_id=USER, state=State.COMPLETED))
+    assert {r.id for r in completed.items} == {ops[1], ops[3], ops[5]}
+    named = await store.page(ListQuery(user_id=USER, name="n0"))
+    assert {r.id for r in named.items} == {ops[0], ops[3], ops[6]}
+    everyone = await store.page(ListQuery(user_id=None))
+    assert everyone.items[0].id == other and len(everyone.items) == 8
+
+
+async def test_the_owner_is_filled_in_by_a_later_message(store: RedisStore) -> None:
+    op = new_id()
+    await apply_one(store, envelope(op, State.PENDING, user=None))
+    change = await apply_one(store, envelope(op, State.COMPLETED, "order_created"))
+    assert change.record is not None and change.record.user_id == USER
+    page = await store.page(ListQuery(user_id=USER))
+    assert [r.id for r in page.items] == [op]
+
+
+async def test_concurrent_appliers_never_regress(
+    servers: tuple[str, str], redis_client: aioredis.Redis
+) -> None:
+    """Four clients race the same messages of one operation; exactly one completion applies."""
+    stores = [
+        RedisStore(aioredis.Redis.from_url(servers[1]), ttl_seconds=60, keys=Keys("t"))
+        for _ in range(4)
+    ]
+    op = new_id()
+    messages = [envelope(op, State.PENDING, f"step{i}", message_id=f"p{i}") for i in range(20)]
+    messages.append(envelope(op, State.COMPLETED, "done", message_id="done"))
+    results = await asyncio.gather(*(s.apply(messages) for s in stores))
+    applied_completions = sum(
+        1
+        for changes in results
+        for change in changes
+        if isinstance(change, Change)
+        and change.outcome is Outcome.APPLIED
+        and change.record is not None
+        and change.record.state is State.COMPLETED
+    )
+    assert applied_completions == 1
+    history = await stores[0].history(op)
+    versions = [h["version"] for h in history]
+    assert versions == list(range(1, len(history) + 1))
+    assert history[-1]["state"] == "completed"
+    for s in stores:
+        await s.close()
