@@ -144,7 +144,9 @@ def test_saga_header_name_in_any_case(key: str) -> None:
     assert envelope.state is State.PENDING
 
 
-@pytest.mark.parametrize("value", ["", "unknown", "done", "failed", "pend", b"nope", bytearray(b"x")])
+@pytest.mark.parametrize(
+    "value", ["", "unknown", "done", "failed", "pend", b"nope", bytearray(b"x")]
+)
 @pytest.mark.parametrize(
     ("message", "default"),
     [

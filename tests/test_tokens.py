@@ -120,6 +120,11 @@ def test_nbf_in_the_past_is_accepted() -> None:
     assert verified.principal.user_id == USER_D
 
 
+def test_nbf_equal_to_now_is_accepted() -> None:
+    verified = VERIFIER.verify(encode(claims(nbf=int(NOW)), SECRET), now=NOW)
+    assert verified.principal.user_id == USER_D
+
+
 def test_exp_as_a_float_is_accepted() -> None:
     verified = VERIFIER.verify(encode(claims(exp=NOW + 0.5), SECRET), now=NOW)
     assert verified.expires_at == NOW + 0.5
@@ -331,3 +336,20 @@ def test_empty_owner_is_readable_only_by_an_admin() -> None:
 
 def test_role_names_are_case_sensitive_in_principal() -> None:
     assert not Principal("u", frozenset({"Admin"})).is_admin
+
+
+def non_canonical_signatures() -> list[Any]:
+    header, payload, signature = encode(claims(), SECRET).split(".")
+    standard = signature.replace("-", "+").replace("_", "/")
+    assert standard != signature, "pick claims whose signature has a - or _"
+    return [
+        pytest.param(f"{header}.{payload}.{signature}!!!!", id="junk-appended"),
+        pytest.param(f"{header}.{payload}.{signature}=", id="padded"),
+        pytest.param(f"{header}.{payload}.{standard}", id="standard-alphabet"),
+    ]
+
+
+@pytest.mark.parametrize("token", non_canonical_signatures())
+def test_signature_that_is_not_strict_base64url_is_refused(token: str) -> None:
+    """RFC 7515: the signature is unpadded base64url; any other spelling is not the token."""
+    refused(token)

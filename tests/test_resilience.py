@@ -1,0 +1,166 @@
+"""Orderings and failures that break systems like this one: competing service instances on one
+queue, shuffled and duplicated deliveries, and a RabbitMQ restart in the middle of a stream."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import orjson
+import pytest
+import redis.asyncio as aioredis
+
+from operations.settings import Settings
+from operations.store import Keys
+from tests.support import Publisher, eventually, new_id, start_service
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _records_by_op(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> dict[str, list[dict[str, Any]]]:
+    by_op: dict[str, list[dict[str, Any]]] = {}
+    for _, fields in entries:
+        snapshot = orjson.loads(fields[b"op"])
+        by_op.setdefault(snapshot["id"], []).append(snapshot)
+    return by_op
+
+
+def assert_never_regressed(changes: list[dict[str, Any]]) -> None:
+    """Versions rise one by one, and nothing follows a terminal state."""
+    versions = [change["version"] for change in changes]
+    assert versions == list(range(1, len(changes) + 1)), versions
+    states = [change["state"] for change in changes]
+    assert all(state == "pending" for state in states[:-1]), states
+
+
+async def test_two_instances_racing_never_regress(
+    settings: Settings, redis_client: aioredis.Redis, amqp: Any, publisher: Publisher
+) -> None:
+    rng = random.Random(7)
+    operations: dict[str, str] = {}
+    deliveries: list[tuple[str, str, str]] = []  # (message, operation, message id)
+    for _ in range(150):
+        op = str(uuid.uuid4())
+        final = rng.choice(["order_created", "create_order_rejected"])
+        operations[op] = "completed" if final == "order_created" else "rejected"
+        steps = ["create_order", "add_parcel_to_order", "assign_vehicle_to_order", final]
+        deliveries.extend((message, op, new_id()) for message in steps)
+    deliveries += rng.sample(deliveries, len(deliveries) // 4)  # redeliveries
+    rng.shuffle(deliveries)
+
+    async with start_service(settings) as first, start_service(settings) as second:
+        for message, op, message_id in deliveries:
+            await publisher.publish(message, op, user="u", name=message, message_id=message_id,
+                                    body={"code": "no", "reason": "because"})
+        keys = Keys(settings.key_prefix)
+
+        async def all_final() -> bool:
+            async with redis_client.pipeline(transaction=False) as pipe:
+                for op in operations:
+                    pipe.hget(keys.record(op), "state")
+                states = await pipe.execute()
+            return all(state is not None and state.decode() == operations[op]
+                       for op, state in zip(operations, states, strict=True))
+
+        await eventually(all_final, "every operation to reach its final state", timeout=30)
+        for running in (first, second):
+            counted = running.service.metrics.messages
+            assert counted.value(kind="command", outcome="applied") > 0, "an instance sat idle"
+
+    entries = await redis_client.xrange(keys.changes)
+    by_op = _records_by_op(entries)
+    assert set(by_op) == set(operations)
+    for op, changes in by_op.items():
+        assert_never_regressed(changes)
+        assert changes[-1]["state"] == operations[op]
+
+
+class SteadyPublisher:
+    """Publishes with confirms and retries each message until the broker confirms it, across a
+    broker restart, so that nothing is lost on the publishing side."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.confirmed = 0
+
+    async def run(self, messages: list[tuple[str, str, str]], pace: float) -> None:
+        connection = await aio_pika.connect_robust(self.url, reconnect_interval=0.5)
+        try:
+            channel = await connection.channel(publisher_confirms=True)
+            for message, op, message_id in messages:
+                while True:
+                    try:
+                        exchange = await channel.get_exchange("orders")
+                        await exchange.publish(
+                            aio_pika.Message(
+                                b"{}",
+                                correlation_id=op,
+                                message_id=message_id,
+                                headers={"message_context": '{"user":{"id":"u"}}'},
+                                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                            ),
+                            routing_key=message,
+                            timeout=5,
+                        )
+                        self.confirmed += 1
+                        break
+                    except (aio_pika.exceptions.AMQPError, ConnectionError, TimeoutError,
+                            RuntimeError, asyncio.TimeoutError):
+                        await asyncio.sleep(0.2)
+                await asyncio.sleep(pace)
+        finally:
+            await connection.close()
+
+
+@pytest.mark.broker_restart
+@pytest.mark.timeout(240)
+async def test_a_rabbitmq_restart_mid_stream_loses_no_message(
+    settings: Settings, redis_client: aioredis.Redis, amqp: Any, publisher: Publisher
+) -> None:
+    operations = [str(uuid.uuid4()) for _ in range(300)]
+    messages = [(m, op, new_id()) for op in operations for m in ("create_order", "order_created")]
+    keys = Keys(settings.key_prefix)
+
+    async with start_service(settings) as running:
+        steady = SteadyPublisher(settings.amqp_url)
+        stream = asyncio.create_task(steady.run(messages, pace=0.004))
+        await eventually(lambda: _at_least(steady, 150), "the stream to get going")
+        restart = await asyncio.create_subprocess_exec(
+            str(ROOT / "scripts" / "services.sh"), "restart-rabbitmq", env=dict(os.environ)
+        )
+        assert await asyncio.wait_for(restart.wait(), timeout=120) == 0
+        await asyncio.wait_for(stream, timeout=120)
+        assert steady.confirmed == len(messages)
+
+        async def all_completed() -> bool:
+            async with redis_client.pipeline(transaction=False) as pipe:
+                for op in operations:
+                    pipe.hget(keys.record(op), "state")
+                states = await pipe.execute()
+            return all(state == b"completed" for state in states)
+
+        await eventually(all_completed, "every operation to complete after the restart", 60)
+        assert running.service.metrics.reconnects.value(dependency="rabbitmq") >= 1
+    entries = await redis_client.xrange(keys.changes)
+    for changes in _records_by_op(entries).values():
+        assert_never_regressed(changes)
+
+
+async def _at_least(steady: SteadyPublisher, count: int) -> bool:
+    return steady.confirmed >= count
+
+
+def test_the_services_script_knows_the_test_servers() -> None:
+    """The restart test drives scripts/services.sh with the suite's own environment."""
+    assert os.environ.get("OPERATIONS_RUN_DIR"), "run the suite with make test or scripts/test.sh"
+    status = subprocess.run(
+        [str(ROOT / "scripts" / "services.sh"), "status"], capture_output=True, text=True,
+        env=dict(os.environ), check=True,
+    )
+    assert "rabbitmq running" in status.stderr and "redis running" in status.stderr

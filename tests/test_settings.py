@@ -1,0 +1,255 @@
+"""Unit tests for operations.settings.Settings.from_env."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from operations.errors import OperationsError, SettingsError
+from operations.settings import DEFAULT_MESSAGES_FILE, DEV_JWT_SECRET, Settings
+
+
+def bad(variable: str, value: str) -> SettingsError:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({variable: value})
+    error = caught.value
+    assert error.variable == variable
+    assert variable in str(error)
+    assert error.code == "invalid_setting"
+    assert isinstance(error, OperationsError)
+    return error
+
+
+def test_defaults_from_an_empty_environment() -> None:
+    settings = Settings.from_env({})
+    assert settings.host == "127.0.0.1"
+    assert settings.port == 5005
+    assert settings.operation_ttl_seconds == 86_400
+    assert settings.anonymous_reads is False
+    assert settings.messages_file == DEFAULT_MESSAGES_FILE
+    assert settings.messages_file.is_file()
+    assert settings.messages_file.name == "pacco-messages.json"
+    assert settings.amqp_url.startswith("amqp://")
+    assert settings.redis_url.startswith("redis://")
+    assert settings.jwt_secret == DEV_JWT_SECRET
+    assert settings.jwt_issuer is None
+    assert settings.jwt_audience is None
+    assert settings.queue == "operations"
+    assert settings.dead_letter_queue == "operations.dead-letter"
+    assert settings.log_level == "INFO"
+    assert settings == Settings()
+
+
+def test_blank_values_fall_back_to_the_defaults() -> None:
+    settings = Settings.from_env({"OPERATIONS_PORT": "   ", "OPERATIONS_ANONYMOUS_READS": ""})
+    assert settings.port == 5005
+    assert settings.anonymous_reads is False
+
+
+def test_unrelated_variables_are_ignored() -> None:
+    assert Settings.from_env({"PORT": "1", "OPERATIONS_UNKNOWN": "x"}) == Settings()
+
+
+def test_from_env_reads_the_process_environment_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OPERATIONS_PORT", "6123")
+    monkeypatch.setenv("OPERATIONS_QUEUE", "from-process-env")
+    settings = Settings.from_env()
+    assert settings.port == 6123
+    assert settings.queue == "from-process-env"
+
+
+def test_good_overrides_parse(tmp_path: Path) -> None:
+    messages = tmp_path / "messages.json"
+    messages.write_text('{"s": {"exchange": "x", "commands": ["do_it"]}}', encoding="utf-8")
+    settings = Settings.from_env(
+        {
+            "OPERATIONS_AMQP_URL": "amqps://user:pw@rabbit.example:5671/vhost",
+            "OPERATIONS_REDIS_URL": "rediss://cache.example:6380/2",
+            "OPERATIONS_JWT_SECRET": "a-much-longer-secret-than-sixteen",
+            "OPERATIONS_JWT_ISSUER": "pacco",
+            "OPERATIONS_JWT_AUDIENCE": "operations",
+            "OPERATIONS_HOST": "0.0.0.0",
+            "OPERATIONS_PORT": " 8080 ",
+            "OPERATIONS_MESSAGES_FILE": str(messages),
+            "OPERATIONS_QUEUE": "ops",
+            "OPERATIONS_OPERATION_TTL_SECONDS": "60",
+            "OPERATIONS_ANONYMOUS_READS": "yes",
+            "OPERATIONS_PREFETCH": "16",
+            "OPERATIONS_BATCH_SIZE": "8",
+            "OPERATIONS_MAX_MESSAGE_BYTES": "1024",
+            "OPERATIONS_STREAM_MAX_LENGTH": "1000",
+            "OPERATIONS_KEY_PREFIX": "ops-test",
+            "OPERATIONS_LOG_LEVEL": "debug",
+        }
+    )
+    assert settings == Settings(
+        amqp_url="amqps://user:pw@rabbit.example:5671/vhost",
+        redis_url="rediss://cache.example:6380/2",
+        jwt_secret="a-much-longer-secret-than-sixteen",
+        jwt_issuer="pacco",
+        jwt_audience="operations",
+        host="0.0.0.0",
+        port=8080,
+        messages_file=messages,
+        queue="ops",
+        operation_ttl_seconds=60,
+        anonymous_reads=True,
+        prefetch=16,
+        batch_size=8,
+        max_message_bytes=1024,
+        stream_max_length=1000,
+        key_prefix="ops-test",
+        log_level="DEBUG",
+    )
+    assert settings.dead_letter_queue == "ops.dead-letter"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("yes", True),
+        ("no", False),
+        ("1", True),
+        ("0", False),
+        ("true", True),
+        ("false", False),
+        ("TRUE", True),
+        ("False", False),
+        ("Yes", True),
+        ("on", True),
+        ("off", False),
+    ],
+)
+def test_booleans(raw: str, expected: bool) -> None:
+    assert Settings.from_env({"OPERATIONS_ANONYMOUS_READS": raw}).anonymous_reads is expected
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0", "unix:///run/redis.sock"])
+def test_redis_url_schemes(url: str) -> None:
+    assert Settings.from_env({"OPERATIONS_REDIS_URL": url}).redis_url == url
+
+
+@pytest.mark.parametrize("port", ["0", "1", "65535"])
+def test_port_bounds_are_accepted(port: str) -> None:
+    assert Settings.from_env({"OPERATIONS_PORT": port}).port == int(port)
+
+
+@pytest.mark.parametrize("level", ["DEBUG", "info", "Warning", "error", "CRITICAL"])
+def test_log_levels_are_upper_cased(level: str) -> None:
+    assert Settings.from_env({"OPERATIONS_LOG_LEVEL": level}).log_level == level.upper()
+
+
+def test_secret_of_exactly_sixteen_characters_is_accepted() -> None:
+    assert Settings.from_env({"OPERATIONS_JWT_SECRET": "s" * 16}).jwt_secret == "s" * 16
+
+
+# --- bad values ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["65536", "-1", "100000"])
+def test_port_out_of_range(value: str) -> None:
+    error = bad("OPERATIONS_PORT", value)
+    assert "between" in str(error)
+    assert value in str(error)
+
+
+@pytest.mark.parametrize("value", ["http", "50x5", "5005.0", "five", "0x10"])
+def test_port_not_a_number(value: str) -> None:
+    error = bad("OPERATIONS_PORT", value)
+    assert "whole number" in str(error)
+
+
+@pytest.mark.parametrize("value", ["maybe", "2", "y", "enabled", "truthy"])
+def test_bad_boolean(value: str) -> None:
+    error = bad("OPERATIONS_ANONYMOUS_READS", value)
+    assert "true or false" in str(error)
+
+
+@pytest.mark.parametrize(
+    "value", ["http://127.0.0.1:5672/", "redis://127.0.0.1:6379/0", "127.0.0.1:5672", "rabbit"]
+)
+def test_bad_amqp_url_scheme(value: str) -> None:
+    error = bad("OPERATIONS_AMQP_URL", value)
+    assert "amqp" in error.reason
+
+
+@pytest.mark.parametrize("value", ["amqp://127.0.0.1/", "http://cache:6379", "cache:6379"])
+def test_bad_redis_url_scheme(value: str) -> None:
+    error = bad("OPERATIONS_REDIS_URL", value)
+    assert "redis" in error.reason
+
+
+def test_missing_messages_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.json"
+    error = bad("OPERATIONS_MESSAGES_FILE", str(missing))
+    assert "existing file" in str(error)
+
+
+def test_messages_file_that_is_a_directory(tmp_path: Path) -> None:
+    bad("OPERATIONS_MESSAGES_FILE", str(tmp_path))
+
+
+@pytest.mark.parametrize("secret", ["short-secret", "x", "fifteen-chars!!"])
+def test_too_short_secret_is_refused_without_showing_it(secret: str) -> None:
+    error = bad("OPERATIONS_JWT_SECRET", secret)
+    assert "16" in str(error)
+    assert secret not in str(error)
+    assert secret not in error.reason
+    assert secret not in repr(error)
+    assert all(secret not in str(arg) for arg in error.args)
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "forever", "315360001"])
+def test_bad_ttl(value: str) -> None:
+    bad("OPERATIONS_OPERATION_TTL_SECONDS", value)
+
+
+@pytest.mark.parametrize("value", ["TRACE", "verbose", "WARN", "10"])
+def test_bad_log_level(value: str) -> None:
+    error = bad("OPERATIONS_LOG_LEVEL", value)
+    assert "DEBUG" in str(error)
+
+
+@pytest.mark.parametrize("value", ["amq.operations", "q" * 201])
+def test_bad_queue_name(value: str) -> None:
+    bad("OPERATIONS_QUEUE", value)
+
+
+@pytest.mark.parametrize("value", ["ops{1}", "ops prefix", "{ops"])
+def test_bad_key_prefix(value: str) -> None:
+    bad("OPERATIONS_KEY_PREFIX", value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("OPERATIONS_PREFETCH", "1"),
+        ("OPERATIONS_BATCH_SIZE", "0"),
+        ("OPERATIONS_MAX_MESSAGE_BYTES", "63"),
+        ("OPERATIONS_STREAM_MAX_LENGTH", "99"),
+    ],
+)
+def test_integers_below_their_minimum(variable: str, value: str) -> None:
+    bad(variable, value)
+
+
+def test_the_first_bad_variable_is_named_even_with_good_ones_around() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"OPERATIONS_PORT": "8080", "OPERATIONS_LOG_LEVEL": "loud"})
+    assert caught.value.variable == "OPERATIONS_LOG_LEVEL"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("OPERATIONS_AMQP_URL", "amqs://ops:hunter2-password@rabbit.example:5671/"),
+        ("OPERATIONS_REDIS_URL", "redi://:hunter2-password@cache.example:6379/0"),
+    ],
+)
+def test_bad_url_does_not_show_its_password(variable: str, value: str) -> None:
+    """A URL carries credentials; like the JWT secret, they must not reach the logs."""
+    error = bad(variable, value)
+    assert "hunter2-password" not in str(error)
