@@ -99,8 +99,10 @@ class OperationsApi:
     async def ready(self, request: Request) -> Response:
         checks = await self.readiness.report()
         ready = all(checks.values())
-        return Json({"status": "ready" if ready else "unavailable", "checks": checks},
-                    status_code=200 if ready else 503)
+        return Json(
+            {"status": "ready" if ready else "unavailable", "checks": checks},
+            status_code=200 if ready else 503,
+        )
 
     async def metrics_text(self, request: Request) -> Response:
         return PlainTextResponse(
@@ -110,7 +112,9 @@ class OperationsApi:
     async def openapi(self, request: Request) -> Response:
         return Json(openapi_document())
 
-    async def _visible(self, request: Request) -> tuple[str, OperationRecord | None, Principal | None]:
+    async def _visible(
+        self, request: Request
+    ) -> tuple[str, OperationRecord | None, Principal | None]:
         operation_id = normalise_id(request.path_params["id"])
         principal = self.principal(request, optional=self.anonymous_reads)
         record = await self.store.get(operation_id)

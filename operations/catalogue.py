@@ -20,7 +20,7 @@ _LISTS = {
     "events": MessageKind.EVENT,
     "rejectedEvents": MessageKind.REJECTED_EVENT,
 }
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")
+_NAME = re.compile(r"[a-z0-9][a-z0-9_.\-]*")
 
 
 @dataclass(frozen=True)
@@ -55,14 +55,14 @@ class Catalogue:
             if not isinstance(entry, dict) or not isinstance(entry.get("exchange"), str):
                 raise CatalogueError(f"{where} needs a string 'exchange'")
             exchange = entry["exchange"]
-            if not _NAME.match(exchange):
+            if not _NAME.fullmatch(exchange):
                 raise CatalogueError(f"{where} has an invalid exchange name {exchange!r}")
             for key, kind in _LISTS.items():
                 names = entry.get(key, [])
                 if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
                     raise CatalogueError(f"{where}: '{key}' must be a list of strings")
                 for name in names:
-                    if not _NAME.match(name):
+                    if not _NAME.fullmatch(name):
                         raise CatalogueError(f"{where}: invalid message name {name!r}")
                     subscriptions.append(Subscription(exchange, name, kind))
         if not subscriptions:

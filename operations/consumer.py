@@ -11,6 +11,7 @@ is unreachable the batch is retried with a back-off and nothing is acknowledged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -25,7 +26,7 @@ from aio_pika.abc import (
     AbstractRobustChannel,
     AbstractRobustConnection,
 )
-from aiormq.exceptions import AMQPError
+from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 
 from .catalogue import Catalogue
 from .errors import StoreUnavailable
@@ -121,10 +122,8 @@ class Consumer:
                 log.info("cancelling the consumer failed: %s", error)
         if self._worker is not None:
             self._worker.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
-            except asyncio.CancelledError:
-                pass
         if self._connection is not None:
             await self._connection.close()
 
@@ -141,14 +140,20 @@ class Consumer:
     async def _run(self) -> None:
         while True:
             await self._arrived.wait()
-            batch = [
-                self._inbox.popleft() for _ in range(min(self.batch_size, len(self._inbox)))
-            ]
+            batch = [self._inbox.popleft() for _ in range(min(self.batch_size, len(self._inbox)))]
             if not self._inbox:
                 self._arrived.clear()
             if batch:
                 started = time.perf_counter()
-                await self._handle(batch)
+                try:
+                    await self._handle(batch)
+                except Exception:
+                    # A defect, not bad input: keep consuming, and let the broker offer the batch
+                    # again rather than leave it unacknowledged.
+                    log.exception("unexpected failure on a batch of %d; requeueing it", len(batch))
+                    await asyncio.sleep(1.0)
+                    for message in batch:
+                        await _quietly(message.nack(requeue=True))
                 self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
     async def _handle(self, batch: Sequence[AbstractIncomingMessage]) -> None:
@@ -190,7 +195,11 @@ class Consumer:
                     log.error("dead-letter copy not confirmed, requeueing: %s", result)
                     failed.add(id(message))
         if not failed:
-            last_per_channel = {id(message.channel): message for message in batch}
+            last_per_channel: dict[int, AbstractIncomingMessage] = {}
+            for message in batch:
+                channel = _open_channel(message)
+                if channel is not None:
+                    last_per_channel[id(channel)] = message
             for message in last_per_channel.values():
                 await _quietly(message.ack(multiple=True))
             return
@@ -226,6 +235,15 @@ class Consumer:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
         await self._channel.default_exchange.publish(copy, routing_key=self.dead_letter_queue)
+
+
+def _open_channel(message: AbstractIncomingMessage) -> object | None:
+    """The channel a message came on, or None if that channel has closed since (the broker will
+    redeliver the message)."""
+    try:
+        return message.channel
+    except ChannelInvalidStateError:
+        return None
 
 
 async def _quietly(settling: Any) -> None:

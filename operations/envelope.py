@@ -63,7 +63,9 @@ def parse(delivered: Delivered, catalogue: Catalogue, max_bytes: int) -> Envelop
     message = delivered.routing_key or ""
     subscription = catalogue.lookup(exchange, message)
     if subscription is None:
-        raise EnvelopeError("routing_key", f"{message!r} on exchange {exchange!r} is not in the catalogue")
+        raise EnvelopeError(
+            "routing_key", f"{message!r} on exchange {exchange!r} is not in the catalogue"
+        )
 
     problems: list[str] = []
     headers = delivered.headers or {}
@@ -104,7 +106,9 @@ def _operation_id(raw: str | None) -> str | None:
     if raw is None or raw.strip() == "":
         return None
     if len(raw) > MAX_ID_LENGTH or not raw.isprintable():
-        raise EnvelopeError("correlation_id", f"must be printable and at most {MAX_ID_LENGTH} characters")
+        raise EnvelopeError(
+            "correlation_id", f"must be printable and at most {MAX_ID_LENGTH} characters"
+        )
     return normalise_id(raw)
 
 
@@ -152,12 +156,14 @@ def _context(raw: Any, max_bytes: int, problems: list[str]) -> Mapping[str, Any]
         return {}
     if isinstance(raw, Mapping):  # an AMQP table instead of JSON text
         return _folded(raw)
+    size = len(raw) if isinstance(raw, bytes | bytearray | memoryview) else None
     text = _as_text(raw)
     if text is None:
         problems.append("headers.message_context: expected UTF-8 JSON text")
         return {}
-    if len(text) > max_bytes:
-        problems.append(f"headers.message_context: {len(text)} bytes exceeds the limit of {max_bytes}")
+    size = size if size is not None else len(text.encode())
+    if size > max_bytes:
+        problems.append(f"headers.message_context: {size} bytes exceeds the limit of {max_bytes}")
         return {}
     return _json_object(text, "headers.message_context", problems)
 

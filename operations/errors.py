@@ -4,7 +4,7 @@
     ├── SettingsError               an environment variable has a bad value (names the variable)
     ├── CatalogueError              the message catalogue file cannot be used
     ├── EnvelopeError               a delivered message cannot be interpreted (names the field)
-    ├── TokenError                  a JWT is missing, malformed, badly signed, expired or not allowed
+    ├── TokenError                  a JWT is missing, malformed, badly signed, expired or refused
     └── StoreError                  Redis could not apply or read a record
         └── StoreUnavailable        Redis is unreachable; the work can be retried
 

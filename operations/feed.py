@@ -4,6 +4,7 @@ in apply order, to its listeners (the Socket.IO hub) and to long-polling HTTP re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable
@@ -68,10 +69,8 @@ class ChangeFeed:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
 
     async def _tail_cursor(self) -> str:
         while True:
@@ -92,7 +91,9 @@ class ChangeFeed:
                 )
             except (RedisError, OSError) as error:
                 if self.connected:
-                    log.warning("change feed lost Redis, resuming from %s: %s", self.last_cursor, error)
+                    log.warning(
+                        "change feed lost Redis, resuming from %s: %s", self.last_cursor, error
+                    )
                 self.connected = False
                 failures += 1
                 await asyncio.sleep(min(0.1 * failures, 2.0))

@@ -20,6 +20,10 @@ def _render_labels(labels: Labels, extra: str = "") -> str:
     return "{" + ",".join(parts) + "}" if parts else ""
 
 
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
@@ -39,7 +43,7 @@ class Counter:
         yield f"# HELP {self.name} {self.help}"
         yield f"# TYPE {self.name} counter"
         for labels, value in sorted(self._values.items()):
-            yield f"{self.name}{_render_labels(labels)} {value:g}"
+            yield f"{self.name}{_render_labels(labels)} {_number(value)}"
 
 
 class Gauge(Counter):
@@ -50,7 +54,7 @@ class Gauge(Counter):
         yield f"# HELP {self.name} {self.help}"
         yield f"# TYPE {self.name} gauge"
         for labels, value in sorted(self._values.items()):
-            yield f"{self.name}{_render_labels(labels)} {value:g}"
+            yield f"{self.name}{_render_labels(labels)} {_number(value)}"
 
 
 class Histogram:
@@ -72,7 +76,7 @@ class Histogram:
             yield f'{self.name}_bucket{{le="{bound:g}"}} {cumulative}'
         cumulative += self._counts[-1]
         yield f'{self.name}_bucket{{le="+Inf"}} {cumulative}'
-        yield f"{self.name}_sum {self._sum:g}"
+        yield f"{self.name}_sum {_number(self._sum)}"
         yield f"{self.name}_count {cumulative}"
 
 
@@ -99,6 +103,12 @@ class Registry:
 
     def render(self) -> str:
         lines: list[str] = []
-        for metric in (self.messages, self.dead_letters, self.batch_seconds, self.reconnects, self.store_retries):
+        for metric in (
+            self.messages,
+            self.dead_letters,
+            self.batch_seconds,
+            self.reconnects,
+            self.store_retries,
+        ):
             lines.extend(metric.render())
         return "\n".join(lines) + "\n"

@@ -24,8 +24,13 @@ def _json(description: str, schema: str, headers: dict[str, Any] | None = None) 
     return response
 
 
-_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"},
-       "description": "The operation id (the messages' correlation id); GUIDs in any format."}
+_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "The operation id (the messages' correlation id); GUIDs in any format.",
+}
 _NEEDS_TOKEN = _error("Missing, malformed, badly signed or expired bearer token.")
 _UNKNOWN = _error("Unknown, expired, or another user's operation.")
 
@@ -45,17 +50,31 @@ def document() -> dict[str, Any]:
                     "summary": "One operation's record",
                     "parameters": [
                         _ID,
-                        {"name": "wait", "in": "query", "schema": {"type": "number",
-                         "minimum": 0, "maximum": 60},
-                         "description": "With If-None-Match: wait up to this many seconds for "
-                                        "the operation to change or finish."},
-                        {"name": "If-None-Match", "in": "header", "schema": {"type": "string"},
-                         "description": "An ETag from an earlier read."},
+                        {
+                            "name": "wait",
+                            "in": "query",
+                            "schema": {"type": "number", "minimum": 0, "maximum": 60},
+                            "description": "With If-None-Match: wait up to this many seconds for "
+                            "the operation to change or finish.",
+                        },
+                        {
+                            "name": "If-None-Match",
+                            "in": "header",
+                            "schema": {"type": "string"},
+                            "description": "An ETag from an earlier read.",
+                        },
                     ],
                     "responses": {
-                        "200": _json("The record.", "Operation", {
-                            "ETag": {"schema": {"type": "string"},
-                                     "description": "The record's version, quoted."}}),
+                        "200": _json(
+                            "The record.",
+                            "Operation",
+                            {
+                                "ETag": {
+                                    "schema": {"type": "string"},
+                                    "description": "The record's version, quoted.",
+                                }
+                            },
+                        ),
                         "304": {"description": "Unchanged since the ETag given."},
                         "400": _error("Bad wait parameter."),
                         "401": _NEEDS_TOKEN,
@@ -78,15 +97,34 @@ def document() -> dict[str, Any]:
                 "get": {
                     "summary": "The caller's operations (everyone's for admins), newest first",
                     "parameters": [
-                        {"name": "state", "in": "query", "schema": {
-                            "$ref": "#/components/schemas/State"}},
+                        {
+                            "name": "state",
+                            "in": "query",
+                            "schema": {"$ref": "#/components/schemas/State"},
+                        },
                         {"name": "name", "in": "query", "schema": {"type": "string"}},
-                        {"name": "userId", "in": "query", "schema": {"type": "string"},
-                         "description": "Admins only: one user's operations."},
-                        {"name": "limit", "in": "query", "schema": {
-                            "type": "integer", "minimum": 1, "maximum": 200, "default": 50}},
-                        {"name": "cursor", "in": "query", "schema": {"type": "string"},
-                         "description": "The `next` of the previous page."},
+                        {
+                            "name": "userId",
+                            "in": "query",
+                            "schema": {"type": "string"},
+                            "description": "Admins only: one user's operations.",
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": 200,
+                                "default": 50,
+                            },
+                        },
+                        {
+                            "name": "cursor",
+                            "in": "query",
+                            "schema": {"type": "string"},
+                            "description": "The `next` of the previous page.",
+                        },
                     ],
                     "responses": {
                         "200": _json("A page of operations.", "Page"),
@@ -96,27 +134,63 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
-            "/health": {"get": {"summary": "Liveness", "security": [],
-                                "responses": {"200": {"description": "The process is up."}}}},
-            "/ready": {"get": {"summary": "Readiness: RabbitMQ and Redis connected",
-                               "security": [],
-                               "responses": {"200": {"description": "Ready."},
-                                             "503": {"description": "A dependency is down."}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "security": [],
-                                 "responses": {"200": {"description": "Prometheus text.",
-                                               "content": {"text/plain": {}}}}}},
-            "/openapi.json": {"get": {"summary": "This document", "security": [],
-                                      "responses": {"200": {"description": "OpenAPI 3.1."}}}},
+            "/health": {
+                "get": {
+                    "summary": "Liveness",
+                    "security": [],
+                    "responses": {"200": {"description": "The process is up."}},
+                }
+            },
+            "/ready": {
+                "get": {
+                    "summary": "Readiness: RabbitMQ and Redis connected",
+                    "security": [],
+                    "responses": {
+                        "200": {"description": "Ready."},
+                        "503": {"description": "A dependency is down."},
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "security": [],
+                    "responses": {
+                        "200": {"description": "Prometheus text.", "content": {"text/plain": {}}}
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "security": [],
+                    "responses": {"200": {"description": "OpenAPI 3.1."}},
+                }
+            },
         },
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                           "bearerFormat": "JWT (HS256, exp required)"}},
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT (HS256, exp required)",
+                }
+            },
             "schemas": {
                 "State": {"type": "string", "enum": ["pending", "completed", "rejected"]},
                 "Operation": {
                     "type": "object",
-                    "required": ["id", "userId", "name", "state", "code", "reason", "version",
-                                 "createdAt", "updatedAt"],
+                    "required": [
+                        "id",
+                        "userId",
+                        "name",
+                        "state",
+                        "code",
+                        "reason",
+                        "version",
+                        "createdAt",
+                        "updatedAt",
+                    ],
                     "properties": {
                         "id": {"type": "string"},
                         "userId": {"type": ["string", "null"]},
@@ -147,15 +221,19 @@ def document() -> dict[str, Any]:
                     "type": "object",
                     "properties": {
                         "id": {"type": "string"},
-                        "items": {"type": "array",
-                                  "items": {"$ref": "#/components/schemas/Transition"}},
+                        "items": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/Transition"},
+                        },
                     },
                 },
                 "Page": {
                     "type": "object",
                     "properties": {
-                        "items": {"type": "array",
-                                  "items": {"$ref": "#/components/schemas/Operation"}},
+                        "items": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/Operation"},
+                        },
                         "next": {"type": ["string", "null"]},
                     },
                 },

@@ -1,4 +1,4 @@
-"""How each delivery is settled with the broker: explicit outcomes, decided before anything is sent."""
+"""How each delivery is settled with the broker: explicit outcomes, decided before sending."""
 
 from __future__ import annotations
 

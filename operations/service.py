@@ -1,8 +1,8 @@
 """The running service: settings in, components wired in data-flow order, one ASGI app out.
 
-    RabbitMQ ─▶ Consumer ─▶ Pipeline (envelope ▸ state ▸ store) ─▶ Redis (record + change stream)
-                                                                       │
-    HTTP readers ◀── OperationsApi ◀──────────── ChangeFeed ◀──────────┘ ──▶ Socket.IO hub
+RabbitMQ ─▶ Consumer ─▶ Pipeline (envelope ▸ state ▸ store) ─▶ Redis (record + change stream)
+                                                                   │
+HTTP readers ◀── OperationsApi ◀──────────── ChangeFeed ◀──────────┘ ──▶ Socket.IO hub
 """
 
 from __future__ import annotations

@@ -71,7 +71,9 @@ class Settings:
                 "OPERATIONS_ANONYMOUS_READS", defaults.anonymous_reads, _boolean
             ),
             prefetch=reader.get("OPERATIONS_PREFETCH", defaults.prefetch, _integer(2, 65_535)),
-            batch_size=reader.get("OPERATIONS_BATCH_SIZE", defaults.batch_size, _integer(1, 10_000)),
+            batch_size=reader.get(
+                "OPERATIONS_BATCH_SIZE", defaults.batch_size, _integer(1, 10_000)
+            ),
             max_message_bytes=reader.get(
                 "OPERATIONS_MAX_MESSAGE_BYTES", defaults.max_message_bytes, _integer(64, 1 << 27)
             ),
@@ -98,7 +100,12 @@ class _Reader:
 
 
 def _shown(name: str, raw: str) -> str:
-    return "a hidden value" if "SECRET" in name else repr(raw)
+    if "SECRET" in name:
+        return "a hidden value"
+    parts = urlsplit(raw)
+    if parts.password:
+        return repr(raw.replace(f":{parts.password}@", ":***@", 1))
+    return repr(raw)
 
 
 def _text(raw: str) -> str:

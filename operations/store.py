@@ -1,7 +1,7 @@
 """Operation records in Redis.
 
-Key layout (``P`` is ``OPERATIONS_KEY_PREFIX``, default ``operations``; braces are Redis Cluster hash
-tags, so the keys of one operation share a slot):
+Key layout (``P`` is ``OPERATIONS_KEY_PREFIX``, default ``operations``; braces are Redis
+Cluster hash tags, so the keys of one operation share a slot):
 
     P:op:{ID}            hash    the record: id, userId, name, state, code, reason, version,
                                  createdAt, updatedAt, rank (creation order)
@@ -12,9 +12,9 @@ tags, so the keys of one operation share a slot):
     P:changes            stream  one entry per applied change, field ``op`` = the record as JSON;
                                  its entry id is the change's cursor
 
-Every key of an operation expires ``OPERATIONS_OPERATION_TTL_SECONDS`` after its last applied change;
-reads never extend it. The indexes expire with their newest operation and are pruned lazily of ids
-whose record has expired.
+Every key of an operation expires ``OPERATIONS_OPERATION_TTL_SECONDS`` after its last applied
+change; reads never extend it. The indexes expire with their newest operation and are pruned
+lazily of ids whose record has expired.
 
 Each message is applied by one Lua script (``lua/apply.lua``); a batch of messages is sent as one
 pipelined round trip, in delivery order.
@@ -117,7 +117,9 @@ class RedisStore:
         self._sha: str | None = None
 
     @classmethod
-    def from_url(cls, url: str, ttl_seconds: int, stream_max_length: int, prefix: str) -> RedisStore:
+    def from_url(
+        cls, url: str, ttl_seconds: int, stream_max_length: int, prefix: str
+    ) -> RedisStore:
         client = aioredis.Redis.from_url(
             url, socket_connect_timeout=5, socket_timeout=10, health_check_interval=15
         )
@@ -222,7 +224,13 @@ class RedisStore:
             while len(items) < limit and scanned < budget:
                 chunk = limit - len(items)
                 rows: Any = await self.redis.zrange(
-                    index, score, "-inf", desc=True, byscore=True, offset=skip, num=chunk,
+                    index,
+                    score,
+                    "-inf",
+                    desc=True,
+                    byscore=True,
+                    offset=skip,
+                    num=chunk,
                     withscores=True,
                 )
                 if not rows:

@@ -10,6 +10,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from .errors import TokenError
 from .identity import Principal, normalise_id
 
 MAX_TOKEN_LENGTH = 8_192
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,8 @@ def _b64encode(data: bytes) -> str:
 
 
 def _b64decode(part: str, what: str) -> bytes:
+    if not _BASE64URL.fullmatch(part):
+        raise TokenError(f"token {what} is not unpadded base64url")
     try:
         return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
     except (binascii.Error, ValueError):

@@ -1,5 +1,5 @@
-"""What the service declares on RabbitMQ: the catalogue's topic exchanges, its own durable queue bound
-by message name, and the dead-letter queue."""
+"""What the service declares on RabbitMQ: the catalogue's topic exchanges, its own durable queue
+bound by message name, and the dead-letter queue."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Starts throw-away Redis and RabbitMQ servers on loopback, runs the whole suite against them,
-# and stops them again, whatever the outcome. Extra arguments go to pytest.
+# Sets everything up, starts throw-away Redis and RabbitMQ servers on loopback (ports 6380 and
+# 5673, data under .run/test), runs the whole suite against them, and stops them again, whatever
+# the outcome. Extra arguments go to pytest.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -8,6 +9,8 @@ export OPERATIONS_RUN_DIR=${OPERATIONS_RUN_DIR:-$root/.run/test}
 export OPERATIONS_AMQP_PORT=${OPERATIONS_AMQP_PORT:-5673}
 export OPERATIONS_REDIS_PORT=${OPERATIONS_REDIS_PORT:-6380}
 
+scripts/setup.sh
+scripts/services.sh stop
 rm -rf "$OPERATIONS_RUN_DIR"
 trap 'scripts/services.sh stop' EXIT
 scripts/services.sh start

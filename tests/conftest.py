@@ -1,9 +1,10 @@
-"""Shared fixtures: the real Redis and RabbitMQ (started by scripts/services.sh when the suite is run
-without them), a running service on a free port, a publisher shaped like Convey's, and per-test
+"""Shared fixtures: the real Redis and RabbitMQ (started by scripts/services.sh when the suite is
+run without them), a running service on a free port, a publisher shaped like Convey's, and per-test
 clean-up of queues and keys."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import uuid
@@ -76,15 +77,15 @@ def settings(servers: tuple[str, str]) -> Settings:
 
 
 @pytest.fixture
-async def amqp(amqp_url: str, settings: Settings) -> AsyncIterator[aio_pika.abc.AbstractRobustConnection]:
+async def amqp(
+    amqp_url: str, settings: Settings
+) -> AsyncIterator[aio_pika.abc.AbstractRobustConnection]:
     connection = await aio_pika.connect_robust(amqp_url)
     yield connection
     async with connection.channel() as channel:
         for name in (settings.queue, settings.dead_letter_queue):
-            try:
+            with contextlib.suppress(aio_pika.exceptions.ChannelClosed):
                 await channel.queue_delete(name)
-            except aio_pika.exceptions.ChannelClosed:
-                pass
     await connection.close()
 
 

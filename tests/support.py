@@ -33,8 +33,12 @@ def context(user: str | None, name: str | None = None, style: Style = "dotnet") 
 
     AMQP carries Python bytes as a byte array, which arrives as a bytearray."""
     if style == "dotnet":
-        document: dict[str, Any] = {"CorrelationId": new_id(), "Name": name, "TraceId": "t-1",
-                                    "CreatedAt": dt.datetime.now(dt.UTC).isoformat()}
+        document: dict[str, Any] = {
+            "CorrelationId": new_id(),
+            "Name": name,
+            "TraceId": "t-1",
+            "CreatedAt": dt.datetime.now(dt.UTC).isoformat(),
+        }
         if user is not None:
             document["User"] = {"Id": user, "IsAuthenticated": True, "Role": "user", "Claims": {}}
         return bytearray(orjson.dumps(document))
@@ -120,7 +124,11 @@ class RunningService:
 async def start_service(settings: Settings) -> AsyncIterator[RunningService]:
     service = Service(settings)
     config = uvicorn.Config(
-        service.asgi, host="127.0.0.1", port=settings.port, lifespan="on", log_config=None,
+        service.asgi,
+        host="127.0.0.1",
+        port=settings.port,
+        lifespan="on",
+        log_config=None,
         access_log=False,
     )
     server = uvicorn.Server(config)

@@ -1,4 +1,4 @@
-"""The HTTP API over a real socket: auth rules, ETag and long-polling, listing, service endpoints."""
+"""The HTTP API over a real socket: auth, ETag and long-polling, listing, service endpoints."""
 
 from __future__ import annotations
 
@@ -226,10 +226,10 @@ async def test_ready_is_503_without_the_broker(settings: Settings, redis_client:
 
 
 @pytest.mark.parametrize("path", ["/operations/x", "/operations"])
-async def test_store_outage_is_a_503(
-    settings: Settings, path: str, token: Token
-) -> None:
-    broken = replace(settings, redis_url="redis://127.0.0.1:1/0", amqp_url="amqp://x:y@127.0.0.1:1/")
+async def test_store_outage_is_a_503(settings: Settings, path: str, token: Token) -> None:
+    broken = replace(
+        settings, redis_url="redis://127.0.0.1:1/0", amqp_url="amqp://x:y@127.0.0.1:1/"
+    )
     from operations.service import Service
 
     service = Service(broken)

@@ -15,6 +15,7 @@ import aio_pika
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from aiormq.exceptions import AMQPError
 
 from operations.settings import Settings
 from operations.store import Keys
@@ -23,7 +24,9 @@ from tests.support import Publisher, eventually, new_id, start_service
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _records_by_op(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> dict[str, list[dict[str, Any]]]:
+def _records_by_op(
+    entries: list[tuple[bytes, dict[bytes, bytes]]],
+) -> dict[str, list[dict[str, Any]]]:
     by_op: dict[str, list[dict[str, Any]]] = {}
     for _, fields in entries:
         snapshot = orjson.loads(fields[b"op"])
@@ -56,8 +59,14 @@ async def test_two_instances_racing_never_regress(
 
     async with start_service(settings) as first, start_service(settings) as second:
         for message, op, message_id in deliveries:
-            await publisher.publish(message, op, user="u", name=message, message_id=message_id,
-                                    body={"code": "no", "reason": "because"})
+            await publisher.publish(
+                message,
+                op,
+                user="u",
+                name=message,
+                message_id=message_id,
+                body={"code": "no", "reason": "because"},
+            )
         keys = Keys(settings.key_prefix)
 
         async def all_final() -> bool:
@@ -65,8 +74,10 @@ async def test_two_instances_racing_never_regress(
                 for op in operations:
                     pipe.hget(keys.record(op), "state")
                 states = await pipe.execute()
-            return all(state is not None and state.decode() == operations[op]
-                       for op, state in zip(operations, states, strict=True))
+            return all(
+                state is not None and state.decode() == operations[op]
+                for op, state in zip(operations, states, strict=True)
+            )
 
         await eventually(all_final, "every operation to reach its final state", timeout=30)
         for running in (first, second):
@@ -110,8 +121,7 @@ class SteadyPublisher:
                         )
                         self.confirmed += 1
                         break
-                    except (aio_pika.exceptions.AMQPError, ConnectionError, TimeoutError,
-                            RuntimeError, asyncio.TimeoutError):
+                    except (AMQPError, ConnectionError, TimeoutError, RuntimeError):
                         await asyncio.sleep(0.2)
                 await asyncio.sleep(pace)
         finally:
@@ -160,7 +170,10 @@ def test_the_services_script_knows_the_test_servers() -> None:
     """The restart test drives scripts/services.sh with the suite's own environment."""
     assert os.environ.get("OPERATIONS_RUN_DIR"), "run the suite with make test or scripts/test.sh"
     status = subprocess.run(
-        [str(ROOT / "scripts" / "services.sh"), "status"], capture_output=True, text=True,
-        env=dict(os.environ), check=True,
+        [str(ROOT / "scripts" / "services.sh"), "status"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        check=True,
     )
     assert "rabbitmq running" in status.stderr and "redis running" in status.stderr

@@ -159,9 +159,7 @@ async def test_bad_input_is_dead_lettered_with_a_reason_and_consumption_goes_on(
     user = new_id()
     bad_context, bad_body, big, unknown = new_id(), new_id(), new_id(), new_id()
     await publisher.publish("create_order", bad_context, raw_context=bytearray(b"{not json"))
-    await publisher.publish(
-        "create_order_rejected", bad_body, user=user, body=b"<html>oops</html>"
-    )
+    await publisher.publish("create_order_rejected", bad_body, user=user, body=b"<html>oops</html>")
     await publisher.publish(
         "create_order_rejected",
         big,
@@ -199,7 +197,10 @@ async def test_bad_input_is_dead_lettered_with_a_reason_and_consumption_goes_on(
 
 
 async def test_records_expire(
-    settings: Settings, redis_client: object, amqp: object, publisher: Publisher,
+    settings: Settings,
+    redis_client: object,
+    amqp: object,
+    publisher: Publisher,
     token: Callable[..., str],
 ) -> None:
     from dataclasses import replace
@@ -213,7 +214,9 @@ async def test_records_expire(
             await publisher.publish("create_order", op, user=user)
 
             async def status(expected: int) -> bool:
-                return (await client.get(f"/operations/{op}", headers=headers)).status_code == expected
+                return (
+                    await client.get(f"/operations/{op}", headers=headers)
+                ).status_code == expected
 
             await eventually(lambda: status(200), "the operation")
             await eventually(lambda: status(404), "the operation to expire", timeout=5)

@@ -1,0 +1,121 @@
+"""The ``operations`` command as a user runs it: a separate process, configured by environment."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import aio_pika
+import httpx
+
+from operations.tokens import TokenVerifier
+
+SECRET = "cli-secret-0123456789abcdef"
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "operations", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=60,
+    )
+
+
+def test_token_mints_a_verifiable_admin_token() -> None:
+    result = run(
+        "token",
+        "--user",
+        "alice",
+        "--role",
+        "admin",
+        "--ttl",
+        "120",
+        env={"OPERATIONS_JWT_SECRET": SECRET},
+    )
+    assert result.returncode == 0, result.stderr
+    verified = TokenVerifier(SECRET).verify(result.stdout.strip())
+    assert verified.principal.user_id == "alice" and verified.principal.is_admin
+    assert 100 < verified.expires_at - time.time() <= 120
+
+
+def test_a_bad_setting_stops_start_up_naming_the_variable() -> None:
+    for variable, value in [
+        ("OPERATIONS_PORT", "eighty"),
+        ("OPERATIONS_ANONYMOUS_READS", "maybe"),
+        ("OPERATIONS_MESSAGES_FILE", "/nonexistent/messages.json"),
+        ("OPERATIONS_AMQP_URL", "http://localhost"),
+    ]:
+        result = run("serve", env={variable: value})
+        assert result.returncode == 2, (variable, result.stderr)
+        assert variable in result.stderr
+
+
+def test_a_broken_catalogue_stops_start_up(tmp_path: object) -> None:
+    from pathlib import Path
+
+    assert isinstance(tmp_path, Path)
+    catalogue = tmp_path / "messages.json"
+    catalogue.write_text('{"orders": {"commands": ["x"]}}')
+    result = run("serve", env={"OPERATIONS_MESSAGES_FILE": str(catalogue)})
+    assert result.returncode == 2
+    assert "exchange" in result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serve_runs_as_a_process(servers: tuple[str, str]) -> None:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "OPERATIONS_AMQP_URL": servers[0],
+        "OPERATIONS_REDIS_URL": servers[1],
+        "OPERATIONS_PORT": str(port),
+        "OPERATIONS_QUEUE": f"operations-cli-{port}",
+        "OPERATIONS_KEY_PREFIX": f"cli-{port}",
+        "OPERATIONS_JWT_SECRET": SECRET,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "operations", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2)
+                if ready.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the service did not become ready"
+            assert process.poll() is None, "the service exited"
+            time.sleep(0.2)
+        assert httpx.get(f"http://127.0.0.1:{port}/health").json() == {"status": "ok"}
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=30)
+        asyncio.run(_delete_queue(servers[0], env["OPERATIONS_QUEUE"]))
+    assert process.returncode in (0, -signal.SIGTERM), output
+    assert "Application shutdown complete" in output
+    assert '"level":"info"' in output  # JSON log lines when not on a terminal
+
+
+async def _delete_queue(url: str, name: str) -> None:
+    connection = await aio_pika.connect(url)
+    async with connection, connection.channel() as channel:
+        await channel.queue_delete(name)
+        await channel.queue_delete(f"{name}.dead-letter")
