@@ -46,8 +46,10 @@ class ChangeFeed:
         self._task: asyncio.Task[None] | None = None
         self.connected = False
 
-    def subscribe(self, listener: Listener) -> None:
+    def subscribe(self, listener: Listener) -> str:
+        """Add a listener; it gets every change after the cursor returned."""
         self._listeners.append(listener)
+        return self.last_cursor
 
     def watch(self, operation_id: str) -> asyncio.Event:
         """An event set at the next change of the operation; pass it to :meth:`unwatch` after."""

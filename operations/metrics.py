@@ -97,6 +97,13 @@ class Registry:
         self.reconnects = Counter(
             "operations_reconnects_total", "Reconnections to a dependency, by dependency."
         )
+        self.sockets = Gauge("operations_sockets", "Socket.IO clients connected to this process.")
+        self.socket_refusals = Counter(
+            "operations_socket_refusals_total", "Socket.IO connections refused, by reason."
+        )
+        self.pushes = Counter(
+            "operations_pushes_total", "Applied changes emitted to Socket.IO rooms."
+        )
         self.store_retries = Counter(
             "operations_store_retries_total", "Batches retried because Redis was unreachable."
         )
@@ -109,6 +116,9 @@ class Registry:
             self.batch_seconds,
             self.reconnects,
             self.store_retries,
+            self.sockets,
+            self.socket_refusals,
+            self.pushes,
         ):
             lines.extend(metric.render())
         return "\n".join(lines) + "\n"

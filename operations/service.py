@@ -16,6 +16,9 @@ import redis.asyncio as aioredis
 from aiormq.exceptions import AMQPError
 from starlette.applications import Starlette
 
+from hub import Hub
+from hub.page import browser_routes
+
 from .api import EXCEPTION_HANDLERS, OperationsApi, Readiness
 from .catalogue import Catalogue
 from .consumer import Consumer
@@ -68,12 +71,13 @@ class Service:
             self.metrics,
             anonymous_reads=settings.anonymous_reads,
         )
+        self.hub = Hub(self.verifier, self.feed, self.store.redis, self.metrics)
         self.http = Starlette(
-            routes=self.api.routes,
+            routes=[*self.api.routes, *browser_routes()],
             exception_handlers=EXCEPTION_HANDLERS,
             lifespan=self._lifespan,
         )
-        self.asgi = self.http
+        self.asgi = self.hub.asgi(self.http)
         self._connecting: asyncio.Task[None] | None = None
 
     async def _broker_ready(self) -> bool:
@@ -84,6 +88,7 @@ class Service:
 
     async def start(self) -> None:
         await self.feed.start()
+        await self.hub.start()
         self._connecting = asyncio.create_task(self._connect_broker(), name="operations-connect")
 
     async def _connect_broker(self) -> None:
@@ -103,6 +108,7 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connecting
         await self.consumer.stop()
+        await self.hub.stop()
         await self.feed.stop()
         await self.feed.redis.aclose()
         await self.store.close()

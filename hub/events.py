@@ -1,0 +1,41 @@
+"""What clients receive: Pacco's event names, and each payload as the record plus its cursor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from operations.feed import FeedEntry
+
+PENDING = "operation_pending"
+COMPLETED = "operation_completed"
+REJECTED = "operation_rejected"
+SYNC = "operations_sync"
+CONNECTED = "connected"
+DISCONNECTED = "disconnected"
+INITIALIZE = "initialize"
+
+_BY_STATE = {"pending": PENDING, "completed": COMPLETED, "rejected": REJECTED}
+
+
+def event_name(state: str) -> str:
+    return _BY_STATE[state]
+
+
+def payload(entry: FeedEntry) -> dict[str, Any]:
+    record: dict[str, Any] = orjson.loads(entry.snapshot)
+    record["cursor"] = entry.cursor
+    return record
+
+
+class OrjsonModule:
+    """The ``json`` interface python-socketio encodes packets with, backed by orjson."""
+
+    @staticmethod
+    def dumps(value: Any, **_: Any) -> str:
+        return orjson.dumps(value).decode()
+
+    @staticmethod
+    def loads(text: str | bytes, **_: Any) -> Any:
+        return orjson.loads(text)

@@ -1,0 +1,220 @@
+"""The Socket.IO hub: authenticated clients in per-user rooms (admins also in the ops room), fed
+in stream order by one pusher task.
+
+Every process tails the same change stream, so each emits every applied change to its own
+clients: a change consumed by any process reaches a user wherever the user is connected, and in
+the order it was applied. Joins are handled by the same pusher task, between two emits: a
+reconnecting client's ``operations_sync`` covers the stream exactly up to the point from which it
+receives live events, so nothing is lost or doubled in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+import socketio
+from redis.exceptions import RedisError
+
+from operations.errors import TokenError
+from operations.feed import ChangeFeed, FeedEntry
+from operations.identity import Principal
+from operations.metrics import Registry
+from operations.tokens import TokenVerifier, Verified
+
+from . import events
+from .recovery import Sync, changes_since
+from .rooms import OPS, rooms_for, user_room
+
+log = logging.getLogger("hub")
+
+INITIALIZE_TIMEOUT_SECONDS = 10.0
+UNAUTHORIZED = {"code": "unauthorized"}
+
+
+@dataclass
+class Client:
+    since: str | None = None
+    principal: Principal | None = None
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+
+    def cancel_timers(self) -> None:
+        for timer in self.timers:
+            timer.cancel()
+        self.timers.clear()
+
+
+@dataclass(frozen=True)
+class Join:
+    sid: str
+    principal: Principal
+    since: str | None
+
+
+class Hub:
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        feed: ChangeFeed,
+        redis: aioredis.Redis,
+        metrics: Registry,
+        initialize_timeout: float = INITIALIZE_TIMEOUT_SECONDS,
+        cors_allowed_origins: list[str] | str | None = None,
+    ) -> None:
+        self.verifier = verifier
+        self.feed = feed
+        self.redis = redis
+        self.metrics = metrics
+        self.initialize_timeout = initialize_timeout
+        self.server = socketio.AsyncServer(
+            async_mode="asgi",
+            json=events.OrjsonModule,
+            cors_allowed_origins=cors_allowed_origins,
+            logger=False,
+            engineio_logger=False,
+        )
+        self.server.on("connect", self._connect)
+        self.server.on("disconnect", self._disconnect)
+        self.server.on(events.INITIALIZE, self._initialize)
+        self._clients: dict[str, Client] = {}
+        self._jobs: asyncio.Queue[list[FeedEntry] | Join] = asyncio.Queue()
+        self._position = "0-0"
+        self._pusher: asyncio.Task[None] | None = None
+
+    def asgi(self, other: Any) -> socketio.ASGIApp:
+        return socketio.ASGIApp(self.server, other_asgi_app=other, socketio_path="socket.io")
+
+    @property
+    def connected(self) -> int:
+        return len(self._clients)
+
+    async def start(self) -> None:
+        self._position = self.feed.subscribe(self._jobs.put_nowait)
+        self._pusher = asyncio.create_task(self._push(), name="hub-pusher")
+
+    async def stop(self) -> None:
+        if self._pusher is not None:
+            self._pusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pusher
+        for client in self._clients.values():
+            client.cancel_timers()
+
+    # -- connection life cycle ------------------------------------------------------------
+
+    async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
+        auth = auth if isinstance(auth, dict) else {}
+        since = auth.get("since")
+        client = Client(since=since if isinstance(since, str) else None)
+        token = auth.get("token")
+        if token is None:
+            # A Pacco-style client: it has a while to send its token with `initialize`.
+            self._clients[sid] = client
+            self._later(client, self.initialize_timeout, self._initialize_expired, sid)
+            self._count_sockets()
+            return True
+        verified = self._verify(token)
+        if verified is None:
+            self.metrics.socket_refusals.inc(reason="unauthorized")
+            raise socketio.exceptions.ConnectionRefusedError("unauthorized", UNAUTHORIZED)
+        self._clients[sid] = client
+        self._count_sockets()
+        self._admit(sid, client, verified)
+        return True
+
+    async def _initialize(self, sid: str, data: Any = None) -> None:
+        client = self._clients.get(sid)
+        if client is None or client.principal is not None:
+            return
+        token = data.get("token") if isinstance(data, dict) else data
+        verified = self._verify(token)
+        client.cancel_timers()
+        if verified is None:
+            self.metrics.socket_refusals.inc(reason="unauthorized")
+            await self.server.emit(events.DISCONNECTED, UNAUTHORIZED, to=sid)
+            await self.server.disconnect(sid)
+            return
+        await self.server.emit(events.CONNECTED, {"userId": verified.principal.user_id}, to=sid)
+        self._admit(sid, client, verified)
+
+    async def _disconnect(self, sid: str, *_: Any) -> None:
+        client = self._clients.pop(sid, None)
+        if client is not None:
+            client.cancel_timers()
+        self._count_sockets()
+
+    def _verify(self, token: Any) -> Verified | None:
+        if not isinstance(token, str):
+            return None
+        try:
+            return self.verifier.verify(token)
+        except TokenError:
+            return None
+
+    def _admit(self, sid: str, client: Client, verified: Verified) -> None:
+        client.principal = verified.principal
+        self._later(client, verified.expires_at - time.time(), self._token_expired, sid)
+        self._jobs.put_nowait(Join(sid, verified.principal, client.since))
+
+    def _later(self, client: Client, delay: float, action: Any, sid: str) -> None:
+        loop = asyncio.get_running_loop()
+        client.timers.append(
+            loop.call_later(max(delay, 0.0), lambda: asyncio.ensure_future(action(sid)))
+        )
+
+    async def _initialize_expired(self, sid: str) -> None:
+        client = self._clients.get(sid)
+        if client is not None and client.principal is None:
+            await self.server.emit(events.DISCONNECTED, {"code": "initialize_timeout"}, to=sid)
+            await self.server.disconnect(sid)
+
+    async def _token_expired(self, sid: str) -> None:
+        if sid in self._clients:
+            await self.server.emit(events.DISCONNECTED, {"code": "token_expired"}, to=sid)
+            await self.server.disconnect(sid)
+
+    def _count_sockets(self) -> None:
+        self.metrics.sockets.set(len(self._clients))
+
+    # -- the pusher: live changes and joins, one at a time, in stream order ---------------
+
+    async def _push(self) -> None:
+        while True:
+            job = await self._jobs.get()
+            try:
+                if isinstance(job, Join):
+                    await self._join(job)
+                else:
+                    await self._emit(job)
+            except Exception:
+                log.exception("push failed")
+
+    async def _emit(self, entries: list[FeedEntry]) -> None:
+        for entry in entries:
+            record = events.payload(entry)
+            await self.server.emit(
+                events.event_name(record["state"]), record, to=rooms_for(entry.user_id)
+            )
+            self._position = entry.cursor
+            self.metrics.pushes.inc()
+
+    async def _join(self, join: Join) -> None:
+        if not self.server.manager.is_connected(join.sid, "/"):
+            return
+        if join.since is not None:
+            try:
+                sync = await changes_since(
+                    self.redis, self.feed.keys.changes, join.since, self._position, join.principal
+                )
+            except RedisError as error:
+                log.warning("recovery read failed, asking the client to refetch: %s", error)
+                sync = Sync([], self._position, False)
+            await self.server.emit(events.SYNC, sync.to_json(), to=join.sid)
+        await self.server.enter_room(join.sid, user_room(join.principal.user_id))
+        if join.principal.is_admin:
+            await self.server.enter_room(join.sid, OPS)
