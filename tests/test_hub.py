@@ -6,7 +6,6 @@ import asyncio
 import os
 import random
 import socket
-import subprocess
 import sys
 import time
 import uuid
@@ -336,11 +335,14 @@ async def test_fan_out_across_processes_over_websocket_without_sticky_sessions(
         "OPERATIONS_KEY_PREFIX": settings.key_prefix,
         "OPERATIONS_JWT_SECRET": SECRET,
     }
-    other = subprocess.Popen(
-        [sys.executable, "-m", "operations", "serve"],
+    other = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "operations",
+        "serve",
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     try:
         async with start_service(settings) as here:
@@ -364,7 +366,7 @@ async def test_fan_out_across_processes_over_websocket_without_sticky_sessions(
             await live.close()
     finally:
         other.terminate()
-        other.wait(timeout=30)
+        await asyncio.wait_for(other.wait(), timeout=30)
 
 
 async def test_the_browser_page_and_its_client_are_served(service: RunningService) -> None:
