@@ -27,6 +27,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench = commands.add_parser("bench", help="measure throughput against a bare consumer")
     bench.add_argument("--messages", type=int, default=20_000)
     bench.add_argument("--prefetch", type=int, default=None)
+    bench.add_argument("--clients", type=int, default=1_000, help="idle clients for the RSS figure")
+    bench.add_argument("--seconds", type=float, default=5.0, help="length of each latency run")
 
     args = parser.parse_args(argv)
     try:
@@ -38,7 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "bench":
             from .bench import run as run_bench
 
-            return asyncio.run(run_bench(settings, args.messages, args.prefetch))
+            return asyncio.run(
+                run_bench(settings, args.messages, args.prefetch, args.clients, args.seconds)
+            )
     except SettingsError as error:
         print(f"operations: invalid setting {error.reason}", file=sys.stderr)
         return 2

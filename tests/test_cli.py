@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -24,7 +25,7 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
-        timeout=60,
+        timeout=180,
     )
 
 
@@ -119,3 +120,37 @@ async def _delete_queue(url: str, name: str) -> None:
     async with connection, connection.channel() as channel:
         await channel.queue_delete(name)
         await channel.queue_delete(f"{name}.dead-letter")
+
+
+def test_bench_runs_end_to_end_and_prints_its_json_line_last(servers: tuple[str, str]) -> None:
+    """A small run, to keep the benchmark working; its figures are not judged here."""
+    result = run(
+        "bench",
+        "--messages",
+        "60",
+        "--clients",
+        "5",
+        "--seconds",
+        "0.4",
+        env={
+            "OPERATIONS_AMQP_URL": servers[0],
+            "OPERATIONS_REDIS_URL": servers[1],
+            "OPERATIONS_JWT_SECRET": SECRET,
+        },
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in (
+        "bare_rate",
+        "service_rate",
+        "ratio",
+        "push_rate",
+        "push_ratio",
+        "p50_ms",
+        "p99_ms",
+        "p50_ms_500",
+        "p99_ms_1000",
+        "kib_per_client",
+    ):
+        assert isinstance(figures[key], int | float), key
+    assert figures["bare_rate"] > 0 and figures["service_rate"] > 0

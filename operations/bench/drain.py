@@ -1,0 +1,126 @@
+"""The drain figures: a bare aio-pika consumer (the ceiling) and the service's own consumer and
+pipeline, each draining the same N pre-published messages from identically bound queues with the
+same prefetch."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
+from ..catalogue import Catalogue
+from ..consumer import Consumer
+from ..envelope import Delivered
+from ..metrics import Registry
+from ..outcomes import Settlement
+from ..pipeline import Pipeline
+from ..settings import Settings
+from ..store import RedisStore
+
+
+@dataclass
+class Figure:
+    name: str
+    messages: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds if self.seconds > 0 else 0.0
+
+
+class TimedPipeline(Pipeline):
+    first: float | None = None
+
+    async def process(self, batch: Sequence[Delivered]) -> list[Settlement]:
+        if self.first is None:
+            self.first = time.perf_counter()
+        return await super().process(batch)
+
+
+async def bare(
+    connection: AbstractRobustConnection, queue_name: str, count: int, prefetch: int
+) -> Figure:
+    done = asyncio.Event()
+    seen = 0
+    first: float | None = None
+
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        nonlocal seen, first
+        if first is None:
+            first = time.perf_counter()
+        await message.ack()
+        seen += 1
+        if seen >= count:
+            done.set()
+
+    async with connection.channel() as channel:
+        await channel.set_qos(prefetch_count=prefetch)
+        queue = await channel.get_queue(queue_name)
+        tag = await queue.consume(on_message)
+        await asyncio.wait_for(done.wait(), timeout=600)
+        finished = time.perf_counter()
+        await queue.cancel(tag)
+    assert first is not None
+    return Figure("bare", count, finished - first)
+
+
+async def service(
+    settings: Settings, catalogue: Catalogue, redis: aioredis.Redis, count: int
+) -> Figure:
+    metrics = Registry()
+    store = RedisStore.from_url(
+        settings.redis_url,
+        settings.operation_ttl_seconds,
+        settings.stream_max_length,
+        settings.key_prefix,
+    )
+    pipeline = TimedPipeline(catalogue, store, metrics, settings.max_message_bytes)
+    consumer = Consumer(
+        settings.amqp_url,
+        settings.queue,
+        settings.dead_letter_queue,
+        catalogue,
+        pipeline,
+        metrics,
+        prefetch=settings.prefetch,
+        batch_size=settings.batch_size,
+    )
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + 600
+        while _applied(metrics) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the service did not drain the queue in 600 s")
+            await asyncio.sleep(0.002)
+        finished = time.perf_counter()
+    finally:
+        await consumer.stop()
+        await store.close()
+    indexed = await redis.zcard(store.keys.index)
+    if indexed != count:
+        raise RuntimeError(f"expected {count} operations in Redis, found {indexed}")
+    assert pipeline.first is not None
+    return Figure("service", count, finished - pipeline.first)
+
+
+def _applied(metrics: Registry) -> float:
+    return sum(
+        metrics.messages.value(kind=kind, outcome="applied")
+        for kind in ("command", "event", "rejected_event")
+    )
+
+
+async def delete_keys(redis: aioredis.Redis, pattern: str) -> None:
+    batch: list[bytes] = []
+    async for key in redis.scan_iter(match=pattern, count=1_000):
+        batch.append(key)
+        if len(batch) >= 1_000:
+            await redis.unlink(*batch)
+            batch.clear()
+    if batch:
+        await redis.unlink(*batch)

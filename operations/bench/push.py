@@ -1,0 +1,210 @@
+"""The push figures, against the service run as its own process (``operations serve``): draining
+N messages until one Socket.IO client has every push, latency from publish to client at fixed
+offered loads, and the memory an idle connected client costs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import redis.asyncio as aioredis
+import socketio
+from aio_pika.abc import AbstractRobustConnection
+
+from ..settings import Settings
+from ..store import Keys
+from ..tokens import mint
+from . import traffic
+from .drain import Figure
+
+PUSH_EVENTS = ("operation_pending", "operation_completed", "operation_rejected")
+
+
+@dataclass
+class ServiceProcess:
+    process: asyncio.subprocess.Process
+    url: str
+
+    def rss_kib(self) -> int:
+        with open(f"/proc/{self.process.pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise RuntimeError("no VmRSS line")
+
+
+@contextlib.asynccontextmanager
+async def service_process(settings: Settings, port: int) -> AsyncIterator[ServiceProcess]:
+    env = {
+        **os.environ,
+        "OPERATIONS_AMQP_URL": settings.amqp_url,
+        "OPERATIONS_REDIS_URL": settings.redis_url,
+        "OPERATIONS_PORT": str(port),
+        "OPERATIONS_QUEUE": settings.queue,
+        "OPERATIONS_KEY_PREFIX": settings.key_prefix,
+        "OPERATIONS_JWT_SECRET": settings.jwt_secret,
+        "OPERATIONS_PREFETCH": str(settings.prefetch),
+        "OPERATIONS_LOG_LEVEL": "WARNING",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "operations",
+        "serve",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        async with httpx.AsyncClient() as http:
+            while True:
+                try:
+                    if (await http.get(f"{url}/ready", timeout=2)).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if process.returncode is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the service process did not become ready")
+                await asyncio.sleep(0.05)
+        yield ServiceProcess(process, url)
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            await asyncio.wait_for(process.wait(), timeout=30)
+
+
+class Counter:
+    """A Socket.IO client that notes when each operation's first push arrives."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.client = socketio.AsyncClient(reconnection=False)
+        self.arrived: dict[str, float] = {}
+        self.via_sync = 0
+        self.complete = asyncio.Event()
+        self.expected = 0
+        for event in PUSH_EVENTS:
+            self.client.on(event, self._push)
+        self.client.on("operations_sync", self._sync)
+
+    async def _push(self, record: dict[str, Any]) -> None:
+        self.arrived.setdefault(record["id"], time.time())
+        if self.expected and len(self.arrived) >= self.expected:
+            self.complete.set()
+
+    async def _sync(self, sync: dict[str, Any]) -> None:
+        for record in sync["operations"]:
+            if record["id"] not in self.arrived:
+                self.via_sync += 1
+                await self._push(record)
+
+    async def connect(self, token: str, since: str | None = None) -> None:
+        auth: dict[str, Any] = {"token": token}
+        if since is not None:
+            auth["since"] = since
+        await self.client.connect(self.url, auth=auth, transports=["websocket"], wait_timeout=30)
+
+    async def close(self) -> None:
+        await self.client.disconnect()
+
+
+async def drain_to_client(
+    settings: Settings,
+    connection: AbstractRobustConnection,
+    redis: aioredis.Redis,
+    count: int,
+    port: int,
+) -> tuple[Figure, int]:
+    """N pre-published messages through a service process until one client has every push.
+
+    The client connects with ``since`` set to the stream's position before the run, so any push
+    it is too late for reaches it in its ``operations_sync``; the figure says how many did."""
+    stream = Keys(settings.key_prefix).changes
+    newest: Any = await redis.xrevrange(stream, count=1)
+    since = newest[0][0].decode() if newest else "0-0"
+    await traffic.publish(connection, count)
+    async with service_process(settings, port) as service:
+        counter = Counter(service.url)
+        counter.expected = count
+        await counter.connect(mint(settings.jwt_secret, traffic.ADMIN_USER, ("admin",)), since)
+        await asyncio.wait_for(counter.complete.wait(), timeout=600)
+        finished = time.time()
+        await counter.close()
+    first: Any = await redis.xrange(stream, min=f"({since}", count=1)
+    started = int(first[0][0].decode().split("-")[0]) / 1000
+    return Figure("push", count, finished - started), counter.via_sync
+
+
+async def latency(
+    service: ServiceProcess,
+    connection: AbstractRobustConnection,
+    secret: str,
+    rate: int,
+    seconds: float,
+) -> tuple[float, float]:
+    """p50 and p99 (ms) from publish to the client's receipt, at ``rate`` messages a second."""
+    counter = Counter(service.url)
+    await counter.connect(mint(secret, traffic.ADMIN_USER, ("admin",)))
+    sent: dict[str, float] = {}
+    total = int(rate * seconds)
+    warm_up = min(total // 10, rate // 2)
+    async with connection.channel(publisher_confirms=False) as channel:
+        targets = await traffic.exchanges(channel)
+        started = time.perf_counter()
+        wall_offset = time.time() - started
+        for index in range(total):
+            due = started + index / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            operation_id = str(uuid.uuid4())
+            exchange, name, body = traffic.message(index, operation_id)
+            sent[operation_id] = time.perf_counter() + wall_offset
+            await targets[exchange].publish(body, routing_key=name)
+    counter.expected = total
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(counter.complete.wait(), timeout=30)
+    await counter.close()
+    ordered = list(sent)[warm_up:]
+    missing = [op for op in ordered if op not in counter.arrived]
+    if missing:
+        raise RuntimeError(f"{len(missing)} of {len(ordered)} pushes never arrived")
+    samples = sorted((counter.arrived[op] - sent[op]) * 1000 for op in ordered)
+    return _percentile(samples, 0.50), _percentile(samples, 0.99)
+
+
+def _percentile(samples: list[float], fraction: float) -> float:
+    index = min(len(samples) - 1, max(0, round(fraction * (len(samples) - 1))))
+    return samples[index]
+
+
+async def memory_per_client(service: ServiceProcess, secret: str, clients: int) -> float:
+    """KiB of the service's RSS per idle connected client, with ``clients`` connected."""
+    await asyncio.sleep(1.0)
+    before = service.rss_kib()
+    connected: list[Counter] = []
+    try:
+        for start in range(0, clients, 50):
+            batch = [Counter(service.url) for _ in range(start, min(start + 50, clients))]
+            await asyncio.gather(
+                *(
+                    client.connect(mint(secret, f"bench-idle-{start + offset}"))
+                    for offset, client in enumerate(batch)
+                )
+            )
+            connected.extend(batch)
+        await asyncio.sleep(2.0)
+        after = service.rss_kib()
+    finally:
+        await asyncio.gather(*(client.close() for client in connected), return_exceptions=True)
+    return (after - before) / clients
