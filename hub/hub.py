@@ -83,7 +83,7 @@ class Hub:
         self.server.on(events.INITIALIZE, self._initialize)
         self._clients: dict[str, Client] = {}
         self._jobs: asyncio.Queue[list[FeedEntry] | Join] = asyncio.Queue()
-        self._position = "0-0"
+        self._position: str | None = None  # the stream position of the last emitted change
         self._pusher: asyncio.Task[None] | None = None
 
     def asgi(self, other: Any) -> socketio.ASGIApp:
@@ -94,7 +94,7 @@ class Hub:
         return len(self._clients)
 
     async def start(self) -> None:
-        self._position = self.feed.subscribe(self._jobs.put_nowait)
+        self.feed.subscribe(self._jobs.put_nowait)
         self._pusher = asyncio.create_task(self._push(), name="hub-pusher")
 
     async def stop(self) -> None:
@@ -184,6 +184,7 @@ class Hub:
     # -- the pusher: live changes and joins, one at a time, in stream order ---------------
 
     async def _push(self) -> None:
+        self._position = await self.feed.start_cursor()
         while True:
             job = await self._jobs.get()
             try:
@@ -207,13 +208,14 @@ class Hub:
         if not self.server.manager.is_connected(join.sid, "/"):
             return
         if join.since is not None:
+            assert self._position is not None
             try:
                 sync = await changes_since(
                     self.redis, self.feed.keys.changes, join.since, self._position, join.principal
                 )
             except RedisError as error:
                 log.warning("recovery read failed, asking the client to refetch: %s", error)
-                sync = Sync([], self._position, False)
+                sync = Sync([], join.since, False)
             await self.server.emit(events.SYNC, sync.to_json(), to=join.sid)
         await self.server.enter_room(join.sid, user_room(join.principal.user_id))
         if join.principal.is_admin:

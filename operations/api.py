@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from .store import MAX_PAGE, InvalidCursor, ListQuery, Store
 from .tokens import TokenVerifier
 
 MAX_WAIT_SECONDS = 60.0
+log = logging.getLogger("operations.api")
 
 
 class Json(JSONResponse):
@@ -233,11 +235,18 @@ async def on_store_unavailable(request: Request, error: Exception) -> Response:
 async def on_http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
     codes = {400: "invalid_query", 404: "not_found", 405: "method_not_allowed"}
-    return problem(error.status_code, codes.get(error.status_code, "http_error"), error.detail)
+    code = codes.get(error.status_code, "http_error")
+    return problem(error.status_code, code, error.detail, dict(error.headers or {}))
+
+
+async def on_unexpected(request: Request, error: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
+    return problem(500, "internal_error", "the service failed to answer; it has been logged")
 
 
 EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
     TokenError: on_token_error,
     StoreUnavailable: on_store_unavailable,
     HTTPException: on_http_error,
+    Exception: on_unexpected,
 }

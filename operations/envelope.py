@@ -76,13 +76,14 @@ def parse(delivered: Delivered, catalogue: Catalogue, max_bytes: int) -> Envelop
     name = _text_field(context, "name", "message_context.name", problems) or message
 
     body = delivered.body
-    oversized = len(body) > max_bytes
-    if oversized:
+    if len(body) > max_bytes:
         problems.append(f"body: {len(body)} bytes exceeds the limit of {max_bytes}, not read")
+        fields: Mapping[str, Any] = {}
+    else:
+        fields = _json_object(body, "body", problems)
 
     code = reason = None
     if state is State.REJECTED:
-        fields = {} if oversized else _json_object(body, "body", problems)
         code = _text_field(fields, "code", "body.code", problems)
         reason = _text_field(fields, "reason", "body.reason", problems)
 
@@ -146,7 +147,7 @@ def _saga_state(raw: Any, problems: list[str]) -> State | None:
         return None
     text = _as_text(raw)
     if text is None:
-        problems.append(f"headers.Saga: expected a string or bytes, got {type(raw).__name__}")
+        problems.append(f"headers.Saga: expected UTF-8 text, got {type(raw).__name__}")
         return None
     return State.from_saga_header(text)
 

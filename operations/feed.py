@@ -40,16 +40,21 @@ class ChangeFeed:
         self.redis = client
         self.keys = keys
         self.metrics = metrics
-        self.last_cursor = "0-0"
+        self.last_cursor = self._start_cursor = "0-0"
         self._listeners: list[Listener] = []
         self._watchers: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
+        self._positioned = asyncio.Event()
         self.connected = False
 
-    def subscribe(self, listener: Listener) -> str:
-        """Add a listener; it gets every change after the cursor returned."""
+    def subscribe(self, listener: Listener) -> None:
+        """Add a listener; it gets every change after :meth:`start_cursor`."""
         self._listeners.append(listener)
-        return self.last_cursor
+
+    async def start_cursor(self) -> str:
+        """The stream position the feed started from, once it has reached Redis."""
+        await self._positioned.wait()
+        return self._start_cursor
 
     def watch(self, operation_id: str) -> asyncio.Event:
         """An event set at the next change of the operation; pass it to :meth:`unwatch` after."""
@@ -65,7 +70,6 @@ class ChangeFeed:
                 del self._watchers[operation_id]
 
     async def start(self) -> None:
-        self.last_cursor = await self._tail_cursor()
         self._task = asyncio.create_task(self._run(), name="operations-feed")
 
     async def stop(self) -> None:
@@ -85,6 +89,8 @@ class ChangeFeed:
                 await asyncio.sleep(1.0)
 
     async def _run(self) -> None:
+        self.last_cursor = self._start_cursor = await self._tail_cursor()
+        self._positioned.set()
         failures = 0
         while True:
             try:

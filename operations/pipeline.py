@@ -14,6 +14,7 @@ from .envelope import Delivered, Envelope, parse
 from .errors import EnvelopeError, StoreError
 from .metrics import Registry
 from .outcomes import Ack, DeadLetter, Disposition, Settlement
+from .records import Outcome
 from .store import Store
 
 log = logging.getLogger("operations.pipeline")
@@ -57,7 +58,11 @@ class Pipeline:
                 )
                 continue
             self.metrics.messages.inc(kind=envelope.kind.value, outcome=change.outcome.value)
-            if envelope.problems:
+            if envelope.problems and change.outcome is not Outcome.APPLIED:
+                settlements[position] = self._dead_letter(
+                    batch[position], "; ".join(envelope.problems), envelope
+                )
+            elif envelope.problems:
                 reason = "; ".join(envelope.problems)
                 log.warning(
                     "applied %s in part (%s): %s",

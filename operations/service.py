@@ -25,7 +25,7 @@ from .consumer import Consumer
 from .feed import ChangeFeed
 from .metrics import Registry
 from .pipeline import Pipeline
-from .settings import Settings
+from .settings import DEV_JWT_SECRET, Settings
 from .store import RedisStore
 from .tokens import TokenVerifier
 
@@ -87,6 +87,11 @@ class Service:
         return not self.consumer.store_down and await self.store.ping()
 
     async def start(self) -> None:
+        if self.settings.jwt_secret == DEV_JWT_SECRET:
+            log.warning(
+                "OPERATIONS_JWT_SECRET is not set: tokens are signed with the public development"
+                " secret; set it before exposing the service"
+            )
         await self.feed.start()
         await self.hub.start()
         self._connecting = asyncio.create_task(self._connect_broker(), name="operations-connect")

@@ -43,6 +43,8 @@ from .states import State
 
 APPLY_SCRIPT = (resources.files("operations") / "lua" / "apply.lua").read_text(encoding="utf-8")
 MAX_PAGE = 200
+# Error replies that say "not now" rather than "not this message": retried, never dead-lettered.
+_TRANSIENT = {"OOM", "READONLY", "LOADING", "MASTERDOWN", "BUSY", "TRYAGAIN", "CLUSTERDOWN"}
 _SCAN_FACTOR = 20
 
 
@@ -187,6 +189,8 @@ class RedisStore:
             if isinstance(reply, NoScriptError | RedisConnectionError | RedisTimeoutError):
                 raise reply
             if isinstance(reply, Exception):
+                if str(reply).split(" ", 1)[0] in _TRANSIENT:
+                    raise StoreUnavailable(f"Redis cannot apply now: {reply}")
                 changes.append(StoreError(f"Redis refused the apply script: {reply}"))
                 continue
             outcome, snapshot, cursor = reply

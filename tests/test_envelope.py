@@ -445,11 +445,11 @@ def test_rejected_event_with_saga_pending_does_not_read_its_body() -> None:
     assert envelope.reason is None
 
 
-def test_non_rejected_messages_ignore_their_body() -> None:
+def test_a_malformed_body_of_any_message_is_a_problem_but_its_state_stands() -> None:
     envelope = read(Delivery(routing_key="order_created", body=b"definitely not json"))
     assert envelope.state is State.COMPLETED
     assert envelope.code is None
-    assert envelope.problems == ()
+    assert envelope.problems == ("body: not valid JSON",)
 
 
 # --- size limit ----------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 import redis.asyncio as aioredis
 import socketio
 from aio_pika.abc import AbstractRobustConnection
@@ -66,12 +66,13 @@ async def service_process(settings: Settings, port: int) -> AsyncIterator[Servic
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
-        async with httpx.AsyncClient() as http:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
             while True:
                 try:
-                    if (await http.get(f"{url}/ready", timeout=2)).status_code == 200:
-                        break
-                except httpx.HTTPError:
+                    async with http.get(f"{url}/ready") as response:
+                        if response.status == 200:
+                            break
+                except (aiohttp.ClientError, TimeoutError):
                     pass
                 if process.returncode is not None or time.monotonic() > deadline:
                     raise RuntimeError("the service process did not become ready")

@@ -1,0 +1,197 @@
+"""The saga: typed data, steps keyed by message name, and what a step may do.
+
+A saga class declares its steps with decorators::
+
+    class Shipping(Saga[ShippingData]):
+        name = "shipping"
+        data_type = ShippingData
+
+        def resolve_id(self, message, context):
+            return context.correlation_id
+
+        @start("ship_parcel")
+        async def ship(self, message, context):
+            self.data.parcel_id = message.get("parcelId")
+            self.publish("deliveries", "start_delivery", {"parcelId": self.data.parcel_id})
+
+        @compensates("ship_parcel")
+        async def unship(self, message, context):
+            self.publish("deliveries", "fail_delivery", {"parcelId": self.data.parcel_id},
+                         saga_state=State.REJECTED)
+
+        @step("delivery_completed")
+        async def delivered(self, message, context):
+            self.complete()
+
+A step does not publish directly: what it publishes is kept with the saga's new state and sent
+only once that state is committed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, TypeVar
+
+from ..states import State
+
+D = TypeVar("D")
+Handler = Callable[[Any, "SagaMessage", "SagaContext"], Awaitable[None]]
+_STEP = "__saga_step__"
+_COMPENSATES = "__saga_compensates__"
+
+
+@dataclass(frozen=True)
+class SagaMessage:
+    """A message as a saga sees it: its name (the routing key) and its JSON body."""
+
+    name: str
+    body: Mapping[str, Any] = field(default_factory=dict)
+    message_id: str | None = None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A body field by camelCase name; PascalCase keys are found too."""
+        if key in self.body:
+            return self.body[key]
+        wanted = key.lower()
+        for name, value in self.body.items():
+            if name.lower() == wanted:
+                return value
+        return default
+
+
+@dataclass(frozen=True)
+class SagaContext:
+    """Where a message comes from: its correlation id (the operation id) and the originating
+    ``message_context`` (the user), which every message a saga publishes carries on."""
+
+    correlation_id: str | None = None
+    message_context: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls) -> SagaContext:
+        return cls()
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    exchange: str
+    message: str
+    body: Mapping[str, Any]
+    saga_state: State
+    message_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason: str
+    code: str | None = None
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    message: str
+    starts: bool
+    handler: str
+    compensation: str | None = None
+
+
+def start(message: str) -> Callable[[Handler], Handler]:
+    """Mark a method as the step that starts a new saga on ``message``."""
+    return _mark(message, starts=True)
+
+
+def step(message: str) -> Callable[[Handler], Handler]:
+    """Mark a method as the step that handles ``message`` in a running saga."""
+    return _mark(message, starts=False)
+
+
+def compensates(message: str) -> Callable[[Handler], Handler]:
+    """Mark a method as the compensation of the step for ``message``."""
+
+    def mark(function: Handler) -> Handler:
+        setattr(function, _COMPENSATES, message)
+        return function
+
+    return mark
+
+
+def _mark(message: str, starts: bool) -> Callable[[Handler], Handler]:
+    def mark(function: Handler) -> Handler:
+        setattr(function, _STEP, (message, starts))
+        return function
+
+    return mark
+
+
+class Saga(Generic[D]):
+    name: ClassVar[str]
+    data_type: ClassVar[type[Any]]
+    steps: ClassVar[dict[str, StepSpec]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        handlers: dict[str, tuple[str, bool]] = {}
+        compensations: dict[str, str] = {}
+        for klass in reversed(cls.__mro__):
+            for attribute, value in vars(klass).items():
+                if hasattr(value, _STEP):
+                    message, starts = getattr(value, _STEP)
+                    handlers[message] = (attribute, starts)
+                if hasattr(value, _COMPENSATES):
+                    compensations[getattr(value, _COMPENSATES)] = attribute
+        unknown = set(compensations) - set(handlers)
+        if unknown:
+            raise TypeError(f"{cls.__name__} compensates steps it does not have: {unknown}")
+        cls.steps = {
+            message: StepSpec(message, starts, attribute, compensations.get(message))
+            for message, (attribute, starts) in handlers.items()
+        }
+
+    def __init__(self, saga_id: str, data: D) -> None:
+        self.id = saga_id
+        self.data = data
+        self.deadline: float | None = None
+        self.outbox: list[Outgoing] = []
+        self.completed = False
+        self.rejection: Rejection | None = None
+
+    @classmethod
+    def new_data(cls) -> D:
+        return cls.data_type()  # type: ignore[no-any-return]
+
+    @classmethod
+    def load_data(cls, document: Mapping[str, Any]) -> D:
+        return cls.data_type(**document)  # type: ignore[no-any-return]
+
+    def dump_data(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.data)  # type: ignore[call-overload, no-any-return]
+
+    def resolve_id(self, message: SagaMessage, context: SagaContext) -> str | None:
+        """The id of the saga instance this message belongs to, or None if it is not for us."""
+        return context.correlation_id
+
+    def publish(
+        self,
+        exchange: str,
+        message: str,
+        body: Mapping[str, Any],
+        saga_state: State = State.PENDING,
+    ) -> None:
+        self.outbox.append(Outgoing(exchange, message, dict(body), saga_state))
+
+    def complete(self) -> None:
+        self.completed = True
+
+    def reject(self, reason: str, code: str | None = None) -> None:
+        self.rejection = Rejection(reason, code)
+
+    def set_deadline(self, seconds: float, now: float | None = None) -> None:
+        """Reject and compensate the saga if it has not finished ``seconds`` from now."""
+        self.deadline = (time.time() if now is None else now) + seconds
+
+    async def on_rejected(self, rejection: Rejection, context: SagaContext) -> None:
+        """Called once the completed steps are compensated; may publish, e.g. a final event."""
