@@ -85,15 +85,7 @@ class OperationsApi:
         ]
 
     def principal(self, request: Request, optional: bool = False) -> Principal | None:
-        header = request.headers.get("authorization")
-        if header is None:
-            if optional:
-                return None
-            raise TokenError("an Authorization: Bearer token is required")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise TokenError("the Authorization header must be 'Bearer <token>'")
-        return self.verifier.verify(token.strip()).principal
+        return bearer_principal(request, self.verifier, optional)
 
     async def health(self, request: Request) -> Response:
         return Json({"status": "ok"})
@@ -203,6 +195,22 @@ class OperationsApi:
         except InvalidCursor as error:
             return problem(400, error.code, error.reason)
         return Json({"items": [record.to_json() for record in page.items], "next": page.next})
+
+
+def bearer_principal(
+    request: Request, verifier: TokenVerifier, optional: bool = False
+) -> Principal | None:
+    """The principal of the request's bearer token; None only when optional and absent.
+    Raises TokenError (answered with 401) for a missing or bad token."""
+    header = request.headers.get("authorization")
+    if header is None:
+        if optional:
+            return None
+        raise TokenError("an Authorization: Bearer token is required")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise TokenError("the Authorization header must be 'Bearer <token>'")
+    return verifier.verify(token.strip()).principal
 
 
 def _wait_seconds(request: Request) -> float:

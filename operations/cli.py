@@ -1,4 +1,4 @@
-"""The ``operations`` command: serve, token, bench."""
+"""The ``operations`` command: serve, token, bench, demo-services."""
 
 from __future__ import annotations
 
@@ -30,6 +30,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.add_argument("--clients", type=int, default=1_000, help="idle clients for the RSS figure")
     bench.add_argument("--seconds", type=float, default=5.0, help="length of each latency run")
 
+    demo = commands.add_parser(
+        "demo-services", help="run simulated Pacco orders, vehicles and availability services"
+    )
+    demo.add_argument(
+        "--latency-ms", type=int, default=50, help="simulated work before each reply (ms)"
+    )
+    demo.add_argument(
+        "--fail",
+        action="append",
+        default=[],
+        metavar="MESSAGE=RATE",
+        help="reject that command with probability RATE (0..1); repeatable",
+    )
+    demo.add_argument("--seed", type=int, default=None, help="seed for reproducible failures")
+
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -43,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(
                 run_bench(settings, args.messages, args.prefetch, args.clients, args.seconds)
             )
+        if args.command == "demo-services":
+            return _demo_services(settings, args.latency_ms, tuple(args.fail), args.seed)
     except SettingsError as error:
         print(f"operations: invalid setting {error.reason}", file=sys.stderr)
         return 2
@@ -81,3 +98,22 @@ def _token(settings: Settings, user: str, roles: tuple[str, ...], ttl: int) -> i
         return 2
     print(mint(settings.jwt_secret, user, roles, ttl, settings.jwt_issuer, settings.jwt_audience))
     return 0
+
+
+def _demo_services(
+    settings: Settings, latency_ms: int, fail: tuple[str, ...], seed: int | None
+) -> int:
+    from . import logs
+    from .demo import FailurePlan, FailurePlanError, failable
+    from .demo import run as run_demo
+
+    if latency_ms < 0:
+        print("operations: --latency-ms must not be negative", file=sys.stderr)
+        return 2
+    try:
+        failures = FailurePlan.parse(fail, failable())
+    except FailurePlanError as error:
+        print(f"operations: {error.reason}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level)
+    return asyncio.run(run_demo(settings, latency_ms, failures, seed))

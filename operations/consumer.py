@@ -16,8 +16,8 @@ import datetime as dt
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 
 import aio_pika
 from aio_pika.abc import (
@@ -28,18 +28,28 @@ from aio_pika.abc import (
 )
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 
-from .catalogue import Catalogue
+from .catalogue import Subscription
+from .envelope import Delivered
 from .errors import StoreUnavailable
 from .metrics import Registry
-from .outcomes import Ack, DeadLetter, Settlement
-from .pipeline import Pipeline
-from .topology import declare_dead_letter_queue, declare_queue
+from .outcomes import Ack, DeadLetter, Retry, Settlement
+from .topology import declare_dead_letter_queue, declare_queue, declare_retry_queue
 
 log = logging.getLogger("operations.consumer")
 
 REASON_HEADER = "x-operations-reason"
 DISPOSITION_HEADER = "x-operations-disposition"
+EXCHANGE_HEADER = "x-operations-exchange"
+ROUTING_KEY_HEADER = "x-operations-routing-key"
+ATTEMPTS_HEADER = "x-operations-attempts"
 _RETRY_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+
+
+class Processor(Protocol):
+    """Turns a batch of deliveries into one settlement each, in order. Raises StoreUnavailable
+    when it cannot work now: the batch is then retried, unacknowledged."""
+
+    async def process(self, batch: Sequence[Delivered]) -> list[Settlement]: ...
 
 
 class Consumer:
@@ -48,17 +58,21 @@ class Consumer:
         amqp_url: str,
         queue_name: str,
         dead_letter_queue: str,
-        catalogue: Catalogue,
-        pipeline: Pipeline,
+        bindings: Iterable[Subscription],
+        processor: Processor,
         metrics: Registry,
         prefetch: int = 512,
         batch_size: int = 256,
+        retry_queue: str | None = None,
+        name: str = "operations",
     ) -> None:
         self.amqp_url = amqp_url
         self.queue_name = queue_name
         self.dead_letter_queue = dead_letter_queue
-        self.catalogue = catalogue
-        self.pipeline = pipeline
+        self.retry_queue = retry_queue
+        self.bindings = list(bindings)
+        self.processor = processor
+        self.name = name
         self.metrics = metrics
         self.prefetch = prefetch
         self.batch_size = batch_size
@@ -87,7 +101,7 @@ class Consumer:
 
     async def start(self) -> None:
         self._connection = await aio_pika.connect_robust(
-            self.amqp_url, client_properties={"connection_name": "operations"}
+            self.amqp_url, client_properties={"connection_name": self.name}
         )
         try:
             await self._subscribe(self._connection)
@@ -103,14 +117,16 @@ class Consumer:
         self._channel = channel
         await channel.set_qos(prefetch_count=self.prefetch)
         await declare_dead_letter_queue(channel, self.dead_letter_queue)
-        self._queue = await declare_queue(channel, self.catalogue, self.queue_name)
+        if self.retry_queue is not None:
+            await declare_retry_queue(channel, self.retry_queue, self.queue_name)
+        self._queue = await declare_queue(channel, self.bindings, self.queue_name)
         self._worker = asyncio.create_task(self._run(), name="operations-consumer")
         self._consumer_tag = await self._queue.consume(self._on_message)
         log.info(
             "consuming %s (%d bindings on %d exchanges), prefetch %d",
             self.queue_name,
-            len(self.catalogue),
-            len(self.catalogue.exchanges),
+            len(self.bindings),
+            len({binding.exchange for binding in self.bindings}),
             self.prefetch,
         )
 
@@ -160,7 +176,7 @@ class Consumer:
         attempt = 0
         while True:
             try:
-                settlements = await self.pipeline.process(batch)
+                settlements = await self.processor.process(batch)
                 break
             except StoreUnavailable as error:
                 self.metrics.store_retries.inc()
@@ -182,17 +198,17 @@ class Consumer:
         copies = [
             (message, settlement)
             for message, settlement in zip(batch, settlements, strict=True)
-            if isinstance(settlement, DeadLetter)
+            if not isinstance(settlement, Ack)
         ]
         failed: set[int] = set()
         if copies:
             results = await asyncio.gather(
-                *(self._publish_dead_letter(message, letter) for message, letter in copies),
+                *(self._publish_copy(message, settlement) for message, settlement in copies),
                 return_exceptions=True,
             )
             for (message, _), result in zip(copies, results, strict=True):
                 if isinstance(result, BaseException):
-                    log.error("dead-letter copy not confirmed, requeueing: %s", result)
+                    log.error("copy not confirmed by the broker, requeueing: %s", result)
                     failed.add(id(message))
         if not failed:
             last_per_channel: dict[int, AbstractIncomingMessage] = {}
@@ -203,27 +219,31 @@ class Consumer:
             for message in last_per_channel.values():
                 await _quietly(message.ack(multiple=True))
             return
-        for message, settlement in zip(batch, settlements, strict=True):
-            assert isinstance(settlement, Ack | DeadLetter)
+        for message in batch:
             if id(message) in failed:
                 await _quietly(message.nack(requeue=True))
             else:
                 await _quietly(message.ack())
 
-    async def _publish_dead_letter(
-        self, message: AbstractIncomingMessage, letter: DeadLetter
+    async def _publish_copy(
+        self, message: AbstractIncomingMessage, settlement: DeadLetter | Retry
     ) -> None:
         assert self._channel is not None
         headers = dict(message.headers or {})
-        headers.update(
-            {
-                REASON_HEADER: letter.reason,
-                DISPOSITION_HEADER: letter.disposition.value,
-                "x-operations-exchange": message.exchange or "",
-                "x-operations-routing-key": message.routing_key or "",
-                "x-operations-dead-lettered-at": dt.datetime.now(dt.UTC).isoformat(),
-            }
-        )
+        if message.exchange:  # not a message already back from the retry queue
+            headers[EXCHANGE_HEADER] = message.exchange
+            headers[ROUTING_KEY_HEADER] = message.routing_key or ""
+        headers[REASON_HEADER] = settlement.reason
+        expiration: float | None = None
+        if isinstance(settlement, DeadLetter):
+            target = self.dead_letter_queue
+            headers[DISPOSITION_HEADER] = settlement.disposition.value
+            headers["x-operations-dead-lettered-at"] = dt.datetime.now(dt.UTC).isoformat()
+        else:
+            assert self.retry_queue is not None, "Retry needs a consumer with a retry queue"
+            target = self.retry_queue
+            headers[ATTEMPTS_HEADER] = settlement.attempt
+            expiration = settlement.delay_seconds
         copy = aio_pika.Message(
             body=message.body,
             headers=headers,
@@ -233,8 +253,9 @@ class Consumer:
             timestamp=message.timestamp,
             type=message.type,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            expiration=expiration,
         )
-        await self._channel.default_exchange.publish(copy, routing_key=self.dead_letter_queue)
+        await self._channel.default_exchange.publish(copy, routing_key=target)
 
 
 def _open_channel(message: AbstractIncomingMessage) -> object | None:

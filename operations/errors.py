@@ -5,8 +5,11 @@
     ├── CatalogueError              the message catalogue file cannot be used
     ├── EnvelopeError               a delivered message cannot be interpreted (names the field)
     ├── TokenError                  a JWT is missing, malformed, badly signed, expired or refused
-    └── StoreError                  Redis could not apply or read a record
-        └── StoreUnavailable        Redis is unreachable; the work can be retried
+    ├── StoreError                  Redis could not apply or read a record
+    │   ├── StoreUnavailable        Redis is unreachable; the work can be retried
+    │   └── InvalidCursor           a listing cursor this service did not issue (store.py)
+    ├── FailurePlanError            a bad ``--fail`` option of demo-services (demo/failures.py)
+    └── InvalidCommand              a simulated service cannot read a command (demo/answers.py)
 
 Each error carries a short machine-readable ``code`` (snake_case) and a human ``reason``, which the
 HTTP API and the dead-letter headers use as they are.

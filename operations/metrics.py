@@ -104,6 +104,17 @@ class Registry:
         self.pushes = Counter(
             "operations_pushes_total", "Applied changes emitted to Socket.IO rooms."
         )
+        self.sagas = Counter(
+            "operations_sagas_total", "Saga messages processed, by saga and outcome."
+        )
+        self.saga_messages_published = Counter(
+            "operations_saga_messages_published_total",
+            "Messages published by saga steps and confirmed by the broker, by message.",
+        )
+        self.saga_publish_failures = Counter(
+            "operations_saga_publish_failures_total",
+            "Outbox deliveries that left messages unconfirmed, to be retried.",
+        )
         self.store_retries = Counter(
             "operations_store_retries_total", "Batches retried because Redis was unreachable."
         )
@@ -119,6 +130,9 @@ class Registry:
             self.sockets,
             self.socket_refusals,
             self.pushes,
+            self.sagas,
+            self.saga_messages_published,
+            self.saga_publish_failures,
         ):
             lines.extend(metric.render())
         return "\n".join(lines) + "\n"

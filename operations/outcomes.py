@@ -28,4 +28,13 @@ class DeadLetter:
     disposition: Disposition = Disposition.NOT_APPLIED
 
 
-Settlement = Ack | DeadLetter
+@dataclass(frozen=True)
+class Retry:
+    """Send back to the queue after ``delay_seconds`` (through its retry queue), then ack."""
+
+    reason: str
+    delay_seconds: float
+    attempt: int
+
+
+Settlement = Ack | DeadLetter | Retry

@@ -24,7 +24,10 @@ from .catalogue import Catalogue
 from .consumer import Consumer
 from .feed import ChangeFeed
 from .metrics import Registry
+from .orders import OrdersApi
 from .pipeline import Pipeline
+from .publisher import AmqpPublisher
+from .sagas.runtime import SagaRuntime
 from .settings import DEV_JWT_SECRET, Settings
 from .store import RedisStore
 from .tokens import TokenVerifier
@@ -72,16 +75,27 @@ class Service:
             anonymous_reads=settings.anonymous_reads,
         )
         self.hub = Hub(self.verifier, self.feed, self.store.redis, self.metrics)
+        self.sagas = (
+            SagaRuntime(settings, self.catalogue, self.store.redis, self.metrics)
+            if settings.sagas
+            else None
+        )
+        if self.sagas is not None:
+            self.sagas.bindings()  # fail at start-up if the catalogue lacks a saga's messages
+        orders = OrdersApi(self.verifier, self._publisher)
         self.http = Starlette(
-            routes=[*self.api.routes, *browser_routes()],
+            routes=[*self.api.routes, *(orders.routes if self.sagas else []), *browser_routes()],
             exception_handlers=EXCEPTION_HANDLERS,
             lifespan=self._lifespan,
         )
         self.asgi = self.hub.asgi(self.http)
         self._connecting: asyncio.Task[None] | None = None
 
+    def _publisher(self) -> AmqpPublisher | None:
+        return self.sagas.publisher if self.sagas is not None else None
+
     async def _broker_ready(self) -> bool:
-        return self.consumer.ready
+        return self.consumer.ready and (self.sagas is None or self.sagas.ready)
 
     async def _store_ready(self) -> bool:
         return not self.consumer.store_down and await self.store.ping()
@@ -100,7 +114,10 @@ class Service:
         delay = 0.5
         while True:
             try:
-                await self.consumer.start()
+                if not self.consumer.ready:
+                    await self.consumer.start()
+                if self.sagas is not None:
+                    await self.sagas.start()
                 return
             except (AMQPError, ConnectionError, OSError, TimeoutError) as error:
                 log.warning("RabbitMQ not reachable yet (%s); retrying in %.1fs", error, delay)
@@ -112,6 +129,8 @@ class Service:
             self._connecting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connecting
+        if self.sagas is not None:
+            await self.sagas.stop()
         await self.consumer.stop()
         await self.hub.stop()
         await self.feed.stop()

@@ -40,6 +40,16 @@ class Settings:
     stream_max_length: int = 100_000
     key_prefix: str = "operations"
     log_level: str = "INFO"
+    sagas: bool = True
+    saga_queue_name: str | None = None
+    saga_ttl_seconds: int = 86_400
+    saga_deadline_seconds: int = 120
+    saga_early_retries: int = 5
+    saga_retry_delay_ms: int = 1_000
+
+    @property
+    def saga_queue(self) -> str:
+        return self.saga_queue_name or f"{self.queue}.sagas"
 
     @property
     def dead_letter_queue(self) -> str:
@@ -82,6 +92,26 @@ class Settings:
             ),
             key_prefix=reader.get("OPERATIONS_KEY_PREFIX", defaults.key_prefix, _key_prefix),
             log_level=reader.get("OPERATIONS_LOG_LEVEL", defaults.log_level, _log_level),
+            sagas=reader.get("OPERATIONS_SAGAS", defaults.sagas, _boolean),
+            saga_queue_name=reader.get("OPERATIONS_SAGA_QUEUE", None, _queue_name),
+            saga_ttl_seconds=reader.get(
+                "OPERATIONS_SAGA_TTL_SECONDS",
+                defaults.saga_ttl_seconds,
+                _integer(1, 10 * 365 * 86_400),
+            ),
+            saga_deadline_seconds=reader.get(
+                "OPERATIONS_SAGA_DEADLINE_SECONDS",
+                defaults.saga_deadline_seconds,
+                _integer(1, 30 * 86_400),
+            ),
+            saga_early_retries=reader.get(
+                "OPERATIONS_SAGA_EARLY_RETRIES", defaults.saga_early_retries, _integer(0, 1_000)
+            ),
+            saga_retry_delay_ms=reader.get(
+                "OPERATIONS_SAGA_RETRY_DELAY_MS",
+                defaults.saga_retry_delay_ms,
+                _integer(1, 3_600_000),
+            ),
         )
 
 

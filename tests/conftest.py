@@ -83,7 +83,11 @@ async def amqp(
     connection = await aio_pika.connect_robust(amqp_url)
     yield connection
     async with connection.channel() as channel:
-        for name in (settings.queue, settings.dead_letter_queue):
+        names = [settings.queue, settings.dead_letter_queue]
+        saga_queue = settings.saga_queue
+        names += [saga_queue, f"{saga_queue}.dead-letter", f"{saga_queue}.retry"]
+        names += ["demo.orders", "demo.vehicles", "demo.availability"]
+        for name in names:
             with contextlib.suppress(aio_pika.exceptions.ChannelClosed):
                 await channel.queue_delete(name)
     await connection.close()

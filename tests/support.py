@@ -132,7 +132,6 @@ async def start_service(settings: Settings) -> AsyncIterator[RunningService]:
         access_log=False,
     )
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())
     await eventually(lambda: _started(server), "the HTTP server to start")
     await eventually(lambda: _ready(service), "the consumer to connect")

@@ -51,8 +51,8 @@ class FailurePlan:
 
     def fails(self, message: str, rng: random.Random) -> bool:
         rate = self.rates.get(message, 0.0)
-        # A rate of 0 draws nothing, so adding a --fail for one command leaves the others' draws
-        # (and a seeded run's outcomes) as they were.
+        # Commands without a rate draw nothing, so a seeded run's outcomes for one command do not
+        # shift when other, never-failing commands arrive in between.
         return rate > 0.0 and rng.random() < rate
 
     def describe(self) -> str:

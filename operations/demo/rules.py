@@ -71,14 +71,13 @@ def _command(
     required: tuple[str, ...],
     optional: tuple[str, ...] = (),
     *,
-    rejected: str | None = None,
     remembers_vehicle: bool = False,
 ) -> Reply:
     return Reply(
         message=message,
         source=exchange,
         success=success,
-        rejected=rejected or f"{message}_rejected",
+        rejected=f"{message}_rejected",
         required=required,
         optional=optional,
         remembers_vehicle=remembers_vehicle,

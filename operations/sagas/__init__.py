@@ -1,0 +1,38 @@
+"""An embedded saga coordinator (a process manager in the style of Chronicle), with Redis
+persistence, an outbox, compensation and deadlines. The public API::
+
+    from operations.sagas import Saga, start, step, compensates, Coordinator
+
+See ``saga.py`` for how a saga is written, ``coordinator.py`` for how messages drive it.
+"""
+
+from .coordinator import Coordinator, Outcome, Processed
+from .records import SagaRecord, SagaStatus
+from .saga import (
+    Rejection,
+    Saga,
+    SagaContext,
+    SagaMessage,
+    compensates,
+    start,
+    step,
+)
+from .store import MemorySagaStore, RedisSagaStore, SagaStore
+
+__all__ = [
+    "Coordinator",
+    "MemorySagaStore",
+    "Outcome",
+    "Processed",
+    "RedisSagaStore",
+    "Rejection",
+    "Saga",
+    "SagaContext",
+    "SagaMessage",
+    "SagaRecord",
+    "SagaStatus",
+    "SagaStore",
+    "compensates",
+    "start",
+    "step",
+]

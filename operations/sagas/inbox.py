@@ -1,0 +1,97 @@
+"""The sagas' side of the broker: deliveries become saga messages for the coordinator, and each
+result becomes a settlement (ack, retry later, or dead-letter)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from ..consumer import ATTEMPTS_HEADER, ROUTING_KEY_HEADER
+from ..envelope import Delivered
+from ..outcomes import Ack, DeadLetter, Retry, Settlement
+from .coordinator import Coordinator, Outcome
+from .saga import SagaContext, SagaMessage
+
+log = logging.getLogger("operations.sagas.inbox")
+
+
+class SagaInbox:
+    def __init__(
+        self, coordinator: Coordinator, early_retries: int = 5, early_delay_seconds: float = 1.0
+    ) -> None:
+        self.coordinator = coordinator
+        self.early_retries = early_retries
+        self.early_delay_seconds = early_delay_seconds
+
+    async def process(self, batch: Sequence[Delivered]) -> list[Settlement]:
+        """One message at a time, in order: a saga's steps must see its messages in sequence."""
+        return [await self._one(delivered) for delivered in batch]
+
+    async def _one(self, delivered: Delivered) -> Settlement:
+        headers = delivered.headers or {}
+        name = delivered.routing_key or ""
+        if not delivered.exchange:  # back from the retry queue: the original name is kept
+            name = _text(headers.get(ROUTING_KEY_HEADER)) or name
+        try:
+            body = orjson.loads(delivered.body)
+        except orjson.JSONDecodeError:
+            return DeadLetter(f"saga message {name}: body is not valid JSON")
+        if not isinstance(body, dict):
+            return DeadLetter(f"saga message {name}: body is not a JSON object")
+        message = SagaMessage(name, body, delivered.message_id)
+        context = SagaContext(delivered.correlation_id, _context(headers))
+        results = await self.coordinator.process(message, context)
+        outcomes = {result.outcome for result in results}
+        attempt = _attempts(headers) + 1
+        if Outcome.EARLY in outcomes and not _in_saga_flow(headers):
+            # Only messages carrying a Saga header belong to a saga's flow; the same event
+            # raised outside any saga is not ours to wait for.
+            return Ack("no saga")
+        if Outcome.EARLY in outcomes or Outcome.CONFLICT in outcomes:
+            what = "no saga to take it yet" if Outcome.EARLY in outcomes else "kept conflicting"
+            if attempt > self.early_retries:
+                return DeadLetter(f"saga message {name}: {what} after {attempt - 1} retries")
+            log.info(
+                "saga message %s: %s; retry %d in %.1fs",
+                name,
+                what,
+                attempt,
+                self.early_delay_seconds,
+                extra={"correlation_id": delivered.correlation_id},
+            )
+            return Retry(what, self.early_delay_seconds, attempt)
+        return Ack(",".join(sorted(outcomes)) or "no saga")
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    return None
+
+
+def _in_saga_flow(headers: Mapping[str, Any]) -> bool:
+    return any(key.lower() == "saga" for key in headers)
+
+
+def _attempts(headers: Mapping[str, Any]) -> int:
+    value = headers.get(ATTEMPTS_HEADER)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _context(headers: Mapping[str, Any]) -> dict[str, Any]:
+    for key, value in headers.items():
+        if key.lower() == "message_context":
+            text = _text(value)
+            if text is None:
+                return {}
+            try:
+                parsed = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                return {}
+            return parsed if isinstance(parsed, dict) else {}
+    return {}

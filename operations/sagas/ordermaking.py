@@ -1,0 +1,184 @@
+"""Pacco's order-maker saga (AIOrderMakingSaga), on this coordinator.
+
+MakeOrder ─▶ CreateOrder ─▶ OrderCreated ─▶ AddParcelToOrder (each parcel) ─▶ ParcelAddedToOrder
+(all of them) ─▶ pick a vehicle and a date ─▶ AssignVehicleToOrder ─▶ VehicleAssignedToOrder ─▶
+ReserveResource ─▶ OrderApproved ─▶ MakeOrderCompleted.
+
+A rejection at any step (or the deadline) compensates: CancelOrder, then MakeOrderRejected with the
+code and reason. The saga is keyed by the correlation id, the operation the user watches.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass, field
+
+from ..states import State
+from .saga import Rejection, Saga, SagaContext, SagaMessage, compensates, start, step
+
+REJECTED_EVENTS = (
+    "create_order_rejected",
+    "add_parcel_to_order_rejected",
+    "assign_vehicle_to_order_rejected",
+    "reserve_resource_rejected",
+    "order_for_reserved_vehicle_not_found",
+)
+FLEET = (
+    "0b4b4a35-6b5a-4c1e-9d0e-7c2f35d6a001",
+    "0b4b4a35-6b5a-4c1e-9d0e-7c2f35d6a002",
+    "0b4b4a35-6b5a-4c1e-9d0e-7c2f35d6a003",
+)
+MAX_PARCELS = 100
+
+
+@dataclass
+class OrderMakingData:
+    order_id: str = ""
+    customer_id: str = ""
+    parcel_ids: list[str] = field(default_factory=list)
+    added_parcel_ids: list[str] = field(default_factory=list)
+    vehicle_id: str | None = None
+    reservation_date: str | None = None
+    reservation_priority: int = 0
+
+    @property
+    def all_parcels_added(self) -> bool:
+        return bool(self.parcel_ids) and set(self.parcel_ids) <= set(self.added_parcel_ids)
+
+
+class OrderMakingSaga(Saga[OrderMakingData]):
+    name = "order_making"
+    data_type = OrderMakingData
+    deadline_seconds = 120.0
+
+    @start("make_order")
+    async def make_order(self, message: SagaMessage, context: SagaContext) -> None:
+        parcels = message.get("parcelIds") or [message.get("parcelId")]
+        parcel_ids = [str(p) for p in parcels if isinstance(p, str) and p]
+        customer = message.get("customerId")
+        self.data.order_id = str(message.get("orderId") or "")
+        if (
+            not isinstance(customer, str)
+            or not customer
+            or not parcel_ids
+            or not self.data.order_id
+        ):
+            self.reject("make_order needs orderId, customerId and parcel ids", "invalid_order")
+            return
+        self.data.customer_id = customer
+        self.data.parcel_ids = parcel_ids[:MAX_PARCELS]
+        self.set_deadline(self.deadline_seconds)
+        self.publish(
+            "orders", "create_order", {"orderId": self.data.order_id, "customerId": customer}
+        )
+
+    @compensates("make_order")
+    async def cancel_order(self, message: SagaMessage, context: SagaContext) -> None:
+        rejection = self.rejection or Rejection("the order was not made")
+        self.publish(
+            "orders",
+            "cancel_order",
+            {"orderId": self.data.order_id, "reason": rejection.reason, "code": rejection.code},
+            saga_state=State.REJECTED,
+        )
+
+    @step("order_created")
+    async def order_created(self, message: SagaMessage, context: SagaContext) -> None:
+        for parcel_id in self.data.parcel_ids:
+            self.publish(
+                "orders",
+                "add_parcel_to_order",
+                {
+                    "orderId": self.data.order_id,
+                    "parcelId": parcel_id,
+                    "customerId": self.data.customer_id,
+                },
+            )
+
+    @step("parcel_added_to_order")
+    async def parcel_added(self, message: SagaMessage, context: SagaContext) -> None:
+        parcel_id = message.get("parcelId")
+        if isinstance(parcel_id, str) and parcel_id not in self.data.added_parcel_ids:
+            self.data.added_parcel_ids.append(parcel_id)
+        if not self.data.all_parcels_added or self.data.vehicle_id is not None:
+            return
+        self.data.vehicle_id, self.data.reservation_date = self._choose_vehicle_and_date()
+        self.data.reservation_priority = 1
+        self.publish(
+            "orders",
+            "assign_vehicle_to_order",
+            {
+                "orderId": self.data.order_id,
+                "vehicleId": self.data.vehicle_id,
+                "deliveryDate": self.data.reservation_date,
+            },
+        )
+
+    @step("vehicle_assigned_to_order")
+    async def vehicle_assigned(self, message: SagaMessage, context: SagaContext) -> None:
+        self.publish(
+            "availability",
+            "reserve_resource",
+            {
+                "resourceId": self.data.vehicle_id,
+                "customerId": self.data.customer_id,
+                "dateTime": self.data.reservation_date,
+                "priority": self.data.reservation_priority,
+                "orderId": self.data.order_id,
+            },
+        )
+
+    @step("order_approved")
+    async def order_approved(self, message: SagaMessage, context: SagaContext) -> None:
+        self.publish(
+            "ordermaker",
+            "make_order_completed",
+            {"orderId": self.data.order_id},
+            saga_state=State.COMPLETED,
+        )
+        self.complete()
+
+    @step("create_order_rejected")
+    async def create_order_rejected(self, message: SagaMessage, context: SagaContext) -> None:
+        self._rejected(message)
+
+    @step("add_parcel_to_order_rejected")
+    async def parcel_rejected(self, message: SagaMessage, context: SagaContext) -> None:
+        self._rejected(message)
+
+    @step("assign_vehicle_to_order_rejected")
+    async def vehicle_rejected(self, message: SagaMessage, context: SagaContext) -> None:
+        self._rejected(message)
+
+    @step("reserve_resource_rejected")
+    async def reservation_rejected(self, message: SagaMessage, context: SagaContext) -> None:
+        self._rejected(message)
+
+    @step("order_for_reserved_vehicle_not_found")
+    async def approval_failed(self, message: SagaMessage, context: SagaContext) -> None:
+        self._rejected(message)
+
+    async def on_rejected(self, rejection: Rejection, context: SagaContext) -> None:
+        self.publish(
+            "ordermaker",
+            "make_order_rejected",
+            {"orderId": self.data.order_id, "reason": rejection.reason, "code": rejection.code},
+            saga_state=State.REJECTED,
+        )
+
+    def _rejected(self, message: SagaMessage) -> None:
+        reason = message.get("reason")
+        code = message.get("code")
+        self.reject(
+            reason if isinstance(reason, str) and reason else f"{message.name} received",
+            code if isinstance(code, str) and code else message.name,
+        )
+
+    def _choose_vehicle_and_date(self) -> tuple[str, str]:
+        """The best vehicle and the first free day: stands in for Pacco's vehicles and
+        availability lookups, deterministic per order."""
+        digest = hashlib.sha256(self.data.order_id.encode()).digest()
+        vehicle = FLEET[digest[0] % len(FLEET)]
+        day = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1 + digest[1] % 7)
+        return vehicle, dt.datetime.combine(day, dt.time(9), dt.UTC).isoformat()

@@ -1,0 +1,113 @@
+"""The outbox relay: sends what committed steps published, with broker confirms, and keeps
+retrying what is still unconfirmed (after a crash, a broker outage, a restart)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from aiormq.exceptions import AMQPError
+
+from ..errors import StoreUnavailable
+from ..metrics import Registry
+from ..states import State
+from .records import OutboxEntry
+from .store import Pending, SagaStore
+
+log = logging.getLogger("operations.sagas.outbox")
+
+RETRY_AFTER_SECONDS = 2.0
+
+
+class Publisher(Protocol):
+    async def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: Mapping[str, Any],
+        *,
+        correlation_id: str | None,
+        message_id: str,
+        message_context: Mapping[str, Any],
+        saga: State | None = None,
+        timeout: float = 10.0,
+    ) -> None: ...
+
+
+def step_context(context: Mapping[str, Any], message: str) -> dict[str, Any]:
+    """The originating context, named after the message, so the operation shows the step."""
+    named = {key: value for key, value in context.items() if key.lower() != "name"}
+    named["name"] = message
+    return named
+
+
+class OutboxRelay:
+    def __init__(self, store: SagaStore, publisher: Publisher, metrics: Registry) -> None:
+        self.store = store
+        self.publisher = publisher
+        self.metrics = metrics
+        self._task: asyncio.Task[None] | None = None
+
+    async def deliver(self, pending: Pending) -> bool:
+        """Publish a saga's pending messages in order; True when all were confirmed."""
+        confirmed: list[str] = []
+        try:
+            for stored, entry in pending.entries:
+                await self._send(entry)
+                confirmed.append(stored)
+        except (AMQPError, ConnectionError, TimeoutError, RuntimeError) as error:
+            log.warning(
+                "saga %s:%s: %d message(s) left in the outbox: %s",
+                pending.saga,
+                pending.saga_id,
+                len(pending.entries) - len(confirmed),
+                error,
+            )
+            self.metrics.saga_publish_failures.inc()
+        if confirmed:
+            await self.store.acknowledge(pending.saga, pending.saga_id, confirmed)
+        return len(confirmed) == len(pending.entries)
+
+    async def _send(self, entry: OutboxEntry) -> None:
+        await self.publisher.publish(
+            entry.exchange,
+            entry.message,
+            entry.body,
+            correlation_id=entry.correlation_id,
+            message_id=entry.message_id,
+            message_context=step_context(entry.message_context, entry.message),
+            saga=entry.saga_state,
+        )
+        self.metrics.saga_messages_published.inc(message=entry.message)
+
+    async def start(self, every: float = 1.0) -> None:
+        self._task = asyncio.create_task(self._run(every), name="operations-saga-outbox")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def flush(self) -> int:
+        """One pass over outboxes left unconfirmed for a while; returns how many were drained."""
+        drained = 0
+        for pending in await self.store.pending(time.time() - RETRY_AFTER_SECONDS):
+            if await self.deliver(pending):
+                drained += 1
+        return drained
+
+    async def _run(self, every: float) -> None:
+        while True:
+            try:
+                await self.flush()
+            except StoreUnavailable as error:
+                log.warning("outbox relay waiting for Redis: %s", error)
+            except Exception:
+                log.exception("outbox relay pass failed")
+            await asyncio.sleep(every)

@@ -1,0 +1,144 @@
+"""What is persisted of a saga: its status, data, step log, and the messages waiting to go out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from ..states import State
+
+
+class SagaStatus(StrEnum):
+    PENDING = "pending"
+    COMPLETED = "completed"
+    REJECTED = "rejected"
+    COMPENSATION_FAILED = "compensation_failed"
+
+    @property
+    def finished(self) -> bool:
+        return self is not SagaStatus.PENDING
+
+
+@dataclass
+class StepRecord:
+    message: str
+    message_id: str | None
+    at: float
+    body: dict[str, Any] = field(default_factory=dict)
+    compensated: bool = False
+    compensation_error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "message": self.message,
+            "messageId": self.message_id,
+            "at": self.at,
+            "body": self.body,
+            "compensated": self.compensated,
+            "compensationError": self.compensation_error,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StepRecord:
+        return cls(
+            data["message"],
+            data.get("messageId"),
+            float(data["at"]),
+            dict(data.get("body") or {}),
+            bool(data.get("compensated")),
+            data.get("compensationError"),
+        )
+
+
+@dataclass
+class SagaRecord:
+    saga: str
+    id: str
+    status: SagaStatus
+    data: dict[str, Any]
+    correlation_id: str | None = None
+    message_context: dict[str, Any] = field(default_factory=dict)
+    steps: list[StepRecord] = field(default_factory=list)
+    seen: list[str] = field(default_factory=list)
+    deadline: float | None = None
+    reason: str | None = None
+    code: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return f"{self.saga}:{self.id}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "saga": self.saga,
+            "id": self.id,
+            "status": self.status.value,
+            "data": self.data,
+            "correlationId": self.correlation_id,
+            "messageContext": self.message_context,
+            "steps": [step.to_json() for step in self.steps],
+            "seen": self.seen,
+            "deadline": self.deadline,
+            "reason": self.reason,
+            "code": self.code,
+            "createdAt": self.created_at,
+            "updatedAt": self.updated_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SagaRecord:
+        return cls(
+            saga=data["saga"],
+            id=data["id"],
+            status=SagaStatus(data["status"]),
+            data=dict(data["data"]),
+            correlation_id=data.get("correlationId"),
+            message_context=dict(data.get("messageContext") or {}),
+            steps=[StepRecord.from_json(step) for step in data.get("steps", [])],
+            seen=list(data.get("seen", [])),
+            deadline=data.get("deadline"),
+            reason=data.get("reason"),
+            code=data.get("code"),
+            created_at=float(data.get("createdAt", 0.0)),
+            updated_at=float(data.get("updatedAt", 0.0)),
+        )
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """One message a committed step publishes, with everything needed to send it again."""
+
+    message_id: str
+    exchange: str
+    message: str
+    body: Mapping[str, Any]
+    saga_state: State
+    correlation_id: str | None
+    message_context: Mapping[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "messageId": self.message_id,
+            "exchange": self.exchange,
+            "message": self.message,
+            "body": dict(self.body),
+            "saga": self.saga_state.value,
+            "correlationId": self.correlation_id,
+            "messageContext": dict(self.message_context),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> OutboxEntry:
+        return cls(
+            data["messageId"],
+            data["exchange"],
+            data["message"],
+            dict(data["body"]),
+            State(data["saga"]),
+            data.get("correlationId"),
+            dict(data.get("messageContext") or {}),
+        )

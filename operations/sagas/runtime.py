@@ -1,0 +1,119 @@
+"""The sagas inside the running service: their store, the publisher and outbox relay, the
+coordinator, the deadline watcher, and the consumer of the messages their steps wait for."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aio_pika
+import redis.asyncio as aioredis
+from aio_pika.abc import AbstractRobustConnection
+
+from ..catalogue import Catalogue, Subscription
+from ..consumer import Consumer
+from ..errors import CatalogueError
+from ..metrics import Registry
+from ..publisher import AmqpPublisher
+from ..settings import Settings
+from .coordinator import Coordinator
+from .deadlines import DeadlineWatcher
+from .inbox import SagaInbox
+from .ordermaking import OrderMakingSaga
+from .outbox import OutboxRelay
+from .saga import Saga
+from .store import RedisSagaStore
+
+
+class SagaRuntime:
+    def __init__(
+        self,
+        settings: Settings,
+        catalogue: Catalogue,
+        redis: aioredis.Redis,
+        metrics: Registry,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.store = RedisSagaStore(redis, settings.key_prefix)
+        self.connection: AbstractRobustConnection | None = None
+        self.publisher: AmqpPublisher | None = None
+        self._sagas: list[type[Saga[Any]]] = [OrderMakingSaga]
+        self._catalogue = catalogue
+        self.coordinator: Coordinator | None = None
+        self.watcher: DeadlineWatcher | None = None
+        self.relay: OutboxRelay | None = None
+        self.consumer: Consumer | None = None
+
+    def _make(self, kind: type[Saga[Any]], saga_id: str, data: Any) -> Saga[Any]:
+        saga = kind(saga_id, data)
+        if isinstance(saga, OrderMakingSaga):
+            saga.deadline_seconds = float(self.settings.saga_deadline_seconds)
+        return saga
+
+    def bindings(self) -> list[Subscription]:
+        found = []
+        for kind in self._sagas:
+            for message in kind.steps:
+                subscription = self._catalogue.lookup("", message)
+                if subscription is None:
+                    raise CatalogueError(
+                        f"saga {kind.name} waits for {message!r}, which is not in the catalogue"
+                    )
+                found.append(subscription)
+        return found
+
+    @property
+    def ready(self) -> bool:
+        return self.consumer is not None and self.consumer.ready
+
+    async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        self.connection = await aio_pika.connect_robust(
+            self.settings.amqp_url, client_properties={"connection_name": "operations-sagas"}
+        )
+        self.publisher = AmqpPublisher(self.connection)
+        self.relay = OutboxRelay(self.store, self.publisher, self.metrics)
+        self.coordinator = Coordinator(
+            self._sagas,
+            self.store,
+            self.relay,
+            self.metrics,
+            self.settings.saga_ttl_seconds,
+            factory=self._make,
+        )
+        self.watcher = DeadlineWatcher(self.coordinator)
+        queue = self.settings.saga_queue
+        self.consumer = Consumer(
+            self.settings.amqp_url,
+            queue,
+            f"{queue}.dead-letter",
+            self.bindings(),
+            SagaInbox(
+                self.coordinator,
+                self.settings.saga_early_retries,
+                self.settings.saga_retry_delay_ms / 1000,
+            ),
+            self.metrics,
+            prefetch=self.settings.prefetch,
+            batch_size=self.settings.batch_size,
+            retry_queue=f"{queue}.retry",
+            name="operations-sagas",
+        )
+        await self.consumer.start()
+        await self.relay.start()
+        await self.watcher.start()
+
+    async def stop(self) -> None:
+        for part in (self.watcher, self.relay, self.consumer):
+            if part is not None:
+                await part.stop()
+        self.watcher = self.relay = self.consumer = None
+        if self.connection is not None:
+            await self.connection.close()
+            self.connection = self.publisher = None

@@ -1,0 +1,241 @@
+"""Where sagas live: Redis for real, memory for tests; both pass the same contract tests.
+
+Redis keys (``P`` is ``OPERATIONS_KEY_PREFIX``; each saga's keys share a Cluster hash tag):
+
+    P:saga:{NAME:ID}           hash   version, doc (the SagaRecord as JSON)
+    P:saga:{NAME:ID}:outbox    list   messages committed but not yet confirmed by the broker
+    P:saga-outbox              zset   sagas with a non-empty outbox, scored by first commit time
+    P:saga-deadlines           zset   running sagas with a deadline, scored by the deadline
+
+A commit is one Lua script: it checks the version read, writes the new state and appends the
+outbox in one step. A finished saga's hash expires after the configured time.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Protocol
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError, RedisError
+
+from ..errors import StoreUnavailable
+from .records import OutboxEntry, SagaRecord
+
+_LUA = resources.files("operations") / "lua"
+COMMIT_SCRIPT = (_LUA / "saga_commit.lua").read_text(encoding="utf-8")
+ACK_SCRIPT = (_LUA / "outbox_ack.lua").read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    record: SagaRecord
+    version: int
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A saga's committed messages still waiting for the broker's confirm, in publish order."""
+
+    saga: str
+    saga_id: str
+    entries: list[tuple[str, OutboxEntry]]  # (stored form, entry)
+
+
+class SagaStore(Protocol):
+    async def load(self, saga: str, saga_id: str) -> Loaded | None: ...
+
+    async def commit(
+        self,
+        record: SagaRecord,
+        expected_version: int,
+        outbox: list[OutboxEntry],
+        finished_ttl_seconds: int,
+    ) -> bool:
+        """Store the record and its outbox if the version is still ``expected_version``."""
+        ...
+
+    async def pending(self, older_than: float, limit: int = 100) -> list[Pending]: ...
+
+    async def acknowledge(self, saga: str, saga_id: str, stored: list[str]) -> None: ...
+
+    async def due(self, now: float, limit: int = 100) -> list[tuple[str, str]]: ...
+
+
+def _member(saga: str, saga_id: str) -> str:
+    return f"{saga}:{saga_id}"
+
+
+def _split(member: str) -> tuple[str, str]:
+    saga, _, saga_id = member.partition(":")
+    return saga, saga_id
+
+
+class MemorySagaStore:
+    """The same contract in one process's memory."""
+
+    def __init__(self) -> None:
+        self.sagas: dict[str, tuple[int, str]] = {}
+        self.outboxes: dict[str, list[str]] = {}
+        self.deadlines: dict[str, float] = {}
+        self.first_commit: dict[str, float] = {}
+
+    async def load(self, saga: str, saga_id: str) -> Loaded | None:
+        found = self.sagas.get(_member(saga, saga_id))
+        if found is None:
+            return None
+        version, document = found
+        return Loaded(SagaRecord.from_json(orjson.loads(document)), version)
+
+    async def commit(
+        self,
+        record: SagaRecord,
+        expected_version: int,
+        outbox: list[OutboxEntry],
+        finished_ttl_seconds: int,
+    ) -> bool:
+        member = record.key
+        current = self.sagas.get(member, (0, ""))[0]
+        if current != expected_version:
+            return False
+        self.sagas[member] = (current + 1, orjson.dumps(record.to_json()).decode())
+        if outbox:
+            self.outboxes.setdefault(member, []).extend(
+                orjson.dumps(entry.to_json()).decode() for entry in outbox
+            )
+            self.first_commit.setdefault(member, time.time())
+        if record.status.finished or record.deadline is None:
+            self.deadlines.pop(member, None)
+        else:
+            self.deadlines[member] = record.deadline
+        return True
+
+    async def pending(self, older_than: float, limit: int = 100) -> list[Pending]:
+        found = []
+        for member, since in sorted(self.first_commit.items(), key=lambda item: item[1]):
+            if since <= older_than and self.outboxes.get(member):
+                saga, saga_id = _split(member)
+                entries = [
+                    (raw, OutboxEntry.from_json(orjson.loads(raw))) for raw in self.outboxes[member]
+                ]
+                found.append(Pending(saga, saga_id, entries))
+        return found[:limit]
+
+    async def acknowledge(self, saga: str, saga_id: str, stored: list[str]) -> None:
+        member = _member(saga, saga_id)
+        outbox = self.outboxes.get(member, [])
+        for raw in stored:
+            if raw in outbox:
+                outbox.remove(raw)
+        if not outbox:
+            self.outboxes.pop(member, None)
+            self.first_commit.pop(member, None)
+
+    async def due(self, now: float, limit: int = 100) -> list[tuple[str, str]]:
+        members = sorted(
+            (deadline, member) for member, deadline in self.deadlines.items() if deadline <= now
+        )
+        return [_split(member) for _, member in members[:limit]]
+
+
+class RedisSagaStore:
+    def __init__(self, client: aioredis.Redis, prefix: str = "operations") -> None:
+        self.redis = client
+        self.prefix = prefix
+        self._commit = client.register_script(COMMIT_SCRIPT)
+        self._ack = client.register_script(ACK_SCRIPT)
+
+    def saga_key(self, member: str) -> str:
+        return f"{self.prefix}:saga:{{{member}}}"
+
+    def outbox_key(self, member: str) -> str:
+        return f"{self.prefix}:saga:{{{member}}}:outbox"
+
+    @property
+    def outbox_index(self) -> str:
+        return f"{self.prefix}:saga-outbox"
+
+    @property
+    def deadlines(self) -> str:
+        return f"{self.prefix}:saga-deadlines"
+
+    async def load(self, saga: str, saga_id: str) -> Loaded | None:
+        try:
+            fields: Any = await self.redis.hmget(
+                self.saga_key(_member(saga, saga_id)), "version", "doc"
+            )
+        except (RedisError, OSError) as error:
+            raise StoreUnavailable(f"Redis unreachable: {error}") from error
+        version, document = fields
+        if version is None or document is None:
+            return None
+        return Loaded(SagaRecord.from_json(orjson.loads(document)), int(version))
+
+    async def commit(
+        self,
+        record: SagaRecord,
+        expected_version: int,
+        outbox: list[OutboxEntry],
+        finished_ttl_seconds: int,
+    ) -> bool:
+        member = record.key
+        arguments: list[Any] = [
+            expected_version,
+            orjson.dumps(record.to_json()).decode(),
+            member,
+            repr(time.time()),
+            "" if record.deadline is None else repr(record.deadline),
+            "1" if record.status.finished else "0",
+            finished_ttl_seconds,
+            *(orjson.dumps(entry.to_json()).decode() for entry in outbox),
+        ]
+        keys = [self.saga_key(member), self.outbox_key(member), self.outbox_index, self.deadlines]
+        try:
+            version = await self._commit(keys=keys, args=arguments)
+        except NoScriptError:
+            version = await self._commit(keys=keys, args=arguments)
+        except (RedisError, OSError) as error:
+            raise StoreUnavailable(f"Redis could not commit the saga: {error}") from error
+        return int(version) > 0
+
+    async def pending(self, older_than: float, limit: int = 100) -> list[Pending]:
+        try:
+            members: Any = await self.redis.zrange(
+                self.outbox_index, "-inf", older_than, byscore=True, offset=0, num=limit
+            )
+            found = []
+            for raw_member in members:
+                member = raw_member.decode()
+                stored: Any = await self.redis.lrange(self.outbox_key(member), 0, -1)
+                saga, saga_id = _split(member)
+                entries = [
+                    (raw.decode(), OutboxEntry.from_json(orjson.loads(raw))) for raw in stored
+                ]
+                if not entries:
+                    await self.redis.zrem(self.outbox_index, member)
+                    continue
+                found.append(Pending(saga, saga_id, entries))
+        except (RedisError, OSError) as error:
+            raise StoreUnavailable(f"Redis unreachable: {error}") from error
+        return found
+
+    async def acknowledge(self, saga: str, saga_id: str, stored: list[str]) -> None:
+        member = _member(saga, saga_id)
+        try:
+            await self._ack(
+                keys=[self.outbox_key(member), self.outbox_index], args=[member, *stored]
+            )
+        except (RedisError, OSError) as error:
+            raise StoreUnavailable(f"Redis unreachable: {error}") from error
+
+    async def due(self, now: float, limit: int = 100) -> list[tuple[str, str]]:
+        try:
+            members: Any = await self.redis.zrange(
+                self.deadlines, "-inf", now, byscore=True, offset=0, num=limit
+            )
+        except (RedisError, OSError) as error:
+            raise StoreUnavailable(f"Redis unreachable: {error}") from error
+        return [_split(member.decode()) for member in members]
