@@ -49,7 +49,7 @@ class AmqpPublisher:
         message_id: str,
         message_context: Mapping[str, Any],
         saga: State | None = None,
-        timeout: float = 10.0,
+        confirm_within: float = 10.0,
     ) -> None:
         """Returns once the broker has confirmed the message; raises if it could not."""
         headers: dict[str, Any] = {"message_context": orjson.dumps(dict(message_context)).decode()}
@@ -67,5 +67,5 @@ class AmqpPublisher:
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             ),
             routing_key=routing_key,
-            timeout=timeout,
+            timeout=confirm_within,
         )

@@ -4,6 +4,7 @@ retrying what is still unconfirmed (after a crash, a broker outage, a restart)."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -33,7 +34,7 @@ class Publisher(Protocol):
         message_id: str,
         message_context: Mapping[str, Any],
         saga: State | None = None,
-        timeout: float = 10.0,
+        confirm_within: float = 10.0,
     ) -> None: ...
 
 
@@ -89,10 +90,8 @@ class OutboxRelay:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
 
     async def flush(self) -> int:
         """One pass over outboxes left unconfirmed for a while; returns how many were drained."""
