@@ -1,9 +1,10 @@
-"""The ``operations`` command: serve, token, bench, demo-services."""
+"""The ``operations`` command: serve, token, bench, demo-services, demo-orders."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 from collections.abc import Sequence
 
@@ -45,6 +46,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     demo.add_argument("--seed", type=int, default=None, help="seed for reproducible failures")
 
+    orders = commands.add_parser(
+        "demo-orders", help="place an order with POST /orders every few seconds, for the demo"
+    )
+    orders.add_argument("--user", default="demo-user", help="the user placing the orders")
+    orders.add_argument("--every", type=float, default=3.0, help="seconds between orders")
+    orders.add_argument("--count", type=int, default=1_000, help="stop after this many orders")
+    orders.add_argument("--seed", type=int, default=None)
+
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -58,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(
                 run_bench(settings, args.messages, args.prefetch, args.clients, args.seconds)
             )
+        if args.command == "demo-orders":
+            return _demo_orders(settings, args.user, args.every, args.count, args.seed)
         if args.command == "demo-services":
             return _demo_services(settings, args.latency_ms, tuple(args.fail), args.seed)
     except SettingsError as error:
@@ -117,3 +128,16 @@ def _demo_services(
         return 2
     logs.configure(settings.log_level)
     return asyncio.run(run_demo(settings, latency_ms, failures, seed))
+
+
+def _demo_orders(settings: Settings, user: str, every: float, count: int, seed: int | None) -> int:
+    from . import logs
+    from .demo.orders import place_orders
+
+    if every <= 0 or count <= 0:
+        print("operations: --every and --count must be positive", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(place_orders(settings, user, every, count, seed))
+    return 0
