@@ -134,6 +134,39 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            "/orders": {
+                "post": {
+                    "summary": "Make an order: starts Pacco's order-maker saga for the caller",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/MakeOrder"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "202": _json(
+                            "Accepted: watch the operation.",
+                            "OrderAccepted",
+                            {
+                                "Request-ID": {
+                                    "schema": {"type": "string"},
+                                    "description": "The operation id.",
+                                },
+                                "Resource-ID": {
+                                    "schema": {"type": "string"},
+                                    "description": "The order id.",
+                                },
+                            },
+                        ),
+                        "400": _error("The body is not a valid order."),
+                        "401": _NEEDS_TOKEN,
+                        "413": _error("The body is larger than 64 KiB."),
+                        "503": _error("The message broker is not connected."),
+                    },
+                }
+            },
             "/health": {
                 "get": {
                     "summary": "Liveness",
@@ -235,6 +268,28 @@ def document() -> dict[str, Any]:
                             "items": {"$ref": "#/components/schemas/Operation"},
                         },
                         "next": {"type": ["string", "null"]},
+                    },
+                },
+                "MakeOrder": {
+                    "type": "object",
+                    "required": ["customerId"],
+                    "properties": {
+                        "customerId": {"type": "string"},
+                        "parcelIds": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "minItems": 1,
+                            "maxItems": 100,
+                        },
+                        "parcelId": {"type": "string", "description": "One parcel."},
+                        "orderId": {"type": "string", "description": "Default: a new GUID."},
+                    },
+                },
+                "OrderAccepted": {
+                    "type": "object",
+                    "properties": {
+                        "operationId": {"type": "string"},
+                        "orderId": {"type": "string"},
                     },
                 },
                 "Error": {
