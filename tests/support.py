@@ -148,7 +148,7 @@ async def _started(server: uvicorn.Server) -> bool:
 
 
 async def _ready(service: Service) -> bool:
-    return service.consumer.ready
+    return all((await service.api.readiness.report()).values())
 
 
 async def eventually(
