@@ -133,8 +133,8 @@ class Consumer:
     async def stop(self) -> None:
         if self._queue is not None and self._consumer_tag is not None:
             try:
-                await self._queue.cancel(self._consumer_tag)
-            except (AMQPError, ConnectionError, RuntimeError) as error:
+                await self._queue.cancel(self._consumer_tag, timeout=5)
+            except (AMQPError, ConnectionError, RuntimeError, TimeoutError) as error:
                 log.info("cancelling the consumer failed: %s", error)
         if self._worker is not None:
             self._worker.cancel()

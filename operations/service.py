@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 import redis.asyncio as aioredis
 from aiormq.exceptions import AMQPError
@@ -125,17 +126,18 @@ class Service:
             delay = min(delay * 2, 10.0)
 
     async def stop(self) -> None:
+        """Stop in reverse data-flow order; no part may hold up the rest for long."""
         if self._connecting is not None and not self._connecting.done():
             self._connecting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connecting
         if self.sagas is not None:
-            await self.sagas.stop()
-        await self.consumer.stop()
-        await self.hub.stop()
-        await self.feed.stop()
-        await self.feed.redis.aclose()
-        await self.store.close()
+            await _bounded("sagas", self.sagas.stop())
+        await _bounded("consumer", self.consumer.stop())
+        await _bounded("hub", self.hub.stop())
+        await _bounded("feed", self.feed.stop())
+        await _bounded("feed connection", self.feed.redis.aclose())
+        await _bounded("store connection", self.store.close())
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -144,3 +146,12 @@ class Service:
             yield
         finally:
             await self.stop()
+
+
+async def _bounded(part: str, stopping: Coroutine[Any, Any, None], seconds: float = 5.0) -> None:
+    try:
+        await asyncio.wait_for(stopping, timeout=seconds)
+    except TimeoutError:
+        log.warning("stopping the %s took longer than %.0fs; going on without it", part, seconds)
+    except Exception:
+        log.exception("stopping the %s failed", part)

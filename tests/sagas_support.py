@@ -55,7 +55,7 @@ class FakePublisher:
         message_id: str,
         message_context: Mapping[str, Any],
         saga: State | None = None,
-        timeout: float = 10.0,
+        confirm_within: float = 10.0,
     ) -> None:
         self.attempts += 1
         if self.failing:
@@ -108,7 +108,7 @@ class Harness:
     ) -> Harness:
         publisher = publisher if publisher is not None else FakePublisher()
         metrics = Registry()
-        relay = OutboxRelay(store, publisher, Registry())
+        relay = OutboxRelay(store, publisher, metrics)
         coordinator = Coordinator(list(sagas), store, relay, metrics)
         return cls(store, publisher, relay, coordinator, metrics)
 

@@ -140,7 +140,12 @@ async def start_service(settings: Settings) -> AsyncIterator[RunningService]:
         yield RunningService(service, server, port)
     finally:
         server.should_exit = True
-        await asyncio.wait_for(task, timeout=30)
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=30)
+        except TimeoutError:
+            for pending in asyncio.all_tasks():
+                pending.print_stack(limit=30)
+            raise
 
 
 async def _started(server: uvicorn.Server) -> bool:

@@ -15,13 +15,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-import orjson
-
 from ..metrics import Registry
 from .outbox import OutboxRelay
 from .records import OutboxEntry, SagaRecord, SagaStatus, StepRecord
 from .saga import Rejection, Saga, SagaContext, SagaMessage, StepSpec
-from .store import Loaded, Pending, SagaStore
+from .store import Loaded, SagaStore
 
 log = logging.getLogger("operations.sagas")
 
@@ -153,6 +151,7 @@ class Coordinator:
             except Exception as error:
                 log.exception("saga %s:%s step %s failed", kind.name, saga_id, message.name)
                 saga.outbox.clear()
+                saga.data = kind.load_data(record.data)  # what the failed step changed is undone
                 saga.reject(f"step {message.name} failed: {error}", "step_failed")
             if message.message_id is not None:
                 record.seen.append(message.message_id)
@@ -237,12 +236,13 @@ class Coordinator:
         original = SagaMessage(entry.message, entry.body, entry.message_id)
         error = "no attempt made"
         for _ in range(COMPENSATION_ATTEMPTS):
-            queued = len(saga.outbox)
+            queued, before = len(saga.outbox), saga.dump_data()
             try:
                 await getattr(saga, method)(original, context)
                 return None
             except Exception as failure:
                 del saga.outbox[queued:]
+                saga.data = type(saga).load_data(before)
                 error = f"{type(failure).__name__}: {failure}"
         return error
 
@@ -267,10 +267,7 @@ class Coordinator:
         if not await self.store.commit(record, version, outbox, self.finished_ttl_seconds):
             return False
         if outbox:
-            stored = [(_stored(entry), entry) for entry in outbox]
-            await self.relay.deliver(Pending(record.saga, record.id, stored))
+            # The whole outbox, oldest first: messages an earlier publish failed to send must
+            # not be overtaken by this step's.
+            await self.relay.send(record.saga, record.id)
         return True
-
-
-def _stored(entry: OutboxEntry) -> str:
-    return orjson.dumps(entry.to_json()).decode()

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -21,6 +22,7 @@ from .store import Pending, SagaStore
 log = logging.getLogger("operations.sagas.outbox")
 
 RETRY_AFTER_SECONDS = 2.0
+LEASE_SECONDS = 30.0
 
 
 class Publisher(Protocol):
@@ -51,6 +53,27 @@ class OutboxRelay:
         self.publisher = publisher
         self.metrics = metrics
         self._task: asyncio.Task[None] | None = None
+
+    async def send(self, saga: str, saga_id: str) -> None:
+        """Send a saga's whole outbox, oldest first, as its only sender for now.
+
+        The lease keeps two senders (two processes committing steps of one saga, or a step and
+        the background pass) from publishing the same messages twice. Whoever fails to get it
+        leaves its messages to the holder, which looks at the outbox again after letting go.
+        """
+        holder = uuid.uuid4().hex
+        while await self.store.lease_outbox(saga, saga_id, holder, LEASE_SECONDS):
+            failed = False
+            try:
+                while not failed:
+                    pending = await self.store.outbox(saga, saga_id)
+                    if not pending.entries:
+                        break
+                    failed = not await self.deliver(pending)
+            finally:
+                await self.store.release_outbox(saga, saga_id, holder)
+            if failed or not (await self.store.outbox(saga, saga_id)).entries:
+                return  # a failed send is left to the background pass
 
     async def deliver(self, pending: Pending) -> bool:
         """Publish a saga's pending messages in order; True when all were confirmed."""
@@ -97,7 +120,8 @@ class OutboxRelay:
         """One pass over outboxes left unconfirmed for a while; returns how many were drained."""
         drained = 0
         for pending in await self.store.pending(time.time() - RETRY_AFTER_SECONDS):
-            if await self.deliver(pending):
+            await self.send(pending.saga, pending.saga_id)
+            if not (await self.store.outbox(pending.saga, pending.saga_id)).entries:
                 drained += 1
         return drained
 

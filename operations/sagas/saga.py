@@ -194,4 +194,5 @@ class Saga(Generic[D]):
         self.deadline = (time.time() if now is None else now) + seconds
 
     async def on_rejected(self, rejection: Rejection, context: SagaContext) -> None:
-        """Called once the completed steps are compensated; may publish, e.g. a final event."""
+        """Called after compensation (also when a compensation failed); may publish, e.g. the
+        final rejected event."""

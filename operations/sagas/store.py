@@ -6,6 +6,7 @@ Redis keys (``P`` is ``OPERATIONS_KEY_PREFIX``; each saga's keys share a Cluster
     P:saga:{NAME:ID}:outbox    list   messages committed but not yet confirmed by the broker
     P:saga-outbox              zset   sagas with a non-empty outbox, scored by first commit time
     P:saga-deadlines           zset   running sagas with a deadline, scored by the deadline
+    P:saga:{NAME:ID}:outbox:lease  string  who is sending that outbox now (expires by itself)
 
 A commit is one Lua script: it checks the version read, writes the new state and appends the
 outbox in one step. A finished saga's hash expires after the configured time.
@@ -28,6 +29,11 @@ from .records import OutboxEntry, SagaRecord
 _LUA = resources.files("operations") / "lua"
 COMMIT_SCRIPT = (_LUA / "saga_commit.lua").read_text(encoding="utf-8")
 ACK_SCRIPT = (_LUA / "outbox_ack.lua").read_text(encoding="utf-8")
+# Deletes a lease only if it is still the caller's.
+_RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,16 @@ class SagaStore(Protocol):
 
     async def pending(self, older_than: float, limit: int = 100) -> list[Pending]: ...
 
+    async def outbox(self, saga: str, saga_id: str) -> Pending:
+        """Everything in one saga's outbox, oldest first."""
+        ...
+
+    async def lease_outbox(self, saga: str, saga_id: str, holder: str, seconds: float) -> bool:
+        """Become the one sender of this saga's outbox, unless another holds the lease."""
+        ...
+
+    async def release_outbox(self, saga: str, saga_id: str, holder: str) -> None: ...
+
     async def acknowledge(self, saga: str, saga_id: str, stored: list[str]) -> None: ...
 
     async def due(self, now: float, limit: int = 100) -> list[tuple[str, str]]: ...
@@ -82,6 +98,7 @@ class MemorySagaStore:
         self.outboxes: dict[str, list[str]] = {}
         self.deadlines: dict[str, float] = {}
         self.first_commit: dict[str, float] = {}
+        self.leases: dict[str, tuple[str, float]] = {}
 
     async def load(self, saga: str, saga_id: str) -> Loaded | None:
         found = self.sagas.get(_member(saga, saga_id))
@@ -124,6 +141,25 @@ class MemorySagaStore:
                 found.append(Pending(saga, saga_id, entries))
         return found[:limit]
 
+    async def outbox(self, saga: str, saga_id: str) -> Pending:
+        stored = self.outboxes.get(_member(saga, saga_id), [])
+        return Pending(
+            saga, saga_id, [(raw, OutboxEntry.from_json(orjson.loads(raw))) for raw in stored]
+        )
+
+    async def lease_outbox(self, saga: str, saga_id: str, holder: str, seconds: float) -> bool:
+        member = _member(saga, saga_id)
+        current = self.leases.get(member)
+        if current is not None and current[1] > time.monotonic() and current[0] != holder:
+            return False
+        self.leases[member] = (holder, time.monotonic() + seconds)
+        return True
+
+    async def release_outbox(self, saga: str, saga_id: str, holder: str) -> None:
+        member = _member(saga, saga_id)
+        if self.leases.get(member, ("", 0.0))[0] == holder:
+            del self.leases[member]
+
     async def acknowledge(self, saga: str, saga_id: str, stored: list[str]) -> None:
         member = _member(saga, saga_id)
         outbox = self.outboxes.get(member, [])
@@ -147,6 +183,7 @@ class RedisSagaStore:
         self.prefix = prefix
         self._commit = client.register_script(COMMIT_SCRIPT)
         self._ack = client.register_script(ACK_SCRIPT)
+        self._release = client.register_script(_RELEASE_SCRIPT)
 
     def saga_key(self, member: str) -> str:
         return f"{self.prefix}:saga:{{{member}}}"
@@ -221,6 +258,32 @@ class RedisSagaStore:
         except (RedisError, OSError) as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
         return found
+
+    async def outbox(self, saga: str, saga_id: str) -> Pending:
+        try:
+            stored: Any = await self.redis.lrange(self.outbox_key(_member(saga, saga_id)), 0, -1)
+        except (RedisError, OSError) as error:
+            raise StoreUnavailable(f"Redis unreachable: {error}") from error
+        return Pending(
+            saga,
+            saga_id,
+            [(raw.decode(), OutboxEntry.from_json(orjson.loads(raw))) for raw in stored],
+        )
+
+    async def lease_outbox(self, saga: str, saga_id: str, holder: str, seconds: float) -> bool:
+        key = f"{self.outbox_key(_member(saga, saga_id))}:lease"
+        try:
+            taken = await self.redis.set(key, holder, nx=True, px=int(seconds * 1000))
+        except (RedisError, OSError) as error:
+            raise StoreUnavailable(f"Redis unreachable: {error}") from error
+        return bool(taken)
+
+    async def release_outbox(self, saga: str, saga_id: str, holder: str) -> None:
+        key = f"{self.outbox_key(_member(saga, saga_id))}:lease"
+        try:
+            await self._release(keys=[key], args=[holder])
+        except (RedisError, OSError) as error:
+            raise StoreUnavailable(f"Redis unreachable: {error}") from error
 
     async def acknowledge(self, saga: str, saga_id: str, stored: list[str]) -> None:
         member = _member(saga, saga_id)
