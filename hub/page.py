@@ -1,5 +1,5 @@
-"""The browser example: a page at ``/live/`` that signs in with a token and shows the user's
-operations as they change. It loads the vendored Socket.IO client; nothing comes from a CDN."""
+"""The browser pages: ``/live/``, a user's operations as they change, and ``/dashboard/``, the ops
+dashboard for admins. They load the vendored Socket.IO client; nothing comes from a CDN."""
 
 from __future__ import annotations
 
@@ -16,4 +16,10 @@ def browser_routes() -> list[BaseRoute]:
     return [
         Route("/", lambda request: RedirectResponse("/live/"), methods=["GET"]),
         Mount("/live", StaticFiles(directory=STATIC, html=True), name="live"),
+        Route("/dashboard", lambda request: RedirectResponse("/dashboard/"), methods=["GET"]),
+        Mount(
+            "/dashboard",
+            StaticFiles(directory=f"{STATIC}/dashboard", html=True),
+            name="dashboard",
+        ),
     ]

@@ -1,17 +1,53 @@
 """Logging: readable lines on a terminal, one JSON object per line otherwise.
 
-A record's ``correlation_id`` (passed with ``extra=``) is written on its line.
+Every line logged while a message is being handled carries its ``correlation_id``: the message's
+handlers set it with :func:`handling`, and ``extra=`` may also pass one. Tokens and secrets are
+never logged.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as dt
 import logging
 import sys
+from collections.abc import Iterator
 
 import orjson
 
 _EXTRA_FIELDS = ("correlation_id", "message_id")
+_QUIET = (
+    "aio_pika",
+    "aiormq",
+    "uvicorn.access",
+    "websockets",
+    "engineio",
+    "socketio",
+    "aiohttp",
+    "httpx",
+    "httpcore",
+)
+_correlation: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "correlation_id", default=None
+)
+
+
+@contextlib.contextmanager
+def handling(correlation_id: str | None) -> Iterator[None]:
+    """Log lines inside carry this correlation id."""
+    token = _correlation.set(correlation_id)
+    try:
+        yield
+    finally:
+        _correlation.reset(token)
+
+
+class CorrelationFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "correlation_id", None) is None:
+            record.correlation_id = _correlation.get()
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -48,8 +84,11 @@ def configure(level: str, stream: object = None) -> None:
     handler = logging.StreamHandler(out)  # type: ignore[arg-type]
     is_tty = getattr(out, "isatty", lambda: False)()
     handler.setFormatter(TextFormatter() if is_tty else JsonFormatter())
+    handler.addFilter(CorrelationFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("aio_pika", "aiormq", "uvicorn.access"):
+    # Libraries that log whole frames or requests at DEBUG (handshakes carry tokens) never go
+    # below WARNING, whatever the level asked for.
+    for noisy in _QUIET:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -167,6 +167,59 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            "/sagas": {
+                "get": {
+                    "summary": "Recent sagas, newest first (admins only)",
+                    "parameters": [
+                        {
+                            "name": "status",
+                            "in": "query",
+                            "schema": {
+                                "type": "string",
+                                "enum": ["pending", "completed", "rejected", "compensation_failed"],
+                            },
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": 500,
+                                "default": 100,
+                            },
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "`{items: [saga]}`: status, data, steps (with "
+                            "compensated and compensationError), reason, code, "
+                            "deadline, correlationId."
+                        },
+                        "400": _error("Bad status or limit."),
+                        "401": _NEEDS_TOKEN,
+                        "403": _error("Not an admin."),
+                    },
+                }
+            },
+            "/operations/{id}/saga": {
+                "get": {
+                    "summary": "The saga behind an operation (its owner or an admin)",
+                    "parameters": [_ID],
+                    "responses": {
+                        "200": {"description": "The saga, as in GET /sagas."},
+                        "401": _NEEDS_TOKEN,
+                        "404": _error("No saga behind this operation, or another user's."),
+                    },
+                }
+            },
+            "/dashboard/": {
+                "get": {
+                    "summary": "The ops dashboard (a static page; admin token)",
+                    "security": [],
+                    "responses": {"200": {"description": "HTML."}},
+                }
+            },
             "/health": {
                 "get": {
                     "summary": "Liveness",

@@ -28,6 +28,7 @@ from .metrics import Registry
 from .orders import OrdersApi
 from .pipeline import Pipeline
 from .publisher import AmqpPublisher
+from .sagas.http import SagasApi
 from .sagas.runtime import SagaRuntime
 from .settings import DEV_JWT_SECRET, Settings
 from .store import RedisStore
@@ -83,9 +84,14 @@ class Service:
         )
         if self.sagas is not None:
             self.sagas.bindings()  # fail at start-up if the catalogue lacks a saga's messages
-        orders = OrdersApi(self.verifier, self._publisher)
+        saga_routes = []
+        if self.sagas is not None:
+            saga_routes = [
+                *OrdersApi(self.verifier, self._publisher).routes,
+                *SagasApi(self.verifier, self.sagas.store, self.sagas.saga_names).routes,
+            ]
         self.http = Starlette(
-            routes=[*self.api.routes, *(orders.routes if self.sagas else []), *browser_routes()],
+            routes=[*saga_routes, *self.api.routes, *browser_routes()],
             exception_handlers=EXCEPTION_HANDLERS,
             lifespan=self._lifespan,
         )

@@ -30,3 +30,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 scripts/services.sh install
+if [ "${1:-}" = "--browser" ] && ! command -v chromium >/dev/null 2>&1; then
+  # The browser tests drive Debian's Chromium headless; Playwright brings no browser of its own.
+  apt_install chromium
+fi

@@ -9,7 +9,7 @@ export OPERATIONS_RUN_DIR=${OPERATIONS_RUN_DIR:-$root/.run/test}
 export OPERATIONS_AMQP_PORT=${OPERATIONS_AMQP_PORT:-5673}
 export OPERATIONS_REDIS_PORT=${OPERATIONS_REDIS_PORT:-6380}
 
-scripts/setup.sh
+scripts/setup.sh --browser
 scripts/services.sh stop
 rm -rf "$OPERATIONS_RUN_DIR"
 trap 'scripts/services.sh stop' EXIT

@@ -3,11 +3,12 @@
 --
 -- KEYS[1] saga hash (version, doc)   KEYS[2] its outbox list
 -- KEYS[3] outbox index (zset)         KEYS[4] deadlines (zset)
+-- KEYS[5] saga index (zset, by last commit time)
 -- ARGV: expected version, document JSON, member name, now (s), deadline (s or ''),
 --       finished ('1' or '0'), ttl for a finished saga (s), outbox entries JSON...
 -- Returns the new version, or -1 when the expected version is stale.
 
-local saga, outbox, outbox_index, deadlines = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local saga, outbox, outbox_index, deadlines, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local expected, document, member = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local now, deadline, finished, ttl = ARGV[4], ARGV[5], ARGV[6] == '1', tonumber(ARGV[7])
 
@@ -18,6 +19,7 @@ end
 
 local version = current + 1
 redis.call('HSET', saga, 'version', version, 'doc', document)
+redis.call('ZADD', index, now, member)
 
 if #ARGV > 7 then
   for index = 8, #ARGV do

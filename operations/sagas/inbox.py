@@ -11,6 +11,7 @@ import orjson
 
 from ..consumer import ATTEMPTS_HEADER, ROUTING_KEY_HEADER
 from ..envelope import Delivered
+from ..logs import handling
 from ..outcomes import Ack, DeadLetter, Retry, Settlement
 from .coordinator import Coordinator, Outcome
 from .saga import SagaContext, SagaMessage
@@ -43,7 +44,8 @@ class SagaInbox:
             return DeadLetter(f"saga message {name}: body is not a JSON object")
         message = SagaMessage(name, body, delivered.message_id)
         context = SagaContext(delivered.correlation_id, _context(headers))
-        results = await self.coordinator.process(message, context)
+        with handling(delivered.correlation_id):
+            results = await self.coordinator.process(message, context)
         outcomes = {result.outcome for result in results}
         attempt = _attempts(headers) + 1
         if Outcome.EARLY in outcomes and not _in_saga_flow(headers):

@@ -50,6 +50,9 @@ class SagaRuntime:
             saga.deadline_seconds = float(self.settings.saga_deadline_seconds)
         return saga
 
+    def saga_names(self) -> list[str]:
+        return [kind.name for kind in self._sagas]
+
     def bindings(self) -> list[Subscription]:
         found = []
         for kind in self._sagas:

@@ -6,6 +6,7 @@ Redis keys (``P`` is ``OPERATIONS_KEY_PREFIX``; each saga's keys share a Cluster
     P:saga:{NAME:ID}:outbox    list   messages committed but not yet confirmed by the broker
     P:saga-outbox              zset   sagas with a non-empty outbox, scored by first commit time
     P:saga-deadlines           zset   running sagas with a deadline, scored by the deadline
+    P:saga-index               zset   every saga, scored by its last commit time
     P:saga:{NAME:ID}:outbox:lease  string  who is sending that outbox now (expires by itself)
 
 A commit is one Lua script: it checks the version read, writes the new state and appends the
@@ -76,6 +77,10 @@ class SagaStore(Protocol):
 
     async def release_outbox(self, saga: str, saga_id: str, holder: str) -> None: ...
 
+    async def recent(self, limit: int = 100) -> list[SagaRecord]:
+        """The sagas committed most recently, newest first (finished ones until they expire)."""
+        ...
+
     async def acknowledge(self, saga: str, saga_id: str, stored: list[str]) -> None: ...
 
     async def due(self, now: float, limit: int = 100) -> list[tuple[str, str]]: ...
@@ -99,6 +104,7 @@ class MemorySagaStore:
         self.deadlines: dict[str, float] = {}
         self.first_commit: dict[str, float] = {}
         self.leases: dict[str, tuple[str, float]] = {}
+        self.committed: dict[str, float] = {}
 
     async def load(self, saga: str, saga_id: str) -> Loaded | None:
         found = self.sagas.get(_member(saga, saga_id))
@@ -119,6 +125,7 @@ class MemorySagaStore:
         if current != expected_version:
             return False
         self.sagas[member] = (current + 1, orjson.dumps(record.to_json()).decode())
+        self.committed[member] = time.time()
         if outbox:
             self.outboxes.setdefault(member, []).extend(
                 orjson.dumps(entry.to_json()).decode() for entry in outbox
@@ -146,6 +153,10 @@ class MemorySagaStore:
         return Pending(
             saga, saga_id, [(raw, OutboxEntry.from_json(orjson.loads(raw))) for raw in stored]
         )
+
+    async def recent(self, limit: int = 100) -> list[SagaRecord]:
+        newest = sorted(self.committed.items(), key=lambda item: item[1], reverse=True)[:limit]
+        return [SagaRecord.from_json(orjson.loads(self.sagas[member][1])) for member, _ in newest]
 
     async def lease_outbox(self, saga: str, saga_id: str, holder: str, seconds: float) -> bool:
         member = _member(saga, saga_id)
@@ -199,6 +210,24 @@ class RedisSagaStore:
     def deadlines(self) -> str:
         return f"{self.prefix}:saga-deadlines"
 
+    @property
+    def index(self) -> str:
+        return f"{self.prefix}:saga-index"
+
+    async def recent(self, limit: int = 100) -> list[SagaRecord]:
+        try:
+            members: Any = await self.redis.zrange(self.index, 0, limit - 1, desc=True)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for member in members:
+                    pipe.hget(self.saga_key(member.decode()), "doc")
+                documents: list[Any] = await pipe.execute()
+            expired = [m for m, doc in zip(members, documents, strict=True) if doc is None]
+            if expired:
+                await self.redis.zrem(self.index, *expired)
+        except (RedisError, OSError) as error:
+            raise StoreUnavailable(f"Redis unreachable: {error}") from error
+        return [SagaRecord.from_json(orjson.loads(doc)) for doc in documents if doc is not None]
+
     async def load(self, saga: str, saga_id: str) -> Loaded | None:
         try:
             fields: Any = await self.redis.hmget(
@@ -229,7 +258,13 @@ class RedisSagaStore:
             finished_ttl_seconds,
             *(orjson.dumps(entry.to_json()).decode() for entry in outbox),
         ]
-        keys = [self.saga_key(member), self.outbox_key(member), self.outbox_index, self.deadlines]
+        keys = [
+            self.saga_key(member),
+            self.outbox_key(member),
+            self.outbox_index,
+            self.deadlines,
+            self.index,
+        ]
         try:
             version = await self._commit(keys=keys, args=arguments)
         except NoScriptError:
