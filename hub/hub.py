@@ -19,6 +19,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import socketio
+from engineio.packet import MESSAGE as EIO_MESSAGE
+from engineio.packet import Packet as EngineIOPacket
 from redis.exceptions import RedisError
 
 from operations.errors import TokenError
@@ -196,13 +198,18 @@ class Hub:
                 log.exception("push failed")
 
     async def _emit(self, entries: list[FeedEntry]) -> None:
+        """Each change's packet is encoded once and queued to every recipient's socket in
+        stream order; the sockets' own writers send them."""
+        manager = self.server.manager
+        send = self.server.eio.send_packet
         for entry in entries:
-            record = events.payload(entry)
-            await self.server.emit(
-                events.event_name(record["state"]), record, to=rooms_for(entry.user_id)
-            )
+            recipients = list(manager.get_participants("/", rooms_for(entry.user_id)))
+            if recipients:
+                packet = EngineIOPacket(EIO_MESSAGE, data=events.encoded(entry))
+                for _, eio_sid in recipients:
+                    await send(eio_sid, packet)
             self._position = entry.cursor
-            self.metrics.pushes.inc()
+        self.metrics.pushes.inc(len(entries))
 
     async def _join(self, join: Join) -> None:
         if not self.server.manager.is_connected(join.sid, "/"):

@@ -29,6 +29,7 @@ class FeedEntry:
     cursor: str
     operation_id: str
     user_id: str | None
+    state: str
     snapshot: bytes
 
 
@@ -129,5 +130,12 @@ class ChangeFeed:
 
 def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> FeedEntry:
     snapshot = fields[b"op"]
-    record = orjson.loads(snapshot)
-    return FeedEntry(entry_id.decode(), record["id"], record.get("userId"), snapshot)
+    if b"state" not in fields:  # written before the stream carried its own fields
+        record = orjson.loads(snapshot)
+        return FeedEntry(
+            entry_id.decode(), record["id"], record.get("userId"), record["state"], snapshot
+        )
+    user = fields.get(b"user", b"").decode()
+    return FeedEntry(
+        entry_id.decode(), fields[b"id"].decode(), user or None, fields[b"state"].decode(), snapshot
+    )

@@ -9,8 +9,8 @@ Cluster hash tags, so the keys of one operation share a slot):
     P:op:{ID}:seen       set     message ids already applied or judged (drops duplicates)
     P:user:{USER}        zset    the user's operation ids, scored by creation order (``rank``)
     P:index              zset    every operation id, scored by creation order (``rank``)
-    P:changes            stream  one entry per applied change, field ``op`` = the record as JSON;
-                                 its entry id is the change's cursor
+    P:changes            stream  one entry per applied change: ``op`` (the record as JSON), ``id``,
+                                 ``user`` and ``state``; its entry id is the change's cursor
 
 Every key of an operation expires ``OPERATIONS_OPERATION_TTL_SECONDS`` after its last applied
 change; reads never extend it. The indexes expire with their newest operation and are pruned

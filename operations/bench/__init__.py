@@ -2,19 +2,22 @@
 
 Against the local RabbitMQ and Redis named by the settings, it measures:
 
-- ``bare``: an aio-pika consumer that only acknowledges each of N pre-published messages;
-- ``service``: the service's consumer and pipeline draining the same N messages, until all N
-  operations are applied in Redis;
-- ``push``: a separate ``operations serve`` process draining N messages until one connected
-  Socket.IO client has received all N pushes;
+- ``bare``: an aio-pika consumer that only acknowledges each of N pre-published messages, and
+  ``bare multi-ack``, one that acknowledges every 64th with a multiple-ack (the ceilings);
+- ``baseline``: the original .NET design (read, write, push, ack, one message at a time);
+- ``store``: the service's consumer and pipeline, until all N operations are applied in Redis;
+- ``service``: a separate ``operations serve`` process draining N messages until one connected
+  Socket.IO client has received all N pushes (the full path);
 - latency from publish to that client at fixed offered loads below saturation;
-- the service process's memory per idle connected Socket.IO client.
+- the service process's memory per idle connected Socket.IO client;
+- its RSS growth over a long soak, after warm-up.
 
 It prints a table, then one JSON line, last, with a key for each figure.
 """
 
 from __future__ import annotations
 
+import os
 import resource
 import socket
 import uuid
@@ -38,9 +41,10 @@ async def run(
     prefetch: int | None = None,
     clients: int = 1_000,
     latency_seconds: float = 5.0,
+    soak_messages: int = 500_000,
 ) -> int:
-    if messages < 1 or clients < 1 or latency_seconds <= 0:
-        raise SystemExit("operations bench: --messages, --clients and --seconds must be positive")
+    if min(messages, clients, soak_messages) < 1 or latency_seconds <= 0:
+        raise SystemExit("operations bench: every count and --seconds must be positive")
     _raise_file_limit()
     run_id = uuid.uuid4().hex[:8]
     settings = replace(
@@ -49,28 +53,39 @@ async def run(
         key_prefix=f"bench-{run_id}",
         prefetch=prefetch or settings.prefetch,
     )
-    push_settings = replace(settings, queue=f"{settings.queue}-push")
+    # Its own keys: the same messages were already applied once, by the store run.
+    push_settings = replace(
+        settings, queue=f"{settings.queue}-push", key_prefix=f"{settings.key_prefix}-push"
+    )
     catalogue = Catalogue.load(settings.messages_file)
-    bare_queue = f"operations-bench-bare-{run_id}"
+    queues = {
+        name: f"operations-bench-{name}-{run_id}" for name in ("bare", "multiack", "baseline")
+    }
+    queues["store"] = settings.queue
+    queues["push"] = push_settings.queue
     connection = await aio_pika.connect_robust(settings.amqp_url)
     redis = aioredis.Redis.from_url(settings.redis_url)
-    queues = [bare_queue, settings.queue, settings.dead_letter_queue]
     try:
         async with connection.channel() as channel:
-            await declare_queue(channel, catalogue, bare_queue)
-            await declare_queue(channel, catalogue, settings.queue)
-        print(f"publishing {messages} messages to two identically bound queues ...", flush=True)
+            for name in queues.values():
+                await declare_queue(channel, catalogue, name)
+        print(
+            f"publishing {messages} messages to {len(queues)} identically bound queues ...",
+            flush=True,
+        )
         await traffic.publish(connection, messages)
-        bare = await drain.bare(connection, bare_queue, messages, settings.prefetch)
-        service = await drain.service(settings, catalogue, redis, messages)
-        await _delete_queues(connection, queues)
-
-        queues = [push_settings.queue, push_settings.dead_letter_queue]
-        async with connection.channel() as channel:
-            await declare_queue(channel, catalogue, push_settings.queue)
+        print("draining: bare, bare multi-ack, service without push, baseline ...", flush=True)
+        bare = await drain.bare(connection, queues["bare"], messages, settings.prefetch)
+        multiack = await drain.bare(
+            connection, queues["multiack"], messages, settings.prefetch, multiple_ack=True
+        )
+        stored = await drain.service(settings, catalogue, redis, messages)
+        baseline = await drain.baseline(
+            settings, catalogue, connection, redis, queues["baseline"], messages
+        )
         print("draining through a service process to a Socket.IO client ...", flush=True)
         pushed, via_sync = await push.drain_to_client(
-            push_settings, connection, redis, messages, _free_port()
+            push_settings, connection, redis, messages, _free_port(), publish=False
         )
         latencies: dict[int, tuple[float, float]] = {}
         async with push.service_process(push_settings, _free_port()) as process:
@@ -81,36 +96,56 @@ async def run(
                 )
             print(f"connecting {clients} idle Socket.IO clients ...", flush=True)
             kib = await push.memory_per_client(process, settings.jwt_secret, clients)
+            print(f"soak: {soak_messages} messages pushed to one client ...", flush=True)
+            growth, warm_rss, end_rss = await push.soak(
+                process, connection, settings.jwt_secret, soak_messages
+            )
     finally:
-        await _delete_queues(connection, queues)
+        await _delete_queues(
+            connection,
+            [*queues.values(), settings.dead_letter_queue, push_settings.dead_letter_queue],
+        )
         await drain.delete_keys(redis, f"{settings.key_prefix}:*")
+        await drain.delete_keys(redis, f"{push_settings.key_prefix}:*")
         await redis.aclose()
         await connection.close()
 
-    ratio = service.rate / bare.rate if bare.rate else 0.0
-    push_ratio = pushed.rate / bare.rate if bare.rate else 0.0
+    rows = [bare, multiack, baseline, stored, pushed]
     print()
-    print(f"{'run':<10} {'messages':>9} {'seconds':>9} {'msg/s':>10}  ratio to bare")
-    for figure in (bare, service, pushed):
+    print(
+        f"{'run':<18} {'messages':>9} {'seconds':>9} {'msg/s':>10}  {'/bare':>6} {'/multi-ack':>10}"
+    )
+    for figure in rows:
         print(
-            f"{figure.name:<10} {figure.messages:>9} {figure.seconds:>9.3f} {figure.rate:>10.0f}"
-            f"  {figure.rate / bare.rate if bare.rate else 0:.2f}"
+            f"{figure.name:<18} {figure.messages:>9} {figure.seconds:>9.3f} {figure.rate:>10.0f}"
+            f"  {_ratio(figure, bare):>6.2f} {_ratio(figure, multiack):>10.2f}"
         )
-    print(f"({via_sync} of the push run's {messages} records reached the client in its sync)")
+    print(
+        "(service = the full path: broker, envelope, state, Redis, push to one Socket.IO client;"
+        f" {via_sync} of its records reached the client in its sync)"
+    )
     print()
     print(f"{'offered':>10} {'p50 ms':>8} {'p99 ms':>8}")
     for load, (p50, p99) in latencies.items():
         print(f"{load:>6}/s   {p50:>8.2f} {p99:>8.2f}")
     print(f"\nRSS per idle connected client at {clients} clients: {kib:.1f} KiB")
-    print(f"prefetch {settings.prefetch}, batch size {settings.batch_size}")
+    print(
+        f"RSS over a {soak_messages}-message soak after warm-up: {warm_rss} KiB -> "
+        f"{end_rss} KiB ({growth:+.2f} %)"
+    )
+    print(f"prefetch {settings.prefetch}, batch size {settings.batch_size}, {os.cpu_count()} cores")
     figures: dict[str, float | int] = {
         "messages": messages,
         "prefetch": settings.prefetch,
         "bare_rate": round(bare.rate, 1),
-        "service_rate": round(service.rate, 1),
-        "ratio": round(ratio, 3),
-        "push_rate": round(pushed.rate, 1),
-        "push_ratio": round(push_ratio, 3),
+        "bare_multiack_rate": round(multiack.rate, 1),
+        "baseline_rate": round(baseline.rate, 1),
+        "store_rate": round(stored.rate, 1),
+        "service_rate": round(pushed.rate, 1),
+        "ratio": round(_ratio(pushed, bare), 3),
+        "ratio_multiack": round(_ratio(pushed, multiack), 3),
+        "store_ratio": round(_ratio(stored, bare), 3),
+        "baseline_ratio": round(_ratio(pushed, baseline), 3),
     }
     for load, (p50, p99) in latencies.items():
         figures[f"p50_ms_{load}"] = round(p50, 2)
@@ -118,8 +153,14 @@ async def run(
     figures["p50_ms"], figures["p99_ms"] = figures["p50_ms_1000"], figures["p99_ms_1000"]
     figures["clients"] = clients
     figures["kib_per_client"] = round(kib, 1)
+    figures["soak_messages"] = soak_messages
+    figures["soak_growth_pct"] = round(growth, 2)
     print(orjson.dumps(figures).decode())
     return 0
+
+
+def _ratio(figure: drain.Figure, ceiling: drain.Figure) -> float:
+    return figure.rate / ceiling.rate if ceiling.rate else 0.0
 
 
 async def _delete_queues(

@@ -8,13 +8,15 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from ..catalogue import Catalogue
 from ..consumer import Consumer
-from ..envelope import Delivered
+from ..envelope import Delivered, parse
 from ..metrics import Registry
 from ..outcomes import Settlement
 from ..pipeline import Pipeline
@@ -42,9 +44,18 @@ class TimedPipeline(Pipeline):
         return await super().process(batch)
 
 
+MULTIACK_EVERY = 64
+
+
 async def bare(
-    connection: AbstractRobustConnection, queue_name: str, count: int, prefetch: int
+    connection: AbstractRobustConnection,
+    queue_name: str,
+    count: int,
+    prefetch: int,
+    multiple_ack: bool = False,
 ) -> Figure:
+    """The ceiling: a consumer that only acknowledges, each message or (``multiple_ack``) every
+    64th with one multiple-ack."""
     done = asyncio.Event()
     seen = 0
     first: float | None = None
@@ -53,8 +64,11 @@ async def bare(
         nonlocal seen, first
         if first is None:
             first = time.perf_counter()
-        await message.ack()
         seen += 1
+        if not multiple_ack:
+            await message.ack()
+        elif seen % MULTIACK_EVERY == 0 or seen >= count:
+            await message.ack(multiple=True)
         if seen >= count:
             done.set()
 
@@ -66,7 +80,58 @@ async def bare(
         finished = time.perf_counter()
         await queue.cancel(tag)
     assert first is not None
-    return Figure("bare", count, finished - first)
+    return Figure("bare multi-ack" if multiple_ack else "bare", count, finished - first)
+
+
+async def baseline(
+    settings: Settings,
+    catalogue: Catalogue,
+    connection: AbstractRobustConnection,
+    redis: aioredis.Redis,
+    queue_name: str,
+    count: int,
+) -> Figure:
+    """The original .NET design, for reference: per message, one at a time, read the record,
+    write it, push it (through Redis pub/sub, as a SignalR backplane does), then acknowledge."""
+    done = asyncio.Event()
+    one_at_a_time = asyncio.Lock()
+    seen = 0
+    first: float | None = None
+    prefix = f"{settings.key_prefix}:baseline"
+
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        nonlocal seen, first
+        async with one_at_a_time:
+            if first is None:
+                first = time.perf_counter()
+            envelope = parse(message, catalogue, settings.max_message_bytes)
+            key = f"{prefix}:{envelope.operation_id}"
+            record: Any = await redis.hgetall(key)
+            state = record.get(b"state", b"").decode()
+            if not state or state == "pending":
+                await redis.hset(
+                    key,
+                    mapping={
+                        "state": envelope.state.value,
+                        "name": envelope.name,
+                        "userId": envelope.user_id or "",
+                    },
+                )
+                await redis.publish(f"{prefix}:push", orjson.dumps({"id": envelope.operation_id}))
+            await message.ack()
+            seen += 1
+            if seen >= count:
+                done.set()
+
+    async with connection.channel() as channel:
+        await channel.set_qos(prefetch_count=settings.prefetch)
+        queue = await channel.get_queue(queue_name)
+        tag = await queue.consume(on_message)
+        await asyncio.wait_for(done.wait(), timeout=1_800)
+        finished = time.perf_counter()
+        await queue.cancel(tag)
+    assert first is not None
+    return Figure("baseline", count, finished - first)
 
 
 async def service(
@@ -105,7 +170,7 @@ async def service(
     if indexed != count:
         raise RuntimeError(f"expected {count} operations in Redis, found {indexed}")
     assert pipeline.first is not None
-    return Figure("service", count, finished - pipeline.first)
+    return Figure("store", count, finished - pipeline.first)
 
 
 def _applied(metrics: Registry) -> float:

@@ -53,6 +53,8 @@ async def service_process(settings: Settings, port: int) -> AsyncIterator[Servic
         "OPERATIONS_JWT_SECRET": settings.jwt_secret,
         "OPERATIONS_PREFETCH": str(settings.prefetch),
         "OPERATIONS_LOG_LEVEL": "WARNING",
+        "OPERATIONS_OPERATION_TTL_SECONDS": "900",
+        "OPERATIONS_SAGAS": "false",
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -125,6 +127,7 @@ async def drain_to_client(
     redis: aioredis.Redis,
     count: int,
     port: int,
+    publish: bool = True,
 ) -> tuple[Figure, int]:
     """N pre-published messages through a service process until one client has every push.
 
@@ -133,7 +136,8 @@ async def drain_to_client(
     stream = Keys(settings.key_prefix).changes
     newest: Any = await redis.xrevrange(stream, count=1)
     since = newest[0][0].decode() if newest else "0-0"
-    await traffic.publish(connection, count)
+    if publish:
+        await traffic.publish(connection, count)
     async with service_process(settings, port) as service:
         counter = Counter(service.url)
         counter.expected = count
@@ -143,7 +147,7 @@ async def drain_to_client(
         await counter.close()
     first: Any = await redis.xrange(stream, min=f"({since}", count=1)
     started = int(first[0][0].decode().split("-")[0]) / 1000
-    return Figure("push", count, finished - started), counter.via_sync
+    return Figure("service", count, finished - started), counter.via_sync
 
 
 async def latency(
@@ -209,3 +213,58 @@ async def memory_per_client(service: ServiceProcess, secret: str, clients: int) 
     finally:
         await asyncio.gather(*(client.close() for client in connected), return_exceptions=True)
     return (after - before) / clients
+
+
+class Tally:
+    """A Socket.IO client that only counts the pushes it receives."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.client = socketio.AsyncClient(reconnection=False)
+        self.count = 0
+        for event in PUSH_EVENTS:
+            self.client.on(event, self._push)
+
+    async def _push(self, record: dict[str, Any]) -> None:
+        self.count += 1
+
+    async def connect(self, token: str) -> None:
+        await self.client.connect(
+            self.url, auth={"token": token}, transports=["websocket"], wait_timeout=30
+        )
+
+    async def close(self) -> None:
+        await self.client.disconnect()
+
+
+async def soak(
+    service: ServiceProcess,
+    connection: AbstractRobustConnection,
+    secret: str,
+    total: int,
+    chunk: int = 10_000,
+) -> tuple[float, int, int]:
+    """RSS growth (%) of the service process over ``total`` messages, all pushed to one client,
+    measured from the end of a warm-up (the first tenth, at least one chunk) to the end."""
+    tally = Tally(service.url)
+    await tally.connect(mint(secret, traffic.ADMIN_USER, ("admin",)))
+    warm_up = max(chunk, total // 10)
+    warm_rss: int | None = None
+    published = 0
+    try:
+        while published < total:
+            size = min(chunk, total - published)
+            await traffic.publish(connection, size, start=published)
+            published += size
+            deadline = time.monotonic() + 300
+            while tally.count < published:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"soak stalled at {tally.count} of {published} pushes")
+                await asyncio.sleep(0.05)
+            if warm_rss is None and published >= warm_up:
+                warm_rss = service.rss_kib()
+    finally:
+        await tally.close()
+    end_rss = service.rss_kib()
+    assert warm_rss is not None
+    return (end_rss - warm_rss) / warm_rss * 100, warm_rss, end_rss

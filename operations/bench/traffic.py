@@ -43,14 +43,14 @@ async def exchanges(channel: AbstractChannel) -> dict[str, AbstractExchange]:
     return {name: await channel.get_exchange(name) for name in {kind[0] for kind in KINDS}}
 
 
-async def publish(connection: AbstractRobustConnection, count: int) -> None:
+async def publish(connection: AbstractRobustConnection, count: int, start: int = 0) -> None:
     """Publish ``count`` messages, one new operation each, with publisher confirms."""
     async with connection.channel(publisher_confirms=True) as channel:
         targets = await exchanges(channel)
         window = 500
-        for start in range(0, count, window):
+        for first in range(start, start + count, window):
             publishes = []
-            for index in range(start, min(start + window, count)):
+            for index in range(first, min(first + window, start + count)):
                 exchange, name, body = message(index)
                 publishes.append(targets[exchange].publish(body, routing_key=name))
             await asyncio.gather(*publishes)

@@ -57,7 +57,8 @@ redis.call('RPUSH', history, cjson.encode({
   reason = terminal and nullable(reason) or cjson.null, at = now_iso, sentAt = nullable(sent_at),
 }))
 
-local entry = redis.call('XADD', stream, 'MAXLEN', '~', max_length, '*', 'op', snapshot)
+local entry = redis.call('XADD', stream, 'MAXLEN', '~', max_length, '*',
+  'op', snapshot, 'id', op_id, 'user', owner, 'state', state)
 if not rank then
   -- Newest-first order for the indexes: the creating entry's id, ms * 1000 + sequence, fits a double.
   local ms, seq = string.match(entry, '^(%d+)-(%d+)$')
