@@ -26,7 +26,6 @@ def encoded(entry: FeedEntry) -> str:
     return f'2["{_BY_STATE[entry.state]}",{record[:-1]},"cursor":"{entry.cursor}"}}]'
 
 
-
 class OrjsonModule:
     """The ``json`` interface python-socketio encodes packets with, backed by orjson."""
 

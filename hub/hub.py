@@ -39,6 +39,12 @@ INITIALIZE_TIMEOUT_SECONDS = 10.0
 UNAUTHORIZED = {"code": "unauthorized"}
 
 
+def _cors(origins: tuple[str, ...]) -> list[str] | str | None:
+    if not origins:
+        return None
+    return "*" if "*" in origins else list(origins)
+
+
 @dataclass
 class Client:
     since: str | None = None
@@ -66,7 +72,7 @@ class Hub:
         redis: aioredis.Redis,
         metrics: Registry,
         initialize_timeout: float = INITIALIZE_TIMEOUT_SECONDS,
-        cors_allowed_origins: list[str] | str | None = None,
+        allowed_origins: tuple[str, ...] = (),
     ) -> None:
         self.verifier = verifier
         self.feed = feed
@@ -76,7 +82,8 @@ class Hub:
         self.server = socketio.AsyncServer(
             async_mode="asgi",
             json=events.OrjsonModule,
-            cors_allowed_origins=cors_allowed_origins,
+            # No origins configured: only the service's own origin (engine.io's same-origin check).
+            cors_allowed_origins=_cors(allowed_origins),
             logger=False,
             engineio_logger=False,
         )

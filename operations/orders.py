@@ -46,8 +46,8 @@ class OrdersApi:
     async def make_order(self, request: Request) -> Response:
         principal = bearer_principal(request, self.verifier)
         assert principal is not None
-        raw = await request.body()
-        if len(raw) > MAX_BODY_BYTES:
+        raw = await _bounded_body(request)
+        if raw is None:
             return problem(413, "payload_too_large", f"the body exceeds {MAX_BODY_BYTES} bytes")
         try:
             order = _order(raw)
@@ -89,6 +89,20 @@ class OrdersApi:
             status_code=202,
             headers={"Request-ID": operation_id, "Resource-ID": order_id},
         )
+
+
+async def _bounded_body(request: Request) -> bytes | None:
+    """The body, or None once it is known to exceed the limit: it is never read whole."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _order(raw: bytes) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from aiormq.exceptions import AMQPError
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 
 from hub import Hub
 from hub.page import browser_routes
@@ -76,7 +78,13 @@ class Service:
             self.metrics,
             anonymous_reads=settings.anonymous_reads,
         )
-        self.hub = Hub(self.verifier, self.feed, self.store.redis, self.metrics)
+        self.hub = Hub(
+            self.verifier,
+            self.feed,
+            self.store.redis,
+            self.metrics,
+            allowed_origins=settings.allowed_origins,
+        )
         self.sagas = (
             SagaRuntime(settings, self.catalogue, self.store.redis, self.metrics)
             if settings.sagas
@@ -94,6 +102,7 @@ class Service:
             routes=[*saga_routes, *self.api.routes, *browser_routes()],
             exception_handlers=EXCEPTION_HANDLERS,
             lifespan=self._lifespan,
+            middleware=_cors_middleware(settings.allowed_origins),
         )
         self.asgi = self.hub.asgi(self.http)
         self._connecting: asyncio.Task[None] | None = None
@@ -161,3 +170,18 @@ async def _bounded(part: str, stopping: Coroutine[Any, Any, None], seconds: floa
         log.warning("stopping the %s took longer than %.0fs; going on without it", part, seconds)
     except Exception:
         log.exception("stopping the %s failed", part)
+
+
+def _cors_middleware(origins: tuple[str, ...]) -> list[Middleware]:
+    """Cross-origin reads only for the configured origins; none configured, same-origin only."""
+    if not origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "If-None-Match"],
+            expose_headers=["ETag", "Request-ID", "Resource-ID"],
+        )
+    ]

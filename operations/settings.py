@@ -40,6 +40,7 @@ class Settings:
     stream_max_length: int = 100_000
     key_prefix: str = "operations"
     log_level: str = "INFO"
+    allowed_origins: tuple[str, ...] = ()
     sagas: bool = True
     saga_queue_name: str | None = None
     saga_ttl_seconds: int = 86_400
@@ -92,6 +93,7 @@ class Settings:
             ),
             key_prefix=reader.get("OPERATIONS_KEY_PREFIX", defaults.key_prefix, _key_prefix),
             log_level=reader.get("OPERATIONS_LOG_LEVEL", defaults.log_level, _log_level),
+            allowed_origins=reader.get("OPERATIONS_ALLOWED_ORIGINS", (), _origins),
             sagas=reader.get("OPERATIONS_SAGAS", defaults.sagas, _boolean),
             saga_queue_name=reader.get("OPERATIONS_SAGA_QUEUE", None, _queue_name),
             saga_ttl_seconds=reader.get(
@@ -191,6 +193,15 @@ def _queue_name(raw: str) -> str:
     if len(raw.encode()) > 200 or raw.startswith("amq."):
         raise ValueError("must be at most 200 bytes and must not start with 'amq.'")
     return raw
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(origin.strip().rstrip("/") for origin in raw.split(",") if origin.strip())
+    for origin in origins:
+        parts = urlsplit(origin)
+        if origin != "*" and (parts.scheme not in ("http", "https") or not parts.netloc):
+            raise ValueError(f"{origin!r} is not an origin like https://app.example.com or *")
+    return origins
 
 
 def _key_prefix(raw: str) -> str:

@@ -47,7 +47,9 @@ class LiveClient:
     async def close(self) -> None:
         if self.client.connected:
             await self.client.disconnect()
-        await self.client.shutdown() if hasattr(self.client, "shutdown") else None
+        session = getattr(self.client.eio, "http", None)
+        if session is not None and not session.closed:  # left open by a refused connect
+            await session.close()
 
     def records(self, op: str | None = None) -> list[dict[str, Any]]:
         """Operation events (live ones and those inside operations_sync), in arrival order."""
