@@ -160,6 +160,22 @@ class RedisStore:
                 op = envelope.operation_id
                 assert op is not None
                 user = envelope.user_id or ""
+                arguments = orjson.dumps(
+                    [
+                        op,
+                        envelope.message_id or "",
+                        envelope.state.value,
+                        envelope.name,
+                        user,
+                        envelope.code or "",
+                        envelope.reason or "",
+                        envelope.message,
+                        now_iso,
+                        _iso(envelope.sent_at) if envelope.sent_at else "",
+                        self._ttl,
+                        self._max_length,
+                    ]
+                )
                 pipe.evalsha(
                     self._sha,
                     6,
@@ -169,18 +185,7 @@ class RedisStore:
                     keys.user_index(user),
                     keys.index,
                     keys.changes,
-                    op,
-                    envelope.message_id or "",
-                    envelope.state.value,
-                    envelope.name,
-                    user,
-                    envelope.code or "",
-                    envelope.reason or "",
-                    envelope.message,
-                    now_iso,
-                    _iso(envelope.sent_at) if envelope.sent_at else "",
-                    self._ttl,
-                    self._max_length,
+                    arguments,
                 )
             replies: list[Any] = await pipe.execute(raise_on_error=False)
         changes: list[Change | StoreError] = []

@@ -2,16 +2,18 @@
 --
 -- KEYS[1] record hash      KEYS[2] history list    KEYS[3] seen message ids (set)
 -- KEYS[4] owner's index    KEYS[5] global index    KEYS[6] change stream
--- ARGV: operation id, message id, state, name, user id, code, reason, message name,
---       now (ISO 8601), sent at (ISO 8601 or ''), ttl (s), stream max length
+-- ARGV[1]: one JSON array (one argument packs and parses faster than twelve):
+--   [operation id, message id, state, name, user id, code, reason, message name,
+--    now (ISO 8601), sent at (ISO 8601 or ''), ttl (s), stream max length]
 -- Returns {outcome, snapshot JSON or false, stream entry id or false}
 -- with outcome one of applied, duplicate, stale.
 
 local record, history, seen, owner_index, index, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local op_id, msg_id, state, name, user_id = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local code, reason, message = ARGV[6], ARGV[7], ARGV[8]
-local now_iso, sent_at = ARGV[9], ARGV[10]
-local ttl, max_length = tonumber(ARGV[11]), tonumber(ARGV[12])
+local args = cjson.decode(ARGV[1])
+local op_id, msg_id, state, name, user_id = args[1], args[2], args[3], args[4], args[5]
+local code, reason, message = args[6], args[7], args[8]
+local now_iso, sent_at = args[9], args[10]
+local ttl, max_length = tonumber(args[11]), tonumber(args[12])
 
 local function nullable(value)
   if value == nil or value == false or value == '' then return cjson.null end
