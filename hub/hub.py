@@ -30,12 +30,13 @@ from operations.metrics import Registry
 from operations.tokens import TokenVerifier, Verified
 
 from . import events
-from .recovery import Sync, changes_since
+from .recovery import Sync, changes_since, parse_cursor
 from .rooms import OPS, rooms_for, user_room
 
 log = logging.getLogger("hub")
 
 INITIALIZE_TIMEOUT_SECONDS = 10.0
+CATCH_UP_SECONDS = 5.0
 UNAUTHORIZED = {"code": "unauthorized"}
 
 
@@ -93,6 +94,9 @@ class Hub:
         self._clients: dict[str, Client] = {}
         self._jobs: asyncio.Queue[list[FeedEntry] | Join] = asyncio.Queue()
         self._position: str | None = None  # the stream position of the last emitted change
+        # Joins whose cursor is ahead of this process (another process pushed it further):
+        # each waits, with its deadline, until this process has pushed as far.
+        self._waiting: list[tuple[Join, float]] = []
         self._pusher: asyncio.Task[None] | None = None
 
     def asgi(self, other: Any) -> socketio.ASGIApp:
@@ -187,6 +191,10 @@ class Hub:
             await self.server.emit(events.DISCONNECTED, {"code": "token_expired"}, to=sid)
             await self.server.disconnect(sid)
 
+    def _later_wake(self, delay: float) -> None:
+        """Makes the pusher look at waiting joins again even if no change arrives meanwhile."""
+        asyncio.get_running_loop().call_later(delay + 0.05, self._jobs.put_nowait, [])
+
     def _count_sockets(self) -> None:
         self.metrics.sockets.set(len(self._clients))
 
@@ -201,6 +209,8 @@ class Hub:
                     await self._join(job)
                 else:
                     await self._emit(job)
+                if self._waiting:
+                    await self._retry_waiting()
             except Exception:
                 log.exception("push failed")
 
@@ -218,11 +228,24 @@ class Hub:
             self._position = entry.cursor
         self.metrics.pushes.inc(len(entries))
 
-    async def _join(self, join: Join) -> None:
+    async def _retry_waiting(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for join, deadline in waiting:
+            await self._join(join, deadline)
+
+    async def _join(self, join: Join, deadline: float | None = None) -> None:
         if not self.server.manager.is_connected(join.sid, "/"):
             return
         if join.since is not None:
             assert self._position is not None
+            since, here = parse_cursor(join.since), parse_cursor(self._position)
+            if since is not None and here is not None and since > here:
+                now = time.monotonic()
+                if deadline is None or now < deadline:
+                    self._waiting.append((join, deadline or now + CATCH_UP_SECONDS))
+                    if deadline is None:
+                        self._later_wake(CATCH_UP_SECONDS)
+                    return
             try:
                 sync = await changes_since(
                     self.redis, self.feed.keys.changes, join.since, self._position, join.principal
