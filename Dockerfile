@@ -29,7 +29,7 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
 # Numeric, so that orchestrators can verify runAsNonRoot.
 USER 10001:10001
 EXPOSE 5005
-# The server answers only once it has reached Redis, hence the start period.
+# A start period: the service connects to Redis and RabbitMQ as it starts.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % (os.environ.get('OPERATIONS_PORT', '').strip() or '5005'), timeout=4)"
 ENTRYPOINT ["operations"]
