@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import hypothesis.strategies as st
-import orjson
 import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 
@@ -33,7 +32,7 @@ KINDS = {
     State.REJECTED: MessageKind.REJECTED_EVENT,
 }
 SETTINGS = settings(
-    max_examples=60,
+    max_examples=200,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -352,4 +351,4 @@ def test_the_model_agrees_with_the_examples_of_the_contract() -> None:
     assert model.records[0] == ModelRecord(
         State.REJECTED, "create_order_rejected", 3, "no_stock", "gone", "alice"
     )
-    assert orjson.dumps(sorted(model.seen[0])) == b'["a","b","c","d","e"]'
+    assert model.seen[0] == {"a", "b", "c", "d", "e"}  # stale ones count as seen too
