@@ -132,6 +132,8 @@ def test_bench_runs_end_to_end_and_prints_its_json_line_last(servers: tuple[str,
         "5",
         "--seconds",
         "0.4",
+        "--soak",
+        "300",
         env={
             "OPERATIONS_AMQP_URL": servers[0],
             "OPERATIONS_REDIS_URL": servers[1],
@@ -142,15 +144,18 @@ def test_bench_runs_end_to_end_and_prints_its_json_line_last(servers: tuple[str,
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     for key in (
         "bare_rate",
+        "bare_multiack_rate",
+        "baseline_rate",
+        "store_rate",
         "service_rate",
         "ratio",
-        "push_rate",
-        "push_ratio",
+        "ratio_multiack",
         "p50_ms",
         "p99_ms",
         "p50_ms_500",
         "p99_ms_1000",
         "kib_per_client",
+        "soak_growth_pct",
     ):
         assert isinstance(figures[key], int | float), key
     assert figures["bare_rate"] > 0 and figures["service_rate"] > 0

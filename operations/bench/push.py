@@ -248,6 +248,7 @@ async def soak(
     measured from the end of a warm-up (the first tenth, at least one chunk) to the end."""
     tally = Tally(service.url)
     await tally.connect(mint(secret, traffic.ADMIN_USER, ("admin",)))
+    chunk = max(1, min(chunk, total // 10))  # at least ten chunks, so there is a warm-up
     warm_up = max(chunk, total // 10)
     warm_rss: int | None = None
     published = 0
