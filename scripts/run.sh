@@ -38,6 +38,7 @@ admin_token=$(.venv/bin/operations token --user demo-admin --role admin --ttl 86
 cat >&2 <<MSG
 
 operations is running on $base with simulated Pacco services and an order every few seconds.
+  the ops dashboard (admin):       $base/dashboard/#token=$admin_token
   watch demo-user's orders live:  $base/live/#token=$user_token
   a token for HTTP:               Authorization: Bearer $user_token
   an admin token:                 $admin_token
