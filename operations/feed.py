@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
@@ -130,11 +129,6 @@ class ChangeFeed:
 
 def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> FeedEntry:
     snapshot = fields[b"op"]
-    if b"state" not in fields:  # written before the stream carried its own fields
-        record = orjson.loads(snapshot)
-        return FeedEntry(
-            entry_id.decode(), record["id"], record.get("userId"), record["state"], snapshot
-        )
     user = fields.get(b"user", b"").decode()
     return FeedEntry(
         entry_id.decode(), fields[b"id"].decode(), user or None, fields[b"state"].decode(), snapshot

@@ -29,6 +29,8 @@ def _escape(value: str) -> str:
 
 
 class Counter:
+    kind = "counter"
+
     def __init__(self, name: str, help_text: str) -> None:
         self.name, self.help = name, help_text
         self._values: dict[Labels, float] = defaultdict(float)
@@ -41,20 +43,16 @@ class Counter:
 
     def render(self) -> Iterable[str]:
         yield f"# HELP {self.name} {self.help}"
-        yield f"# TYPE {self.name} counter"
+        yield f"# TYPE {self.name} {self.kind}"
         for labels, value in sorted(self._values.items()):
             yield f"{self.name}{_render_labels(labels)} {_number(value)}"
 
 
 class Gauge(Counter):
+    kind = "gauge"
+
     def set(self, value: float, **labels: str) -> None:
         self._values[_labels(labels)] = value
-
-    def render(self) -> Iterable[str]:
-        yield f"# HELP {self.name} {self.help}"
-        yield f"# TYPE {self.name} gauge"
-        for labels, value in sorted(self._values.items()):
-            yield f"{self.name}{_render_labels(labels)} {_number(value)}"
 
 
 class Histogram:
