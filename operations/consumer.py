@@ -1,11 +1,12 @@
 """The AMQP side: a robust connection, the declared topology, a micro-batching worker and the
 explicit settlement of every delivery.
 
-Deliveries are queued in arrival order by a synchronous callback; one worker takes whatever has
-arrived (up to ``batch_size``), runs it through the :class:`Pipeline` in one Redis round trip, then
-settles it: dead-letter copies are published with confirms, and the batch is acknowledged with one
-multiple-ack per channel. Messages stay unacknowledged until their Redis write is done; while Redis
-is unreachable the batch is retried with a back-off and nothing is acknowledged.
+Deliveries are taken beneath aio-pika (see :mod:`operations.deliveries`) and queued in arrival
+order without a task of their own; one worker takes whatever has arrived (up to ``batch_size``),
+runs it through the :class:`Pipeline` in one Redis round trip, then settles it: dead-letter copies
+are published with confirms, and the batch is acknowledged with one multiple-ack per channel, on
+the channel each delivery came on. Messages stay unacknowledged until their Redis write is done;
+while Redis is unreachable the batch is retried with a back-off and nothing is acknowledged.
 """
 
 from __future__ import annotations
@@ -20,15 +21,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 import aio_pika
-from aio_pika.abc import (
-    AbstractIncomingMessage,
-    AbstractQueue,
-    AbstractRobustChannel,
-    AbstractRobustConnection,
-)
-from aiormq.exceptions import AMQPError, ChannelInvalidStateError
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aiormq.exceptions import AMQPError
 
 from .catalogue import Subscription
+from .deliveries import ChannelConsumer, Delivery
 from .envelope import Delivered
 from .errors import StoreUnavailable
 from .metrics import Registry
@@ -76,19 +73,19 @@ class Consumer:
         self.metrics = metrics
         self.prefetch = prefetch
         self.batch_size = batch_size
-        self._inbox: deque[AbstractIncomingMessage] = deque()
+        self._inbox: deque[Delivery] = deque()
         self._arrived = asyncio.Event()
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
-        self._queue: AbstractQueue | None = None
-        self._consumer_tag: str | None = None
+        self._deliveries: ChannelConsumer | None = None
         self._worker: asyncio.Task[None] | None = None
         self._store_down = False
 
     @property
     def ready(self) -> bool:
         return (
-            self._consumer_tag is not None
+            self._deliveries is not None
+            and self._deliveries.consuming
             and self._connection is not None
             and not self._connection.is_closed
             and self._channel is not None
@@ -96,16 +93,28 @@ class Consumer:
         )
 
     @property
+    def deliveries(self) -> ChannelConsumer | None:
+        """The low-level consumer, once started."""
+        return self._deliveries
+
+    @property
     def store_down(self) -> bool:
         return self._store_down
 
     async def start(self) -> None:
+        """Connects and consumes. Once started, the robust connection and the low-level consumer
+        recover by themselves, so starting again does nothing."""
+        if self._connection is not None:
+            return
         self._connection = await aio_pika.connect_robust(
             self.amqp_url, client_properties={"connection_name": self.name}
         )
         try:
             await self._subscribe(self._connection)
         except BaseException:
+            if self._deliveries is not None:
+                await self._deliveries.stop()
+                self._deliveries = None
             await self._connection.close()
             self._connection = None
             raise
@@ -119,9 +128,11 @@ class Consumer:
         await declare_dead_letter_queue(channel, self.dead_letter_queue)
         if self.retry_queue is not None:
             await declare_retry_queue(channel, self.retry_queue, self.queue_name)
-        self._queue = await declare_queue(channel, self.bindings, self.queue_name)
-        self._worker = asyncio.create_task(self._run(), name="operations-consumer")
-        self._consumer_tag = await self._queue.consume(self._on_message)
+        await declare_queue(channel, self.bindings, self.queue_name)
+        self._deliveries = ChannelConsumer(channel, self.queue_name, self._on_delivery)
+        await self._deliveries.start()
+        if self._worker is None:
+            self._worker = asyncio.create_task(self._run(), name="operations-consumer")
         log.info(
             "consuming %s (%d bindings on %d exchanges), prefetch %d",
             self.queue_name,
@@ -131,26 +142,23 @@ class Consumer:
         )
 
     async def stop(self) -> None:
-        if self._queue is not None and self._consumer_tag is not None:
-            try:
-                await self._queue.cancel(self._consumer_tag, timeout=5)
-            except (AMQPError, ConnectionError, RuntimeError, TimeoutError) as error:
-                log.info("cancelling the consumer failed: %s", error)
-        if self._worker is not None:
-            self._worker.cancel()
+        deliveries, worker, connection = self._deliveries, self._worker, self._connection
+        self._deliveries = self._worker = self._connection = None
+        if deliveries is not None:
+            await deliveries.stop()
+        if worker is not None:
+            worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-        if self._connection is not None:
-            await self._connection.close()
+                await worker
+        if connection is not None:
+            await connection.close()
 
     def _on_reconnect(self, *_: Any) -> None:
         self.metrics.reconnects.inc(dependency="rabbitmq")
         log.warning("reconnected to RabbitMQ; unacknowledged deliveries will be redelivered")
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        # Deliveries' tasks start in delivery order, and this first step never awaits, so the
-        # inbox keeps the broker's order.
-        self._inbox.append(message)
+    def _on_delivery(self, delivery: Delivery) -> None:
+        self._inbox.append(delivery)
         self._arrived.set()
 
     async def _run(self) -> None:
@@ -168,11 +176,12 @@ class Consumer:
                     # again rather than leave it unacknowledged.
                     log.exception("unexpected failure on a batch of %d; requeueing it", len(batch))
                     await asyncio.sleep(1.0)
-                    for message in batch:
-                        await _quietly(message.nack(requeue=True))
+                    for delivery in batch:
+                        if delivery.settleable:
+                            await _quietly(delivery.nack(requeue=True))
                 self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
-    async def _handle(self, batch: Sequence[AbstractIncomingMessage]) -> None:
+    async def _handle(self, batch: Sequence[Delivery]) -> None:
         attempt = 0
         while True:
             try:
@@ -192,42 +201,41 @@ class Consumer:
             log.warning("Redis reachable again")
         await self._settle(batch, settlements)
 
-    async def _settle(
-        self, batch: Sequence[AbstractIncomingMessage], settlements: Sequence[Settlement]
-    ) -> None:
+    async def _settle(self, batch: Sequence[Delivery], settlements: Sequence[Settlement]) -> None:
         copies = [
-            (message, settlement)
-            for message, settlement in zip(batch, settlements, strict=True)
+            (delivery, settlement)
+            for delivery, settlement in zip(batch, settlements, strict=True)
             if not isinstance(settlement, Ack)
         ]
         failed: set[int] = set()
         if copies:
             results = await asyncio.gather(
-                *(self._publish_copy(message, settlement) for message, settlement in copies),
+                *(self._publish_copy(delivery, settlement) for delivery, settlement in copies),
                 return_exceptions=True,
             )
-            for (message, _), result in zip(copies, results, strict=True):
+            for (delivery, _), result in zip(copies, results, strict=True):
                 if isinstance(result, BaseException):
                     log.error("copy not confirmed by the broker, requeueing: %s", result)
-                    failed.add(id(message))
+                    failed.add(id(delivery))
+        # A delivery whose channel has closed since is skipped: its tag means nothing on any other
+        # channel, and the broker redelivers it.
         if not failed:
-            last_per_channel: dict[int, AbstractIncomingMessage] = {}
-            for message in batch:
-                channel = _open_channel(message)
-                if channel is not None:
-                    last_per_channel[id(channel)] = message
-            for message in last_per_channel.values():
-                await _quietly(message.ack(multiple=True))
+            last_per_channel: dict[int, Delivery] = {}
+            for delivery in batch:
+                if delivery.settleable:
+                    last_per_channel[id(delivery.channel)] = delivery
+            for delivery in last_per_channel.values():
+                await _quietly(delivery.ack(multiple=True))
             return
-        for message in batch:
-            if id(message) in failed:
-                await _quietly(message.nack(requeue=True))
+        for delivery in batch:
+            if not delivery.settleable:
+                continue
+            if id(delivery) in failed:
+                await _quietly(delivery.nack(requeue=True))
             else:
-                await _quietly(message.ack())
+                await _quietly(delivery.ack())
 
-    async def _publish_copy(
-        self, message: AbstractIncomingMessage, settlement: DeadLetter | Retry
-    ) -> None:
+    async def _publish_copy(self, message: Delivery, settlement: DeadLetter | Retry) -> None:
         assert self._channel is not None
         headers = dict(message.headers or {})
         if message.exchange:  # not a message already back from the retry queue
@@ -256,15 +264,6 @@ class Consumer:
             expiration=expiration,
         )
         await self._channel.default_exchange.publish(copy, routing_key=target)
-
-
-def _open_channel(message: AbstractIncomingMessage) -> object | None:
-    """The channel a message came on, or None if that channel has closed since (the broker will
-    redeliver the message)."""
-    try:
-        return message.channel
-    except ChannelInvalidStateError:
-        return None
 
 
 async def _quietly(settling: Any) -> None:
