@@ -30,7 +30,7 @@ from operations.metrics import Registry
 from operations.tokens import TokenVerifier, Verified
 
 from . import events
-from .recovery import Sync, changes_since, parse_cursor
+from .recovery import Sync, changes_since, is_ahead, parse_cursor
 from .rooms import OPS, rooms_for, user_room
 
 log = logging.getLogger("hub")
@@ -238,8 +238,9 @@ class Hub:
             return
         if join.since is not None:
             assert self._position is not None
-            since, here = parse_cursor(join.since), parse_cursor(self._position)
-            if since is not None and here is not None and since > here:
+            shards = len(self.feed.keys.shards)
+            since, here = parse_cursor(join.since, shards), parse_cursor(self._position, shards)
+            if since is not None and here is not None and is_ahead(since, here):
                 now = time.monotonic()
                 if deadline is None or now < deadline:
                     self._waiting.append((join, deadline or now + CATCH_UP_SECONDS))
@@ -248,7 +249,7 @@ class Hub:
                     return
             try:
                 sync = await changes_since(
-                    self.redis, self.feed.keys.changes, join.since, self._position, join.principal
+                    self.redis, self.feed.keys.streams, join.since, self._position, join.principal
                 )
             except RedisError as error:
                 log.warning("recovery read failed, asking the client to refetch: %s", error)

@@ -26,39 +26,76 @@ class Sync:
         return {"operations": self.operations, "cursor": self.cursor, "recovered": self.recovered}
 
 
-def parse_cursor(cursor: str) -> tuple[int, int] | None:
-    match = _CURSOR.fullmatch(cursor)
-    return (int(match[1]), int(match[2])) if match else None
+StreamId = tuple[int, int]
+
+
+def parse_cursor(cursor: str, shards: int) -> list[StreamId] | None:
+    """A cursor's stream position in each shard, or None if it is not a cursor of this layout."""
+    parts = cursor.split(",")
+    if len(parts) != shards:
+        return None
+    ids = []
+    for part in parts:
+        match = _CURSOR.fullmatch(part)
+        if match is None:
+            return None
+        ids.append((int(match[1]), int(match[2])))
+    return ids
+
+
+def is_ahead(cursor: list[StreamId], position: list[StreamId]) -> bool:
+    """True when the cursor is past the position in some shard (another process got further)."""
+    return any(mine > theirs for mine, theirs in zip(cursor, position, strict=True))
 
 
 async def changes_since(
-    redis: aioredis.Redis, stream: str, since: str, until: str, principal: Principal
+    redis: aioredis.Redis, streams: list[str], since: str, until: str, principal: Principal
 ) -> Sync:
-    """The latest snapshot of each operation the principal may see that changed in the stream
-    after ``since`` and up to ``until`` (inclusive), oldest change first."""
-    after, upto = parse_cursor(since), parse_cursor(until)
-    if after is None or upto is None or after > upto:
+    """The latest snapshot of each operation the principal may see that changed after ``since``
+    and up to ``until`` (inclusive), oldest change first; each stream (shard) is read from its own
+    position in the cursor."""
+    after, upto = parse_cursor(since, len(streams)), parse_cursor(until, len(streams))
+    if after is None or upto is None or is_ahead(after, upto):
         return Sync([], until, False)
-    if after < upto and not await _still_whole(redis, stream, after):
-        return Sync([], until, False)
+    found: list[tuple[StreamId, dict[str, Any]]] = []
+    for stream, start, end in zip(streams, after, upto, strict=True):
+        if start == end:
+            continue
+        if not await _still_whole(redis, stream, start):
+            return Sync([], until, False)
+        found.extend(await _latest(redis, stream, start, end, principal))
+    found.sort(key=lambda item: item[0])
+    operations = [record for _, record in found]
+    if len(streams) > 1:
+        for record in operations:
+            record["cursor"] = until  # a single stream's entry id is no cursor of this layout
+    return Sync(operations, until, True)
 
-    latest: dict[str, dict[str, Any]] = {}
-    start = f"({since}"
+
+async def _latest(
+    redis: aioredis.Redis, stream: str, after: StreamId, upto: StreamId, principal: Principal
+) -> list[tuple[StreamId, dict[str, Any]]]:
+    """The latest snapshot of each operation changed in one stream between two entry ids, with
+    the id of that change."""
+    latest: dict[str, tuple[StreamId, dict[str, Any]]] = {}
+    start, until = f"({after[0]}-{after[1]}", f"{upto[0]}-{upto[1]}"
     while True:
         entries: Any = await redis.xrange(stream, min=start, max=until, count=_CHUNK)
         for entry_id, fields in entries:
             record: dict[str, Any] = orjson.loads(fields[b"op"])
             if principal.may_read(record.get("userId") or ""):
-                record["cursor"] = entry_id.decode()
+                cursor = entry_id.decode()
+                record["cursor"] = cursor
                 latest.pop(record["id"], None)
-                latest[record["id"]] = record
+                ms, seq = cursor.split("-")
+                latest[record["id"]] = ((int(ms), int(seq)), record)
         if len(entries) < _CHUNK:
             break
         start = f"({entries[-1][0].decode()}"
-    return Sync(list(latest.values()), until, True)
+    return list(latest.values())
 
 
-async def _still_whole(redis: aioredis.Redis, stream: str, after: tuple[int, int]) -> bool:
+async def _still_whole(redis: aioredis.Redis, stream: str, after: StreamId) -> bool:
     """True when no entry after ``after`` can have been trimmed or deleted from the stream."""
     try:
         info: Any = await redis.xinfo_stream(stream)
@@ -75,7 +112,8 @@ async def _still_whole(redis: aioredis.Redis, stream: str, after: tuple[int, int
     return added is not None and int(added) == int(info.get("length", 0))
 
 
-def _cursor_of(value: Any) -> tuple[int, int] | None:
+def _cursor_of(value: Any) -> StreamId | None:
     if value is None:
         return None
-    return parse_cursor(value.decode() if isinstance(value, bytes) else str(value))
+    ids = parse_cursor(value.decode() if isinstance(value, bytes) else str(value), 1)
+    return ids[0] if ids else None

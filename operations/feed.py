@@ -1,5 +1,11 @@
-"""The change feed: every process tails the store's change stream and hands each applied change,
-in apply order, to its listeners (the Socket.IO hub) and to long-polling HTTP readers."""
+"""The change feed: every process tails the store's change streams and hands each applied change,
+in apply order, to its listeners (the Socket.IO hub) and to long-polling HTTP readers.
+
+There is one stream per shard (see :mod:`operations.shards`); one operation's changes are all in
+one, in order. A change's cursor is the position of the feed just after it: the stream entry id
+with one shard, and with several the entry ids of every shard, comma-separated, in shard order.
+On one Redis server one blocking read covers every stream; on a cluster each stream has its own.
+"""
 
 from __future__ import annotations
 
@@ -36,16 +42,32 @@ Listener = Callable[[list[FeedEntry]], None]
 
 
 class ChangeFeed:
-    def __init__(self, client: aioredis.Redis, keys: Keys, metrics: Registry) -> None:
+    def __init__(
+        self, client: aioredis.Redis, keys: Keys, metrics: Registry, cluster: bool = False
+    ) -> None:
         self.redis = client
         self.keys = keys
         self.metrics = metrics
-        self.last_cursor = self._start_cursor = "0-0"
+        self._streams = keys.streams
+        self._shard_of = {stream.encode(): shard for shard, stream in enumerate(self._streams)}
+        self._ids = ["0-0"] * len(self._streams)
+        self._start_cursor = self.last_cursor
+        shards = list(range(len(self._streams)))
+        self._readers = [[shard] for shard in shards] if cluster else [shards]
         self._listeners: list[Listener] = []
         self._watchers: dict[str, set[asyncio.Event]] = defaultdict(set)
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._positioned = asyncio.Event()
-        self.connected = False
+        self._down: set[int] = set(range(len(self._readers)))
+
+    @property
+    def connected(self) -> bool:
+        return not self._down
+
+    @property
+    def last_cursor(self) -> str:
+        """The feed's position: the cursor of the last change it handed out."""
+        return ",".join(self._ids)
 
     def subscribe(self, listener: Listener) -> None:
         """Add a listener; it gets every change after :meth:`start_cursor`."""
@@ -70,53 +92,72 @@ class ChangeFeed:
                 del self._watchers[operation_id]
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="operations-feed")
+        self._tasks = [asyncio.create_task(self._run(), name="operations-feed")]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
 
-    async def _tail_cursor(self) -> str:
+    async def _tail(self) -> None:
+        """Positions the feed at the newest entry of every stream."""
         while True:
             try:
-                newest: Any = await self.redis.xrevrange(self.keys.changes, count=1)
-                self.connected = True
-                return newest[0][0].decode() if newest else "0-0"
+                for shard, stream in enumerate(self._streams):
+                    newest: Any = await self.redis.xrevrange(stream, count=1)
+                    self._ids[shard] = newest[0][0].decode() if newest else "0-0"
+                self._down.clear()
+                return
             except (RedisError, OSError) as error:
                 log.warning("change feed waiting for Redis: %s", error)
                 await asyncio.sleep(1.0)
 
     async def _run(self) -> None:
-        self.last_cursor = self._start_cursor = await self._tail_cursor()
+        await self._tail()
+        self._start_cursor = self.last_cursor
         self._positioned.set()
+        readers = [
+            asyncio.create_task(self._read(reader, shards), name=f"operations-feed-{reader}")
+            for reader, shards in enumerate(self._readers)
+        ]
+        self._tasks.extend(readers)
+        await asyncio.gather(*readers)
+
+    async def _read(self, reader: int, shards: list[int]) -> None:
         failures = 0
         while True:
             try:
                 reply: Any = await self.redis.xread(
-                    {self.keys.changes: self.last_cursor}, count=_READ_COUNT, block=_BLOCK_MS
+                    {self._streams[shard]: self._ids[shard] for shard in shards},
+                    count=_READ_COUNT,
+                    block=_BLOCK_MS,
                 )
             except (RedisError, OSError) as error:
-                if self.connected:
+                if reader not in self._down:
                     log.warning(
                         "change feed lost Redis, resuming from %s: %s", self.last_cursor, error
                     )
-                self.connected = False
+                self._down.add(reader)
                 failures += 1
                 await asyncio.sleep(min(0.1 * failures, 2.0))
                 continue
-            if not self.connected:
-                self.connected = True
+            if reader in self._down:
+                self._down.discard(reader)
                 self.metrics.reconnects.inc(dependency="redis-feed")
             failures = 0
-            for _, entries in reply or []:
-                self._dispatch([_entry(entry_id, fields) for entry_id, fields in entries])
+            for stream, entries in reply or []:
+                self._dispatch(self._shard_of[stream], entries)
 
-    def _dispatch(self, entries: list[FeedEntry]) -> None:
-        if not entries:
+    def _dispatch(self, shard: int, raw: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        if not raw:
             return
-        self.last_cursor = entries[-1].cursor
+        ids, single = self._ids, len(self._ids) == 1
+        entries = []
+        for entry_id, fields in raw:
+            ids[shard] = entry_id.decode()
+            entries.append(_entry(ids[shard] if single else ",".join(ids), fields))
         for entry in entries:
             for event in self._watchers.get(entry.operation_id, ()):
                 event.set()
@@ -127,9 +168,9 @@ class ChangeFeed:
                 log.exception("change listener failed")
 
 
-def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> FeedEntry:
+def _entry(cursor: str, fields: dict[bytes, bytes]) -> FeedEntry:
     snapshot = fields[b"op"]
     user = fields.get(b"user", b"").decode()
     return FeedEntry(
-        entry_id.decode(), fields[b"id"].decode(), user or None, fields[b"state"].decode(), snapshot
+        cursor, fields[b"id"].decode(), user or None, fields[b"state"].decode(), snapshot
     )

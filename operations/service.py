@@ -13,7 +13,6 @@ import logging
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
-import redis.asyncio as aioredis
 from aiormq.exceptions import AMQPError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -25,15 +24,18 @@ from hub.page import browser_routes
 from .api import EXCEPTION_HANDLERS, OperationsApi, Readiness
 from .catalogue import Catalogue
 from .consumer import Consumer
+from .errors import StoreUnavailable
 from .feed import ChangeFeed
 from .metrics import Registry
 from .orders import OrdersApi
 from .pipeline import Pipeline
 from .publisher import AmqpPublisher
+from .redis_client import open_redis
 from .sagas.http import SagasApi
 from .sagas.runtime import SagaRuntime
 from .settings import DEV_JWT_SECRET, Settings
-from .store import RedisStore
+from .shards import Shards
+from .store import LayoutMismatch, RedisStore
 from .tokens import TokenVerifier
 
 log = logging.getLogger("operations.service")
@@ -49,11 +51,13 @@ class Service:
             settings.operation_ttl_seconds,
             settings.stream_max_length,
             settings.key_prefix,
+            Shards(settings.redis_shards),
+            settings.redis_cluster,
         )
-        feed_client = aioredis.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=5, socket_timeout=30
+        feed_client = open_redis(settings.redis_url, settings.redis_cluster, socket_timeout=30)
+        self.feed = ChangeFeed(
+            feed_client, self.store.keys, self.metrics, cluster=settings.redis_cluster
         )
-        self.feed = ChangeFeed(feed_client, self.store.keys, self.metrics)
         self.pipeline = Pipeline(
             self.catalogue, self.store, self.metrics, settings.max_message_bytes
         )
@@ -106,6 +110,9 @@ class Service:
         )
         self.asgi = self.hub.asgi(self.http)
         self._connecting: asyncio.Task[None] | None = None
+        self._layout_checked = False
+        self._stopping = asyncio.Event()
+        self._layout_error: LayoutMismatch | None = None
 
     def _publisher(self) -> AmqpPublisher | None:
         return self.sagas.publisher if self.sagas is not None else None
@@ -114,6 +121,8 @@ class Service:
         return self.consumer.ready and (self.sagas is None or self.sagas.ready)
 
     async def _store_ready(self) -> bool:
+        if self._layout_error is not None:
+            return False
         return not self.consumer.store_down and await self.store.ping()
 
     async def start(self) -> None:
@@ -127,21 +136,36 @@ class Service:
         self._connecting = asyncio.create_task(self._connect_broker(), name="operations-connect")
 
     async def _connect_broker(self) -> None:
+        """Checks the store's layout, then connects to RabbitMQ, retrying until both work. With
+        the wrong shard count nothing is consumed, and /ready says so."""
         delay = 0.5
-        while True:
+        while not self._stopping.is_set():
             try:
+                if not self._layout_checked:
+                    await self.store.claim_layout()
+                    self._layout_checked = True
                 if not self.consumer.ready:
                     await self.consumer.start()
                 if self.sagas is not None:
                     await self.sagas.start()
                 return
+            except LayoutMismatch as error:
+                log.critical("not consuming: %s", error)
+                self._layout_error = error
+                return
+            except StoreUnavailable as error:
+                log.warning("Redis not reachable yet (%s); retrying in %.1fs", error, delay)
             except (AMQPError, ConnectionError, OSError, TimeoutError) as error:
                 log.warning("RabbitMQ not reachable yet (%s); retrying in %.1fs", error, delay)
-            await asyncio.sleep(delay)
+            # Waiting on the stop signal, not only on cancellation: a cancellation that lands
+            # inside a client library's connect can be swallowed there.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
             delay = min(delay * 2, 10.0)
 
     async def stop(self) -> None:
         """Stop in reverse data-flow order; no part may hold up the rest for long."""
+        self._stopping.set()
         if self._connecting is not None and not self._connecting.done():
             self._connecting.cancel()
             with contextlib.suppress(asyncio.CancelledError):

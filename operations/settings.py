@@ -14,17 +14,21 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from .errors import SettingsError
+from .shards import MAX_SHARDS
 
 T = TypeVar("T")
 
 DEFAULT_MESSAGES_FILE = Path(str(resources.files("operations") / "data" / "pacco-messages.json"))
 DEV_JWT_SECRET = "operations-development-secret-change-me"
+CLUSTER_SHARDS = 16
 
 
 @dataclass(frozen=True)
 class Settings:
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_cluster: bool = False
+    redis_shards_count: int | None = None  # None: 1 on one server, 16 on a cluster
     jwt_secret: str = DEV_JWT_SECRET
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
@@ -49,6 +53,12 @@ class Settings:
     saga_retry_delay_ms: int = 1_000
 
     @property
+    def redis_shards(self) -> int:
+        if self.redis_shards_count is not None:
+            return self.redis_shards_count
+        return CLUSTER_SHARDS if self.redis_cluster else 1
+
+    @property
     def saga_queue(self) -> str:
         return self.saga_queue_name or f"{self.queue}.sagas"
 
@@ -61,11 +71,13 @@ class Settings:
         env = os.environ if env is None else env
         reader = _Reader(env)
         defaults = cls()
-        return cls(
+        settings = cls(
             amqp_url=reader.get("OPERATIONS_AMQP_URL", defaults.amqp_url, _url("amqp", "amqps")),
             redis_url=reader.get(
                 "OPERATIONS_REDIS_URL", defaults.redis_url, _url("redis", "rediss", "unix")
             ),
+            redis_cluster=reader.get("OPERATIONS_REDIS_CLUSTER", defaults.redis_cluster, _boolean),
+            redis_shards_count=reader.get("OPERATIONS_REDIS_SHARDS", None, _integer(1, MAX_SHARDS)),
             jwt_secret=reader.get("OPERATIONS_JWT_SECRET", defaults.jwt_secret, _secret),
             jwt_issuer=reader.get("OPERATIONS_JWT_ISSUER", None, _text),
             jwt_audience=reader.get("OPERATIONS_JWT_AUDIENCE", None, _text),
@@ -115,6 +127,11 @@ class Settings:
                 _integer(1, 3_600_000),
             ),
         )
+        if settings.redis_cluster and urlsplit(settings.redis_url).scheme == "unix":
+            raise SettingsError(
+                "OPERATIONS_REDIS_CLUSTER", "a Redis Cluster is reached over TCP, not a unix socket"
+            )
+        return settings
 
 
 class _Reader:

@@ -1,23 +1,25 @@
 """Operation records in Redis.
 
-Key layout (``P`` is ``OPERATIONS_KEY_PREFIX``, default ``operations``; braces are Redis
-Cluster hash tags, so the keys of one operation share a slot):
+Key layout (``P`` is ``OPERATIONS_KEY_PREFIX``, default ``operations``; ``S`` is the shard of the
+operation, see :mod:`operations.shards`, always 0 with one shard; ``{S}`` is a Redis Cluster hash
+tag, so every key one script touches is in one slot):
 
-    P:op:{ID}            hash    the record: id, userId, name, state, code, reason, version,
-                                 createdAt, updatedAt, rank (creation order)
-    P:op:{ID}:history    list    JSON transitions, oldest first
-    P:op:{ID}:seen       set     message ids already applied or judged (drops duplicates)
-    P:user:{USER}        zset    the user's operation ids, scored by creation order (``rank``)
-    P:index              zset    every operation id, scored by creation order (``rank``)
-    P:changes            stream  one entry per applied change: ``op`` (the record as JSON), ``id``,
-                                 ``user`` and ``state``; its entry id is the change's cursor
+    P:{S}:op:ID            hash    the record: id, userId, name, state, code, reason, version,
+                                   createdAt, updatedAt, rank (creation order)
+    P:{S}:op:ID:history    list    JSON transitions, oldest first
+    P:{S}:op:ID:seen       set     message ids already applied or judged (drops duplicates)
+    P:{S}:user:USER        zset    the user's operation ids in shard S, by creation order (rank)
+    P:{S}:index            zset    every operation id in shard S, by creation order (rank)
+    P:{S}:changes          stream  one entry per applied change in shard S: ``op`` (the record as
+                                   JSON), ``id``, ``user`` and ``state``
+    P:layout               string  the shard count the data was written with
 
 Every key of an operation expires ``OPERATIONS_OPERATION_TTL_SECONDS`` after its last applied
 change; reads never extend it. The indexes expire with their newest operation and are pruned
 lazily of ids whose record has expired.
 
 Each message is applied by one Lua script (``lua/apply.lua``); a batch of messages is sent as one
-pipelined round trip, in delivery order.
+pipelined round trip, in delivery order. Listing merges the shards' indexes, newest first.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import base64
 import binascii
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Protocol
 
@@ -39,6 +41,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .envelope import Envelope
 from .errors import StoreError, StoreUnavailable
 from .records import Change, OperationRecord, Outcome
+from .redis_client import open_redis
+from .shards import Shards
 from .states import State
 
 APPLY_SCRIPT = (resources.files("operations") / "lua" / "apply.lua").read_text(encoding="utf-8")
@@ -51,26 +55,40 @@ _SCAN_FACTOR = 20
 @dataclass(frozen=True)
 class Keys:
     prefix: str = "operations"
+    shards: Shards = field(default_factory=Shards)
+
+    def shard(self, operation_id: str) -> int:
+        return self.shards.of(operation_id)
 
     def record(self, operation_id: str) -> str:
-        return f"{self.prefix}:op:{{{operation_id}}}"
+        return self.record_in(self.shard(operation_id), operation_id)
+
+    def record_in(self, shard: int, operation_id: str) -> str:
+        return f"{self.shards.tag(self.prefix, shard)}:op:{operation_id}"
 
     def history(self, operation_id: str) -> str:
-        return f"{self.prefix}:op:{{{operation_id}}}:history"
+        return f"{self.record(operation_id)}:history"
 
     def seen(self, operation_id: str) -> str:
-        return f"{self.prefix}:op:{{{operation_id}}}:seen"
+        return f"{self.record(operation_id)}:seen"
 
-    def user_index(self, user_id: str) -> str:
-        return f"{self.prefix}:user:{{{user_id}}}"
+    def user_index(self, user_id: str, shard: int) -> str:
+        return f"{self.shards.tag(self.prefix, shard)}:user:{user_id}"
+
+    def index(self, shard: int) -> str:
+        return f"{self.shards.tag(self.prefix, shard)}:index"
+
+    def changes(self, shard: int) -> str:
+        return f"{self.shards.tag(self.prefix, shard)}:changes"
 
     @property
-    def index(self) -> str:
-        return f"{self.prefix}:index"
+    def streams(self) -> list[str]:
+        """Every shard's change stream, by shard."""
+        return [self.changes(shard) for shard in self.shards]
 
     @property
-    def changes(self) -> str:
-        return f"{self.prefix}:changes"
+    def layout(self) -> str:
+        return f"{self.prefix}:layout"
 
 
 @dataclass(frozen=True)
@@ -120,12 +138,31 @@ class RedisStore:
 
     @classmethod
     def from_url(
-        cls, url: str, ttl_seconds: int, stream_max_length: int, prefix: str
+        cls,
+        url: str,
+        ttl_seconds: int,
+        stream_max_length: int,
+        prefix: str,
+        shards: Shards | None = None,
+        cluster: bool = False,
     ) -> RedisStore:
-        client = aioredis.Redis.from_url(
-            url, socket_connect_timeout=5, socket_timeout=10, health_check_interval=15
-        )
-        return cls(client, ttl_seconds, stream_max_length, Keys(prefix))
+        client = open_redis(url, cluster)
+        return cls(client, ttl_seconds, stream_max_length, Keys(prefix, shards or Shards()))
+
+    async def claim_layout(self) -> None:
+        """Records the shard count in Redis, or checks it against the one recorded there.
+
+        Raises LayoutMismatch when the data was written with another count, and
+        StoreUnavailable when Redis cannot be reached.
+        """
+        count = len(self.keys.shards)
+        try:
+            await self.redis.set(self.keys.layout, count, nx=True)
+            recorded: Any = await self.redis.get(self.keys.layout)
+        except (RedisError, OSError) as error:
+            raise StoreUnavailable(f"Redis unreachable: {error}") from error
+        if recorded is not None and int(recorded) != count:
+            raise LayoutMismatch(int(recorded), count)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -159,6 +196,7 @@ class RedisStore:
             for envelope in envelopes:
                 op = envelope.operation_id
                 assert op is not None
+                shard = keys.shard(op)
                 user = envelope.user_id or ""
                 arguments = orjson.dumps(
                     [
@@ -176,15 +214,19 @@ class RedisStore:
                         self._max_length,
                     ]
                 )
-                pipe.evalsha(
+                record = keys.record_in(shard, op)
+                # EVALSHA through execute_command: a Redis Cluster pipeline routes it by its
+                # keys (all of one slot) but refuses the evalsha() shortcut.
+                pipe.execute_command(
+                    "EVALSHA",
                     self._sha,
                     6,
-                    keys.record(op),
-                    keys.history(op),
-                    keys.seen(op),
-                    keys.user_index(user),
-                    keys.index,
-                    keys.changes,
+                    record,
+                    f"{record}:history",
+                    f"{record}:seen",
+                    keys.user_index(user, shard),
+                    keys.index(shard),
+                    keys.changes(shard),
                     arguments,
                 )
             replies: list[Any] = await pipe.execute(raise_on_error=False)
@@ -224,44 +266,67 @@ class RedisStore:
         return [orjson.loads(entry) for entry in entries]
 
     async def page(self, query: ListQuery) -> Page:
-        index = self.keys.index if query.user_id is None else self.keys.user_index(query.user_id)
+        """One page of the index, newest first, merged over the shards.
+
+        The shards' indexes are read from the cursor's position, a page's worth each, in one
+        round trip; the merge takes them in total order (rank descending, then shard, then the
+        index's own order) and the cursor remembers where it stopped: the last rank, its shard,
+        and how many entries of that rank in that shard are behind it.
+        """
         limit = max(1, min(query.limit, MAX_PAGE))
-        score, skip = _decode_cursor(query.cursor)
+        position = _decode_cursor(query.cursor)
         items: list[OperationRecord] = []
         scanned, budget = 0, limit * _SCAN_FACTOR
         try:
             while len(items) < limit and scanned < budget:
                 chunk = limit - len(items)
-                rows: Any = await self.redis.zrange(
-                    index,
-                    score,
+                rows = await self._rows_after(query.user_id, position, chunk)
+                taken = rows[:chunk]
+                records = await self._records([member for _, _, member in taken])
+                expired: dict[int, list[str]] = {}
+                for (rank, shard, member), record in zip(taken, records, strict=True):
+                    scanned += 1
+                    position = position.after(rank, shard, present=record is not None)
+                    if record is None:
+                        expired.setdefault(shard, []).append(member)
+                    elif _matches(record, query):
+                        items.append(record)
+                for shard, members in expired.items():
+                    await self.redis.zrem(self._index(query.user_id, shard), *members)
+                if len(rows) <= chunk and not rows.more:
+                    return Page(items, None)
+        except RedisError as error:
+            raise StoreUnavailable(f"Redis unreachable: {error}") from error
+        return Page(items, position.encode())
+
+    def _index(self, user_id: str | None, shard: int) -> str:
+        if user_id is None:
+            return self.keys.index(shard)
+        return self.keys.user_index(user_id, shard)
+
+    async def _rows_after(self, user_id: str | None, position: _Position, count: int) -> _Rows:
+        """Up to ``count`` index entries of each shard after ``position``, merged in order."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard in self.keys.shards:
+                top, skip = position.start_in(shard)
+                pipe.zrange(
+                    self._index(user_id, shard),
+                    top,
                     "-inf",
                     desc=True,
                     byscore=True,
                     offset=skip,
-                    num=chunk,
+                    num=count,
                     withscores=True,
                 )
-                if not rows:
-                    return Page(items, None)
-                records = await self._records([member.decode() for member, _ in rows])
-                expired = []
-                for (member, row_score), record in zip(rows, records, strict=True):
-                    scanned += 1
-                    row_score_int = int(row_score)
-                    skip = skip + 1 if str(row_score_int) == str(score) else 1
-                    score = str(row_score_int)
-                    if record is None:
-                        expired.append(member)
-                    elif _matches(record, query):
-                        items.append(record)
-                if expired:
-                    await self.redis.zrem(index, *expired)
-                if len(rows) < chunk:
-                    return Page(items, None)
-        except RedisError as error:
-            raise StoreUnavailable(f"Redis unreachable: {error}") from error
-        return Page(items, _encode_cursor(score, skip))
+            replies: list[Any] = await pipe.execute()
+        merged = _Rows()
+        for shard, rows in enumerate(replies):
+            merged.more = merged.more or len(rows) == count
+            merged.extend((int(score), shard, member.decode()) for member, score in rows)
+        # Stable: within a rank and shard, the index's own order is kept.
+        merged.sort(key=lambda row: (-row[0], row[1]))
+        return merged
 
     async def _records(self, operation_ids: list[str]) -> list[OperationRecord | None]:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -290,19 +355,67 @@ def _matches(record: OperationRecord, query: ListQuery) -> bool:
     return query.name is None or record.name == query.name
 
 
-def _encode_cursor(score: str, skip: int) -> str:
-    return base64.urlsafe_b64encode(f"{score}:{skip}".encode()).decode().rstrip("=")
+class _Rows(list[tuple[int, int, str]]):
+    """Index entries as (rank, shard, operation id); ``more`` when some shard may hold more."""
+
+    more: bool = False
 
 
-def _decode_cursor(cursor: str | None) -> tuple[str, int]:
+@dataclass(frozen=True)
+class _Position:
+    """Where a listing stopped: after ``skip`` entries of rank ``rank`` in shard ``shard``
+    (and after everything ranked higher, or ranked the same in a lower shard)."""
+
+    rank: int | None = None  # None: before the newest entry
+    shard: int = 0
+    skip: int = 0
+
+    def start_in(self, shard: int) -> tuple[str, int]:
+        """The highest rank to read in ``shard`` (a ``(`` makes it exclusive), and how many
+        entries to skip there."""
+        if self.rank is None:
+            return "+inf", 0
+        if shard < self.shard:
+            return f"({self.rank}", 0
+        return str(self.rank), self.skip if shard == self.shard else 0
+
+    def after(self, rank: int, shard: int, present: bool) -> _Position:
+        """The position after one more entry. An entry about to be pruned is not counted:
+        it will not be there to skip next time."""
+        step = 1 if present else 0
+        if rank == self.rank and shard == self.shard:
+            return _Position(rank, shard, self.skip + step)
+        return _Position(rank, shard, step)
+
+    def encode(self) -> str:
+        text = f"{self.rank}:{self.shard}:{self.skip}"
+        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str | None) -> _Position:
     if not cursor:
-        return "+inf", 0
+        return _Position()
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        score, skip = base64.urlsafe_b64decode(padded).decode().split(":")
-        return str(int(score)), int(skip)
+        rank, shard, skip = base64.urlsafe_b64decode(padded).decode().split(":")
+        position = _Position(int(rank), int(shard), int(skip))
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidCursor(cursor) from None
+    if position.shard < 0 or position.skip < 0:
+        raise InvalidCursor(cursor)
+    return position
+
+
+class LayoutMismatch(StoreError):
+    code = "layout_mismatch"
+
+    def __init__(self, recorded: int, configured: int) -> None:
+        super().__init__(
+            f"the data in Redis was written with {recorded} shard(s) but OPERATIONS_REDIS_SHARDS"
+            f" is {configured}; set it back to {recorded} (the shard count cannot change while"
+            " operations are stored)"
+        )
+        self.recorded, self.configured = recorded, configured
 
 
 class InvalidCursor(StoreError):

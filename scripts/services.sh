@@ -2,10 +2,13 @@
 # Local Redis and RabbitMQ on loopback, for development and tests.
 #
 #   scripts/services.sh start|stop|status|restart-rabbitmq|restart-redis|install
+#   scripts/services.sh start-cluster|stop-cluster
 #
 # Installs the Debian packages redis-server and rabbitmq-server when they are missing, keeps all
 # data and logs under $OPERATIONS_RUN_DIR (default .run/dev) and stops only what it started.
 # Ports: $OPERATIONS_AMQP_PORT (default 5672) and $OPERATIONS_REDIS_PORT (default 6379).
+# start-cluster also starts a 3-node Redis Cluster (three primaries, no replicas) on ports
+# $OPERATIONS_REDIS_CLUSTER_PORT (default $OPERATIONS_REDIS_PORT + 100) and the two after it.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -114,14 +117,70 @@ stop_redis() {
   fi
 }
 
+cluster_base=${OPERATIONS_REDIS_CLUSTER_PORT:-$((redis_port + 100))}
+cluster_ports() { echo "$cluster_base" $((cluster_base + 1)) $((cluster_base + 2)); }
+
+start_cluster() {
+  local port dir
+  for port in $(cluster_ports); do
+    dir="$run_dir/redis-cluster/$port"
+    mkdir -p "$dir"
+    if [ -f "$dir/redis.pid" ] && kill -0 "$(cat "$dir/redis.pid")" 2>/dev/null; then continue; fi
+    if port_busy "$port"; then
+      say "port $port is taken by another process; set OPERATIONS_REDIS_CLUSTER_PORT"; return 1
+    fi
+    redis-server --bind 127.0.0.1 --port "$port" --daemonize yes --cluster-enabled yes \
+      --cluster-config-file "$dir/nodes.conf" --cluster-node-timeout 5000 \
+      --pidfile "$dir/redis.pid" --dir "$dir" --logfile "$dir/redis.log" \
+      --appendonly no --save "" >/dev/null
+    for _ in $(seq 1 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  done
+  if ! redis-cli -p "$cluster_base" cluster info | grep -q '^cluster_state:ok'; then
+    if [ "$(redis-cli -p "$cluster_base" cluster info | sed -n 's/^cluster_known_nodes:\([0-9]*\).*/\1/p')" = 1 ]; then
+      local nodes=(); for port in $(cluster_ports); do nodes+=("127.0.0.1:$port"); done
+      redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >/dev/null
+    fi
+    for _ in $(seq 1 150); do
+      local ok=1
+      for port in $(cluster_ports); do
+        redis-cli -p "$port" cluster info | grep -q '^cluster_state:ok' || ok=0
+      done
+      [ "$ok" = 1 ] && break
+      sleep 0.2
+    done
+  fi
+  for port in $(cluster_ports); do
+    if ! redis-cli -p "$port" cluster info | grep -q '^cluster_state:ok'; then
+      say "redis cluster did not form; see $run_dir/redis-cluster"; return 1
+    fi
+  done
+  say "redis cluster up on 127.0.0.1:$(cluster_ports | tr ' ' ',')"
+}
+
+stop_cluster() {
+  local port pid_file pid
+  for port in $(cluster_ports); do
+    pid_file="$run_dir/redis-cluster/$port/redis.pid"
+    if [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null; then
+      pid=$(cat "$pid_file")
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      say "redis cluster node $port stopped"
+    fi
+  done
+}
+
 case "${1:-}" in
   install) install ;;
   start) install; start_redis; start_rabbit ;;
-  stop) stop_rabbit; stop_redis ;;
+  stop) stop_rabbit; stop_redis; stop_cluster ;;
+  start-cluster) install; start_cluster ;;
+  stop-cluster) stop_cluster ;;
   status)
     redis_running && say "redis running" || say "redis stopped"
     rabbit_running && say "rabbitmq running" || say "rabbitmq stopped" ;;
   restart-rabbitmq) stop_rabbit; start_rabbit ;;
   restart-redis) stop_redis; start_redis ;;
-  *) echo "usage: $0 start|stop|status|restart-rabbitmq|restart-redis|install" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|restart-rabbitmq|restart-redis|start-cluster|stop-cluster|install" >&2
+     exit 2 ;;
 esac

@@ -379,7 +379,7 @@ async def test_nothing_is_lost_or_regressed_under_faults(
             letters = set()
             while (message := await dlq.get(no_ack=True, fail=False)) is not None:
                 letters.add(message.message_id)
-        applied = await redis_client.xlen(keys.changes)
+        applied = await redis_client.xlen(keys.changes(0))
         duplicates = len(plan.messages) - len({m[2] for m in plan.messages})
         print(
             f"\nfault suite: published {published} plain messages and {len(orders)} orders; "

@@ -239,7 +239,7 @@ async def test_a_cursor_that_is_too_old_is_not_recovered(
     for _ in range(3):
         await publisher.publish("create_order", uid(), user=user)
     await live.wait_for(lambda c: len(c.records()) == 4, "four events")
-    await redis_client.xtrim(Keys(settings.key_prefix).changes, maxlen=1, approximate=False)
+    await redis_client.xtrim(Keys(settings.key_prefix).changes(0), maxlen=1, approximate=False)
 
     for since in (old, "garbage", "99999999999999-0"):
         again = clients()

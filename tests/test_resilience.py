@@ -84,7 +84,7 @@ async def test_two_instances_racing_never_regress(
             counted = running.service.metrics.messages
             assert counted.value(kind="command", outcome="applied") > 0, "an instance sat idle"
 
-    entries = await redis_client.xrange(keys.changes)
+    entries = await redis_client.xrange(keys.changes(0))
     by_op = _records_by_op(entries)
     assert set(by_op) == set(operations)
     for op, changes in by_op.items():
@@ -157,7 +157,7 @@ async def test_a_rabbitmq_restart_mid_stream_loses_no_message(
 
         await eventually(all_completed, "every operation to complete after the restart", 60)
         assert running.service.metrics.reconnects.value(dependency="rabbitmq") >= 1
-    entries = await redis_client.xrange(keys.changes)
+    entries = await redis_client.xrange(keys.changes(0))
     for changes in _records_by_op(entries).values():
         assert_never_regressed(changes)
 

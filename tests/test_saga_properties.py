@@ -114,7 +114,11 @@ async def deliver_all(
 async def records_for(store: SagaStore, saga_id: str) -> int:
     if isinstance(store, RedisSagaStore):
         keys = await store.redis.keys(store.saga_key(f"order_making:{saga_id}"))
-        everything = [k for k in await store.redis.keys(f"{store.prefix}:saga:*") if b"}:" not in k]
+        everything = [
+            k
+            for k in await store.redis.keys(f"{store.prefix}:{{*}}:saga:*")
+            if not k.endswith((b":outbox", b":lease"))
+        ]
         assert everything == keys
         return len(keys)
     assert isinstance(store, MemorySagaStore)

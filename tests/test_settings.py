@@ -230,6 +230,7 @@ def test_bad_key_prefix(value: str) -> None:
         ("OPERATIONS_BATCH_SIZE", "0"),
         ("OPERATIONS_MAX_MESSAGE_BYTES", "63"),
         ("OPERATIONS_STREAM_MAX_LENGTH", "99"),
+        ("OPERATIONS_REDIS_SHARDS", "0"),
     ],
 )
 def test_integers_below_their_minimum(variable: str, value: str) -> None:
@@ -253,3 +254,27 @@ def test_bad_url_does_not_show_its_password(variable: str, value: str) -> None:
     """A URL carries credentials; like the JWT secret, they must not reach the logs."""
     error = bad(variable, value)
     assert "hunter2-password" not in str(error)
+
+
+def test_shards_default_to_one_and_to_sixteen_on_a_cluster() -> None:
+    assert Settings.from_env({}).redis_shards == 1
+    assert not Settings.from_env({}).redis_cluster
+    cluster = Settings.from_env({"OPERATIONS_REDIS_CLUSTER": "true"})
+    assert cluster.redis_cluster and cluster.redis_shards == 16
+    chosen = {"OPERATIONS_REDIS_CLUSTER": "yes", "OPERATIONS_REDIS_SHARDS": "48"}
+    assert Settings.from_env(chosen).redis_shards == 48
+    assert Settings.from_env({"OPERATIONS_REDIS_SHARDS": "3"}).redis_shards == 3
+
+
+@pytest.mark.parametrize("value", ["1025", "-2", "many", "2.5"])
+def test_bad_shard_count(value: str) -> None:
+    error = bad("OPERATIONS_REDIS_SHARDS", value)
+    assert "OPERATIONS_REDIS_SHARDS" in str(error)
+
+
+def test_a_cluster_is_not_reached_over_a_unix_socket() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(
+            {"OPERATIONS_REDIS_CLUSTER": "true", "OPERATIONS_REDIS_URL": "unix:///run/redis.sock"}
+        )
+    assert caught.value.variable == "OPERATIONS_REDIS_CLUSTER"

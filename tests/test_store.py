@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 import redis.asyncio as aioredis
 
 from operations.envelope import Envelope
 from operations.records import Change, Outcome
+from operations.shards import Shards
 from operations.states import MessageKind, State
 from operations.store import Keys, ListQuery, RedisStore
 from tests.support import new_id
@@ -146,7 +148,12 @@ async def test_every_key_expires_after_the_last_update(
     op = new_id()
     await apply_one(short, envelope(op, State.PENDING, message_id="m-1"))
     keys = store.keys
-    for key in (keys.record(op), keys.history(op), keys.seen(op), keys.user_index(USER)):
+    for key in (
+        keys.record(op),
+        keys.history(op),
+        keys.seen(op),
+        keys.user_index(USER, keys.shard(op)),
+    ):
         assert 0 < await redis_client.pttl(key) <= 1_000
     await asyncio.sleep(1.2)
     assert await short.get(op) is None
@@ -171,7 +178,7 @@ async def test_stale_and_duplicate_leave_the_stream_alone(
     await apply_one(store, envelope(op, State.COMPLETED, "order_created", message_id="x"))
     await apply_one(store, envelope(op, State.COMPLETED, "order_created", message_id="x"))
     await apply_one(store, envelope(op, State.PENDING))
-    assert await redis_client.xlen(store.keys.changes) == 1
+    assert await redis_client.xlen(store.keys.changes(0)) == 1
 
 
 async def test_listing_is_newest_first_with_filters_and_a_cursor(store: RedisStore) -> None:
@@ -200,6 +207,49 @@ async def test_listing_is_newest_first_with_filters_and_a_cursor(store: RedisSto
     assert {r.id for r in named.items} == {ops[0], ops[3], ops[6]}
     everyone = await store.page(ListQuery(user_id=None))
     assert everyone.items[0].id == other and len(everyone.items) == 8
+
+
+async def _pages(store: RedisStore, query: ListQuery) -> list[str]:
+    seen: list[str] = []
+    while True:
+        page = await store.page(query)
+        assert len(page.items) <= query.limit
+        seen.extend(record.id for record in page.items)
+        if page.next is None:
+            return seen
+        query = replace(query, cursor=page.next)
+
+
+async def test_listing_merges_the_shards_in_one_total_order(
+    redis_client: aioredis.Redis,
+) -> None:
+    store = RedisStore(redis_client, ttl_seconds=60, keys=Keys("t5", Shards(5)))
+    ops = [new_id() for _ in range(41)]
+    for start in range(0, len(ops), 8):  # batches: many changes share a millisecond
+        changes = await store.apply([envelope(op, State.PENDING) for op in ops[start : start + 8]])
+        assert all(isinstance(c, Change) and c.outcome is Outcome.APPLIED for c in changes)
+    assert len({store.keys.shard(op) for op in ops}) == 5
+
+    # The expected order, from what Redis holds: rank descending, then shard, then the index's
+    # own order for equal ranks (member descending).
+    ranks = {op: int(await redis_client.hget(store.keys.record(op), "rank")) for op in ops}
+    expected = sorted(ops, reverse=True)
+    expected.sort(key=lambda op: (-ranks[op], store.keys.shard(op)))
+    assert len(set(ranks.values())) < len(ops), "some ranks are equal across shards"
+    for limit in (1, 3, 7, 50):
+        assert await _pages(store, ListQuery(user_id=USER, limit=limit)) == expected
+        assert await _pages(store, ListQuery(user_id=None, limit=limit)) == expected
+
+    # Expired records are skipped and pruned from their shard's index; nothing else is lost.
+    gone = set(expected[2:30:3])
+    for op in gone:
+        await redis_client.delete(store.keys.record(op))
+    left = [op for op in expected if op not in gone]
+    assert await _pages(store, ListQuery(user_id=USER, limit=4)) == left
+    assert await _pages(store, ListQuery(user_id=USER, limit=4)) == left
+    for op in gone:
+        index = store.keys.user_index(USER, store.keys.shard(op))
+        assert await redis_client.zscore(index, op) is None
 
 
 async def test_the_owner_is_filled_in_by_a_later_message(store: RedisStore) -> None:

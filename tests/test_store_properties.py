@@ -195,7 +195,7 @@ async def run(redis_url: str, scenario: Scenario) -> Observed:
                 changes.append(reply)
         records = [await store.get(op) for op in operation_ids]
         histories = [await store.history(op) for op in operation_ids]
-        entries: Any = await client.xrange(store.keys.changes)
+        entries: Any = await client.xrange(store.keys.changes(0))
         stream = [
             (entry_id.decode(), {key.decode(): value.decode() for key, value in fields.items()})
             for entry_id, fields in entries

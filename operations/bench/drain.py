@@ -166,7 +166,7 @@ async def service(
     finally:
         await consumer.stop()
         await store.close()
-    indexed = await redis.zcard(store.keys.index)
+    indexed = sum([await redis.zcard(store.keys.index(shard)) for shard in store.keys.shards])
     if indexed != count:
         raise RuntimeError(f"expected {count} operations in Redis, found {indexed}")
     assert pipeline.first is not None

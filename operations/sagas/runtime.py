@@ -15,6 +15,7 @@ from ..errors import CatalogueError
 from ..metrics import Registry
 from ..publisher import AmqpPublisher
 from ..settings import Settings
+from ..shards import Shards
 from .coordinator import Coordinator
 from .deadlines import DeadlineWatcher
 from .inbox import SagaInbox
@@ -34,7 +35,7 @@ class SagaRuntime:
     ) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.store = RedisSagaStore(redis, settings.key_prefix)
+        self.store = RedisSagaStore(redis, settings.key_prefix, Shards(settings.redis_shards))
         self.connection: AbstractRobustConnection | None = None
         self.publisher: AmqpPublisher | None = None
         self._sagas: list[type[Saga[Any]]] = [OrderMakingSaga]

@@ -1,13 +1,16 @@
 """Where sagas live: Redis for real, memory for tests; both pass the same contract tests.
 
-Redis keys (``P`` is ``OPERATIONS_KEY_PREFIX``; each saga's keys share a Cluster hash tag):
+Redis keys (``P`` is ``OPERATIONS_KEY_PREFIX``; ``S`` is the saga's shard, from ``NAME:ID``, see
+:mod:`operations.shards`; ``{S}`` is a Redis Cluster hash tag, so each script touches one slot):
 
-    P:saga:{NAME:ID}           hash   version, doc (the SagaRecord as JSON)
-    P:saga:{NAME:ID}:outbox    list   messages committed but not yet confirmed by the broker
-    P:saga-outbox              zset   sagas with a non-empty outbox, scored by first commit time
-    P:saga-deadlines           zset   running sagas with a deadline, scored by the deadline
-    P:saga-index               zset   every saga, scored by its last commit time
-    P:saga:{NAME:ID}:outbox:lease  string  who is sending that outbox now (expires by itself)
+    P:{S}:saga:NAME:ID                hash    version, doc (the SagaRecord as JSON)
+    P:{S}:saga:NAME:ID:outbox         list    messages committed but not yet confirmed
+    P:{S}:saga:NAME:ID:outbox:lease   string  who is sending that outbox now (expires by itself)
+    P:{S}:saga-outbox                 zset    the shard's sagas with a non-empty outbox, scored by
+                                              first commit time
+    P:{S}:saga-deadlines              zset    the shard's running sagas with a deadline, scored by
+                                              the deadline
+    P:{S}:saga-index                  zset    the shard's sagas, scored by last commit time
 
 A commit is one Lua script: it checks the version read, writes the new state and appends the
 outbox in one step. A finished saga's hash expires after the configured time.
@@ -25,6 +28,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
 from ..errors import StoreUnavailable
+from ..shards import Shards
 from .records import OutboxEntry, SagaRecord
 
 _LUA = resources.files("operations") / "lua"
@@ -189,41 +193,52 @@ class MemorySagaStore:
 
 
 class RedisSagaStore:
-    def __init__(self, client: aioredis.Redis, prefix: str = "operations") -> None:
+    def __init__(
+        self, client: aioredis.Redis, prefix: str = "operations", shards: Shards | None = None
+    ) -> None:
         self.redis = client
         self.prefix = prefix
+        self.shards = shards or Shards()
         self._commit = client.register_script(COMMIT_SCRIPT)
         self._ack = client.register_script(ACK_SCRIPT)
         self._release = client.register_script(_RELEASE_SCRIPT)
 
+    def _tag(self, member: str) -> str:
+        return self.shards.tag(self.prefix, self.shards.of(member))
+
     def saga_key(self, member: str) -> str:
-        return f"{self.prefix}:saga:{{{member}}}"
+        return f"{self._tag(member)}:saga:{member}"
 
     def outbox_key(self, member: str) -> str:
-        return f"{self.prefix}:saga:{{{member}}}:outbox"
+        return f"{self.saga_key(member)}:outbox"
 
-    @property
-    def outbox_index(self) -> str:
-        return f"{self.prefix}:saga-outbox"
+    def outbox_index(self, shard: int) -> str:
+        return f"{self.shards.tag(self.prefix, shard)}:saga-outbox"
 
-    @property
-    def deadlines(self) -> str:
-        return f"{self.prefix}:saga-deadlines"
+    def deadlines(self, shard: int) -> str:
+        return f"{self.shards.tag(self.prefix, shard)}:saga-deadlines"
 
-    @property
-    def index(self) -> str:
-        return f"{self.prefix}:saga-index"
+    def index(self, shard: int) -> str:
+        return f"{self.shards.tag(self.prefix, shard)}:saga-index"
 
     async def recent(self, limit: int = 100) -> list[SagaRecord]:
+        """The sagas committed last, newest first, over every shard."""
         try:
-            members: Any = await self.redis.zrange(self.index, 0, limit - 1, desc=True)
+            newest: list[tuple[float, int, bytes]] = []
+            for shard in self.shards:
+                rows: Any = await self.redis.zrange(
+                    self.index(shard), 0, limit - 1, desc=True, withscores=True
+                )
+                newest.extend((score, shard, member) for member, score in rows)
+            newest.sort(key=lambda row: -row[0])
+            newest = newest[:limit]
             async with self.redis.pipeline(transaction=False) as pipe:
-                for member in members:
+                for _, _, member in newest:
                     pipe.hget(self.saga_key(member.decode()), "doc")
                 documents: list[Any] = await pipe.execute()
-            expired = [m for m, doc in zip(members, documents, strict=True) if doc is None]
-            if expired:
-                await self.redis.zrem(self.index, *expired)
+            for (_, shard, member), document in zip(newest, documents, strict=True):
+                if document is None:
+                    await self.redis.zrem(self.index(shard), member)
         except (RedisError, OSError) as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
         return [SagaRecord.from_json(orjson.loads(doc)) for doc in documents if doc is not None]
@@ -248,6 +263,7 @@ class RedisSagaStore:
         finished_ttl_seconds: int,
     ) -> bool:
         member = record.key
+        shard = self.shards.of(member)
         arguments: list[Any] = [
             expected_version,
             orjson.dumps(record.to_json()).decode(),
@@ -261,9 +277,9 @@ class RedisSagaStore:
         keys = [
             self.saga_key(member),
             self.outbox_key(member),
-            self.outbox_index,
-            self.deadlines,
-            self.index,
+            self.outbox_index(shard),
+            self.deadlines(shard),
+            self.index(shard),
         ]
         try:
             version = await self._commit(keys=keys, args=arguments)
@@ -274,22 +290,30 @@ class RedisSagaStore:
         return int(version) > 0
 
     async def pending(self, older_than: float, limit: int = 100) -> list[Pending]:
+        found: list[Pending] = []
         try:
-            members: Any = await self.redis.zrange(
-                self.outbox_index, "-inf", older_than, byscore=True, offset=0, num=limit
-            )
-            found = []
-            for raw_member in members:
-                member = raw_member.decode()
-                stored: Any = await self.redis.lrange(self.outbox_key(member), 0, -1)
-                saga, saga_id = _split(member)
-                entries = [
-                    (raw.decode(), OutboxEntry.from_json(orjson.loads(raw))) for raw in stored
-                ]
-                if not entries:
-                    await self.redis.zrem(self.outbox_index, member)
-                    continue
-                found.append(Pending(saga, saga_id, entries))
+            for shard in self.shards:
+                if len(found) >= limit:
+                    break
+                members: Any = await self.redis.zrange(
+                    self.outbox_index(shard),
+                    "-inf",
+                    older_than,
+                    byscore=True,
+                    offset=0,
+                    num=limit - len(found),
+                )
+                for raw_member in members:
+                    member = raw_member.decode()
+                    stored: Any = await self.redis.lrange(self.outbox_key(member), 0, -1)
+                    saga, saga_id = _split(member)
+                    entries = [
+                        (raw.decode(), OutboxEntry.from_json(orjson.loads(raw))) for raw in stored
+                    ]
+                    if not entries:
+                        await self.redis.zrem(self.outbox_index(shard), member)
+                        continue
+                    found.append(Pending(saga, saga_id, entries))
         except (RedisError, OSError) as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
         return found
@@ -324,16 +348,27 @@ class RedisSagaStore:
         member = _member(saga, saga_id)
         try:
             await self._ack(
-                keys=[self.outbox_key(member), self.outbox_index], args=[member, *stored]
+                keys=[self.outbox_key(member), self.outbox_index(self.shards.of(member))],
+                args=[member, *stored],
             )
         except (RedisError, OSError) as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
 
     async def due(self, now: float, limit: int = 100) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
         try:
-            members: Any = await self.redis.zrange(
-                self.deadlines, "-inf", now, byscore=True, offset=0, num=limit
-            )
+            for shard in self.shards:
+                if len(found) >= limit:
+                    break
+                members: Any = await self.redis.zrange(
+                    self.deadlines(shard),
+                    "-inf",
+                    now,
+                    byscore=True,
+                    offset=0,
+                    num=limit - len(found),
+                )
+                found.extend(_split(member.decode()) for member in members)
         except (RedisError, OSError) as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
-        return [_split(member.decode()) for member in members]
+        return found

@@ -1,0 +1,288 @@
+"""Redis Cluster: every script names keys of one slot, and the whole service (tracking, listing,
+live push with recovery, fan-out between two processes, sagas) runs on a real 3-node cluster
+started by ``scripts/services.sh start-cluster``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
+
+from operations.demo import DemoServices
+from operations.redis_client import open_redis
+from operations.sagas import RedisSagaStore, SagaStatus
+from operations.settings import Settings
+from operations.shards import Shards
+from operations.store import Keys
+from tests.live import LiveClient
+from tests.support import Publisher, eventually, new_id, start_service
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture(scope="session")
+def cluster_url(servers: tuple[str, str]) -> Iterator[str]:
+    """A node of the 3-node test cluster, started next to the suite's Redis."""
+    given = os.environ.get("OPERATIONS_TEST_REDIS_CLUSTER_URL")
+    if given:
+        yield given
+        return
+    base = int(os.environ.get("OPERATIONS_REDIS_PORT", "6379")) + 100
+    env = {**os.environ, "OPERATIONS_REDIS_CLUSTER_PORT": str(base)}
+    subprocess.run([str(ROOT / "scripts" / "services.sh"), "start-cluster"], env=env, check=True)
+    yield f"redis://127.0.0.1:{base}/0"
+
+
+@pytest.fixture
+async def cluster(cluster_url: str) -> AsyncIterator[RedisCluster]:
+    client = cast(RedisCluster, open_redis(cluster_url, cluster=True))
+    await client.initialize()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def cluster_settings(settings: Settings, cluster_url: str) -> Settings:
+    return replace(settings, redis_url=cluster_url, redis_cluster=True)
+
+
+def test_every_script_names_keys_of_one_slot() -> None:
+    shards = Shards(16)
+    keys = Keys("operations", shards)
+    sagas = RedisSagaStore(aioredis.Redis(), "operations", shards)
+    chance = random.Random(7)
+    used = set()
+    for _ in range(500):
+        op, user = str(uuid.UUID(int=chance.getrandbits(128))), f"user-{chance.randrange(50)}"
+        shard = keys.shard(op)
+        used.add(shard)
+        apply_keys = [
+            keys.record(op),
+            keys.history(op),
+            keys.seen(op),
+            keys.user_index(user, shard),
+            keys.index(shard),
+            keys.changes(shard),
+        ]
+        assert len({key_slot(key.encode()) for key in apply_keys}) == 1, apply_keys
+        member = f"order_making:{op}"
+        saga_shard = shards.of(member)
+        saga_keys = [
+            sagas.saga_key(member),
+            sagas.outbox_key(member),
+            f"{sagas.outbox_key(member)}:lease",
+            sagas.outbox_index(saga_shard),
+            sagas.deadlines(saga_shard),
+            sagas.index(saga_shard),
+        ]
+        assert len({key_slot(key.encode()) for key in saga_keys}) == 1, saga_keys
+    assert used == set(range(16)), "operations spread over every shard"
+    assert len({key_slot(keys.changes(shard).encode()) for shard in shards}) == 16
+
+
+async def _final_states(
+    publisher: Publisher, users: list[str], count: int, chance: random.Random
+) -> dict[str, tuple[str, str]]:
+    """Publishes ``count`` operations' messages (some terminal events before their command, some
+    duplicated) and returns each operation's owner and final state."""
+    finals: dict[str, tuple[str, str]] = {}
+    for index in range(count):
+        op, user = new_id(), users[index % len(users)]
+        command_id = new_id()
+        terminal, state = chance.choice(
+            [
+                ("customer_state_changed", "completed"),
+                ("change_customer_state_rejected", "rejected"),
+            ]
+        )
+        order = [("change_customer_state", command_id), (terminal, new_id())]
+        if index % 5 == 0:
+            order.reverse()  # the outcome before its command
+        if index % 7 == 0:
+            order.append(order[0])  # a duplicate delivery
+        for message, message_id in order:
+            await publisher.publish(message, op, user=user, message_id=message_id)
+        finals[str(uuid.UUID(op))] = (user, state)  # as the service writes GUIDs
+    return finals
+
+
+async def test_the_service_runs_on_a_redis_cluster(
+    cluster_settings: Settings, cluster: RedisCluster, amqp: Any, publisher: Publisher, token: Any
+) -> None:
+    assert cluster_settings.redis_shards == 16
+    users = [str(uuid.uuid4()) for _ in range(3)]
+    chance = random.Random(2026)
+    async with (
+        start_service(cluster_settings) as first,
+        start_service(cluster_settings) as second,
+    ):
+        # An admin on the second process sees what either process consumes.
+        admin = LiveClient(second.url)
+        await admin.connect({"token": token("ops", "admin")})
+        owner = LiveClient(first.url)
+        await owner.connect({"token": token(users[0])})
+        try:
+            finals = await _final_states(publisher, users, 60, chance)
+            for op, (_, state) in finals.items():
+                await admin.wait_for_state(op, state, timeout=30)
+            mine = {op for op, (user, _) in finals.items() if user == users[0]}
+            for op in mine:
+                await owner.wait_for_state(op, finals[op][1])
+            assert {r["id"] for r in owner.records()} == mine, "no other user's operations"
+            for records in (admin.records(op) for op in finals):
+                versions = [r["version"] for r in records]
+                assert versions == sorted(set(versions)), versions
+
+            versions: dict[str, int] = {}
+            async with httpx.AsyncClient(base_url=first.url, timeout=30) as http:
+                for op, (user, state) in finals.items():
+                    read = await http.get(
+                        f"/operations/{op}", headers={"Authorization": f"Bearer {token(user)}"}
+                    )
+                    assert read.status_code == 200 and read.json()["state"] == state
+                    versions[op] = read.json()["version"]
+                listed = await _list_all(http, token(users[0]), limit=4)
+                assert sorted(r["id"] for r in listed) == sorted(mine), "each once, all of them"
+                created = [r["createdAt"] for r in listed]
+                assert created == sorted(created, reverse=True), "newest first across shards"
+                everyone = await _list_all(http, token("ops", "admin"), limit=9)
+                assert sorted(r["id"] for r in everyone) == sorted(finals)
+                created = [r["createdAt"] for r in everyone]
+                assert created == sorted(created, reverse=True), "newest first across shards"
+
+            # Recovery: the owner drops, misses changes, and comes back with its last cursor.
+            cursor = owner.records()[-1]["cursor"]
+            assert len(cursor.split(",")) == 16, "one stream position per shard"
+            await owner.close()
+            missed = await _final_states(publisher, [users[0]], 12, chance)
+            for op, (_, state) in missed.items():
+                await admin.wait_for_state(op, state, timeout=30)
+            back = LiveClient(first.url)
+            await back.connect({"token": token(users[0]), "since": cursor})
+            try:
+                await back.wait_for(lambda c: bool(c.events("operations_sync")), "the sync")
+                sync = back.events("operations_sync")[0]
+                assert sync["recovered"] is True
+                assert {r["id"]: r["state"] for r in sync["operations"]} == {
+                    op: state for op, (_, state) in missed.items()
+                }
+                versions.update({r["id"]: r["version"] for r in sync["operations"]})
+            finally:
+                await back.close()
+        finally:
+            await admin.close()
+            await owner.close()
+
+    streams = Keys(cluster_settings.key_prefix, Shards(16)).streams
+    nodes = {cluster.get_node_from_key(stream).name for stream in streams}
+    assert len(nodes) == 3, "the shards' streams live on every node"
+    applied = sum([await cluster.xlen(stream) for stream in streams])
+    # One stream entry per applied change, which is what versions count: duplicates and stale
+    # commands (an outcome applied before its command) add none.
+    assert applied == sum(versions.values())
+
+
+async def _list_all(http: httpx.AsyncClient, bearer: str, limit: int) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        params: dict[str, Any] = {"limit": limit}
+        if cursor:
+            params["cursor"] = cursor
+        page = await http.get(
+            "/operations", params=params, headers={"Authorization": f"Bearer {bearer}"}
+        )
+        assert page.status_code == 200, page.text
+        body = page.json()
+        assert len(body["items"]) <= limit
+        found.extend(body["items"])
+        cursor = body["next"]
+        if cursor is None:
+            return found
+
+
+async def test_order_making_runs_on_a_redis_cluster(
+    cluster_settings: Settings, cluster: RedisCluster, amqp: Any, token: Any
+) -> None:
+    user = str(uuid.uuid4())
+    async with (
+        start_service(cluster_settings) as service,
+        DemoServices(cluster_settings.amqp_url, latency_ms=2),
+    ):
+        live = LiveClient(service.url)
+        await live.connect({"token": token(user)})
+        try:
+            async with httpx.AsyncClient(base_url=service.url, timeout=30) as http:
+                operations = []
+                for parcels in (1, 2, 3):
+                    response = await http.post(
+                        "/orders",
+                        json={
+                            "customerId": user,
+                            "parcelIds": [str(uuid.uuid4()) for _ in range(parcels)],
+                        },
+                        headers={"Authorization": f"Bearer {token(user)}"},
+                    )
+                    assert response.status_code == 202, response.text
+                    operations.append(response.json()["operationId"])
+            for operation in operations:
+                await live.wait_for_state(operation, "completed", timeout=60)
+        finally:
+            await live.close()
+        store = service.service.sagas
+        assert store is not None
+
+        async def finished() -> bool:
+            recent = await store.store.recent(10)
+            done = {r.id for r in recent if r.status is SagaStatus.COMPLETED}
+            return set(operations) <= done
+
+        await eventually(finished, "the sagas to be listed as completed")
+
+
+async def test_a_changed_shard_count_refuses_to_consume(
+    settings: Settings, redis_client: aioredis.Redis, amqp: Any, publisher: Publisher, token: Any
+) -> None:
+    first_layout = replace(settings, redis_shards_count=4)
+    async with start_service(first_layout) as running:
+        op = new_id()
+        await publisher.publish("change_customer_state", op, user="u1")
+        async with httpx.AsyncClient(base_url=running.url) as http:
+
+            async def stored() -> bool:
+                read = await http.get(
+                    f"/operations/{op}", headers={"Authorization": f"Bearer {token('u1')}"}
+                )
+                return read.status_code == 200
+
+            await eventually(stored, "the operation")
+    from operations.service import Service
+
+    changed = Service(replace(settings, redis_shards_count=8))
+    transport = httpx.ASGITransport(app=changed.asgi)
+    await changed.start()
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+
+            async def refused() -> bool:
+                response = await http.get("/ready")
+                return response.status_code == 503 and response.json()["checks"]["redis"] is False
+
+            await eventually(refused, "/ready to report the layout")
+            await asyncio.sleep(0.3)
+            assert not changed.consumer.ready, "nothing is consumed with the wrong layout"
+    finally:
+        await changed.stop()
