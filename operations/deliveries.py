@@ -149,6 +149,9 @@ class ChannelConsumer:
         async with self._lock:
             if self._stopped:
                 return
+            # Not before the robust channel has restored its qos, queues and bindings: a consumer
+            # registered earlier would have no prefetch limit.
+            await asyncio.wait_for(self.channel.ready(), timeout=self.timeout)
             underlay = await self.channel.get_underlay_channel()
             if underlay is self._underlay and self._tag is not None:
                 return
