@@ -23,8 +23,8 @@ from typing import Any
 
 import aiormq.abc
 from aio_pika.abc import AbstractRobustChannel
+from aiormq import spec
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError
-from pamqp.commands import Basic
 
 log = logging.getLogger("operations.deliveries")
 
@@ -54,7 +54,7 @@ class Delivery:
 
     def __init__(self, message: aiormq.abc.DeliveredMessage) -> None:
         delivery = message.delivery
-        if not isinstance(delivery, Basic.Deliver | Basic.GetOk):
+        if not isinstance(delivery, spec.Basic.Deliver | spec.Basic.GetOk):
             raise TypeError(f"not a delivery: {type(delivery).__name__}")
         properties = message.header.properties
         self.channel: aiormq.abc.AbstractChannel = message.channel
@@ -191,7 +191,7 @@ class ChannelConsumer:
             except (AMQPError, ConnectionError, RuntimeError, TimeoutError) as error:
                 log.warning("consuming %s again failed (%s); retrying", self.queue_name, error)
 
-    def _on_cancel(self, frame: Basic.Cancel) -> None:
+    def _on_cancel(self, frame: spec.Basic.Cancel) -> None:
         """The broker cancelled the consumer (its queue was deleted, for one). Reopen the channel:
         the robust channel declares the queue and its bindings again, then the reopen hook
         consumes again; whatever was in flight on the channel is redelivered."""
