@@ -10,11 +10,15 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
+from typing import Any
 
 import aio_pika
 import httpx
+import pytest
 
 from operations.tokens import TokenVerifier
+from tests.support import new_id
 
 SECRET = "cli-secret-0123456789abcdef"
 
@@ -150,6 +154,8 @@ def test_bench_runs_end_to_end_and_prints_its_json_line_last(servers: tuple[str,
         "service_rate",
         "ratio",
         "ratio_multiack",
+        "service_rate_sio_client",
+        "ratio_sio_client",
         "p50_ms",
         "p99_ms",
         "p50_ms_500",
@@ -159,3 +165,28 @@ def test_bench_runs_end_to_end_and_prints_its_json_line_last(servers: tuple[str,
     ):
         assert isinstance(figures[key], int | float), key
     assert figures["bare_rate"] > 0 and figures["service_rate"] > 0
+    assert figures["service_rate_sio_client"] > 0
+    assert "service (sio client)" in result.stdout
+
+
+async def test_the_bench_probe_is_a_real_socketio_client(
+    service: Any, publisher: Any, token: Any
+) -> None:
+    """The lean client the throughput figure uses: refused without a valid token, then given
+    its user's pushes (and no one else's), decoded from the wire like any Socket.IO client."""
+    from operations.bench.probe import Probe, ProbeRefused
+
+    refused = Probe(service.url)
+    with pytest.raises(ProbeRefused):
+        await refused.connect("not-a-token")
+
+    probe = Probe(service.url)
+    probe.expected = 2
+    await probe.connect(token("probe-user"))
+    first, second = new_id(), new_id()
+    await publisher.publish("change_customer_state", first, user="probe-user")
+    await publisher.publish("change_customer_state", second, user="probe-user")
+    await publisher.publish("change_customer_state", new_id(), user="someone-else")
+    await asyncio.wait_for(probe.complete.wait(), timeout=15)
+    assert set(probe.arrived) == {str(uuid.UUID(first)), str(uuid.UUID(second))}
+    await probe.close()

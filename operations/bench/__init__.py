@@ -57,12 +57,16 @@ async def run(
     push_settings = replace(
         settings, queue=f"{settings.queue}-push", key_prefix=f"{settings.key_prefix}-push"
     )
+    sio_settings = replace(
+        settings, queue=f"{settings.queue}-push-sio", key_prefix=f"{settings.key_prefix}-push-sio"
+    )
     catalogue = Catalogue.load(settings.messages_file)
     queues = {
         name: f"operations-bench-{name}-{run_id}" for name in ("bare", "multiack", "baseline")
     }
     queues["store"] = settings.queue
     queues["push"] = push_settings.queue
+    queues["push-sio"] = sio_settings.queue
     connection = await aio_pika.connect_robust(settings.amqp_url)
     redis = aioredis.Redis.from_url(settings.redis_url)
     try:
@@ -87,6 +91,10 @@ async def run(
         pushed, via_sync = await push.drain_to_client(
             push_settings, connection, redis, messages, _free_port(), publish=False
         )
+        print("... and to python-socketio's own client ...", flush=True)
+        pushed_sio, via_sync_sio = await push.drain_to_client(
+            sio_settings, connection, redis, messages, _free_port(), publish=False, lean=False
+        )
         latencies: dict[int, tuple[float, float]] = {}
         async with push.service_process(push_settings, _free_port()) as process:
             for load in LOADS:
@@ -103,26 +111,33 @@ async def run(
     finally:
         await _delete_queues(
             connection,
-            [*queues.values(), settings.dead_letter_queue, push_settings.dead_letter_queue],
+            [
+                *queues.values(),
+                settings.dead_letter_queue,
+                push_settings.dead_letter_queue,
+                sio_settings.dead_letter_queue,
+            ],
         )
         await drain.delete_keys(redis, f"{settings.key_prefix}:*")
         await drain.delete_keys(redis, f"{push_settings.key_prefix}:*")
+        await drain.delete_keys(redis, f"{sio_settings.key_prefix}:*")
         await redis.aclose()
         await connection.close()
 
-    rows = [bare, multiack, baseline, stored, pushed]
+    rows = [bare, multiack, baseline, stored, pushed, pushed_sio]
     print()
     print(
-        f"{'run':<18} {'messages':>9} {'seconds':>9} {'msg/s':>10}  {'/bare':>6} {'/multi-ack':>10}"
+        f"{'run':<22} {'messages':>9} {'seconds':>9} {'msg/s':>10}  {'/bare':>6} {'/multi-ack':>10}"
     )
     for figure in rows:
         print(
-            f"{figure.name:<18} {figure.messages:>9} {figure.seconds:>9.3f} {figure.rate:>10.0f}"
+            f"{figure.name:<22} {figure.messages:>9} {figure.seconds:>9.3f} {figure.rate:>10.0f}"
             f"  {_ratio(figure, bare):>6.2f} {_ratio(figure, multiack):>10.2f}"
         )
     print(
-        "(service = the full path: broker, envelope, state, Redis, push to one Socket.IO client;"
-        f" {via_sync} of its records reached the client in its sync)"
+        "(service = the full path: broker, envelope, state, Redis, push to one Socket.IO client,"
+        f" a lean one; {via_sync} of its records reached the client in its sync;"
+        f" sio client = the same with python-socketio's AsyncClient, {via_sync_sio} by sync)"
     )
     print()
     print(f"{'offered':>10} {'p50 ms':>8} {'p99 ms':>8}")
@@ -146,6 +161,8 @@ async def run(
         "ratio_multiack": round(_ratio(pushed, multiack), 3),
         "store_ratio": round(_ratio(stored, bare), 3),
         "baseline_ratio": round(_ratio(pushed, baseline), 3),
+        "service_rate_sio_client": round(pushed_sio.rate, 1),
+        "ratio_sio_client": round(_ratio(pushed_sio, bare), 3),
     }
     for load, (p50, p99) in latencies.items():
         figures[f"p50_ms_{load}"] = round(p50, 2)

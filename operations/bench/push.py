@@ -24,6 +24,7 @@ from ..store import Keys
 from ..tokens import mint
 from . import traffic
 from .drain import Figure
+from .probe import Probe
 
 PUSH_EVENTS = ("operation_pending", "operation_completed", "operation_rejected")
 
@@ -130,18 +131,20 @@ async def drain_to_client(
     count: int,
     port: int,
     publish: bool = True,
+    lean: bool = True,
 ) -> tuple[Figure, int]:
     """N pre-published messages through a service process until one client has every push.
 
     The client connects with ``since`` set to the stream's position before the run, so any push
-    it is too late for reaches it in its ``operations_sync``; the figure says how many did."""
+    it is too late for reaches it in its ``operations_sync``; the figure says how many did. The
+    client is the lean :class:`Probe`, or with ``lean=False`` python-socketio's own client."""
     stream = Keys(settings.key_prefix).changes(0)  # the bench runs with one shard
     newest: Any = await redis.xrevrange(stream, count=1)
     since = newest[0][0].decode() if newest else "0-0"
     if publish:
         await traffic.publish(connection, count)
     async with service_process(settings, port) as service:
-        counter = Counter(service.url)
+        counter: Counter | Probe = Probe(service.url) if lean else Counter(service.url)
         counter.expected = count
         await counter.connect(mint(settings.jwt_secret, traffic.ADMIN_USER, ("admin",)), since)
         await asyncio.wait_for(counter.complete.wait(), timeout=600)
@@ -149,7 +152,8 @@ async def drain_to_client(
         await counter.close()
     first: Any = await redis.xrange(stream, min=f"({since}", count=1)
     started = int(first[0][0].decode().split("-")[0]) / 1000
-    return Figure("service", count, finished - started), counter.via_sync
+    name = "service" if lean else "service (sio client)"
+    return Figure(name, count, finished - started), counter.via_sync
 
 
 async def latency(
