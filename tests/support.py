@@ -14,6 +14,7 @@ from typing import Any, Literal, TypeVar
 import aio_pika
 import orjson
 import uvicorn
+from aiormq.exceptions import AMQPError
 
 from operations.catalogue import Catalogue
 from operations.service import Service
@@ -188,3 +189,42 @@ async def dead_letters(
         extra = await dlq.get(no_ack=True, fail=False)
         assert extra is None, f"more dead letters than expected: {extra.headers if extra else ''}"
     return taken
+
+
+class SteadyPublisher:
+    """Publishes with confirms and retries each message until the broker confirms it, across lost
+    connections and a broker restart, so that nothing is lost on the publishing side."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.confirmed = 0
+
+    async def reached(self, count: int) -> bool:
+        return self.confirmed >= count
+
+    async def run(self, messages: list[tuple[str, str, str]], pace: float) -> None:
+        connection = await aio_pika.connect_robust(self.url, reconnect_interval=0.5)
+        try:
+            channel = await connection.channel(publisher_confirms=True)
+            for message, op, message_id in messages:
+                while True:
+                    try:
+                        exchange = await channel.get_exchange("orders")
+                        await exchange.publish(
+                            aio_pika.Message(
+                                b"{}",
+                                correlation_id=op,
+                                message_id=message_id,
+                                headers={"message_context": '{"user":{"id":"u"}}'},
+                                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                            ),
+                            routing_key=message,
+                            timeout=5,
+                        )
+                        self.confirmed += 1
+                        break
+                    except (AMQPError, ConnectionError, TimeoutError, RuntimeError):
+                        await asyncio.sleep(0.2)
+                await asyncio.sleep(pace)
+        finally:
+            await connection.close()

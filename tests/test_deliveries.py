@@ -21,7 +21,6 @@ import aiormq.abc
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from aiormq.exceptions import AMQPError
 
 from operations.catalogue import Catalogue
 from operations.consumer import Consumer
@@ -33,7 +32,7 @@ from operations.pipeline import Pipeline
 from operations.settings import DEFAULT_MESSAGES_FILE, Settings
 from operations.store import Keys, RedisStore
 from operations.topology import declare_queue
-from tests.support import Publisher, eventually, new_id
+from tests.support import Publisher, SteadyPublisher, eventually, new_id
 
 ROOT = Path(__file__).resolve().parent.parent
 PACCO = Catalogue.load(DEFAULT_MESSAGES_FILE)
@@ -319,42 +318,6 @@ async def _ctl(*args: str) -> str:
     return out.decode()
 
 
-class Stream:
-    """Publishes with confirms, retrying each message until the broker confirms it, across lost
-    connections and a broker restart, so nothing is lost on the publishing side."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.confirmed = 0
-
-    async def run(self, messages: list[tuple[str, str, str]], pace: float) -> None:
-        connection = await aio_pika.connect_robust(self.url, reconnect_interval=0.5)
-        try:
-            channel = await connection.channel(publisher_confirms=True)
-            for message, op, message_id in messages:
-                while True:
-                    try:
-                        exchange = await channel.get_exchange("orders")
-                        await exchange.publish(
-                            aio_pika.Message(
-                                b"{}",
-                                correlation_id=op,
-                                message_id=message_id,
-                                headers={"message_context": '{"user":{"id":"u"}}'},
-                                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                            ),
-                            routing_key=message,
-                            timeout=5,
-                        )
-                        self.confirmed += 1
-                        break
-                    except (AMQPError, ConnectionError, TimeoutError, RuntimeError):
-                        await asyncio.sleep(0.2)
-                await asyncio.sleep(pace)
-        finally:
-            await connection.close()
-
-
 async def exactly_once_through(
     disruption: Disruption,
     settings: Settings,
@@ -377,9 +340,9 @@ async def exactly_once_through(
         assert deliveries is not None
         first = deliveries.underlay
         assert first is not None
-        stream = Stream(settings.amqp_url)
+        stream = SteadyPublisher(settings.amqp_url)
         streaming = asyncio.create_task(stream.run(messages, pace=0.003))
-        await eventually(lambda: _confirmed(stream, len(messages) // 3), "the stream to start")
+        await eventually(lambda: stream.reached(len(messages) // 3), "the stream to start")
         await disruption(running)
         await consuming_again(deliveries, first, 2)
         await asyncio.wait_for(streaming, timeout=120)
@@ -403,10 +366,6 @@ async def exactly_once_through(
         await running.stop()
     assert await queue_length(amqp, settings.queue) == 0
     return deliveries
-
-
-async def _confirmed(stream: Stream, count: int) -> bool:
-    return stream.confirmed >= count
 
 
 async def test_consumes_on_after_the_broker_closes_its_channel(

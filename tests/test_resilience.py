@@ -11,15 +11,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from aiormq.exceptions import AMQPError
 
 from operations.settings import Settings
 from operations.store import Keys
-from tests.support import Publisher, eventually, new_id, start_service
+from tests.support import Publisher, SteadyPublisher, eventually, new_id, start_service
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,42 +90,6 @@ async def test_two_instances_racing_never_regress(
         assert changes[-1]["state"] == operations[op]
 
 
-class SteadyPublisher:
-    """Publishes with confirms and retries each message until the broker confirms it, across a
-    broker restart, so that nothing is lost on the publishing side."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.confirmed = 0
-
-    async def run(self, messages: list[tuple[str, str, str]], pace: float) -> None:
-        connection = await aio_pika.connect_robust(self.url, reconnect_interval=0.5)
-        try:
-            channel = await connection.channel(publisher_confirms=True)
-            for message, op, message_id in messages:
-                while True:
-                    try:
-                        exchange = await channel.get_exchange("orders")
-                        await exchange.publish(
-                            aio_pika.Message(
-                                b"{}",
-                                correlation_id=op,
-                                message_id=message_id,
-                                headers={"message_context": '{"user":{"id":"u"}}'},
-                                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                            ),
-                            routing_key=message,
-                            timeout=5,
-                        )
-                        self.confirmed += 1
-                        break
-                    except (AMQPError, ConnectionError, TimeoutError, RuntimeError):
-                        await asyncio.sleep(0.2)
-                await asyncio.sleep(pace)
-        finally:
-            await connection.close()
-
-
 @pytest.mark.broker_restart
 @pytest.mark.timeout(240)
 async def test_a_rabbitmq_restart_mid_stream_loses_no_message(
@@ -140,7 +102,7 @@ async def test_a_rabbitmq_restart_mid_stream_loses_no_message(
     async with start_service(settings) as running:
         steady = SteadyPublisher(settings.amqp_url)
         stream = asyncio.create_task(steady.run(messages, pace=0.004))
-        await eventually(lambda: _at_least(steady, 150), "the stream to get going")
+        await eventually(lambda: steady.reached(150), "the stream to get going")
         restart = await asyncio.create_subprocess_exec(
             str(ROOT / "scripts" / "services.sh"), "restart-rabbitmq", env=dict(os.environ)
         )
@@ -160,10 +122,6 @@ async def test_a_rabbitmq_restart_mid_stream_loses_no_message(
     entries = await redis_client.xrange(keys.changes(0))
     for changes in _records_by_op(entries).values():
         assert_never_regressed(changes)
-
-
-async def _at_least(steady: SteadyPublisher, count: int) -> bool:
-    return steady.confirmed >= count
 
 
 def test_the_services_script_knows_the_test_servers() -> None:

@@ -28,15 +28,33 @@ class ProbeRefused(OperationsError):
     code = "probe_refused"
 
 
-class Probe:
-    """Notes when each operation's first push arrives, like the bench's python-socketio client."""
+class Arrivals:
+    """When each operation's first push arrived; ``complete`` once ``expected`` have."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url.replace("http://", "ws://", 1) + "/socket.io/?EIO=4&transport=websocket"
+    def __init__(self) -> None:
         self.arrived: dict[str, float] = {}
         self.via_sync = 0
         self.complete = asyncio.Event()
         self.expected = 0
+
+    def pushed(self, record: dict[str, Any]) -> None:
+        self.arrived.setdefault(record["id"], time.time())
+        if self.expected and len(self.arrived) >= self.expected:
+            self.complete.set()
+
+    def synced(self, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            if record["id"] not in self.arrived:
+                self.via_sync += 1
+                self.pushed(record)
+
+
+class Probe(Arrivals):
+    """Notes when each operation's first push arrives, like the bench's python-socketio client."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url.replace("http://", "ws://", 1) + "/socket.io/?EIO=4&transport=websocket"
         self._socket: ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
 
@@ -67,17 +85,9 @@ class Probe:
             elif kind == _MESSAGE and packet[1:2] == _EVENT:
                 name, data = orjson.loads(packet[2:])[:2]
                 if name in PUSH_EVENTS:
-                    self._push(data)
+                    self.pushed(data)
                 elif name == "operations_sync":
-                    for record in data["operations"]:
-                        if record["id"] not in self.arrived:
-                            self.via_sync += 1
-                            self._push(record)
-
-    def _push(self, record: dict[str, Any]) -> None:
-        self.arrived.setdefault(record["id"], time.time())
-        if self.expected and len(self.arrived) >= self.expected:
-            self.complete.set()
+                    self.synced(data["operations"])
 
     async def close(self) -> None:
         if self._socket is not None:

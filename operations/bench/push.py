@@ -24,7 +24,7 @@ from ..store import Keys
 from ..tokens import mint
 from . import traffic
 from .drain import Figure
-from .probe import Probe
+from .probe import Arrivals, Probe
 
 PUSH_EVENTS = ("operation_pending", "operation_completed", "operation_rejected")
 
@@ -89,30 +89,22 @@ async def service_process(settings: Settings, port: int) -> AsyncIterator[Servic
             await asyncio.wait_for(process.wait(), timeout=30)
 
 
-class Counter:
-    """A Socket.IO client that notes when each operation's first push arrives."""
+class Counter(Arrivals):
+    """A python-socketio client that notes when each operation's first push arrives."""
 
     def __init__(self, url: str) -> None:
+        super().__init__()
         self.url = url
         self.client = socketio.AsyncClient(reconnection=False)
-        self.arrived: dict[str, float] = {}
-        self.via_sync = 0
-        self.complete = asyncio.Event()
-        self.expected = 0
         for event in PUSH_EVENTS:
             self.client.on(event, self._push)
         self.client.on("operations_sync", self._sync)
 
     async def _push(self, record: dict[str, Any]) -> None:
-        self.arrived.setdefault(record["id"], time.time())
-        if self.expected and len(self.arrived) >= self.expected:
-            self.complete.set()
+        self.pushed(record)
 
     async def _sync(self, sync: dict[str, Any]) -> None:
-        for record in sync["operations"]:
-            if record["id"] not in self.arrived:
-                self.via_sync += 1
-                await self._push(record)
+        self.synced(sync["operations"])
 
     async def connect(self, token: str, since: str | None = None) -> None:
         auth: dict[str, Any] = {"token": token}

@@ -19,6 +19,7 @@ outbox in one step. A finished saga's hash expires after the configured time.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol
@@ -291,29 +292,31 @@ class RedisSagaStore:
 
     async def pending(self, older_than: float, limit: int = 100) -> list[Pending]:
         found: list[Pending] = []
+        for shard, member in await self._scored_upto(self.outbox_index, older_than, limit):
+            pending = await self.outbox(*_split(member))
+            if pending.entries:
+                found.append(pending)
+                continue
+            try:
+                await self.redis.zrem(self.outbox_index(shard), member)
+            except (RedisError, OSError) as error:
+                raise StoreUnavailable(f"Redis unreachable: {error}") from error
+        return found
+
+    async def _scored_upto(
+        self, index: Callable[[int], str], upto: float, limit: int
+    ) -> list[tuple[int, str]]:
+        """Up to ``limit`` members scored at most ``upto`` in the shards' ``index``, shard by
+        shard, each with its shard."""
+        found: list[tuple[int, str]] = []
         try:
             for shard in self.shards:
                 if len(found) >= limit:
                     break
                 members: Any = await self.redis.zrange(
-                    self.outbox_index(shard),
-                    "-inf",
-                    older_than,
-                    byscore=True,
-                    offset=0,
-                    num=limit - len(found),
+                    index(shard), "-inf", upto, byscore=True, offset=0, num=limit - len(found)
                 )
-                for raw_member in members:
-                    member = raw_member.decode()
-                    stored: Any = await self.redis.lrange(self.outbox_key(member), 0, -1)
-                    saga, saga_id = _split(member)
-                    entries = [
-                        (raw.decode(), OutboxEntry.from_json(orjson.loads(raw))) for raw in stored
-                    ]
-                    if not entries:
-                        await self.redis.zrem(self.outbox_index(shard), member)
-                        continue
-                    found.append(Pending(saga, saga_id, entries))
+                found.extend((shard, member.decode()) for member in members)
         except (RedisError, OSError) as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
         return found
@@ -355,20 +358,5 @@ class RedisSagaStore:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
 
     async def due(self, now: float, limit: int = 100) -> list[tuple[str, str]]:
-        found: list[tuple[str, str]] = []
-        try:
-            for shard in self.shards:
-                if len(found) >= limit:
-                    break
-                members: Any = await self.redis.zrange(
-                    self.deadlines(shard),
-                    "-inf",
-                    now,
-                    byscore=True,
-                    offset=0,
-                    num=limit - len(found),
-                )
-                found.extend(_split(member.decode()) for member in members)
-        except (RedisError, OSError) as error:
-            raise StoreUnavailable(f"Redis unreachable: {error}") from error
-        return found
+        due = await self._scored_upto(self.deadlines, now, limit)
+        return [_split(member) for _, member in due]
