@@ -14,8 +14,7 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -29,8 +28,7 @@ _BLOCK_MS = 5_000
 _READ_COUNT = 1_000
 
 
-@dataclass(frozen=True)
-class FeedEntry:
+class FeedEntry(NamedTuple):
     cursor: str
     operation_id: str
     user_id: str | None
@@ -45,6 +43,9 @@ class ChangeFeed:
     def __init__(
         self, client: aioredis.Redis, keys: Keys, metrics: Registry, cluster: bool = False
     ) -> None:
+        """``client`` is the feed's own: its XREAD replies are left as Redis sends them, and the
+        feed reads each entry's fields by position."""
+        client.set_response_callback("XREAD", _as_sent)
         self.redis = client
         self.keys = keys
         self.metrics = metrics
@@ -127,12 +128,19 @@ class ChangeFeed:
 
     async def _read(self, reader: int, shards: list[int]) -> None:
         failures = 0
+        names = [self._streams[shard] for shard in shards]
         while True:
             try:
-                reply: Any = await self.redis.xread(
-                    {self._streams[shard]: self._ids[shard] for shard in shards},
-                    count=_READ_COUNT,
-                    block=_BLOCK_MS,
+                reply: Any = await self.redis.execute_command(  # type: ignore[no-untyped-call]
+                    "XREAD",
+                    "COUNT",
+                    _READ_COUNT,
+                    "BLOCK",
+                    _BLOCK_MS,
+                    "STREAMS",
+                    *names,
+                    *[self._ids[shard] for shard in shards],
+                    keys=names,
                 )
             except (RedisError, OSError) as error:
                 if reader not in self._down:
@@ -147,10 +155,11 @@ class ChangeFeed:
                 self._down.discard(reader)
                 self.metrics.reconnects.inc(dependency="redis-feed")
             failures = 0
-            for stream, entries in reply or []:
+            # A map of stream to entries over RESP3, a list of pairs over RESP2.
+            for stream, entries in reply.items() if isinstance(reply, dict) else reply or []:
                 self._dispatch(self._shard_of[stream], entries)
 
-    def _dispatch(self, shard: int, raw: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+    def _dispatch(self, shard: int, raw: list[tuple[bytes, list[bytes]]]) -> None:
         if not raw:
             return
         ids, single = self._ids, len(self._ids) == 1
@@ -168,9 +177,17 @@ class ChangeFeed:
                 log.exception("change listener failed")
 
 
-def _entry(cursor: str, fields: dict[bytes, bytes]) -> FeedEntry:
-    snapshot = fields[b"op"]
-    user = fields.get(b"user", b"").decode()
+def _as_sent(response: Any, **_: Any) -> Any:
+    return response
+
+
+def _entry(cursor: str, fields: list[bytes]) -> FeedEntry:
+    """An entry's fields as the apply script writes them: op, id, user, state, in that order."""
+    if len(fields) == 8 and fields[0] == b"op":
+        user = fields[5].decode()
+        return FeedEntry(cursor, fields[3].decode(), user or None, fields[7].decode(), fields[1])
+    named = dict(zip(fields[::2], fields[1::2], strict=True))
+    user = named.get(b"user", b"").decode()
     return FeedEntry(
-        cursor, fields[b"id"].decode(), user or None, fields[b"state"].decode(), snapshot
+        cursor, named[b"id"].decode(), user or None, named[b"state"].decode(), named[b"op"]
     )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 
 ADMIN_ROLE = "admin"
+_HYPHENATED = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_DIGITS_ONLY = re.compile(r"[0-9a-f]{32}")
 
 
 def normalise_id(raw: str) -> str:
@@ -13,6 +16,14 @@ def normalise_id(raw: str) -> str:
     lower-case hyphenated form; anything else is kept as it is, trimmed."""
     text = raw.strip()
     if 32 <= len(text) <= 38:
+        # The two spellings seen on nearly every message, without building a UUID.
+        lowered = text.lower()
+        if _HYPHENATED.fullmatch(lowered):
+            return lowered
+        if _DIGITS_ONLY.fullmatch(lowered):
+            return "-".join(
+                (lowered[:8], lowered[8:12], lowered[12:16], lowered[16:20], lowered[20:])
+            )
         try:
             return str(uuid.UUID(text))
         except ValueError:

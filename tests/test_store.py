@@ -10,6 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from operations.envelope import Envelope
+from operations.errors import StoreUnavailable
 from operations.records import Change, Outcome
 from operations.shards import Shards
 from operations.states import MessageKind, State
@@ -289,3 +290,60 @@ async def test_concurrent_appliers_never_regress(
     assert history[-1]["state"] == "completed"
     for s in stores:
         await s.close()
+
+
+async def test_a_batch_survives_a_flushed_script_cache(
+    store: RedisStore, redis_client: aioredis.Redis
+) -> None:
+    """After SCRIPT FLUSH (a Redis restart without its cache) every command of the batch gets
+    NOSCRIPT; the store loads the script again and applies the whole batch, once."""
+    await apply_one(store, envelope(new_id(), State.PENDING))
+    await redis_client.script_flush()
+    ops = [new_id() for _ in range(30)]
+    changes = await store.apply([envelope(op, State.PENDING) for op in ops])
+    assert [c.outcome for c in changes if isinstance(c, Change)] == [Outcome.APPLIED] * 30
+    for op in ops:
+        record = await store.get(op)
+        assert record is not None and record.version == 1
+
+
+async def test_a_refused_command_mid_batch_leaves_the_connection_in_step(
+    store: RedisStore, redis_client: aioredis.Redis
+) -> None:
+    """Replies are read off the connection in order: an error reply in the middle of a batch
+    stands in for its own command only, and whatever is sent next gets its own replies."""
+    ops = [new_id() for _ in range(40)]
+    refused = {ops[3], ops[17], ops[39]}
+    for op in refused:
+        await redis_client.set(store.keys.record(op), "not a hash")  # WRONGTYPE
+    for _ in range(3):  # and again, on the same pooled connection
+        changes = await store.apply([envelope(op, State.PENDING) for op in ops])
+        for op, change in zip(ops, changes, strict=True):
+            if op in refused:
+                assert not isinstance(change, Change)
+                assert "WRONGTYPE" in change.reason
+            else:
+                assert isinstance(change, Change) and change.operation_id == op
+        record = await store.get(ops[0])
+        assert record is not None and record.id == ops[0] and record.version == 1
+
+
+async def test_a_connection_killed_between_batches_costs_one_retry_at_most(
+    servers: tuple[str, str], redis_client: aioredis.Redis
+) -> None:
+    store = RedisStore(aioredis.Redis.from_url(servers[1]), ttl_seconds=60, keys=Keys("t"))
+    try:
+        await apply_one(store, envelope(new_id(), State.PENDING))
+        killed = await store.redis.client_id()
+        assert await redis_client.client_kill_filter(_id=killed) == 1
+        ops = [new_id() for _ in range(10)]
+        batch = [envelope(op, State.PENDING) for op in ops]
+        try:
+            changes = await store.apply(batch)
+        except StoreUnavailable:
+            changes = await store.apply(batch)
+        assert all(isinstance(c, Change) and c.outcome is Outcome.APPLIED for c in changes)
+        assert [await store.get(op) is not None for op in ops] == [True] * 10
+        assert await store.redis.client_id() != killed
+    finally:
+        await store.close()

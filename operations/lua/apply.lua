@@ -26,7 +26,7 @@ if msg_id ~= '' then
   end
 end
 
-local current = redis.call('HMGET', record, 'state', 'name', 'userId', 'createdAt', 'rank')
+local current = redis.call('HMGET', record, 'state', 'name', 'userId', 'createdAt', 'rank', 'version')
 local current_state, current_name = current[1], current[2]
 
 if current_state then
@@ -44,7 +44,7 @@ if not owner or owner == '' then owner = user_id end
 local created_at, rank = current[4], current[5]
 if not current_state then created_at = now_iso end
 local terminal = state ~= 'pending'
-local version = redis.call('HINCRBY', record, 'version', 1)
+local version = (tonumber(current[6]) or 0) + 1
 
 local snapshot = cjson.encode({
   id = op_id, userId = nullable(owner), name = name, state = state,
@@ -69,11 +69,11 @@ end
 redis.call('HSET', record,
   'id', op_id, 'userId', owner, 'name', name, 'state', state,
   'code', terminal and code or '', 'reason', terminal and reason or '',
-  'createdAt', created_at, 'updatedAt', now_iso, 'rank', rank)
+  'createdAt', created_at, 'updatedAt', now_iso, 'rank', rank, 'version', version)
 
 redis.call('EXPIRE', record, ttl)
 redis.call('EXPIRE', history, ttl)
-if redis.call('EXISTS', seen) == 1 then redis.call('EXPIRE', seen, ttl) end
+redis.call('EXPIRE', seen, ttl)  -- a no-op while no message id has been seen
 
 if owner ~= '' and owner == user_id then
   redis.call('ZADD', owner_index, rank, op_id)
