@@ -32,6 +32,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.add_argument("--clients", type=int, default=1_000, help="idle clients for the RSS figure")
     bench.add_argument("--seconds", type=float, default=5.0, help="length of each latency run")
     bench.add_argument("--soak", type=int, default=500_000, help="messages in the memory soak")
+    bench.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="rounds of the bare, bare multi-ack and full-path drains, taken in turns; best kept",
+    )
 
     demo = commands.add_parser(
         "demo-services", help="run simulated Pacco orders, vehicles and availability services"
@@ -68,7 +74,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return _run_fast(
                 run_bench(
-                    settings, args.messages, args.prefetch, args.clients, args.seconds, args.soak
+                    settings,
+                    args.messages,
+                    args.prefetch,
+                    args.clients,
+                    args.seconds,
+                    args.soak,
+                    args.rounds,
                 )
             )
         if args.command == "demo-orders":
