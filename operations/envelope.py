@@ -160,6 +160,16 @@ def _context(raw: Any, max_bytes: int, problems: list[str]) -> Mapping[str, Any]
         return {}
     if isinstance(raw, Mapping):  # an AMQP table instead of JSON text
         return _folded(raw)
+    if isinstance(raw, bytes | bytearray) and len(raw) <= max_bytes:
+        # The usual case, read without decoding it to text first (orjson checks the UTF-8); on
+        # any failure the slow path below names the problem.
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            if isinstance(value, dict):
+                return _folded(value)
     size = len(raw) if isinstance(raw, bytes | bytearray | memoryview) else None
     text = _as_text(raw)
     if text is None:

@@ -7,6 +7,7 @@ Broker-free: it reads messages through the :class:`Delivered` protocol and retur
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 
 from .catalogue import Catalogue
@@ -51,13 +52,14 @@ class Pipeline:
             pending.append((position, envelope))
 
         changes = await self.store.apply([envelope for _, envelope in pending])
+        tally: Counter[tuple[str, str]] = Counter()
         for (position, envelope), change in zip(pending, changes, strict=True):
             if isinstance(change, StoreError):
                 settlements[position] = self._dead_letter(
                     batch[position], f"store: {change.reason}", envelope
                 )
                 continue
-            self.metrics.messages.inc(kind=envelope.kind.value, outcome=change.outcome.value)
+            tally[envelope.kind.value, change.outcome.value] += 1
             if envelope.problems and change.outcome is not Outcome.APPLIED:
                 settlements[position] = self._dead_letter(
                     batch[position], "; ".join(envelope.problems), envelope
@@ -75,6 +77,8 @@ class Pipeline:
                 settlements[position] = DeadLetter(reason, Disposition.APPLIED_IN_PART)
             else:
                 settlements[position] = Ack(change.outcome.value)
+        for (kind, outcome), count in tally.items():
+            self.metrics.messages.inc(count, kind=kind, outcome=outcome)
         return [settlement or Ack() for settlement in settlements]
 
     def _dead_letter(

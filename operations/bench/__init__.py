@@ -122,6 +122,11 @@ async def run(
         pushed_sio, via_sync_sio = await push.drain_to_client(
             sio_settings, connection, redis, messages, _free_port(), publish=False, lean=False
         )
+        # The drained copies go now: every message published from here on would be routed to
+        # them as well, and the broker's work on them would weigh on the latency and the soak.
+        await _delete_queues(
+            connection, [name for name in queues.values() if name != push_rounds[0].queue]
+        )
         latencies: dict[int, tuple[float, float]] = {}
         async with push.service_process(push_rounds[0], _free_port()) as process:
             for load in LOADS:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
+import signal
 import sys
 import time
 import uuid
@@ -26,6 +28,7 @@ from . import traffic
 from .drain import Figure
 from .probe import Arrivals, Probe
 
+_PR_SET_PDEATHSIG = 1
 PUSH_EVENTS = ("operation_pending", "operation_completed", "operation_rejected")
 
 
@@ -67,6 +70,7 @@ async def service_process(settings: Settings, port: int) -> AsyncIterator[Servic
         env=env,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -87,6 +91,13 @@ async def service_process(settings: Settings, port: int) -> AsyncIterator[Servic
         if process.returncode is None:
             process.terminate()
             await asyncio.wait_for(process.wait(), timeout=30)
+
+
+def _die_with_parent() -> None:
+    """In the child before it runs: ask Linux for a SIGTERM when the bench exits, however it
+    exits, so that a bench killed midway leaves no service process behind."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class Counter(Arrivals):
