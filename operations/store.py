@@ -19,7 +19,8 @@ change; reads never extend it. The indexes expire with their newest operation an
 lazily of ids whose record has expired.
 
 Each message is applied by one Lua script (``lua/apply.lua``); a batch of messages is sent as one
-pipelined round trip, in delivery order. Listing merges the shards' indexes, newest first.
+round trip, in delivery order, on one connection. Listing merges the shards' indexes, newest
+first.
 """
 
 from __future__ import annotations
