@@ -204,6 +204,8 @@ class RedisStore:
         now_iso = now()
         keys = self.keys
         calls: list[_Call] = []
+        # AMQP timestamps are whole seconds: most of a batch shares a handful of them.
+        sent_texts: dict[dt.datetime, str] = {}
         for envelope in envelopes:
             op = envelope.operation_id
             assert op is not None
@@ -220,7 +222,7 @@ class RedisStore:
                     envelope.reason or "",
                     envelope.message,
                     now_iso,
-                    _iso(envelope.sent_at) if envelope.sent_at else "",
+                    _sent_iso(envelope.sent_at, sent_texts),
                     self._ttl,
                     self._max_length,
                 ]
@@ -405,6 +407,15 @@ class RedisStore:
 
 # The apply script's keys (record, history, seen, owner's index, index, stream) and argument.
 _Call = tuple[str, str, str, str, str, str, bytes]
+
+
+def _sent_iso(sent_at: dt.datetime | None, known: dict[dt.datetime, str]) -> str:
+    if sent_at is None:
+        return ""
+    text = known.get(sent_at)
+    if text is None:
+        text = known[sent_at] = _iso(sent_at)
+    return text
 
 
 def _socket_timeout(client: aioredis.Redis) -> float:
