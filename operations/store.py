@@ -189,16 +189,16 @@ class RedisStore:
             return []
         try:
             try:
-                return await self._apply_pipelined(envelopes)
+                return await self._apply_batch(envelopes)
             except NoScriptError:
                 self._sha = None  # Redis restarted without its script cache
-                return await self._apply_pipelined(envelopes)
+                return await self._apply_batch(envelopes)
         except (RedisConnectionError, RedisTimeoutError, OSError) as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
         except RedisError as error:
             raise StoreUnavailable(f"Redis failed: {error}") from error
 
-    async def _apply_pipelined(self, envelopes: Sequence[Envelope]) -> list[Change | StoreError]:
+    async def _apply_batch(self, envelopes: Sequence[Envelope]) -> list[Change | StoreError]:
         if self._sha is None:
             self._sha = str(await self.redis.script_load(APPLY_SCRIPT))
         now_iso = now()
