@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
 from .metrics import Registry
@@ -25,6 +27,8 @@ from .store import Keys
 log = logging.getLogger("operations.feed")
 
 _BLOCK_MS = 5_000
+# How long past the blocking time a read may take before the connection is given up.
+_READ_GRACE_SECONDS = 10.0
 _READ_COUNT = 1_000
 
 
@@ -54,12 +58,14 @@ class ChangeFeed:
         self._ids = ["0-0"] * len(self._streams)
         self._start_cursor = self.last_cursor
         shards = list(range(len(self._streams)))
+        self._cluster = cluster
         self._readers = [[shard] for shard in shards] if cluster else [shards]
         self._listeners: list[Listener] = []
         self._watchers: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._tasks: list[asyncio.Task[None]] = []
         self._positioned = asyncio.Event()
         self._down: set[int] = set(range(len(self._readers)))
+        self._held: AbstractConnection | None = None
 
     @property
     def connected(self) -> bool:
@@ -101,6 +107,9 @@ class ChangeFeed:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._held is not None:
+            held, self._held = self._held, None
+            await self.redis.connection_pool.release(held)
 
     async def _tail(self) -> None:
         """Positions the feed at the newest entry of every stream."""
@@ -129,19 +138,10 @@ class ChangeFeed:
     async def _read(self, reader: int, shards: list[int]) -> None:
         failures = 0
         names = [self._streams[shard] for shard in shards]
+        read = self._read_routed if self._cluster else self._read_held
         while True:
             try:
-                reply: Any = await self.redis.execute_command(  # type: ignore[no-untyped-call]
-                    "XREAD",
-                    "COUNT",
-                    _READ_COUNT,
-                    "BLOCK",
-                    _BLOCK_MS,
-                    "STREAMS",
-                    *names,
-                    *[self._ids[shard] for shard in shards],
-                    keys=names,
-                )
+                reply = await read(names, [self._ids[shard] for shard in shards])
             except (RedisError, OSError) as error:
                 if reader not in self._down:
                     log.warning(
@@ -158,6 +158,33 @@ class ChangeFeed:
             # A map of stream to entries over RESP3, a list of pairs over RESP2.
             for stream, entries in reply.items() if isinstance(reply, dict) else reply or []:
                 self._dispatch(self._shard_of[stream], entries)
+
+    async def _read_routed(self, names: list[str], ids: list[str]) -> Any:
+        """One XREAD through the client, which sends it to the node of the streams' slot."""
+        return await self.redis.execute_command(  # type: ignore[no-untyped-call]
+            "XREAD", "COUNT", _READ_COUNT, "BLOCK", _BLOCK_MS, "STREAMS", *names, *ids, keys=names
+        )
+
+    async def _read_held(self, names: list[str], ids: list[str]) -> Any:
+        """One XREAD on a connection the reader keeps for itself (one server): the reads follow
+        each other all the time, a few entries each under load, so they skip the pool."""
+        pool = self.redis.connection_pool
+        connection = self._held
+        if connection is None:
+            connection = self._held = await pool.get_connection()  # type: ignore[no-untyped-call]
+        command = connection.pack_command(
+            "XREAD", "COUNT", _READ_COUNT, "BLOCK", _BLOCK_MS, "STREAMS", *names, *ids
+        )
+        try:
+            await connection.send_packed_command(command)
+            async with asyncio.timeout(_BLOCK_MS / 1000 + _READ_GRACE_SECONDS):
+                return await connection.read_response(timeout=math.inf)
+        except BaseException:
+            # Half a conversation: the connection is closed rather than used again.
+            self._held = None
+            await connection.disconnect(nowait=True)
+            await pool.release(connection)
+            raise
 
     def _dispatch(self, shard: int, raw: list[tuple[bytes, list[bytes]]]) -> None:
         if not raw:
