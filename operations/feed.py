@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -22,6 +21,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
 from .metrics import Registry
+from .redis_client import round_trip
 from .store import Keys
 
 log = logging.getLogger("operations.feed")
@@ -47,9 +47,11 @@ class ChangeFeed:
     def __init__(
         self, client: aioredis.Redis, keys: Keys, metrics: Registry, cluster: bool = False
     ) -> None:
-        """``client`` is the feed's own: its XREAD replies are left as Redis sends them, and the
-        feed reads each entry's fields by position."""
-        client.set_response_callback("XREAD", _as_sent)
+        """``client`` is the feed's own. The feed reads each XREAD reply as Redis sends it, and
+        each entry's fields by position; on a cluster, the client is told to leave XREAD
+        replies alone."""
+        if cluster:
+            client.set_response_callback("XREAD", _as_sent)
         self.redis = client
         self.keys = keys
         self.metrics = metrics
@@ -176,15 +178,16 @@ class ChangeFeed:
             "XREAD", "COUNT", _READ_COUNT, "BLOCK", _BLOCK_MS, "STREAMS", *names, *ids
         )
         try:
-            await connection.send_packed_command(command)
-            async with asyncio.timeout(_BLOCK_MS / 1000 + _READ_GRACE_SECONDS):
-                return await connection.read_response(timeout=math.inf)
+            (reply,) = await round_trip(
+                connection, b"".join(command), 1, _BLOCK_MS / 1000 + _READ_GRACE_SECONDS
+            )
         except BaseException:
-            # Half a conversation: the connection is closed rather than used again.
-            self._held = None
-            await connection.disconnect(nowait=True)
+            self._held = None  # closed by round_trip; the pool opens a new one
             await pool.release(connection)
             raise
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
 
     def _dispatch(self, shard: int, raw: list[tuple[bytes, list[bytes]]]) -> None:
         if not raw:
@@ -210,11 +213,5 @@ def _as_sent(response: Any, **_: Any) -> Any:
 
 def _entry(cursor: str, fields: list[bytes]) -> FeedEntry:
     """An entry's fields as the apply script writes them: op, id, user, state, in that order."""
-    if len(fields) == 8 and fields[0] == b"op":
-        user = fields[5].decode()
-        return FeedEntry(cursor, fields[3].decode(), user or None, fields[7].decode(), fields[1])
-    named = dict(zip(fields[::2], fields[1::2], strict=True))
-    user = named.get(b"user", b"").decode()
-    return FeedEntry(
-        cursor, named[b"id"].decode(), user or None, named[b"state"].decode(), named[b"op"]
-    )
+    user = fields[5].decode()
+    return FeedEntry(cursor, fields[3].decode(), user or None, fields[7].decode(), fields[1])

@@ -25,11 +25,9 @@ first.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import datetime as dt
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -39,13 +37,13 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .envelope import Envelope
 from .errors import StoreError, StoreUnavailable
 from .records import Change, OperationRecord, Outcome
-from .redis_client import open_redis
+from .redis_client import open_redis, round_trip
 from .shards import Shards
 from .states import State
 
@@ -269,7 +267,7 @@ class RedisStore:
 
         The batch is encoded as RESP here and written at once, and the replies are read straight
         off the connection: the same wire traffic as a pipeline, without a pipeline's work per
-        command. An error reply stands in the list in place of its command's reply."""
+        command (see :func:`redis_client.round_trip`)."""
         assert self._sha is not None
         head = b"*10\r\n$7\r\nEVALSHA\r\n$%d\r\n%s\r\n$1\r\n6\r\n" % (
             len(self._sha),
@@ -284,24 +282,12 @@ class RedisStore:
             chunks.append(b"$%d\r\n%s\r\n" % (len(arguments), arguments))
         pool = self.redis.connection_pool
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
-        replies: list[Any] = []
         try:
-            await connection.send_packed_command(b"".join(chunks))
-            # One deadline for the batch: waiting for each reply under its own would cost more
-            # than the read.
-            async with asyncio.timeout(self._round_trip_timeout):
-                for _ in calls:
-                    try:
-                        replies.append(await connection.read_response(timeout=math.inf))
-                    except ResponseError as error:
-                        replies.append(error)
-        except BaseException:
-            # Whatever is left unread would be taken for the replies of the next batch.
-            await connection.disconnect(nowait=True)
-            raise
+            return await round_trip(
+                connection, b"".join(chunks), len(calls), self._round_trip_timeout
+            )
         finally:
             await pool.release(connection)
-        return replies
 
     async def _evalsha_routed(self, calls: list[_Call]) -> list[Any]:
         """The same on a Redis Cluster, through a pipeline that sends each call to the node of

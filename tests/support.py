@@ -7,7 +7,7 @@ import contextlib
 import datetime as dt
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -193,32 +193,44 @@ async def dead_letters(
 
 class SteadyPublisher:
     """Publishes with confirms and retries each message until the broker confirms it, across lost
-    connections and a broker restart, so that nothing is lost on the publishing side."""
+    connections and a broker restart, so that nothing is lost on the publishing side.
 
-    def __init__(self, url: str) -> None:
+    Each message is (routing key, operation id, message id), with an optional body after them
+    (``{}`` otherwise); ``context`` gives its ``message_context`` header from its routing key."""
+
+    def __init__(
+        self,
+        url: str,
+        exchange: str = "orders",
+        context: Callable[[str], str | bytearray] = lambda _: '{"user":{"id":"u"}}',
+    ) -> None:
         self.url = url
+        self.exchange = exchange
+        self.context = context
         self.confirmed = 0
 
     async def reached(self, count: int) -> bool:
         return self.confirmed >= count
 
-    async def run(self, messages: list[tuple[str, str, str]], pace: float) -> None:
+    async def run(
+        self, messages: Sequence[tuple[str, str, str] | tuple[str, str, str, bytes]], pace: float
+    ) -> None:
         connection = await aio_pika.connect_robust(self.url, reconnect_interval=0.5)
         try:
             channel = await connection.channel(publisher_confirms=True)
-            for message, op, message_id in messages:
+            for routing_key, op, message_id, *body in messages:
                 while True:
                     try:
-                        exchange = await channel.get_exchange("orders")
+                        exchange = await channel.get_exchange(self.exchange)
                         await exchange.publish(
                             aio_pika.Message(
-                                b"{}",
+                                body[0] if body else b"{}",
                                 correlation_id=op,
                                 message_id=message_id,
-                                headers={"message_context": '{"user":{"id":"u"}}'},
+                                headers={"message_context": self.context(routing_key)},
                                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                             ),
-                            routing_key=message,
+                            routing_key=routing_key,
                             timeout=5,
                         )
                         self.confirmed += 1

@@ -217,6 +217,15 @@ def consumer(
     )
 
 
+def consuming_on(running: Consumer) -> tuple[ChannelConsumer, aiormq.abc.AbstractChannel]:
+    """The started consumer's low-level consumer and the channel it consumes on now."""
+    deliveries = running.deliveries
+    assert deliveries is not None
+    channel = deliveries.underlay
+    assert channel is not None
+    return deliveries, channel
+
+
 async def declared(amqp: Any, settings: Settings) -> None:
     async with amqp.channel() as channel:
         await declare_queue(channel, PACCO, settings.queue)
@@ -336,10 +345,7 @@ async def exactly_once_through(
     messages = [(m, op, new_id()) for op in ops for m in ("create_order", "order_created")]
     await running.start()
     try:
-        deliveries = running.deliveries
-        assert deliveries is not None
-        first = deliveries.underlay
-        assert first is not None
+        deliveries, first = consuming_on(running)
         stream = SteadyPublisher(settings.amqp_url)
         streaming = asyncio.create_task(stream.run(messages, pace=0.003))
         await eventually(lambda: stream.reached(len(messages) // 3), "the stream to start")
@@ -394,10 +400,7 @@ async def test_consumes_on_after_its_queue_is_deleted(
     running = consumer(settings, holding, Registry(), prefetch=10, name=f"t-{uuid.uuid4().hex}")
     await running.start()
     try:
-        deliveries = running.deliveries
-        assert deliveries is not None
-        first = deliveries.underlay
-        assert first is not None
+        deliveries, first = consuming_on(running)
         await queue_deleted(running)
         second = await consuming_again(deliveries, first, 2)
         ids = [await publisher.publish("create_order", new_id(), user="u") for _ in range(20)]

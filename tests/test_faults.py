@@ -21,12 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import httpx
 import pytest
 import redis.asyncio as aioredis
 import socketio
-from aiormq.exceptions import AMQPError
 from redis.exceptions import RedisError
 
 from operations.demo import DemoServices, FailurePlan
@@ -34,7 +32,7 @@ from operations.settings import Settings
 from operations.store import Keys
 from operations.tokens import mint
 from tests.conftest import SECRET
-from tests.support import eventually
+from tests.support import SteadyPublisher, eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAIN_OPERATIONS = 300
@@ -224,38 +222,15 @@ class Plan:
 
 async def publish_all(url: str, plan: Plan, pace: float) -> int:
     """Publishes each message until the broker confirms it, across broker restarts."""
-    connection = await aio_pika.connect_robust(url, reconnect_interval=0.5)
-    published = 0
-    try:
-        channel = await connection.channel(publisher_confirms=True)
-        for routing_key, op, message_id, body in plan.messages:
-            while True:
-                try:
-                    exchange = await channel.get_exchange("customers")
-                    await exchange.publish(
-                        aio_pika.Message(
-                            body,
-                            correlation_id=op,
-                            message_id=message_id,
-                            headers={
-                                "message_context": bytearray(
-                                    b'{"Name":"%s","User":{"Id":"fault-user"}}'
-                                    % routing_key.encode()
-                                )
-                            },
-                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                        ),
-                        routing_key=routing_key,
-                        timeout=5,
-                    )
-                    published += 1
-                    break
-                except (AMQPError, ConnectionError, TimeoutError, RuntimeError):
-                    await asyncio.sleep(0.2)
-            await asyncio.sleep(pace)
-    finally:
-        await connection.close()
-    return published
+    publisher = SteadyPublisher(
+        url,
+        exchange="customers",
+        context=lambda routing_key: bytearray(
+            b'{"Name":"%s","User":{"Id":"fault-user"}}' % routing_key.encode()
+        ),
+    )
+    await publisher.run(plan.messages, pace)
+    return publisher.confirmed
 
 
 async def place_orders(urls: list[str], count: int) -> list[str]:
