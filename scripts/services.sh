@@ -28,9 +28,30 @@ install() {
   say "installing ${missing[*]}"
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    "${missing[@]}" >/dev/null
+  # The packages are wanted for their binaries only. Their system services would take the default
+  # ports (6379, 5672, 25672), so they must not start on install (policy-rc.d answers 101,
+  # "action forbidden", for the time of the install) and, under systemd, not at boot either.
+  local policy=/usr/sbin/policy-rc.d own_policy=""
+  if [ ! -e "$policy" ]; then
+    own_policy=1
+    printf '#!/bin/sh\n# operations: no service starts while its packages install\nexit 101\n' \
+      | $sudo tee "$policy" >/dev/null
+    $sudo chmod 755 "$policy"
+  fi
+  local status=0
+  {
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+      $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >/dev/null
+  } || status=$?
+  [ -z "$own_policy" ] || $sudo rm -f "$policy"
+  [ "$status" -eq 0 ] || return "$status"
+  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    local unit
+    for unit in "${missing[@]}"; do
+      $sudo systemctl disable --now "$unit" >/dev/null 2>&1 || true
+    done
+  fi
 }
 
 rabbit_env() {
@@ -62,7 +83,7 @@ start_rabbit() {
   rabbit_env
   if rabbit_running; then say "rabbitmq already running on 127.0.0.1:$amqp_port"; return 0; fi
   if port_busy "$amqp_port"; then
-    say "port $amqp_port is taken by another process; set OPERATIONS_AMQP_PORT"; return 1
+    say "port $amqp_port is taken by another process (a system RabbitMQ? see 'systemctl status rabbitmq-server'); stop it or set OPERATIONS_AMQP_PORT"; return 1
   fi
   rm -f "$RABBITMQ_PID_FILE"
   nohup "$rabbit_bin/rabbitmq-server" >"$RABBITMQ_LOG_BASE/console.log" 2>&1 &
@@ -96,7 +117,7 @@ start_redis() {
   mkdir -p "$run_dir/redis"
   if redis_running; then say "redis already running on 127.0.0.1:$redis_port"; return 0; fi
   if port_busy "$redis_port"; then
-    say "port $redis_port is taken by another process; set OPERATIONS_REDIS_PORT"; return 1
+    say "port $redis_port is taken by another process (a system Redis? see 'systemctl status redis-server'); stop it or set OPERATIONS_REDIS_PORT"; return 1
   fi
   redis-server --bind 127.0.0.1 --port "$redis_port" --daemonize yes \
     --pidfile "$(redis_pid_file)" --dir "$run_dir/redis" --logfile "$run_dir/redis/redis.log" \
