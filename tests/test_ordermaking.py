@@ -3,18 +3,25 @@ services, and the user watching one operation over Socket.IO and HTTP (contract 
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
+import aio_pika
 import httpx
+import orjson
 import pytest
 import redis.asyncio as aioredis
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 
 from operations.demo import DemoServices, FailurePlan
 from operations.sagas import RedisSagaStore, SagaStatus
 from operations.settings import Settings
+from tests.conftest import SECRET
 from tests.live import LiveClient
 from tests.support import RunningService, eventually, start_service
 
@@ -56,6 +63,72 @@ async def watcher(service: RunningService) -> AsyncIterator[Callable[[str], Live
         await client.close()
 
 
+@dataclass(frozen=True)
+class Sent:
+    """One message of the saga as it crossed the broker."""
+
+    routing_key: str
+    correlation_id: str | None
+    saga: str | None
+    context: dict[str, Any]
+    body: dict[str, Any]
+
+    @classmethod
+    def of(cls, message: AbstractIncomingMessage) -> Sent:
+        headers = message.headers or {}
+        saga, context = headers.get("Saga"), headers.get("message_context")
+        if isinstance(saga, bytes | bytearray):
+            saga = saga.decode()
+        return cls(
+            routing_key=message.routing_key or "",
+            correlation_id=message.correlation_id,
+            saga=saga if isinstance(saga, str) else None,
+            context=orjson.loads(context) if isinstance(context, str | bytes | bytearray) else {},
+            body=orjson.loads(message.body),
+        )
+
+
+class Wire:
+    """A test queue bound to the order-maker's own messages: the MakeOrder that starts the saga,
+    the CancelOrder it compensates with and the MakeOrderCompleted or MakeOrderRejected it ends
+    with, in the order the broker routed them."""
+
+    BINDINGS = (
+        ("ordermaker", "make_order"),
+        ("orders", "cancel_order"),
+        ("ordermaker", "make_order_completed"),
+        ("ordermaker", "make_order_rejected"),
+    )
+
+    def __init__(self, queue: AbstractQueue) -> None:
+        self.queue = queue
+        self.seen: list[Sent] = []
+
+    def of(self, operation: str) -> list[Sent]:
+        return [sent for sent in self.seen if sent.correlation_id == operation]
+
+    async def until(self, operation: str, last: str, timeout: float = 30) -> list[Sent]:
+        async def arrived() -> bool:
+            while (message := await self.queue.get(no_ack=True, fail=False)) is not None:
+                self.seen.append(Sent.of(message))
+            return any(sent.routing_key == last for sent in self.of(operation))
+
+        await eventually(arrived, f"{last} of {operation} on the broker", timeout=timeout)
+        return self.of(operation)
+
+
+@pytest.fixture
+async def wire(amqp: AbstractRobustConnection) -> AsyncIterator[Wire]:
+    async with amqp.channel() as channel:
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        for exchange, routing_key in Wire.BINDINGS:
+            declared = await channel.declare_exchange(
+                exchange, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+            await queue.bind(declared, routing_key=routing_key)
+        yield Wire(queue)
+
+
 def names(records: list[dict[str, Any]]) -> list[str]:
     """Step names as the user saw them, without consecutive repeats."""
     seen: list[str] = []
@@ -65,12 +138,36 @@ def names(records: list[dict[str, Any]]) -> list[str]:
     return seen
 
 
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def same_context(sent: Sent, started: Sent) -> bool:
+    """The saga's message carries the user's context from MakeOrder, named after the step."""
+    without_name = {key: value for key, value in sent.context.items() if key != "name"}
+    started_without_name = {k: v for k, v in started.context.items() if k != "name"}
+    return sent.context.get("name") == sent.routing_key and without_name == started_without_name
+
+
+async def read_operation(http: httpx.AsyncClient, operation: str, token: str) -> dict[str, Any]:
+    response = await http.get(f"/operations/{operation}", headers=bearer(token))
+    assert response.status_code == 200, response.text
+    record: dict[str, Any] = response.json()
+    return record
+
+
+def agrees(read: dict[str, Any], pushed: dict[str, Any]) -> bool:
+    """GET /operations/{id} answers the record the socket pushed last (which adds a cursor)."""
+    return all(pushed.get(key) == value for key, value in read.items())
+
+
 async def test_the_happy_path_is_watched_live_to_completed(
     service: RunningService,
     settings: Settings,
     http: httpx.AsyncClient,
     token: Token,
     watcher: Callable[[str], LiveClient],
+    wire: Wire,
 ) -> None:
     user = str(uuid.uuid4())
     live = watcher(token(user))
@@ -83,15 +180,23 @@ async def test_the_happy_path_is_watched_live_to_completed(
         assert response.headers["Request-ID"] == operation
         assert response.headers["Resource-ID"] == "order-42"
         final = await live.wait_for_state(operation, "completed", timeout=30)
+        sent = await wire.until(operation, "make_order_completed")
+
+    assert [m.routing_key for m in sent] == ["make_order", "make_order_completed"]
+    started, completed = sent
+    assert started.saga == "Pending" and started.context["user"]["id"] == user
+    assert completed.saga == "Completed"
+    assert completed.body == {"orderId": "order-42"}
+    assert same_context(completed, started), (completed.context, started.context)
 
     records = live.records(operation)
     assert names(records) == HAPPY_STEPS, [(r["name"], r["version"]) for r in records]
     assert all(r["state"] == "pending" for r in records[:-1])
     assert final["name"] == "make_order_completed"
-    read = await http.get(
-        f"/operations/{operation}", headers={"Authorization": f"Bearer {token(user)}"}
-    )
-    assert read.json()["state"] == "completed" and read.json()["version"] == final["version"]
+    assert records[-1] == final, "nothing may follow the completed state"
+    read = await read_operation(http, operation, token(user))
+    assert read["state"] == "completed" and read["version"] == final["version"]
+    assert agrees(read, final), (read, final)
 
     store = RedisSagaStore(aioredis.Redis.from_url(settings.redis_url), settings.key_prefix)
     loaded = await store.load("order_making", operation)
@@ -100,6 +205,39 @@ async def test_the_happy_path_is_watched_live_to_completed(
         loaded.record.data["parcel_ids"]
     )
     await store.redis.aclose()
+
+
+async def assert_compensated_on_the_wire_and_over_http(
+    http: httpx.AsyncClient,
+    wire: Wire,
+    live: LiveClient,
+    operation: str,
+    user_token: str,
+    code: str,
+) -> dict[str, Any]:
+    """CancelOrder (Saga: Rejected) then MakeOrderRejected went out with the operation's
+    correlation id and the user's context; the socket and GET /operations/{id} agree on the
+    rejection. Returns the rejected record the socket pushed."""
+    rejected = await live.wait_for_state(operation, "rejected", timeout=30)
+    sent = await wire.until(operation, "make_order_rejected")
+    keys = [m.routing_key for m in sent]
+    assert keys == ["make_order", "cancel_order", "make_order_rejected"], keys
+    started, cancel, ended = sent
+    for message in (cancel, ended):
+        assert message.saga == "Rejected", message
+        assert same_context(message, started), (message.context, started.context)
+    order_id = started.body["orderId"]
+    assert cancel.body == {"orderId": order_id, "code": code, "reason": cancel.body["reason"]}
+    assert ended.body == cancel.body
+    assert rejected["code"] == code and rejected["reason"] == cancel.body["reason"]
+
+    records = live.records(operation)
+    assert records[-1] == rejected, "nothing may follow the rejected state"
+    read = await read_operation(http, operation, user_token)
+    assert (read["state"], read["code"], read["reason"]) == ("rejected", code, rejected["reason"])
+    assert read["version"] == rejected["version"]
+    assert agrees(read, rejected), (read, rejected)
+    return rejected
 
 
 @pytest.mark.parametrize(
@@ -112,6 +250,7 @@ async def test_each_rejection_compensates_and_reaches_the_user(
     http: httpx.AsyncClient,
     token: Token,
     watcher: Callable[[str], LiveClient],
+    wire: Wire,
     failing: str,
 ) -> None:
     user = str(uuid.uuid4())
@@ -121,7 +260,9 @@ async def test_each_rejection_compensates_and_reaches_the_user(
     async with DemoServices(settings.amqp_url, latency_ms=0, failures=plan):
         response = await make_order(http, token(user))
         operation = response.json()["operationId"]
-        rejected = await live.wait_for_state(operation, "rejected", timeout=30)
+        rejected = await assert_compensated_on_the_wire_and_over_http(
+            http, wire, live, operation, token(user), f"{failing}_failed"
+        )
 
         store = RedisSagaStore(aioredis.Redis.from_url(settings.redis_url), settings.key_prefix)
 
@@ -132,7 +273,6 @@ async def test_each_rejection_compensates_and_reaches_the_user(
         loaded = await eventually(compensated, "the saga to finish")
         await store.redis.aclose()
 
-    assert rejected["code"] == f"{failing}_failed"
     assert failing in rejected["reason"]
     assert rejected["name"] == "cancel_order"
     seen = names(live.records(operation))
@@ -141,26 +281,93 @@ async def test_each_rejection_compensates_and_reaches_the_user(
     assert loaded.record.code == f"{failing}_failed"
     assert all(step.compensated for step in loaded.record.steps[:-1])
 
-    history = await http.get(
-        f"/operations/{operation}/history", headers={"Authorization": f"Bearer {token(user)}"}
-    )
+    history = await http.get(f"/operations/{operation}/history", headers=bearer(token(user)))
     transitions = [(t["state"], t["name"]) for t in history.json()["items"]]
     assert transitions[-1] == ("rejected", "cancel_order")
 
 
 async def test_the_deadline_rejects_and_compensates(
-    settings: Settings, redis_client: aioredis.Redis, amqp: object, token: Token
+    settings: Settings,
+    redis_client: aioredis.Redis,
+    amqp: object,
+    token: Token,
+    wire: Wire,
 ) -> None:
     quick = replace(settings, saga_deadline_seconds=1)
     async with start_service(quick) as running, httpx.AsyncClient(base_url=running.url) as http:
         user = str(uuid.uuid4())
         live = LiveClient(running.url)
         await live.connect({"token": token(user)})
-        async with DemoServices(settings.amqp_url, latency_ms=3_000):
-            operation = (await make_order(http, token(user))).json()["operationId"]
-            rejected = await live.wait_for_state(operation, "rejected", timeout=20)
-        await live.close()
-    assert rejected["code"] == "deadline_exceeded"
+        try:
+            async with DemoServices(settings.amqp_url, latency_ms=3_000):
+                operation = (await make_order(http, token(user))).json()["operationId"]
+                rejected = await assert_compensated_on_the_wire_and_over_http(
+                    http, wire, live, operation, token(user), "deadline_exceeded"
+                )
+        finally:
+            await live.close()
+    assert rejected["name"] == "cancel_order"
+
+
+async def test_demo_orders_runs_as_a_process_and_its_sagas_finish(
+    service: RunningService,
+    settings: Settings,
+    http: httpx.AsyncClient,
+    token: Token,
+    watcher: Callable[[str], LiveClient],
+) -> None:
+    """``operations demo-orders`` (as ./scripts/run.sh starts it) places its orders over HTTP;
+    with reservations failing half the time (seeded), some sagas complete and some are
+    compensated, as the user sees them live and over HTTP. It stops by itself after --count."""
+    user, count = f"demo-{uuid.uuid4().hex[:8]}", 6
+    live = watcher(token(user))
+    await live.connect({"token": token(user)})
+    env = {
+        **os.environ,
+        "OPERATIONS_HOST": "127.0.0.1",
+        "OPERATIONS_PORT": str(service.port),
+        "OPERATIONS_JWT_SECRET": SECRET,
+    }
+    plan = FailurePlan({"reserve_resource": 0.5})
+    async with DemoServices(settings.amqp_url, latency_ms=0, failures=plan, seed=1):
+        process = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "operations", "demo-orders", "--user", user),
+            *("--every", "0.2", "--count", str(count), "--seed", "3"),
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        assert process.returncode == 0, stderr.decode()
+        lines = [orjson.loads(line) for line in stderr.splitlines() if line.startswith(b"{")]
+        placed = [line["correlation_id"] for line in lines if "placed" in line["message"]]
+        assert len(placed) == count == len(set(placed)), stderr.decode()
+        assert not [line for line in lines if line["level"] != "info"], stderr.decode()
+
+        def finished(client: LiveClient) -> bool:
+            ends = {r["id"] for r in client.records() if r["state"] != "pending"}
+            return set(placed) <= ends
+
+        await live.wait_for(finished, f"{count} demo orders to finish", timeout=60)
+
+    final = {op: live.records(op)[-1] for op in placed}
+    states = sorted(record["state"] for record in final.values())
+    assert set(states) == {"completed", "rejected"}, states
+    for record in final.values():
+        if record["state"] == "rejected":
+            assert (record["code"], record["name"]) == ("reserve_resource_failed", "cancel_order")
+        else:
+            assert record["name"] == "make_order_completed"
+    listed = await http.get("/operations", params={"limit": 50}, headers=bearer(token(user)))
+    items = {item["id"]: item for item in listed.json()["items"]}
+    assert set(items) == set(placed)
+    for op, record in final.items():
+        assert (items[op]["state"], items[op]["version"]) == (record["state"], record["version"])
 
 
 async def test_post_orders_validates_and_needs_a_token(
@@ -189,3 +396,38 @@ async def test_post_orders_validates_and_needs_a_token(
         headers={"Authorization": f"Bearer {token('u')}"},
     )
     assert single.status_code == 202
+
+
+def allowed_by(schema: dict[str, Any], body: dict[str, Any]) -> bool:
+    """Presence rules of a JSON Schema object (``required`` and ``anyOf`` of ``required``), for
+    bodies whose fields all have the right type."""
+
+    def has(rule: dict[str, Any]) -> bool:
+        return all(name in body for name in rule.get("required", []))
+
+    return has(schema) and any(has(branch) for branch in schema.get("anyOf", [{}]))
+
+
+async def test_the_openapi_document_describes_post_orders_as_it_behaves(
+    service: RunningService, http: httpx.AsyncClient, token: Token
+) -> None:
+    spec = (await http.get("/openapi.json")).json()
+    post = spec["paths"]["/orders"]["post"]
+    reference = post["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    schema = spec["components"]["schemas"][reference.rsplit("/", 1)[-1]]
+    assert {"202", "400", "401"} <= set(post["responses"])
+    assert set(post["responses"]["202"]["headers"]) == {"Request-ID", "Resource-ID"}
+    assert schema["properties"]["parcelIds"]["maxItems"] == 100  # the saga's MAX_PARCELS
+    bodies = [
+        {"customerId": "c", "parcelIds": ["p"]},
+        {"customerId": "c", "parcelId": "p"},
+        {"customerId": "c", "parcelIds": ["p"], "parcelId": "q", "orderId": "o"},
+        {"customerId": "c"},
+        {"parcelIds": ["p"]},
+        {"parcelId": "p", "orderId": "o"},
+        {},
+    ]
+    for body in bodies:
+        response = await http.post("/orders", json=body, headers=bearer(token("u")))
+        assert response.status_code in (202, 400), response.text
+        assert allowed_by(schema, body) == (response.status_code == 202), body

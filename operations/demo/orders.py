@@ -40,6 +40,7 @@ async def place_orders(
                             "order %s placed: operation %s",
                             answer["orderId"],
                             answer["operationId"],
+                            extra={"correlation_id": answer["operationId"]},
                         )
                     else:
                         log.warning("POST /orders answered %d: %s", response.status, answer)
