@@ -106,23 +106,27 @@ class OperationsApi:
     async def openapi(self, request: Request) -> Response:
         return Json(openapi_document())
 
-    async def _visible(
-        self, request: Request
-    ) -> tuple[str, OperationRecord | None, Principal | None]:
+    def _reader(self, request: Request) -> tuple[str, Principal | None]:
+        """The operation asked for and who asks. The token is checked before anything is looked
+        up, so a bad token gets 401 even for an unknown id."""
         operation_id = normalise_id(request.path_params["id"])
-        principal = self.principal(request, optional=self.anonymous_reads)
+        return operation_id, self.principal(request, optional=self.anonymous_reads)
+
+    async def _visible(
+        self, operation_id: str, principal: Principal | None
+    ) -> OperationRecord | None:
+        """The record, or None when it is unknown, expired or another user's."""
         record = await self.store.get(operation_id)
-        if record is None:
-            return operation_id, None, principal
-        if principal is None or principal.may_read(record.user_id or ""):
-            return operation_id, record, principal
-        return operation_id, None, principal
+        if record is None or principal is None or principal.may_read(record.user_id or ""):
+            return record
+        return None
 
     async def get_operation(self, request: Request) -> Response:
-        operation_id, record, _ = await self._visible(request)
+        operation_id, principal = self._reader(request)
+        wait = _wait_seconds(request)
+        record = await self._visible(operation_id, principal)
         if record is None:
             return not_found(operation_id)
-        wait = _wait_seconds(request)
         known = request.headers.get("if-none-match")
         if wait > 0 and known is not None:
             record = await self._await_change(request, operation_id, record, known, wait)
@@ -136,7 +140,7 @@ class OperationsApi:
         self, request: Request, operation_id: str, record: OperationRecord, known: str, wait: float
     ) -> OperationRecord | None:
         """Long-poll: return once the record's ETag differs from ``known``, it is finished, or
-        ``wait`` seconds have passed."""
+        ``wait`` seconds have passed. The token is checked again at every wake-up."""
         deadline = time.monotonic() + wait
         current: OperationRecord | None = record
         while current is not None and _etag_matches(known, current.etag):
@@ -146,10 +150,10 @@ class OperationsApi:
             event = self.feed.watch(operation_id)
             try:
                 # Read again after watching, so a change between the two reads is not missed.
-                _, current, _ = await self._visible(request)
+                current = await self._visible(*self._reader(request))
                 if current is not None and _etag_matches(known, current.etag):
                     await asyncio.wait_for(event.wait(), timeout=remaining)
-                    _, current, _ = await self._visible(request)
+                    current = await self._visible(*self._reader(request))
             except TimeoutError:
                 pass
             finally:
@@ -157,8 +161,8 @@ class OperationsApi:
         return current
 
     async def get_history(self, request: Request) -> Response:
-        operation_id, record, _ = await self._visible(request)
-        if record is None:
+        operation_id, principal = self._reader(request)
+        if await self._visible(operation_id, principal) is None:
             return not_found(operation_id)
         entries = await self.store.history(operation_id)
         return Json({"id": operation_id, "items": entries})

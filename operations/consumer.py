@@ -28,6 +28,7 @@ from .catalogue import Subscription
 from .deliveries import ChannelConsumer, Delivery
 from .envelope import Delivered
 from .errors import StoreUnavailable
+from .logs import logged_id
 from .metrics import Registry
 from .outcomes import Ack, DeadLetter, Retry, Settlement
 from .topology import declare_dead_letter_queue, declare_queue, declare_retry_queue
@@ -178,7 +179,7 @@ class Consumer:
                     await asyncio.sleep(1.0)
                     for delivery in batch:
                         if delivery.settleable:
-                            await _quietly(delivery.nack(requeue=True))
+                            await _quietly(delivery.nack(requeue=True), delivery)
                 self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
     async def _handle(self, batch: Sequence[Delivery]) -> None:
@@ -215,7 +216,11 @@ class Consumer:
             )
             for (delivery, _), result in zip(copies, results, strict=True):
                 if isinstance(result, BaseException):
-                    log.error("copy not confirmed by the broker, requeueing: %s", result)
+                    log.error(
+                        "copy not confirmed by the broker, requeueing: %s",
+                        result,
+                        extra={"correlation_id": logged_id(delivery)},
+                    )
                     failed.add(id(delivery))
         # A delivery whose channel has closed since is skipped: its tag means nothing on any other
         # channel, and the broker redelivers it.
@@ -231,9 +236,9 @@ class Consumer:
             if not delivery.settleable:
                 continue
             if id(delivery) in failed:
-                await _quietly(delivery.nack(requeue=True))
+                await _quietly(delivery.nack(requeue=True), delivery)
             else:
-                await _quietly(delivery.ack())
+                await _quietly(delivery.ack(), delivery)
 
     async def _publish_copy(self, message: Delivery, settlement: DeadLetter | Retry) -> None:
         assert self._channel is not None
@@ -266,10 +271,15 @@ class Consumer:
         await self._channel.default_exchange.publish(copy, routing_key=target)
 
 
-async def _quietly(settling: Any) -> None:
+async def _quietly(settling: Any, delivery: Delivery | None = None) -> None:
     """Settling on a channel that died is harmless: the broker redelivers, and the store drops
-    what it has already applied."""
+    what it has already applied. ``delivery`` names the one message settled, if only one is."""
     try:
         await settling
     except (AMQPError, ConnectionError, RuntimeError) as error:
-        log.info("could not settle a delivery, it will be redelivered: %s", error)
+        correlation_id = logged_id(delivery) if delivery is not None else None
+        log.info(
+            "could not settle a delivery, it will be redelivered: %s",
+            error,
+            extra={"correlation_id": correlation_id},
+        )

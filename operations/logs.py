@@ -1,8 +1,8 @@
 """Logging: readable lines on a terminal, one JSON object per line otherwise.
 
-Every line logged while a message is being handled carries its ``correlation_id``: the message's
-handlers set it with :func:`handling`, and ``extra=`` may also pass one. Tokens and secrets are
-never logged.
+Every JSON line has a ``correlation_id`` key: the id of the message (the operation) the line is
+about, and ``null`` on lines about no message in particular. A message's handlers set it with
+:func:`handling`, and ``extra=`` may also pass one. Tokens and secrets are never logged.
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ import datetime as dt
 import logging
 import sys
 from collections.abc import Iterator
+from typing import Protocol
 
 import orjson
 
-_EXTRA_FIELDS = ("correlation_id", "message_id")
+from .identity import normalise_id
+
 _QUIET = (
     "aio_pika",
     "aiormq",
@@ -31,6 +33,17 @@ _QUIET = (
 _correlation: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "correlation_id", default=None
 )
+
+
+class _Correlated(Protocol):
+    @property
+    def correlation_id(self) -> str | None: ...
+
+
+def logged_id(message: _Correlated) -> str | None:
+    """The correlation id that lines about a delivered message carry: its operation id, spelled
+    as the store spells it (GUIDs normalised), so every line about one operation has the same."""
+    return normalise_id(message.correlation_id or "") or None
 
 
 @contextlib.contextmanager
@@ -59,11 +72,11 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            "correlation_id": getattr(record, "correlation_id", None),
         }
-        for field in _EXTRA_FIELDS:
-            value = getattr(record, field, None)
-            if value is not None:
-                line[field] = value
+        message_id = getattr(record, "message_id", None)
+        if message_id is not None:
+            line["message_id"] = message_id
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info)
         return orjson.dumps(line).decode()
@@ -92,3 +105,6 @@ def configure(level: str, stream: object = None) -> None:
     # below WARNING, whatever the level asked for.
     for noisy in _QUIET:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # uvicorn hands this logger of its own to the websockets library, which logs every frame at
+    # DEBUG, Socket.IO's CONNECT frame and its token included; its INFO lines are worth keeping.
+    logging.getLogger("uvicorn.error").setLevel(max(logging.INFO, root.level))

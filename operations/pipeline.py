@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from .catalogue import Catalogue
 from .envelope import Delivered, Envelope, parse
 from .errors import EnvelopeError, StoreError
+from .logs import logged_id
 from .metrics import Registry
 from .outcomes import Ack, DeadLetter, Disposition, Settlement
 from .records import Outcome
@@ -92,6 +93,6 @@ class Pipeline:
             delivered.routing_key,
             delivered.exchange,
             reason,
-            extra={"correlation_id": delivered.correlation_id},
+            extra={"correlation_id": envelope.operation_id if envelope else logged_id(delivered)},
         )
         return DeadLetter(reason)

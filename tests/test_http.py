@@ -58,11 +58,15 @@ async def test_401_and_404_rules(
         "alg none": bearer(encode({"sub": owner, "exp": 4_000_000_000}, SECRET, "none")),
         "no exp": bearer(no_exp),
     }
+    unknown_path = f"/operations/{new_id()}"
+    # The token is checked before the lookup: an unknown id tells a bad token nothing.
+    paths = (path, f"{path}/history", unknown_path, f"{unknown_path}/history")
     for label, headers in refused.items():
-        response = await http.get(path, headers=headers)
-        assert response.status_code == 401, label
-        assert response.json()["code"] == "unauthorized", label
-        assert response.headers["www-authenticate"].startswith("Bearer")
+        for target in paths:
+            response = await http.get(target, headers=headers)
+            assert response.status_code == 401, (label, target)
+            assert response.json()["code"] == "unauthorized", (label, target)
+            assert response.headers["www-authenticate"].startswith("Bearer")
 
     other = await http.get(path, headers=bearer(token(new_id())))
     unknown = await http.get(f"/operations/{new_id()}", headers=bearer(token(owner)))
@@ -134,9 +138,16 @@ async def test_long_poll_times_out_unchanged_and_finished_returns_at_once(
     )
     assert finished.status_code == 304 and loop.time() - started < 5
 
-    for bad in ("-1", "61", "soon"):
-        response = await http.get(f"/operations/{op}?wait={bad}", headers=headers)
-        assert response.status_code == 400 and response.json()["code"] == "invalid_query"
+    for bad in ("-1", "61", "soon", "nan"):
+        # A bad wait is refused before the lookup, for a known id and an unknown one alike.
+        for target in (op, new_id()):
+            response = await http.get(f"/operations/{target}?wait={bad}", headers=headers)
+            assert response.status_code == 400, (bad, target)
+            assert response.json()["code"] == "invalid_query"
+            assert "wait" in response.json()["reason"]
+        # The token still comes first.
+        response = await http.get(f"/operations/{op}?wait={bad}", headers=bearer("abc.def.ghi"))
+        assert response.status_code == 401
 
 
 async def test_listing_is_per_user_filtered_and_paged(
@@ -225,8 +236,18 @@ async def test_ready_is_503_without_the_broker(settings: Settings, redis_client:
         await service.stop()
 
 
-@pytest.mark.parametrize("path", ["/operations/x", "/operations"])
-async def test_store_outage_is_a_503(settings: Settings, path: str, token: Token) -> None:
+@pytest.mark.parametrize(
+    ("path", "route"),
+    [
+        ("/operations/x", "/operations/{id}"),
+        ("/operations/x?wait=5", "/operations/{id}"),
+        ("/operations/x/history", "/operations/{id}/history"),
+        ("/operations", "/operations"),
+    ],
+)
+async def test_store_outage_is_a_503_as_documented(
+    settings: Settings, path: str, route: str, token: Token
+) -> None:
     broken = replace(
         settings, redis_url="redis://127.0.0.1:1/0", amqp_url="amqp://x:y@127.0.0.1:1/"
     )
@@ -236,6 +257,11 @@ async def test_store_outage_is_a_503(settings: Settings, path: str, token: Token
     transport = httpx.ASGITransport(app=service.asgi)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         response = await client.get(path, headers=bearer(token("u")))
+        spec = (await client.get("/openapi.json")).json()
     assert response.status_code == 503
     assert response.json()["code"] == "store_unavailable"
+    documented = spec["paths"][route]["get"]["responses"]["503"]
+    schema = documented["content"]["application/json"]["schema"]
+    assert schema == {"$ref": "#/components/schemas/Error"}
+    assert "store_unavailable" in documented["description"]
     await service.store.close()

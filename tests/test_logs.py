@@ -1,5 +1,5 @@
-"""Structured logs: JSON lines off a terminal, the correlation id on every line about a message,
-the configured level, and never a token or a secret."""
+"""Structured logs: JSON lines off a terminal, a correlation id key on every line (the message's
+id on every line about a message), the configured level, and never a token or a secret."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
+import socketio
 
 from operations import logs
 from operations.settings import Settings
+from operations.tokens import encode, mint
 from tests.conftest import SECRET
 from tests.live import LiveClient
 from tests.support import Publisher, RunningService, eventually, new_id
@@ -37,12 +39,13 @@ def test_json_lines_carry_the_correlation_id(restore_logging: None) -> None:
     log.info("outside")
     log.info("explicit", extra={"correlation_id": "op-2"})
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert [(line["message"], line.get("correlation_id")) for line in lines] == [
+    assert [(line["message"], line["correlation_id"]) for line in lines] == [
         ("inside", "op-1"),
         ("outside", None),
         ("explicit", "op-2"),
     ]
-    assert {"time", "level", "logger", "message"} <= set(lines[0])
+    for line in lines:
+        assert {"time", "level", "logger", "message", "correlation_id"} <= set(line)
 
 
 def test_the_level_is_configurable(restore_logging: None) -> None:
@@ -92,6 +95,63 @@ async def test_no_token_or_secret_reaches_the_logs(
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     warning = next(line for line in lines if "applied create_order in part" in line["message"])
     assert warning["correlation_id"] == str(uuid.UUID(op))
-    assert len(lines) > 5
+    assert {"operations.pipeline", "uvicorn.error"} <= {line["logger"] for line in lines}
+    assert all("correlation_id" in line for line in lines)
     for secret in (user_token, admin_token, SECRET, settings.jwt_secret):
         assert secret not in out.getvalue()
+
+
+async def test_good_and_bad_tokens_never_reach_the_logs_at_debug(
+    restore_logging: None,
+    service: RunningService,
+    publisher: Publisher,
+    http: httpx.AsyncClient,
+    token: Callable[..., str],
+    settings: Settings,
+) -> None:
+    out = io.StringIO()
+    logs.configure("DEBUG", out)
+    assert logging.getLogger().getEffectiveLevel() == logging.DEBUG
+    owner, op = new_id(), new_id()
+    good = token(owner)
+    forged_secret = "not-the-service-secret-0123456789"
+    bad = {
+        "forged": mint(forged_secret, owner),  # well-formed, signed with another key
+        "expired": mint(SECRET, owner, ttl_seconds=-10),
+        "alg none": encode({"sub": owner, "exp": 4_000_000_000}, SECRET, "none"),
+    }
+    await publisher.publish("create_order", op, user=owner)
+
+    async def readable() -> bool:
+        response = await http.get(f"/operations/{op}", headers=_bearer(good))
+        return response.status_code == 200
+
+    await eventually(readable, "the operation")
+    for path in (f"/operations/{op}", f"/operations/{op}/history", "/operations"):
+        assert (await http.get(path, headers=_bearer(good))).status_code == 200, path
+        for label, value in bad.items():
+            response = await http.get(path, headers=_bearer(value))
+            assert response.status_code == 401, (path, label)
+    refused = LiveClient(service.url)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await refused.connect({"token": bad["forged"]})
+    await refused.close()
+    accepted = LiveClient(service.url)
+    await accepted.connect({"token": good})
+    assert accepted.client.connected
+    await accepted.close()
+
+    text = out.getvalue()
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert lines and all("correlation_id" in line for line in lines)
+    for value in (good, *bad.values()):
+        header, payload, signature = value.split(".")
+        for part in (f"Bearer {value}", value, f"{header}.{payload}", signature or value):
+            assert part not in text
+    assert "eyJ" not in text, "something that looks like a JWT was logged"
+    for secret in (SECRET, settings.jwt_secret, forged_secret):
+        assert secret not in text
+
+
+def _bearer(value: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {value}"}

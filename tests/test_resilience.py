@@ -1,5 +1,6 @@
 """Orderings and failures that break systems like this one: competing service instances on one
-queue, shuffled and duplicated deliveries, and a RabbitMQ restart in the middle of a stream."""
+queue, shuffled and duplicated deliveries, a RabbitMQ restart in the middle of a stream, and
+Redis going away while a message waits."""
 
 from __future__ import annotations
 
@@ -8,15 +9,18 @@ import os
 import random
 import subprocess
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import redis.asyncio as aioredis
 
 from operations.settings import Settings
 from operations.store import Keys
+from tests.live import LiveClient
 from tests.support import Publisher, SteadyPublisher, eventually, new_id, start_service
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,8 +99,14 @@ async def test_two_instances_racing_never_regress(
 async def test_a_rabbitmq_restart_mid_stream_loses_no_message(
     settings: Settings, redis_client: aioredis.Redis, amqp: Any, publisher: Publisher
 ) -> None:
-    operations = [str(uuid.uuid4()) for _ in range(300)]
-    messages = [(m, op, new_id()) for op in operations for m in ("create_order", "order_created")]
+    """Every message published is accounted for: each operation ends at version 2 with both
+    its message ids in its history, and each message was applied exactly once."""
+    operations = {str(uuid.uuid4()): (new_id(), new_id()) for _ in range(300)}
+    messages = [
+        (message, op, message_id)
+        for op, ids in operations.items()
+        for message, message_id in zip(("create_order", "order_created"), ids, strict=True)
+    ]
     keys = Keys(settings.key_prefix)
 
     async with start_service(settings) as running:
@@ -119,9 +129,89 @@ async def test_a_rabbitmq_restart_mid_stream_loses_no_message(
 
         await eventually(all_completed, "every operation to complete after the restart", 60)
         assert running.service.metrics.reconnects.value(dependency="rabbitmq") >= 1
+        async with redis_client.pipeline(transaction=False) as pipe:
+            for op in operations:
+                pipe.hget(keys.record(op), "version")
+                pipe.lrange(keys.history(op), 0, -1)
+            replies = await pipe.execute()
+        lost = {}
+        for (op, ids), version, history in zip(
+            operations.items(), replies[::2], replies[1::2], strict=True
+        ):
+            recorded = tuple(orjson.loads(entry)["messageId"] for entry in history)
+            if (int(version), recorded) != (2, ids):
+                lost[op] = (int(version), recorded, ids)
+        assert not lost, f"{len(lost)} operations lack a message, e.g. {next(iter(lost.items()))}"
+        counted = running.service.metrics.messages
+        assert counted.value(kind="command", outcome="applied") == len(operations)
+        assert counted.value(kind="event", outcome="applied") == len(operations)
     entries = await redis_client.xrange(keys.changes(0))
-    for changes in _records_by_op(entries).values():
+    by_op = _records_by_op(entries)
+    assert set(by_op) == set(operations)
+    for changes in by_op.values():
         assert_never_regressed(changes)
+        assert [change["state"] for change in changes] == ["pending", "completed"]
+
+
+@pytest.mark.timeout(120)
+async def test_a_redis_outage_is_retried_counted_and_recovered_from(
+    settings: Settings,
+    redis_client: aioredis.Redis,
+    amqp: Any,
+    publisher: Publisher,
+    token: Callable[..., str],
+) -> None:
+    """Redis goes away (shut down, its append-only file kept) while a message waits: the batch is
+    held unacknowledged and retried, /ready says so, and once Redis is back the message is
+    applied and pushed, and both reconnections are counted."""
+    keys = Keys(settings.key_prefix)
+    async with start_service(settings) as running:
+        metrics = running.service.metrics
+        live = LiveClient(running.url)
+        await live.connect({"token": token("ops", "admin")})
+        http = httpx.AsyncClient(base_url=running.url, timeout=30)
+        before, during = str(uuid.uuid4()), str(uuid.uuid4())
+        try:
+            await publisher.publish("create_order", before, user="u")
+            await live.wait_for_state(before, "pending")
+            assert metrics.reconnects.value(dependency="redis") == 0
+            assert metrics.reconnects.value(dependency="redis-feed") == 0
+
+            await redis_client.shutdown()
+            try:
+                await publisher.publish("create_order", during, user="u")
+
+                async def retried() -> bool:
+                    return metrics.store_retries.value() >= 2
+
+                await eventually(retried, "the consumer to retry the batch Redis did not take")
+                ready = await http.get("/ready")
+                assert ready.status_code == 503
+                assert ready.json()["checks"]["redis"] is False
+                assert metrics.messages.value(kind="command", outcome="applied") == 1
+            finally:
+                started = await asyncio.create_subprocess_exec(
+                    str(ROOT / "scripts" / "services.sh"), "start", env=dict(os.environ)
+                )
+                assert await asyncio.wait_for(started.wait(), timeout=60) == 0
+
+            await live.wait_for_state(during, "pending", timeout=30)
+            assert await redis_client.hget(keys.record(during), "version") == b"1"
+            assert await redis_client.hget(keys.record(before), "version") == b"1"
+
+            async def recovered() -> bool:
+                return (await http.get("/ready")).status_code == 200
+
+            await eventually(recovered, "/ready to answer 200 again")
+            assert metrics.reconnects.value(dependency="redis") >= 1
+            assert metrics.reconnects.value(dependency="redis-feed") >= 1
+            text = (await http.get("/metrics")).text
+            assert 'operations_reconnects_total{dependency="redis"} ' in text
+            assert 'operations_reconnects_total{dependency="redis-feed"} ' in text
+            assert metrics.messages.value(kind="command", outcome="applied") == 2
+        finally:
+            await http.aclose()
+            await live.close()
 
 
 def test_the_services_script_knows_the_test_servers() -> None:

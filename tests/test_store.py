@@ -172,6 +172,85 @@ async def test_reads_do_not_extend_the_ttl(store: RedisStore, redis_client: aior
     assert await redis_client.ttl(store.keys.record(op)) <= 5
 
 
+def _operation_keys(store: RedisStore, op: str) -> list[str]:
+    keys = store.keys
+    shard = keys.shard(op)
+    return [
+        keys.record(op),
+        keys.history(op),
+        keys.seen(op),
+        keys.user_index(USER, shard),
+        keys.index(shard),
+    ]
+
+
+async def _age(redis_client: aioredis.Redis, keys: list[str], left_ms: int) -> None:
+    """As if time had passed: every key has only ``left_ms`` to live."""
+    for key in keys:
+        assert await redis_client.pexpire(key, left_ms), key
+
+
+async def test_each_applied_change_restarts_the_expiry(
+    store: RedisStore, redis_client: aioredis.Redis
+) -> None:
+    op = new_id()
+    await apply_one(store, envelope(op, State.PENDING, "create_order"))
+    keys = _operation_keys(store, op)
+    for key in keys:
+        assert 59_000 < await redis_client.pttl(key) <= 60_000, key
+    for change in (
+        envelope(op, State.PENDING, "add_parcel_to_order"),
+        envelope(op, State.COMPLETED, "order_created"),
+    ):
+        await _age(redis_client, keys, 5_000)
+        assert (await apply_one(store, change)).outcome is Outcome.APPLIED
+        for key in keys:
+            assert 59_000 < await redis_client.pttl(key) <= 60_000, key
+
+
+async def test_stale_and_duplicate_messages_leave_the_expiry_alone(
+    store: RedisStore, redis_client: aioredis.Redis
+) -> None:
+    op = new_id()
+    await apply_one(store, envelope(op, State.PENDING, "create_order", message_id="m-1"))
+    keys = _operation_keys(store, op)
+    await _age(redis_client, keys, 5_000)
+    late = [
+        envelope(op, State.COMPLETED, "order_created", message_id="m-1"),  # duplicate
+        envelope(op, State.PENDING, "create_order", message_id="m-2"),  # same step: stale
+    ]
+    assert [(await apply_one(store, env)).outcome for env in late] == [
+        Outcome.DUPLICATE,
+        Outcome.STALE,
+    ]
+    await apply_one(store, envelope(op, State.COMPLETED, "order_created", message_id="m-3"))
+    await _age(redis_client, keys, 5_000)
+    for env in (
+        envelope(op, State.REJECTED, "create_order_rejected", message_id="m-4"),  # finished
+        envelope(op, State.PENDING, "add_parcel_to_order", message_id="m-3"),  # duplicate
+    ):
+        assert (await apply_one(store, env)).outcome is not Outcome.APPLIED
+    for key in keys:
+        assert 0 < await redis_client.pttl(key) <= 5_000, key
+    assert await redis_client.smembers(store.keys.seen(op)) == {b"m-1", b"m-2", b"m-3", b"m-4"}
+
+
+async def test_ids_seen_after_an_update_without_one_expire_with_the_record(
+    store: RedisStore, redis_client: aioredis.Redis
+) -> None:
+    """A record written by a message without a message id has no seen set yet; a stale message
+    with an id creates it, and it must not outlive the record (nor extend it)."""
+    op = new_id()
+    await apply_one(store, envelope(op, State.COMPLETED, "order_created", message_id=""))
+    assert not await redis_client.exists(store.keys.seen(op))
+    await redis_client.pexpire(store.keys.record(op), 5_000)
+    stale = await apply_one(store, envelope(op, State.PENDING, message_id="late"))
+    assert stale.outcome is Outcome.STALE
+    record_ttl = await redis_client.pttl(store.keys.record(op))
+    assert 0 < record_ttl <= 5_000
+    assert 0 < await redis_client.pttl(store.keys.seen(op)) <= record_ttl
+
+
 async def test_stale_and_duplicate_leave_the_stream_alone(
     store: RedisStore, redis_client: aioredis.Redis
 ) -> None:

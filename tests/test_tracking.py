@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import io
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
 import httpx
 import pytest
 
-from operations.consumer import DISPOSITION_HEADER, REASON_HEADER
+from operations import logs
+from operations.consumer import (
+    DISPOSITION_HEADER,
+    EXCHANGE_HEADER,
+    REASON_HEADER,
+    ROUTING_KEY_HEADER,
+)
 from operations.settings import Settings
 from tests.support import Publisher, RunningService, Style, dead_letters, eventually, new_id
 
@@ -149,51 +160,160 @@ def _admin(read: Reader) -> str:
     return mint(SECRET, ADMIN, ("admin",))
 
 
+@dataclass(frozen=True)
+class BadInput:
+    """One kind of bad message, and everything it must leave behind."""
+
+    message: str
+    publish: dict[str, Any]
+    reason: str  # in the dead-letter header and the WARNING line
+    disposition: str
+    counted: str  # the operations_messages_total series it adds one to
+    state: str | None = None  # the state applied with what could be read
+
+
+def bad_inputs(user: str, max_bytes: int) -> dict[str, BadInput]:
+    in_part = "applied-in-part"
+    command = 'operations_messages_total{kind="command",outcome="applied"}'
+    rejection = 'operations_messages_total{kind="rejected_event",outcome="applied"}'
+    unknown = 'operations_messages_total{kind="unknown",outcome="dead_lettered"}'
+    too_big = b'{"reason":"' + b"x" * (max_bytes + 10) + b'"}'
+    not_json = "headers.message_context: not valid JSON"
+    return {
+        "context as bytes": BadInput(
+            "create_order",
+            {"raw_context": bytearray(b"{not json")},
+            not_json,
+            in_part,
+            command,
+            "pending",
+        ),
+        "context as str": BadInput(
+            "create_order", {"raw_context": "{not json"}, not_json, in_part, command, "pending"
+        ),
+        "context not an object": BadInput(
+            "create_order",
+            {"raw_context": '["a", "list"]'},
+            "headers.message_context: expected a JSON object, got list",
+            in_part,
+            command,
+            "pending",
+        ),
+        "body not JSON": BadInput(
+            "create_order_rejected",
+            {"user": user, "body": b"<html>oops</html>"},
+            "body: not valid JSON",
+            in_part,
+            rejection,
+            "rejected",
+        ),
+        "body too big": BadInput(
+            "create_order_rejected",
+            {"user": user, "body": too_big},
+            f"body: {len(too_big)} bytes exceeds the limit of {max_bytes}",
+            in_part,
+            rejection,
+            "rejected",
+        ),
+        "not in the catalogue": BadInput(
+            "no_such_message",
+            {"user": user, "exchange": "orders"},
+            "'no_such_message' on exchange 'orders' is not in the catalogue",
+            "not-applied",
+            unknown,
+        ),
+        "correlation id too long": BadInput(
+            "create_order",
+            {"user": user},
+            "correlation_id: must be printable and at most 200 characters",
+            "not-applied",
+            unknown,
+        ),
+    }
+
+
+def dead_letter_series(text: str) -> dict[str, float]:
+    """Every sample of the two families a dead letter moves, from Prometheus text."""
+    families = ("operations_messages_total{", "operations_dead_letters_total{")
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(families):
+            series, _, value = line.rpartition(" ")
+            samples[series] = float(value)
+    return samples
+
+
+@pytest.fixture
+def json_logs() -> Iterator[io.StringIO]:
+    """The service's log lines as it writes them off a terminal: one JSON object per line."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    out = io.StringIO()
+    logs.configure("INFO", out)
+    yield out
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 async def test_bad_input_is_dead_lettered_with_a_reason_and_consumption_goes_on(
     service: RunningService,
     publisher: Publisher,
     read: Reader,
+    http: httpx.AsyncClient,
     amqp: aio_pika.abc.AbstractRobustConnection,
     settings: Settings,
+    json_logs: io.StringIO,
 ) -> None:
+    """Each case alone, so that the dead letter, the counters and the log line it leaves are
+    its own."""
     user = new_id()
-    bad_context, bad_body, big, unknown = new_id(), new_id(), new_id(), new_id()
-    await publisher.publish("create_order", bad_context, raw_context=bytearray(b"{not json"))
-    await publisher.publish("create_order_rejected", bad_body, user=user, body=b"<html>oops</html>")
-    await publisher.publish(
-        "create_order_rejected",
-        big,
-        user=user,
-        body=b'{"reason":"' + b"x" * (settings.max_message_bytes + 10) + b'"}',
-    )
     async with amqp.channel() as channel:  # a binding left over from an older catalogue
         queue = await channel.declare_queue(settings.queue, durable=True)
         await queue.bind("orders", routing_key="no_such_message")
-    await publisher.publish("no_such_message", unknown, user=user, exchange="orders")
+
+    for label, case in bad_inputs(user, settings.max_message_bytes).items():
+        op = "x" * 201 if label == "correlation id too long" else new_id()
+        logged_id = op if len(op) > 200 else str(uuid.UUID(op))
+        before = dead_letter_series((await http.get("/metrics")).text)
+        await publisher.publish(case.message, op, **case.publish)
+
+        (letter,) = await dead_letters(amqp, settings.dead_letter_queue, 1)
+        assert letter.correlation_id == op, label
+        assert case.reason in str(letter.headers[REASON_HEADER]), label
+        assert str(letter.headers[DISPOSITION_HEADER]) == case.disposition, label
+        assert str(letter.headers[EXCHANGE_HEADER]) == "orders", label
+        assert str(letter.headers[ROUTING_KEY_HEADER]) == case.message, label
+        if "body" in case.publish:
+            assert letter.body == case.publish["body"], label
+
+        after = dead_letter_series((await http.get("/metrics")).text)
+        moved = {series: after[series] - before.get(series, 0) for series in after}
+        assert {series: delta for series, delta in moved.items() if delta} == {
+            case.counted: 1,
+            f'operations_dead_letters_total{{disposition="{case.disposition}"}}': 1,
+        }, label
+
+        async def warned(op_id: str = logged_id, reason: str = case.reason) -> dict[str, Any]:
+            for line in json_logs.getvalue().splitlines():
+                entry: dict[str, Any] = json.loads(line)
+                if entry["correlation_id"] == op_id and reason in entry["message"]:
+                    return entry
+            return {}
+
+        warning = await eventually(warned, f"the WARNING line about {label}")
+        assert warning["level"] == "warning", label
+        assert warning["logger"] == "operations.pipeline", label
+
+        if case.state is not None:
+            record = await read(op, state=case.state)
+            assert record is not None, label
+            assert (record["code"], record["reason"]) == (None, None), label
+            assert record["userId"] == (str(uuid.UUID(user)) if "user" in case.publish else None)
+
     after = new_id()
     await publisher.publish("create_order", after, user=user)
-
     assert await read(after, user, state="pending"), "the consumer stopped"
-    assert await read(bad_context, state="pending")  # applied with what it had: no owner
-    rejected = await read(bad_body, user, state="rejected")
-    assert rejected is not None and (rejected["code"], rejected["reason"]) == (None, None)
-    assert await read(big, user, state="rejected")
-
-    letters = await dead_letters(amqp, settings.dead_letter_queue, 4)
-    by_id = {letter.correlation_id: letter for letter in letters}
-    reasons = {op: str(by_id[op].headers[REASON_HEADER]) for op in by_id}
-    dispositions = {op: str(by_id[op].headers[DISPOSITION_HEADER]) for op in by_id}
-    assert "message_context" in reasons[bad_context] and "JSON" in reasons[bad_context]
-    assert "body: not valid JSON" in reasons[bad_body]
-    assert "exceeds the limit" in reasons[big]
-    assert "not in the catalogue" in reasons[unknown]
-    assert dispositions == {
-        bad_context: "applied-in-part",
-        bad_body: "applied-in-part",
-        big: "applied-in-part",
-        unknown: "not-applied",
-    }
-    assert by_id[bad_body].body == b"<html>oops</html>"
+    assert all("correlation_id" in json.loads(line) for line in json_logs.getvalue().splitlines())
 
 
 async def test_records_expire(
