@@ -105,6 +105,11 @@ class Registry:
         self.sagas = Counter(
             "operations_sagas_total", "Saga messages processed, by saga and outcome."
         )
+        self.saga_instances = Gauge(
+            "operations_saga_instances",
+            "Sagas in each status, by saga and status, counted in Redis across processes "
+            "(finished ones until they expire).",
+        )
         self.saga_messages_published = Counter(
             "operations_saga_messages_published_total",
             "Messages published by saga steps and confirmed by the broker, by message.",
@@ -129,6 +134,7 @@ class Registry:
             self.socket_refusals,
             self.pushes,
             self.sagas,
+            self.saga_instances,
             self.saga_messages_published,
             self.saga_publish_failures,
         ):

@@ -33,6 +33,7 @@ _ID = {
 }
 _NEEDS_TOKEN = _error("Missing, malformed, badly signed or expired bearer token.")
 _UNKNOWN = _error("Unknown, expired, or another user's operation.")
+_STORE_DOWN = _error("`store_unavailable`: Redis cannot be reached; retry later.")
 
 
 def document() -> dict[str, Any]:
@@ -79,6 +80,7 @@ def document() -> dict[str, Any]:
                         "400": _error("Bad wait parameter."),
                         "401": _NEEDS_TOKEN,
                         "404": _UNKNOWN,
+                        "503": _STORE_DOWN,
                     },
                 }
             },
@@ -90,6 +92,7 @@ def document() -> dict[str, Any]:
                         "200": _json("The transitions.", "History"),
                         "401": _NEEDS_TOKEN,
                         "404": _UNKNOWN,
+                        "503": _STORE_DOWN,
                     },
                 }
             },
@@ -131,6 +134,7 @@ def document() -> dict[str, Any]:
                         "400": _error("Bad filter, limit or cursor."),
                         "401": _NEEDS_TOKEN,
                         "403": _error("A non-admin asked for another user's operations."),
+                        "503": _STORE_DOWN,
                     },
                 }
             },
@@ -176,7 +180,13 @@ def document() -> dict[str, Any]:
                             "in": "query",
                             "schema": {
                                 "type": "string",
-                                "enum": ["pending", "completed", "rejected", "compensation_failed"],
+                                "enum": [
+                                    "pending",
+                                    "compensating",
+                                    "completed",
+                                    "rejected",
+                                    "compensation_failed",
+                                ],
                             },
                         },
                         {
@@ -325,17 +335,28 @@ def document() -> dict[str, Any]:
                 },
                 "MakeOrder": {
                     "type": "object",
+                    "description": "parcelIds, or parcelId for one parcel; parcelIds wins when "
+                    "both are given. PascalCase names are accepted too.",
                     "required": ["customerId"],
+                    "anyOf": [{"required": ["parcelIds"]}, {"required": ["parcelId"]}],
                     "properties": {
-                        "customerId": {"type": "string"},
+                        "customerId": {"type": "string", "minLength": 1},
                         "parcelIds": {
                             "type": "array",
-                            "items": {"type": "string"},
+                            "items": {"type": "string", "minLength": 1},
                             "minItems": 1,
                             "maxItems": 100,
                         },
-                        "parcelId": {"type": "string", "description": "One parcel."},
-                        "orderId": {"type": "string", "description": "Default: a new GUID."},
+                        "parcelId": {
+                            "type": "string",
+                            "minLength": 1,
+                            "description": "One parcel.",
+                        },
+                        "orderId": {
+                            "type": "string",
+                            "minLength": 1,
+                            "description": "Default: a new GUID.",
+                        },
                     },
                 },
                 "OrderAccepted": {

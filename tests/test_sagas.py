@@ -1,21 +1,30 @@
 """The saga coordinator's behaviour (contract §7), the same contract tests against the memory store
 and the Redis store: steps in order, completion, compensation strictly in reverse, failed
-compensation, early messages, duplicates, deadlines, the outbox, several sagas per message,
-concurrency across processes, and Pacco's order-maker saga."""
+compensation, the visible compensating status and its resumption, early messages, duplicates,
+deadlines, the outbox, several sagas per message, concurrency across processes, expiry, counts by
+status, Pacco's order-maker saga, and the statuses through GET /sagas and GET /metrics."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import re
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import aio_pika
+import httpx
+import orjson
 import pytest
 import redis.asyncio as aioredis
 
+from operations import openapi
 from operations.sagas import (
     MemorySagaStore,
     Outcome,
@@ -37,13 +46,18 @@ from operations.sagas.ordermaking import REJECTED_EVENTS, OrderMakingSaga
 from operations.sagas.outbox import step_context
 from operations.sagas.records import OutboxEntry, SagaRecord
 from operations.sagas.store import Loaded, Pending
+from operations.settings import Settings
+from operations.shards import Shards
 from operations.states import State
 from tests.sagas_support import Harness, Published
+from tests.support import RunningService, eventually
 
 # What the test sagas did, in the order they did it, per saga id: steps ("do:"), each attempt at a
 # compensation ("undo:" when it starts, "undone:" when it finishes) and the rejection hook.
 JOURNAL: defaultdict[str, list[str]] = defaultdict(list)
 FAR_FUTURE = 4_102_444_800.0  # 2100-01-01
+# Compensations that wait, per (saga id, step), until the test sets the event.
+GATES: dict[tuple[str, str], asyncio.Event] = {}
 
 
 def new_id() -> str:
@@ -128,6 +142,9 @@ class TripSaga(Saga[TripData]):
 
     async def _undo(self, message: SagaMessage, reply: str) -> None:
         JOURNAL[self.id].append(f"undo:{message.name}")
+        gate = GATES.get((self.id, message.name))
+        if gate is not None:
+            await gate.wait()  # held here until the test opens the gate
         # Queue first, then fail: a failed attempt's messages must not leave.
         self.publish("trips", reply, {"trip": self.id}, saga_state=State.REJECTED)
         await asyncio.sleep(0.001)  # gives any concurrently running compensation a turn
@@ -203,8 +220,12 @@ class TallySaga(Saga[TallyData]):
 @pytest.fixture(autouse=True)
 def journal() -> Iterator[defaultdict[str, list[str]]]:
     JOURNAL.clear()
+    GATES.clear()
     yield JOURNAL
     JOURNAL.clear()
+    for gate in GATES.values():
+        gate.set()
+    GATES.clear()
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -542,6 +563,215 @@ async def test_a_compensation_that_fails_once_is_retried_and_sends_once(h: Harne
     record = await h.record("trip", trip)
     assert record.status is SagaStatus.REJECTED
     assert all(entry.compensation_error is None for entry in record.steps)
+
+
+# ------------------------------------------------------------------- 3b. the compensating status
+
+
+async def until_blocked(trip: str, step: str) -> None:
+    """Wait until the compensation of ``step`` has started (and is held at its gate)."""
+    await eventually(
+        lambda: _started(trip, step), f"the compensation of {step} to start", timeout=10
+    )
+
+
+async def _started(trip: str, step: str) -> bool:
+    return f"undo:{step}" in JOURNAL[trip]
+
+
+async def test_a_rejected_saga_is_visibly_compensating_until_its_compensations_finish(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    trip = new_id()
+    await start_trip(h, trip)
+    await step_trip(h, trip, "flight_booked", "note_added", "hotel_booked")
+    published = len(h.publisher.published)
+    gate = GATES[trip, "flight_booked"] = asyncio.Event()
+    refusal = asyncio.create_task(
+        h.send(
+            "trip_refused",
+            {"reason": "no visa", "code": "visa_refused"},
+            correlation_id=trip,
+            message_id=new_id(),
+        )
+    )
+    await until_blocked(trip, "flight_booked")
+
+    # Seen from outside while the second compensation is held: compensating, with the reason,
+    # the first compensation committed (and its message sent), the older steps not yet undone.
+    record = await h.record("trip", trip)
+    assert record.status is SagaStatus.COMPENSATING
+    assert (record.reason, record.code) == ("no visa", "visa_refused")
+    assert [(e.message, e.compensated) for e in record.steps] == [
+        ("trip_requested", False),
+        ("flight_booked", False),
+        ("note_added", False),
+        ("hotel_booked", True),
+        ("trip_refused", False),
+    ]
+    assert record.data["undone"] == ["hotel_booked"]
+    assert h.publisher.since(published) == ["cancel_hotel"]
+    assert [r.id for r in await h.store.recent(status=SagaStatus.COMPENSATING)] == [trip]
+    assert await h.store.recent(status=SagaStatus.PENDING) == []
+    counts = await h.store.counts()
+    assert counts["trip", SagaStatus.COMPENSATING] == 1
+    assert counts["trip", SagaStatus.PENDING] == 0
+
+    # A message meanwhile is too late: ignored, logged and counted, and it changes nothing.
+    before = await snapshot(h, "trip", trip)
+    with caplog.at_level(logging.INFO, logger="operations.sagas"):
+        result = await h.send("trip_confirmed", correlation_id=trip, message_id=new_id())
+    assert result == [Processed("trip", trip, Outcome.COMPENSATING)]
+    assert f"saga trip:{trip} is compensating; ignoring trip_confirmed" in caplog.messages
+    assert h.metrics.sagas.value(saga="trip", outcome="ignored_compensating") == 1
+    assert await snapshot(h, "trip", trip) == before
+    # The compensation is moving: no deadline sweep takes it over.
+    assert await DeadlineWatcher(h.coordinator).sweep() == 0
+
+    gate.set()
+    assert await asyncio.wait_for(refusal, 10) == [Processed("trip", trip, Outcome.REJECTED)]
+    record = await h.record("trip", trip)
+    assert record.status is SagaStatus.REJECTED
+    assert record.data["undone"] == ["hotel_booked", "flight_booked", "trip_requested"]
+    assert all(e.compensated for e in record.steps[:-1])
+    assert h.publisher.since(published) == [
+        "cancel_hotel",
+        "cancel_flight",
+        "cancel_trip",
+        "trip_rejected",
+    ]
+    assert await h.store.recent(status=SagaStatus.COMPENSATING) == []
+    assert [r.id for r in await h.store.recent(status=SagaStatus.REJECTED)] == [trip]
+    counts = await h.store.counts()
+    assert (counts["trip", SagaStatus.COMPENSATING], counts["trip", SagaStatus.REJECTED]) == (0, 1)
+    assert await h.store.due(FAR_FUTURE) == []
+
+
+async def test_a_compensation_left_by_a_dead_process_is_resumed_by_the_deadline_watcher(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    trip = new_id()
+    await start_trip(h, trip)
+    await step_trip(h, trip, "flight_booked", "hotel_booked")
+    GATES[trip, "flight_booked"] = asyncio.Event()
+    refusal = asyncio.create_task(
+        h.send("trip_refused", {"reason": "r", "code": "c"}, correlation_id=trip, message_id="x")
+    )
+    await until_blocked(trip, "flight_booked")
+    refusal.cancel()  # the process dies in the middle of the compensation
+    with contextlib.suppress(asyncio.CancelledError):
+        await refusal
+    del GATES[trip, "flight_booked"]
+
+    record = await h.record("trip", trip)
+    assert record.status is SagaStatus.COMPENSATING
+    assert record.resume_at is not None
+    assert record.resume_at == pytest.approx(time.time() + 30, abs=10)
+    assert await h.store.due(record.resume_at - 1) == []
+    assert await h.store.due(record.resume_at) == [("trip", trip)]
+
+    # Another process: nothing to do while the compensation may still be moving, then it
+    # resumes where the dead one stopped (the hotel is not cancelled twice).
+    other = Harness.build(h.store, [TripSaga])
+    watcher = DeadlineWatcher(other.coordinator)
+    assert await watcher.sweep(now=record.resume_at - 1) == 0
+    assert await other.coordinator.expire("trip", trip, now=record.resume_at - 1) == Processed(
+        "trip", trip, Outcome.HANDLED
+    )
+    assert (await other.record("trip", trip)).status is SagaStatus.COMPENSATING
+    with caplog.at_level(logging.WARNING, logger="operations.sagas"):
+        assert await watcher.sweep(now=record.resume_at + 1) == 1
+    assert f"saga trip:{trip}: resuming a compensation left unfinished" in caplog.messages
+    assert other.metrics.sagas.value(saga="trip", outcome="compensation_resumed") == 1
+
+    record = await other.record("trip", trip)
+    assert (record.status, record.code) == (SagaStatus.REJECTED, "c")
+    assert record.data["undone"] == ["hotel_booked", "flight_booked", "trip_requested"]
+    assert JOURNAL[trip].count("undone:hotel_booked") == 1
+    assert JOURNAL[trip].count("undo:flight_booked") == 2  # the dead attempt, then the resumed one
+    assert h.publisher.names[-1] == "cancel_hotel"
+    assert other.publisher.names == ["cancel_flight", "cancel_trip", "trip_rejected"]
+    assert await h.store.due(FAR_FUTURE) == []
+    assert await watcher.sweep(now=FAR_FUTURE) == 0
+
+
+async def test_a_compensation_that_keeps_failing_ends_compensation_failed_with_one_commit_each(
+    h: Harness,
+) -> None:
+    trip = new_id()
+    await start_trip(h, trip, broken="trip_requested")
+    await step_trip(h, trip, "flight_booked")
+    assert (await h.load("trip", trip)).version == 2
+    result = await h.send("trip_refused", {"reason": "r"}, correlation_id=trip, message_id="x")
+    assert result == [Processed("trip", trip, Outcome.COMPENSATION_FAILED)]
+    loaded = await h.load("trip", trip)
+    # The rejecting step (compensating), flight_booked's compensation, then the ending.
+    assert loaded.version == 5
+    assert loaded.record.status is SagaStatus.COMPENSATION_FAILED
+    assert loaded.record.resume_at is None
+    assert [(e.compensated, e.compensation_error) for e in loaded.record.steps] == [
+        (False, "RuntimeError: cannot undo trip_requested"),
+        (True, None),
+        (False, None),
+    ]
+    assert [r.id for r in await h.store.recent(status=SagaStatus.COMPENSATION_FAILED)] == [trip]
+    assert (await h.store.counts())["trip", SagaStatus.COMPENSATION_FAILED] == 1
+
+
+async def test_the_store_counts_sagas_in_each_status(h: Harness) -> None:
+    assert await h.store.counts() == {}
+    pending, completed, rejected, failed, compensating = (new_id() for _ in range(5))
+    for trip in (pending, completed, rejected, compensating):
+        await start_trip(h, trip)
+    await start_trip(h, failed, broken="trip_requested")
+    await start_trip(h, new_id())
+    await h.send("trip_confirmed", correlation_id=completed, message_id=new_id())
+    await h.send("trip_refused", correlation_id=rejected, message_id=new_id())
+    await h.send("trip_refused", correlation_id=failed, message_id=new_id())
+    GATES[compensating, "trip_requested"] = asyncio.Event()
+    held = asyncio.create_task(
+        h.send("trip_refused", correlation_id=compensating, message_id=new_id())
+    )
+    await until_blocked(compensating, "trip_requested")
+    assert await h.store.counts() == {
+        ("trip", SagaStatus.PENDING): 2,
+        ("trip", SagaStatus.COMPENSATING): 1,
+        ("trip", SagaStatus.COMPLETED): 1,
+        ("trip", SagaStatus.REJECTED): 1,
+        ("trip", SagaStatus.COMPENSATION_FAILED): 1,
+    }
+    GATES[compensating, "trip_requested"].set()
+    await asyncio.wait_for(held, 10)
+    counts = await h.store.counts()
+    assert (counts["trip", SagaStatus.COMPENSATING], counts["trip", SagaStatus.REJECTED]) == (0, 2)
+    statuses = {r.id: r.status for r in await h.store.recent(status=SagaStatus.PENDING)}
+    assert pending in statuses and set(statuses.values()) == {SagaStatus.PENDING}
+
+
+class GrumpyTripSaga(TripSaga):
+    """A trip whose rejection hook queues a message, then fails."""
+
+    name = "grumpy"
+
+    async def on_rejected(self, rejection: Rejection, context: SagaContext) -> None:
+        self.publish("trips", "never_sent", {"trip": self.id}, saga_state=State.REJECTED)
+        raise RuntimeError("the hook broke")
+
+
+async def test_a_failing_on_rejected_hook_still_ends_the_saga_and_sends_nothing_of_its_own(
+    store: SagaStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = Harness.build(store, [GrumpyTripSaga])
+    trip = new_id()
+    await h.send("trip_requested", correlation_id=trip, message_id=new_id())
+    with caplog.at_level(logging.ERROR, logger="operations.sagas"):
+        result = await h.send("trip_refused", {"reason": "r"}, correlation_id=trip)
+    assert result == [Processed("grumpy", trip, Outcome.REJECTED)]
+    assert f"saga grumpy:{trip}: on_rejected failed" in caplog.messages
+    record = await h.record("grumpy", trip)
+    assert record.status is SagaStatus.REJECTED
+    assert h.publisher.names == ["book_flight", "cancel_trip"]
+    assert await store.due(FAR_FUTURE) == []
 
 
 # ---------------------------------------------------------------------------- 4. early messages
@@ -1040,7 +1270,9 @@ async def test_two_processes_lose_no_update(
             await client.aclose()
 
 
-async def test_a_finished_saga_expires_from_redis(redis_client: aioredis.Redis) -> None:
+async def test_a_finished_saga_gets_the_configured_time_to_live_in_redis(
+    redis_client: aioredis.Redis,
+) -> None:
     store = RedisSagaStore(redis_client, prefix="t")
     h = Harness.build(store, [TripSaga])
     h.coordinator.finished_ttl_seconds = 300
@@ -1050,6 +1282,49 @@ async def test_a_finished_saga_expires_from_redis(redis_client: aioredis.Redis) 
     assert await redis_client.ttl(key) == -1
     await h.send("trip_confirmed", correlation_id=trip, message_id=new_id())
     assert 0 < await redis_client.ttl(key) <= 300
+
+
+async def test_finished_sagas_expire_and_running_ones_stay(h: Harness) -> None:
+    h.coordinator.finished_ttl_seconds = 1
+    done, refused, running = new_id(), new_id(), new_id()
+    for trip in (done, refused, running):
+        await start_trip(h, trip)
+    await h.send("trip_confirmed", correlation_id=done, message_id=new_id())
+    await h.send("trip_refused", correlation_id=refused, message_id=new_id())
+    assert (await h.record("trip", done)).status is SagaStatus.COMPLETED
+    assert (await h.record("trip", refused)).status is SagaStatus.REJECTED
+    assert len(await h.store.recent()) == 3
+
+    async def expired() -> bool:
+        return await h.store.load("trip", done) is None and (
+            await h.store.load("trip", refused) is None
+        )
+
+    await eventually(expired, "the finished sagas to expire", timeout=10, every=0.1)
+    assert [r.id for r in await h.store.recent()] == [running]
+    assert await h.store.recent(status=SagaStatus.COMPLETED) == []
+    counts = await h.store.counts()
+    assert counts["trip", SagaStatus.PENDING] == 1
+    assert counts["trip", SagaStatus.COMPLETED] == counts["trip", SagaStatus.REJECTED] == 0
+    assert (await h.record("trip", running)).status is SagaStatus.PENDING
+
+
+async def test_a_finished_saga_ignoring_a_message_is_logged_and_counted(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    trip = new_id()
+    await start_trip(h, trip)
+    await h.send("trip_refused", correlation_id=trip, message_id=new_id())
+    with caplog.at_level(logging.INFO, logger="operations.sagas"):
+        result = await h.send("hotel_booked", correlation_id=trip, message_id=new_id())
+    assert result == [Processed("trip", trip, Outcome.FINISHED)]
+    ignored = [r for r in caplog.records if r.name == "operations.sagas"]
+    assert [r.getMessage() for r in ignored] == [
+        f"saga trip:{trip} is rejected; ignoring hotel_booked"
+    ]
+    assert ignored[0].levelno == logging.INFO
+    assert getattr(ignored[0], "correlation_id", None) == trip
+    assert h.metrics.sagas.value(saga="trip", outcome="ignored_finished") == 1
 
 
 # ------------------------------------------------------------------- 10. the order-maker saga
@@ -1246,3 +1521,142 @@ async def test_an_invalid_make_order_is_rejected(h: Harness, body: dict[str, Any
     assert (final.routing_key, final.saga) == ("make_order_rejected", State.REJECTED)
     assert final.body["code"] == "invalid_order"
     assert await h.store.due(FAR_FUTURE) == []
+
+
+# ------------------------------------------------- 11. statuses over HTTP and in GET /metrics
+
+
+def gauge(text: str, saga: str, status: str) -> float | None:
+    series = f'operations_saga_instances{{saga="{saga}",status="{status}"}} '
+    for line in text.splitlines():
+        if line.startswith(series):
+            return float(line[len(series) :])
+    return None
+
+
+async def test_compensating_and_failed_sagas_through_get_sagas_and_metrics(
+    service: RunningService,
+    http: httpx.AsyncClient,
+    token: Callable[..., str],
+    settings: Settings,
+    redis_client: aioredis.Redis,
+) -> None:
+    """A saga type run by a coordinator in another process, on the service's Redis: the service
+    lists it by status and counts it in GET /metrics while its compensation is held, then once
+    that compensation has failed for good."""
+    store = RedisSagaStore(redis_client, settings.key_prefix, Shards(settings.redis_shards))
+    h = Harness.build(store, [TripSaga])
+    admin = {"Authorization": f"Bearer {token('ops', 'admin')}"}
+    trip, other = new_id(), new_id()
+    await start_trip(h, trip, broken="trip_requested")
+    await step_trip(h, trip, "flight_booked")
+    await start_trip(h, other)
+    gate = GATES[trip, "flight_booked"] = asyncio.Event()
+    refusal = asyncio.create_task(
+        h.send("trip_refused", {"reason": "no visa"}, correlation_id=trip, message_id=new_id())
+    )
+    await until_blocked(trip, "flight_booked")
+
+    async def listed(status: str) -> list[dict[str, Any]]:
+        response = await http.get("/sagas", params={"status": status}, headers=admin)
+        assert response.status_code == 200, response.text
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items
+
+    compensating = await listed("compensating")
+    assert [(s["id"], s["status"], s["reason"]) for s in compensating] == [
+        (trip, "compensating", "no visa")
+    ]
+    assert "resumeAt" not in compensating[0] and "compensateSteps" not in compensating[0]
+    assert [s["id"] for s in await listed("pending")] == [other]
+
+    async def scraped(expected: dict[str, float]) -> str | None:
+        text = (await http.get("/metrics")).text
+        seen = {status: gauge(text, "trip", status) for status in expected}
+        return text if seen == expected else None
+
+    held = {"pending": 1.0, "compensating": 1.0, "compensation_failed": 0.0, "rejected": 0.0}
+    text = await eventually(lambda: scraped(held), "the compensating saga in /metrics")
+    assert "# TYPE operations_saga_instances gauge" in text
+
+    gate.set()
+    result = await asyncio.wait_for(refusal, 10)
+    assert result == [Processed("trip", trip, Outcome.COMPENSATION_FAILED)]
+    assert await listed("compensating") == []
+    failed = await listed("compensation_failed")
+    assert [(s["id"], s["status"]) for s in failed] == [(trip, "compensation_failed")]
+    assert [
+        (s["message"], s["compensated"], s["compensationError"]) for s in failed[0]["steps"]
+    ] == [
+        ("trip_requested", False, "RuntimeError: cannot undo trip_requested"),
+        ("flight_booked", True, None),
+        ("trip_refused", False, None),
+    ]
+    ended = {"pending": 1.0, "compensating": 0.0, "compensation_failed": 1.0, "completed": 0.0}
+    await eventually(lambda: scraped(ended), "the failed compensation in /metrics")
+
+    response = await http.get("/sagas", params={"status": "lost"}, headers=admin)
+    assert response.status_code == 400
+    assert "compensating" in response.json()["reason"]
+
+
+# ------------------------------------------------------------------- 12. the README's example
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_example() -> str:
+    """The Python blocks of the README's "Writing a saga", in order."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("### Writing a saga", 1)[1].split("\n### ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    assert len(blocks) == 2, "the saga, then the code that runs it"
+    return "\n".join(blocks)
+
+
+async def test_the_readme_saga_example_runs(
+    servers: tuple[str, str],
+    redis_client: aioredis.Redis,
+    amqp: aio_pika.abc.AbstractRobustConnection,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = readme_example()
+    for default, ours in zip(
+        ("amqp://guest:guest@127.0.0.1:5672/", "redis://127.0.0.1:6379/0"), servers, strict=True
+    ):
+        assert default in code
+        code = code.replace(default, ours)
+    assert code.rstrip().endswith("asyncio.run(main())")
+    code = code.rstrip().removesuffix("asyncio.run(main())")  # this test's loop runs it
+    async with amqp.channel() as channel:
+        deliveries = await channel.declare_exchange(
+            "deliveries", aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(deliveries, routing_key="add_delivery_registration")
+        namespace: dict[str, Any] = {"__name__": "readme_example"}
+        exec(compile(code, str(README), "exec", dont_inherit=True), namespace)
+        await namespace["main"]()
+
+        printed = capsys.readouterr().out
+        assert "Processed(saga='shipping', saga_id='op-1', outcome=<Outcome.HANDLED" in printed
+        record = await RedisSagaStore(redis_client).load("shipping", "op-1")
+        assert record is not None
+        assert record.record.status is SagaStatus.PENDING
+        assert record.record.data == {"parcel_id": "p-1", "attempts": []}
+        assert record.record.deadline == pytest.approx(time.time() + 300, abs=30)
+
+        async def sent() -> aio_pika.abc.AbstractIncomingMessage | None:
+            return await queue.get(no_ack=True, fail=False)
+
+        message = await eventually(sent, "the example's message on the broker")
+        assert message.correlation_id == "op-1"
+        assert orjson.loads(message.body) == {"parcelId": "p-1"}
+        assert (message.headers or {}).get("Saga") in ("Pending", b"Pending")
+
+
+def test_the_openapi_status_enum_is_every_saga_status() -> None:
+    parameters = openapi.document()["paths"]["/sagas"]["get"]["parameters"]
+    (status,) = [p for p in parameters if p["name"] == "status"]
+    assert status["schema"]["enum"] == [s.value for s in SagaStatus]
+    assert "compensating" in status["schema"]["enum"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -278,3 +279,69 @@ def test_a_cluster_is_not_reached_over_a_unix_socket() -> None:
             {"OPERATIONS_REDIS_CLUSTER": "true", "OPERATIONS_REDIS_URL": "unix:///run/redis.sock"}
         )
     assert caught.value.variable == "OPERATIONS_REDIS_CLUSTER"
+
+
+# ------------------------------------------------------------------------------------ the sagas
+
+
+def test_saga_defaults() -> None:
+    settings = Settings.from_env({})
+    assert settings.sagas is True
+    assert settings.saga_queue == "operations.sagas"
+    assert settings.saga_ttl_seconds == 86_400
+    assert settings.saga_deadline_seconds == 120
+    assert settings.saga_early_retries == 5
+    assert settings.saga_retry_delay_ms == 1_000
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "field", "expected"),
+    [
+        ("OPERATIONS_SAGAS", "false", "sagas", False),
+        ("OPERATIONS_SAGAS", "ON", "sagas", True),
+        ("OPERATIONS_SAGA_QUEUE", "orders.sagas", "saga_queue_name", "orders.sagas"),
+        ("OPERATIONS_SAGA_TTL_SECONDS", "1", "saga_ttl_seconds", 1),
+        ("OPERATIONS_SAGA_TTL_SECONDS", "315360000", "saga_ttl_seconds", 315_360_000),
+        ("OPERATIONS_SAGA_DEADLINE_SECONDS", " 1 ", "saga_deadline_seconds", 1),
+        ("OPERATIONS_SAGA_DEADLINE_SECONDS", "2592000", "saga_deadline_seconds", 2_592_000),
+        ("OPERATIONS_SAGA_EARLY_RETRIES", "0", "saga_early_retries", 0),
+        ("OPERATIONS_SAGA_EARLY_RETRIES", "1000", "saga_early_retries", 1_000),
+        ("OPERATIONS_SAGA_RETRY_DELAY_MS", "1", "saga_retry_delay_ms", 1),
+        ("OPERATIONS_SAGA_RETRY_DELAY_MS", "3600000", "saga_retry_delay_ms", 3_600_000),
+    ],
+)
+def test_good_saga_values(variable: str, value: str, field: str, expected: object) -> None:
+    settings = Settings.from_env({variable: value})
+    assert getattr(settings, field) == expected
+    assert settings == replace(Settings(), **{field: expected})  # and nothing else moves
+
+
+def test_the_saga_queue_follows_the_main_queue_unless_set() -> None:
+    assert Settings.from_env({"OPERATIONS_QUEUE": "ops"}).saga_queue == "ops.sagas"
+    both = {"OPERATIONS_QUEUE": "ops", "OPERATIONS_SAGA_QUEUE": "s"}
+    assert Settings.from_env(both).saga_queue == "s"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "reason"),
+    [
+        ("OPERATIONS_SAGAS", "maybe", "must be true or false"),
+        ("OPERATIONS_SAGA_QUEUE", "amq.sagas", "must not start with 'amq.'"),
+        ("OPERATIONS_SAGA_QUEUE", "q" * 201, "at most 200 bytes"),
+        ("OPERATIONS_SAGA_TTL_SECONDS", "0", "must be between 1 and 315360000"),
+        ("OPERATIONS_SAGA_TTL_SECONDS", "315360001", "must be between 1 and 315360000"),
+        ("OPERATIONS_SAGA_TTL_SECONDS", "a day", "must be a whole number"),
+        ("OPERATIONS_SAGA_DEADLINE_SECONDS", "0", "must be between 1 and 2592000"),
+        ("OPERATIONS_SAGA_DEADLINE_SECONDS", "2592001", "must be between 1 and 2592000"),
+        ("OPERATIONS_SAGA_DEADLINE_SECONDS", "1.5", "must be a whole number"),
+        ("OPERATIONS_SAGA_EARLY_RETRIES", "-1", "must be between 0 and 1000"),
+        ("OPERATIONS_SAGA_EARLY_RETRIES", "1001", "must be between 0 and 1000"),
+        ("OPERATIONS_SAGA_EARLY_RETRIES", "five", "must be a whole number"),
+        ("OPERATIONS_SAGA_RETRY_DELAY_MS", "0", "must be between 1 and 3600000"),
+        ("OPERATIONS_SAGA_RETRY_DELAY_MS", "3600001", "must be between 1 and 3600000"),
+        ("OPERATIONS_SAGA_RETRY_DELAY_MS", "1s", "must be a whole number"),
+    ],
+)
+def test_bad_saga_values_name_the_variable(variable: str, value: str, reason: str) -> None:
+    error = bad(variable, value)
+    assert reason in str(error)

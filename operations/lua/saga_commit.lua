@@ -4,13 +4,19 @@
 -- KEYS[1] saga hash (version, doc)   KEYS[2] its outbox list
 -- KEYS[3] outbox index (zset)         KEYS[4] deadlines (zset)
 -- KEYS[5] saga index (zset, by last commit time)
--- ARGV: expected version, document JSON, member name, now (s), deadline (s or ''),
---       finished ('1' or '0'), ttl for a finished saga (s), outbox entries JSON...
+-- KEYS[6] saga types (set)            KEYS[7..] the saga type's status indexes (zsets), one per
+--                                               status, scored by when the member expires
+-- ARGV: expected version, document JSON, member name, now (s), wake-up time (s or ''),
+--       finished ('1' or '0'), ttl for a finished saga (s), saga type, position of the new
+--       status among KEYS[7..] (from 1), outbox entries JSON...
 -- Returns the new version, or -1 when the expected version is stale.
 
 local saga, outbox, outbox_index, deadlines, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local types = KEYS[6]
 local expected, document, member = tonumber(ARGV[1]), ARGV[2], ARGV[3]
-local now, deadline, finished, ttl = ARGV[4], ARGV[5], ARGV[6] == '1', tonumber(ARGV[7])
+local now, wake, finished, ttl = ARGV[4], ARGV[5], ARGV[6] == '1', tonumber(ARGV[7])
+local saga_type, status = ARGV[8], tonumber(ARGV[9])
+local FIRST_ENTRY = 10
 
 local current = tonumber(redis.call('HGET', saga, 'version') or '0')
 if current ~= expected then
@@ -21,17 +27,32 @@ local version = current + 1
 redis.call('HSET', saga, 'version', version, 'doc', document)
 redis.call('ZADD', index, now, member)
 
-if #ARGV > 7 then
-  for index = 8, #ARGV do
-    redis.call('RPUSH', outbox, ARGV[index])
+if #ARGV >= FIRST_ENTRY then
+  for entry = FIRST_ENTRY, #ARGV do
+    redis.call('RPUSH', outbox, ARGV[entry])
   end
   redis.call('ZADD', outbox_index, 'NX', now, member)
 end
 
-if finished or deadline == '' then
+if wake == '' then
   redis.call('ZREM', deadlines, member)
 else
-  redis.call('ZADD', deadlines, deadline, member)
+  redis.call('ZADD', deadlines, wake, member)
+end
+
+-- A running saga counts until it finishes; a finished one until its hash expires.
+redis.call('SADD', types, saga_type)
+for position = 7, #KEYS do
+  if position - 6 == status then
+    if finished then
+      redis.call('ZADD', KEYS[position], tonumber(now) + ttl, member)
+      redis.call('ZREMRANGEBYSCORE', KEYS[position], '-inf', '(' .. now)
+    else
+      redis.call('ZADD', KEYS[position], '+inf', member)
+    end
+  else
+    redis.call('ZREM', KEYS[position], member)
+  end
 end
 
 if finished then

@@ -1,12 +1,15 @@
 """An embedded saga coordinator (a process manager in the style of Chronicle), with Redis
 persistence, an outbox, compensation and deadlines. The public API::
 
-    from operations.sagas import Saga, start, step, compensates, Coordinator
+    from operations.sagas import Saga, start, step, compensates, Coordinator, OutboxRelay
 
 See ``saga.py`` for how a saga is written, ``coordinator.py`` for how messages drive it.
 """
 
 from .coordinator import Coordinator, Outcome, Processed
+from .deadlines import DeadlineWatcher
+from .memory import MemorySagaStore
+from .outbox import OutboxRelay
 from .records import SagaRecord, SagaStatus
 from .saga import (
     Rejection,
@@ -17,11 +20,13 @@ from .saga import (
     start,
     step,
 )
-from .store import MemorySagaStore, RedisSagaStore, SagaStore
+from .store import RedisSagaStore, SagaStore
 
 __all__ = [
     "Coordinator",
+    "DeadlineWatcher",
     "MemorySagaStore",
+    "OutboxRelay",
     "Outcome",
     "Processed",
     "RedisSagaStore",

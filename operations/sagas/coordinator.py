@@ -1,6 +1,10 @@
 """The coordinator: finds the sagas a message drives, restores each, runs its step, compensates on
 rejection, and commits state, step log and outbox in one atomic write before anything is sent.
 
+A rejection is committed first (status ``compensating``), then each compensation's outcome, then
+the ending (``rejected`` or ``compensation_failed``), so a compensation in progress is visible and
+one whose process died can be resumed by the deadline watcher.
+
 Concurrency holds across processes: a commit succeeds only if the saga's version is still the one
 read; otherwise the step is run again on the fresh state (a step only computes and queues
 messages, so running it again is safe).
@@ -15,6 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from ..errors import StoreUnavailable
 from ..metrics import Registry
 from .outbox import OutboxRelay
 from .records import OutboxEntry, SagaRecord, SagaStatus, StepRecord
@@ -27,6 +32,9 @@ Callback = Callable[[SagaMessage, SagaContext], Awaitable[None]]
 MAX_CONFLICT_RETRIES = 20
 COMPENSATION_ATTEMPTS = 3
 DEADLINE_MESSAGE = "deadline_exceeded"
+# A compensation that has committed nothing for this long is taken to be orphaned (its process
+# died) and is resumed by whichever process's deadline watcher sees it first.
+COMPENSATION_GRACE_SECONDS = 30.0
 
 
 class Outcome(StrEnum):
@@ -38,6 +46,14 @@ class Outcome(StrEnum):
     FINISHED = "ignored_finished"  # the saga already finished: the message changes nothing
     EARLY = "early"  # no such saga yet and the message does not start one
     CONFLICT = "conflict"  # other writers kept winning; try again later
+    COMPENSATING = "ignored_compensating"  # the saga is being compensated: the message is too late
+
+
+_STATUSES = {
+    Outcome.REJECTED: SagaStatus.REJECTED,
+    Outcome.COMPENSATION_FAILED: SagaStatus.COMPENSATION_FAILED,
+}
+_OUTCOMES = {status: outcome for outcome, status in _STATUSES.items()}
 
 
 @dataclass(frozen=True)
@@ -56,12 +72,14 @@ class Coordinator:
         metrics: Registry,
         finished_ttl_seconds: int = 86_400,
         factory: Callable[[type[Saga[Any]], str, Any], Saga[Any]] | None = None,
+        compensation_grace_seconds: float = COMPENSATION_GRACE_SECONDS,
     ) -> None:
         self.sagas = list(sagas)
         self.store = store
         self.relay = relay
         self.metrics = metrics
         self.finished_ttl_seconds = finished_ttl_seconds
+        self.compensation_grace_seconds = compensation_grace_seconds
         self._factory = factory or (lambda kind, saga_id, data: kind(saga_id, data))
         self._by_name = {kind.name: kind for kind in self.sagas}
 
@@ -95,24 +113,39 @@ class Coordinator:
         return results
 
     async def expire(self, saga_name: str, saga_id: str, now: float | None = None) -> Processed:
-        """Reject and compensate a saga whose deadline has passed."""
+        """Reject and compensate a saga whose deadline has passed, or resume a compensation that
+        has not moved for ``compensation_grace_seconds`` (its process died)."""
         kind = self._by_name[saga_name]
         moment = time.time() if now is None else now
-        message = SagaMessage(DEADLINE_MESSAGE, {}, f"deadline:{saga_id}")
         for _ in range(MAX_CONFLICT_RETRIES):
             loaded = await self.store.load(saga_name, saga_id)
             if loaded is None or loaded.record.status.finished:
                 return Processed(saga_name, saga_id, Outcome.FINISHED)
             record = loaded.record
+            context = SagaContext(record.correlation_id, record.message_context)
+            if record.status is SagaStatus.COMPENSATING:
+                if record.resume_at is not None and record.resume_at > moment:
+                    return Processed(saga_name, saga_id, Outcome.HANDLED)
+                log.warning(
+                    "saga %s:%s: resuming a compensation left unfinished",
+                    saga_name,
+                    saga_id,
+                    extra={"correlation_id": record.correlation_id},
+                )
+                self.metrics.sagas.inc(saga=saga_name, outcome="compensation_resumed")
+                outcome = await self._compensation(kind, loaded, context)
+                return Processed(saga_name, saga_id, outcome)
             if record.deadline is None or record.deadline > moment:
                 return Processed(saga_name, saga_id, Outcome.HANDLED)
             saga = self._restore(kind, record)
-            saga.reject("the saga did not finish before its deadline", "deadline_exceeded")
-            context = SagaContext(record.correlation_id, record.message_context)
-            outcome = await self._finish(saga, record, message, context, compensate_upto=None)
+            saga.reject("the saga did not finish before its deadline", DEADLINE_MESSAGE)
+            self._begin_compensation(saga, record, len(record.steps))
             if await self._commit(saga, record, loaded.version, context):
                 log.warning("saga %s:%s passed its deadline", saga_name, saga_id)
-                self.metrics.sagas.inc(saga=saga_name, outcome="deadline_exceeded")
+                self.metrics.sagas.inc(saga=saga_name, outcome=DEADLINE_MESSAGE)
+                outcome = await self._compensation(
+                    kind, Loaded(record, loaded.version + 1), context
+                )
                 return Processed(saga_name, saga_id, outcome)
         return Processed(saga_name, saga_id, Outcome.CONFLICT)
 
@@ -131,7 +164,7 @@ class Coordinator:
                     return Processed(kind.name, saga_id, Outcome.EARLY)
                 loaded = Loaded(self._new_record(kind, saga_id, context), 0)
             record = loaded.record
-            if record.status.finished:
+            if record.status.finished or record.status is SagaStatus.COMPENSATING:
                 log.info(
                     "saga %s:%s is %s; ignoring %s",
                     kind.name,
@@ -140,7 +173,10 @@ class Coordinator:
                     message.name,
                     extra={"correlation_id": context.correlation_id},
                 )
-                return Processed(kind.name, saga_id, Outcome.FINISHED)
+                finished = record.status.finished
+                return Processed(
+                    kind.name, saga_id, Outcome.FINISHED if finished else Outcome.COMPENSATING
+                )
             if message.message_id is not None and message.message_id in record.seen:
                 return Processed(kind.name, saga_id, Outcome.DUPLICATE)
 
@@ -159,8 +195,13 @@ class Coordinator:
                 StepRecord(message.name, message.message_id, time.time(), dict(message.body))
             )
             if saga.rejection is not None:
-                outcome = await self._finish(saga, record, message, context, completed_before)
-            elif saga.completed:
+                self._begin_compensation(saga, record, completed_before)
+                if await self._commit(saga, record, loaded.version, context):
+                    committed = Loaded(record, loaded.version + 1)
+                    outcome = await self._compensation(kind, committed, context)
+                    return Processed(kind.name, saga_id, outcome)
+                continue
+            if saga.completed:
                 record.status = SagaStatus.COMPLETED
                 outcome = Outcome.COMPLETED
             else:
@@ -191,25 +232,44 @@ class Coordinator:
         saga.deadline = record.deadline
         return saga
 
-    async def _finish(
-        self,
-        saga: Saga[Any],
-        record: SagaRecord,
-        message: SagaMessage,
-        context: SagaContext,
-        compensate_upto: int | None,
-    ) -> Outcome:
-        """Compensate the steps completed before this message, newest first, one at a time."""
+    def _begin_compensation(self, saga: Saga[Any], record: SagaRecord, steps: int) -> None:
+        """Mark the saga rejected and compensating: the first ``steps`` steps are to be undone."""
         rejection = saga.rejection
         assert rejection is not None
         record.reason, record.code = rejection.reason, rejection.code
-        steps = record.steps if compensate_upto is None else record.steps[:compensate_upto]
-        outcome = Outcome.REJECTED
-        for entry in reversed(steps):
-            if entry.compensated:
-                continue
-            spec = type(saga).steps.get(entry.message)
-            if spec is not None and spec.compensation is not None:
+        record.status = SagaStatus.COMPENSATING
+        record.compensate_steps = steps
+        record.resume_at = time.time() + self.compensation_grace_seconds
+
+    async def _reload(self, record: SagaRecord) -> Loaded:
+        loaded = await self.store.load(record.saga, record.id)
+        if loaded is None:
+            raise StoreUnavailable(f"saga {record.key} vanished from the store")
+        return loaded
+
+    async def _compensation(
+        self, kind: type[Saga[Any]], loaded: Loaded, context: SagaContext
+    ) -> Outcome:
+        """Undo a compensating saga's steps, newest first, one at a time, committing after each
+        one; then run ``on_rejected`` and commit the saga as rejected or compensation_failed.
+
+        A commit that loses to another process (one that took over this compensation) drops
+        what this compensation queued and carries on from the state that won.
+        """
+        for _ in range(MAX_CONFLICT_RETRIES):
+            record, version = loaded.record, loaded.version
+            if record.status is not SagaStatus.COMPENSATING:
+                return _OUTCOMES.get(record.status, Outcome.FINISHED)
+            saga = self._restore(kind, record)
+            saga.rejection = rejection = Rejection(record.reason or "", record.code)
+            outcome, lost = Outcome.REJECTED, False
+            for entry in reversed(record.steps[: record.compensate_steps or 0]):
+                if entry.compensated or entry.compensation_error is not None:
+                    continue
+                spec = kind.steps.get(entry.message)
+                if spec is None or spec.compensation is None:
+                    entry.compensated = True  # nothing to undo: committed with the next write
+                    continue
                 error = await self._compensate(saga, spec.compensation, entry, context)
                 if error is not None:
                     entry.compensation_error = error
@@ -223,12 +283,34 @@ class Coordinator:
                     )
                     outcome = Outcome.COMPENSATION_FAILED
                     break  # strictly in reverse order: nothing older is undone before this is
-            entry.compensated = True
-        await saga.on_rejected(Rejection(rejection.reason, rejection.code), context)
-        record.status = (
-            SagaStatus.REJECTED if outcome is Outcome.REJECTED else SagaStatus.COMPENSATION_FAILED
-        )
-        return outcome
+                entry.compensated = True
+                record.resume_at = time.time() + self.compensation_grace_seconds
+                if not await self._commit(saga, record, version, context):
+                    lost = True
+                    break
+                saga.outbox.clear()
+                version += 1
+            if not lost:
+                await self._on_rejected(saga, rejection, context)
+                record.status = _STATUSES[outcome]
+                record.resume_at = None
+                if await self._commit(saga, record, version, context):
+                    return outcome
+            loaded = await self._reload(record)
+        log.warning("saga %s:%s: compensation kept conflicting", kind.name, loaded.record.id)
+        return Outcome.CONFLICT
+
+    async def _on_rejected(
+        self, saga: Saga[Any], rejection: Rejection, context: SagaContext
+    ) -> None:
+        """The saga's hook; if it fails, what it queued is dropped and the saga still ends (a
+        hook that always fails must not keep the saga compensating for ever)."""
+        queued = len(saga.outbox)
+        try:
+            await saga.on_rejected(rejection, context)
+        except Exception:
+            log.exception("saga %s:%s: on_rejected failed", type(saga).name, saga.id)
+            del saga.outbox[queued:]
 
     async def _compensate(
         self, saga: Saga[Any], method: str, entry: StepRecord, context: SagaContext

@@ -22,7 +22,8 @@ MAX_LIMIT = 500
 
 def saga_json(record: SagaRecord) -> dict[str, Any]:
     document = record.to_json()
-    document.pop("seen", None)  # message ids: bulky and of no use to a reader
+    for internal in ("seen", "compensateSteps", "resumeAt"):  # of no use to a reader
+        document.pop(internal, None)
     document["messageContext"] = {
         key: value
         for key, value in record.message_context.items()
@@ -61,9 +62,8 @@ class SagasApi:
             return problem(400, "invalid_query", "limit must be a whole number")
         if not 1 <= limit <= MAX_LIMIT:
             return problem(400, "invalid_query", f"limit must be between 1 and {MAX_LIMIT}")
-        records = await self.store.recent(MAX_LIMIT if status else limit)
-        chosen = [r for r in records if status is None or r.status.value == status][:limit]
-        return Json({"items": [saga_json(record) for record in chosen]})
+        records = await self.store.recent(limit, None if status is None else SagaStatus(status))
+        return Json({"items": [saga_json(record) for record in records]})
 
     async def operation_saga(self, request: Request) -> Response:
         principal = bearer_principal(request, self.verifier)

@@ -11,14 +11,18 @@ from ..states import State
 
 
 class SagaStatus(StrEnum):
+    """``pending`` runs steps; ``compensating`` has been rejected and is undoing its steps; the
+    other three are finished."""
+
     PENDING = "pending"
+    COMPENSATING = "compensating"
     COMPLETED = "completed"
     REJECTED = "rejected"
     COMPENSATION_FAILED = "compensation_failed"
 
     @property
     def finished(self) -> bool:
-        return self is not SagaStatus.PENDING
+        return self not in (SagaStatus.PENDING, SagaStatus.COMPENSATING)
 
 
 @dataclass
@@ -67,10 +71,24 @@ class SagaRecord:
     code: str | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
+    # While compensating: how many of the oldest steps are to be undone (the rejecting step is
+    # not), and when another process may take over a compensation that has stopped moving.
+    compensate_steps: int | None = None
+    resume_at: float | None = None
 
     @property
     def key(self) -> str:
         return f"{self.saga}:{self.id}"
+
+    @property
+    def wake_at(self) -> float | None:
+        """When the deadline watcher must look at the saga: its deadline while pending, the
+        moment its compensation may be resumed while compensating, never once finished."""
+        if self.status is SagaStatus.PENDING:
+            return self.deadline
+        if self.status is SagaStatus.COMPENSATING:
+            return self.resume_at
+        return None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -87,6 +105,8 @@ class SagaRecord:
             "code": self.code,
             "createdAt": self.created_at,
             "updatedAt": self.updated_at,
+            "compensateSteps": self.compensate_steps,
+            "resumeAt": self.resume_at,
         }
 
     @classmethod
@@ -105,6 +125,8 @@ class SagaRecord:
             code=data.get("code"),
             created_at=float(data.get("createdAt", 0.0)),
             updated_at=float(data.get("updatedAt", 0.0)),
+            compensate_steps=data.get("compensateSteps"),
+            resume_at=data.get("resumeAt"),
         )
 
 

@@ -16,6 +16,7 @@ from ..metrics import Registry
 from ..publisher import AmqpPublisher
 from ..settings import Settings
 from ..shards import Shards
+from .census import SagaCensus
 from .coordinator import Coordinator
 from .deadlines import DeadlineWatcher
 from .inbox import SagaInbox
@@ -44,6 +45,7 @@ class SagaRuntime:
         self.watcher: DeadlineWatcher | None = None
         self.relay: OutboxRelay | None = None
         self.consumer: Consumer | None = None
+        self.census: SagaCensus | None = None
 
     def _make(self, kind: type[Saga[Any]], saga_id: str, data: Any) -> Saga[Any]:
         saga = kind(saga_id, data)
@@ -109,14 +111,17 @@ class SagaRuntime:
             retry_queue=f"{queue}.retry",
             name="operations-sagas",
         )
+        self.census = SagaCensus(self.store, self.metrics)
         await self.consumer.start()
         await self.relay.start()
         await self.watcher.start()
+        await self.census.start()
 
     async def stop(self) -> None:
-        for part in (self.watcher, self.relay, self.consumer):
+        for part in (self.census, self.watcher, self.relay, self.consumer):
             if part is not None:
                 await part.stop()
+        self.census = None
         self.watcher = self.relay = self.consumer = None
         if self.connection is not None:
             await self.connection.close()

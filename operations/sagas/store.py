@@ -1,4 +1,5 @@
-"""Where sagas live: Redis for real, memory for tests; both pass the same contract tests.
+"""Where sagas live: Redis (here) for real, memory (``memory.py``) for tests; both pass the same
+contract tests.
 
 Redis keys (``P`` is ``OPERATIONS_KEY_PREFIX``; ``S`` is the saga's shard, from ``NAME:ID``, see
 :mod:`operations.shards`; ``{S}`` is a Redis Cluster hash tag, so each script touches one slot):
@@ -8,12 +9,18 @@ Redis keys (``P`` is ``OPERATIONS_KEY_PREFIX``; ``S`` is the saga's shard, from 
     P:{S}:saga:NAME:ID:outbox:lease   string  who is sending that outbox now (expires by itself)
     P:{S}:saga-outbox                 zset    the shard's sagas with a non-empty outbox, scored by
                                               first commit time
-    P:{S}:saga-deadlines              zset    the shard's running sagas with a deadline, scored by
-                                              the deadline
+    P:{S}:saga-deadlines              zset    the shard's sagas the deadline watcher must look at:
+                                              pending ones with a deadline, scored by it, and
+                                              compensating ones, scored by when their
+                                              compensation may be resumed
     P:{S}:saga-index                  zset    the shard's sagas, scored by last commit time
+    P:{S}:saga-types                  set     the saga types committed in the shard
+    P:{S}:saga-status:NAME:STATUS     zset    the shard's sagas of type NAME in STATUS, scored by
+                                              when they expire (+inf while running)
 
-A commit is one Lua script: it checks the version read, writes the new state and appends the
-outbox in one step. A finished saga's hash expires after the configured time.
+A commit is one Lua script: it checks the version read, writes the new state, moves the saga
+between the status indexes and appends the outbox in one step. A finished saga's hash expires
+after the configured time.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from ..errors import StoreUnavailable
 from ..shards import Shards
-from .records import OutboxEntry, SagaRecord
+from .records import OutboxEntry, SagaRecord, SagaStatus
 
 _LUA = resources.files("operations") / "lua"
 COMMIT_SCRIPT = (_LUA / "saga_commit.lua").read_text(encoding="utf-8")
@@ -82,13 +89,21 @@ class SagaStore(Protocol):
 
     async def release_outbox(self, saga: str, saga_id: str, holder: str) -> None: ...
 
-    async def recent(self, limit: int = 100) -> list[SagaRecord]:
-        """The sagas committed most recently, newest first (finished ones until they expire)."""
+    async def recent(self, limit: int = 100, status: SagaStatus | None = None) -> list[SagaRecord]:
+        """The sagas committed most recently, newest first (finished ones until they expire),
+        only those in ``status`` if given."""
         ...
 
     async def acknowledge(self, saga: str, saga_id: str, stored: list[str]) -> None: ...
 
-    async def due(self, now: float, limit: int = 100) -> list[tuple[str, str]]: ...
+    async def due(self, now: float, limit: int = 100) -> list[tuple[str, str]]:
+        """Sagas whose deadline, or whose orphaned compensation, is due by ``now``."""
+        ...
+
+    async def counts(self) -> dict[tuple[str, SagaStatus], int]:
+        """How many sagas of each type are in each status now (finished ones until they
+        expire); every status of every type seen is present."""
+        ...
 
 
 def _member(saga: str, saga_id: str) -> str:
@@ -98,99 +113,6 @@ def _member(saga: str, saga_id: str) -> str:
 def _split(member: str) -> tuple[str, str]:
     saga, _, saga_id = member.partition(":")
     return saga, saga_id
-
-
-class MemorySagaStore:
-    """The same contract in one process's memory."""
-
-    def __init__(self) -> None:
-        self.sagas: dict[str, tuple[int, str]] = {}
-        self.outboxes: dict[str, list[str]] = {}
-        self.deadlines: dict[str, float] = {}
-        self.first_commit: dict[str, float] = {}
-        self.leases: dict[str, tuple[str, float]] = {}
-        self.committed: dict[str, float] = {}
-
-    async def load(self, saga: str, saga_id: str) -> Loaded | None:
-        found = self.sagas.get(_member(saga, saga_id))
-        if found is None:
-            return None
-        version, document = found
-        return Loaded(SagaRecord.from_json(orjson.loads(document)), version)
-
-    async def commit(
-        self,
-        record: SagaRecord,
-        expected_version: int,
-        outbox: list[OutboxEntry],
-        finished_ttl_seconds: int,
-    ) -> bool:
-        member = record.key
-        current = self.sagas.get(member, (0, ""))[0]
-        if current != expected_version:
-            return False
-        self.sagas[member] = (current + 1, orjson.dumps(record.to_json()).decode())
-        self.committed[member] = time.time()
-        if outbox:
-            self.outboxes.setdefault(member, []).extend(
-                orjson.dumps(entry.to_json()).decode() for entry in outbox
-            )
-            self.first_commit.setdefault(member, time.time())
-        if record.status.finished or record.deadline is None:
-            self.deadlines.pop(member, None)
-        else:
-            self.deadlines[member] = record.deadline
-        return True
-
-    async def pending(self, older_than: float, limit: int = 100) -> list[Pending]:
-        found = []
-        for member, since in sorted(self.first_commit.items(), key=lambda item: item[1]):
-            if since <= older_than and self.outboxes.get(member):
-                saga, saga_id = _split(member)
-                entries = [
-                    (raw, OutboxEntry.from_json(orjson.loads(raw))) for raw in self.outboxes[member]
-                ]
-                found.append(Pending(saga, saga_id, entries))
-        return found[:limit]
-
-    async def outbox(self, saga: str, saga_id: str) -> Pending:
-        stored = self.outboxes.get(_member(saga, saga_id), [])
-        return Pending(
-            saga, saga_id, [(raw, OutboxEntry.from_json(orjson.loads(raw))) for raw in stored]
-        )
-
-    async def recent(self, limit: int = 100) -> list[SagaRecord]:
-        newest = sorted(self.committed.items(), key=lambda item: item[1], reverse=True)[:limit]
-        return [SagaRecord.from_json(orjson.loads(self.sagas[member][1])) for member, _ in newest]
-
-    async def lease_outbox(self, saga: str, saga_id: str, holder: str, seconds: float) -> bool:
-        member = _member(saga, saga_id)
-        current = self.leases.get(member)
-        if current is not None and current[1] > time.monotonic() and current[0] != holder:
-            return False
-        self.leases[member] = (holder, time.monotonic() + seconds)
-        return True
-
-    async def release_outbox(self, saga: str, saga_id: str, holder: str) -> None:
-        member = _member(saga, saga_id)
-        if self.leases.get(member, ("", 0.0))[0] == holder:
-            del self.leases[member]
-
-    async def acknowledge(self, saga: str, saga_id: str, stored: list[str]) -> None:
-        member = _member(saga, saga_id)
-        outbox = self.outboxes.get(member, [])
-        for raw in stored:
-            if raw in outbox:
-                outbox.remove(raw)
-        if not outbox:
-            self.outboxes.pop(member, None)
-            self.first_commit.pop(member, None)
-
-    async def due(self, now: float, limit: int = 100) -> list[tuple[str, str]]:
-        members = sorted(
-            (deadline, member) for member, deadline in self.deadlines.items() if deadline <= now
-        )
-        return [_split(member) for _, member in members[:limit]]
 
 
 class RedisSagaStore:
@@ -222,8 +144,16 @@ class RedisSagaStore:
     def index(self, shard: int) -> str:
         return f"{self.shards.tag(self.prefix, shard)}:saga-index"
 
-    async def recent(self, limit: int = 100) -> list[SagaRecord]:
+    def types(self, shard: int) -> str:
+        return f"{self.shards.tag(self.prefix, shard)}:saga-types"
+
+    def status_index(self, shard: int, saga: str, status: SagaStatus) -> str:
+        return f"{self.shards.tag(self.prefix, shard)}:saga-status:{saga}:{status.value}"
+
+    async def recent(self, limit: int = 100, status: SagaStatus | None = None) -> list[SagaRecord]:
         """The sagas committed last, newest first, over every shard."""
+        if status is not None:
+            return await self._in_status(status, limit)
         try:
             newest: list[tuple[float, int, bytes]] = []
             for shard in self.shards:
@@ -243,6 +173,29 @@ class RedisSagaStore:
         except (RedisError, OSError) as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
         return [SagaRecord.from_json(orjson.loads(doc)) for doc in documents if doc is not None]
+
+    async def _in_status(self, status: SagaStatus, limit: int) -> list[SagaRecord]:
+        """Up to ``limit`` sagas of each type per shard from the status indexes, newest first."""
+        now = f"({time.time()!r}"
+        try:
+            members: list[str] = []
+            for shard in self.shards:
+                names: Any = await self.redis.smembers(self.types(shard))
+                for name in names:
+                    index = self.status_index(shard, name.decode(), status)
+                    found: Any = await self.redis.zrange(
+                        index, "+inf", now, desc=True, byscore=True, offset=0, num=limit
+                    )
+                    members.extend(member.decode() for member in found)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for member in members:
+                    pipe.hget(self.saga_key(member), "doc")
+                documents: list[Any] = await pipe.execute()
+        except (RedisError, OSError) as error:
+            raise StoreUnavailable(f"Redis unreachable: {error}") from error
+        records = [SagaRecord.from_json(orjson.loads(doc)) for doc in documents if doc is not None]
+        chosen = [record for record in records if record.status is status]
+        return sorted(chosen, key=lambda record: -record.updated_at)[:limit]
 
     async def load(self, saga: str, saga_id: str) -> Loaded | None:
         try:
@@ -270,9 +223,11 @@ class RedisSagaStore:
             orjson.dumps(record.to_json()).decode(),
             member,
             repr(time.time()),
-            "" if record.deadline is None else repr(record.deadline),
+            "" if record.wake_at is None else repr(record.wake_at),
             "1" if record.status.finished else "0",
             finished_ttl_seconds,
+            record.saga,
+            list(SagaStatus).index(record.status) + 1,
             *(orjson.dumps(entry.to_json()).decode() for entry in outbox),
         ]
         keys = [
@@ -281,6 +236,8 @@ class RedisSagaStore:
             self.outbox_index(shard),
             self.deadlines(shard),
             self.index(shard),
+            self.types(shard),
+            *(self.status_index(shard, record.saga, status) for status in SagaStatus),
         ]
         try:
             version = await self._commit(keys=keys, args=arguments)
@@ -360,3 +317,23 @@ class RedisSagaStore:
     async def due(self, now: float, limit: int = 100) -> list[tuple[str, str]]:
         due = await self._scored_upto(self.deadlines, now, limit)
         return [_split(member) for _, member in due]
+
+    async def counts(self) -> dict[tuple[str, SagaStatus], int]:
+        """Two round trips per shard: its saga types, then one ZCOUNT per type and status."""
+        found: dict[tuple[str, SagaStatus], int] = {}
+        now = f"({time.time()!r}"
+        try:
+            for shard in self.shards:
+                names: Any = await self.redis.smembers(self.types(shard))
+                wanted = [(name.decode(), status) for name in names for status in SagaStatus]
+                if not wanted:
+                    continue
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for saga, status in wanted:
+                        pipe.zcount(self.status_index(shard, saga, status), now, "+inf")
+                    sizes: list[Any] = await pipe.execute()
+                for key, size in zip(wanted, sizes, strict=True):
+                    found[key] = found.get(key, 0) + int(size)
+        except (RedisError, OSError) as error:
+            raise StoreUnavailable(f"Redis unreachable: {error}") from error
+        return found

@@ -1,0 +1,131 @@
+"""The saga store's contract in one process's memory, for tests and for trying sagas out."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+
+from .records import OutboxEntry, SagaRecord, SagaStatus
+from .store import Loaded, Pending, _member, _split
+
+
+class MemorySagaStore:
+    """The same contract in one process's memory."""
+
+    def __init__(self) -> None:
+        self.sagas: dict[str, tuple[int, str]] = {}
+        self.outboxes: dict[str, list[str]] = {}
+        self.deadlines: dict[str, float] = {}
+        self.first_commit: dict[str, float] = {}
+        self.leases: dict[str, tuple[str, float]] = {}
+        self.committed: dict[str, float] = {}
+        self.expires: dict[str, float] = {}
+        self.types: set[str] = set()
+
+    def _expire(self) -> None:
+        """Forget finished sagas kept past their time, as Redis expires their hashes."""
+        now = time.time()
+        for member in [member for member, at in self.expires.items() if at <= now]:
+            del self.expires[member]
+            self.sagas.pop(member, None)
+            self.committed.pop(member, None)
+
+    async def load(self, saga: str, saga_id: str) -> Loaded | None:
+        self._expire()
+        found = self.sagas.get(_member(saga, saga_id))
+        if found is None:
+            return None
+        version, document = found
+        return Loaded(SagaRecord.from_json(orjson.loads(document)), version)
+
+    async def commit(
+        self,
+        record: SagaRecord,
+        expected_version: int,
+        outbox: list[OutboxEntry],
+        finished_ttl_seconds: int,
+    ) -> bool:
+        member = record.key
+        current = self.sagas.get(member, (0, ""))[0]
+        if current != expected_version:
+            return False
+        self.sagas[member] = (current + 1, orjson.dumps(record.to_json()).decode())
+        self.committed[member] = time.time()
+        self.types.add(record.saga)
+        if record.status.finished:
+            self.expires[member] = time.time() + finished_ttl_seconds
+        else:
+            self.expires.pop(member, None)
+        if outbox:
+            self.outboxes.setdefault(member, []).extend(
+                orjson.dumps(entry.to_json()).decode() for entry in outbox
+            )
+            self.first_commit.setdefault(member, time.time())
+        if record.wake_at is None:
+            self.deadlines.pop(member, None)
+        else:
+            self.deadlines[member] = record.wake_at
+        return True
+
+    async def counts(self) -> dict[tuple[str, SagaStatus], int]:
+        self._expire()
+        found = {(saga, status): 0 for saga in self.types for status in SagaStatus}
+        for _, document in self.sagas.values():
+            record = SagaRecord.from_json(orjson.loads(document))
+            found[record.saga, record.status] += 1
+        return found
+
+    async def pending(self, older_than: float, limit: int = 100) -> list[Pending]:
+        found = []
+        for member, since in sorted(self.first_commit.items(), key=lambda item: item[1]):
+            if since <= older_than and self.outboxes.get(member):
+                saga, saga_id = _split(member)
+                entries = [
+                    (raw, OutboxEntry.from_json(orjson.loads(raw))) for raw in self.outboxes[member]
+                ]
+                found.append(Pending(saga, saga_id, entries))
+        return found[:limit]
+
+    async def outbox(self, saga: str, saga_id: str) -> Pending:
+        stored = self.outboxes.get(_member(saga, saga_id), [])
+        return Pending(
+            saga, saga_id, [(raw, OutboxEntry.from_json(orjson.loads(raw))) for raw in stored]
+        )
+
+    async def recent(self, limit: int = 100, status: SagaStatus | None = None) -> list[SagaRecord]:
+        self._expire()
+        newest = sorted(self.committed.items(), key=lambda item: item[1], reverse=True)
+        records = [
+            SagaRecord.from_json(orjson.loads(self.sagas[member][1])) for member, _ in newest
+        ]
+        return [r for r in records if status is None or r.status is status][:limit]
+
+    async def lease_outbox(self, saga: str, saga_id: str, holder: str, seconds: float) -> bool:
+        member = _member(saga, saga_id)
+        current = self.leases.get(member)
+        if current is not None and current[1] > time.monotonic() and current[0] != holder:
+            return False
+        self.leases[member] = (holder, time.monotonic() + seconds)
+        return True
+
+    async def release_outbox(self, saga: str, saga_id: str, holder: str) -> None:
+        member = _member(saga, saga_id)
+        if self.leases.get(member, ("", 0.0))[0] == holder:
+            del self.leases[member]
+
+    async def acknowledge(self, saga: str, saga_id: str, stored: list[str]) -> None:
+        member = _member(saga, saga_id)
+        outbox = self.outboxes.get(member, [])
+        for raw in stored:
+            if raw in outbox:
+                outbox.remove(raw)
+        if not outbox:
+            self.outboxes.pop(member, None)
+            self.first_commit.pop(member, None)
+
+    async def due(self, now: float, limit: int = 100) -> list[tuple[str, str]]:
+        members = sorted(
+            (deadline, member) for member, deadline in self.deadlines.items() if deadline <= now
+        )
+        return [_split(member) for _, member in members[:limit]]
