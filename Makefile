@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv/bin
 
-.PHONY: setup services stop run test lint typecheck check bench clean
+.PHONY: setup services stop run test screenshot lint typecheck check bench clean
 
 setup:
 	@scripts/setup.sh
@@ -18,6 +18,11 @@ run:
 
 test:
 	@scripts/test.sh $(PYTEST_ARGS)
+
+# Retakes docs/dashboard.png: the dashboard browser test with real data, on the test servers.
+screenshot:
+	@OPERATIONS_DASHBOARD_SCREENSHOT=$(CURDIR)/docs/dashboard.png \
+		scripts/test.sh tests/test_dashboard.py::test_the_dashboard_with_real_data
 
 lint: setup
 	$(VENV)/ruff check .

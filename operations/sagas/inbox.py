@@ -11,7 +11,7 @@ import orjson
 
 from ..consumer import ATTEMPTS_HEADER, ROUTING_KEY_HEADER
 from ..envelope import Delivered
-from ..logs import handling
+from ..logs import handling, logged_id
 from ..outcomes import Ack, DeadLetter, Retry, Settlement
 from .coordinator import Coordinator, Outcome
 from .saga import SagaContext, SagaMessage
@@ -44,7 +44,7 @@ class SagaInbox:
             return DeadLetter(f"saga message {name}: body is not a JSON object")
         message = SagaMessage(name, body, delivered.message_id)
         context = SagaContext(delivered.correlation_id, _context(headers))
-        with handling(delivered.correlation_id):
+        with handling(logged_id(delivered)):
             results = await self.coordinator.process(message, context)
         outcomes = {result.outcome for result in results}
         attempt = _attempts(headers) + 1
@@ -62,7 +62,7 @@ class SagaInbox:
                 what,
                 attempt,
                 self.early_delay_seconds,
-                extra={"correlation_id": delivered.correlation_id},
+                extra={"correlation_id": logged_id(delivered)},
             )
             return Retry(what, self.early_delay_seconds, attempt)
         return Ack(",".join(sorted(outcomes)) or "no saga")

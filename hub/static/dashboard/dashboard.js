@@ -5,12 +5,20 @@
 (function () {
   "use strict";
   const $ = (id) => document.getElementById(id);
+  const STATES = ["pending", "completed", "rejected"];
+  // Saga statuses in the order the saga view shows them; any other status still shows, as itself.
+  const SAGA_STATUSES = ["pending", "compensating", "completed", "rejected", "compensation_failed"];
+  const BADGES = new Set([...STATES, ...SAGA_STATUSES]);
+  const WINDOW_SECONDS = 60;
   const operations = new Map(); // id -> record
+  const arrival = new Map(); // id -> when this page first saw it, to order operations created in the same ms
   const changes = []; // arrival times (ms) of live changes, for the sparkline
+  let arrivals = 0;
   let token = null;
   let socket = null;
   let cursor = null;
   let selected = null;
+  let sagas = [];
 
   function api(path) {
     return fetch(path, { headers: { Authorization: "Bearer " + token } }).then((response) => {
@@ -26,21 +34,29 @@
   }
 
   function signIn(value) {
+    if (socket) socket.disconnect();
+    socket = null;
     token = value;
+    cursor = null;
+    operations.clear();
+    arrival.clear();
     $("refused").hidden = true;
     $("status").textContent = "checking token…";
     api("/sagas?limit=200")
-      .then((sagas) => {
+      .then((found) => {
         $("main").hidden = false;
-        renderSagas(sagas.items);
+        sagas = found.items;
+        renderSagas();
         return api("/operations?limit=200");
       })
       .then((page) => {
-        page.items.forEach((record) => operations.set(record.id, record));
+        // The server lists newest first: the oldest arrives first here.
+        page.items.slice().reverse().forEach((record) => upsert(record, false));
         render();
         connect();
       })
       .catch((error) => {
+        token = null;
         $("main").hidden = true;
         const refusal = error.status === 403 || error.status === 401;
         $("refused").textContent = refusal
@@ -52,7 +68,6 @@
   }
 
   function connect() {
-    if (socket) socket.disconnect();
     socket = io({ transports: ["websocket"], auth: (send) => send({ token: token, since: cursor }) });
     socket.on("connect", () => { $("status").textContent = "live"; });
     socket.on("disconnect", () => { $("status").textContent = "reconnecting…"; });
@@ -65,8 +80,9 @@
     ["operation_pending", "operation_completed", "operation_rejected"].forEach((name) => {
       socket.on(name, (record) => {
         if (record.cursor) cursor = record.cursor;
-        upsert(record, true);
+        if (!upsert(record, true)) return;
         render();
+        drawSparkline();
         if (selected === record.id) openTimeline(record.id);
       });
     });
@@ -74,9 +90,16 @@
 
   function upsert(record, live) {
     const known = operations.get(record.id);
-    if (known && known.version >= record.version) return; // never backwards
+    if (known && known.version >= record.version) return false; // never backwards
     operations.set(record.id, record);
+    if (!arrival.has(record.id)) arrival.set(record.id, ++arrivals);
     if (live) changes.push(Date.now());
+    return true;
+  }
+
+  function newestFirst(a, b) {
+    return (b.createdAt || "").localeCompare(a.createdAt || "") ||
+      arrival.get(b.id) - arrival.get(a.id);
   }
 
   function matches(record) {
@@ -96,15 +119,13 @@
   }
 
   function render() {
-    const all = Array.from(operations.values())
-      .sort((a, b) => (b.createdAt || "").localeCompare(a.createdAt || ""));
-    const counts = { pending: 0, completed: 0, rejected: 0 };
-    all.forEach((record) => { counts[record.state] = (counts[record.state] || 0) + 1; });
-    Object.keys(counts).forEach((state) => { $("count-" + state).textContent = counts[state]; });
+    const all = Array.from(operations.values()).sort(newestFirst);
+    const counts = Object.fromEntries(STATES.map((state) => [state, 0]));
+    all.forEach((record) => { if (record.state in counts) counts[record.state] += 1; });
+    STATES.forEach((state) => { $("count-" + state).textContent = counts[state]; });
     const shown = all.filter(matches);
     $("shown").textContent = shown.length + " of " + all.length + " shown";
-    const body = $("operations");
-    body.replaceChildren(...shown.slice(0, 500).map(row));
+    $("operations").replaceChildren(...shown.slice(0, 500).map(row));
   }
 
   function row(record) {
@@ -130,8 +151,15 @@
 
   function badge(state) {
     const span = document.createElement("span");
-    span.className = "badge " + state;
-    span.textContent = state.replace("_", " ");
+    span.className = "badge " + (BADGES.has(state) ? state : "other");
+    span.textContent = String(state).replace(/_/g, " ");
+    return span;
+  }
+
+  function text(cls, content) {
+    const span = document.createElement("span");
+    span.className = cls;
+    span.textContent = content;
     return span;
   }
 
@@ -140,60 +168,84 @@
     $("timeline").hidden = false;
     $("timeline-id").textContent = id;
     render();
-    api("/operations/" + encodeURIComponent(id) + "/history").then((history) => {
-      $("transitions").replaceChildren(...history.items.map((t) => {
-        const li = document.createElement("li");
-        li.append(badge(t.state), " ", t.name, " ");
-        const meta = document.createElement("div");
-        meta.className = "muted mono";
-        meta.textContent = t.at + " · " + t.message + " · " + (t.messageId || "no message id") +
-          (t.reason ? " · " + (t.code || "") + " " + t.reason : "");
-        li.append(meta);
-        return li;
-      }));
-    }).catch(() => $("transitions").replaceChildren());
-    api("/operations/" + encodeURIComponent(id) + "/saga").then((saga) => {
-      const box = $("saga");
-      const title = document.createElement("h2");
-      title.append("Saga ", saga.saga, " ", badge(saga.status));
-      const steps = document.createElement("ol");
-      saga.steps.forEach((step) => {
-        const li = document.createElement("li");
-        li.textContent = step.message + " · " + new Date(step.at * 1000).toLocaleTimeString();
-        if (step.compensated) {
-          const span = document.createElement("span");
-          span.className = "compensated";
-          span.textContent = " · compensated";
-          li.append(span);
-        }
-        if (step.compensationError) {
-          const span = document.createElement("span");
-          span.className = "error";
-          span.textContent = " · compensation failed: " + step.compensationError;
-          li.append(span);
-        }
-        steps.append(li);
-      });
-      box.replaceChildren(title, steps);
-      if (saga.reason) {
-        const reason = document.createElement("p");
-        reason.textContent = (saga.code || "") + ": " + saga.reason;
-        box.append(reason);
-      }
-    }).catch(() => $("saga").replaceChildren());
+    const path = "/operations/" + encodeURIComponent(id);
+    api(path + "/history").then((history) => {
+      if (selected !== id) return;
+      $("transitions").replaceChildren(...history.items.map(transition));
+    }).catch(() => { if (selected === id) $("transitions").replaceChildren(); });
+    api(path + "/saga").then((saga) => {
+      if (selected === id) renderSaga(saga);
+    }).catch(() => { if (selected === id) $("saga").replaceChildren(); });
   }
 
-  function renderSagas(items) {
-    const counts = { pending: 0, completed: 0, rejected: 0, compensation_failed: 0 };
-    items.forEach((saga) => { counts[saga.status] += 1; });
-    Object.keys(counts).forEach((status) => { $("sagas-" + status).textContent = counts[status]; });
+  function transition(entry) {
+    const li = document.createElement("li");
+    li.dataset.version = entry.version;
+    li.append(badge(entry.state), " ", text("step", entry.name));
+    const meta = document.createElement("div");
+    meta.className = "muted mono";
+    meta.append(
+      text("at", entry.at), " · ", text("message", entry.message), " · ",
+      text("message-id", entry.messageId || "no message id"),
+    );
+    if (entry.reason) meta.append(" · ", text("reason", (entry.code || "") + " " + entry.reason));
+    li.append(meta);
+    return li;
+  }
+
+  function renderSaga(saga) {
+    const title = document.createElement("h2");
+    title.append("Saga ", saga.saga, " ", badge(saga.status));
+    const steps = document.createElement("ol");
+    saga.steps.forEach((step) => {
+      const li = document.createElement("li");
+      li.append(text("step", step.message), " · ", new Date(step.at * 1000).toLocaleTimeString());
+      if (step.messageId) li.append(" · ", text("message-id mono", step.messageId));
+      if (step.compensated) li.append(text("compensated", " · compensated"));
+      if (step.compensationError) {
+        li.append(text("error", " · compensation failed: " + step.compensationError));
+      }
+      steps.append(li);
+    });
+    $("saga").replaceChildren(title, steps);
+    if (saga.reason) {
+      const reason = document.createElement("p");
+      reason.textContent = (saga.code || "") + ": " + saga.reason;
+      $("saga").append(reason);
+    }
+  }
+
+  function sagaCount(status) {
+    let count = $("sagas-" + status);
+    if (!count) {
+      // A status this page does not know yet: count it under its own name.
+      const chip = document.createElement("span");
+      chip.className = "saga-count other";
+      count = document.createElement("b");
+      count.id = "sagas-" + status;
+      count.dataset.testid = "sagas-" + status;
+      chip.append(String(status).replace(/_/g, " ") + " ", count);
+      $("saga-counts").append(chip);
+      const option = document.createElement("option");
+      option.value = status;
+      option.textContent = String(status).replace(/_/g, " ");
+      $("saga-status").append(option);
+    }
+    return count;
+  }
+
+  function renderSagas() {
+    const counts = new Map(SAGA_STATUSES.map((status) => [status, 0]));
+    sagas.forEach((saga) => counts.set(saga.status, (counts.get(saga.status) || 0) + 1));
+    counts.forEach((count, status) => { sagaCount(status).textContent = count; });
     const wanted = $("saga-status").value;
-    $("sagas").replaceChildren(...items.filter((s) => !wanted || s.status === wanted).map((saga) => {
+    $("sagas").replaceChildren(...sagas.filter((s) => !wanted || s.status === wanted).map((saga) => {
       const tr = document.createElement("tr");
+      tr.dataset.id = saga.id;
       tr.dataset.status = saga.status;
       tr.append(
         cell(badge(saga.status)), cell(saga.saga), cell(saga.id, "mono"),
-        cell(saga.steps.map((s) => s.message + (s.compensated ? "↺" : "")).join(" → ")),
+        cell(saga.steps.map(sagaStep).join(" → ")),
         cell(saga.reason ? (saga.code || "") + " " + saga.reason : ""),
         cell(new Date(saga.updatedAt * 1000).toLocaleTimeString()),
       );
@@ -202,27 +254,37 @@
     }));
   }
 
+  // A step in the saga view: ↺ once compensated, ✗ when its compensation failed.
+  function sagaStep(step) {
+    return step.message + (step.compensationError ? " ✗" : step.compensated ? " ↺" : "");
+  }
+
   function refreshSagas() {
     if (!token || $("main").hidden) return;
-    api("/sagas?limit=200").then((sagas) => renderSagas(sagas.items)).catch(() => {});
+    api("/sagas?limit=200").then((found) => { sagas = found.items; renderSagas(); }).catch(() => {});
   }
 
   function drawSparkline() {
     const now = Date.now();
-    while (changes.length && changes[0] < now - 60000) changes.shift();
-    const buckets = new Array(60).fill(0);
-    changes.forEach((t) => { buckets[Math.min(59, Math.floor((now - t) / 1000))] += 1; });
-    buckets.reverse();
+    while (changes.length && changes[0] < now - WINDOW_SECONDS * 1000) changes.shift();
+    const buckets = new Array(WINDOW_SECONDS).fill(0); // changes per second, oldest first
+    changes.forEach((t) => {
+      const age = Math.min(WINDOW_SECONDS - 1, Math.floor((now - t) / 1000));
+      buckets[WINDOW_SECONDS - 1 - age] += 1;
+    });
     const peak = Math.max(1, ...buckets);
     const points = buckets.map((n, i) => (i * 2) + "," + (29 - (n / peak) * 28).toFixed(1));
     document.querySelector("#sparkline polyline").setAttribute("points", points.join(" "));
-    $("rate").textContent = (changes.length / 60).toFixed(1);
+    document.querySelector("#sparkline polygon")
+      .setAttribute("points", "0,29 " + points.join(" ") + " " + (WINDOW_SECONDS - 1) * 2 + ",29");
+    $("rate").textContent = (changes.length / WINDOW_SECONDS).toFixed(2);
+    $("rate").dataset.changes = changes.length;
   }
 
   ["filter-state", "filter-name", "filter-user", "filter-text"].forEach((id) => {
     $(id).addEventListener("input", render);
   });
-  $("saga-status").addEventListener("change", refreshSagas);
+  $("saga-status").addEventListener("change", () => { renderSagas(); refreshSagas(); });
   $("close-timeline").addEventListener("click", () => {
     selected = null;
     $("timeline").hidden = true;
@@ -232,6 +294,7 @@
     event.preventDefault();
     signIn($("token").value.trim());
   });
+  drawSparkline();
   setInterval(drawSparkline, 1000);
   setInterval(refreshSagas, 3000);
 
