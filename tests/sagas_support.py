@@ -1,21 +1,38 @@
-"""Helpers for the saga tests: a recording publisher that can be told to fail, and a harness that
-wires a store, an outbox relay and a coordinator together."""
+"""What the saga tests share: a recording publisher that can be told to fail, a harness that
+wires a store, an outbox relay and a coordinator together, steps of the sample trip saga, and
+the fixtures (made available by ``pytest_plugins`` in conftest.py) that run each contract test
+against the memory and the Redis store."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 
 from operations.metrics import Registry
-from operations.sagas import Coordinator, Saga, SagaContext, SagaMessage, SagaStore
-from operations.sagas.coordinator import Processed
+from operations.sagas import (
+    Coordinator,
+    MemorySagaStore,
+    Outcome,
+    Processed,
+    RedisSagaStore,
+    Saga,
+    SagaContext,
+    SagaMessage,
+    SagaStore,
+)
+from operations.sagas import outbox as outbox_module
+from operations.sagas.ordermaking import OrderMakingSaga
 from operations.sagas.outbox import OutboxRelay
 from operations.sagas.records import SagaRecord
 from operations.sagas.store import Loaded
 from operations.states import State
+from tests.sample_sagas import FAR_FUTURE, GATES, JOURNAL, TripSaga
+from tests.support import eventually, new_id
 
 
 @dataclass(frozen=True)
@@ -139,3 +156,104 @@ async def delete_prefix(client: aioredis.Redis, prefix: str) -> None:
     keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=500)]
     if keys:
         await client.delete(*keys)
+
+
+@pytest.fixture
+def journal() -> Iterator[defaultdict[str, list[str]]]:
+    """A clean journal and no gates for each test; a gate left shut is opened at the end."""
+    JOURNAL.clear()
+    GATES.clear()
+    yield JOURNAL
+    JOURNAL.clear()
+    for gate in GATES.values():
+        gate.set()
+    GATES.clear()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request: pytest.FixtureRequest) -> SagaStore:
+    if request.param == "memory":
+        return MemorySagaStore()
+    client: aioredis.Redis = request.getfixturevalue("redis_client")
+    return RedisSagaStore(client, prefix="t")
+
+
+@pytest.fixture
+def h(store: SagaStore) -> Harness:
+    return Harness.build(store, [TripSaga, OrderMakingSaga])
+
+
+@pytest.fixture
+def no_retry_delay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The relay's flush picks up outboxes left unconfirmed for 2 s; here, at once."""
+    monkeypatch.setattr(outbox_module, "RETRY_AFTER_SECONDS", 0.0)
+
+
+@pytest.fixture
+async def second_redis(servers: tuple[str, str]) -> AsyncIterator[aioredis.Redis]:
+    """Another client on the same Redis, as another process (or the same one, restarted) has."""
+    client = aioredis.Redis.from_url(servers[1])
+    yield client
+    await client.aclose()
+
+
+@dataclass
+class Calls:
+    seen: list[tuple[str, str | None]] = field(default_factory=list)
+
+    async def __call__(self, message: SagaMessage, context: SagaContext) -> None:
+        self.seen.append((message.name, context.correlation_id))
+
+
+async def snapshot(h: Harness, saga: str, saga_id: str) -> tuple[int, dict[str, Any]]:
+    loaded = await h.load(saga, saga_id)
+    return loaded.version, loaded.record.to_json()
+
+
+async def start_trip(h: Harness, trip: str, **body: Any) -> None:
+    assert await h.send(
+        "trip_requested", {"traveller": "ann", **body}, correlation_id=trip, message_id=new_id()
+    ) == [Processed("trip", trip, Outcome.HANDLED)]
+
+
+async def step_trip(h: Harness, trip: str, *names: str) -> None:
+    for name in names:
+        result = await h.send(name, {"note": name}, correlation_id=trip, message_id=new_id())
+        assert result == [Processed("trip", trip, Outcome.HANDLED)], name
+
+
+async def nothing_stored(store: SagaStore) -> None:
+    assert await store.pending(FAR_FUTURE) == []
+    assert await store.due(FAR_FUTURE) == []
+    if isinstance(store, RedisSagaStore):
+        assert await store.redis.keys("t:*") == []
+    else:
+        assert isinstance(store, MemorySagaStore)
+        assert store.sagas == {}
+
+
+async def until_blocked(trip: str, step: str) -> None:
+    """Wait until the compensation of ``step`` has started (and is held at its gate)."""
+    await eventually(
+        lambda: _started(trip, step), f"the compensation of {step} to start", timeout=10
+    )
+
+
+async def _started(trip: str, step: str) -> bool:
+    return f"undo:{step}" in JOURNAL[trip]
+
+
+async def make_order(
+    h: Harness, saga_id: str, order: str, parcels: list[str], **context: Any
+) -> list[Processed]:
+    return await h.send(
+        "make_order",
+        {"orderId": order, "customerId": "customer-1", "parcelIds": parcels},
+        correlation_id=saga_id,
+        message_id=new_id(),
+        message_context={"Name": "make_order", **context},
+    )
+
+
+async def order_event(h: Harness, saga_id: str, name: str, **body: Any) -> list[Processed]:
+    return await h.send(name, body, correlation_id=saga_id, message_id=new_id())

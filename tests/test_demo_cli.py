@@ -1,0 +1,286 @@
+"""``operations demo-services`` as a process (its options, SIGTERM, an explicit latency) and
+``make run`` (scripts/run.sh) starting the demo with commands the CLI accepts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from aio_pika.abc import AbstractRobustConnection
+
+from operations.tokens import TokenVerifier
+from tests.conftest import ROOT, SECRET
+from tests.demo_support import CUSTOMER, ORDER, Replies
+from tests.support import Publisher, RunningService, eventually, new_id
+
+
+async def run_cli(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "operations",
+        "demo-services",
+        *args,
+        env={**os.environ, **(env or {})},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--fail", "nope=2"), "'nope' is not a simulated command"),
+        (("--fail", "reserve_resource=2"), "the rate must be a number from 0 to 1"),
+        (("--latency-ms", "-1"), "--latency-ms must not be negative"),
+    ],
+)
+async def test_the_command_line_refuses_bad_options(args: tuple[str, ...], says: str) -> None:
+    process = await run_cli(*args)
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 2
+    assert says in stderr.decode()
+
+
+async def test_the_command_line_runs_until_sigterm(
+    amqp_url: str, connection: AbstractRobustConnection
+) -> None:
+    process = await run_cli("--fail", "reserve_resource=0.5", env={"OPERATIONS_AMQP_URL": amqp_url})
+    assert process.stderr is not None
+    try:
+        started = await asyncio.wait_for(process.stderr.readline(), timeout=60)
+        process.send_signal(signal.SIGTERM)
+        rest = await asyncio.wait_for(process.stderr.read(), timeout=30)
+        await asyncio.wait_for(process.wait(), timeout=30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    line = orjson.loads(started)
+    assert line["level"] == "info"
+    assert "orders (demo.orders)" in line["message"]
+    assert "latency 50 ms" in line["message"]
+    assert "reserve_resource=0.5" in line["message"]
+    assert process.returncode == 0, rest.decode()
+    assert b"stopping the simulated services" in rest
+
+
+@contextlib.asynccontextmanager
+async def cli_running(
+    amqp_url: str, *args: str
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, dict[str, Any]]]:
+    """``operations demo-services`` as a process, with its start-up log line; stopped by SIGTERM
+    (and killed by its PID if it does not stop)."""
+    process = await run_cli(*args, env={"OPERATIONS_AMQP_URL": amqp_url})
+    assert process.stderr is not None
+    try:
+        started = await asyncio.wait_for(process.stderr.readline(), timeout=60)
+        yield process, orjson.loads(started)
+        process.send_signal(signal.SIGTERM)
+        rest = await asyncio.wait_for(process.stderr.read(), timeout=30)
+        await asyncio.wait_for(process.wait(), timeout=30)
+        assert process.returncode == 0, rest.decode()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_an_explicit_latency_delays_each_reply_by_about_that_much(
+    amqp_url: str, connection: AbstractRobustConnection, publisher: Publisher, replies: Replies
+) -> None:
+    latency = 1.0
+    took: list[float] = []
+    async with cli_running(amqp_url, "--latency-ms", "1000") as (_, started):
+        assert "latency 1000 ms" in started["message"]
+        for _ in range(3):
+            op = new_id()
+            begun = time.monotonic()
+            await publisher.publish(
+                "create_order", op, body={"orderId": ORDER, "customerId": CUSTOMER}
+            )
+            answered = await replies.one()
+            took.append(time.monotonic() - begun)
+            assert (answered.routing_key, answered.correlation_id) == ("order_created", op)
+    assert min(took) >= latency - 0.005, took  # every reply waited the latency at least
+    assert min(took) < 1.5 * latency, took  # ... once, not twice or in seconds
+    assert max(took) < latency + 5, took
+
+
+RECORDER = '''#!{python}
+"""Stands in for {name} under a copy of scripts/run.sh and records how it was called."""
+import json, os, sys
+
+name, args, calls = {name!r}, sys.argv[1:], os.environ["RUN_SH_CALLS"]
+with open(calls, "a") as out:
+    seen = {{"name": name, "args": args, "pid": os.getpid()}}
+    seen["amqp"] = os.environ.get("OPERATIONS_AMQP_URL")
+    seen["redis"] = os.environ.get("OPERATIONS_REDIS_URL")
+    out.write(json.dumps(seen) + "\\n")
+if name == "python":  # the readiness probe: ready once serve has started
+    with open(calls) as lines:
+        sys.exit(0 if any(json.loads(line)["args"] == ["serve"] for line in lines) else 1)
+if name == "operations" and args[0] == "token":
+    print("token-for-" + args[args.index("--user") + 1])
+elif name == "operations":
+    os.execv({sleep!r}, ["sleep", "90"])
+'''
+
+
+def stub_run_sh(tree: Path) -> Path:
+    """A copy of scripts/run.sh whose setup, services and ``.venv`` commands are recorders."""
+    (tree / "scripts").mkdir(parents=True)
+    (tree / ".venv" / "bin").mkdir(parents=True)
+    run_sh = tree / "scripts" / "run.sh"
+    shutil.copy2(ROOT / "scripts" / "run.sh", run_sh)
+    sleep = shutil.which("sleep")
+    assert sleep is not None
+    for path in (
+        "scripts/setup.sh",
+        "scripts/services.sh",
+        ".venv/bin/operations",
+        ".venv/bin/python",
+    ):
+        stub = tree / path
+        name = stub.name.removesuffix(".sh")
+        stub.write_text(RECORDER.format(python=sys.executable, name=name, sleep=sleep))
+        stub.chmod(0o755)
+    return run_sh
+
+
+def flag(args: list[str], name: str, default: str) -> str:
+    return args[args.index(name) + 1] if name in args else default
+
+
+async def test_run_sh_starts_the_demo_with_commands_the_cli_accepts(
+    tmp_path: Path,
+    amqp_url: str,
+    connection: AbstractRobustConnection,
+    service: RunningService,
+    token: Any,
+) -> None:
+    """``make run`` (scripts/run.sh), with its setup, broker and ``operations`` commands recorded
+    instead of run: it starts the services, then serve, waits for it, then demo-services and
+    demo-orders, points them all at the started broker and Redis, prints working links for the
+    user whose orders demo-orders places, and stops everything on SIGTERM. Then each recorded
+    command line is run for real, so a flag the CLI does not accept fails here."""
+    calls = tmp_path / "calls.jsonl"
+    run_sh = stub_run_sh(tmp_path / "tree")
+    drop = ("OPERATIONS_AMQP_URL", "OPERATIONS_REDIS_URL", "OPERATIONS_HOST", "OPERATIONS_PORT")
+    env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("DEMO_")}
+    env |= {"RUN_SH_CALLS": str(calls), "OPERATIONS_AMQP_PORT": "5999"}
+    env |= {"OPERATIONS_REDIS_PORT": "6999"}
+    process = await asyncio.create_subprocess_exec(
+        "bash", str(run_sh), env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    assert process.stderr is not None
+    banner: list[str] = []
+    try:
+        while not banner or "Press Ctrl-C" not in banner[-1]:
+            line = await asyncio.wait_for(process.stderr.readline(), timeout=60)
+            assert line, f"run.sh ended early: {''.join(banner)}"
+            banner.append(line.decode())
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.communicate(), timeout=30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 130  # its INT/TERM trap
+
+    recorded = [orjson.loads(line) for line in calls.read_bytes().splitlines()]
+    steps = [(c["name"], c["args"][0] if c["args"] else "") for c in recorded]
+    assert steps[:2] == [("setup", ""), ("services", "start")]
+    assert steps[-1] == ("services", "stop")
+    commands = {c["args"][0]: c for c in recorded if c["name"] == "operations"}
+    assert set(commands) == {"serve", "demo-services", "demo-orders", "token"}
+    probed = max(index for index, step in enumerate(steps) if step[0] == "python")
+    assert steps.index(("operations", "serve")) < probed, "it never waited for /ready"
+    assert steps.index(("operations", "demo-services")) > probed
+    assert steps.index(("operations", "demo-orders")) > probed
+    for command in ("serve", "demo-services", "demo-orders"):
+        assert commands[command]["amqp"] == "amqp://guest:guest@127.0.0.1:5999/"
+        assert commands[command]["redis"] == "redis://127.0.0.1:6999/0"
+    assert commands["serve"]["args"] == ["serve"]
+    started = [commands[c]["pid"] for c in ("serve", "demo-services", "demo-orders")]
+
+    async def all_stopped() -> bool:
+        return not any(alive(pid) for pid in started)
+
+    await eventually(all_stopped, "run.sh to stop what it started", timeout=10)
+
+    tokens = [c["args"] for c in recorded if c["args"][:1] == ["token"]]
+    orders_args = commands["demo-orders"]["args"][1:]
+    user = flag(orders_args, "--user", "demo-user")
+    admins = [flag(args, "--user", "") for args in tokens if flag(args, "--role", "") == "admin"]
+    assert admins, f"no admin token for the dashboard link: {tokens}"
+    text = "".join(banner)
+    base = "http://127.0.0.1:5005"
+    assert f"{base}/live/#token=token-for-{user}" in text, text
+    assert f"{base}/dashboard/#token=token-for-{admins[0]}" in text, text
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        for page in ("/live/", "/dashboard/"):
+            assert (await http.get(page)).status_code == 200, page
+
+        for args in tokens:
+            code, minted, errors = await run_operations(
+                *args, env={"OPERATIONS_JWT_SECRET": SECRET}
+            )
+            assert code == 0, errors
+            verified = TokenVerifier(SECRET).verify(minted.strip())
+            assert verified.principal.user_id == flag(args, "--user", "")
+            assert verified.principal.is_admin == (flag(args, "--role", "") == "admin")
+
+        services_args = commands["demo-services"]["args"][1:]
+        async with cli_running(amqp_url, *services_args) as (_, started):
+            latency = flag(services_args, "--latency-ms", "50")
+            assert f"latency {latency} ms" in started["message"], started
+
+        where = {"OPERATIONS_HOST": "127.0.0.1", "OPERATIONS_PORT": str(service.port)}
+        code, _, errors = await run_operations(
+            "demo-orders",
+            *orders_args,
+            "--count",
+            "1",
+            env=where | {"OPERATIONS_JWT_SECRET": SECRET},
+        )
+        assert code == 0 and "placed" in errors, errors
+        listed = await http.get("/operations", headers={"Authorization": f"Bearer {token(user)}"})
+        assert [item["state"] for item in listed.json()["items"]] == ["pending"], listed.json()
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+async def run_operations(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    """``operations ARGS`` to its end, without blocking the service running in this loop."""
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "operations", *args),
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
