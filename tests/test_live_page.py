@@ -1,0 +1,160 @@
+"""The browser page at /live/ in a real headless Chromium, against the running service."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from urllib.parse import urlsplit
+
+import pytest
+from playwright.async_api import Browser, Locator, Page, Request, Route, expect
+
+from operations.records import OperationRecord
+from tests.browser import chromium
+from tests.support import Publisher, RunningService, eventually
+
+Token = Callable[..., str]
+WAIT_MS = 15_000
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with chromium() as running:
+        yield running
+
+
+def uid() -> str:
+    return str(uuid.uuid4())
+
+
+async def applied(service: RunningService, op: str, version: int) -> OperationRecord:
+    async def stored() -> OperationRecord | None:
+        record = await service.service.store.get(op)
+        return record if record is not None and record.version >= version else None
+
+    return await eventually(stored, f"{op} at version {version} in the store")
+
+
+async def open_live(browser: Browser, service: RunningService, token: str) -> Page:
+    page = await browser.new_page()
+    await page.goto(f"{service.url}/live/#token={token}")
+    return page
+
+
+def row(page: Page, op: str) -> Locator:
+    return page.locator(f'#operations tbody tr[data-id="{op}"]')
+
+
+async def test_the_page_lists_existing_operations_and_shows_changes_live(
+    service: RunningService, publisher: Publisher, browser: Browser, token: Token
+) -> None:
+    user, before = uid(), uid()
+    jwt = token(user)
+    await publisher.publish("create_order", before, user=user, name="create_order")
+    await applied(service, before, 1)
+
+    requests: list[Request] = []
+    page = await browser.new_page()
+    page.on("request", lambda request: requests.append(request))
+    sockets: list[str] = []
+    page.on("websocket", lambda socket: sockets.append(socket.url))
+    await page.goto(f"{service.url}/live/#token={jwt}")
+    await expect(page.locator("#status")).to_have_text("connected", timeout=WAIT_MS)
+    await expect(row(page, before)).to_have_attribute("data-state", "pending", timeout=WAIT_MS)
+    assert "#token" not in page.url, "the token stayed in the address bar"
+
+    someone_elses, live = uid(), uid()
+    await publisher.publish("create_order", someone_elses, user=uid(), name="create_order")
+    await publisher.publish("order_created", live, user=user, name="create_order")
+    await expect(row(page, live)).to_have_attribute("data-state", "completed", timeout=WAIT_MS)
+    await expect(row(page, live).locator(".badge")).to_have_text("completed")
+    await publisher.publish("order_created", before, user=user, name="create_order")
+    await expect(row(page, before)).to_have_attribute("data-state", "completed", timeout=WAIT_MS)
+    await expect(row(page, before)).to_have_attribute("data-version", "2")
+    # Another user's change was applied before this user's: it would have arrived first.
+    await applied(service, someone_elses, 1)
+    await expect(row(page, someone_elses)).to_have_count(0)
+    await expect(page.locator("#operations tbody tr")).to_have_count(2)
+
+    listed = [r for r in requests if urlsplit(r.url).path == "/operations"]
+    assert listed, "the page did not ask for the list"
+    for request in listed:
+        assert (await request.all_headers())["authorization"] == f"Bearer {jwt}"
+    assert sockets, "the page did not open a WebSocket"
+    for url in [r.url for r in requests] + sockets:
+        assert jwt not in url, f"the token went into a URL: {url}"
+
+
+async def test_a_reload_shows_the_full_list(
+    service: RunningService, publisher: Publisher, browser: Browser, token: Token
+) -> None:
+    user = uid()
+    ops = {uid(): "pending", uid(): "completed", uid(): "rejected"}
+    messages = {
+        "pending": "create_order",
+        "completed": "order_created",
+        "rejected": "create_order_rejected",
+    }
+    for op, state in ops.items():
+        await publisher.publish(
+            messages[state],
+            op,
+            user=user,
+            name="create_order",
+            body={"code": "no_parcels", "reason": "nothing to ship"},
+        )
+    for op in ops:
+        await applied(service, op, 1)
+
+    page = await open_live(browser, service, token(user))
+    live = uid()
+    await expect(page.locator("#status")).to_have_text("connected", timeout=WAIT_MS)
+    await publisher.publish("create_order", live, user=user, name="create_order")
+    await expect(row(page, live)).to_have_attribute("data-state", "pending", timeout=WAIT_MS)
+    ops[live] = "pending"
+
+    for attempt in range(2):  # as first opened, then after a reload
+        if attempt:
+            await page.goto("about:blank")
+            await page.goto(f"{service.url}/live/#token={token(user)}")
+        await expect(page.locator("#operations")).to_have_attribute(
+            "aria-busy", "false", timeout=WAIT_MS
+        )
+        await expect(page.locator("#operations tbody tr")).to_have_count(len(ops))
+        for op, state in ops.items():
+            await expect(row(page, op)).to_have_attribute("data-state", state)
+        rejected = next(op for op, state in ops.items() if state == "rejected")
+        await expect(row(page, rejected)).to_contain_text("nothing to ship")
+        await expect(page.locator("#empty")).to_be_hidden()
+
+
+async def test_a_late_list_does_not_overwrite_a_newer_live_change(
+    service: RunningService, publisher: Publisher, browser: Browser, token: Token
+) -> None:
+    user, op = uid(), uid()
+    await publisher.publish("create_order", op, user=user, name="create_order")
+    await applied(service, op, 1)
+
+    answered, release = asyncio.Event(), asyncio.Event()
+
+    async def held(route: Route) -> None:
+        response = await route.fetch()  # the list as it is now: the operation at version 1
+        answered.set()
+        await release.wait()
+        await route.fulfill(response=response)
+
+    page = await browser.new_page()
+    await page.route(lambda url: urlsplit(url).path == "/operations", held)
+    await page.goto(f"{service.url}/live/#token={token(user)}")
+    await expect(page.locator("#status")).to_have_text("connected", timeout=WAIT_MS)
+    await asyncio.wait_for(answered.wait(), timeout=WAIT_MS / 1000)
+
+    await publisher.publish("order_created", op, user=user, name="create_order")
+    await expect(row(page, op)).to_have_attribute("data-version", "2", timeout=WAIT_MS)
+    release.set()
+    await expect(page.locator("#operations")).to_have_attribute(
+        "aria-busy", "false", timeout=WAIT_MS
+    )
+    await expect(row(page, op)).to_have_attribute("data-state", "completed")
+    await expect(row(page, op)).to_have_attribute("data-version", "2")
