@@ -4,13 +4,11 @@ check makes sure only one does."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 
-from ..errors import StoreUnavailable
 from .coordinator import Coordinator
+from .periodic import Periodic
 
 log = logging.getLogger("operations.sagas.deadlines")
 
@@ -18,8 +16,7 @@ log = logging.getLogger("operations.sagas.deadlines")
 class DeadlineWatcher:
     def __init__(self, coordinator: Coordinator, every: float = 0.25) -> None:
         self.coordinator = coordinator
-        self.every = every
-        self._task: asyncio.Task[None] | None = None
+        self._passes = Periodic("saga-deadlines", self.sweep, every, log)
 
     async def sweep(self, now: float | None = None) -> int:
         """Expire every saga due by ``now``; returns how many were looked at."""
@@ -30,20 +27,7 @@ class DeadlineWatcher:
         return len(due)
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="operations-saga-deadlines")
+        self._passes.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except StoreUnavailable as error:
-                log.warning("deadline watcher waiting for Redis: %s", error)
-            except Exception:
-                log.exception("deadline sweep failed")
-            await asyncio.sleep(self.every)
+        await self._passes.stop()

@@ -3,8 +3,6 @@ retrying what is still unconfirmed (after a crash, a broker outage, a restart)."
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -13,9 +11,9 @@ from typing import Any, Protocol
 
 from aiormq.exceptions import AMQPError
 
-from ..errors import StoreUnavailable
 from ..metrics import Registry
 from ..states import State
+from .periodic import Periodic
 from .records import OutboxEntry
 from .store import Pending, SagaStore
 
@@ -48,11 +46,13 @@ def step_context(context: Mapping[str, Any], message: str) -> dict[str, Any]:
 
 
 class OutboxRelay:
-    def __init__(self, store: SagaStore, publisher: Publisher, metrics: Registry) -> None:
+    def __init__(
+        self, store: SagaStore, publisher: Publisher, metrics: Registry, every: float = 1.0
+    ) -> None:
         self.store = store
         self.publisher = publisher
         self.metrics = metrics
-        self._task: asyncio.Task[None] | None = None
+        self._passes = Periodic("saga-outbox", self.flush, every, log)
 
     async def send(self, saga: str, saga_id: str) -> None:
         """Send a saga's whole outbox, oldest first, as its only sender for now.
@@ -107,14 +107,12 @@ class OutboxRelay:
         )
         self.metrics.saga_messages_published.inc(message=entry.message)
 
-    async def start(self, every: float = 1.0) -> None:
-        self._task = asyncio.create_task(self._run(every), name="operations-saga-outbox")
+    async def start(self) -> None:
+        """Re-send, every ``every`` seconds, outboxes a crash or an outage left unconfirmed."""
+        self._passes.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._passes.stop()
 
     async def flush(self) -> int:
         """One pass over outboxes left unconfirmed for a while; returns how many were drained."""
@@ -124,13 +122,3 @@ class OutboxRelay:
             if not (await self.store.outbox(pending.saga, pending.saga_id)).entries:
                 drained += 1
         return drained
-
-    async def _run(self, every: float) -> None:
-        while True:
-            try:
-                await self.flush()
-            except StoreUnavailable as error:
-                log.warning("outbox relay waiting for Redis: %s", error)
-            except Exception:
-                log.exception("outbox relay pass failed")
-            await asyncio.sleep(every)

@@ -1,0 +1,50 @@
+"""A pass of background work every few seconds, in a task of its own, until stopped.
+
+The outbox relay, the deadline watcher and the saga census each run one. A pass that finds Redis
+unreachable is logged as a wait; any other failure is logged with its traceback; either way the
+next pass comes on time, so one bad pass never stops the work for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from ..errors import StoreUnavailable
+
+
+class Periodic:
+    def __init__(
+        self,
+        name: str,
+        work: Callable[[], Awaitable[object]],
+        every: float,
+        log: logging.Logger,
+    ) -> None:
+        self.name = name
+        self.work = work
+        self.every = every
+        self.log = log
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"operations-{self.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.work()
+            except StoreUnavailable as error:
+                self.log.warning("%s waiting for Redis: %s", self.name, error)
+            except Exception:
+                self.log.exception("%s: a pass failed", self.name)
+            await asyncio.sleep(self.every)
