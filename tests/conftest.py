@@ -20,10 +20,15 @@ from operations.settings import Settings
 from operations.tokens import mint
 from tests.support import Publisher, RunningService, start_service
 
-# The saga, dashboard and demo-service tests share fixtures that live in their support modules.
-# The saga support comes first: the dashboard support imports it, and each must be imported here
-# first to have its asserts rewritten.
-pytest_plugins = ["tests.sagas_support", "tests.dashboard_support", "tests.demo_support"]
+# The saga, dashboard, demo-service and live-push tests share fixtures that live in their support
+# modules. The saga support comes first: the dashboard support imports it, and each must be
+# imported here first to have its asserts rewritten.
+pytest_plugins = [
+    "tests.sagas_support",
+    "tests.dashboard_support",
+    "tests.demo_support",
+    "tests.hub_support",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-secret-0123456789abcdef"
