@@ -14,19 +14,26 @@ from .settings import Settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # No abbreviations: "--latency 400" must be refused, not taken for "--latency-ms 400".
     parser = argparse.ArgumentParser(
-        prog="operations", description="Track long-running operations carried by RabbitMQ."
+        prog="operations",
+        description="Track long-running operations carried by RabbitMQ.",
+        allow_abbrev=False,
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    commands.add_parser("serve", help="run the service (HTTP and Socket.IO on one port)")
+    commands.add_parser(
+        "serve", help="run the service (HTTP and Socket.IO on one port)", allow_abbrev=False
+    )
 
-    token = commands.add_parser("token", help="print a development JWT")
+    token = commands.add_parser("token", help="print a development JWT", allow_abbrev=False)
     token.add_argument("--user", required=True, help="the user id (the token's sub)")
     token.add_argument("--role", action="append", default=[], help="a role, e.g. admin")
     token.add_argument("--ttl", type=int, default=3_600, help="lifetime in seconds")
 
-    bench = commands.add_parser("bench", help="measure throughput against a bare consumer")
+    bench = commands.add_parser(
+        "bench", help="measure throughput against a bare consumer", allow_abbrev=False
+    )
     bench.add_argument("--messages", type=int, default=50_000)
     bench.add_argument("--prefetch", type=int, default=None)
     bench.add_argument("--clients", type=int, default=1_000, help="idle clients for the RSS figure")
@@ -40,7 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     demo = commands.add_parser(
-        "demo-services", help="run simulated Pacco orders, vehicles and availability services"
+        "demo-services",
+        help="run simulated Pacco orders, vehicles and availability services",
+        allow_abbrev=False,
     )
     demo.add_argument(
         "--latency-ms", type=int, default=50, help="simulated work before each reply (ms)"
@@ -55,7 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--seed", type=int, default=None, help="seed for reproducible failures")
 
     orders = commands.add_parser(
-        "demo-orders", help="place an order with POST /orders every few seconds, for the demo"
+        "demo-orders",
+        help="place an order with POST /orders every few seconds, for the demo",
+        allow_abbrev=False,
     )
     orders.add_argument("--user", default="demo-user", help="the user placing the orders")
     orders.add_argument("--every", type=float, default=3.0, help="seconds between orders")

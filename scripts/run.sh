@@ -24,11 +24,20 @@ export OPERATIONS_REDIS_URL=${OPERATIONS_REDIS_URL:-redis://127.0.0.1:$redis_por
 base="http://${OPERATIONS_HOST:-127.0.0.1}:${OPERATIONS_PORT:-5005}"
 
 .venv/bin/operations serve & pids+=($!)
+ready=""
 for _ in $(seq 1 150); do
-  .venv/bin/python -c "import urllib.request; urllib.request.urlopen('$base/ready', timeout=1)" \
-    >/dev/null 2>&1 && break
+  if .venv/bin/python -c "import urllib.request; urllib.request.urlopen('$base/ready', timeout=1)" \
+    >/dev/null 2>&1; then
+    ready=1
+    break
+  fi
+  kill -0 "${pids[0]}" 2>/dev/null || break
   sleep 0.2
 done
+if [ -z "$ready" ]; then
+  echo "run: the service did not become ready on $base/ready (see its log above); stopping" >&2
+  exit 1
+fi
 .venv/bin/operations demo-services --latency-ms "${DEMO_LATENCY_MS:-400}" \
   --fail "reserve_resource=${DEMO_FAIL_RATE:-0.25}" & pids+=($!)
 .venv/bin/operations demo-orders --user demo-user --every "${DEMO_EVERY:-3}" & pids+=($!)

@@ -50,6 +50,22 @@ def test_token_mints_a_verifiable_admin_token() -> None:
     assert 100 < verified.expires_at - time.time() <= 120
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("token", "--us", "alice"),
+        ("demo-services", "--latency", "400"),
+        ("demo-orders", "--ev", "1"),
+        ("bench", "--mess", "10"),
+    ],
+)
+def test_abbreviated_options_are_refused(args: tuple[str, ...]) -> None:
+    result = run(*args, env={"OPERATIONS_JWT_SECRET": SECRET})
+    assert result.returncode == 2, result.stdout
+    assert "unrecognized arguments" in result.stderr or "required" in result.stderr
+    assert args[1] in result.stderr
+
+
 def test_a_bad_setting_stops_start_up_naming_the_variable() -> None:
     for variable, value in [
         ("OPERATIONS_PORT", "eighty"),

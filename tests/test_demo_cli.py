@@ -129,10 +129,14 @@ with open(calls, "a") as out:
     seen["redis"] = os.environ.get("OPERATIONS_REDIS_URL")
     out.write(json.dumps(seen) + "\\n")
 if name == "python":  # the readiness probe: ready once serve has started
+    if os.environ.get("RUN_SH_SERVE_DIES"):
+        sys.exit(1)
     with open(calls) as lines:
         sys.exit(0 if any(json.loads(line)["args"] == ["serve"] for line in lines) else 1)
 if name == "operations" and args[0] == "token":
     print("token-for-" + args[args.index("--user") + 1])
+elif name == "operations" and args == ["serve"] and os.environ.get("RUN_SH_SERVE_DIES"):
+    sys.exit(3)
 elif name == "operations":
     os.execv({sleep!r}, ["sleep", "90"])
 '''
@@ -284,3 +288,28 @@ async def run_operations(*args: str, env: dict[str, str]) -> tuple[int, str, str
             await process.wait()
     assert process.returncode is not None
     return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def test_run_sh_stops_when_the_service_never_becomes_ready(tmp_path: Path) -> None:
+    """If serve dies before /ready answers, run.sh says so, starts no demo, stops the servers it
+    started and exits with an error, instead of carrying on without a service."""
+    calls = tmp_path / "calls.jsonl"
+    run_sh = stub_run_sh(tmp_path / "tree")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPERATIONS_", "DEMO_"))}
+    env |= {"RUN_SH_CALLS": str(calls), "RUN_SH_SERVE_DIES": "1"}
+    process = await asyncio.create_subprocess_exec(
+        "bash", str(run_sh), env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 1, stderr.decode()
+    assert "did not become ready" in stderr.decode()
+    recorded = [orjson.loads(line) for line in calls.read_text().splitlines()]
+    steps = [(c["name"], c["args"][0] if c["args"] else "") for c in recorded]
+    assert ("operations", "serve") in steps
+    assert not {("operations", "demo-services"), ("operations", "demo-orders")} & set(steps)
+    assert steps[-1] == ("services", "stop"), steps
