@@ -5,14 +5,27 @@ losing commit publishes nothing."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
 import pytest
 
-from operations.sagas import SagaStatus
-from operations.sagas.outbox import step_context
+from operations.sagas import SagaStatus, SagaStore
+from operations.sagas import outbox as outbox_module
+from operations.sagas.outbox import OutboxRelay, step_context
 from operations.sagas.records import OutboxEntry
 from operations.states import State
-from tests.sagas_support import Harness, Published, make_order, start_trip, step_trip
-from tests.sample_sagas import FAR_FUTURE
+from tests.sagas_support import (
+    FakePublisher,
+    Harness,
+    Published,
+    make_order,
+    start_trip,
+    step_trip,
+)
+from tests.sample_sagas import FAR_FUTURE, TripSaga
 from tests.support import new_id
 
 pytestmark = pytest.mark.usefixtures("journal")
@@ -173,3 +186,46 @@ async def test_a_losing_commit_publishes_nothing(h: Harness, no_retry_delay: Non
     assert [e.message for _, e in pending.entries] == ["winner"]
     assert await h.relay.flush() == 1
     assert h.publisher.names == ["book_flight", "winner"]
+
+
+@dataclass
+class SlowPublisher(FakePublisher):
+    """A broker that takes ``delay`` seconds to confirm each message."""
+
+    delay: float = 0.0
+
+    async def publish(self, *args: Any, **kwargs: Any) -> None:
+        await asyncio.sleep(self.delay)
+        await super().publish(*args, **kwargs)
+
+
+async def test_an_outbox_longer_than_a_lease_is_sent_once_in_order(
+    store: SagaStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sending it takes longer than the lease: the sender starts no message it could not see
+    confirmed within its lease, so a second sender taking the lease over never sends one again."""
+    monkeypatch.setattr(outbox_module, "LEASE_SECONDS", 0.5)
+    monkeypatch.setattr(outbox_module, "CONFIRM_SECONDS", 0.2)
+    publisher = SlowPublisher(delay=0.06)
+    h = Harness.build(store, [TripSaga], publisher)
+    trip = new_id()
+    await start_trip(h, trip)
+    loaded = await h.load("trip", trip)
+    names = [f"m{n}" for n in range(15)]  # 0.9 s of confirms, nearly two leases
+    entries = [
+        OutboxEntry(new_id(), "trips", name, {"trip": trip}, State.PENDING, trip, {})
+        for name in names
+    ]
+    assert await store.commit(loaded.record, loaded.version, entries, 60)
+
+    async def sender() -> None:
+        # Two of these at once, as a step's sender and another process's background pass.
+        relay = OutboxRelay(store, publisher, h.metrics)
+        deadline = time.monotonic() + 20
+        while (await store.outbox("trip", trip)).entries:
+            assert time.monotonic() < deadline, "the outbox never drained"
+            await relay.send("trip", trip)
+            await asyncio.sleep(0.01)
+
+    await asyncio.gather(sender(), sender())
+    assert publisher.names == ["book_flight", *names]

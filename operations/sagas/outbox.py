@@ -4,6 +4,7 @@ retrying what is still unconfirmed (after a crash, a broker outage, a restart)."
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from collections.abc import Mapping
@@ -21,6 +22,9 @@ log = logging.getLogger("operations.sagas.outbox")
 
 RETRY_AFTER_SECONDS = 2.0
 LEASE_SECONDS = 30.0
+# The longest a message waits for its confirm. A sender starts a message only while its lease has
+# at least this long left, so a lease never lapses while one of its messages is in flight.
+CONFIRM_SECONDS = 10.0
 
 
 class Publisher(Protocol):
@@ -63,26 +67,32 @@ class OutboxRelay:
         """
         holder = uuid.uuid4().hex
         while await self.store.lease_outbox(saga, saga_id, holder, LEASE_SECONDS):
+            until = time.monotonic() + LEASE_SECONDS - CONFIRM_SECONDS
             failed = False
             try:
-                while not failed:
+                while not failed and time.monotonic() < until:
                     pending = await self.store.outbox(saga, saga_id)
                     if not pending.entries:
                         break
-                    failed = not await self.deliver(pending)
+                    failed = not await self.deliver(pending, until)
             finally:
                 await self.store.release_outbox(saga, saga_id, holder)
             if failed or not (await self.store.outbox(saga, saga_id)).entries:
                 return  # a failed send is left to the background pass
 
-    async def deliver(self, pending: Pending) -> bool:
-        """Publish a saga's pending messages in order; True when all were confirmed."""
+    async def deliver(self, pending: Pending, until: float = math.inf) -> bool:
+        """Publish a saga's pending messages in order; False if one could not be. Messages not
+        started by ``until`` (monotonic) are left for the sender's next lease."""
         confirmed: list[str] = []
+        failed = False
         try:
             for stored, entry in pending.entries:
+                if time.monotonic() >= until:
+                    break  # the rest wait for a fresh lease; nothing failed
                 await self._send(entry)
                 confirmed.append(stored)
         except (AMQPError, ConnectionError, TimeoutError, RuntimeError) as error:
+            failed = True
             log.warning(
                 "saga %s:%s: %d message(s) left in the outbox: %s",
                 pending.saga,
@@ -93,7 +103,7 @@ class OutboxRelay:
             self.metrics.saga_publish_failures.inc()
         if confirmed:
             await self.store.acknowledge(pending.saga, pending.saga_id, confirmed)
-        return len(confirmed) == len(pending.entries)
+        return not failed
 
     async def _send(self, entry: OutboxEntry) -> None:
         await self.publisher.publish(
@@ -104,6 +114,7 @@ class OutboxRelay:
             message_id=entry.message_id,
             message_context=step_context(entry.message_context, entry.message),
             saga=entry.saga_state,
+            confirm_within=CONFIRM_SECONDS,
         )
         self.metrics.saga_messages_published.inc(message=entry.message)
 
