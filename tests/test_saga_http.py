@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -17,7 +18,7 @@ from operations.settings import Settings
 from operations.shards import Shards
 from tests.sagas_support import Harness, start_trip, step_trip, until_blocked
 from tests.sample_sagas import GATES, TripSaga
-from tests.support import RunningService, eventually, new_id
+from tests.support import RunningService, eventually, new_id, start_service
 
 pytestmark = pytest.mark.usefixtures("journal")
 
@@ -101,3 +102,21 @@ def test_the_openapi_status_enum_is_every_saga_status() -> None:
     (status,) = [p for p in parameters if p["name"] == "status"]
     assert status["schema"]["enum"] == [s.value for s in SagaStatus]
     assert "compensating" in status["schema"]["enum"]
+
+
+async def test_with_the_sagas_off_get_sagas_answers_an_empty_list_to_admins_only(
+    settings: Settings, redis_client: aioredis.Redis, amqp: object, token: Callable[..., str]
+) -> None:
+    async with (
+        start_service(replace(settings, sagas=False)) as running,
+        httpx.AsyncClient(base_url=running.url, timeout=30) as client,
+    ):
+        admin = {"Authorization": f"Bearer {token('ops', 'admin')}"}
+        user = {"Authorization": f"Bearer {token('alice')}"}
+        listed = await client.get("/sagas", headers=admin)
+        assert (listed.status_code, listed.json()) == (200, {"items": []})
+        assert (await client.get("/sagas", headers=user)).status_code == 403
+        assert (await client.get("/sagas")).status_code == 401
+        one = await client.get(f"/operations/{new_id()}/saga", headers=admin)
+        assert one.status_code == 404 and one.json()["code"] == "operation_not_found"
+        assert (await client.post("/orders", headers=user, json={})).status_code in {404, 405}

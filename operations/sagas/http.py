@@ -34,8 +34,12 @@ def saga_json(record: SagaRecord) -> dict[str, Any]:
 
 class SagasApi:
     def __init__(
-        self, verifier: TokenVerifier, store: SagaStore, saga_names: Callable[[], list[str]]
+        self,
+        verifier: TokenVerifier,
+        store: SagaStore | None,
+        saga_names: Callable[[], list[str]],
     ) -> None:
+        """``store`` is None when the sagas are off: there are none to list or show."""
         self.verifier = verifier
         self.store = store
         self.saga_names = saga_names
@@ -62,6 +66,8 @@ class SagasApi:
             return problem(400, "invalid_query", "limit must be a whole number")
         if not 1 <= limit <= MAX_LIMIT:
             return problem(400, "invalid_query", f"limit must be between 1 and {MAX_LIMIT}")
+        if self.store is None:
+            return Json({"items": []})
         records = await self.store.recent(limit, None if status is None else SagaStatus(status))
         return Json({"items": [saga_json(record) for record in records]})
 
@@ -69,6 +75,8 @@ class SagasApi:
         principal = bearer_principal(request, self.verifier)
         assert principal is not None
         operation_id = normalise_id(request.path_params["id"])
+        if self.store is None:
+            return not_found(operation_id)
         for name in self.saga_names():
             loaded = await self.store.load(name, operation_id)
             if loaded is None:
