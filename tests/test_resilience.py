@@ -153,6 +153,7 @@ async def test_a_rabbitmq_restart_mid_stream_loses_no_message(
         assert [change["state"] for change in changes] == ["pending", "completed"]
 
 
+@pytest.mark.store_restart
 @pytest.mark.timeout(120)
 async def test_a_redis_outage_is_retried_counted_and_recovered_from(
     settings: Settings,
