@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import os
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -240,3 +242,21 @@ class SteadyPublisher:
                 await asyncio.sleep(pace)
         finally:
             await connection.close()
+
+
+async def run_operations(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    """``operations ARGS`` to its end, without blocking the service running in this loop."""
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "operations", *args),
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()

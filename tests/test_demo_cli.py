@@ -22,7 +22,7 @@ from aio_pika.abc import AbstractRobustConnection
 from operations.tokens import TokenVerifier
 from tests.conftest import ROOT, SECRET
 from tests.demo_support import CUSTOMER, ORDER, Replies
-from tests.support import Publisher, RunningService, eventually, new_id
+from tests.support import Publisher, RunningService, eventually, new_id, run_operations
 
 
 async def run_cli(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
@@ -270,24 +270,6 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state not in ("Z", "X")
-
-
-async def run_operations(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
-    """``operations ARGS`` to its end, without blocking the service running in this loop."""
-    process = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "operations", *args),
-        env={**os.environ, **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
 
 
 async def test_run_sh_stops_when_the_service_never_becomes_ready(tmp_path: Path) -> None:

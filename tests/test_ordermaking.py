@@ -3,9 +3,7 @@ services, and the user watching one operation over Socket.IO and HTTP (contract 
 
 from __future__ import annotations
 
-import asyncio
 import os
-import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
@@ -23,7 +21,7 @@ from operations.sagas import RedisSagaStore, SagaStatus
 from operations.settings import Settings
 from tests.conftest import SECRET
 from tests.live import LiveClient
-from tests.support import RunningService, eventually, start_service
+from tests.support import RunningService, eventually, run_operations, start_service
 
 Token = Callable[..., str]
 # Each step the saga publishes renames the operation. The services' events carry the context of
@@ -330,21 +328,13 @@ async def test_demo_orders_runs_as_a_process_and_its_sagas_finish(
     }
     plan = FailurePlan({"reserve_resource": 0.5})
     async with DemoServices(settings.amqp_url, latency_ms=0, failures=plan, seed=1):
-        process = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "operations", "demo-orders", "--user", user),
-            *("--every", "0.2", "--count", str(count), "--seed", "3"),
+        code, _, stderr = await run_operations(
+            *("demo-orders", "--user", user, "--every", "0.2", "--count", str(count)),
+            *("--seed", "3"),
             env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
         )
-        try:
-            _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-        assert process.returncode == 0, stderr.decode()
-        lines = [orjson.loads(line) for line in stderr.splitlines() if line.startswith(b"{")]
+        assert code == 0, stderr
+        lines = [orjson.loads(line) for line in stderr.splitlines() if line.startswith("{")]
         placed = [line["correlation_id"] for line in lines if "placed" in line["message"]]
         assert len(placed) == count == len(set(placed)), stderr.decode()
         assert not [line for line in lines if line["level"] != "info"], stderr.decode()
