@@ -123,16 +123,19 @@ RECORDER = '''#!{python}
 import json, os, sys
 
 name, args, calls = {name!r}, sys.argv[1:], os.environ["RUN_SH_CALLS"]
+ready = False
+if name == "python" and not os.environ.get("RUN_SH_SERVE_DIES"):
+    # The readiness probe: ready once serve has started. It looks before it records itself, so
+    # a ready probe's record always comes after serve's.
+    with open(calls) as lines:
+        ready = any(json.loads(line)["args"] == ["serve"] for line in lines)
 with open(calls, "a") as out:
-    seen = {{"name": name, "args": args, "pid": os.getpid()}}
+    seen = {{"name": name, "args": args, "pid": os.getpid(), "ready": ready}}
     seen["amqp"] = os.environ.get("OPERATIONS_AMQP_URL")
     seen["redis"] = os.environ.get("OPERATIONS_REDIS_URL")
     out.write(json.dumps(seen) + "\\n")
-if name == "python":  # the readiness probe: ready once serve has started
-    if os.environ.get("RUN_SH_SERVE_DIES"):
-        sys.exit(1)
-    with open(calls) as lines:
-        sys.exit(0 if any(json.loads(line)["args"] == ["serve"] for line in lines) else 1)
+if name == "python":
+    sys.exit(0 if ready else 1)
 if name == "operations" and args[0] == "token":
     print("token-for-" + args[args.index("--user") + 1])
 elif name == "operations" and args == ["serve"] and os.environ.get("RUN_SH_SERVE_DIES"):
@@ -209,7 +212,7 @@ async def test_run_sh_starts_the_demo_with_commands_the_cli_accepts(
     assert steps[-1] == ("services", "stop")
     commands = {c["args"][0]: c for c in recorded if c["name"] == "operations"}
     assert set(commands) == {"serve", "demo-services", "demo-orders", "token"}
-    probed = max(index for index, step in enumerate(steps) if step[0] == "python")
+    probed = next(index for index, call in enumerate(recorded) if call["ready"])
     assert steps.index(("operations", "serve")) < probed, "it never waited for /ready"
     assert steps.index(("operations", "demo-services")) > probed
     assert steps.index(("operations", "demo-orders")) > probed
