@@ -26,6 +26,7 @@ from .catalogue import Catalogue
 from .consumer import Consumer
 from .errors import StoreUnavailable
 from .feed import ChangeFeed
+from .frames import install as install_bulk_frames
 from .metrics import Registry
 from .orders import OrdersApi
 from .pipeline import Pipeline
@@ -44,6 +45,8 @@ log = logging.getLogger("operations.service")
 class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        if settings.amqp_bulk_frames:
+            install_bulk_frames()  # before any connection is opened: it is read at connect time
         self.catalogue = Catalogue.load(settings.messages_file)
         self.metrics = Registry()
         self.store = RedisStore.from_url(

@@ -40,6 +40,7 @@ class Settings:
     anonymous_reads: bool = False
     prefetch: int = 512
     batch_size: int = 256
+    amqp_bulk_frames: bool = True
     max_message_bytes: int = 262_144
     stream_max_length: int = 100_000
     key_prefix: str = "operations"
@@ -96,6 +97,9 @@ class Settings:
             prefetch=reader.get("OPERATIONS_PREFETCH", defaults.prefetch, _integer(2, 65_535)),
             batch_size=reader.get(
                 "OPERATIONS_BATCH_SIZE", defaults.batch_size, _integer(1, 10_000)
+            ),
+            amqp_bulk_frames=reader.get(
+                "OPERATIONS_AMQP_BULK_FRAMES", defaults.amqp_bulk_frames, _boolean
             ),
             max_message_bytes=reader.get(
                 "OPERATIONS_MAX_MESSAGE_BYTES", defaults.max_message_bytes, _integer(64, 1 << 27)

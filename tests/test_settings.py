@@ -80,6 +80,7 @@ def test_good_overrides_parse(tmp_path: Path) -> None:
             "OPERATIONS_ANONYMOUS_READS": "yes",
             "OPERATIONS_PREFETCH": "16",
             "OPERATIONS_BATCH_SIZE": "8",
+            "OPERATIONS_AMQP_BULK_FRAMES": "off",
             "OPERATIONS_MAX_MESSAGE_BYTES": "1024",
             "OPERATIONS_STREAM_MAX_LENGTH": "1000",
             "OPERATIONS_KEY_PREFIX": "ops-test",
@@ -100,6 +101,7 @@ def test_good_overrides_parse(tmp_path: Path) -> None:
         anonymous_reads=True,
         prefetch=16,
         batch_size=8,
+        amqp_bulk_frames=False,
         max_message_bytes=1024,
         stream_max_length=1000,
         key_prefix="ops-test",
@@ -167,6 +169,13 @@ def test_port_not_a_number(value: str) -> None:
 def test_bad_boolean(value: str) -> None:
     error = bad("OPERATIONS_ANONYMOUS_READS", value)
     assert "true or false" in str(error)
+    assert "true or false" in str(bad("OPERATIONS_AMQP_BULK_FRAMES", value))
+
+
+def test_bulk_frames_are_on_unless_turned_off() -> None:
+    assert Settings.from_env({}).amqp_bulk_frames is True
+    assert Settings.from_env({"OPERATIONS_AMQP_BULK_FRAMES": "yes"}).amqp_bulk_frames is True
+    assert Settings.from_env({"OPERATIONS_AMQP_BULK_FRAMES": "0"}).amqp_bulk_frames is False
 
 
 @pytest.mark.parametrize(

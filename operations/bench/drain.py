@@ -14,6 +14,7 @@ import orjson
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
+from .. import frames
 from ..catalogue import Catalogue
 from ..consumer import Consumer
 from ..envelope import Delivered, parse
@@ -137,6 +138,9 @@ async def baseline(
 async def service(
     settings: Settings, catalogue: Catalogue, redis: aioredis.Redis, count: int
 ) -> Figure:
+    if settings.amqp_bulk_frames:
+        # As the service does; the ceilings' connection, opened earlier, keeps aiormq's reader.
+        frames.install()
     metrics = Registry()
     store = RedisStore.from_url(
         settings.redis_url,
