@@ -18,6 +18,8 @@ stays.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import functools
 import logging
 import struct
 from collections import deque
@@ -183,14 +185,21 @@ def _content_header(data: bytes, offset: int, end: int) -> ContentHeader:
             value = data[offset]
             offset += 1
         else:
-            consumed, value = decode.timestamp(data[offset : offset + 8])
-            offset += consumed
+            value = _timestamp(data[offset : offset + 8])
+            offset += 8
         setattr(properties, name, value)
     if offset != end:
         raise ValueError("content header properties do not fill the frame")
     header = ContentHeader(weight, body_size, properties)
     header.class_id = class_id
     return header
+
+
+@functools.lru_cache(maxsize=64)
+def _timestamp(raw: bytes) -> dt.datetime:
+    """pamqp's reading of a timestamp, kept for the messages that follow: a busy publisher stamps
+    many in the same second."""
+    return decode.timestamp(raw)[1]
 
 
 def compatible() -> bool:
