@@ -80,6 +80,7 @@ class BulkFrameReceiver:
         self.started = False
         self._unread = b""
         self._ready: deque[Received] = deque()
+        self._failure: Exception | None = None  # raised once the frames before it are taken
 
     def __aiter__(self) -> BulkFrameReceiver:
         return self
@@ -90,6 +91,8 @@ class BulkFrameReceiver:
     async def get_frame(self) -> Received:
         ready = self._ready
         while not ready:
+            if self._failure is not None:
+                raise self._failure
             chunk = await self._read()
             if not chunk:
                 if self._unread:
@@ -120,13 +123,19 @@ class BulkFrameReceiver:
         while size - offset >= _FRAME_HEADER_SIZE:
             if not self.started:
                 if data.startswith(b"AMQP", offset):
-                    raise ProtocolSyntaxError("Unexpected AMQP protocol header")
+                    self._failure = ProtocolSyntaxError("Unexpected AMQP protocol header")
+                    break
                 self.started = True
             frame_type, channel, length = _FRAME_HEADER.unpack_from(data, offset)
             stop = offset + _FRAME_HEADER_SIZE + length + 1
             if stop > size:
                 break
-            ready.append((stop - offset, channel, decode_frame(frame_type, data, offset, stop)))
+            try:
+                frame = decode_frame(frame_type, data, offset, stop)
+            except (InvalidFrameError, ProtocolSyntaxError) as error:
+                self._failure = error
+                break
+            ready.append((stop - offset, channel, frame))
             offset = stop
         self._unread = data[offset:] if offset else data
 

@@ -183,6 +183,8 @@ def test_bench_runs_end_to_end_and_prints_its_json_line_last(servers: tuple[str,
     assert figures["bare_rate"] > 0 and figures["service_rate"] > 0
     assert figures["service_rate_sio_client"] > 0
     assert "service (sio client)" in result.stdout
+    assert figures["amqp_bulk_frames"] is True
+    assert "AMQP frames read in bulk: yes" in result.stdout
 
 
 async def test_the_bench_probe_is_a_real_socketio_client(

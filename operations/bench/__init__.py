@@ -183,11 +183,15 @@ async def run(
         f"RSS over a {soak_messages}-message soak after warm-up: {warm_rss} KiB -> "
         f"{end_rss} KiB ({growth:+.2f} %)"
     )
-    print(f"prefetch {settings.prefetch}, batch size {settings.batch_size}, {os.cpu_count()} cores")
+    print(
+        f"prefetch {settings.prefetch}, batch size {settings.batch_size}, {os.cpu_count()} cores,"
+        f" AMQP frames read in bulk: {'yes' if settings.amqp_bulk_frames else 'no'}"
+    )
     figures: dict[str, float | int] = {
         "messages": messages,
         "prefetch": settings.prefetch,
         "rounds": rounds,
+        "amqp_bulk_frames": settings.amqp_bulk_frames,
         "bare_rate": round(bare.rate, 1),
         "bare_multiack_rate": round(multiack.rate, 1),
         "baseline_rate": round(baseline.rate, 1),

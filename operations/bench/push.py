@@ -61,6 +61,7 @@ async def service_process(settings: Settings, port: int) -> AsyncIterator[Servic
         "OPERATIONS_LOG_LEVEL": "WARNING",
         "OPERATIONS_OPERATION_TTL_SECONDS": "900",
         "OPERATIONS_SAGAS": "false",
+        "OPERATIONS_AMQP_BULK_FRAMES": "true" if settings.amqp_bulk_frames else "false",
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable,
