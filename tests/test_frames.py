@@ -398,3 +398,29 @@ async def test_a_real_broker_delivers_the_same_messages_through_either_receiver(
     assert [entry[5] for entry in read["bulk"]] == [f"m-{index}" for index in range(len(sent))]
     assert read["bulk"] == read["stock"]
     assert sum(len(entry[0]) for entry in read["bulk"]) > 5_000_000  # many multi-frame bodies
+
+
+async def test_a_bulk_reading_connection_lives_through_heartbeats_and_a_closed_channel(
+    monkeypatch: pytest.MonkeyPatch, amqp_url: str, settings: Settings
+) -> None:
+    """Frames on channel 0 and a channel the broker closes: the connection reads on."""
+    monkeypatch.setattr(aiormq.connection, "FrameReceiver", BulkFrameReceiver)
+    connection = await aio_pika.connect(f"{amqp_url}?heartbeat=1")
+    try:
+        underlay = connection.transport.connection if connection.transport else None
+        assert underlay is not None and underlay.heartbeat_timeout == 1
+        # Past aiormq's grace (6 s at heartbeat=1) with no frame but heartbeats: a reader that
+        # lost them would have the connection closed as stuck.
+        await asyncio.sleep(8)
+        assert not connection.is_closed
+        broken = await connection.channel()
+        with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
+            await broken.declare_queue(f"{settings.queue}-absent", passive=True)
+        channel = await connection.channel()
+        queue = await channel.declare_queue(f"{settings.queue}-alive", auto_delete=True)
+        await channel.default_exchange.publish(aio_pika.Message(b"still here"), queue.name)
+        incoming = await queue.get(timeout=5)
+        assert incoming is not None and incoming.body == b"still here"
+        await incoming.ack()
+    finally:
+        await connection.close()
