@@ -237,6 +237,9 @@ def install() -> bool:
         )
         return False
     aiormq.connection.FrameReceiver = BulkFrameReceiver  # type: ignore[misc,assignment]
+    log.info(
+        "reading AMQP frames in bulk (aiormq %s, pamqp %s)", _version("aiormq"), _version("pamqp")
+    )
     return True
 
 

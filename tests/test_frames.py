@@ -303,13 +303,16 @@ async def test_socket_errors_are_aiormq_connection_errors(error: OSError, words:
 
 
 def test_install_replaces_aiormqs_receiver_for_compatible_versions(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(aiormq.connection, "FrameReceiver", STOCK)
+    caplog.set_level("INFO", logger="operations.frames")
     assert frames.compatible()
     assert frames.install() is True
     assert aiormq.connection.FrameReceiver is BulkFrameReceiver
-    assert frames.install() is True  # again: no change
+    assert frames.install() is True  # again: no change, and said once
+    said = [record.getMessage() for record in caplog.records]
+    assert len(said) == 1 and said[0].startswith("reading AMQP frames in bulk (aiormq 7.")
 
 
 def test_install_keeps_aiormqs_receiver_for_other_versions(
