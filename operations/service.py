@@ -47,6 +47,8 @@ class Service:
         self.settings = settings
         if settings.amqp_bulk_frames:
             install_bulk_frames()  # before any connection is opened: it is read at connect time
+        else:
+            log.info("reading AMQP frames with aiormq's own receiver (OPERATIONS_AMQP_BULK_FRAMES)")
         self.catalogue = Catalogue.load(settings.messages_file)
         self.metrics = Registry()
         self.store = RedisStore.from_url(

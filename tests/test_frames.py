@@ -328,13 +328,16 @@ def test_install_keeps_aiormqs_receiver_for_other_versions(
 
 
 def test_the_service_installs_it_unless_told_not_to(
-    monkeypatch: pytest.MonkeyPatch, settings: Settings
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(aiormq.connection, "FrameReceiver", STOCK)
+    caplog.set_level("INFO")
     Service(Settings.from_env({"OPERATIONS_AMQP_BULK_FRAMES": "false"}))
     assert aiormq.connection.FrameReceiver is STOCK
+    assert "reading AMQP frames with aiormq's own receiver" in caplog.text
     Service(settings)
     assert aiormq.connection.FrameReceiver is BulkFrameReceiver
+    assert "reading AMQP frames in bulk" in caplog.text
 
 
 # -- over a real RabbitMQ -----------------------------------------------------------------------
