@@ -213,14 +213,16 @@ def _timestamp(raw: bytes) -> dt.datetime:
 
 def compatible() -> bool:
     """Whether the installed aiormq and pamqp are versions this receiver was written for."""
-    for package, prefix in COMPATIBLE.items():
-        try:
-            version = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            return False
-        if not version.startswith(prefix):
-            return False
-    return hasattr(aiormq.connection, "FrameReceiver")
+    return all(_version(package).startswith(prefix) for package, prefix in COMPATIBLE.items())
+
+
+def configure(bulk: bool) -> bool:
+    """With ``bulk`` (``OPERATIONS_AMQP_BULK_FRAMES``), :func:`install`; without, says that
+    aiormq's own receiver is kept. Returns whether frames are read in bulk from now on."""
+    if bulk:
+        return install()
+    log.info("reading AMQP frames with aiormq's own receiver (OPERATIONS_AMQP_BULK_FRAMES)")
+    return False
 
 
 def install() -> bool:
@@ -229,17 +231,12 @@ def install() -> bool:
     than those in :data:`COMPATIBLE`, aiormq's own receiver stays."""
     if aiormq.connection.FrameReceiver is BulkFrameReceiver:  # type: ignore[comparison-overlap]
         return True
+    versions = f"aiormq {_version('aiormq')}, pamqp {_version('pamqp')}"
     if not compatible():
-        log.info(
-            "aiormq %s / pamqp %s: keeping aiormq's own frame receiver",
-            _version("aiormq"),
-            _version("pamqp"),
-        )
+        log.info("keeping aiormq's own frame receiver (%s)", versions)
         return False
     aiormq.connection.FrameReceiver = BulkFrameReceiver  # type: ignore[misc,assignment]
-    log.info(
-        "reading AMQP frames in bulk (aiormq %s, pamqp %s)", _version("aiormq"), _version("pamqp")
-    )
+    log.info("reading AMQP frames in bulk (%s)", versions)
     return True
 
 

@@ -21,12 +21,12 @@ from starlette.middleware.cors import CORSMiddleware
 from hub import Hub
 from hub.page import browser_routes
 
+from . import frames
 from .api import EXCEPTION_HANDLERS, OperationsApi, Readiness
 from .catalogue import Catalogue
 from .consumer import Consumer
 from .errors import StoreUnavailable
 from .feed import ChangeFeed
-from .frames import install as install_bulk_frames
 from .metrics import Registry
 from .orders import OrdersApi
 from .pipeline import Pipeline
@@ -45,10 +45,8 @@ log = logging.getLogger("operations.service")
 class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        if settings.amqp_bulk_frames:
-            install_bulk_frames()  # before any connection is opened: it is read at connect time
-        else:
-            log.info("reading AMQP frames with aiormq's own receiver (OPERATIONS_AMQP_BULK_FRAMES)")
+        # Before any connection is opened: aiormq picks its frame receiver when it connects.
+        frames.configure(settings.amqp_bulk_frames)
         self.catalogue = Catalogue.load(settings.messages_file)
         self.metrics = Registry()
         self.store = RedisStore.from_url(

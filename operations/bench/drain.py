@@ -138,9 +138,8 @@ async def baseline(
 async def service(
     settings: Settings, catalogue: Catalogue, redis: aioredis.Redis, count: int
 ) -> Figure:
-    if settings.amqp_bulk_frames:
-        # As the service does; the ceilings' connection, opened earlier, keeps aiormq's reader.
-        frames.install()
+    # As the service does; the ceilings' connection, opened earlier, keeps aiormq's reader.
+    frames.configure(settings.amqp_bulk_frames)
     metrics = Registry()
     store = RedisStore.from_url(
         settings.redis_url,
