@@ -92,7 +92,10 @@ async def amqp(
 ) -> AsyncIterator[aio_pika.abc.AbstractRobustConnection]:
     connection = await aio_pika.connect_robust(amqp_url)
     yield connection
-    async with connection.channel() as channel:
+    await connection.close()
+    # A connection of its own for the clean-up: after a broker restart the robust one may still be
+    # waiting out its reconnect interval when the test ends.
+    async with await aio_pika.connect(amqp_url) as cleanup, cleanup.channel() as channel:
         names = [settings.queue, settings.dead_letter_queue]
         saga_queue = settings.saga_queue
         names += [saga_queue, f"{saga_queue}.dead-letter", f"{saga_queue}.retry"]
@@ -100,7 +103,6 @@ async def amqp(
         for name in names:
             with contextlib.suppress(aio_pika.exceptions.ChannelClosed):
                 await channel.queue_delete(name)
-    await connection.close()
 
 
 @pytest.fixture
