@@ -121,6 +121,11 @@ class Registry:
         self.store_retries = Counter(
             "operations_store_retries_total", "Batches retried because Redis was unreachable."
         )
+        self.swept = Counter(
+            "operations_swept_total",
+            "Expired entries removed from Redis's indexes by this process's sweeps, by what they "
+            "named: operation, saga or tombstone.",
+        )
 
     def render(self) -> str:
         lines: list[str] = []
@@ -130,6 +135,7 @@ class Registry:
             self.batch_seconds,
             self.reconnects,
             self.store_retries,
+            self.swept,
             self.sockets,
             self.socket_refusals,
             self.pushes,

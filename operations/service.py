@@ -1,8 +1,9 @@
 """The running service: settings in, components wired in data-flow order, one ASGI app out.
 
 RabbitMQ ─▶ Consumer ─▶ Pipeline (envelope ▸ state ▸ store) ─▶ Redis (record + change stream)
-                                                                   │
-HTTP readers ◀── OperationsApi ◀──────────── ChangeFeed ◀──────────┘ ──▶ Socket.IO hub
+                                                                   │        ▲
+HTTP readers ◀── OperationsApi ◀──────────── ChangeFeed ◀──────────┘        │ Sweeper: expired
+                                                   └──▶ Socket.IO hub       ids leave indexes
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from .sagas.runtime import SagaRuntime
 from .settings import DEV_JWT_SECRET, Settings
 from .shards import Shards
 from .store import LayoutMismatch, RedisStore
+from .sweeper import Sweeper
 from .tokens import TokenVerifier
 
 log = logging.getLogger("operations.service")
@@ -99,6 +101,13 @@ class Service:
         )
         if self.sagas is not None:
             self.sagas.bindings()  # fail at start-up if the catalogue lacks a saga's messages
+        self.sweeper = Sweeper(
+            self.store.redis,
+            self.store,
+            self.sagas.store if self.sagas is not None else None,
+            self.metrics,
+            settings.sweep_seconds,
+        )
         # With the sagas off there is no POST /orders, but GET /sagas still answers (an empty
         # list, to admins only), so the dashboard and ops tools need not tell the two apart.
         saga_routes = (
@@ -140,6 +149,7 @@ class Service:
             )
         await self.feed.start()
         await self.hub.start()
+        await self.sweeper.start()
         self._connecting = asyncio.create_task(self._connect_broker(), name="operations-connect")
 
     async def _connect_broker(self) -> None:
@@ -180,6 +190,7 @@ class Service:
         if self.sagas is not None:
             await _bounded("sagas", self.sagas.stop())
         await _bounded("consumer", self.consumer.stop())
+        await _bounded("sweeper", self.sweeper.stop())
         await _bounded("hub", self.hub.stop())
         await _bounded("feed", self.feed.stop())
         await _bounded("feed connection", self.feed.redis.aclose())

@@ -37,6 +37,7 @@ class Settings:
     messages_file: Path = DEFAULT_MESSAGES_FILE
     queue: str = "operations"
     operation_ttl_seconds: int = 86_400
+    sweep_seconds: int = 15
     anonymous_reads: bool = False
     prefetch: int = 512
     batch_size: int = 256
@@ -49,6 +50,7 @@ class Settings:
     sagas: bool = True
     saga_queue_name: str | None = None
     saga_ttl_seconds: int = 86_400
+    saga_tombstone_seconds: int = 7 * 86_400
     saga_deadline_seconds: int = 120
     saga_early_retries: int = 5
     saga_retry_delay_ms: int = 1_000
@@ -91,6 +93,9 @@ class Settings:
                 defaults.operation_ttl_seconds,
                 _integer(1, 10 * 365 * 86_400),
             ),
+            sweep_seconds=reader.get(
+                "OPERATIONS_SWEEP_SECONDS", defaults.sweep_seconds, _integer(1, 3_600)
+            ),
             anonymous_reads=reader.get(
                 "OPERATIONS_ANONYMOUS_READS", defaults.anonymous_reads, _boolean
             ),
@@ -116,6 +121,11 @@ class Settings:
                 "OPERATIONS_SAGA_TTL_SECONDS",
                 defaults.saga_ttl_seconds,
                 _integer(1, 10 * 365 * 86_400),
+            ),
+            saga_tombstone_seconds=reader.get(
+                "OPERATIONS_SAGA_TOMBSTONE_SECONDS",
+                defaults.saga_tombstone_seconds,
+                _integer(0, 10 * 365 * 86_400),
             ),
             saga_deadline_seconds=reader.get(
                 "OPERATIONS_SAGA_DEADLINE_SECONDS",

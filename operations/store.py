@@ -5,18 +5,24 @@ operation, see :mod:`operations.shards`, always 0 with one shard; ``{S}`` is a R
 tag, so every key one script touches is in one slot):
 
     P:{S}:op:ID            hash    the record: id, userId, name, state, code, reason, version,
-                                   createdAt, updatedAt, rank (creation order)
-    P:{S}:op:ID:history    list    JSON transitions, oldest first
-    P:{S}:op:ID:seen       set     message ids already applied or judged (drops duplicates)
+                                   createdAt, updatedAt, rank (creation order); and one field
+                                   ``m:MESSAGE-ID`` per message applied or judged (drops
+                                   duplicates)
+    P:{S}:op:ID:history    list    transitions, oldest first, each a JSON array of
+                                   ``HISTORY_FIELDS``
     P:{S}:user:USER        zset    the user's operation ids in shard S, by creation order (rank)
     P:{S}:index            zset    every operation id in shard S, by creation order (rank)
+    P:{S}:expiries         zset    one member per operation of shard S, ``LEN:OWNER`` followed by
+                                   its id, scored by when its record expires (ms)
     P:{S}:changes          stream  one entry per applied change in shard S: ``op`` (the record as
                                    JSON), ``id``, ``user`` and ``state``
     P:layout               string  the shard count the data was written with
 
 Every key of an operation expires ``OPERATIONS_OPERATION_TTL_SECONDS`` after its last applied
-change; reads never extend it. The indexes expire with their newest operation and are pruned
-lazily of ids whose record has expired.
+change; reads never extend it. The indexes expire with their newest operation. Within them, an
+operation's id is removed by the sweep (:mod:`operations.sweeper`, ``lua/sweep.lua``) soon after
+its record expires, found through the expiries zset; a listing that meets an expired id before
+the sweep does drops it too.
 
 Each message is applied by one Lua script (``lua/apply.lua``); a batch of messages is sent as one
 round trip, in delivery order, on one connection. Listing merges the shards' indexes, newest
@@ -47,8 +53,37 @@ from .redis_client import open_redis, round_trip
 from .shards import Shards
 from .states import State
 
-APPLY_SCRIPT = (resources.files("operations") / "lua" / "apply.lua").read_text(encoding="utf-8")
+_LUA = resources.files("operations") / "lua"
+APPLY_SCRIPT = (_LUA / "apply.lua").read_text(encoding="utf-8")
+SWEEP_SCRIPT = (_LUA / "sweep.lua").read_text(encoding="utf-8")
+# The fields of a record, in the order the API's documents are built from (the hash also holds
+# one ``m:`` field per message id seen, which a read never needs).
+RECORD_FIELDS = (
+    "id",
+    "userId",
+    "name",
+    "state",
+    "code",
+    "reason",
+    "version",
+    "createdAt",
+    "updatedAt",
+)
+# A history entry is stored as a JSON array of these, in this order (apply.lua writes them).
+HISTORY_FIELDS = (
+    "version",
+    "state",
+    "name",
+    "message",
+    "messageId",
+    "code",
+    "reason",
+    "at",
+    "sentAt",
+)
 MAX_PAGE = 200
+SWEEP_BATCH = 500
+SWEEP_MOST = 50_000
 # Error replies that say "not now" rather than "not this message": retried, never dead-lettered.
 _TRANSIENT = {"OOM", "READONLY", "LOADING", "MASTERDOWN", "BUSY", "TRYAGAIN", "CLUSTERDOWN"}
 _SCAN_FACTOR = 20
@@ -77,9 +112,6 @@ class Keys:
     def history(self, operation_id: str) -> str:
         return f"{self.record(operation_id)}:history"
 
-    def seen(self, operation_id: str) -> str:
-        return f"{self.record(operation_id)}:seen"
-
     def user_index(self, user_id: str, shard: int) -> str:
         return f"{self._tags[shard]}:user:{user_id}"
 
@@ -88,6 +120,13 @@ class Keys:
 
     def changes(self, shard: int) -> str:
         return f"{self._tags[shard]}:changes"
+
+    def expiries(self, shard: int) -> str:
+        return f"{self._tags[shard]}:expiries"
+
+    def tag(self, shard: int) -> str:
+        """The prefix every key of ``shard`` starts with."""
+        return self._tags[shard]
 
     @property
     def streams(self) -> list[str]:
@@ -144,6 +183,7 @@ class RedisStore:
         self._max_length = stream_max_length
         self._sha: str | None = None
         self._round_trip_timeout = _socket_timeout(client)
+        self._sweep = client.register_script(SWEEP_SCRIPT)
 
     @classmethod
     def from_url(
@@ -230,10 +270,10 @@ class RedisStore:
                 (
                     record,
                     f"{record}:history",
-                    f"{record}:seen",
                     keys.user_index(user, shard),
                     keys.index(shard),
                     keys.changes(shard),
+                    keys.expiries(shard),
                     arguments,
                 )
             )
@@ -302,7 +342,7 @@ class RedisStore:
 
     async def get(self, operation_id: str) -> OperationRecord | None:
         try:
-            fields: Any = await self.redis.hgetall(self.keys.record(operation_id))
+            fields: Any = await self.redis.hmget(self.keys.record(operation_id), RECORD_FIELDS)
         except RedisError as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
         return _record(fields)
@@ -312,7 +352,7 @@ class RedisStore:
             entries: Any = await self.redis.lrange(self.keys.history(operation_id), 0, -1)
         except RedisError as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
-        return [orjson.loads(entry) for entry in entries]
+        return [_history_entry(orjson.loads(entry)) for entry in entries]
 
     async def page(self, query: ListQuery) -> Page:
         """One page of the index, newest first, merged over the shards.
@@ -380,9 +420,25 @@ class RedisStore:
     async def _records(self, operation_ids: list[str]) -> list[OperationRecord | None]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for operation_id in operation_ids:
-                pipe.hgetall(self.keys.record(operation_id))
+                pipe.hmget(self.keys.record(operation_id), RECORD_FIELDS)
             replies: list[Any] = await pipe.execute()
             return [_record(fields) for fields in replies]
+
+    async def sweep(self, batch: int = SWEEP_BATCH, most: int = SWEEP_MOST) -> int:
+        """Removes operations whose records have expired from every shard's indexes, at most
+        ``most`` per shard in one call, ``batch`` per script run; returns how many."""
+        removed = 0
+        try:
+            for shard in self.keys.shards:
+                keys = [self.keys.expiries(shard), self.keys.index(shard)]
+                for _ in range(max(1, most // batch)):
+                    gone, looked = await self._sweep(keys=keys, args=[self.keys.tag(shard), batch])
+                    removed += int(gone)
+                    if int(looked) < batch:
+                        break
+        except (RedisError, OSError) as error:
+            raise StoreUnavailable(f"Redis unreachable: {error}") from error
+        return removed
 
     async def ping(self) -> bool:
         try:
@@ -391,7 +447,7 @@ class RedisStore:
             return False
 
 
-# The apply script's keys (record, history, seen, owner's index, index, stream) and argument.
+# The apply script's keys (record, history, owner's index, index, stream, expiries) and argument.
 _Call = tuple[str, str, str, str, str, str, bytes]
 
 
@@ -411,11 +467,23 @@ def _socket_timeout(client: aioredis.Redis) -> float:
     return float(configured) if configured else 30.0
 
 
-def _record(fields: dict[bytes, bytes]) -> OperationRecord | None:
-    if not fields or b"state" not in fields:
+def _record(values: list[bytes | None]) -> OperationRecord | None:
+    """The record from its fields' values, in the order of ``RECORD_FIELDS``; None when the
+    operation is unknown (or expired)."""
+    if values[3] is None:  # no state: no record
         return None
-    text = {key.decode(): value.decode() for key, value in fields.items()}
+    text = {
+        field: value.decode() for field, value in zip(RECORD_FIELDS, values, strict=True) if value
+    }
     return OperationRecord.from_json(text)
+
+
+def _history_entry(stored: Any) -> dict[str, Any]:
+    """One history entry as the API shows it; entries written before the array form are
+    objects already."""
+    if isinstance(stored, list):
+        return dict(zip(HISTORY_FIELDS, stored, strict=False))
+    return dict(stored)
 
 
 def _matches(record: OperationRecord, query: ListQuery) -> bool:

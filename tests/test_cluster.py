@@ -72,7 +72,7 @@ def test_every_script_names_keys_of_one_slot() -> None:
         apply_keys = [
             keys.record(op),
             keys.history(op),
-            keys.seen(op),
+            keys.expiries(shard),
             keys.user_index(user, shard),
             keys.index(shard),
             keys.changes(shard),

@@ -19,7 +19,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from operations.settings import Settings
-from operations.store import Keys
+from operations.store import HISTORY_FIELDS, Keys
 from tests.live import LiveClient
 from tests.support import Publisher, SteadyPublisher, eventually, new_id, start_service
 
@@ -138,7 +138,8 @@ async def test_a_rabbitmq_restart_mid_stream_loses_no_message(
         for (op, ids), version, history in zip(
             operations.items(), replies[::2], replies[1::2], strict=True
         ):
-            recorded = tuple(orjson.loads(entry)["messageId"] for entry in history)
+            message_id = HISTORY_FIELDS.index("messageId")
+            recorded = tuple(orjson.loads(entry)[message_id] for entry in history)
             if (int(version), recorded) != (2, ids):
                 lost[op] = (int(version), recorded, ids)
         assert not lost, f"{len(lost)} operations lack a message, e.g. {next(iter(lost.items()))}"

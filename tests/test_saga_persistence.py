@@ -94,6 +94,9 @@ class RivalStore:
     async def release_outbox(self, saga: str, saga_id: str, holder: str) -> None:
         await self.inner.release_outbox(saga, saga_id, holder)
 
+    async def tombstoned(self, saga: str, saga_id: str) -> bool:
+        return await self.inner.tombstoned(saga, saga_id)
+
 
 async def test_a_step_that_loses_a_commit_runs_again_and_only_the_winner_publishes(
     store: SagaStore,

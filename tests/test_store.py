@@ -152,8 +152,8 @@ async def test_every_key_expires_after_the_last_update(
     for key in (
         keys.record(op),
         keys.history(op),
-        keys.seen(op),
         keys.user_index(USER, keys.shard(op)),
+        keys.expiries(keys.shard(op)),
     ):
         assert 0 < await redis_client.pttl(key) <= 1_000
     await asyncio.sleep(1.2)
@@ -178,9 +178,9 @@ def _operation_keys(store: RedisStore, op: str) -> list[str]:
     return [
         keys.record(op),
         keys.history(op),
-        keys.seen(op),
         keys.user_index(USER, shard),
         keys.index(shard),
+        keys.expiries(shard),
     ]
 
 
@@ -232,23 +232,25 @@ async def test_stale_and_duplicate_messages_leave_the_expiry_alone(
         assert (await apply_one(store, env)).outcome is not Outcome.APPLIED
     for key in keys:
         assert 0 < await redis_client.pttl(key) <= 5_000, key
-    assert await redis_client.smembers(store.keys.seen(op)) == {b"m-1", b"m-2", b"m-3", b"m-4"}
+    fields = await redis_client.hkeys(store.keys.record(op))
+    assert {f for f in fields if f.startswith(b"m:")} == {b"m:m-1", b"m:m-2", b"m:m-3", b"m:m-4"}
 
 
-async def test_ids_seen_after_an_update_without_one_expire_with_the_record(
+async def test_ids_seen_are_kept_in_the_record_and_expire_with_it(
     store: RedisStore, redis_client: aioredis.Redis
 ) -> None:
-    """A record written by a message without a message id has no seen set yet; a stale message
-    with an id creates it, and it must not outlive the record (nor extend it)."""
+    """A stale message's id is remembered in the record, which keeps its own expiry."""
     op = new_id()
     await apply_one(store, envelope(op, State.COMPLETED, "order_created", message_id=""))
-    assert not await redis_client.exists(store.keys.seen(op))
     await redis_client.pexpire(store.keys.record(op), 5_000)
     stale = await apply_one(store, envelope(op, State.PENDING, message_id="late"))
     assert stale.outcome is Outcome.STALE
-    record_ttl = await redis_client.pttl(store.keys.record(op))
-    assert 0 < record_ttl <= 5_000
-    assert 0 < await redis_client.pttl(store.keys.seen(op)) <= record_ttl
+    assert 0 < await redis_client.pttl(store.keys.record(op)) <= 5_000
+    assert await redis_client.hexists(store.keys.record(op), "m:late")
+    again = await apply_one(store, envelope(op, State.PENDING, message_id="late"))
+    assert again.outcome is Outcome.DUPLICATE
+    record = await store.get(op)
+    assert record is not None and record.version == 1
 
 
 async def test_stale_and_duplicate_leave_the_stream_alone(

@@ -1,14 +1,21 @@
 -- Applies one message to one operation, atomically (contract §3).
 --
--- KEYS[1] record hash      KEYS[2] history list    KEYS[3] seen message ids (set)
--- KEYS[4] owner's index    KEYS[5] global index    KEYS[6] change stream
+-- KEYS[1] record hash      KEYS[2] history list    KEYS[3] owner's index
+-- KEYS[4] global index     KEYS[5] change stream   KEYS[6] expiries (zset)
 -- ARGV[1]: one JSON array (one argument packs and parses faster than twelve):
 --   [operation id, message id, state, name, user id, code, reason, message name,
 --    now (ISO 8601), sent at (ISO 8601 or ''), ttl (s), stream max length]
 -- Returns {outcome, snapshot JSON or false, stream entry id or false}
 -- with outcome one of applied, duplicate, stale.
+--
+-- The message ids already applied or judged live in the record hash itself, as fields
+-- 'm:<message id>' with empty values: they expire with the record and cost no key of their own.
+-- The expiries zset holds one member per live operation, '<length of owner>:<owner><operation id>',
+-- scored by when the record expires (ms, the stream's clock): the sweep (sweep.lua) removes
+-- the operation from the indexes once that time has passed.
 
-local record, history, seen, owner_index, index, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local record, history, owner_index, index, stream, expiries =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local args = cjson.decode(ARGV[1])
 local op_id, msg_id, state, name, user_id = args[1], args[2], args[3], args[4], args[5]
 local code, reason, message = args[6], args[7], args[8]
@@ -21,7 +28,7 @@ local function nullable(value)
 end
 
 if msg_id ~= '' then
-  if redis.call('SADD', seen, msg_id) == 0 then
+  if redis.call('HSETNX', record, 'm:' .. msg_id, '') == 0 then
     return {'duplicate', false, false}
   end
 end
@@ -32,15 +39,13 @@ local current_state, current_name = current[1], current[2]
 if current_state then
   local stale = current_state ~= 'pending' or (state == 'pending' and name == current_name)
   if stale then
-    if msg_id ~= '' and redis.call('PTTL', seen) == -1 then
-      redis.call('PEXPIRE', seen, math.max(redis.call('PTTL', record), 1))
-    end
-    return {'stale', false, false}
+    return {'stale', false, false}  -- the message id stays seen, and expires with the record
   end
 end
 
-local owner = current[3]
-if not owner or owner == '' then owner = user_id end
+local previous_owner = current[3] or ''
+local owner = previous_owner
+if owner == '' then owner = user_id end
 local created_at, rank = current[4], current[5]
 if not current_state then created_at = now_iso end
 local terminal = state ~= 'pending'
@@ -53,17 +58,18 @@ local snapshot = cjson.encode({
   version = version, createdAt = created_at, updatedAt = now_iso,
 })
 
+-- History entries are stored as arrays, in the order of HISTORY_FIELDS in store.py.
 redis.call('RPUSH', history, cjson.encode({
-  version = version, state = state, name = name, message = message,
-  messageId = nullable(msg_id), code = terminal and nullable(code) or cjson.null,
-  reason = terminal and nullable(reason) or cjson.null, at = now_iso, sentAt = nullable(sent_at),
+  version, state, name, message, nullable(msg_id),
+  terminal and nullable(code) or cjson.null, terminal and nullable(reason) or cjson.null,
+  now_iso, nullable(sent_at),
 }))
 
 local entry = redis.call('XADD', stream, 'MAXLEN', '~', max_length, '*',
   'op', snapshot, 'id', op_id, 'user', owner, 'state', state)
+local ms, seq = string.match(entry, '^(%d+)-(%d+)$')
 if not rank then
   -- Newest-first order for the indexes: the creating entry's id, ms * 1000 + sequence, fits a double.
-  local ms, seq = string.match(entry, '^(%d+)-(%d+)$')
   rank = string.format('%d', tonumber(ms) * 1000 + math.min(tonumber(seq), 999))
 end
 redis.call('HSET', record,
@@ -73,7 +79,6 @@ redis.call('HSET', record,
 
 redis.call('EXPIRE', record, ttl)
 redis.call('EXPIRE', history, ttl)
-redis.call('EXPIRE', seen, ttl)  -- a no-op while no message id has been seen
 
 if owner ~= '' and owner == user_id then
   redis.call('ZADD', owner_index, rank, op_id)
@@ -81,5 +86,11 @@ if owner ~= '' and owner == user_id then
 end
 redis.call('ZADD', index, rank, op_id)
 redis.call('EXPIRE', index, ttl)
+
+if current_state and previous_owner ~= owner then
+  redis.call('ZREM', expiries, string.len(previous_owner) .. ':' .. previous_owner .. op_id)
+end
+redis.call('ZADD', expiries, tonumber(ms) + ttl * 1000, string.len(owner) .. ':' .. owner .. op_id)
+redis.call('EXPIRE', expiries, ttl)
 
 return {'applied', snapshot, entry}

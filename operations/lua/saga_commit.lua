@@ -4,23 +4,33 @@
 -- KEYS[1] saga hash (version, doc)   KEYS[2] its outbox list
 -- KEYS[3] outbox index (zset)         KEYS[4] deadlines (zset)
 -- KEYS[5] saga index (zset, by last commit time)
--- KEYS[6] saga types (set)            KEYS[7..] the saga type's status indexes (zsets), one per
---                                               status, scored by when the member expires
+-- KEYS[6] saga types (set)            KEYS[7] tombstones (zset: finished sagas, scored by when
+--                                               their tombstone expires)
+-- KEYS[8..] the saga type's status indexes (zsets), one per status, scored by when the member
+--           expires (+inf while running)
 -- ARGV: expected version, document JSON, member name, now (s), wake-up time (s or ''),
 --       finished ('1' or '0'), ttl for a finished saga (s), saga type, position of the new
---       status among KEYS[7..] (from 1), outbox entries JSON...
--- Returns the new version, or -1 when the expected version is stale.
+--       status among KEYS[8..] (from 1), tombstone horizon (s, 0 for none),
+--       outbox entries JSON...
+-- Returns the new version, or -1 when the expected version is stale: also when a new saga
+-- would take the id of one that finished within the tombstone horizon.
 
 local saga, outbox, outbox_index, deadlines, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local types = KEYS[6]
+local types, tombstones = KEYS[6], KEYS[7]
 local expected, document, member = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local now, wake, finished, ttl = ARGV[4], ARGV[5], ARGV[6] == '1', tonumber(ARGV[7])
-local saga_type, status = ARGV[8], tonumber(ARGV[9])
-local FIRST_ENTRY = 10
+local saga_type, status, horizon = ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10])
+local FIRST_ENTRY, FIRST_STATUS = 11, 8
 
 local current = tonumber(redis.call('HGET', saga, 'version') or '0')
 if current ~= expected then
   return -1
+end
+if current == 0 then
+  local buried = redis.call('ZSCORE', tombstones, member)
+  if buried and tonumber(buried) > tonumber(now) then
+    return -1
+  end
 end
 
 local version = current + 1
@@ -42,11 +52,10 @@ end
 
 -- A running saga counts until it finishes; a finished one until its hash expires.
 redis.call('SADD', types, saga_type)
-for position = 7, #KEYS do
-  if position - 6 == status then
+for position = FIRST_STATUS, #KEYS do
+  if position - FIRST_STATUS + 1 == status then
     if finished then
-      redis.call('ZADD', KEYS[position], tonumber(now) + ttl, member)
-      redis.call('ZREMRANGEBYSCORE', KEYS[position], '-inf', '(' .. now)
+      redis.call('ZADD', KEYS[position], tonumber(now) + ttl, member)  -- the sweep removes it
     else
       redis.call('ZADD', KEYS[position], '+inf', member)
     end
@@ -57,6 +66,10 @@ end
 
 if finished then
   redis.call('EXPIRE', saga, ttl)
+  if horizon > 0 then
+    -- Outlives the saga itself: a start message redelivered after the saga expired finds it.
+    redis.call('ZADD', tombstones, tonumber(now) + math.max(horizon, ttl), member)
+  end
 else
   redis.call('PERSIST', saga)
 end

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from ..metrics import Registry
-from .periodic import Periodic
+from ..periodic import Periodic
 from .store import SagaStore
 
 log = logging.getLogger("operations.sagas.census")

@@ -44,6 +44,7 @@ class Outcome(StrEnum):
     COMPENSATION_FAILED = "compensation_failed"
     DUPLICATE = "duplicate"
     FINISHED = "ignored_finished"  # the saga already finished: the message changes nothing
+    TOMBSTONED = "ignored_tombstoned"  # it finished and expired: a start starts no second one
     EARLY = "early"  # no such saga yet and the message does not start one
     CONFLICT = "conflict"  # other writers kept winning; try again later
     COMPENSATING = "ignored_compensating"  # the saga is being compensated: the message is too late
@@ -162,6 +163,15 @@ class Coordinator:
             if loaded is None:
                 if not spec.starts:
                     return Processed(kind.name, saga_id, Outcome.EARLY)
+                if await self.store.tombstoned(kind.name, saga_id):
+                    log.info(
+                        "saga %s:%s finished and expired; %s starts no second one",
+                        kind.name,
+                        saga_id,
+                        message.name,
+                        extra={"correlation_id": context.correlation_id},
+                    )
+                    return Processed(kind.name, saga_id, Outcome.TOMBSTONED)
                 loaded = Loaded(self._new_record(kind, saga_id, context), 0)
             record = loaded.record
             if record.status.finished or record.status is SagaStatus.COMPENSATING:

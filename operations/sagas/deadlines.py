@@ -7,8 +7,8 @@ from __future__ import annotations
 import logging
 import time
 
+from ..periodic import Periodic
 from .coordinator import Coordinator
-from .periodic import Periodic
 
 log = logging.getLogger("operations.sagas.deadlines")
 

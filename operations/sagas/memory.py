@@ -7,13 +7,15 @@ import time
 import orjson
 
 from .records import OutboxEntry, SagaRecord, SagaStatus
-from .store import Loaded, Pending, _member, _split
+from .store import Loaded, Pending, Swept, _member, _split
 
 
 class MemorySagaStore:
     """The same contract in one process's memory."""
 
-    def __init__(self) -> None:
+    def __init__(self, tombstone_seconds: int = 0) -> None:
+        self.tombstone_seconds = tombstone_seconds
+        self.tombstones: dict[str, float] = {}
         self.sagas: dict[str, tuple[int, str]] = {}
         self.outboxes: dict[str, list[str]] = {}
         self.deadlines: dict[str, float] = {}
@@ -23,13 +25,15 @@ class MemorySagaStore:
         self.expires: dict[str, float] = {}
         self.types: set[str] = set()
 
-    def _expire(self) -> None:
+    def _expire(self) -> int:
         """Forget finished sagas kept past their time, as Redis expires their hashes."""
         now = time.time()
-        for member in [member for member, at in self.expires.items() if at <= now]:
+        gone = [member for member, at in self.expires.items() if at <= now]
+        for member in gone:
             del self.expires[member]
             self.sagas.pop(member, None)
             self.committed.pop(member, None)
+        return len(gone)
 
     async def load(self, saga: str, saga_id: str) -> Loaded | None:
         self._expire()
@@ -50,11 +54,16 @@ class MemorySagaStore:
         current = self.sagas.get(member, (0, ""))[0]
         if current != expected_version:
             return False
+        if current == 0 and await self.tombstoned(record.saga, record.id):
+            return False
         self.sagas[member] = (current + 1, orjson.dumps(record.to_json()).decode())
         self.committed[member] = time.time()
         self.types.add(record.saga)
         if record.status.finished:
             self.expires[member] = time.time() + finished_ttl_seconds
+            if self.tombstone_seconds > 0:
+                horizon = max(self.tombstone_seconds, finished_ttl_seconds)
+                self.tombstones[member] = time.time() + horizon
         else:
             self.expires.pop(member, None)
         if outbox:
@@ -129,3 +138,13 @@ class MemorySagaStore:
             (deadline, member) for member, deadline in self.deadlines.items() if deadline <= now
         )
         return [_split(member) for _, member in members[:limit]]
+
+    async def tombstoned(self, saga: str, saga_id: str) -> bool:
+        return self.tombstones.get(_member(saga, saga_id), 0.0) > time.time()
+
+    async def sweep(self) -> Swept:
+        now = time.time()
+        buried = [member for member, until in self.tombstones.items() if until <= now]
+        for member in buried:
+            del self.tombstones[member]
+        return Swept(self._expire(), len(buried))

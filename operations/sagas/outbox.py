@@ -13,8 +13,8 @@ from typing import Any, Protocol
 from aiormq.exceptions import AMQPError
 
 from ..metrics import Registry
+from ..periodic import Periodic
 from ..states import State
-from .periodic import Periodic
 from .records import OutboxEntry
 from .store import Pending, SagaStore
 

@@ -36,7 +36,12 @@ class SagaRuntime:
     ) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.store = RedisSagaStore(redis, settings.key_prefix, Shards(settings.redis_shards))
+        self.store = RedisSagaStore(
+            redis,
+            settings.key_prefix,
+            Shards(settings.redis_shards),
+            tombstone_seconds=settings.saga_tombstone_seconds,
+        )
         self.connection: AbstractRobustConnection | None = None
         self.publisher: AmqpPublisher | None = None
         self._sagas: list[type[Saga[Any]]] = [OrderMakingSaga]

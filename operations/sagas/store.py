@@ -17,10 +17,15 @@ Redis keys (``P`` is ``OPERATIONS_KEY_PREFIX``; ``S`` is the saga's shard, from 
     P:{S}:saga-types                  set     the saga types committed in the shard
     P:{S}:saga-status:NAME:STATUS     zset    the shard's sagas of type NAME in STATUS, scored by
                                               when they expire (+inf while running)
+    P:{S}:saga-tombstones             zset    the shard's finished sagas, scored by when their
+                                              tombstone expires: a start message for one of
+                                              them starts nothing until then
 
 A commit is one Lua script: it checks the version read, writes the new state, moves the saga
 between the status indexes and appends the outbox in one step. A finished saga's hash expires
-after the configured time.
+after the configured time; its tombstone, ``OPERATIONS_SAGA_TOMBSTONE_SECONDS`` after it
+finished (never before the hash). The sweep (``lua/saga_sweep.lua``) then removes it from the
+index and status indexes, and drops tombstones past their time.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ from .records import OutboxEntry, SagaRecord, SagaStatus
 _LUA = resources.files("operations") / "lua"
 COMMIT_SCRIPT = (_LUA / "saga_commit.lua").read_text(encoding="utf-8")
 ACK_SCRIPT = (_LUA / "outbox_ack.lua").read_text(encoding="utf-8")
+SWEEP_SCRIPT = (_LUA / "saga_sweep.lua").read_text(encoding="utf-8")
+SWEEP_BATCH = 500
 # Deletes a lease only if it is still the caller's.
 _RELEASE_SCRIPT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -105,6 +112,20 @@ class SagaStore(Protocol):
         expire); every status of every type seen is present."""
         ...
 
+    async def tombstoned(self, saga: str, saga_id: str) -> bool:
+        """Whether this saga finished within the tombstone horizon (even if it has expired)."""
+        ...
+
+    async def sweep(self) -> Swept:
+        """Forget expired sagas in the indexes, and tombstones past their horizon."""
+        ...
+
+
+@dataclass(frozen=True)
+class Swept:
+    sagas: int
+    tombstones: int
+
 
 def _member(saga: str, saga_id: str) -> str:
     return f"{saga}:{saga_id}"
@@ -117,12 +138,18 @@ def _split(member: str) -> tuple[str, str]:
 
 class RedisSagaStore:
     def __init__(
-        self, client: aioredis.Redis, prefix: str = "operations", shards: Shards | None = None
+        self,
+        client: aioredis.Redis,
+        prefix: str = "operations",
+        shards: Shards | None = None,
+        tombstone_seconds: int = 0,
     ) -> None:
         self.redis = client
         self.prefix = prefix
         self.shards = shards or Shards()
+        self.tombstone_seconds = tombstone_seconds
         self._commit = client.register_script(COMMIT_SCRIPT)
+        self._sweep = client.register_script(SWEEP_SCRIPT)
         self._ack = client.register_script(ACK_SCRIPT)
         self._release = client.register_script(_RELEASE_SCRIPT)
 
@@ -149,6 +176,9 @@ class RedisSagaStore:
 
     def status_index(self, shard: int, saga: str, status: SagaStatus) -> str:
         return f"{self.shards.tag(self.prefix, shard)}:saga-status:{saga}:{status.value}"
+
+    def tombstones(self, shard: int) -> str:
+        return f"{self.shards.tag(self.prefix, shard)}:saga-tombstones"
 
     async def recent(self, limit: int = 100, status: SagaStatus | None = None) -> list[SagaRecord]:
         """The sagas committed last, newest first, over every shard."""
@@ -228,6 +258,7 @@ class RedisSagaStore:
             finished_ttl_seconds,
             record.saga,
             list(SagaStatus).index(record.status) + 1,
+            self.tombstone_seconds,
             *(orjson.dumps(entry.to_json()).decode() for entry in outbox),
         ]
         keys = [
@@ -237,6 +268,7 @@ class RedisSagaStore:
             self.deadlines(shard),
             self.index(shard),
             self.types(shard),
+            self.tombstones(shard),
             *(self.status_index(shard, record.saga, status) for status in SagaStatus),
         ]
         try:
@@ -337,3 +369,40 @@ class RedisSagaStore:
         except (RedisError, OSError) as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
         return found
+
+    async def tombstoned(self, saga: str, saga_id: str) -> bool:
+        member = _member(saga, saga_id)
+        try:
+            until: Any = await self.redis.zscore(self.tombstones(self.shards.of(member)), member)
+        except (RedisError, OSError) as error:
+            raise StoreUnavailable(f"Redis unreachable: {error}") from error
+        return until is not None and float(until) > time.time()
+
+    async def sweep(self, batch: int = SWEEP_BATCH, most: int = 50_000) -> Swept:
+        """Shard by shard: the shard's saga types, then the sweep script until it finds nothing
+        more to do (at most ``most`` members a shard per call)."""
+        sagas = tombstones = 0
+        finished = [status for status in SagaStatus if status.finished]
+        try:
+            for shard in self.shards:
+                names: Any = await self.redis.smembers(self.types(shard))
+                keys = [
+                    self.index(shard),
+                    self.tombstones(shard),
+                    *(
+                        self.status_index(shard, name.decode(), status)
+                        for name in sorted(names)
+                        for status in finished
+                    ),
+                ]
+                tag = self.shards.tag(self.prefix, shard)
+                for _ in range(max(1, most // batch)):
+                    gone, buried, looked = await self._sweep(
+                        keys=keys, args=[tag, repr(time.time()), batch]
+                    )
+                    sagas, tombstones = sagas + int(gone), tombstones + int(buried)
+                    if int(looked) < batch:
+                        break
+        except (RedisError, OSError) as error:
+            raise StoreUnavailable(f"Redis unreachable: {error}") from error
+        return Swept(sagas, tombstones)
