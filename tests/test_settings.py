@@ -301,6 +301,8 @@ def test_saga_defaults() -> None:
     assert settings.saga_deadline_seconds == 120
     assert settings.saga_early_retries == 5
     assert settings.saga_retry_delay_ms == 1_000
+    assert settings.saga_tombstone_seconds == 7 * 86_400
+    assert settings.sweep_seconds == 15
 
 
 @pytest.mark.parametrize(
@@ -317,6 +319,10 @@ def test_saga_defaults() -> None:
         ("OPERATIONS_SAGA_EARLY_RETRIES", "1000", "saga_early_retries", 1_000),
         ("OPERATIONS_SAGA_RETRY_DELAY_MS", "1", "saga_retry_delay_ms", 1),
         ("OPERATIONS_SAGA_RETRY_DELAY_MS", "3600000", "saga_retry_delay_ms", 3_600_000),
+        ("OPERATIONS_SAGA_TOMBSTONE_SECONDS", "0", "saga_tombstone_seconds", 0),
+        ("OPERATIONS_SAGA_TOMBSTONE_SECONDS", "315360000", "saga_tombstone_seconds", 315_360_000),
+        ("OPERATIONS_SWEEP_SECONDS", "1", "sweep_seconds", 1),
+        ("OPERATIONS_SWEEP_SECONDS", "3600", "sweep_seconds", 3_600),
     ],
 )
 def test_good_saga_values(variable: str, value: str, field: str, expected: object) -> None:
@@ -349,6 +355,10 @@ def test_the_saga_queue_follows_the_main_queue_unless_set() -> None:
         ("OPERATIONS_SAGA_RETRY_DELAY_MS", "0", "must be between 1 and 3600000"),
         ("OPERATIONS_SAGA_RETRY_DELAY_MS", "3600001", "must be between 1 and 3600000"),
         ("OPERATIONS_SAGA_RETRY_DELAY_MS", "1s", "must be a whole number"),
+        ("OPERATIONS_SAGA_TOMBSTONE_SECONDS", "-1", "must be between 0 and 315360000"),
+        ("OPERATIONS_SAGA_TOMBSTONE_SECONDS", "a week", "must be a whole number"),
+        ("OPERATIONS_SWEEP_SECONDS", "0", "must be between 1 and 3600"),
+        ("OPERATIONS_SWEEP_SECONDS", "3601", "must be between 1 and 3600"),
     ],
 )
 def test_bad_saga_values_name_the_variable(variable: str, value: str, reason: str) -> None:

@@ -1,6 +1,6 @@
 -- Applies one message to one operation, atomically (contract §3).
 --
--- KEYS[1] record hash      KEYS[2] history list    KEYS[3] owner's index
+-- KEYS[1] record hash      KEYS[2] history list    KEYS[3] the message's user's index
 -- KEYS[4] global index     KEYS[5] change stream   KEYS[6] expiries (zset)
 -- ARGV[1]: one JSON array (one argument packs and parses faster than twelve):
 --   [operation id, message id, state, name, user id, code, reason, message name,
@@ -80,7 +80,9 @@ redis.call('HSET', record,
 redis.call('EXPIRE', record, ttl)
 redis.call('EXPIRE', history, ttl)
 
-if owner ~= '' and owner == user_id then
+if owner ~= '' then
+  -- Whoever sent the message, the owner's index must live as long as the operation does.
+  if owner ~= user_id then owner_index = string.sub(index, 1, -6) .. 'user:' .. owner end
   redis.call('ZADD', owner_index, rank, op_id)
   redis.call('EXPIRE', owner_index, ttl)
 end

@@ -25,15 +25,13 @@ class MemorySagaStore:
         self.expires: dict[str, float] = {}
         self.types: set[str] = set()
 
-    def _expire(self) -> int:
-        """Forget finished sagas kept past their time, as Redis expires their hashes."""
+    def _expire(self) -> None:
+        """Forget finished sagas kept past their time, as Redis expires their hashes (the
+        index keeps them until the sweep)."""
         now = time.time()
-        gone = [member for member, at in self.expires.items() if at <= now]
-        for member in gone:
+        for member in [member for member, at in self.expires.items() if at <= now]:
             del self.expires[member]
             self.sagas.pop(member, None)
-            self.committed.pop(member, None)
-        return len(gone)
 
     async def load(self, saga: str, saga_id: str) -> Loaded | None:
         self._expire()
@@ -104,7 +102,11 @@ class MemorySagaStore:
 
     async def recent(self, limit: int = 100, status: SagaStatus | None = None) -> list[SagaRecord]:
         self._expire()
-        newest = sorted(self.committed.items(), key=lambda item: item[1], reverse=True)
+        newest = sorted(
+            ((member, at) for member, at in self.committed.items() if member in self.sagas),
+            key=lambda item: item[1],
+            reverse=True,
+        )
         records = [
             SagaRecord.from_json(orjson.loads(self.sagas[member][1])) for member, _ in newest
         ]
@@ -147,4 +149,8 @@ class MemorySagaStore:
         buried = [member for member, until in self.tombstones.items() if until <= now]
         for member in buried:
             del self.tombstones[member]
-        return Swept(self._expire(), len(buried))
+        self._expire()
+        gone = [member for member in self.committed if member not in self.sagas]
+        for member in gone:
+            del self.committed[member]
+        return Swept(len(gone), len(buried))

@@ -1,0 +1,134 @@
+"""Redis holds only what is live: the whole service, with short lifetimes, under steady traffic
+on the real RabbitMQ and Redis (operations published as Convey would, orders through their
+saga), keeps no member of any set or sorted set for an operation or saga that has expired."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import replace
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from operations.demo import DemoServices
+from operations.identity import normalise_id
+from operations.settings import Settings
+from operations.store import Keys
+from tests.support import Publisher, new_id, start_service
+
+TTL = 3
+SWEEP = 1
+
+
+@pytest.fixture
+def short_lived(settings: Settings) -> Settings:
+    return replace(
+        settings,
+        operation_ttl_seconds=TTL,
+        saga_ttl_seconds=TTL,
+        saga_tombstone_seconds=60,
+        sweep_seconds=SWEEP,
+    )
+
+
+async def dead_members(client: aioredis.Redis, settings: Settings) -> dict[str, set[str]]:
+    """Per set or sorted set under the service's prefix, the members that name an operation or
+    a saga no longer stored (tombstones and the saga types set name neither)."""
+    keys = Keys(settings.key_prefix)
+    tag = keys.tag(0)
+    dead: dict[str, set[str]] = {}
+    async for raw in client.scan_iter(match=f"{settings.key_prefix}:*", count=1_000):
+        key = raw.decode()
+        kind = (await client.type(key)).decode()
+        if kind not in ("zset", "set") or key.endswith(("saga-types", "saga-tombstones")):
+            continue
+        values: Any = await (client.zrange(key, 0, -1) if kind == "zset" else client.smembers(key))
+        for value in (member.decode() for member in values):
+            if ":saga" in key:
+                stored = f"{tag}:saga:{value}"
+            elif key.endswith(":expiries"):
+                length, rest = value.split(":", 1)
+                stored = f"{tag}:op:{rest[int(length) :]}"
+            else:
+                stored = f"{tag}:op:{value}"
+            if not await client.exists(stored):
+                dead.setdefault(key, set()).add(value)
+    return dead
+
+
+async def test_under_steady_traffic_the_sets_hold_only_live_members(
+    short_lived: Settings, redis_client: aioredis.Redis, publisher: Publisher, token: Any
+) -> None:
+    user = str(uuid.uuid4())
+    bearer = {"Authorization": f"Bearer {token(user)}"}
+    async with (
+        start_service(short_lived) as running,
+        DemoServices(short_lived.amqp_url, latency_ms=2),
+        httpx.AsyncClient(base_url=running.url, timeout=30) as http,
+    ):
+        burst: list[str] = []
+        orders: list[str] = []
+        started = time.monotonic()
+        while time.monotonic() - started < 5:  # the burst: operations and orders
+            for _ in range(5):
+                op = new_id()
+                burst.append(op)
+                await publisher.publish("create_order", op, user=user)
+                await publisher.publish("order_created", op, user=user)
+            if len(orders) < (time.monotonic() - started):
+                response = await http.post(
+                    "/orders",
+                    json={"customerId": user, "parcelIds": [str(uuid.uuid4())]},
+                    headers=bearer,
+                )
+                assert response.status_code == 202, response.text
+                orders.append(response.json()["operationId"])
+            await asyncio.sleep(0.1)
+
+        # Then a trickle that keeps the shard's indexes from expiring whole, for longer than a
+        # lifetime plus a sweep: whatever the burst left must be swept, not expired.
+        trickle: dict[str, float] = {}
+        while time.monotonic() - started < 5 + TTL + SWEEP + 3:
+            op = new_id()
+            trickle[op] = time.monotonic()
+            await publisher.publish("create_order", op, user=user)
+            await asyncio.sleep(0.5)
+
+        dead = await dead_members(redis_client, short_lived)
+        recent = {
+            normalise_id(op)
+            for op, at in trickle.items()
+            if time.monotonic() - at < TTL + SWEEP + 1.5
+        }
+        recent |= {f"{len(user)}:{user}{op}" for op in recent}  # their expiries members
+        left = {key: values - recent for key, values in dead.items() if values - recent}
+        assert left == {}, {key: len(values) for key, values in left.items()}
+        swept = running.service.metrics.swept
+        assert swept.value(what="operation") >= len(burst)
+        assert swept.value(what="saga") == len(orders) >= 4
+
+        # A finished order's start message, redelivered after its saga expired, starts nothing.
+        order = orders[0]
+        sagas = running.service.sagas
+        assert sagas is not None
+        assert await sagas.store.load("order_making", order) is None
+        assert await sagas.store.tombstoned("order_making", order)
+        before = sagas.metrics.sagas.value(saga="order_making", outcome="ignored_tombstoned")
+        await publisher.publish(
+            "make_order",
+            order,
+            user=user,
+            name="make_order",
+            body={"orderId": str(uuid.uuid4()), "customerId": user, "parcelIds": ["p"]},
+        )
+        for _ in range(50):
+            outcome = sagas.metrics.sagas.value(saga="order_making", outcome="ignored_tombstoned")
+            if outcome > before:
+                break
+            await asyncio.sleep(0.1)
+        assert outcome == before + 1
+        assert await sagas.store.load("order_making", order) is None
