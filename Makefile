@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv/bin
 
-.PHONY: setup services stop run test screenshot lint typecheck check bench clean
+.PHONY: setup services stop run test screenshot lint typecheck check bench soak clean
 
 setup:
 	@scripts/setup.sh
@@ -35,6 +35,10 @@ check: lint typecheck test
 
 bench:
 	@scripts/bench.sh $(BENCH_ARGS)
+
+# Redis under steady traffic for SOAK_SECONDS (default 600): its memory must stay flat.
+soak:
+	@scripts/bench.sh --memory-soak $(or $(SOAK_SECONDS),600)
 
 clean:
 	rm -rf .run .venv .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -45,6 +45,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=2,
         help="rounds of the bare, bare multi-ack and full-path drains, taken in turns; best kept",
     )
+    bench.add_argument(
+        "--memory",
+        action="store_true",
+        help="only the Redis memory figures: bytes per operation, the indexes after expiry",
+    )
+    bench.add_argument(
+        "--memory-soak",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="instead, soak Redis with steady traffic for SECONDS and show its memory over time",
+    )
 
     demo = commands.add_parser(
         "demo-services",
@@ -82,7 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _token(settings, args.user, tuple(args.role), args.ttl)
         if args.command == "bench":
             from .bench import run as run_bench
+            from .bench import run_memory
 
+            if args.memory or args.memory_soak > 0:
+                return _run_fast(run_memory(settings, args.memory_soak))
             return _run_fast(
                 run_bench(
                     settings,

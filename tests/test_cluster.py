@@ -21,12 +21,16 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from operations.demo import DemoServices
+from operations.envelope import Envelope
 from operations.redis_client import open_redis
 from operations.sagas import RedisSagaStore, SagaStatus
 from operations.settings import Settings
 from operations.shards import Shards
-from operations.store import Keys
+from operations.states import MessageKind, State
+from operations.store import Keys, RedisStore
 from tests.live import LiveClient
+from tests.sagas_support import Harness, start_trip
+from tests.sample_sagas import TripSaga
 from tests.support import Publisher, eventually, new_id, start_service
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,6 +91,8 @@ def test_every_script_names_keys_of_one_slot() -> None:
             sagas.outbox_index(saga_shard),
             sagas.deadlines(saga_shard),
             sagas.index(saga_shard),
+            sagas.tombstones(saga_shard),
+            sagas.status_index(saga_shard, "order_making", SagaStatus.COMPLETED),
         ]
         assert len({key_slot(key.encode()) for key in saga_keys}) == 1, saga_keys
     assert used == set(range(16)), "operations spread over every shard"
@@ -286,3 +292,43 @@ async def test_a_changed_shard_count_refuses_to_consume(
             assert not changed.consumer.ready, "nothing is consumed with the wrong layout"
     finally:
         await changed.stop()
+
+
+async def test_the_sweep_runs_on_a_redis_cluster(cluster: RedisCluster) -> None:
+    """Each sweep script touches one shard's slot: expired operations and sagas leave their
+    indexes on every node, live ones stay."""
+    prefix = f"sweep-{uuid.uuid4().hex[:8]}"
+    keys = Keys(prefix, Shards(16))
+    store = RedisStore(cluster, ttl_seconds=2, stream_max_length=1_000, keys=keys)
+    sagas = RedisSagaStore(cluster, prefix, Shards(16), tombstone_seconds=60)
+    user = "cluster-user"
+    expiring = [new_id() for _ in range(64)]
+    await store.apply([_pending(op, user) for op in expiring])
+    h = Harness.build(sagas, [TripSaga])
+    h.coordinator.finished_ttl_seconds = 1
+    trips = [new_id() for _ in range(8)]
+    for trip in trips:
+        await start_trip(h, trip)
+        await h.send("trip_confirmed", {}, correlation_id=trip, message_id=new_id())
+    await asyncio.sleep(1.2)
+    late = expiring[::8]  # keeps every shard they fall in from expiring whole
+    await store.apply([_pending(op, user, "add_parcel_to_order") for op in late])
+    await asyncio.sleep(1.0)
+
+    assert await store.sweep() > 0
+    assert (await sagas.sweep()).sagas == len(trips)
+    indexed: set[str] = set()
+    for shard in keys.shards:
+        for key in (keys.index(shard), keys.user_index(user, shard)):
+            indexed |= {member.decode() for member in await cluster.zrange(key, 0, -1)}
+        assert await cluster.zcard(sagas.index(shard)) == 0
+    assert indexed == {str(uuid.UUID(op)) for op in late}
+    assert all([await sagas.tombstoned("trip", trip) for trip in trips])
+    async for key in cluster.scan_iter(match=f"{prefix}:*"):
+        await cluster.delete(key)
+
+
+def _pending(op: str, user: str, name: str = "create_order") -> Envelope:
+    return Envelope(
+        name, "orders", MessageKind.COMMAND, State.PENDING, str(uuid.UUID(op)), new_id(), user, name
+    )

@@ -10,9 +10,12 @@ Against the local RabbitMQ and Redis named by the settings, it measures:
   Socket.IO client has received all N pushes (the full path);
 - latency from publish to that client at fixed offered loads below saturation;
 - the service process's memory per idle connected Socket.IO client;
-- its RSS growth over a long soak, after warm-up.
+- its RSS growth over a long soak, after warm-up;
+- Redis memory per tracked operation, and what the indexes hold after a burst of operations has
+  expired under steady traffic (:mod:`operations.bench.memory`).
 
-It prints a table, then one JSON line, last, with a key for each figure.
+It prints a table, then one JSON line, last, with a key for each figure. ``run_memory`` measures
+the Redis memory figures alone, or soaks Redis under steady traffic for a given time.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import redis.asyncio as aioredis
 from ..catalogue import Catalogue
 from ..settings import Settings
 from ..topology import declare_queue
-from . import drain, push, traffic
+from . import drain, memory, push, traffic
 
 LOADS = (500, 1000)
 # After publishing, the broker is still writing the messages away for a moment.
@@ -140,6 +143,9 @@ async def run(
             growth, warm_rss, end_rss = await push.soak(
                 process, connection, settings.jwt_secret, soak_messages
             )
+        print("Redis memory per operation, and the indexes after expiry ...", flush=True)
+        per_operation = await memory.bytes_per_operation(redis, f"{settings.key_prefix}-memory")
+        after = await memory.steady(redis, f"{settings.key_prefix}-steady")
     finally:
         await _delete_queues(
             connection,
@@ -212,8 +218,81 @@ async def run(
     figures["kib_per_client"] = round(kib, 1)
     figures["soak_messages"] = soak_messages
     figures["soak_growth_pct"] = round(growth, 2)
+    _print_memory(per_operation, after)
+    figures.update(_memory_figures(per_operation, after))
     print(orjson.dumps(figures).decode())
     return 0
+
+
+async def run_memory(settings: Settings, soak_seconds: float = 0.0) -> int:
+    """The Redis memory figures alone; with ``soak_seconds``, a steady soak of that length
+    instead: 100 operations a second living 30 s, swept every ``OPERATIONS_SWEEP_SECONDS``,
+    memory sampled every 10 s."""
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    try:
+        if soak_seconds > 0:
+            print(f"soaking Redis for {soak_seconds:g} s: 100 operations/s, 30 s each ...")
+            soaked = await memory.steady(
+                redis,
+                f"{prefix}-soak",
+                burst=0,
+                ttl=30,
+                per_second=100,
+                seconds=soak_seconds,
+                sweep_every=settings.sweep_seconds,
+                sample_every=10.0,
+            )
+            print(f"{'seconds':>8} {'used_memory':>12} {'members':>8}")
+            for at, used, members in soaked.samples:
+                print(f"{at:>8.0f} {used:>12} {members:>8}")
+            # Growth over the second half: by then every operation of the first lifetime has
+            # expired and been swept, so memory should be flat.
+            if soak_seconds < 120:
+                print("(a soak shorter than 120 s is too short to show flat memory)")
+            half = [used for at, used, _ in soaked.samples if at >= soak_seconds / 2]
+            growth = (half[-1] - half[0]) / half[0] * 100 if len(half) > 1 else 0.0
+            print(
+                orjson.dumps(
+                    {
+                        "soak_seconds": soak_seconds,
+                        "redis_used_memory_first": soaked.samples[0][1],
+                        "redis_used_memory_last": soaked.samples[-1][1],
+                        "redis_growth_second_half_pct": round(growth, 2),
+                        "index_members_end": soaked.index_members,
+                        "dead_members_end": soaked.dead_members,
+                        "live_operations_end": soaked.live_operations,
+                    }
+                ).decode()
+            )
+            return 0
+        per_operation = await memory.bytes_per_operation(redis, f"{prefix}-memory")
+        after = await memory.steady(redis, f"{prefix}-steady")
+    finally:
+        await redis.aclose()
+    _print_memory(per_operation, after)
+    print(orjson.dumps(_memory_figures(per_operation, after)).decode())
+    return 0
+
+
+def _print_memory(per_operation: float, after: memory.Steady) -> None:
+    print(
+        f"Redis memory per operation (command and event, stream capped): {per_operation:.0f} bytes"
+    )
+    print(
+        f"after {after.burst} operations expired under steady traffic: {after.index_members}"
+        f" index members ({after.dead_members} naming expired operations) for"
+        f" {after.live_operations} live operations"
+    )
+
+
+def _memory_figures(per_operation: float, after: memory.Steady) -> dict[str, float | int]:
+    return {
+        "redis_bytes_per_operation": round(per_operation),
+        "index_members_after_expiry": after.index_members,
+        "dead_members_after_expiry": after.dead_members,
+        "live_operations_after_expiry": after.live_operations,
+    }
 
 
 def _best(figures: list[drain.Figure], name: str) -> drain.Figure:
