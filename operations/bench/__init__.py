@@ -24,6 +24,7 @@ import asyncio
 import os
 import resource
 import socket
+import statistics
 import uuid
 from dataclasses import replace
 
@@ -248,17 +249,27 @@ async def run_memory(settings: Settings, soak_seconds: float = 0.0) -> int:
                 print(f"{at:>8.0f} {used:>12} {members:>8}")
             # Growth over the second half: by then every operation of the first lifetime has
             # expired and been swept, so memory should be flat.
-            if soak_seconds < 120:
-                print("(a soak shorter than 120 s is too short to show flat memory)")
-            half = [used for at, used, _ in soaked.samples if at >= soak_seconds / 2]
-            growth = (half[-1] - half[0]) / half[0] * 100 if len(half) > 1 else 0.0
+            # After two lifetimes every operation of the first has expired and been swept:
+            # from then on, memory should be flat. Growth compares the means of the two halves
+            # of that stretch (a sweep every few seconds makes single samples saw-toothed).
+            warm = [used for at, used, _ in soaked.samples if at >= 60]
+            if len(warm) < 4:
+                print("(a soak shorter than about 100 s is too short to show flat memory)")
+            half = len(warm) // 2
+            growth = (
+                (statistics.mean(warm[half:]) / statistics.mean(warm[:half]) - 1) * 100
+                if half
+                else 0.0
+            )
             print(
                 orjson.dumps(
                     {
                         "soak_seconds": soak_seconds,
                         "redis_used_memory_first": soaked.samples[0][1],
                         "redis_used_memory_last": soaked.samples[-1][1],
-                        "redis_growth_second_half_pct": round(growth, 2),
+                        "redis_used_memory_min_warm": min(warm, default=0),
+                        "redis_used_memory_max_warm": max(warm, default=0),
+                        "redis_growth_pct": round(growth, 2),
                         "index_members_end": soaked.index_members,
                         "dead_members_end": soaked.dead_members,
                         "live_operations_end": soaked.live_operations,
