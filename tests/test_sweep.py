@@ -65,14 +65,19 @@ async def test_expired_operations_leave_every_index_and_live_ones_stay(
 ) -> None:
     expiring = [new_id() for _ in range(30)]
     late = [new_id() for _ in range(5)]
-    for index, op in enumerate(expiring + late):
-        user = USER if index % 2 else OTHER
-        await apply_one(short, envelope(op, State.PENDING, user=user))
     no_owner = new_id()
-    await apply_one(short, envelope(no_owner, State.PENDING, user=None))
+    await short.apply(
+        [
+            *(
+                envelope(op, State.PENDING, user=USER if index % 2 else OTHER)
+                for index, op in enumerate(expiring + late)
+            ),
+            envelope(no_owner, State.PENDING, user=None),
+        ]
+    )
     await asyncio.sleep(1.2)
-    for op in late:  # updated late: they outlive their creation rank
-        await apply_one(short, envelope(op, State.COMPLETED, "order_created", user=USER))
+    # Updated late, by another user than some owners: they outlive their creation rank.
+    await short.apply([envelope(op, State.COMPLETED, "order_created", user=USER) for op in late])
     assert await short.sweep() == 0  # nothing has expired yet
     await asyncio.sleep(1.0)
     assert [await short.get(op) for op in expiring] == [None] * len(expiring)
@@ -127,23 +132,24 @@ async def test_a_member_scored_on_a_fast_clock_is_kept_while_its_record_lives(
 
 
 async def test_listing_keeps_order_and_cursor_while_the_sweep_runs_between_pages(
-    short: RedisStore, redis_client: aioredis.Redis
+    redis_client: aioredis.Redis,
 ) -> None:
     """Newest first, no live operation lost or repeated, whatever the sweep removes between two
     pages (over three shards)."""
+    short = RedisStore(
+        redis_client, ttl_seconds=3, stream_max_length=1_000, keys=Keys("t", Shards(3))
+    )
     ops = [new_id() for _ in range(40)]
-    for op in ops:
-        await apply_one(short, envelope(op, State.PENDING))
-    await asyncio.sleep(1.2)
+    await short.apply([envelope(op, State.PENDING) for op in ops])
+    await asyncio.sleep(1.5)
     kept = ops[::3]
-    for op in kept:
-        await apply_one(short, envelope(op, State.COMPLETED, "order_created"))
+    await short.apply([envelope(op, State.COMPLETED, "order_created") for op in kept])
     everything = await short.page(ListQuery(user_id=USER, limit=100))
     order = [record.id for record in everything.items]  # newest first, ties by shard
     assert sorted(order) == sorted(ops)
     first = await short.page(ListQuery(user_id=USER, limit=5))
     assert [record.id for record in first.items] == order[:5]
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(1.8)
     assert 0 < await short.sweep() <= len(ops) - len(kept)
     assert await indexed_operations(redis_client, short) == set(kept)
     rest: list[str] = []
@@ -209,6 +215,13 @@ def finishing(store: SagaStore) -> Harness:
     return h
 
 
+async def finished_trip(h: Harness) -> str:
+    trip = new_id()
+    await start_trip(h, trip)
+    await h.send("trip_confirmed", {}, correlation_id=trip, message_id=new_id())
+    return trip
+
+
 async def test_a_finished_saga_leaves_the_indexes_and_its_tombstone_stops_a_second_start(
     tombstoning: SagaStore, redis_client: aioredis.Redis, journal: Any
 ) -> None:
@@ -252,9 +265,7 @@ async def test_a_tombstone_is_checked_in_the_commit_itself(
     """Even a writer that did not look first cannot create a saga over a fresh tombstone."""
     store = RedisSagaStore(redis_client, prefix="t", tombstone_seconds=60)
     h = finishing(store)
-    trip = new_id()
-    await start_trip(h, trip)
-    await h.send("trip_confirmed", {}, correlation_id=trip, message_id=new_id())
+    trip = await finished_trip(h)
     finished = await h.record("trip", trip)
     await redis_client.delete(store.saga_key(finished.key))  # as if it had expired
     finished.status = SagaStatus.PENDING
@@ -266,10 +277,7 @@ async def test_without_a_horizon_no_tombstone_is_kept(
     redis_client: aioredis.Redis, journal: Any
 ) -> None:
     store = RedisSagaStore(redis_client, prefix="t", tombstone_seconds=0)
-    h = finishing(store)
-    trip = new_id()
-    await start_trip(h, trip)
-    await h.send("trip_confirmed", {}, correlation_id=trip, message_id=new_id())
+    trip = await finished_trip(finishing(store))
     assert not await store.tombstoned("trip", trip)
     assert await redis_client.exists(store.tombstones(store.shards.of(f"trip:{trip}"))) == 0
     await delete_prefix(redis_client, "t")
@@ -282,9 +290,7 @@ async def test_a_tombstone_outlives_the_saga_it_stands_for(
     store = RedisSagaStore(redis_client, prefix="t", tombstone_seconds=1)
     h = Harness.build(store, [TripSaga], FakePublisher())
     h.coordinator.finished_ttl_seconds = 30
-    trip = new_id()
-    await start_trip(h, trip)
-    await h.send("trip_confirmed", {}, correlation_id=trip, message_id=new_id())
+    trip = await finished_trip(h)
     member = f"trip:{trip}"
     until = await redis_client.zscore(store.tombstones(store.shards.of(member)), member)
     assert until is not None and until >= time.time() + 29
