@@ -56,6 +56,7 @@ from .states import State
 _LUA = resources.files("operations") / "lua"
 APPLY_SCRIPT = (_LUA / "apply.lua").read_text(encoding="utf-8")
 SWEEP_SCRIPT = (_LUA / "sweep.lua").read_text(encoding="utf-8")
+PRUNE_SCRIPT = (_LUA / "prune.lua").read_text(encoding="utf-8")
 # The fields of a record, in the order the API's documents are built from (the hash also holds
 # one ``m:`` field per message id seen, which a read never needs).
 RECORD_FIELDS = (
@@ -184,6 +185,7 @@ class RedisStore:
         self._sha: str | None = None
         self._round_trip_timeout = _socket_timeout(client)
         self._sweep = client.register_script(SWEEP_SCRIPT)
+        self._prune = client.register_script(PRUNE_SCRIPT)
 
     @classmethod
     def from_url(
@@ -381,7 +383,7 @@ class RedisStore:
                     elif _matches(record, query):
                         items.append(record)
                 for shard, members in expired.items():
-                    await self.redis.zrem(self._index(query.user_id, shard), *members)
+                    await self.prune(self._index(query.user_id, shard), shard, members)
                 if len(rows) <= chunk and not rows.more:
                     return Page(items, None)
         except RedisError as error:
@@ -439,6 +441,14 @@ class RedisStore:
         except (RedisError, OSError) as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
         return removed
+
+    async def prune(self, index: str, shard: int, operation_ids: Sequence[str]) -> int:
+        """Removes from ``index`` (of ``shard``) those of ``operation_ids`` whose record is gone,
+        in one script, so that one created again meanwhile stays listed."""
+        if not operation_ids:
+            return 0
+        removed = await self._prune(keys=[index], args=[self.keys.tag(shard), *operation_ids])
+        return int(removed)
 
     async def ping(self) -> bool:
         try:

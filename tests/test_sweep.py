@@ -315,3 +315,39 @@ async def test_the_sweeper_sweeps_by_itself(
 
 async def _swept(metrics: Registry) -> bool:
     return metrics.swept.value(what="operation") == 1
+
+
+async def test_ids_indexed_before_the_sweep_are_cleared_once(
+    short: RedisStore, redis_client: aioredis.Redis
+) -> None:
+    """Ids an earlier version indexed have no expiries member; one pass per deployment removes
+    those whose record is gone, and keeps the live ones."""
+    live = new_id()
+    await apply_one(short, envelope(live, State.PENDING))
+    keys, shard = short.keys, short.keys.shard(live)
+    old = [f"old-{n}" for n in range(1_203)]  # more than two chunks
+    for n in range(3):
+        await redis_client.zadd(keys.index(n), {op: 1 for op in old})
+        await redis_client.zadd(keys.user_index(OTHER, n), {op: 1 for op in old[:7]})
+    metrics = Registry()
+    sweeper = Sweeper(redis_client, short, None, metrics, every=60)
+    await sweeper.start()
+    try:
+        await eventually(
+            lambda: _cleared(redis_client, "t:legacy-swept"), "the old ids to be cleared", 10
+        )
+    finally:
+        await sweeper.stop()
+    assert await indexed_operations(redis_client, short) == {str(live)}
+    assert metrics.swept.value(what="operation") == 3 * (len(old) + 7)
+    assert await redis_client.zscore(keys.user_index(USER, shard), live) is not None
+    await redis_client.zadd(keys.index(0), {"older": 1})
+    again = Sweeper(redis_client, short, None, Registry(), every=60)
+    await again.start()  # done once: not again
+    await asyncio.sleep(0.3)
+    await again.stop()
+    assert await redis_client.zscore(keys.index(0), "older") == 1
+
+
+async def _cleared(client: aioredis.Redis, key: str) -> bool:
+    return bool(await client.exists(key))
