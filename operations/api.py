@@ -18,11 +18,12 @@ from starlette.routing import Route
 from .errors import StoreUnavailable, TokenError
 from .feed import ChangeFeed
 from .identity import Principal, normalise_id
+from .listing import MAX_PAGE, InvalidCursor, ListQuery
 from .metrics import Registry
 from .openapi import document as openapi_document
 from .records import OperationRecord
 from .states import State
-from .store import MAX_PAGE, InvalidCursor, ListQuery, Store
+from .store import Store
 from .tokens import TokenVerifier
 
 MAX_WAIT_SECONDS = 60.0

@@ -25,14 +25,12 @@ its record expires, found through the expiries zset; a listing that meets an exp
 the sweep does drops it too.
 
 Each message is applied by one Lua script (``lua/apply.lua``); a batch of messages is sent as one
-round trip, in delivery order, on one connection. Listing merges the shards' indexes, newest
-first.
+round trip, in delivery order, on one connection. Listing (:mod:`operations.listing`) merges the
+shards' indexes, newest first.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,10 +46,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .envelope import Envelope
 from .errors import StoreError, StoreUnavailable
+from .listing import Listing, ListQuery, Page
 from .records import Change, OperationRecord, Outcome
 from .redis_client import open_redis, round_trip
 from .shards import Shards
-from .states import State
 
 _LUA = resources.files("operations") / "lua"
 APPLY_SCRIPT = (_LUA / "apply.lua").read_text(encoding="utf-8")
@@ -82,12 +80,10 @@ HISTORY_FIELDS = (
     "at",
     "sentAt",
 )
-MAX_PAGE = 200
 SWEEP_BATCH = 500
 SWEEP_MOST = 50_000
 # Error replies that say "not now" rather than "not this message": retried, never dead-lettered.
 _TRANSIENT = {"OOM", "READONLY", "LOADING", "MASTERDOWN", "BUSY", "TRYAGAIN", "CLUSTERDOWN"}
-_SCAN_FACTOR = 20
 
 
 @dataclass(frozen=True)
@@ -139,21 +135,6 @@ class Keys:
         return f"{self.prefix}:layout"
 
 
-@dataclass(frozen=True)
-class Page:
-    items: list[OperationRecord]
-    next: str | None
-
-
-@dataclass(frozen=True)
-class ListQuery:
-    user_id: str | None = None  # None: every user's operations (admins only)
-    state: State | None = None
-    name: str | None = None
-    limit: int = 50
-    cursor: str | None = None
-
-
 class Store(Protocol):
     async def apply(self, envelopes: Sequence[Envelope]) -> list[Change | StoreError]: ...
     async def get(self, operation_id: str) -> OperationRecord | None: ...
@@ -186,6 +167,7 @@ class RedisStore:
         self._round_trip_timeout = _socket_timeout(client)
         self._sweep = client.register_script(SWEEP_SCRIPT)
         self._prune = client.register_script(PRUNE_SCRIPT)
+        self._listing = Listing(client, self.keys, self._records, self.prune)
 
     @classmethod
     def from_url(
@@ -357,67 +339,8 @@ class RedisStore:
         return [_history_entry(orjson.loads(entry)) for entry in entries]
 
     async def page(self, query: ListQuery) -> Page:
-        """One page of the index, newest first, merged over the shards.
-
-        The shards' indexes are read from the cursor's position, a page's worth each, in one
-        round trip; the merge takes them in total order (rank descending, then shard, then the
-        index's own order) and the cursor remembers where it stopped: the last rank, its shard,
-        and how many entries of that rank in that shard are behind it.
-        """
-        limit = max(1, min(query.limit, MAX_PAGE))
-        position = _decode_cursor(query.cursor)
-        items: list[OperationRecord] = []
-        scanned, budget = 0, limit * _SCAN_FACTOR
-        try:
-            while len(items) < limit and scanned < budget:
-                chunk = limit - len(items)
-                rows = await self._rows_after(query.user_id, position, chunk)
-                taken = rows[:chunk]
-                records = await self._records([member for _, _, member in taken])
-                expired: dict[int, list[str]] = {}
-                for (rank, shard, member), record in zip(taken, records, strict=True):
-                    scanned += 1
-                    position = position.after(rank, shard, present=record is not None)
-                    if record is None:
-                        expired.setdefault(shard, []).append(member)
-                    elif _matches(record, query):
-                        items.append(record)
-                for shard, members in expired.items():
-                    await self.prune(self._index(query.user_id, shard), shard, members)
-                if len(rows) <= chunk and not rows.more:
-                    return Page(items, None)
-        except RedisError as error:
-            raise StoreUnavailable(f"Redis unreachable: {error}") from error
-        return Page(items, position.encode())
-
-    def _index(self, user_id: str | None, shard: int) -> str:
-        if user_id is None:
-            return self.keys.index(shard)
-        return self.keys.user_index(user_id, shard)
-
-    async def _rows_after(self, user_id: str | None, position: _Position, count: int) -> _Rows:
-        """Up to ``count`` index entries of each shard after ``position``, merged in order."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for shard in self.keys.shards:
-                top, skip = position.start_in(shard)
-                pipe.zrange(
-                    self._index(user_id, shard),
-                    top,
-                    "-inf",
-                    desc=True,
-                    byscore=True,
-                    offset=skip,
-                    num=count,
-                    withscores=True,
-                )
-            replies: list[Any] = await pipe.execute()
-        merged = _Rows()
-        for shard, rows in enumerate(replies):
-            merged.more = merged.more or len(rows) == count
-            merged.extend((int(score), shard, member.decode()) for member, score in rows)
-        # Stable: within a rank and shard, the index's own order is kept.
-        merged.sort(key=lambda row: (-row[0], row[1]))
-        return merged
+        """One page, newest first, merged over the shards (see :mod:`operations.listing`)."""
+        return await self._listing.page(query)
 
     async def _records(self, operation_ids: list[str]) -> list[OperationRecord | None]:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -496,63 +419,6 @@ def _history_entry(stored: Any) -> dict[str, Any]:
     return dict(stored)
 
 
-def _matches(record: OperationRecord, query: ListQuery) -> bool:
-    if query.state is not None and record.state is not query.state:
-        return False
-    return query.name is None or record.name == query.name
-
-
-class _Rows(list[tuple[int, int, str]]):
-    """Index entries as (rank, shard, operation id); ``more`` when some shard may hold more."""
-
-    more: bool = False
-
-
-@dataclass(frozen=True)
-class _Position:
-    """Where a listing stopped: after ``skip`` entries of rank ``rank`` in shard ``shard``
-    (and after everything ranked higher, or ranked the same in a lower shard)."""
-
-    rank: int | None = None  # None: before the newest entry
-    shard: int = 0
-    skip: int = 0
-
-    def start_in(self, shard: int) -> tuple[str, int]:
-        """The highest rank to read in ``shard`` (a ``(`` makes it exclusive), and how many
-        entries to skip there."""
-        if self.rank is None:
-            return "+inf", 0
-        if shard < self.shard:
-            return f"({self.rank}", 0
-        return str(self.rank), self.skip if shard == self.shard else 0
-
-    def after(self, rank: int, shard: int, present: bool) -> _Position:
-        """The position after one more entry. An entry about to be pruned is not counted:
-        it will not be there to skip next time."""
-        step = 1 if present else 0
-        if rank == self.rank and shard == self.shard:
-            return _Position(rank, shard, self.skip + step)
-        return _Position(rank, shard, step)
-
-    def encode(self) -> str:
-        text = f"{self.rank}:{self.shard}:{self.skip}"
-        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str | None) -> _Position:
-    if not cursor:
-        return _Position()
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        rank, shard, skip = base64.urlsafe_b64decode(padded).decode().split(":")
-        position = _Position(int(rank), int(shard), int(skip))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidCursor(cursor) from None
-    if position.shard < 0 or position.skip < 0:
-        raise InvalidCursor(cursor)
-    return position
-
-
 class LayoutMismatch(StoreError):
     code = "layout_mismatch"
 
@@ -563,10 +429,3 @@ class LayoutMismatch(StoreError):
             " operations are stored)"
         )
         self.recorded, self.configured = recorded, configured
-
-
-class InvalidCursor(StoreError):
-    code = "invalid_cursor"
-
-    def __init__(self, cursor: str) -> None:
-        super().__init__(f"cursor {cursor[:40]!r} is not one this service issued")

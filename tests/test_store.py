@@ -11,10 +11,11 @@ import redis.asyncio as aioredis
 
 from operations.envelope import Envelope
 from operations.errors import StoreUnavailable
+from operations.listing import ListQuery
 from operations.records import Change, Outcome
 from operations.shards import Shards
 from operations.states import MessageKind, State
-from operations.store import Keys, ListQuery, RedisStore
+from operations.store import Keys, RedisStore
 from tests.support import new_id
 
 USER = "7f0b2c1e-0000-4000-8000-000000000001"

@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from operations.listing import ListQuery
 from operations.metrics import Registry
 from operations.sagas import MemorySagaStore, Outcome, Processed, RedisSagaStore, SagaStore
 from operations.sagas.records import SagaStatus
 from operations.shards import Shards
 from operations.states import State
-from operations.store import Keys, ListQuery, RedisStore
+from operations.store import Keys, RedisStore
 from operations.sweeper import Sweeper
 from tests.sagas_support import FakePublisher, Harness, delete_prefix, start_trip, step_trip
 from tests.sample_sagas import TripSaga
@@ -351,3 +352,29 @@ async def test_ids_indexed_before_the_sweep_are_cleared_once(
 
 async def _cleared(client: aioredis.Redis, key: str) -> bool:
     return bool(await client.exists(key))
+
+
+async def test_a_cursor_whose_own_entry_is_removed_loses_nothing(
+    redis_client: aioredis.Redis,
+) -> None:
+    """The entry a cursor stopped at may be swept before the next page is read."""
+    store = RedisStore(
+        redis_client, ttl_seconds=60, stream_max_length=1_000, keys=Keys("t", Shards(3))
+    )
+    ops = [new_id() for _ in range(30)]
+    await store.apply([envelope(op, State.PENDING) for op in ops])
+    order = [r.id for r in (await store.page(ListQuery(user_id=USER, limit=100))).items]
+    listed: list[str] = []
+    cursor: str | None = None
+    while True:
+        page = await store.page(ListQuery(user_id=USER, limit=4, cursor=cursor))
+        listed.extend(record.id for record in page.items)
+        if page.next is None:
+            break
+        cursor = page.next
+        last = page.items[-1].id  # gone before the next page is read, as if swept
+        shard = store.keys.shard(last)
+        await redis_client.delete(store.keys.record(last))
+        await redis_client.zrem(store.keys.user_index(USER, shard), last)
+        await redis_client.zrem(store.keys.index(shard), last)
+    assert listed == order
