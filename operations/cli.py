@@ -46,6 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="rounds of the bare, bare multi-ack and full-path drains, taken in turns; best kept",
     )
     bench.add_argument(
+        "--memory-operations",
+        type=int,
+        default=20_000,
+        help="operations for the Redis memory figures (per operation, and the burst that expires)",
+    )
+    bench.add_argument(
         "--memory",
         action="store_true",
         help="only the Redis memory figures: bytes per operation, the indexes after expiry",
@@ -96,8 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .bench import run as run_bench
             from .bench import run_memory
 
+            if args.memory_operations < 1:
+                print("operations: --memory-operations must be positive", file=sys.stderr)
+                return 2
             if args.memory or args.memory_soak > 0:
-                return _run_fast(run_memory(settings, args.memory_soak))
+                return _run_fast(run_memory(settings, args.memory_soak, args.memory_operations))
             return _run_fast(
                 run_bench(
                     settings,
@@ -107,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.seconds,
                     args.soak,
                     args.rounds,
+                    args.memory_operations,
                 )
             )
         if args.command == "demo-orders":

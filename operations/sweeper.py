@@ -56,6 +56,7 @@ class Sweeper:
         sagas: SagaStore | None,
         metrics: Registry,
         every: float,
+        clear_legacy: bool = True,
     ) -> None:
         self.redis = redis
         self.store = store
@@ -66,10 +67,12 @@ class Sweeper:
         self.holder = uuid.uuid4().hex
         self._passes = Periodic("sweep", self._pass, every, log)
         self._legacy: asyncio.Task[None] | None = None
+        self._clears_legacy = clear_legacy
 
     async def start(self) -> None:
         self._passes.start()
-        self._legacy = asyncio.create_task(self._clear_legacy_once(), name="operations-legacy")
+        if self._clears_legacy:
+            self._legacy = asyncio.create_task(self._clear_legacy_once(), name="operations-legacy")
 
     async def stop(self) -> None:
         if self._legacy is not None:

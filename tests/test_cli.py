@@ -154,6 +154,8 @@ def test_bench_runs_end_to_end_and_prints_its_json_line_last(servers: tuple[str,
         "0.4",
         "--soak",
         "300",
+        "--memory-operations",
+        "300",
         env={
             "OPERATIONS_AMQP_URL": servers[0],
             "OPERATIONS_REDIS_URL": servers[1],
@@ -178,6 +180,10 @@ def test_bench_runs_end_to_end_and_prints_its_json_line_last(servers: tuple[str,
         "p99_ms_1000",
         "kib_per_client",
         "soak_growth_pct",
+        "redis_bytes_per_operation",
+        "index_members_after_expiry",
+        "dead_members_after_expiry",
+        "live_operations_after_expiry",
     ):
         assert isinstance(figures[key], int | float), key
     assert figures["bare_rate"] > 0 and figures["service_rate"] > 0
@@ -185,6 +191,24 @@ def test_bench_runs_end_to_end_and_prints_its_json_line_last(servers: tuple[str,
     assert "service (sio client)" in result.stdout
     assert figures["amqp_bulk_frames"] is True
     assert "AMQP frames read in bulk: yes" in result.stdout
+
+
+def test_bench_measures_redis_memory_alone_and_soaks_it(servers: tuple[str, str]) -> None:
+    env = {"OPERATIONS_REDIS_URL": servers[1], "OPERATIONS_SWEEP_SECONDS": "1"}
+    result = run("bench", "--memory", "--memory-operations", "400", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert 300 < figures["redis_bytes_per_operation"] < 10_000
+    # After the burst expired, the indexes hold the trickle that still lives, not the burst.
+    assert figures["index_members_after_expiry"] < 600  # the burst alone made 1,200
+    assert figures["live_operations_after_expiry"] > 0
+    soaked = run("bench", "--memory-soak", "3", env=env)
+    assert soaked.returncode == 0, soaked.stdout + soaked.stderr
+    last = json.loads(soaked.stdout.strip().splitlines()[-1])
+    assert last["soak_seconds"] == 3 and last["live_operations_end"] > 0
+    assert "too short to show flat memory" in soaked.stdout
+    refused = run("bench", "--memory", "--memory-operations", "0", env=env)
+    assert refused.returncode == 2 and "--memory-operations" in refused.stderr
 
 
 async def test_the_bench_probe_is_a_real_socketio_client(

@@ -50,8 +50,9 @@ async def run(
     latency_seconds: float = 5.0,
     soak_messages: int = 500_000,
     rounds: int = 2,
+    memory_operations: int = 20_000,
 ) -> int:
-    if min(messages, clients, soak_messages, rounds) < 1 or latency_seconds <= 0:
+    if min(messages, clients, soak_messages, rounds, memory_operations) < 1 or latency_seconds <= 0:
         raise SystemExit("operations bench: every count and --seconds must be positive")
     _raise_file_limit()
     run_id = uuid.uuid4().hex[:8]
@@ -145,8 +146,10 @@ async def run(
                 process, connection, settings.jwt_secret, soak_messages
             )
         print("Redis memory per operation, and the indexes after expiry ...", flush=True)
-        per_operation = await memory.bytes_per_operation(redis, f"{settings.key_prefix}-memory")
-        after = await memory.steady(redis, f"{settings.key_prefix}-steady")
+        per_operation = await memory.bytes_per_operation(
+            redis, f"{settings.key_prefix}-memory", memory_operations
+        )
+        after = await memory.steady(redis, f"{settings.key_prefix}-steady", memory_operations)
     finally:
         await _delete_queues(
             connection,
@@ -225,7 +228,9 @@ async def run(
     return 0
 
 
-async def run_memory(settings: Settings, soak_seconds: float = 0.0) -> int:
+async def run_memory(
+    settings: Settings, soak_seconds: float = 0.0, operations: int = 20_000
+) -> int:
     """The Redis memory figures alone; with ``soak_seconds``, a steady soak of that length
     instead: 100 operations a second living 30 s, swept every ``OPERATIONS_SWEEP_SECONDS``,
     memory sampled every 10 s."""
@@ -277,8 +282,8 @@ async def run_memory(settings: Settings, soak_seconds: float = 0.0) -> int:
                 ).decode()
             )
             return 0
-        per_operation = await memory.bytes_per_operation(redis, f"{prefix}-memory")
-        after = await memory.steady(redis, f"{prefix}-steady")
+        per_operation = await memory.bytes_per_operation(redis, f"{prefix}-memory", operations)
+        after = await memory.steady(redis, f"{prefix}-steady", operations)
     finally:
         await redis.aclose()
     _print_memory(per_operation, after)

@@ -37,9 +37,13 @@ BATCH = 256
 STREAM_CAP = 1_000
 
 
-def _operations(count: int) -> list[tuple[str, str]]:
-    users = [str(uuid.uuid4()) for _ in range(USERS)]
-    return [(str(uuid.uuid4()), users[n % USERS]) for n in range(count)]
+def _users() -> list[str]:
+    return [str(uuid.uuid4()) for _ in range(USERS)]
+
+
+def _operations(count: int, users: list[str] | None = None) -> list[tuple[str, str]]:
+    users = users or _users()
+    return [(str(uuid.uuid4()), users[n % len(users)]) for n in range(count)]
 
 
 async def apply(store: RedisStore, operations: Sequence[tuple[str, str]]) -> None:
@@ -107,52 +111,65 @@ async def steady(
     """``burst`` operations at once, then ``per_second`` a second for ``seconds`` (by default
     the time to live plus three sweeps and a margin), sweeping every ``sweep_every`` seconds."""
     store = RedisStore(redis, ttl, STREAM_CAP, Keys(prefix))
-    sweeper = Sweeper(redis, store, None, Registry(), sweep_every)
+    # Keys of its own, nothing written before the sweep: no need to walk the keyspace for that.
+    sweeper = Sweeper(redis, store, None, Registry(), sweep_every, clear_legacy=False)
     length = seconds if seconds is not None else ttl + 3 * sweep_every + 2
-    await apply(store, _operations(burst))
+    users = _users()
+    await apply(store, _operations(burst, users))
     await sweeper.start()
     samples: list[tuple[float, int, int]] = []
     started = next_sample = time.monotonic()
     try:
         while (elapsed := time.monotonic() - started) < length:
-            await apply(store, _operations(per_second))
+            await apply(store, _operations(per_second, users))
             if time.monotonic() >= next_sample:
-                samples.append(
-                    (round(elapsed, 1), await used_memory(redis), await _members(redis, store))
-                )
+                members = sum((await _members(redis, store, users)).values())
+                samples.append((round(elapsed, 1), await used_memory(redis), members))
                 next_sample += sample_every
             await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started - elapsed)))
     finally:
         await sweeper.stop()
-    members = await _members(redis, store)
-    dead = await _dead(redis, store)
+    indexes = await _members(redis, store, users)
+    dead = await _dead(redis, store, list(indexes))
     live = await _live(redis, store)
     await _delete(redis, f"{prefix}:*")
-    return Steady(burst, members, dead, live, samples)
+    return Steady(burst, sum(indexes.values()), dead, live, samples)
 
 
-async def _members(redis: aioredis.Redis, store: RedisStore) -> int:
-    total = 0
-    async for key in redis.scan_iter(match=f"{store.keys.prefix}:*", count=1_000, _type="zset"):
-        total += int(await redis.zcard(key))
-    return total
+async def _members(
+    redis: aioredis.Redis, store: RedisStore, users: list[str]
+) -> dict[tuple[str, int], int]:
+    """Each index and expiries set the run writes, with its size (no keyspace scan: the
+    figures must not depend on what else the Redis holds)."""
+    keys = store.keys
+    names = [
+        (name, shard)
+        for shard in keys.shards
+        for name in (
+            keys.index(shard),
+            keys.expiries(shard),
+            *(keys.user_index(user, shard) for user in users),
+        )
+    ]
+    async with redis.pipeline(transaction=False) as pipe:
+        for name, _ in names:
+            pipe.zcard(name)
+        sizes: list[Any] = await pipe.execute()
+    return {name: int(size) for name, size in zip(names, sizes, strict=True)}
 
 
-async def _dead(redis: aioredis.Redis, store: RedisStore) -> int:
+async def _dead(redis: aioredis.Redis, store: RedisStore, indexes: list[tuple[str, int]]) -> int:
     dead = 0
-    for shard in store.keys.shards:
-        async for key in redis.scan_iter(
-            match=f"{store.keys.tag(shard)}:*", count=1_000, _type="zset"
-        ):
-            members: Any = await redis.zrange(key, 0, -1)
-            ids = [member.decode() for member in members]
-            if key.endswith(b":expiries"):
-                ids = [_operation_of(member) for member in ids]
-            async with redis.pipeline(transaction=False) as pipe:
-                for operation in ids:
-                    pipe.exists(store.keys.record_in(shard, operation))
-                found: list[Any] = await pipe.execute()
-            dead += sum(1 for exists in found if not exists)
+    for index, shard in indexes:
+        members: Any = await redis.zrange(index, 0, -1)
+        ids = [member.decode() for member in members]
+        if index.endswith(":expiries"):
+            ids = [_operation_of(member) for member in ids]
+        async with redis.pipeline(transaction=False) as pipe:
+            for operation in ids:
+                pipe.exists(store.keys.record_in(shard, operation))
+            found: list[Any] = await pipe.execute()
+        dead += sum(1 for exists in found if not exists)
     return dead
 
 
@@ -163,11 +180,15 @@ def _operation_of(member: str) -> str:
 
 
 async def _live(redis: aioredis.Redis, store: RedisStore) -> int:
+    """Operations whose record lives: every live one is in its shard's global index."""
     live = 0
     for shard in store.keys.shards:
-        async for key in redis.scan_iter(match=f"{store.keys.tag(shard)}:op:*", count=1_000):
-            if not key.endswith(b":history"):
-                live += 1
+        members: Any = await redis.zrange(store.keys.index(shard), 0, -1)
+        async with redis.pipeline(transaction=False) as pipe:
+            for member in members:
+                pipe.exists(store.keys.record_in(shard, member.decode()))
+            found: list[Any] = await pipe.execute()
+        live += sum(1 for exists in found if exists)
     return live
 
 
