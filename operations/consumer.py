@@ -186,8 +186,26 @@ class Consumer:
                     await asyncio.sleep(1.0)
                     for delivery in batch:
                         if delivery.settleable:
+                            self._note_delivery_limit(delivery)
                             await _quietly(delivery.nack(requeue=True), delivery)
                 self.metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    def _note_delivery_limit(self, delivery: Delivery) -> None:
+        """A quorum queue dead-letters a message returned to it once more than its delivery
+        limit allows: the broker moves it, so the service says so here, on the last requeue."""
+        arguments = self.queue_arguments
+        count = (delivery.headers or {}).get("x-delivery-count")
+        if not arguments.quorum or not isinstance(count, int) or count < arguments.delivery_limit:
+            return
+        self.metrics.dead_letters.inc(disposition="delivery-limit")
+        log.error(
+            "requeued after %d deliveries, past the delivery limit of %d: the broker moves it"
+            " to %s",
+            count + 1,
+            arguments.delivery_limit,
+            self.dead_letter_queue,
+            extra={"correlation_id": logged_id(delivery)},
+        )
 
     async def _handle(self, batch: Sequence[Delivery]) -> None:
         attempt = 0

@@ -168,14 +168,14 @@ class Defective:
 async def test_a_poison_message_is_dead_lettered_at_the_delivery_limit(
     amqp_url: str, amqp: AbstractRobustConnection, settings: Settings
 ) -> None:
-    processor = Defective()
+    processor, metrics = Defective(), Registry()
     consumer = Consumer(
         amqp_url,
         settings.queue,
         settings.dead_letter_queue,
         [],
         processor,
-        Registry(),
+        metrics,
         batch_size=1,
         queue_arguments=QueueArguments(QueueType.QUORUM, delivery_limit=2),
     )
@@ -198,6 +198,7 @@ async def test_a_poison_message_is_dead_lettered_at_the_delivery_limit(
         await consumer.stop()
     # Delivered once, then redelivered up to the limit, then dead-lettered by the broker.
     assert processor.poison_deliveries == 3
+    assert metrics.dead_letters.value(disposition="delivery-limit") == 1
     assert dead.body == b"poison"
     assert dead.message_id == "poison"
     headers = dead.headers or {}
