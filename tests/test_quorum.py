@@ -1,6 +1,8 @@
 """Quorum queues on the real RabbitMQ node (``OPERATIONS_QUEUE_TYPE=quorum``): every queue the
 service declares is one, messages flow, early saga messages go round the quorum retry queue, the
-delivery limit dead-letters a poison message, and a queue of the other type stops start-up."""
+delivery limit dead-letters a poison message, a queue of the other type stops start-up, a lost
+connection declares the same queues again, and an order's saga runs with the simulated services
+on quorum queues too."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import redis.asyncio as aioredis
 from aio_pika.abc import AbstractRobustConnection
 
 from operations.consumer import ATTEMPTS_HEADER, REASON_HEADER, Consumer
+from operations.demo import DemoServices
 from operations.envelope import Delivered
 from operations.metrics import Registry
 from operations.outcomes import Ack, Settlement
@@ -292,3 +295,40 @@ async def test_after_a_lost_connection_the_quorum_queues_are_declared_again_alik
     await SteadyPublisher(amqp_url).run([("order_deleted", op, new_id())], pace=0)
     async with httpx.AsyncClient(base_url=quorum_service.url, timeout=30) as http:
         await tracked(http, token, op, "completed")
+
+
+async def test_the_simulated_services_refuse_a_queue_of_the_other_type_with_exit_code_2(
+    amqp_url: str, amqp: AbstractRobustConnection
+) -> None:
+    async with amqp.channel() as channel:
+        await channel.declare_queue("demo.orders", durable=True)
+    code, _, stderr = await run_operations(
+        "demo-services", env={"OPERATIONS_AMQP_URL": amqp_url, "OPERATIONS_QUEUE_TYPE": "quorum"}
+    )
+    assert code == 2, stderr
+    assert "queue 'demo.orders' already exists" in stderr
+    assert "OPERATIONS_QUEUE_TYPE=quorum" in stderr
+
+
+async def test_an_order_runs_its_saga_to_completed_on_quorum_queues(
+    quorum_service: RunningService, quorum: Settings, token: Callable[..., str]
+) -> None:
+    """The order-maker saga's whole round trip, the simulated services' queues quorum too."""
+    user = str(uuid.uuid4())
+    async with (
+        DemoServices(quorum.amqp_url, latency_ms=0, queue_arguments=quorum.queue_arguments),
+        httpx.AsyncClient(base_url=quorum_service.url, timeout=30) as http,
+    ):
+        response = await http.post(
+            "/orders",
+            json={"customerId": str(uuid.uuid4()), "parcelIds": [str(uuid.uuid4())]},
+            headers={"Authorization": f"Bearer {token(user)}"},
+        )
+        assert response.status_code == 202, response.text
+        record = await tracked(http, token, response.json()["operationId"], "completed")
+        queues = await broker_queues("rabbitmqctl")
+    assert record["name"] == "make_order_completed"
+    assert record["userId"] == user
+    for name in ("demo.orders", "demo.vehicles", "demo.availability"):
+        assert queues[name]["type"] == "quorum"
+        assert queues[name]["arguments"] == QUORUM
