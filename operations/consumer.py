@@ -31,8 +31,8 @@ from .errors import StoreUnavailable
 from .logs import logged_id
 from .metrics import Registry
 from .outcomes import Ack, DeadLetter, Retry, Settlement
-from .queues import QueueArguments
-from .topology import CLASSIC, declare_dead_letter_queue, declare_queue, declare_retry_queue
+from .queues import CLASSIC, QueueArguments
+from .topology import declare_dead_letter_queue, declare_queue, declare_retry_queue
 
 log = logging.getLogger("operations.consumer")
 

@@ -67,3 +67,6 @@ class QueueArguments:
             "x-dead-letter-strategy": "at-least-once",
             "x-overflow": "reject-publish",
         }
+
+
+CLASSIC = QueueArguments()

@@ -15,9 +15,7 @@ from aiormq.exceptions import ChannelPreconditionFailed
 
 from .catalogue import Subscription
 from .errors import QueueMismatch
-from .queues import QueueArguments, QueueType
-
-CLASSIC = QueueArguments()
+from .queues import CLASSIC, QueueArguments, QueueType
 
 
 async def declare_exchanges(

@@ -34,9 +34,9 @@ from aio_pika.abc import (
 from aiormq.exceptions import AMQPError
 
 from ..errors import QueueMismatch
-from ..queues import QueueArguments
+from ..queues import CLASSIC, QueueArguments
 from ..settings import Settings
-from ..topology import CLASSIC, declared
+from ..topology import declared
 from .answers import Answer, VehicleAssignments, answer
 from .convey import reply_message
 from .failures import FailurePlan
