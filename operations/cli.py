@@ -149,7 +149,16 @@ def _serve(settings: Settings) -> int:
         lifespan="on",
         access_log=False,
     )
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+
+    def stop() -> None:
+        server.should_exit = True
+
+    service.on_fatal = stop
+    server.run()
+    if service.fatal is not None:
+        print(f"operations: cannot start: {service.fatal.reason}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -31,6 +31,7 @@ from .errors import StoreUnavailable
 from .logs import logged_id
 from .metrics import Registry
 from .outcomes import Ack, DeadLetter, Retry, Settlement
+from .queues import CLASSIC, QueueArguments
 from .topology import declare_dead_letter_queue, declare_queue, declare_retry_queue
 
 log = logging.getLogger("operations.consumer")
@@ -63,6 +64,7 @@ class Consumer:
         batch_size: int = 256,
         retry_queue: str | None = None,
         name: str = "operations",
+        queue_arguments: QueueArguments = CLASSIC,
     ) -> None:
         self.amqp_url = amqp_url
         self.queue_name = queue_name
@@ -71,6 +73,7 @@ class Consumer:
         self.bindings = list(bindings)
         self.processor = processor
         self.name = name
+        self.queue_arguments = queue_arguments
         self.metrics = metrics
         self.prefetch = prefetch
         self.batch_size = batch_size
@@ -126,17 +129,21 @@ class Consumer:
         assert isinstance(channel, AbstractRobustChannel)
         self._channel = channel
         await channel.set_qos(prefetch_count=self.prefetch)
-        await declare_dead_letter_queue(channel, self.dead_letter_queue)
+        arguments = self.queue_arguments
+        await declare_dead_letter_queue(channel, self.dead_letter_queue, arguments)
         if self.retry_queue is not None:
-            await declare_retry_queue(channel, self.retry_queue, self.queue_name)
-        await declare_queue(channel, self.bindings, self.queue_name)
+            await declare_retry_queue(channel, self.retry_queue, self.queue_name, arguments)
+        await declare_queue(
+            channel, self.bindings, self.queue_name, arguments, self.dead_letter_queue
+        )
         self._deliveries = ChannelConsumer(channel, self.queue_name, self._on_delivery)
         await self._deliveries.start()
         if self._worker is None:
             self._worker = asyncio.create_task(self._run(), name="operations-consumer")
         log.info(
-            "consuming %s (%d bindings on %d exchanges), prefetch %d",
+            "consuming %s, a %s queue (%d bindings on %d exchanges), prefetch %d",
             self.queue_name,
+            arguments.type.value,
             len(self.bindings),
             len({binding.exchange for binding in self.bindings}),
             self.prefetch,
@@ -179,8 +186,26 @@ class Consumer:
                     await asyncio.sleep(1.0)
                     for delivery in batch:
                         if delivery.settleable:
+                            self._note_delivery_limit(delivery)
                             await _quietly(delivery.nack(requeue=True), delivery)
                 self.metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    def _note_delivery_limit(self, delivery: Delivery) -> None:
+        """A quorum queue dead-letters a message returned to it once more than its delivery
+        limit allows: the broker moves it, so the service says so here, on the last requeue."""
+        arguments = self.queue_arguments
+        count = (delivery.headers or {}).get("x-delivery-count")
+        if not arguments.quorum or not isinstance(count, int) or count < arguments.delivery_limit:
+            return
+        self.metrics.dead_letters.inc(disposition="delivery-limit")
+        log.error(
+            "requeued after %d deliveries, past the delivery limit of %d: the broker moves it"
+            " to %s",
+            count + 1,
+            arguments.delivery_limit,
+            self.dead_letter_queue,
+            extra={"correlation_id": logged_id(delivery)},
+        )
 
     async def _handle(self, batch: Sequence[Delivery]) -> None:
         attempt = 0

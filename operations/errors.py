@@ -8,6 +8,7 @@
     ├── StoreError                  Redis could not apply or read a record
     │   ├── StoreUnavailable        Redis is unreachable; the work can be retried
     │   └── InvalidCursor           a listing cursor this service did not issue (store.py)
+    ├── QueueMismatch               a queue exists on RabbitMQ with other arguments than declared
     ├── FailurePlanError            a bad ``--fail`` option of demo-services (demo/failures.py)
     └── InvalidCommand              a simulated service cannot read a command (demo/answers.py)
 
@@ -48,6 +49,27 @@ class EnvelopeError(OperationsError):
 
 class TokenError(OperationsError):
     code = "unauthorized"
+
+
+class QueueMismatch(OperationsError):
+    """A queue exists on the broker with another type or other arguments than the service
+    declares (RabbitMQ's 406 PRECONDITION_FAILED). Start-up stops: retrying cannot help."""
+
+    code = "queue_mismatch"
+
+    def __init__(self, queue: str, declared: str, refusal: str) -> None:
+        self.queue = queue
+        self.declared = declared
+        self.refusal = refusal
+        super().__init__(
+            f"queue {queue!r} already exists on RabbitMQ with another type or other arguments"
+            f" than {declared}; the broker refused the declaration: {refusal}. A queue's type"
+            f" and arguments cannot change in place. To migrate: stop every process consuming"
+            f" {queue!r}, let it drain (or move its messages with a shovel), delete it, and"
+            " start again with the new setting; or, without stopping, start with a new queue"
+            " name (OPERATIONS_QUEUE, or OPERATIONS_SAGA_QUEUE for the saga queues) beside the"
+            " old one and delete the old one once it is empty"
+        )
 
 
 class StoreError(OperationsError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from aiormq.exceptions import AMQPError
@@ -26,7 +26,7 @@ from . import frames
 from .api import EXCEPTION_HANDLERS, OperationsApi, Readiness
 from .catalogue import Catalogue
 from .consumer import Consumer
-from .errors import StoreUnavailable
+from .errors import QueueMismatch, StoreUnavailable
 from .feed import ChangeFeed
 from .metrics import Registry
 from .orders import OrdersApi
@@ -75,6 +75,7 @@ class Service:
             self.metrics,
             prefetch=settings.prefetch,
             batch_size=settings.batch_size,
+            queue_arguments=settings.queue_arguments,
         )
         self.verifier = TokenVerifier(
             settings.jwt_secret, settings.jwt_issuer, settings.jwt_audience
@@ -129,6 +130,8 @@ class Service:
         self._layout_checked = False
         self._stopping = asyncio.Event()
         self._layout_error: LayoutMismatch | None = None
+        self.fatal: QueueMismatch | None = None
+        self.on_fatal: Callable[[], None] = lambda: None
 
     def _publisher(self) -> AmqpPublisher | None:
         return self.sagas.publisher if self.sagas is not None else None
@@ -154,7 +157,8 @@ class Service:
 
     async def _connect_broker(self) -> None:
         """Checks the store's layout, then connects to RabbitMQ, retrying until both work. With
-        the wrong shard count nothing is consumed, and /ready says so."""
+        the wrong shard count nothing is consumed, and /ready says so. A queue that exists with
+        another type or other arguments stops the service (see ``on_fatal``): no retry helps."""
         delay = 0.5
         while not self._stopping.is_set():
             try:
@@ -169,6 +173,11 @@ class Service:
             except LayoutMismatch as error:
                 log.critical("not consuming: %s", error)
                 self._layout_error = error
+                return
+            except QueueMismatch as error:
+                log.critical("stopping: %s", error)
+                self.fatal = error
+                self.on_fatal()
                 return
             except StoreUnavailable as error:
                 log.warning("Redis not reachable yet (%s); retrying in %.1fs", error, delay)

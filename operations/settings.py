@@ -14,6 +14,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from .errors import SettingsError
+from .queues import DEFAULT_DELIVERY_LIMIT, QueueArguments, QueueType
 from .shards import MAX_SHARDS
 
 T = TypeVar("T")
@@ -36,6 +37,8 @@ class Settings:
     port: int = 5005
     messages_file: Path = DEFAULT_MESSAGES_FILE
     queue: str = "operations"
+    queue_type: QueueType = QueueType.CLASSIC
+    queue_delivery_limit: int = DEFAULT_DELIVERY_LIMIT
     operation_ttl_seconds: int = 86_400
     sweep_seconds: int = 15
     anonymous_reads: bool = False
@@ -66,6 +69,10 @@ class Settings:
         return self.saga_queue_name or f"{self.queue}.sagas"
 
     @property
+    def queue_arguments(self) -> QueueArguments:
+        return QueueArguments(self.queue_type, self.queue_delivery_limit)
+
+    @property
     def dead_letter_queue(self) -> str:
         return f"{self.queue}.dead-letter"
 
@@ -88,6 +95,12 @@ class Settings:
             port=reader.get("OPERATIONS_PORT", defaults.port, _integer(0, 65_535)),
             messages_file=reader.get("OPERATIONS_MESSAGES_FILE", defaults.messages_file, _file),
             queue=reader.get("OPERATIONS_QUEUE", defaults.queue, _queue_name),
+            queue_type=reader.get("OPERATIONS_QUEUE_TYPE", defaults.queue_type, _queue_type),
+            queue_delivery_limit=reader.get(
+                "OPERATIONS_QUEUE_DELIVERY_LIMIT",
+                defaults.queue_delivery_limit,
+                _integer(1, 1_000_000),
+            ),
             operation_ttl_seconds=reader.get(
                 "OPERATIONS_OPERATION_TTL_SECONDS",
                 defaults.operation_ttl_seconds,
@@ -224,6 +237,13 @@ def _queue_name(raw: str) -> str:
     if len(raw.encode()) > 200 or raw.startswith("amq."):
         raise ValueError("must be at most 200 bytes and must not start with 'amq.'")
     return raw
+
+
+def _queue_type(raw: str) -> QueueType:
+    try:
+        return QueueType(raw.lower())
+    except ValueError:
+        raise ValueError("must be classic or quorum") from None
 
 
 def _origins(raw: str) -> tuple[str, ...]:

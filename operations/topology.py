@@ -1,14 +1,21 @@
 """What the service declares on RabbitMQ: the catalogue's topic exchanges, its own durable queue
-bound by message name, and the dead-letter queue."""
+bound by message name, the retry queue and the dead-letter queue, each of the type
+:mod:`operations.queues` describes.
+
+A robust channel declares its queues again, with the same arguments, when it reopens."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+from aiormq.exceptions import ChannelPreconditionFailed
 
 from .catalogue import Subscription
+from .errors import QueueMismatch
+from .queues import CLASSIC, QueueArguments, QueueType
 
 
 async def declare_exchanges(
@@ -23,24 +30,52 @@ async def declare_exchanges(
 
 
 async def declare_queue(
-    channel: AbstractChannel, bindings: Iterable[Subscription], queue_name: str
+    channel: AbstractChannel,
+    bindings: Iterable[Subscription],
+    queue_name: str,
+    arguments: QueueArguments = CLASSIC,
+    dead_letter_queue: str | None = None,
 ) -> AbstractQueue:
+    """The consumed queue, bound by message name. With quorum queues, a message delivered more
+    often than the delivery limit goes to ``dead_letter_queue`` (``<queue>.dead-letter`` if not
+    given)."""
     subscriptions = list(bindings)
     exchanges = await declare_exchanges(channel, sorted({s.exchange for s in subscriptions}))
-    queue = await channel.declare_queue(queue_name, durable=True)
+    queue = await declared(
+        channel, queue_name, arguments.consumed(dead_letter_queue or f"{queue_name}.dead-letter")
+    )
     for subscription in subscriptions:
         await queue.bind(exchanges[subscription.exchange], routing_key=subscription.message)
     return queue
 
 
-async def declare_retry_queue(channel: AbstractChannel, name: str, target: str) -> AbstractQueue:
+async def declare_retry_queue(
+    channel: AbstractChannel, name: str, target: str, arguments: QueueArguments = CLASSIC
+) -> AbstractQueue:
     """Messages published here with an expiration go back to ``target`` when it passes."""
-    return await channel.declare_queue(
-        name,
-        durable=True,
-        arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": target},
-    )
+    return await declared(channel, name, arguments.retry(target))
 
 
-async def declare_dead_letter_queue(channel: AbstractChannel, name: str) -> AbstractQueue:
-    return await channel.declare_queue(name, durable=True)
+async def declare_dead_letter_queue(
+    channel: AbstractChannel, name: str, arguments: QueueArguments = CLASSIC
+) -> AbstractQueue:
+    return await declared(channel, name, arguments.plain())
+
+
+async def declared(channel: AbstractChannel, name: str, arguments: dict[str, Any]) -> AbstractQueue:
+    """A durable queue with these arguments; a :class:`QueueMismatch` if it exists with others."""
+    try:
+        return await channel.declare_queue(name, durable=True, arguments=arguments or None)
+    except ChannelPreconditionFailed as error:
+        raise mismatch(name, arguments, str(error)) from error
+
+
+def mismatch(queue: str, arguments: dict[str, Any], refusal: str) -> QueueMismatch:
+    """The broker's refusal of a declaration, as an error that says what was declared. The
+    broker names the first argument that differs, which for a queue of the other type is often
+    not ``x-queue-type``."""
+    kind = arguments.get("x-queue-type", QueueType.CLASSIC.value)
+    declared = f"the {kind} queue this service declares (OPERATIONS_QUEUE_TYPE={kind}"
+    if "x-delivery-limit" in arguments:
+        declared += f", OPERATIONS_QUEUE_DELIVERY_LIMIT={arguments['x-delivery-limit']}"
+    return QueueMismatch(queue, declared + ")", refusal.removeprefix("PRECONDITION_FAILED - "))

@@ -3,12 +3,20 @@
 #
 #   scripts/services.sh start|stop|status|restart-rabbitmq|restart-redis|install
 #   scripts/services.sh start-cluster|stop-cluster
+#   scripts/services.sh start-rabbit-cluster|stop-rabbit-cluster|stop-rabbit-cluster-node PORT
+#   scripts/services.sh rabbitmqctl ARGS...|rabbit-cluster-ctl PORT ARGS...
 #
 # Installs the Debian packages redis-server and rabbitmq-server when they are missing, keeps all
 # data and logs under $OPERATIONS_RUN_DIR (default .run/dev) and stops only what it started.
 # Ports: $OPERATIONS_AMQP_PORT (default 5672) and $OPERATIONS_REDIS_PORT (default 6379).
 # start-cluster also starts a 3-node Redis Cluster (three primaries, no replicas) on ports
 # $OPERATIONS_REDIS_CLUSTER_PORT (default $OPERATIONS_REDIS_PORT + 100) and the two after it.
+# start-rabbit-cluster starts a 3-node RabbitMQ cluster on AMQP ports $OPERATIONS_RABBIT_CLUSTER_PORT
+# (default $OPERATIONS_AMQP_PORT + 100) and the two after it (distribution ports: AMQP + 20000),
+# nodes operations-<port>@localhost sharing an Erlang cookie of their own under the run directory;
+# it starts any node that is down, and a node that left rejoins. stop-rabbit-cluster-node PORT
+# stops one of them. stop stops everything, clusters included. rabbitmqctl runs rabbitmqctl on the
+# single node, rabbit-cluster-ctl on the cluster node on that AMQP port.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -54,20 +62,22 @@ install() {
   fi
 }
 
+# The environment of one node: its name, AMQP port and directory (default: the single node's).
 rabbit_env() {
-  export RABBITMQ_NODENAME="$node"
+  local name=${1:-$node} port=${2:-$amqp_port} dir=${3:-$run_dir/rabbitmq}
+  export RABBITMQ_NODENAME="$name"
   export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
-  export RABBITMQ_NODE_PORT="$amqp_port"
-  export RABBITMQ_DIST_PORT=$((amqp_port + 20000))
+  export RABBITMQ_NODE_PORT="$port"
+  export RABBITMQ_DIST_PORT=$((port + 20000))
   export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
   export ERL_EPMD_ADDRESS=127.0.0.1
-  export RABBITMQ_BASE="$run_dir/rabbitmq"
-  export RABBITMQ_MNESIA_BASE="$run_dir/rabbitmq/mnesia"
-  export RABBITMQ_LOG_BASE="$run_dir/rabbitmq/log"
-  export RABBITMQ_PID_FILE="$run_dir/rabbitmq/pid"
-  export RABBITMQ_ENABLED_PLUGINS_FILE="$run_dir/rabbitmq/enabled_plugins"
-  export RABBITMQ_CONFIG_FILE="$run_dir/rabbitmq/rabbitmq"
-  export RABBITMQ_ADVANCED_CONFIG_FILE="$run_dir/rabbitmq/advanced.config"
+  export RABBITMQ_BASE="$dir"
+  export RABBITMQ_MNESIA_BASE="$dir/mnesia"
+  export RABBITMQ_LOG_BASE="$dir/log"
+  export RABBITMQ_PID_FILE="$dir/pid"
+  export RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins"
+  export RABBITMQ_CONFIG_FILE="$dir/rabbitmq"
+  export RABBITMQ_ADVANCED_CONFIG_FILE="$dir/advanced.config"
   mkdir -p "$RABBITMQ_MNESIA_BASE" "$RABBITMQ_LOG_BASE"
   [ -f "$RABBITMQ_ENABLED_PLUGINS_FILE" ] || echo '[].' > "$RABBITMQ_ENABLED_PLUGINS_FILE"
 }
@@ -100,7 +110,11 @@ stop_rabbit() {
     "$rabbit_bin/rabbitmqctl" -q -n "$node" shutdown >/dev/null 2>&1 || true
     say "rabbitmq stopped"
   fi
-  # epmd was started by our node; end it only when no node is registered with it any more.
+  stop_epmd
+}
+
+# epmd was started by our nodes; end it only when no node is registered with it any more.
+stop_epmd() {
   if command -v epmd >/dev/null 2>&1 && ! epmd -names 2>/dev/null | grep -q '^name '; then
     epmd -kill >/dev/null 2>&1 || true
   fi
@@ -191,17 +205,112 @@ stop_cluster() {
   done
 }
 
+rabbit_cluster_base=${OPERATIONS_RABBIT_CLUSTER_PORT:-$((amqp_port + 100))}
+rabbit_cluster_dir="$run_dir/rabbit-cluster"
+rabbit_cluster_ports() {
+  echo "$rabbit_cluster_base" $((rabbit_cluster_base + 1)) $((rabbit_cluster_base + 2))
+}
+rabbit_cluster_node() { echo "operations-$1@localhost"; }
+
+# Runs a RabbitMQ command for the cluster node on AMQP port $1: the node's environment, and a HOME
+# of the cluster's own, so that its nodes and tools share an Erlang cookie and no other node's.
+rabbit_cluster_do() {
+  local port=$1; shift
+  (
+    export HOME="$rabbit_cluster_dir"
+    rabbit_env "$(rabbit_cluster_node "$port")" "$port" "$rabbit_cluster_dir/$port"
+    "$@"
+  )
+}
+
+rabbit_cluster_node_running() {
+  local pid_file="$rabbit_cluster_dir/$1/pid"
+  [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null
+}
+
+rabbit_cluster_ctl() {
+  local port=$1; shift
+  rabbit_cluster_do "$port" "$rabbit_bin/rabbitmqctl" -q -n "$(rabbit_cluster_node "$port")" "$@"
+}
+
+start_rabbit_cluster() {
+  local port first started=()
+  mkdir -p "$rabbit_cluster_dir"
+  if [ ! -f "$rabbit_cluster_dir/.erlang.cookie" ]; then
+    (umask 077; head -c 30 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$rabbit_cluster_dir/.erlang.cookie")
+    chmod 400 "$rabbit_cluster_dir/.erlang.cookie"
+  fi
+  for port in $(rabbit_cluster_ports); do
+    rabbit_cluster_node_running "$port" && continue
+    if port_busy "$port"; then
+      say "port $port is taken by another process; set OPERATIONS_RABBIT_CLUSTER_PORT"; return 1
+    fi
+    rm -f "$rabbit_cluster_dir/$port/pid"
+    rabbit_cluster_do "$port" sh -c \
+      'nohup "$1" >"$RABBITMQ_LOG_BASE/console.log" 2>&1 &' _ "$rabbit_bin/rabbitmq-server"
+    started+=("$port")
+  done
+  for port in "${started[@]}"; do
+    if ! rabbit_cluster_ctl "$port" wait "$rabbit_cluster_dir/$port/pid" --timeout 120 >/dev/null; then
+      say "rabbitmq cluster node $port did not start; see $rabbit_cluster_dir/$port/log"
+      tail -n 30 "$rabbit_cluster_dir/$port/log/console.log" >&2
+      return 1
+    fi
+  done
+  first=$(rabbit_cluster_node "$rabbit_cluster_base")
+  for port in $(rabbit_cluster_ports); do
+    [ "$port" = "$rabbit_cluster_base" ] && continue
+    local status; status=$(rabbit_cluster_ctl "$port" cluster_status --formatter json)
+    if [[ $status != *"\"$first\""* ]]; then
+      rabbit_cluster_ctl "$port" stop_app >/dev/null
+      rabbit_cluster_ctl "$port" join_cluster "$first" >/dev/null
+      rabbit_cluster_ctl "$port" start_app >/dev/null
+    fi
+  done
+  local running
+  running=$(rabbit_cluster_ctl "$rabbit_cluster_base" eval 'length(rabbit_nodes:all_running()).')
+  if [ "$running" != 3 ]; then
+    say "rabbitmq cluster did not form ($running nodes running); see $rabbit_cluster_dir"; return 1
+  fi
+  say "rabbitmq cluster up on 127.0.0.1:$(rabbit_cluster_ports | tr ' ' ',')"
+}
+
+stop_rabbit_cluster_node() {
+  local port=$1
+  if rabbit_cluster_node_running "$port"; then
+    rabbit_cluster_ctl "$port" shutdown >/dev/null 2>&1 || true
+    say "rabbitmq cluster node $port stopped"
+  fi
+}
+
+stop_rabbit_cluster() {
+  local port
+  [ -d "$rabbit_cluster_dir" ] || return 0
+  for port in $(rabbit_cluster_ports); do stop_rabbit_cluster_node "$port"; done
+  stop_epmd
+}
+
 case "${1:-}" in
   install) install ;;
   start) install; start_redis; start_rabbit ;;
-  stop) stop_rabbit; stop_redis; stop_cluster ;;
+  stop) stop_rabbit_cluster; stop_rabbit; stop_redis; stop_cluster ;;
   start-cluster) install; start_cluster ;;
   stop-cluster) stop_cluster ;;
+  start-rabbit-cluster) install; start_rabbit_cluster ;;
+  stop-rabbit-cluster) stop_rabbit_cluster ;;
+  stop-rabbit-cluster-node)
+    case " $(rabbit_cluster_ports) " in
+      *" ${2:-} "*) stop_rabbit_cluster_node "$2" ;;
+      *) echo "usage: $0 stop-rabbit-cluster-node PORT (one of $(rabbit_cluster_ports))" >&2; exit 2 ;;
+    esac ;;
+  rabbitmqctl) shift; rabbit_env; "$rabbit_bin/rabbitmqctl" -q -n "$node" "$@" ;;
+  rabbit-cluster-ctl) shift; port=${1:?usage: $0 rabbit-cluster-ctl PORT ARGS...}; shift
+    rabbit_cluster_ctl "$port" "$@" ;;
   status)
     redis_running && say "redis running" || say "redis stopped"
     rabbit_running && say "rabbitmq running" || say "rabbitmq stopped" ;;
   restart-rabbitmq) stop_rabbit; start_rabbit ;;
   restart-redis) stop_redis; start_redis ;;
-  *) echo "usage: $0 start|stop|status|restart-rabbitmq|restart-redis|start-cluster|stop-cluster|install" >&2
+  *) echo "usage: $0 start|stop|status|restart-rabbitmq|restart-redis|start-cluster|stop-cluster|start-rabbit-cluster|stop-rabbit-cluster|stop-rabbit-cluster-node PORT|install" >&2
      exit 2 ;;
 esac

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import aio_pika
@@ -24,6 +25,7 @@ from operations.settings import DEFAULT_MESSAGES_FILE, Settings
 
 T = TypeVar("T")
 PACCO = Catalogue.load(DEFAULT_MESSAGES_FILE)
+SERVICES = Path(__file__).resolve().parent.parent / "scripts" / "services.sh"
 Style = Literal["dotnet", "python"]
 
 
@@ -174,12 +176,17 @@ async def eventually(
 
 
 async def dead_letters(
-    connection: aio_pika.abc.AbstractRobustConnection, queue: str, count: int, timeout: float = 15.0
+    connection: aio_pika.abc.AbstractRobustConnection,
+    queue: str,
+    count: int,
+    timeout: float = 15.0,
+    arguments: dict[str, Any] | None = None,
 ) -> list[aio_pika.abc.AbstractIncomingMessage]:
-    """Take ``count`` messages off the dead-letter queue, waiting for them to arrive."""
+    """Take ``count`` messages off the dead-letter queue (declared with ``arguments``, such as
+    a quorum queue's), waiting for them to arrive."""
     taken: list[aio_pika.abc.AbstractIncomingMessage] = []
     async with connection.channel() as channel:
-        dlq = await channel.declare_queue(queue, durable=True)
+        dlq = await channel.declare_queue(queue, durable=True, arguments=arguments)
 
         async def more() -> bool:
             message = await dlq.get(no_ack=True, fail=False)
@@ -260,3 +267,30 @@ async def run_operations(*args: str, env: dict[str, str]) -> tuple[int, str, str
             await process.wait()
     assert process.returncode is not None
     return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def broker_queues(*where: str) -> dict[str, dict[str, Any]]:
+    """The queues RabbitMQ has, by name, with their type, arguments, members and leader, as
+    ``rabbitmqctl list_queues`` tells them: ``where`` is ``rabbitmqctl`` for the test node, or
+    ``rabbit-cluster-ctl PORT`` for a node of the test cluster (see scripts/services.sh)."""
+    process = await asyncio.create_subprocess_exec(
+        str(SERVICES),
+        *where,
+        "list_queues",
+        "name",
+        "type",
+        "arguments",
+        "members",
+        "leader",
+        "--formatter",
+        "json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0, stderr.decode()
+    queues: dict[str, dict[str, Any]] = {}
+    for queue in orjson.loads(stdout):
+        queue["arguments"] = {name: value for name, _, value in queue["arguments"]}
+        queues[queue["name"]] = queue
+    return queues

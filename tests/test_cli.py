@@ -72,6 +72,7 @@ def test_a_bad_setting_stops_start_up_naming_the_variable() -> None:
         ("OPERATIONS_ANONYMOUS_READS", "maybe"),
         ("OPERATIONS_MESSAGES_FILE", "/nonexistent/messages.json"),
         ("OPERATIONS_AMQP_URL", "http://localhost"),
+        ("OPERATIONS_QUEUE_TYPE", "stream"),
     ]:
         result = run("serve", env={variable: value})
         assert result.returncode == 2, (variable, result.stderr)

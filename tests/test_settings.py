@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from operations.errors import OperationsError, SettingsError
+from operations.queues import QueueType
 from operations.settings import DEFAULT_MESSAGES_FILE, DEV_JWT_SECRET, Settings
 
 
@@ -364,3 +365,39 @@ def test_the_saga_queue_follows_the_main_queue_unless_set() -> None:
 def test_bad_saga_values_name_the_variable(variable: str, value: str, reason: str) -> None:
     error = bad(variable, value)
     assert reason in str(error)
+
+
+def test_queues_are_classic_unless_quorum_is_asked_for() -> None:
+    settings = Settings.from_env({})
+    assert settings.queue_type is QueueType.CLASSIC
+    assert settings.queue_delivery_limit == 20
+    assert settings.queue_arguments.consumed("operations.dead-letter") == {}
+    quorum = Settings.from_env(
+        {"OPERATIONS_QUEUE_TYPE": "Quorum", "OPERATIONS_QUEUE_DELIVERY_LIMIT": "3"}
+    )
+    assert quorum.queue_type is QueueType.QUORUM
+    assert quorum.queue_delivery_limit == 3
+    assert quorum.queue_arguments.consumed("operations.dead-letter") == {
+        "x-queue-type": "quorum",
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": "operations.dead-letter",
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+        "x-delivery-limit": 3,
+    }
+    assert quorum.queue_arguments.plain() == {"x-queue-type": "quorum"}
+    assert quorum.queue_arguments.retry("operations.sagas")["x-dead-letter-routing-key"] == (
+        "operations.sagas"
+    )
+    assert Settings.from_env({"OPERATIONS_QUEUE_TYPE": "classic"}) == Settings()
+
+
+@pytest.mark.parametrize("value", ["stream", "quorum-queue", "1", "classic,quorum"])
+def test_bad_queue_type(value: str) -> None:
+    error = bad("OPERATIONS_QUEUE_TYPE", value)
+    assert "must be classic or quorum" in str(error)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "1000001", "twenty"])
+def test_bad_delivery_limit(value: str) -> None:
+    bad("OPERATIONS_QUEUE_DELIVERY_LIMIT", value)

@@ -4,6 +4,10 @@ Each service has a durable queue (``demo.<name>``) bound by message name, and a 
 publisher confirms on which it consumes, replies and acknowledges. A command is acknowledged only
 after its reply is confirmed; if the reply cannot be published the command is requeued.
 
+The queues are of the type ``OPERATIONS_QUEUE_TYPE`` names, so that on a RabbitMQ cluster the
+simulated services' queues are replicated like the service's own. They stand for other services'
+queues, which the service does not own: they get no delivery limit and no dead-letter queue.
+
 Messages are handled concurrently, a task each, so one message's simulated latency does not hold
 up the others. Replies to one correlation id still leave a service in the order its messages
 arrived: each task waits for the previous task of the same correlation id before publishing
@@ -29,7 +33,10 @@ from aio_pika.abc import (
 )
 from aiormq.exceptions import AMQPError
 
+from ..errors import QueueMismatch
+from ..queues import CLASSIC, QueueArguments
 from ..settings import Settings
+from ..topology import declared
 from .answers import Answer, VehicleAssignments, answer
 from .convey import reply_message
 from .failures import FailurePlan
@@ -143,8 +150,10 @@ class DemoServices:
         seed: int | None = None,
         services: tuple[SimulatedService, ...] = SERVICES,
         prefetch: int = 256,
+        queue_arguments: QueueArguments = CLASSIC,
     ) -> None:
         self.amqp_url = amqp_url
+        self.queue_arguments = queue_arguments
         self.latency_ms = latency_ms
         self.failures = failures if failures is not None else FailurePlan()
         self.seed = seed
@@ -186,7 +195,7 @@ class DemoServices:
             exchanges[name] = await channel.declare_exchange(
                 name, aio_pika.ExchangeType.TOPIC, durable=True
             )
-        queue = await channel.declare_queue(service.queue, durable=True)
+        queue = await declared(channel, service.queue, self.queue_arguments.plain())
         for rule in service.replies:
             await queue.bind(exchanges[rule.source], routing_key=rule.message)
         # Per service, so a seeded run's draws do not depend on how the queues interleave.
@@ -242,9 +251,18 @@ async def run(settings: Settings, latency_ms: int, failures: FailurePlan, seed: 
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
-    services = DemoServices(settings.amqp_url, latency_ms=latency_ms, failures=failures, seed=seed)
+    services = DemoServices(
+        settings.amqp_url,
+        latency_ms=latency_ms,
+        failures=failures,
+        seed=seed,
+        queue_arguments=settings.queue_arguments,
+    )
     try:
         await services.start()
+    except QueueMismatch as error:
+        log.error("cannot start: %s", error)
+        return 2
     except (OSError, AMQPError) as error:
         log.error("cannot reach RabbitMQ at %s: %s", _where(settings.amqp_url), error)
         return 1

@@ -115,6 +115,7 @@ class SagaRuntime:
             batch_size=self.settings.batch_size,
             retry_queue=f"{queue}.retry",
             name="operations-sagas",
+            queue_arguments=self.settings.queue_arguments,
         )
         self.census = SagaCensus(self.store, self.metrics)
         await self.consumer.start()
