@@ -30,6 +30,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     token.add_argument("--user", required=True, help="the user id (the token's sub)")
     token.add_argument("--role", action="append", default=[], help="a role, e.g. admin")
     token.add_argument("--ttl", type=int, default=3_600, help="lifetime in seconds")
+    token.add_argument(
+        "--claim",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an extra claim, repeatable; VALUE is read as JSON when it is JSON, else as a string;"
+        " a dotted KEY nests, e.g. realm_access.roles='[\"admin\"]'",
+    )
 
     bench = commands.add_parser(
         "bench", help="measure throughput against a bare consumer", allow_abbrev=False
@@ -79,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return _serve(settings)
         if args.command == "token":
-            return _token(settings, args.user, tuple(args.role), args.ttl)
+            return _token(settings, args.user, tuple(args.role), args.ttl, tuple(args.claim))
         if args.command == "bench":
             from .bench import run as run_bench
 
@@ -128,13 +136,22 @@ def _serve(settings: Settings) -> int:
     return 0
 
 
-def _token(settings: Settings, user: str, roles: tuple[str, ...], ttl: int) -> int:
+def _token(
+    settings: Settings, user: str, roles: tuple[str, ...], ttl: int, claim_options: tuple[str, ...]
+) -> int:
+    from .claims import ClaimError, parse_claims
     from .tokens import mint
 
     if ttl <= 0:
         print("operations: --ttl must be positive", file=sys.stderr)
         return 2
-    print(mint(settings.jwt_secret, user, roles, ttl, settings.jwt_issuer, settings.jwt_audience))
+    try:
+        extra = parse_claims(claim_options)
+    except ClaimError as error:
+        print(f"operations: {error.reason}", file=sys.stderr)
+        return 2
+    secret = settings.signing_secret()
+    print(mint(secret, user, roles, ttl, settings.jwt_issuer, settings.jwt_audience, extra=extra))
     return 0
 
 
