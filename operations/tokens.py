@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
+import orjson
 
 from .errors import TokenError
 from .identity import Principal, normalise_id
@@ -69,6 +70,7 @@ class TokenVerifier:
         """The token's principal and expiry; a TokenError for anything not accepted."""
         header = _header(token)
         assert isinstance(token, str)
+        _check_time_claims(token.split(".")[1])
         algorithm = header.get("alg")
         if not isinstance(algorithm, str) or algorithm not in self.algorithms:
             raise TokenError(f"token algorithm {algorithm!r} is not accepted")
@@ -93,10 +95,6 @@ class TokenVerifier:
             )
         except jwt.PyJWTError as error:
             raise TokenError(f"token refused: {error}") from None
-        for name in _TIME_CLAIMS:
-            value = claims.get(name)
-            if name in claims and (not isinstance(value, int | float) or isinstance(value, bool)):
-                raise TokenError(f"token {name} is not a number")
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject.strip():
             raise TokenError("token has no sub")
@@ -158,13 +156,32 @@ def _header(token: object) -> dict[str, Any]:
     return header
 
 
+def _check_time_claims(payload_segment: str) -> None:
+    """PyJWT reads ``exp``, ``nbf`` and ``iat`` with ``int()``, so ``"9999999999"`` or ``true``
+    would pass as times. They are looked at before anything else: a JSON number, or refused."""
+    try:
+        payload = orjson.loads(_b64decode(payload_segment))
+    except (binascii.Error, ValueError):
+        raise TokenError("token payload is not base64url JSON") from None
+    if not isinstance(payload, dict):
+        raise TokenError("token payload is not a JSON object")
+    for name in _TIME_CLAIMS:
+        value = payload.get(name)
+        if name in payload and (not isinstance(value, int | float) or isinstance(value, bool)):
+            raise TokenError(f"token {name} is not a number")
+
+
 def _canonical(segment: str) -> bool:
     """Whether the segment is the one spelling RFC 7515 allows: unpadded base64url that encodes
     its bytes back to itself (no stray trailing bits, no other alphabet, no padding)."""
     if not _SEGMENT.fullmatch(segment) or len(segment) % 4 == 1:
         return False
     try:
-        decoded = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        decoded = _b64decode(segment)
     except (binascii.Error, ValueError):
         return False
     return base64.urlsafe_b64encode(decoded).rstrip(b"=").decode() == segment
+
+
+def _b64decode(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))

@@ -1,7 +1,8 @@
 """A local identity provider for the tests: RSA and EC keys generated here, their JWKS served by a
 real HTTP server on 127.0.0.1 (a thread of the test process), and tokens signed with them. It can
 rotate keys, go down (refusing connections, answering 503, or hanging) and come back, and counts
-the fetches it answered."""
+the fetches it answered. Its ``idp`` fixture is made available by ``pytest_plugins`` in
+conftest.py."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
 import jwt
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -150,7 +152,9 @@ class IdentityProvider:
         self.released.clear()
 
 
-def running_provider() -> Iterator[IdentityProvider]:
+@pytest.fixture
+def idp() -> Iterator[IdentityProvider]:
+    """A running identity provider with an RSA key ``rsa-1`` and an EC key ``ec-1``."""
     provider = IdentityProvider()
     provider.add_key("rsa-1", "RSA")
     provider.add_key("ec-1", "EC")

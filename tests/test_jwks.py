@@ -8,7 +8,6 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Iterator
 
 import jwt
 import pytest
@@ -23,15 +22,9 @@ from tests.identity_provider import (
     IdentityProvider,
     claims,
     hand_signed_hs256,
-    running_provider,
 )
 
 SECRET = "jwks-test-secret-0123456789abcdef"
-
-
-@pytest.fixture
-def idp() -> Iterator[IdentityProvider]:
-    yield from running_provider()
 
 
 def verifier_for(
