@@ -13,20 +13,21 @@ from .errors import CatalogueError, SettingsError
 from .settings import Settings
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """Every command and its options; ``commands()`` lists the commands from it."""
     # No abbreviations: "--latency 400" must be refused, not taken for "--latency-ms 400".
-    parser = argparse.ArgumentParser(
+    cli = argparse.ArgumentParser(
         prog="operations",
         description="Track long-running operations carried by RabbitMQ.",
         allow_abbrev=False,
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    subcommands = cli.add_subparsers(dest="command", required=True)
 
-    commands.add_parser(
+    subcommands.add_parser(
         "serve", help="run the service (HTTP and Socket.IO on one port)", allow_abbrev=False
     )
 
-    token = commands.add_parser("token", help="print a development JWT", allow_abbrev=False)
+    token = subcommands.add_parser("token", help="print a development JWT", allow_abbrev=False)
     token.add_argument("--user", required=True, help="the user id (the token's sub)")
     token.add_argument("--role", action="append", default=[], help="a role, e.g. admin")
     token.add_argument("--ttl", type=int, default=3_600, help="lifetime in seconds")
@@ -39,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         " a dotted KEY nests, e.g. realm_access.roles='[\"admin\"]'",
     )
 
-    bench = commands.add_parser(
+    bench = subcommands.add_parser(
         "bench", help="measure throughput against a bare consumer", allow_abbrev=False
     )
     bench.add_argument("--messages", type=int, default=50_000)
@@ -54,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="rounds of the bare, bare multi-ack and full-path drains, taken in turns; best kept",
     )
 
-    demo = commands.add_parser(
+    demo = subcommands.add_parser(
         "demo-services",
         help="run simulated Pacco orders, vehicles and availability services",
         allow_abbrev=False,
@@ -71,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     demo.add_argument("--seed", type=int, default=None, help="seed for reproducible failures")
 
-    orders = commands.add_parser(
+    orders = subcommands.add_parser(
         "demo-orders",
         help="place an order with POST /orders every few seconds, for the demo",
         allow_abbrev=False,
@@ -80,8 +81,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     orders.add_argument("--every", type=float, default=3.0, help="seconds between orders")
     orders.add_argument("--count", type=int, default=1_000, help="stop after this many orders")
     orders.add_argument("--seed", type=int, default=None)
+    return cli
 
-    args = parser.parse_args(argv)
+
+def commands() -> list[str]:
+    """The command names, read from the parser, for checks that must cover every command."""
+    for action in parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return list(action.choices)
+    raise AssertionError("the parser has no commands")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cli = parser()
+    args = cli.parse_args(argv)
     try:
         settings = Settings.from_env()
         if args.command == "serve":
@@ -112,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CatalogueError as error:
         print(f"operations: invalid message catalogue: {error.reason}", file=sys.stderr)
         return 2
-    parser.error(f"unknown command {args.command}")
+    cli.error(f"unknown command {args.command}")
     return 2
 
 
