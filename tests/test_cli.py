@@ -279,3 +279,17 @@ async def test_the_bench_probe_is_a_real_socketio_client(
     await asyncio.wait_for(probe.complete.wait(), timeout=15)
     assert set(probe.arrived) == {str(uuid.UUID(first)), str(uuid.UUID(second))}
     await probe.close()
+
+
+def test_every_command_the_parser_lists_answers_help(capsys: pytest.CaptureFixture[str]) -> None:
+    """scripts/install-check.sh runs `--help` for each name commands() gives; the list comes from
+    the parser itself, so a new command is checked without anyone adding it."""
+    from operations.cli import commands, main
+
+    names = commands()
+    assert {"serve", "token", "bench", "demo-services", "demo-orders"} <= set(names)
+    for name in names:
+        with pytest.raises(SystemExit) as exit_:
+            main([name, "--help"])
+        assert exit_.value.code == 0
+        assert f"usage: operations {name}" in capsys.readouterr().out
