@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv/bin
 
-.PHONY: setup services stop run test screenshot lint typecheck check bench soak clean
+.PHONY: setup services stop run test screenshot lint typecheck install-check check bench soak clean
 
 setup:
 	@scripts/setup.sh
@@ -31,7 +31,12 @@ lint: setup
 typecheck: setup
 	$(VENV)/mypy
 
-check: lint typecheck test
+# A fresh venv with the machine's own python3 and pip (not upgraded): `pip install .`, every
+# module imported, `operations <command> --help` for every command.
+install-check:
+	@scripts/install-check.sh
+
+check: lint typecheck test install-check
 
 bench:
 	@scripts/bench.sh $(BENCH_ARGS)

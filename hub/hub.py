@@ -131,7 +131,7 @@ class Hub:
             self._later(client, self.initialize_timeout, self._initialize_expired, sid)
             self._count_sockets()
             return True
-        verified = self._verify(token)
+        verified = await self._verify(token)
         if verified is None:
             self.metrics.socket_refusals.inc(reason="unauthorized")
             raise socketio.exceptions.ConnectionRefusedError("unauthorized", UNAUTHORIZED)
@@ -145,7 +145,9 @@ class Hub:
         if client is None or client.principal is not None:
             return
         token = data.get("token") if isinstance(data, dict) else data
-        verified = self._verify(token)
+        verified = await self._verify(token)
+        if self._clients.get(sid) is not client or client.principal is not None:
+            return  # gone, or admitted by another initialize, while the key was looked up
         client.cancel_timers()
         if verified is None:
             self.metrics.socket_refusals.inc(reason="unauthorized")
@@ -161,11 +163,9 @@ class Hub:
             client.cancel_timers()
         self._count_sockets()
 
-    def _verify(self, token: Any) -> Verified | None:
-        if not isinstance(token, str):
-            return None
+    async def _verify(self, token: Any) -> Verified | None:
         try:
-            return self.verifier.verify(token)
+            return await self.verifier.verify(token)
         except TokenError:
             return None
 

@@ -85,8 +85,8 @@ class OperationsApi:
             Route("/operations/{id}/history", self.get_history, methods=["GET"]),
         ]
 
-    def principal(self, request: Request, optional: bool = False) -> Principal | None:
-        return bearer_principal(request, self.verifier, optional)
+    async def principal(self, request: Request, optional: bool = False) -> Principal | None:
+        return await bearer_principal(request, self.verifier, optional)
 
     async def health(self, request: Request) -> Response:
         return Json({"status": "ok"})
@@ -107,11 +107,11 @@ class OperationsApi:
     async def openapi(self, request: Request) -> Response:
         return Json(openapi_document())
 
-    def _reader(self, request: Request) -> tuple[str, Principal | None]:
+    async def _reader(self, request: Request) -> tuple[str, Principal | None]:
         """The operation asked for and who asks. The token is checked before anything is looked
         up, so a bad token gets 401 even for an unknown id."""
         operation_id = normalise_id(request.path_params["id"])
-        return operation_id, self.principal(request, optional=self.anonymous_reads)
+        return operation_id, await self.principal(request, optional=self.anonymous_reads)
 
     async def _visible(
         self, operation_id: str, principal: Principal | None
@@ -123,7 +123,7 @@ class OperationsApi:
         return None
 
     async def get_operation(self, request: Request) -> Response:
-        operation_id, principal = self._reader(request)
+        operation_id, principal = await self._reader(request)
         wait = _wait_seconds(request)
         record = await self._visible(operation_id, principal)
         if record is None:
@@ -151,10 +151,10 @@ class OperationsApi:
             event = self.feed.watch(operation_id)
             try:
                 # Read again after watching, so a change between the two reads is not missed.
-                current = await self._visible(*self._reader(request))
+                current = await self._visible(*await self._reader(request))
                 if current is not None and _etag_matches(known, current.etag):
                     await asyncio.wait_for(event.wait(), timeout=remaining)
-                    current = await self._visible(*self._reader(request))
+                    current = await self._visible(*await self._reader(request))
             except TimeoutError:
                 pass
             finally:
@@ -162,14 +162,14 @@ class OperationsApi:
         return current
 
     async def get_history(self, request: Request) -> Response:
-        operation_id, principal = self._reader(request)
+        operation_id, principal = await self._reader(request)
         if await self._visible(operation_id, principal) is None:
             return not_found(operation_id)
         entries = await self.store.history(operation_id)
         return Json({"id": operation_id, "items": entries})
 
     async def list_operations(self, request: Request) -> Response:
-        principal = self.principal(request)
+        principal = await self.principal(request)
         assert principal is not None
         params = request.query_params
         user_filter = params.get("userId")
@@ -202,7 +202,7 @@ class OperationsApi:
         return Json({"items": [record.to_json() for record in page.items], "next": page.next})
 
 
-def bearer_principal(
+async def bearer_principal(
     request: Request, verifier: TokenVerifier, optional: bool = False
 ) -> Principal | None:
     """The principal of the request's bearer token; None only when optional and absent.
@@ -215,7 +215,7 @@ def bearer_principal(
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise TokenError("the Authorization header must be 'Bearer <token>'")
-    return verifier.verify(token.strip()).principal
+    return (await verifier.verify(token.strip())).principal
 
 
 def _wait_seconds(request: Request) -> float:

@@ -13,25 +13,34 @@ from .errors import CatalogueError, SettingsError
 from .settings import Settings
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """Every command and its options; ``commands()`` lists the commands from it."""
     # No abbreviations: "--latency 400" must be refused, not taken for "--latency-ms 400".
-    parser = argparse.ArgumentParser(
+    cli = argparse.ArgumentParser(
         prog="operations",
         description="Track long-running operations carried by RabbitMQ.",
         allow_abbrev=False,
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    subcommands = cli.add_subparsers(dest="command", required=True)
 
-    commands.add_parser(
+    subcommands.add_parser(
         "serve", help="run the service (HTTP and Socket.IO on one port)", allow_abbrev=False
     )
 
-    token = commands.add_parser("token", help="print a development JWT", allow_abbrev=False)
+    token = subcommands.add_parser("token", help="print a development JWT", allow_abbrev=False)
     token.add_argument("--user", required=True, help="the user id (the token's sub)")
     token.add_argument("--role", action="append", default=[], help="a role, e.g. admin")
     token.add_argument("--ttl", type=int, default=3_600, help="lifetime in seconds")
+    token.add_argument(
+        "--claim",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an extra claim, repeatable; VALUE is read as JSON when it is JSON, else as a string;"
+        " a dotted KEY nests, e.g. realm_access.roles='[\"admin\"]'",
+    )
 
-    bench = commands.add_parser(
+    bench = subcommands.add_parser(
         "bench", help="measure throughput against a bare consumer", allow_abbrev=False
     )
     bench.add_argument("--messages", type=int, default=50_000)
@@ -64,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="instead, soak Redis with steady traffic for SECONDS and show its memory over time",
     )
 
-    demo = commands.add_parser(
+    demo = subcommands.add_parser(
         "demo-services",
         help="run simulated Pacco orders, vehicles and availability services",
         allow_abbrev=False,
@@ -81,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     demo.add_argument("--seed", type=int, default=None, help="seed for reproducible failures")
 
-    orders = commands.add_parser(
+    orders = subcommands.add_parser(
         "demo-orders",
         help="place an order with POST /orders every few seconds, for the demo",
         allow_abbrev=False,
@@ -90,14 +99,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     orders.add_argument("--every", type=float, default=3.0, help="seconds between orders")
     orders.add_argument("--count", type=int, default=1_000, help="stop after this many orders")
     orders.add_argument("--seed", type=int, default=None)
+    return cli
 
-    args = parser.parse_args(argv)
+
+def commands() -> list[str]:
+    """The command names, read from the parser, for checks that must cover every command."""
+    for action in parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return list(action.choices)
+    raise AssertionError("the parser has no commands")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cli = parser()
+    args = cli.parse_args(argv)
     try:
         settings = Settings.from_env()
         if args.command == "serve":
             return _serve(settings)
         if args.command == "token":
-            return _token(settings, args.user, tuple(args.role), args.ttl)
+            return _token(settings, args.user, tuple(args.role), args.ttl, tuple(args.claim))
         if args.command == "bench":
             from .bench import run as run_bench
             from .bench import run_memory
@@ -129,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CatalogueError as error:
         print(f"operations: invalid message catalogue: {error.reason}", file=sys.stderr)
         return 2
-    parser.error(f"unknown command {args.command}")
+    cli.error(f"unknown command {args.command}")
     return 2
 
 
@@ -162,13 +183,22 @@ def _serve(settings: Settings) -> int:
     return 0
 
 
-def _token(settings: Settings, user: str, roles: tuple[str, ...], ttl: int) -> int:
+def _token(
+    settings: Settings, user: str, roles: tuple[str, ...], ttl: int, claim_options: tuple[str, ...]
+) -> int:
+    from .claims import ClaimError, parse_claims
     from .tokens import mint
 
     if ttl <= 0:
         print("operations: --ttl must be positive", file=sys.stderr)
         return 2
-    print(mint(settings.jwt_secret, user, roles, ttl, settings.jwt_issuer, settings.jwt_audience))
+    try:
+        extra = parse_claims(claim_options)
+    except ClaimError as error:
+        print(f"operations: {error.reason}", file=sys.stderr)
+        return 2
+    secret = settings.signing_secret()
+    print(mint(secret, user, roles, ttl, settings.jwt_issuer, settings.jwt_audience, extra=extra))
     return 0
 
 

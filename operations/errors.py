@@ -5,6 +5,7 @@
     ├── CatalogueError              the message catalogue file cannot be used
     ├── EnvelopeError               a delivered message cannot be interpreted (names the field)
     ├── TokenError                  a JWT is missing, malformed, badly signed, expired or refused
+    ├── ClaimError                  a bad ``--claim`` option of ``operations token`` (claims.py)
     ├── StoreError                  Redis could not apply or read a record
     │   ├── StoreUnavailable        Redis is unreachable; the work can be retried
     │   └── InvalidCursor           a listing cursor this service did not issue (store.py)

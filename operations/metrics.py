@@ -118,6 +118,13 @@ class Registry:
             "operations_saga_publish_failures_total",
             "Outbox deliveries that left messages unconfirmed, to be retried.",
         )
+        self.jwks_fetches = Counter(
+            "operations_jwks_fetches_total", "Identity provider key sets fetched from the JWKS URL."
+        )
+        self.jwks_fetch_failures = Counter(
+            "operations_jwks_fetch_failures_total",
+            "Fetches of the identity provider's JWKS that failed (unreachable, timed out, bad).",
+        )
         self.store_retries = Counter(
             "operations_store_retries_total", "Batches retried because Redis was unreachable."
         )
@@ -143,6 +150,8 @@ class Registry:
             self.saga_instances,
             self.saga_messages_published,
             self.saga_publish_failures,
+            self.jwks_fetches,
+            self.jwks_fetch_failures,
         ):
             lines.extend(metric.render())
         return "\n".join(lines) + "\n"

@@ -31,7 +31,10 @@ _ID = {
     "schema": {"type": "string"},
     "description": "The operation id (the messages' correlation id); GUIDs in any format.",
 }
-_NEEDS_TOKEN = _error("Missing, malformed, badly signed or expired bearer token.")
+_NEEDS_TOKEN = _error(
+    "Missing, malformed, badly signed or expired bearer token, or one whose identity provider"
+    " keys cannot be fetched."
+)
 _UNKNOWN = _error("Unknown, expired, or another user's operation.")
 _STORE_DOWN = _error("`store_unavailable`: Redis cannot be reached; retry later.")
 
@@ -269,7 +272,10 @@ def document() -> dict[str, Any]:
                 "bearer": {
                     "type": "http",
                     "scheme": "bearer",
-                    "bearerFormat": "JWT (HS256, exp required)",
+                    "bearerFormat": (
+                        "JWT: HS256 with OPERATIONS_JWT_SECRET, or RS256/ES256 from the"
+                        " OPERATIONS_JWT_JWKS_URL key set by kid; exp required"
+                    ),
                 }
             },
             "schemas": {

@@ -44,7 +44,7 @@ class OrdersApi:
         return [Route("/orders", self.make_order, methods=["POST"])]
 
     async def make_order(self, request: Request) -> Response:
-        principal = bearer_principal(request, self.verifier)
+        principal = await bearer_principal(request, self.verifier)
         assert principal is not None
         raw = await _bounded_body(request)
         if raw is None:

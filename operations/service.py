@@ -28,6 +28,7 @@ from .catalogue import Catalogue
 from .consumer import Consumer
 from .errors import QueueMismatch, StoreUnavailable
 from .feed import ChangeFeed
+from .jwks import ProviderKeys
 from .metrics import Registry
 from .orders import OrdersApi
 from .pipeline import Pipeline
@@ -35,7 +36,7 @@ from .publisher import AmqpPublisher
 from .redis_client import open_redis
 from .sagas.http import SagasApi
 from .sagas.runtime import SagaRuntime
-from .settings import DEV_JWT_SECRET, Settings
+from .settings import Settings
 from .shards import Shards
 from .store import LayoutMismatch, RedisStore
 from .sweeper import Sweeper
@@ -78,7 +79,11 @@ class Service:
             queue_arguments=settings.queue_arguments,
         )
         self.verifier = TokenVerifier(
-            settings.jwt_secret, settings.jwt_issuer, settings.jwt_audience
+            settings.jwt_secret,
+            settings.jwt_issuer,
+            settings.jwt_audience,
+            settings.jwt_role_claim,
+            ProviderKeys(settings.jwt_jwks_url, self.metrics) if settings.jwt_jwks_url else None,
         )
         self.api = OperationsApi(
             self.store,
@@ -145,7 +150,7 @@ class Service:
         return not self.consumer.store_down and await self.store.ping()
 
     async def start(self) -> None:
-        if self.settings.jwt_secret == DEV_JWT_SECRET:
+        if self.settings.uses_development_secret:
             log.warning(
                 "OPERATIONS_JWT_SECRET is not set: tokens are signed with the public development"
                 " secret; set it before exposing the service"

@@ -21,6 +21,7 @@ T = TypeVar("T")
 
 DEFAULT_MESSAGES_FILE = Path(str(resources.files("operations") / "data" / "pacco-messages.json"))
 DEV_JWT_SECRET = "operations-development-secret-change-me"
+MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key is at least as long as the hash
 CLUSTER_SHARDS = 16
 
 
@@ -30,9 +31,13 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_cluster: bool = False
     redis_shards_count: int | None = None  # None: 1 on one server, 16 on a cluster
-    jwt_secret: str = DEV_JWT_SECRET
+    # None: HS256 is refused. Unset in the environment, it is DEV_JWT_SECRET without a JWKS URL
+    # and None with one: the public development secret never sits beside an identity provider.
+    jwt_secret: str | None = DEV_JWT_SECRET
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_role_claim: str = "role"
     host: str = "127.0.0.1"
     port: int = 5005
     messages_file: Path = DEFAULT_MESSAGES_FILE
@@ -65,6 +70,20 @@ class Settings:
         return CLUSTER_SHARDS if self.redis_cluster else 1
 
     @property
+    def uses_development_secret(self) -> bool:
+        return self.jwt_secret == DEV_JWT_SECRET
+
+    def signing_secret(self) -> str:
+        """The HS256 secret, for the commands that mint tokens; a SettingsError without one."""
+        if self.jwt_secret is None:
+            raise SettingsError(
+                "OPERATIONS_JWT_SECRET",
+                "is not set, so no token can be minted here; with OPERATIONS_JWT_JWKS_URL set,"
+                " tokens come from the identity provider",
+            )
+        return self.jwt_secret
+
+    @property
     def saga_queue(self) -> str:
         return self.saga_queue_name or f"{self.queue}.sagas"
 
@@ -88,9 +107,13 @@ class Settings:
             ),
             redis_cluster=reader.get("OPERATIONS_REDIS_CLUSTER", defaults.redis_cluster, _boolean),
             redis_shards_count=reader.get("OPERATIONS_REDIS_SHARDS", None, _integer(1, MAX_SHARDS)),
-            jwt_secret=reader.get("OPERATIONS_JWT_SECRET", defaults.jwt_secret, _secret),
+            jwt_secret=_jwt_secret(reader),
             jwt_issuer=reader.get("OPERATIONS_JWT_ISSUER", None, _text),
             jwt_audience=reader.get("OPERATIONS_JWT_AUDIENCE", None, _text),
+            jwt_jwks_url=reader.get("OPERATIONS_JWT_JWKS_URL", None, _jwks_url),
+            jwt_role_claim=reader.get(
+                "OPERATIONS_JWT_ROLE_CLAIM", defaults.jwt_role_claim, _claim_path
+            ),
             host=reader.get("OPERATIONS_HOST", defaults.host, _text),
             port=reader.get("OPERATIONS_PORT", defaults.port, _integer(0, 65_535)),
             messages_file=reader.get("OPERATIONS_MESSAGES_FILE", defaults.messages_file, _file),
@@ -188,9 +211,31 @@ def _text(raw: str) -> str:
     return raw
 
 
+def _jwt_secret(reader: _Reader) -> str | None:
+    """The rule for the HS256 secret: set, it is used (the development secret itself is refused
+    beside a JWKS URL); unset, it is the development secret, unless a JWKS URL is set, and then
+    there is none and HS256 tokens are refused."""
+    jwks_url = reader.get("OPERATIONS_JWT_JWKS_URL", None, _text)
+    secret = reader.get("OPERATIONS_JWT_SECRET", None, _secret)
+    if secret == DEV_JWT_SECRET and jwks_url is not None:
+        raise SettingsError(
+            "OPERATIONS_JWT_SECRET",
+            "the public development secret cannot be used beside OPERATIONS_JWT_JWKS_URL",
+        )
+    if secret is None and jwks_url is None:
+        return DEV_JWT_SECRET
+    return secret
+
+
 def _secret(raw: str) -> str:
-    if len(raw) < 16:
-        raise ValueError("must be at least 16 characters long")
+    if len(raw.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(f"must be at least {MIN_SECRET_BYTES} bytes long")
+    return raw
+
+
+def _claim_path(raw: str) -> str:
+    if any(ch.isspace() for ch in raw) or "" in raw.split("."):
+        raise ValueError("must be a claim name or a dotted path such as realm_access.roles")
     return raw
 
 
@@ -224,6 +269,13 @@ def _url(*schemes: str) -> Callable[[str], str]:
         return raw
 
     return parse
+
+
+def _jwks_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError("must be an https (or http) URL of the identity provider's JWKS")
+    return raw
 
 
 def _file(raw: str) -> Path:

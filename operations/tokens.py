@@ -1,28 +1,42 @@
-"""HS256 JSON Web Tokens: the service verifies them, and ``operations token`` mints them.
+"""JSON Web Tokens: verified and minted by PyJWT; this module maps their claims to a Principal.
 
-Only HS256 is accepted: ``alg=none`` and every other algorithm are refused, and so is a token with
-no ``exp``. ``iss`` and ``aud`` are checked when configured.
+Which algorithms are accepted follows from the settings, and nothing else:
+
+- ``HS256`` with ``OPERATIONS_JWT_SECRET``, when a secret is in use;
+- ``RS256`` and ``ES256`` with the identity provider's keys, by ``kid``, when
+  ``OPERATIONS_JWT_JWKS_URL`` is set (see :mod:`operations.jwks`).
+
+The key is chosen by the token's ``alg`` and then PyJWT is told to accept that one algorithm
+only, so a token can never pick its own key type: an HS256 token "signed" with the provider's
+public key is checked against the secret (or refused when there is none) and fails.
+
+PyJWT is lenient in two places, which are closed here: every segment must be canonical unpadded
+base64url (PyJWT ignores the unused trailing bits, so a signature had four spellings), and
+``exp``, ``nbf`` and ``iat`` must be JSON numbers (PyJWT reads ``"nbf": "9999999999"``).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import jwt
 import orjson
 
 from .errors import TokenError
 from .identity import Principal, normalise_id
+from .jwks import KEY_TYPES, ProviderKeys
 
 MAX_TOKEN_LENGTH = 8_192
-_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
+HS256 = "HS256"
+DEFAULT_ROLE_CLAIM = "role"
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
+_TIME_CLAIMS = ("exp", "nbf", "iat")
 
 
 @dataclass(frozen=True)
@@ -32,43 +46,75 @@ class Verified:
     claims: Mapping[str, Any]
 
 
-@dataclass(frozen=True)
 class TokenVerifier:
-    secret: str
-    issuer: str | None = None
-    audience: str | None = None
-    leeway_seconds: float = 0.0
+    def __init__(
+        self,
+        secret: str | None,
+        issuer: str | None = None,
+        audience: str | None = None,
+        role_claim: str = DEFAULT_ROLE_CLAIM,
+        provider: ProviderKeys | None = None,
+        leeway_seconds: float = 0.0,
+    ) -> None:
+        self.secret = secret
+        self.issuer = issuer
+        self.audience = audience
+        self.role_claim = role_claim
+        self.provider = provider
+        self.leeway_seconds = leeway_seconds
+        self.algorithms = frozenset(
+            ([HS256] if secret else []) + (list(KEY_TYPES) if provider is not None else [])
+        )
 
-    def verify(self, token: str, now: float | None = None) -> Verified:
-        if not token or len(token) > MAX_TOKEN_LENGTH:
-            raise TokenError("token missing or too long")
-        parts = token.split(".")
-        if len(parts) != 3:
-            raise TokenError("token is not a compact JWS")
-        header = _json_part(parts[0], "header")
-        if header.get("alg") != "HS256":
-            raise TokenError("token algorithm must be HS256")
-        expected = _sign(f"{parts[0]}.{parts[1]}".encode(), self.secret)
-        if not hmac.compare_digest(expected, _b64decode(parts[2], "signature")):
-            raise TokenError("token signature does not match")
-        claims = _json_part(parts[1], "payload")
-        now = time.time() if now is None else now
-        exp = claims.get("exp")
-        if not isinstance(exp, int | float) or isinstance(exp, bool):
-            raise TokenError("token has no numeric exp")
-        if exp + self.leeway_seconds <= now:
-            raise TokenError("token has expired")
-        nbf = claims.get("nbf")
-        if isinstance(nbf, int | float) and nbf - self.leeway_seconds > now:
-            raise TokenError("token is not valid yet")
-        if self.issuer is not None and claims.get("iss") != self.issuer:
-            raise TokenError("token issuer is not accepted")
-        if self.audience is not None and not _has_audience(claims.get("aud"), self.audience):
-            raise TokenError("token audience is not accepted")
+    async def verify(self, token: object) -> Verified:
+        """The token's principal and expiry; a TokenError for anything not accepted."""
+        header = _header(token)
+        assert isinstance(token, str)
+        _check_time_claims(token.split(".")[1])
+        algorithm = header.get("alg")
+        if not isinstance(algorithm, str) or algorithm not in self.algorithms:
+            raise TokenError(f"token algorithm {algorithm!r} is not accepted")
+        key: Any
+        if algorithm == HS256:
+            key = self.secret
+        else:
+            assert self.provider is not None
+            key = await self.provider.key(header.get("kid"), algorithm)
+        return self._decode(token, key, algorithm)
+
+    def _decode(self, token: str, key: Any, algorithm: str) -> Verified:
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                issuer=self.issuer,
+                audience=self.audience,
+                leeway=self.leeway_seconds,
+                options={"require": ["exp"], "verify_aud": self.audience is not None},
+            )
+        except jwt.PyJWTError as error:
+            raise TokenError(f"token refused: {error}") from None
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject.strip():
             raise TokenError("token has no sub")
-        return Verified(Principal(normalise_id(subject), _roles(claims)), float(exp), claims)
+        principal = Principal(normalise_id(subject), roles_at(claims, self.role_claim))
+        return Verified(principal, float(claims["exp"]), claims)
+
+
+def roles_at(claims: Mapping[str, Any], path: str = DEFAULT_ROLE_CLAIM) -> frozenset[str]:
+    """The roles a token holds at ``path``, case-folded: a claim name, or a dotted path into
+    nested objects such as ``realm_access.roles``; its value a string or a list of them. A claim
+    whose whole name is ``path`` (a URI, say) is read as it is."""
+    value: Any = claims.get(path) if path in claims else claims
+    if path not in claims:
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+    if isinstance(value, str):
+        return frozenset({value.lower()})
+    if isinstance(value, list):
+        return frozenset(item.lower() for item in value if isinstance(item, str))
+    return frozenset()
 
 
 def mint(
@@ -79,7 +125,9 @@ def mint(
     issuer: str | None = None,
     audience: str | None = None,
     now: float | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> str:
+    """An HS256 token for ``user_id``; ``extra`` claims are added last and win."""
     issued = int(time.time() if now is None else now)
     claims: dict[str, Any] = {"sub": user_id, "iat": issued, "exp": issued + ttl_seconds}
     if roles:
@@ -88,59 +136,52 @@ def mint(
         claims["iss"] = issuer
     if audience:
         claims["aud"] = audience
-    return encode(claims, secret)
+    claims.update(extra or {})
+    return jwt.encode(claims, secret, algorithm=HS256)
 
 
-def encode(claims: Mapping[str, Any], secret: str, algorithm: str = "HS256") -> str:
-    header = _b64encode(orjson.dumps({"alg": algorithm, "typ": "JWT"}))
-    payload = _b64encode(orjson.dumps(dict(claims)))
-    signing_input = f"{header}.{payload}"
-    signature = _b64encode(_sign(signing_input.encode(), secret)) if algorithm == "HS256" else ""
-    return f"{signing_input}.{signature}"
-
-
-def _sign(data: bytes, secret: str) -> bytes:
-    return hmac.new(secret.encode(), data, hashlib.sha256).digest()
-
-
-def _b64encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def _b64decode(part: str, what: str) -> bytes:
-    if not _BASE64URL.fullmatch(part):
-        raise TokenError(f"token {what} is not unpadded base64url")
+def _header(token: object) -> dict[str, Any]:
+    if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
+        raise TokenError("token missing, not a string, or too long")
+    segments = token.split(".")
+    if len(segments) != 3:
+        raise TokenError("token is not a compact JWS")
+    for what, segment in zip(("header", "payload", "signature"), segments, strict=True):
+        if not _canonical(segment):
+            raise TokenError(f"token {what} is not canonical unpadded base64url")
     try:
-        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as error:
+        raise TokenError(f"token header refused: {error}") from None
+    return header
+
+
+def _check_time_claims(payload_segment: str) -> None:
+    """PyJWT reads ``exp``, ``nbf`` and ``iat`` with ``int()``, so ``"9999999999"`` or ``true``
+    would pass as times. They are looked at before anything else: a JSON number, or refused."""
+    try:
+        payload = orjson.loads(_b64decode(payload_segment))
     except (binascii.Error, ValueError):
-        raise TokenError(f"token {what} is not base64url") from None
+        raise TokenError("token payload is not base64url JSON") from None
+    if not isinstance(payload, dict):
+        raise TokenError("token payload is not a JSON object")
+    for name in _TIME_CLAIMS:
+        value = payload.get(name)
+        if name in payload and (not isinstance(value, int | float) or isinstance(value, bool)):
+            raise TokenError(f"token {name} is not a number")
 
 
-def _json_part(part: str, what: str) -> dict[str, Any]:
+def _canonical(segment: str) -> bool:
+    """Whether the segment is the one spelling RFC 7515 allows: unpadded base64url that encodes
+    its bytes back to itself (no stray trailing bits, no other alphabet, no padding)."""
+    if not _SEGMENT.fullmatch(segment) or len(segment) % 4 == 1:
+        return False
     try:
-        value = orjson.loads(_b64decode(part, what))
-    except orjson.JSONDecodeError:
-        raise TokenError(f"token {what} is not JSON") from None
-    if not isinstance(value, dict):
-        raise TokenError(f"token {what} is not a JSON object")
-    return value
+        decoded = _b64decode(segment)
+    except (binascii.Error, ValueError):
+        return False
+    return base64.urlsafe_b64encode(decoded).rstrip(b"=").decode() == segment
 
 
-def _has_audience(claim: Any, audience: str) -> bool:
-    if isinstance(claim, str):
-        return claim == audience
-    return isinstance(claim, list) and audience in claim
-
-
-_ROLE_CLAIMS = ("role", "roles", "http://schemas.microsoft.com/ws/2008/06/identity/claims/role")
-
-
-def _roles(claims: Mapping[str, Any]) -> frozenset[str]:
-    roles: set[str] = set()
-    for key in _ROLE_CLAIMS:
-        value = claims.get(key)
-        if isinstance(value, str):
-            roles.add(value.lower())
-        elif isinstance(value, list):
-            roles.update(item.lower() for item in value if isinstance(item, str))
-    return frozenset(roles)
+def _b64decode(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))

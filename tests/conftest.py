@@ -28,10 +28,11 @@ pytest_plugins = [
     "tests.dashboard_support",
     "tests.demo_support",
     "tests.hub_support",
+    "tests.identity_provider",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
-SECRET = "test-secret-0123456789abcdef"
+SECRET = "test-secret-0123456789abcdef-0123456789"
 
 
 @pytest.fixture(scope="session")

@@ -15,12 +15,13 @@ from typing import Any
 
 import aio_pika
 import httpx
+import jwt
 import pytest
 
 from operations.tokens import TokenVerifier
 from tests.support import new_id
 
-SECRET = "cli-secret-0123456789abcdef"
+SECRET = "cli-secret-0123456789abcdef-0123456789"
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -45,9 +46,79 @@ def test_token_mints_a_verifiable_admin_token() -> None:
         env={"OPERATIONS_JWT_SECRET": SECRET},
     )
     assert result.returncode == 0, result.stderr
-    verified = TokenVerifier(SECRET).verify(result.stdout.strip())
+    verified = asyncio.run(TokenVerifier(SECRET).verify(result.stdout.strip()))
     assert verified.principal.user_id == "alice" and verified.principal.is_admin
     assert 100 < verified.expires_at - time.time() <= 120
+
+
+def minted(*claim_options: str, **env: str) -> dict[str, Any]:
+    args = ["token", "--user", "alice"]
+    for option in claim_options:
+        args += ["--claim", option]
+    result = run(*args, env={"OPERATIONS_JWT_SECRET": SECRET, **env})
+    assert result.returncode == 0, result.stderr
+    claims: dict[str, Any] = jwt.decode(result.stdout.strip(), SECRET, algorithms=["HS256"])
+    return claims
+
+
+def test_token_claims_shape_a_keycloak_like_token() -> None:
+    claims = minted(
+        'realm_access.roles=["admin","offline_access"]',
+        "realm_access.flag=true",
+        "azp=pacco-web",
+        "resource_access.operations.roles=ops",
+        "level=3",
+        'scope="7"',
+    )
+    assert claims["realm_access"] == {"roles": ["admin", "offline_access"], "flag": True}
+    assert claims["resource_access"] == {"operations": {"roles": "ops"}}
+    assert (claims["azp"], claims["level"], claims["scope"]) == ("pacco-web", 3, "7")
+    assert claims["sub"] == "alice"
+    verifier = TokenVerifier(SECRET, role_claim="realm_access.roles")
+    token = jwt.encode(claims, SECRET, algorithm="HS256")
+    assert asyncio.run(verifier.verify(token)).principal.is_admin
+
+
+def test_token_claims_that_are_not_json_are_strings() -> None:
+    claims = minted("note=not json {", "empty=", "url=https://id.example/a=b")
+    assert claims["note"] == "not json {"
+    assert claims["empty"] == ""
+    assert claims["url"] == "https://id.example/a=b"
+
+
+def test_a_claim_may_replace_a_standard_one() -> None:
+    assert minted("iss=https://id.example/realms/pacco")["iss"] == "https://id.example/realms/pacco"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (("novalue",), "KEY=VALUE"),
+        (("=x",), "KEY=VALUE"),
+        (("a..b=1",), "KEY=VALUE"),
+        (("a=1", "a.b=2"), "already a value"),
+        (("a.b=1", "a.b=2"), "more than once"),
+    ],
+)
+def test_bad_claims_are_refused(options: tuple[str, ...], message: str) -> None:
+    args = ["token", "--user", "alice"]
+    for option in options:
+        args += ["--claim", option]
+    result = run(*args, env={"OPERATIONS_JWT_SECRET": SECRET})
+    assert result.returncode == 2
+    assert message in result.stderr and result.stdout == ""
+
+
+def test_token_without_a_secret_beside_a_jwks_url_says_why() -> None:
+    jwks = "https://id.example/realms/pacco/protocol/openid-connect/certs"
+    result = run(
+        "token",
+        "--user",
+        "alice",
+        env={"OPERATIONS_JWT_SECRET": "", "OPERATIONS_JWT_JWKS_URL": jwks},
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    assert "OPERATIONS_JWT_SECRET" in result.stderr and "identity provider" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -233,3 +304,17 @@ async def test_the_bench_probe_is_a_real_socketio_client(
     await asyncio.wait_for(probe.complete.wait(), timeout=15)
     assert set(probe.arrived) == {str(uuid.UUID(first)), str(uuid.UUID(second))}
     await probe.close()
+
+
+def test_every_command_the_parser_lists_answers_help(capsys: pytest.CaptureFixture[str]) -> None:
+    """scripts/install-check.sh runs `--help` for each name commands() gives; the list comes from
+    the parser itself, so a new command is checked without anyone adding it."""
+    from operations.cli import commands, main
+
+    names = commands()
+    assert {"serve", "token", "bench", "demo-services", "demo-orders"} <= set(names)
+    for name in names:
+        with pytest.raises(SystemExit) as exit_:
+            main([name, "--help"])
+        assert exit_.value.code == 0
+        assert f"usage: operations {name}" in capsys.readouterr().out

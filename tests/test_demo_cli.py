@@ -245,7 +245,7 @@ async def test_run_sh_starts_the_demo_with_commands_the_cli_accepts(
                 *args, env={"OPERATIONS_JWT_SECRET": SECRET}
             )
             assert code == 0, errors
-            verified = TokenVerifier(SECRET).verify(minted.strip())
+            verified = await TokenVerifier(SECRET).verify(minted.strip())
             assert verified.principal.user_id == flag(args, "--user", "")
             assert verified.principal.is_admin == (flag(args, "--role", "") == "admin")
 

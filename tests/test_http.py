@@ -8,10 +8,11 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import httpx
+import jwt
 import pytest
 
 from operations.settings import Settings
-from operations.tokens import encode, mint
+from operations.tokens import mint
 from tests.conftest import SECRET
 from tests.support import Publisher, RunningService, eventually, new_id, start_service
 
@@ -48,14 +49,16 @@ async def test_401_and_404_rules(
     await created(http, op, bearer(token(owner)))
 
     path = f"/operations/{op}"
-    no_exp = encode({"sub": owner}, SECRET)
+    no_exp = jwt.encode({"sub": owner}, SECRET, algorithm="HS256")
     refused = {
         "missing": {},
         "not bearer": {"Authorization": f"Basic {token(owner)}"},
         "garbage": bearer("abc.def.ghi"),
-        "wrong key": bearer(mint("another-secret-0123456789", owner)),
+        "wrong key": bearer(mint("another-secret-0123456789-0123456789", owner)),
         "expired": bearer(mint(SECRET, owner, ttl_seconds=-10)),
-        "alg none": bearer(encode({"sub": owner, "exp": 4_000_000_000}, SECRET, "none")),
+        "alg none": bearer(
+            jwt.encode({"sub": owner, "exp": 4_000_000_000}, None, algorithm="none")
+        ),
         "no exp": bearer(no_exp),
     }
     unknown_path = f"/operations/{new_id()}"

@@ -70,7 +70,7 @@ def test_good_overrides_parse(tmp_path: Path) -> None:
         {
             "OPERATIONS_AMQP_URL": "amqps://user:pw@rabbit.example:5671/vhost",
             "OPERATIONS_REDIS_URL": "rediss://cache.example:6380/2",
-            "OPERATIONS_JWT_SECRET": "a-much-longer-secret-than-sixteen",
+            "OPERATIONS_JWT_SECRET": "a-secret-of-thirty-two-bytes-or-more",
             "OPERATIONS_JWT_ISSUER": "pacco",
             "OPERATIONS_JWT_AUDIENCE": "operations",
             "OPERATIONS_HOST": "0.0.0.0",
@@ -91,7 +91,7 @@ def test_good_overrides_parse(tmp_path: Path) -> None:
     assert settings == Settings(
         amqp_url="amqps://user:pw@rabbit.example:5671/vhost",
         redis_url="rediss://cache.example:6380/2",
-        jwt_secret="a-much-longer-secret-than-sixteen",
+        jwt_secret="a-secret-of-thirty-two-bytes-or-more",
         jwt_issuer="pacco",
         jwt_audience="operations",
         host="0.0.0.0",
@@ -146,8 +146,59 @@ def test_log_levels_are_upper_cased(level: str) -> None:
     assert Settings.from_env({"OPERATIONS_LOG_LEVEL": level}).log_level == level.upper()
 
 
-def test_secret_of_exactly_sixteen_characters_is_accepted() -> None:
-    assert Settings.from_env({"OPERATIONS_JWT_SECRET": "s" * 16}).jwt_secret == "s" * 16
+def test_secret_of_exactly_thirty_two_bytes_is_accepted() -> None:
+    assert Settings.from_env({"OPERATIONS_JWT_SECRET": "s" * 32}).jwt_secret == "s" * 32
+
+
+JWKS = "https://id.example/realms/pacco/protocol/openid-connect/certs"
+
+
+def test_without_a_jwks_url_an_unset_secret_is_the_development_secret() -> None:
+    settings = Settings.from_env({})
+    assert settings.jwt_secret == DEV_JWT_SECRET and settings.uses_development_secret
+    assert settings.jwt_jwks_url is None and settings.jwt_role_claim == "role"
+
+
+def test_with_a_jwks_url_an_unset_secret_is_none() -> None:
+    """The public development secret never sits beside an identity provider: HS256 is off."""
+    settings = Settings.from_env({"OPERATIONS_JWT_JWKS_URL": JWKS})
+    assert settings.jwt_jwks_url == JWKS
+    assert settings.jwt_secret is None and not settings.uses_development_secret
+    with pytest.raises(SettingsError, match="OPERATIONS_JWT_SECRET"):
+        settings.signing_secret()
+
+
+def test_with_a_jwks_url_a_set_secret_is_kept() -> None:
+    secret = "a-secret-of-thirty-two-bytes-or-more"
+    settings = Settings.from_env({"OPERATIONS_JWT_JWKS_URL": JWKS, "OPERATIONS_JWT_SECRET": secret})
+    assert settings.jwt_secret == settings.signing_secret() == secret
+
+
+def test_the_development_secret_is_refused_beside_a_jwks_url() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(
+            {"OPERATIONS_JWT_JWKS_URL": JWKS, "OPERATIONS_JWT_SECRET": DEV_JWT_SECRET}
+        )
+    assert caught.value.variable == "OPERATIONS_JWT_SECRET"
+    assert DEV_JWT_SECRET not in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["ftp://id.example/certs", "id.example/certs", "https://", "x"])
+def test_a_bad_jwks_url_is_refused(url: str) -> None:
+    bad("OPERATIONS_JWT_JWKS_URL", url)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["role", "realm_access.roles", "resource_access.operations.roles", "cognito:groups"],
+)
+def test_role_claim_paths_parse(path: str) -> None:
+    assert Settings.from_env({"OPERATIONS_JWT_ROLE_CLAIM": path}).jwt_role_claim == path
+
+
+@pytest.mark.parametrize("path", ["realm_access.", ".roles", "a..b", "realm access"])
+def test_bad_role_claim_paths_are_refused(path: str) -> None:
+    bad("OPERATIONS_JWT_ROLE_CLAIM", path)
 
 
 # --- bad values ----------------------------------------------------------------------------------
@@ -203,10 +254,12 @@ def test_messages_file_that_is_a_directory(tmp_path: Path) -> None:
     bad("OPERATIONS_MESSAGES_FILE", str(tmp_path))
 
 
-@pytest.mark.parametrize("secret", ["short-secret", "x", "fifteen-chars!!"])
+@pytest.mark.parametrize(
+    "secret", ["short-secret", "x", "fifteen-chars!!", "thirty-one-bytes-is-still-short"]
+)
 def test_too_short_secret_is_refused_without_showing_it(secret: str) -> None:
     error = bad("OPERATIONS_JWT_SECRET", secret)
-    assert "16" in str(error)
+    assert "32" in str(error)
     assert secret not in str(error)
     assert secret not in error.reason
     assert secret not in repr(error)

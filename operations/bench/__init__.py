@@ -33,7 +33,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from ..catalogue import Catalogue
-from ..settings import Settings
+from ..settings import DEV_JWT_SECRET, Settings
 from ..topology import declare_queue
 from . import drain, memory, push, traffic
 
@@ -56,12 +56,16 @@ async def run(
         raise SystemExit("operations bench: every count and --seconds must be positive")
     _raise_file_limit()
     run_id = uuid.uuid4().hex[:8]
+    # The bench runs services of its own, with tokens of its own: never an identity provider's.
     settings = replace(
         settings,
         queue=f"operations-bench-{run_id}",
         key_prefix=f"bench-{run_id}",
         prefetch=prefetch or settings.prefetch,
+        jwt_secret=settings.jwt_secret or DEV_JWT_SECRET,
+        jwt_jwks_url=None,
     )
+    secret = settings.signing_secret()
 
     def own(name: str) -> Settings:
         # Its own queue and keys: the same messages were already applied by the other runs.
@@ -137,14 +141,12 @@ async def run(
             for load in LOADS:
                 print(f"latency at {load} msg/s for {latency_seconds:g} s ...", flush=True)
                 latencies[load] = await push.latency(
-                    process, connection, settings.jwt_secret, load, latency_seconds
+                    process, connection, secret, load, latency_seconds
                 )
             print(f"connecting {clients} idle Socket.IO clients ...", flush=True)
-            kib = await push.memory_per_client(process, settings.jwt_secret, clients)
+            kib = await push.memory_per_client(process, secret, clients)
             print(f"soak: {soak_messages} messages pushed to one client ...", flush=True)
-            growth, warm_rss, end_rss = await push.soak(
-                process, connection, settings.jwt_secret, soak_messages
-            )
+            growth, warm_rss, end_rss = await push.soak(process, connection, secret, soak_messages)
         print("Redis memory per operation, and the indexes after expiry ...", flush=True)
         per_operation = await memory.bytes_per_operation(
             redis, f"{settings.key_prefix}-memory", memory_operations

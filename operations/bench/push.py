@@ -56,7 +56,8 @@ async def service_process(settings: Settings, port: int) -> AsyncIterator[Servic
         "OPERATIONS_KEY_PREFIX": settings.key_prefix,
         "OPERATIONS_REDIS_CLUSTER": "false",
         "OPERATIONS_REDIS_SHARDS": "1",
-        "OPERATIONS_JWT_SECRET": settings.jwt_secret,
+        "OPERATIONS_JWT_SECRET": settings.signing_secret(),
+        "OPERATIONS_JWT_JWKS_URL": "",
         "OPERATIONS_PREFETCH": str(settings.prefetch),
         "OPERATIONS_LOG_LEVEL": "WARNING",
         "OPERATIONS_OPERATION_TTL_SECONDS": "900",
@@ -150,7 +151,9 @@ async def drain_to_client(
     async with service_process(settings, port) as service:
         counter: Counter | Probe = Probe(service.url) if lean else Counter(service.url)
         counter.expected = count
-        await counter.connect(mint(settings.jwt_secret, traffic.ADMIN_USER, ("admin",)), since)
+        await counter.connect(
+            mint(settings.signing_secret(), traffic.ADMIN_USER, ("admin",)), since
+        )
         await asyncio.wait_for(counter.complete.wait(), timeout=600)
         finished = time.time()
         await counter.close()

@@ -22,7 +22,7 @@ async def place_orders(
 ) -> int:
     rng = random.Random(seed)
     url = f"http://{settings.host}:{settings.port}/orders"
-    token = mint(settings.jwt_secret, user, ttl_seconds=int(every_seconds * count) + 3_600)
+    token = mint(settings.signing_secret(), user, ttl_seconds=int(every_seconds * count) + 3_600)
     headers = {"Authorization": f"Bearer {token}"}
     placed = 0
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:

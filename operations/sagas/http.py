@@ -52,7 +52,7 @@ class SagasApi:
         ]
 
     async def list_sagas(self, request: Request) -> Response:
-        principal = bearer_principal(request, self.verifier)
+        principal = await bearer_principal(request, self.verifier)
         assert principal is not None
         if not principal.is_admin:
             return problem(403, "forbidden", "listing sagas needs the admin role")
@@ -72,7 +72,7 @@ class SagasApi:
         return Json({"items": [saga_json(record) for record in records]})
 
     async def operation_saga(self, request: Request) -> Response:
-        principal = bearer_principal(request, self.verifier)
+        principal = await bearer_principal(request, self.verifier)
         assert principal is not None
         operation_id = normalise_id(request.path_params["id"])
         if self.store is None:
