@@ -26,6 +26,7 @@ from operations.metrics import Registry
 from operations.outcomes import Ack, Settlement
 from operations.queues import QueueArguments, QueueType
 from operations.settings import Settings
+from tests.conftest import SECRET
 from tests.support import (
     SERVICES,
     Publisher,
@@ -39,7 +40,6 @@ from tests.support import (
     start_service,
 )
 
-SECRET = "test-secret-0123456789abcdef"
 QUORUM = {"x-queue-type": "quorum"}
 
 
