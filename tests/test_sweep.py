@@ -36,6 +36,13 @@ async def short(redis_client: aioredis.Redis) -> AsyncIterator[RedisStore]:
     )
 
 
+@pytest.fixture
+def lasting(short: RedisStore) -> RedisStore:
+    """The same keys, for changes that live a minute: what it updates outlives the tests'
+    waits by far, however slow the machine."""
+    return RedisStore(short.redis, ttl_seconds=60, stream_max_length=1_000, keys=short.keys)
+
+
 async def members(client: aioredis.Redis, pattern: str) -> dict[str, set[str]]:
     """Every sorted set or set under ``pattern`` with its members."""
     found: dict[str, set[str]] = {}
@@ -62,7 +69,7 @@ async def indexed_operations(client: aioredis.Redis, store: RedisStore) -> set[s
 
 
 async def test_expired_operations_leave_every_index_and_live_ones_stay(
-    short: RedisStore, redis_client: aioredis.Redis
+    short: RedisStore, lasting: RedisStore, redis_client: aioredis.Redis
 ) -> None:
     expiring = [new_id() for _ in range(30)]
     late = [new_id() for _ in range(5)]
@@ -76,11 +83,10 @@ async def test_expired_operations_leave_every_index_and_live_ones_stay(
             envelope(no_owner, State.PENDING, user=None),
         ]
     )
-    await asyncio.sleep(1.2)
-    # Updated late, by another user than some owners: they outlive their creation rank.
-    await short.apply([envelope(op, State.COMPLETED, "order_created", user=USER) for op in late])
+    # Updated later, by another user than some owners: they outlive their creation rank.
+    await lasting.apply([envelope(op, State.COMPLETED, "order_created", user=USER) for op in late])
     assert await short.sweep() == 0  # nothing has expired yet
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(2.2)
     assert [await short.get(op) for op in expiring] == [None] * len(expiring)
 
     # A shard that saw no late update has let its indexes expire whole; the others are swept.
@@ -93,7 +99,7 @@ async def test_expired_operations_leave_every_index_and_live_ones_stay(
 
 
 async def test_an_owner_set_later_is_swept_from_the_owners_index(
-    short: RedisStore, redis_client: aioredis.Redis
+    short: RedisStore, lasting: RedisStore, redis_client: aioredis.Redis
 ) -> None:
     op = new_id()
     await apply_one(short, envelope(op, State.PENDING, user=None))
@@ -102,10 +108,9 @@ async def test_an_owner_set_later_is_swept_from_the_owners_index(
     expiries: Any = await redis_client.zrange(short.keys.expiries(shard), 0, -1)
     assert expiries == [f"{len(USER)}:{USER}{op}".encode()]
     assert await redis_client.zscore(short.keys.user_index(USER, shard), op) is not None
-    await asyncio.sleep(1.2)
     keeper = neighbour(short, op)  # keeps the shard's indexes from expiring whole
-    await apply_one(short, envelope(keeper, State.PENDING, user=USER))
-    await asyncio.sleep(0.9)
+    await apply_one(lasting, envelope(keeper, State.PENDING, user=USER))
+    await asyncio.sleep(2.2)
     assert await short.sweep() == 1
     assert await indexed_operations(redis_client, short) == {keeper}
 
@@ -137,20 +142,20 @@ async def test_listing_keeps_order_and_cursor_while_the_sweep_runs_between_pages
 ) -> None:
     """Newest first, no live operation lost or repeated, whatever the sweep removes between two
     pages (over three shards)."""
-    short = RedisStore(
-        redis_client, ttl_seconds=3, stream_max_length=1_000, keys=Keys("t", Shards(3))
-    )
+    keys = Keys("t", Shards(3))
+    short = RedisStore(redis_client, ttl_seconds=2, stream_max_length=1_000, keys=keys)
+    # The kept ones are updated by a store whose operations live a minute: no race with time.
+    lasting = RedisStore(redis_client, ttl_seconds=60, stream_max_length=1_000, keys=keys)
     ops = [new_id() for _ in range(40)]
     await short.apply([envelope(op, State.PENDING) for op in ops])
-    await asyncio.sleep(1.5)
     kept = ops[::3]
-    await short.apply([envelope(op, State.COMPLETED, "order_created") for op in kept])
+    await lasting.apply([envelope(op, State.COMPLETED, "order_created") for op in kept])
     everything = await short.page(ListQuery(user_id=USER, limit=100))
     order = [record.id for record in everything.items]  # newest first, ties by shard
     assert sorted(order) == sorted(ops)
     first = await short.page(ListQuery(user_id=USER, limit=5))
     assert [record.id for record in first.items] == order[:5]
-    await asyncio.sleep(1.8)
+    await asyncio.sleep(2.2)
     assert 0 < await short.sweep() <= len(ops) - len(kept)
     assert await indexed_operations(redis_client, short) == set(kept)
     rest: list[str] = []
@@ -185,15 +190,14 @@ async def test_the_indexes_stay_flat_under_steady_traffic(
 
 
 async def test_the_sweeper_takes_one_pass_per_interval_across_processes(
-    short: RedisStore, redis_client: aioredis.Redis
+    short: RedisStore, lasting: RedisStore, redis_client: aioredis.Redis
 ) -> None:
     metrics = [Registry(), Registry()]
     sweepers = [Sweeper(redis_client, short, None, m, every=5) for m in metrics]
     op = new_id()
     await apply_one(short, envelope(op, State.PENDING))
-    await asyncio.sleep(1.2)
-    await apply_one(short, envelope(neighbour(short, op), State.PENDING))
-    await asyncio.sleep(0.9)
+    await apply_one(lasting, envelope(neighbour(short, op), State.PENDING))
+    await asyncio.sleep(2.2)
     results = [await sweeper._pass() for sweeper in sweepers]
     assert results[1] is None  # the other process holds this interval's lease
     assert results[0] is not None and results[0].operations == 1
@@ -298,17 +302,16 @@ async def test_a_tombstone_outlives_the_saga_it_stands_for(
 
 
 async def test_the_sweeper_sweeps_by_itself(
-    redis_client: aioredis.Redis, short: RedisStore
+    redis_client: aioredis.Redis, short: RedisStore, lasting: RedisStore
 ) -> None:
     metrics = Registry()
     sweeper = Sweeper(redis_client, short, None, metrics, every=0.3)
     op = new_id()
     await apply_one(short, envelope(op, State.PENDING))
-    await asyncio.sleep(1.0)
-    await apply_one(short, envelope(neighbour(short, op), State.PENDING))
+    await apply_one(lasting, envelope(neighbour(short, op), State.PENDING))
     await sweeper.start()
     try:
-        await eventually(lambda: _swept(metrics), "the expired operation to be swept", timeout=3)
+        await eventually(lambda: _swept(metrics), "the expired operation to be swept", timeout=6)
     finally:
         await sweeper.stop()
     assert op not in await indexed_operations(redis_client, short)
