@@ -3,6 +3,7 @@
     OperationsError                 root: every error the service raises on purpose
     ├── SettingsError               an environment variable has a bad value (names the variable)
     ├── CatalogueError              the message catalogue file cannot be used
+    ├── SagaTypeError               OPERATIONS_SAGA_TYPES names a saga type that cannot be run
     ├── EnvelopeError               a delivered message cannot be interpreted (names the field)
     ├── TokenError                  a JWT is missing, malformed, badly signed, expired or refused
     ├── StoreError                  Redis could not apply or read a record
@@ -36,6 +37,10 @@ class SettingsError(OperationsError):
 
 class CatalogueError(OperationsError):
     code = "invalid_catalogue"
+
+
+class SagaTypeError(OperationsError):
+    code = "invalid_saga_type"
 
 
 class EnvelopeError(OperationsError):

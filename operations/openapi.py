@@ -212,12 +212,29 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            "/sagas/types": {
+                "get": {
+                    "summary": "The saga types the service runs (any valid token)",
+                    "responses": {
+                        "200": _json(
+                            "`{items: [{name, start, path, compensations, httpStart}]}`, message "
+                            "names throughout.",
+                            "SagaTypes",
+                        ),
+                        "401": _NEEDS_TOKEN,
+                    },
+                }
+            },
             "/operations/{id}/saga": {
                 "get": {
                     "summary": "The saga behind an operation (its owner or an admin)",
                     "parameters": [_ID],
                     "responses": {
-                        "200": {"description": "The saga, as in GET /sagas."},
+                        "200": {
+                            "description": "The saga, as in GET /sagas, with `path`: its type's "
+                            "happy path and this instance's progress along it, "
+                            "`[{message, status: done|waiting|remaining|compensated}]`."
+                        },
                         "401": _NEEDS_TOKEN,
                         "404": _error("No saga behind this operation, or another user's."),
                     },
@@ -364,6 +381,28 @@ def document() -> dict[str, Any]:
                     "properties": {
                         "operationId": {"type": "string"},
                         "orderId": {"type": "string"},
+                    },
+                },
+                "SagaTypes": {
+                    "type": "object",
+                    "properties": {
+                        "items": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["name", "start", "path", "compensations"],
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "start": {"type": "array", "items": {"type": "string"}},
+                                    "path": {"type": "array", "items": {"type": "string"}},
+                                    "compensations": {
+                                        "type": "array",
+                                        "items": {"type": "string"},
+                                    },
+                                    "httpStart": {"type": ["string", "null"]},
+                                },
+                            },
+                        }
                     },
                 },
                 "Error": {

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine
+import os
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from typing import Any
 
 from aiormq.exceptions import AMQPError
@@ -45,7 +46,9 @@ log = logging.getLogger("operations.service")
 
 
 class Service:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, environ: Mapping[str, str] | None = None) -> None:
+        """``environ`` is where saga types read their own settings (the process's environment
+        unless given)."""
         self.settings = settings
         # Before any connection is opened: aiormq picks its frame receiver when it connects.
         frames.configure(settings.amqp_bulk_frames)
@@ -95,12 +98,16 @@ class Service:
             allowed_origins=settings.allowed_origins,
         )
         self.sagas = (
-            SagaRuntime(settings, self.catalogue, self.store.redis, self.metrics)
+            SagaRuntime(
+                settings,
+                self.catalogue,
+                self.store.redis,
+                self.metrics,
+                os.environ if environ is None else environ,
+            )
             if settings.sagas
             else None
         )
-        if self.sagas is not None:
-            self.sagas.bindings()  # fail at start-up if the catalogue lacks a saga's messages
         self.sweeper = Sweeper(
             self.store.redis,
             self.store,
@@ -113,10 +120,10 @@ class Service:
         saga_routes = (
             [
                 *OrdersApi(self.verifier, self._publisher).routes,
-                *SagasApi(self.verifier, self.sagas.store, self.sagas.saga_names).routes,
+                *SagasApi(self.verifier, self.sagas.store, self.sagas.types).routes,
             ]
             if self.sagas is not None
-            else SagasApi(self.verifier, None, list).routes
+            else SagasApi(self.verifier, None, None).routes
         )
         self.http = Starlette(
             routes=[*saga_routes, *self.api.routes, *browser_routes()],

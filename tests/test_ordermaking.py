@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
@@ -24,6 +24,13 @@ from tests.live import LiveClient
 from tests.support import RunningService, eventually, run_operations, start_service
 
 Token = Callable[..., str]
+ORDER_MAKER_PATH = [
+    "make_order",
+    "order_created",
+    "parcel_added_to_order",
+    "vehicle_assigned_to_order",
+    "order_approved",
+]
 # Each step the saga publishes renames the operation. The services' events carry the context of
 # the command they answer (as Convey forwards it), so they confirm a step without renaming it.
 HAPPY_STEPS = [
@@ -196,6 +203,9 @@ async def test_the_happy_path_is_watched_live_to_completed(
     assert read["state"] == "completed" and read["version"] == final["version"]
     assert agrees(read, final), (read, final)
 
+    saga = (await http.get(f"/operations/{operation}/saga", headers=bearer(token(user)))).json()
+    assert saga["path"] == [{"message": m, "status": "done"} for m in ORDER_MAKER_PATH]
+
     store = RedisSagaStore(aioredis.Redis.from_url(settings.redis_url), settings.key_prefix)
     loaded = await store.load("order_making", operation)
     assert loaded is not None and loaded.record.status is SagaStatus.COMPLETED
@@ -273,6 +283,9 @@ async def test_each_rejection_compensates_and_reaches_the_user(
 
     assert failing in rejected["reason"]
     assert rejected["name"] == "cancel_order"
+    saga = (await http.get(f"/operations/{operation}/saga", headers=bearer(token(user)))).json()
+    progress = {step["message"]: step["status"] for step in saga["path"]}
+    assert progress["make_order"] == "compensated" and progress["order_approved"] == "remaining"
     seen = names(live.records(operation))
     assert seen[-1] == "cancel_order" and failing in seen
     assert loaded.record.status is SagaStatus.REJECTED
@@ -291,8 +304,11 @@ async def test_the_deadline_rejects_and_compensates(
     token: Token,
     wire: Wire,
 ) -> None:
-    quick = replace(settings, saga_deadline_seconds=1)
-    async with start_service(quick) as running, httpx.AsyncClient(base_url=running.url) as http:
+    quick = {"OPERATIONS_SAGA_DEADLINE_SECONDS": "1"}
+    async with (
+        start_service(settings, quick) as running,
+        httpx.AsyncClient(base_url=running.url) as http,
+    ):
         user = str(uuid.uuid4())
         live = LiveClient(running.url)
         await live.connect({"token": token(user)})
