@@ -4,6 +4,7 @@
     ├── SettingsError               an environment variable has a bad value (names the variable)
     ├── CatalogueError              the message catalogue file cannot be used
     ├── SagaTypeError               OPERATIONS_SAGA_TYPES names a saga type that cannot be run
+    ├── BrokerUnavailable           a message could not be handed to RabbitMQ (sagas/starts.py)
     ├── EnvelopeError               a delivered message cannot be interpreted (names the field)
     ├── TokenError                  a JWT is missing, malformed, badly signed, expired or refused
     ├── StoreError                  Redis could not apply or read a record
@@ -41,6 +42,10 @@ class CatalogueError(OperationsError):
 
 class SagaTypeError(OperationsError):
     code = "invalid_saga_type"
+
+
+class BrokerUnavailable(OperationsError):
+    code = "broker_unavailable"
 
 
 class EnvelopeError(OperationsError):

@@ -36,6 +36,7 @@ from .publisher import AmqpPublisher
 from .redis_client import open_redis
 from .sagas.http import SagasApi
 from .sagas.runtime import SagaRuntime
+from .sagas.starts import SagaStartApi, SagaStarter
 from .settings import DEV_JWT_SECRET, Settings
 from .shards import Shards
 from .store import LayoutMismatch, RedisStore
@@ -115,12 +116,16 @@ class Service:
             self.metrics,
             settings.sweep_seconds,
         )
+        starter = SagaStarter(self._publisher)
         # With the sagas off there is no POST /orders, but GET /sagas still answers (an empty
         # list, to admins only), so the dashboard and ops tools need not tell the two apart.
         saga_routes = (
             [
-                *OrdersApi(self.verifier, self._publisher).routes,
+                *OrdersApi(self.verifier, starter).routes,
                 *SagasApi(self.verifier, self.sagas.store, self.sagas.types).routes,
+                *SagaStartApi(
+                    self.verifier, self.sagas.types, starter, self.store, self.feed
+                ).routes,
             ]
             if self.sagas is not None
             else SagasApi(self.verifier, None, None).routes
@@ -230,7 +235,7 @@ def _cors_middleware(origins: tuple[str, ...]) -> list[Middleware]:
             CORSMiddleware,
             allow_origins=list(origins),
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "If-None-Match"],
-            expose_headers=["ETag", "Request-ID", "Resource-ID"],
+            allow_headers=["Authorization", "Content-Type", "If-None-Match", "Prefer"],
+            expose_headers=["ETag", "Request-ID", "Resource-ID", "Location", "Preference-Applied"],
         )
     ]

@@ -6,21 +6,19 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import Any
 
-import aio_pika
 import httpx
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 
 from operations.demo import DemoServices, FailurePlan
 from operations.sagas import RedisSagaStore, SagaStatus
 from operations.settings import Settings
 from tests.conftest import SECRET
 from tests.live import LiveClient
+from tests.sagas_support import Sent, Wire
 from tests.support import RunningService, eventually, run_operations, start_service
 
 Token = Callable[..., str]
@@ -66,72 +64,6 @@ async def watcher(service: RunningService) -> AsyncIterator[Callable[[str], Live
     yield make
     for client in made:
         await client.close()
-
-
-@dataclass(frozen=True)
-class Sent:
-    """One message of the saga as it crossed the broker."""
-
-    routing_key: str
-    correlation_id: str | None
-    saga: str | None
-    context: dict[str, Any]
-    body: dict[str, Any]
-
-    @classmethod
-    def of(cls, message: AbstractIncomingMessage) -> Sent:
-        headers = message.headers or {}
-        saga, context = headers.get("Saga"), headers.get("message_context")
-        if isinstance(saga, bytes | bytearray):
-            saga = saga.decode()
-        return cls(
-            routing_key=message.routing_key or "",
-            correlation_id=message.correlation_id,
-            saga=saga if isinstance(saga, str) else None,
-            context=orjson.loads(context) if isinstance(context, str | bytes | bytearray) else {},
-            body=orjson.loads(message.body),
-        )
-
-
-class Wire:
-    """A test queue bound to the order-maker's own messages: the MakeOrder that starts the saga,
-    the CancelOrder it compensates with and the MakeOrderCompleted or MakeOrderRejected it ends
-    with, in the order the broker routed them."""
-
-    BINDINGS = (
-        ("ordermaker", "make_order"),
-        ("orders", "cancel_order"),
-        ("ordermaker", "make_order_completed"),
-        ("ordermaker", "make_order_rejected"),
-    )
-
-    def __init__(self, queue: AbstractQueue) -> None:
-        self.queue = queue
-        self.seen: list[Sent] = []
-
-    def of(self, operation: str) -> list[Sent]:
-        return [sent for sent in self.seen if sent.correlation_id == operation]
-
-    async def until(self, operation: str, last: str, timeout: float = 30) -> list[Sent]:
-        async def arrived() -> bool:
-            while (message := await self.queue.get(no_ack=True, fail=False)) is not None:
-                self.seen.append(Sent.of(message))
-            return any(sent.routing_key == last for sent in self.of(operation))
-
-        await eventually(arrived, f"{last} of {operation} on the broker", timeout=timeout)
-        return self.of(operation)
-
-
-@pytest.fixture
-async def wire(amqp: AbstractRobustConnection) -> AsyncIterator[Wire]:
-    async with amqp.channel() as channel:
-        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-        for exchange, routing_key in Wire.BINDINGS:
-            declared = await channel.declare_exchange(
-                exchange, aio_pika.ExchangeType.TOPIC, durable=True
-            )
-            await queue.bind(declared, routing_key=routing_key)
-        yield Wire(queue)
 
 
 def names(records: list[dict[str, Any]]) -> list[str]:

@@ -69,6 +69,17 @@ class WelcomeSaga(Saga[WelcomeData]):
         self.complete()
 
 
+class QuietSaga(Saga[WelcomeData]):
+    """Started by messages only: it sets no http_start."""
+
+    name = "quiet"
+    data_type = WelcomeData
+
+    @start("sign_in")
+    async def signing_in(self, message: SagaMessage, context: SagaContext) -> None:
+        self.complete()
+
+
 class TwinSaga(WelcomeSaga):
     name = "welcome"
 
@@ -174,7 +185,7 @@ async def test_serve_runs_a_saga_type_from_the_users_module(
     the customers service over the broker, it reads its own setting, and it completes."""
     env = {
         **saga_module,
-        "OPERATIONS_SAGA_TYPES": f"welcome:WelcomeSaga, {ORDER_MAKER}",
+        "OPERATIONS_SAGA_TYPES": f"welcome:WelcomeSaga, {ORDER_MAKER}, welcome:QuietSaga",
         "WELCOME_GREETING": "ahoy",
     }
     customers = [Answer("customers", "complete_customer_registration", "customer_created")]
@@ -214,7 +225,21 @@ async def test_serve_runs_a_saga_type_from_the_users_module(
 
         await eventually(completed, "the operation to complete", timeout=15)
         types = await http.get("/sagas/types", headers=bearer)
-        assert [item["name"] for item in types.json()["items"]] == ["welcome", "order_making"]
+        assert [item["name"] for item in types.json()["items"]] == [
+            "welcome",
+            "order_making",
+            "quiet",
+        ]
+
+        started = await http.post(
+            "/sagas/welcome",
+            json={"email": "b@example.com"},
+            headers={**bearer, "Prefer": "wait=20"},
+        )
+        assert started.status_code == 200, started.text
+        assert (started.json()["state"], started.json()["name"]) == ("completed", "signed_up")
+        quiet = await http.post("/sagas/quiet", json={}, headers=bearer)
+        assert (quiet.status_code, quiet.json()["code"]) == (404, "saga_not_found")
 
 
 def test_the_path_shows_an_instances_progress() -> None:
