@@ -34,6 +34,7 @@ from .orders import OrdersApi
 from .pipeline import Pipeline
 from .publisher import AmqpPublisher
 from .redis_client import open_redis
+from .sagas.coordinator import Coordinator
 from .sagas.http import SagasApi
 from .sagas.runtime import SagaRuntime
 from .sagas.starts import SagaStartApi, SagaStarter
@@ -122,13 +123,19 @@ class Service:
         saga_routes = (
             [
                 *OrdersApi(self.verifier, starter).routes,
-                *SagasApi(self.verifier, self.sagas.store, self.sagas.types).routes,
+                *SagasApi(
+                    self.verifier,
+                    self.sagas.store,
+                    self.sagas.types,
+                    self.store,
+                    self._coordinator,
+                ).routes,
                 *SagaStartApi(
                     self.verifier, self.sagas.types, starter, self.store, self.feed
                 ).routes,
             ]
             if self.sagas is not None
-            else SagasApi(self.verifier, None, None).routes
+            else SagasApi(self.verifier, None, None, self.store).routes
         )
         self.http = Starlette(
             routes=[*saga_routes, *self.api.routes, *browser_routes()],
@@ -141,6 +148,9 @@ class Service:
         self._layout_checked = False
         self._stopping = asyncio.Event()
         self._layout_error: LayoutMismatch | None = None
+
+    def _coordinator(self) -> Coordinator | None:
+        return self.sagas.coordinator if self.sagas is not None else None
 
     def _publisher(self) -> AmqpPublisher | None:
         return self.sagas.publisher if self.sagas is not None else None

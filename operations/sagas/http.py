@@ -1,11 +1,13 @@
 """Sagas over HTTP, for ops and for the user who owns one: ``GET /sagas`` (admins) lists recent
 sagas, ``GET /sagas/types`` describes the saga types the service runs, ``GET /operations/{id}/saga``
 shows the saga behind an operation, steps, compensations and its progress along its type's path
-included."""
+included. ``POST /operations/{id}/cancel`` cancels the saga behind an operation."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -13,13 +15,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..api import Json, bearer_principal, not_found, problem
-from ..identity import normalise_id
+from ..identity import Principal, normalise_id
+from ..store import Store
 from ..tokens import TokenVerifier
+from .coordinator import Coordinator
 from .records import SagaRecord, SagaStatus
 from .registry import SagaType, SagaTypes
 from .store import SagaStore
 
 MAX_LIMIT = 500
+log = logging.getLogger("operations.sagas.http")
 
 
 def path_progress(kind: SagaType, record: SagaRecord) -> list[dict[str, str]]:
@@ -75,12 +80,17 @@ class SagasApi:
         verifier: TokenVerifier,
         store: SagaStore | None,
         types: SagaTypes | None,
+        operations: Store,
+        coordinator: Callable[[], Coordinator | None] = lambda: None,
     ) -> None:
-        """``store`` and ``types`` are None when the sagas are off: there are none to list or
-        show."""
+        """``store`` and ``types`` are None when the sagas are off: there are none to list,
+        show or cancel. ``coordinator`` is None until the sagas have connected."""
         self.verifier = verifier
         self.store = store
         self.types = types
+        self.operations = operations
+        self.coordinator = coordinator
+        self._compensations: set[asyncio.Task[Any]] = set()
 
     @property
     def routes(self) -> list[Route]:
@@ -88,6 +98,7 @@ class SagasApi:
             Route("/sagas", self.list_sagas, methods=["GET"]),
             Route("/sagas/types", self.saga_types, methods=["GET"]),
             Route("/operations/{id}/saga", self.operation_saga, methods=["GET"]),
+            Route("/operations/{id}/cancel", self.cancel, methods=["POST"]),
         ]
 
     async def list_sagas(self, request: Request) -> Response:
@@ -127,3 +138,43 @@ class SagasApi:
             if principal.may_read(owner_of(loaded.record)):
                 return Json(saga_json(loaded.record, kind))
         return not_found(operation_id)
+
+    async def cancel(self, request: Request) -> Response:
+        """202 once the cancellation is committed to the store (the saga compensating, code
+        ``cancelled``); its compensation then runs here, or, should this process die, in
+        whichever process's deadline watcher sees it first."""
+        principal = bearer_principal(request, self.verifier)
+        assert principal is not None
+        operation_id = normalise_id(request.path_params["id"])
+        for kind in self.types or []:
+            assert self.store is not None
+            loaded = await self.store.load(kind.name, operation_id)
+            if loaded is None or not principal.may_read(owner_of(loaded.record)):
+                continue
+            if loaded.record.status is not SagaStatus.PENDING:
+                return _not_cancellable(f"its saga is {loaded.record.status.value}")
+            coordinator = self.coordinator()
+            if coordinator is None:
+                return problem(503, "broker_unavailable", "the sagas are not connected yet")
+            cancellation = await coordinator.cancel(kind.name, operation_id, _by(principal))
+            if not cancellation.accepted:
+                return _not_cancellable(cancellation.reason)
+            task = asyncio.create_task(coordinator.compensate(kind.name, operation_id))
+            self._compensations.add(task)
+            task.add_done_callback(self._compensations.discard)
+            return Json({"operationId": operation_id, "cancelled": True}, status_code=202)
+        record = await self.operations.get(operation_id)
+        if record is None or not principal.may_read(record.user_id or ""):
+            return not_found(operation_id)
+        if record.state.is_terminal:
+            return _not_cancellable(f"the operation is already {record.state.value}")
+        return _not_cancellable("no saga drives this operation")
+
+
+def _by(principal: Principal) -> str:
+    role = "an admin" if principal.is_admin else "its owner"
+    return f"cancelled by {role}, {principal.user_id}"
+
+
+def _not_cancellable(why: str) -> Response:
+    return problem(409, "not_cancellable", f"the operation cannot be cancelled: {why}")

@@ -101,6 +101,26 @@ def saga_paths() -> dict[str, Any]:
                 },
             }
         },
+        "/operations/{id}/cancel": {
+            "post": {
+                "summary": "Cancel the saga behind an operation (its owner or an admin)",
+                "description": "Commits the cancellation (the saga rejected with code "
+                "`cancelled`, compensating) before answering 202; the completed steps are "
+                "then compensated in reverse order and the operation ends rejected with code "
+                "`cancelled`.",
+                "parameters": [_ID],
+                "responses": {
+                    "202": _json("Cancelled: the saga is being compensated.", "Cancelled"),
+                    "401": _NEEDS_TOKEN,
+                    "404": _error("Unknown, expired, or another user's operation."),
+                    "409": _error(
+                        "`not_cancellable`: the operation is final, no active saga drives it, "
+                        "or its saga refuses in its present state."
+                    ),
+                    "503": _error("`broker_unavailable`: the sagas are not connected yet."),
+                },
+            }
+        },
         "/sagas": {
             "get": {
                 "summary": "Recent sagas, newest first (admins only)",
@@ -174,6 +194,11 @@ def saga_paths() -> dict[str, Any]:
 
 
 SAGA_SCHEMAS: dict[str, Any] = {
+    "Cancelled": {
+        "type": "object",
+        "required": ["operationId", "cancelled"],
+        "properties": {"operationId": {"type": "string"}, "cancelled": {"const": True}},
+    },
     "SagaStarted": {
         "type": "object",
         "required": ["operationId"],
