@@ -5,6 +5,7 @@
     ├── CatalogueError              the message catalogue file cannot be used
     ├── SagaTypeError               OPERATIONS_SAGA_TYPES names a saga type that cannot be run
     ├── BrokerUnavailable           a message could not be handed to RabbitMQ (sagas/starts.py)
+    ├── SagaDataError               stored saga data does not fit its data_type (sagas/saga.py)
     ├── EnvelopeError               a delivered message cannot be interpreted (names the field)
     ├── TokenError                  a JWT is missing, malformed, badly signed, expired or refused
     ├── StoreError                  Redis could not apply or read a record
@@ -46,6 +47,10 @@ class SagaTypeError(OperationsError):
 
 class BrokerUnavailable(OperationsError):
     code = "broker_unavailable"
+
+
+class SagaDataError(OperationsError):
+    code = "invalid_saga_data"
 
 
 class EnvelopeError(OperationsError):

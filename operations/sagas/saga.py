@@ -44,6 +44,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import msgspec
 
+from ..errors import SagaDataError
 from ..states import State
 
 D = TypeVar("D")
@@ -181,7 +182,10 @@ class Saga(Generic[D]):
     def load_data(cls, document: Mapping[str, Any]) -> D:
         """The typed data from its stored JSON form: fields it lacks take their defaults, fields
         the class no longer has are ignored."""
-        return msgspec.convert(dict(document), cls.data_type)  # type: ignore[no-any-return]
+        try:
+            return msgspec.convert(dict(document), cls.data_type)  # type: ignore[no-any-return]
+        except msgspec.ValidationError as error:
+            raise SagaDataError(f"saga {cls.name}: stored data does not fit: {error}") from None
 
     def dump_data(self) -> dict[str, Any]:
         dumped = msgspec.to_builtins(self.data)
