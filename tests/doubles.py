@@ -4,7 +4,6 @@ context headers carried over)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,19 +14,18 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from operations.demo.convey import reply_message
 
-Reply = Callable[[dict[str, Any]], dict[str, Any]]
+Reply = Callable[[dict[str, Any]], dict[str, Any] | None]
 
 
 @dataclass(frozen=True)
 class Answer:
     """Answer ``command`` (on ``exchange``) with ``event`` on the same exchange; ``body`` makes
-    the event's body from the command's. ``hold`` keeps the answer back until it is set."""
+    the event's body from the command's, or None to leave that command unanswered."""
 
     exchange: str
     command: str
     event: str | None
     body: Reply = lambda body: body
-    hold: asyncio.Event | None = None
 
 
 @dataclass
@@ -68,11 +66,10 @@ class ServiceDouble:
         command = message.routing_key or ""
         self.received.append((command, message.correlation_id, body))
         answer = self._answer(message.exchange or "", command)
-        if answer is not None and answer.hold is not None:
-            await answer.hold.wait()
-        if answer is not None and answer.event is not None:
+        reply = answer.body(body) if answer is not None and answer.event is not None else None
+        if answer is not None and answer.event is not None and reply is not None:
             await self.exchanges[answer.exchange].publish(
-                reply_message(message, answer.body(body)), routing_key=answer.event
+                reply_message(message, reply), routing_key=answer.event
             )
         await message.ack()
 
