@@ -5,6 +5,7 @@ cancelled mid-flight and stopped by its deadline, with its compensation on the w
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import uuid
@@ -153,6 +154,75 @@ async def assert_failed(
     assert (record["code"], record["name"]) == (code, "fail_delivery")
     (failed,) = deliveries.bodies(operation, "fail_delivery")
     assert failed["code"] == code
-    saga = (await http.get(f"/operations/{operation}/saga", headers=bearer)).json()
-    assert (saga["status"], saga["code"]) == ("rejected", code)
+
+    async def compensated() -> dict[str, Any] | None:
+        saga = (await http.get(f"/operations/{operation}/saga", headers=bearer)).json()
+        return saga if saga["status"] == "rejected" else None
+
+    saga = await eventually(compensated, "the saga to end its compensation")
+    assert saga["code"] == code
     assert saga["path"][0] == {"message": "start_delivery", "status": "compensated"}
+
+
+async def test_two_serve_processes_sharing_the_saga_queue_lose_nothing_under_racing_cancels(
+    tmp_path: Path,
+    settings: Settings,
+    redis_client: aioredis.Redis,
+    amqp: AbstractRobustConnection,
+    token: Token,
+) -> None:
+    """Two ``operations serve`` processes share the saga queue. Deliveries are started on one
+    and cancelled on the other while Deliveries answers their steps, so each cancel races the
+    steps. Whatever wins, each saga ends one way only: cancelled (202), with exactly one
+    FailDelivery and no CompleteDelivery, or completed (409), with exactly one CompleteDelivery
+    and no FailDelivery; and its operation agrees."""
+    (tmp_path / "delivery.py").write_text(guide_code(), encoding="utf-8")
+    env = {
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])),
+        "OPERATIONS_SAGA_TYPES": "delivery:ParcelDeliverySaga",
+    }
+    bearer = {"Authorization": f"Bearer {token('racer')}"}
+    async with (
+        serve_process(settings, env) as first,
+        serve_process(settings, env) as second,
+        ServiceDouble(amqp, deliveries_answers()) as deliveries,
+        httpx.AsyncClient(base_url=first.url, timeout=30) as one,
+        httpx.AsyncClient(base_url=second.url, timeout=30) as other,
+    ):
+        cancels: dict[str, int] = {}
+        for number in range(16):
+            started = await one.post(
+                "/sagas/parcel_delivery",
+                json={"deliveryId": f"d-{number}", "parcelId": f"p-{number}"},
+                headers=bearer,
+            )
+            operation = started.json()["operationId"]
+            if number % 4:
+                await asyncio.sleep(0.01 * number)
+            cancel = await other.post(f"/operations/{operation}/cancel", headers=bearer)
+            cancels[operation] = cancel.status_code
+
+        async def final(operation: str) -> dict[str, Any] | None:
+            saga = await other.get(f"/operations/{operation}/saga", headers=bearer)
+            if saga.status_code != 200 or saga.json()["status"] not in ("completed", "rejected"):
+                return None
+            record = (await one.get(f"/operations/{operation}", headers=bearer)).json()
+            return {"saga": saga.json(), "record": record} if record["state"] != "pending" else None
+
+        for operation, status in cancels.items():
+            ended = await eventually(
+                lambda operation=operation: final(operation),  # type: ignore[misc]
+                f"{operation} to end",
+                timeout=30,
+            )
+            sent = deliveries.commands(operation)
+            if status == 202:
+                assert ended["saga"]["code"] == "cancelled", ended
+                assert ended["record"]["code"] == "cancelled", ended
+                assert sent.count("fail_delivery") == 1 and "complete_delivery" not in sent, sent
+            else:
+                assert status == 409, status
+                assert ended["saga"]["status"] == "completed", ended
+                assert ended["record"]["state"] == "completed", ended
+                assert sent.count("complete_delivery") == 1 and "fail_delivery" not in sent, sent
+        assert 202 in cancels.values(), "no cancel reached a running saga"
