@@ -18,6 +18,7 @@ from aio_pika.abc import AbstractRobustConnection
 
 from operations.catalogue import Catalogue
 from operations.errors import SagaTypeError
+from operations.sagas import Saga, SagaContext, SagaMessage, start, step
 from operations.sagas.http import path_progress
 from operations.sagas.ordermaking import OrderMakingSaga
 from operations.sagas.records import SagaRecord, SagaStatus, StepRecord
@@ -279,3 +280,21 @@ def test_the_order_maker_describes_its_shape() -> None:
         "compensations": ["make_order"],
         "httpStart": "make_order",
     }
+
+
+def test_a_subclass_keeps_its_parents_declared_path_and_a_plain_saga_gets_the_default() -> None:
+    class Quicker(OrderMakingSaga):
+        name = "quicker"
+
+    assert Quicker.path == OrderMakingSaga.path
+
+    class Plain(Saga[dict[str, str]]):
+        name = "plain"
+
+        @step("order_created")
+        async def created(self, message: SagaMessage, context: SagaContext) -> None: ...
+
+        @start("make_order")
+        async def made(self, message: SagaMessage, context: SagaContext) -> None: ...
+
+    assert Plain.path == ["make_order", "order_created"]

@@ -161,7 +161,7 @@ class Saga(Generic[D]):
             message: StepSpec(message, starts, attribute, compensations.get(message))
             for message, (attribute, starts) in handlers.items()
         }
-        if "path" not in vars(cls):
+        if not any("path" in vars(klass) for klass in cls.__mro__ if klass is not Saga):
             starts_first = sorted(cls.steps.values(), key=lambda spec: not spec.starts)
             cls.path = [spec.message for spec in starts_first]
 
