@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any
@@ -17,7 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from operations.errors import SagaDataError
+from operations.outcomes import DeadLetter
 from operations.sagas import Saga, SagaContext, SagaMessage, SagaStore, start, step
+from operations.sagas.inbox import SagaInbox
 from tests.sagas_support import Harness
 
 
@@ -202,3 +205,46 @@ def test_data_that_no_longer_fits_is_a_typed_error() -> None:
         StrictSaga.load_data(stored)
     with pytest.raises(SagaDataError, match="count"):
         StrictSaga.load_data({})
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A delivered saga message (the ``Delivered`` protocol)."""
+
+    routing_key: str
+    correlation_id: str
+    body: bytes = b"{}"
+    exchange: str | None = "shipments"
+    headers: Mapping[str, Any] = field(default_factory=lambda: {"Saga": "Pending"})
+    message_id: str | None = None
+    timestamp: dt.datetime | None = None
+
+
+async def test_a_message_for_a_saga_whose_data_no_longer_fits_is_dead_lettered(
+    store: SagaStore,
+) -> None:
+    """A release changed a field's type incompatibly: the saga's next message cannot be run on
+    its stored data, so it goes to the dead-letter queue with the reason, rather than being
+    retried for ever or crashing the consumer."""
+
+    @dataclass
+    class Renumbered:
+        items: int = 0  # was a list of items
+
+    class RenumberedSaga(Saga[Renumbered]):
+        name = "shipment"
+        data_type = Renumbered
+
+        @step("shipment_packed")
+        async def packed(self, message: SagaMessage, context: SagaContext) -> None: ...
+
+    shipment = uuid.uuid4().hex
+    before = Harness.build(store, [ShipmentSaga])
+    await before.send("shipment_requested", {"sku": "k-1"}, correlation_id=shipment)
+    after = Harness.build(store, [RenumberedSaga])
+    (settled,) = await SagaInbox(after.coordinator).process(
+        [Delivery("shipment_packed", shipment, message_id=uuid.uuid4().hex)]
+    )
+    assert isinstance(settled, DeadLetter)
+    assert settled.reason.startswith("saga message shipment_packed: saga shipment: stored data")
+    assert "items" in settled.reason
