@@ -21,14 +21,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from ..errors import StoreUnavailable
 from ..metrics import Registry
 from .outbox import OutboxRelay
 from .records import OutboxEntry, SagaRecord, SagaStatus, StepRecord
+from .results import OUTCOME_OF, STATUS_OF, Cancellation, Outcome, Processed
 from .saga import Rejection, Saga, SagaContext, SagaMessage, StepSpec
 from .store import Loaded, SagaStore
 
@@ -42,41 +41,6 @@ CANCELLED = "cancelled"
 # A compensation that has committed nothing for this long is taken to be orphaned (its process
 # died) and is resumed by whichever process's deadline watcher sees it first.
 COMPENSATION_GRACE_SECONDS = 30.0
-
-
-class Outcome(StrEnum):
-    HANDLED = "handled"
-    COMPLETED = "completed"
-    REJECTED = "rejected"
-    COMPENSATION_FAILED = "compensation_failed"
-    DUPLICATE = "duplicate"
-    FINISHED = "ignored_finished"  # the saga already finished: the message changes nothing
-    TOMBSTONED = "ignored_tombstoned"  # it finished and expired: a start starts no second one
-    EARLY = "early"  # no such saga yet and the message does not start one
-    CONFLICT = "conflict"  # other writers kept winning; try again later
-    COMPENSATING = "ignored_compensating"  # the saga is being compensated: the message is too late
-
-
-_STATUSES = {
-    Outcome.REJECTED: SagaStatus.REJECTED,
-    Outcome.COMPENSATION_FAILED: SagaStatus.COMPENSATION_FAILED,
-}
-_OUTCOMES = {status: outcome for outcome, status in _STATUSES.items()}
-
-
-@dataclass(frozen=True)
-class Processed:
-    saga: str
-    saga_id: str
-    outcome: Outcome
-
-
-@dataclass(frozen=True)
-class Cancellation:
-    """Whether a cancellation was committed, and if not, why."""
-
-    accepted: bool
-    reason: str
 
 
 class Coordinator:
@@ -325,7 +289,7 @@ class Coordinator:
         for _ in range(MAX_CONFLICT_RETRIES):
             record, version = loaded.record, loaded.version
             if record.status is not SagaStatus.COMPENSATING:
-                return _OUTCOMES.get(record.status, Outcome.FINISHED)
+                return OUTCOME_OF.get(record.status, Outcome.FINISHED)
             saga = self._restore(kind, record)
             saga.rejection = rejection = Rejection(record.reason or "", record.code)
             outcome, lost = Outcome.REJECTED, False
@@ -358,7 +322,7 @@ class Coordinator:
                 version += 1
             if not lost:
                 await self._on_rejected(saga, rejection, context)
-                record.status = _STATUSES[outcome]
+                record.status = STATUS_OF[outcome]
                 record.resume_at = None
                 if await self._commit(saga, record, version, context):
                     return outcome

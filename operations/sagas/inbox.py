@@ -14,7 +14,8 @@ from ..envelope import Delivered
 from ..errors import SagaDataError
 from ..logs import handling, logged_id
 from ..outcomes import Ack, DeadLetter, Retry, Settlement
-from .coordinator import Coordinator, Outcome
+from .coordinator import Coordinator
+from .results import Outcome
 from .saga import SagaContext, SagaMessage
 
 log = logging.getLogger("operations.sagas.inbox")
