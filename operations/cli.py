@@ -9,7 +9,7 @@ import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from .errors import CatalogueError, SettingsError
+from .errors import CatalogueError, SagaTypeError, SettingsError
 from .settings import Settings
 
 
@@ -149,6 +149,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except CatalogueError as error:
         print(f"operations: invalid message catalogue: {error.reason}", file=sys.stderr)
+        return 2
+    except SagaTypeError as error:
+        print(
+            f"operations: invalid saga type in OPERATIONS_SAGA_TYPES: {error.reason}",
+            file=sys.stderr,
+        )
         return 2
     cli.error(f"unknown command {args.command}")
     return 2

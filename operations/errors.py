@@ -3,6 +3,9 @@
     OperationsError                 root: every error the service raises on purpose
     ├── SettingsError               an environment variable has a bad value (names the variable)
     ├── CatalogueError              the message catalogue file cannot be used
+    ├── SagaTypeError               OPERATIONS_SAGA_TYPES names a saga type that cannot be run
+    ├── BrokerUnavailable           a message could not be handed to RabbitMQ (sagas/starts.py)
+    ├── SagaDataError               stored saga data does not fit its data_type (sagas/saga.py)
     ├── EnvelopeError               a delivered message cannot be interpreted (names the field)
     ├── TokenError                  a JWT is missing, malformed, badly signed, expired or refused
     ├── ClaimError                  a bad ``--claim`` option of ``operations token`` (claims.py)
@@ -38,6 +41,18 @@ class SettingsError(OperationsError):
 
 class CatalogueError(OperationsError):
     code = "invalid_catalogue"
+
+
+class SagaTypeError(OperationsError):
+    code = "invalid_saga_type"
+
+
+class BrokerUnavailable(OperationsError):
+    code = "broker_unavailable"
+
+
+class SagaDataError(OperationsError):
+    code = "invalid_saga_data"
 
 
 class EnvelopeError(OperationsError):

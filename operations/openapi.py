@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import __version__
+from .sagas.openapi import SAGA_SCHEMAS, saga_paths
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -141,91 +142,7 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
-            "/orders": {
-                "post": {
-                    "summary": "Make an order: starts Pacco's order-maker saga for the caller",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/MakeOrder"}
-                            }
-                        },
-                    },
-                    "responses": {
-                        "202": _json(
-                            "Accepted: watch the operation.",
-                            "OrderAccepted",
-                            {
-                                "Request-ID": {
-                                    "schema": {"type": "string"},
-                                    "description": "The operation id.",
-                                },
-                                "Resource-ID": {
-                                    "schema": {"type": "string"},
-                                    "description": "The order id.",
-                                },
-                            },
-                        ),
-                        "400": _error("The body is not a valid order."),
-                        "401": _NEEDS_TOKEN,
-                        "413": _error("The body is larger than 64 KiB."),
-                        "503": _error("The message broker is not connected."),
-                    },
-                }
-            },
-            "/sagas": {
-                "get": {
-                    "summary": "Recent sagas, newest first (admins only)",
-                    "parameters": [
-                        {
-                            "name": "status",
-                            "in": "query",
-                            "schema": {
-                                "type": "string",
-                                "enum": [
-                                    "pending",
-                                    "compensating",
-                                    "completed",
-                                    "rejected",
-                                    "compensation_failed",
-                                ],
-                            },
-                        },
-                        {
-                            "name": "limit",
-                            "in": "query",
-                            "schema": {
-                                "type": "integer",
-                                "minimum": 1,
-                                "maximum": 500,
-                                "default": 100,
-                            },
-                        },
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "`{items: [saga]}`: status, data, steps (with "
-                            "compensated and compensationError), reason, code, "
-                            "deadline, correlationId."
-                        },
-                        "400": _error("Bad status or limit."),
-                        "401": _NEEDS_TOKEN,
-                        "403": _error("Not an admin."),
-                    },
-                }
-            },
-            "/operations/{id}/saga": {
-                "get": {
-                    "summary": "The saga behind an operation (its owner or an admin)",
-                    "parameters": [_ID],
-                    "responses": {
-                        "200": {"description": "The saga, as in GET /sagas."},
-                        "401": _NEEDS_TOKEN,
-                        "404": _error("No saga behind this operation, or another user's."),
-                    },
-                }
-            },
+            **saga_paths(),
             "/dashboard/": {
                 "get": {
                     "summary": "The ops dashboard (a static page; admin token)",
@@ -339,39 +256,7 @@ def document() -> dict[str, Any]:
                         "next": {"type": ["string", "null"]},
                     },
                 },
-                "MakeOrder": {
-                    "type": "object",
-                    "description": "parcelIds, or parcelId for one parcel; parcelIds wins when "
-                    "both are given. PascalCase names are accepted too.",
-                    "required": ["customerId"],
-                    "anyOf": [{"required": ["parcelIds"]}, {"required": ["parcelId"]}],
-                    "properties": {
-                        "customerId": {"type": "string", "minLength": 1},
-                        "parcelIds": {
-                            "type": "array",
-                            "items": {"type": "string", "minLength": 1},
-                            "minItems": 1,
-                            "maxItems": 100,
-                        },
-                        "parcelId": {
-                            "type": "string",
-                            "minLength": 1,
-                            "description": "One parcel.",
-                        },
-                        "orderId": {
-                            "type": "string",
-                            "minLength": 1,
-                            "description": "Default: a new GUID.",
-                        },
-                    },
-                },
-                "OrderAccepted": {
-                    "type": "object",
-                    "properties": {
-                        "operationId": {"type": "string"},
-                        "orderId": {"type": "string"},
-                    },
-                },
+                **SAGA_SCHEMAS,
                 "Error": {
                     "type": "object",
                     "required": ["code", "reason"],

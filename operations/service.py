@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+import os
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from typing import Any
 
 from aiormq.exceptions import AMQPError
@@ -34,8 +35,10 @@ from .orders import OrdersApi
 from .pipeline import Pipeline
 from .publisher import AmqpPublisher
 from .redis_client import open_redis
+from .sagas.coordinator import Coordinator
 from .sagas.http import SagasApi
 from .sagas.runtime import SagaRuntime
+from .sagas.starts import SagaStartApi, SagaStarter
 from .settings import Settings
 from .shards import Shards
 from .store import LayoutMismatch, RedisStore
@@ -46,7 +49,9 @@ log = logging.getLogger("operations.service")
 
 
 class Service:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, environ: Mapping[str, str] | None = None) -> None:
+        """``environ`` is where saga types read their own settings (the process's environment
+        unless given)."""
         self.settings = settings
         # Before any connection is opened: aiormq picks its frame receiver when it connects.
         frames.configure(settings.amqp_bulk_frames)
@@ -101,12 +106,16 @@ class Service:
             allowed_origins=settings.allowed_origins,
         )
         self.sagas = (
-            SagaRuntime(settings, self.catalogue, self.store.redis, self.metrics)
+            SagaRuntime(
+                settings,
+                self.catalogue,
+                self.store.redis,
+                self.metrics,
+                os.environ if environ is None else environ,
+            )
             if settings.sagas
             else None
         )
-        if self.sagas is not None:
-            self.sagas.bindings()  # fail at start-up if the catalogue lacks a saga's messages
         self.sweeper = Sweeper(
             self.store.redis,
             self.store,
@@ -114,15 +123,25 @@ class Service:
             self.metrics,
             settings.sweep_seconds,
         )
+        starter = SagaStarter(self._publisher)
         # With the sagas off there is no POST /orders, but GET /sagas still answers (an empty
         # list, to admins only), so the dashboard and ops tools need not tell the two apart.
         saga_routes = (
             [
-                *OrdersApi(self.verifier, self._publisher).routes,
-                *SagasApi(self.verifier, self.sagas.store, self.sagas.saga_names).routes,
+                *OrdersApi(self.verifier, starter).routes,
+                *SagasApi(
+                    self.verifier,
+                    self.sagas.store,
+                    self.sagas.types,
+                    self.store,
+                    self._coordinator,
+                ).routes,
+                *SagaStartApi(
+                    self.verifier, self.sagas.types, starter, self.store, self.feed
+                ).routes,
             ]
             if self.sagas is not None
-            else SagasApi(self.verifier, None, list).routes
+            else SagasApi(self.verifier, None, None, self.store).routes
         )
         self.http = Starlette(
             routes=[*saga_routes, *self.api.routes, *browser_routes()],
@@ -137,6 +156,9 @@ class Service:
         self._layout_error: LayoutMismatch | None = None
         self.fatal: QueueMismatch | None = None
         self.on_fatal: Callable[[], None] = lambda: None
+
+    def _coordinator(self) -> Coordinator | None:
+        return self.sagas.coordinator if self.sagas is not None else None
 
     def _publisher(self) -> AmqpPublisher | None:
         return self.sagas.publisher if self.sagas is not None else None
@@ -237,7 +259,7 @@ def _cors_middleware(origins: tuple[str, ...]) -> list[Middleware]:
             CORSMiddleware,
             allow_origins=list(origins),
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "If-None-Match"],
-            expose_headers=["ETag", "Request-ID", "Resource-ID"],
+            allow_headers=["Authorization", "Content-Type", "If-None-Match", "Prefer"],
+            expose_headers=["ETag", "Request-ID", "Resource-ID", "Location", "Preference-Applied"],
         )
     ]

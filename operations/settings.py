@@ -23,6 +23,7 @@ DEFAULT_MESSAGES_FILE = Path(str(resources.files("operations") / "data" / "pacco
 DEV_JWT_SECRET = "operations-development-secret-change-me"
 MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key is at least as long as the hash
 CLUSTER_SHARDS = 16
+DEFAULT_SAGA_TYPES = ("operations.sagas.ordermaking:OrderMakingSaga",)
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class Settings:
     saga_queue_name: str | None = None
     saga_ttl_seconds: int = 86_400
     saga_tombstone_seconds: int = 7 * 86_400
-    saga_deadline_seconds: int = 120
+    saga_types: tuple[str, ...] = DEFAULT_SAGA_TYPES
     saga_early_retries: int = 5
     saga_retry_delay_ms: int = 1_000
 
@@ -163,11 +164,7 @@ class Settings:
                 defaults.saga_tombstone_seconds,
                 _integer(0, 10 * 365 * 86_400),
             ),
-            saga_deadline_seconds=reader.get(
-                "OPERATIONS_SAGA_DEADLINE_SECONDS",
-                defaults.saga_deadline_seconds,
-                _integer(1, 30 * 86_400),
-            ),
+            saga_types=reader.get("OPERATIONS_SAGA_TYPES", defaults.saga_types, _import_paths),
             saga_early_retries=reader.get(
                 "OPERATIONS_SAGA_EARLY_RETRIES", defaults.saga_early_retries, _integer(0, 1_000)
             ),
@@ -182,6 +179,18 @@ class Settings:
                 "OPERATIONS_REDIS_CLUSTER", "a Redis Cluster is reached over TCP, not a unix socket"
             )
         return settings
+
+
+def read_setting(env: Mapping[str, str], name: str, default: T, parse: Callable[[str], T]) -> T:
+    """One variable, for a saga type reading its own settings: ``default`` when it is unset or
+    blank, else what ``parse`` makes of it; a ``ValueError`` from ``parse`` becomes a
+    :class:`SettingsError` naming the variable."""
+    return _Reader(env).get(name, default, parse)
+
+
+def whole_number(low: int, high: int) -> Callable[[str], int]:
+    """A parser for :func:`read_setting`: a whole number from ``low`` to ``high``."""
+    return _integer(low, high)
 
 
 class _Reader:
@@ -296,6 +305,13 @@ def _queue_type(raw: str) -> QueueType:
         return QueueType(raw.lower())
     except ValueError:
         raise ValueError("must be classic or quorum") from None
+
+
+def _import_paths(raw: str) -> tuple[str, ...]:
+    paths = tuple(path.strip() for path in raw.split(",") if path.strip())
+    if not paths:
+        raise ValueError("must name at least one saga type as package.module:ClassName")
+    return paths
 
 
 def _origins(raw: str) -> tuple[str, ...]:

@@ -10,8 +10,11 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import aio_pika
+import orjson
 import pytest
 import redis.asyncio as aioredis
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 
 from operations.metrics import Registry
 from operations.sagas import (
@@ -257,3 +260,69 @@ async def make_order(
 
 async def order_event(h: Harness, saga_id: str, name: str, **body: Any) -> list[Processed]:
     return await h.send(name, body, correlation_id=saga_id, message_id=new_id())
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One message of the saga as it crossed the broker."""
+
+    routing_key: str
+    correlation_id: str | None
+    saga: str | None
+    context: dict[str, Any]
+    body: dict[str, Any]
+
+    @classmethod
+    def of(cls, message: AbstractIncomingMessage) -> Sent:
+        headers = message.headers or {}
+        saga, context = headers.get("Saga"), headers.get("message_context")
+        if isinstance(saga, bytes | bytearray):
+            saga = saga.decode()
+        return cls(
+            routing_key=message.routing_key or "",
+            correlation_id=message.correlation_id,
+            saga=saga if isinstance(saga, str) else None,
+            context=orjson.loads(context) if isinstance(context, str | bytes | bytearray) else {},
+            body=orjson.loads(message.body),
+        )
+
+
+class Wire:
+    """A test queue bound to the order-maker's own messages: the MakeOrder that starts the saga,
+    the CancelOrder it compensates with and the MakeOrderCompleted or MakeOrderRejected it ends
+    with, in the order the broker routed them."""
+
+    BINDINGS = (
+        ("ordermaker", "make_order"),
+        ("orders", "cancel_order"),
+        ("ordermaker", "make_order_completed"),
+        ("ordermaker", "make_order_rejected"),
+    )
+
+    def __init__(self, queue: AbstractQueue) -> None:
+        self.queue = queue
+        self.seen: list[Sent] = []
+
+    def of(self, operation: str) -> list[Sent]:
+        return [sent for sent in self.seen if sent.correlation_id == operation]
+
+    async def until(self, operation: str, last: str, timeout: float = 30) -> list[Sent]:
+        async def arrived() -> bool:
+            while (message := await self.queue.get(no_ack=True, fail=False)) is not None:
+                self.seen.append(Sent.of(message))
+            return any(sent.routing_key == last for sent in self.of(operation))
+
+        await eventually(arrived, f"{last} of {operation} on the broker", timeout=timeout)
+        return self.of(operation)
+
+
+@pytest.fixture
+async def wire(amqp: AbstractRobustConnection) -> AsyncIterator[Wire]:
+    async with amqp.channel() as channel:
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        for exchange, routing_key in Wire.BINDINGS:
+            declared = await channel.declare_exchange(
+                exchange, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+            await queue.bind(declared, routing_key=routing_key)
+        yield Wire(queue)

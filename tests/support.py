@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import datetime as dt
 import os
+import socket
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import aio_pika
+import httpx
 import orjson
 import uvicorn
 from aiormq.exceptions import AMQPError
@@ -126,8 +129,11 @@ class RunningService:
 
 
 @contextlib.asynccontextmanager
-async def start_service(settings: Settings) -> AsyncIterator[RunningService]:
-    service = Service(settings)
+async def start_service(
+    settings: Settings, environ: dict[str, str] | None = None
+) -> AsyncIterator[RunningService]:
+    """The service in this process; ``environ`` is where its saga types read their settings."""
+    service = Service(settings, environ or {})
     config = uvicorn.Config(
         service.asgi,
         host="127.0.0.1",
@@ -294,3 +300,73 @@ async def broker_queues(*where: str) -> dict[str, dict[str, Any]]:
         queue["arguments"] = {name: value for name, _, value in queue["arguments"]}
         queues[queue["name"]] = queue
     return queues
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class ServeProcess:
+    """``operations serve`` running as a process of its own."""
+
+    process: asyncio.subprocess.Process
+    url: str
+    log: Any
+
+    def logs(self) -> str:
+        """What it has logged so far (its last 5,000 characters), for failure messages."""
+        self.log.seek(0)
+        text: str = self.log.read().decode("utf-8", "replace")
+        return text[-5_000:]
+
+
+@contextlib.asynccontextmanager
+async def serve_process(settings: Settings, env: dict[str, str]) -> AsyncIterator[ServeProcess]:
+    """``operations serve`` as a process on a free port, with the test's Redis, RabbitMQ, queue
+    and key prefix, and ``env`` on top; ready (broker and Redis connected) when yielded."""
+    port = free_port()
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed below, after the process ends
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "operations", "serve"),
+        env={
+            **os.environ,
+            "OPERATIONS_AMQP_URL": settings.amqp_url,
+            "OPERATIONS_REDIS_URL": settings.redis_url,
+            "OPERATIONS_JWT_SECRET": settings.jwt_secret,
+            "OPERATIONS_QUEUE": settings.queue,
+            "OPERATIONS_KEY_PREFIX": settings.key_prefix,
+            "OPERATIONS_HOST": "127.0.0.1",
+            "OPERATIONS_PORT": str(port),
+            **env,
+        },
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=log,  # a file, not a pipe: its logs must never fill a buffer and stall it
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    async def ready() -> bool:
+        if process.returncode is not None:
+            log.seek(0)
+            raise AssertionError(f"operations serve exited: {log.read().decode()[-3000:]}")
+        try:
+            async with httpx.AsyncClient(base_url=url, timeout=2) as client:
+                return (await client.get("/ready")).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        await eventually(ready, "operations serve to be ready", timeout=30, every=0.2)
+        yield ServeProcess(process, url, log)
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 15)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        log.close()

@@ -6,24 +6,29 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
 from typing import Any
 
-import aio_pika
 import httpx
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 
 from operations.demo import DemoServices, FailurePlan
 from operations.sagas import RedisSagaStore, SagaStatus
 from operations.settings import Settings
 from tests.conftest import SECRET
 from tests.live import LiveClient
+from tests.sagas_support import Sent, Wire
 from tests.support import RunningService, eventually, run_operations, start_service
 
 Token = Callable[..., str]
+ORDER_MAKER_PATH = [
+    "make_order",
+    "order_created",
+    "parcel_added_to_order",
+    "vehicle_assigned_to_order",
+    "order_approved",
+]
 # Each step the saga publishes renames the operation. The services' events carry the context of
 # the command they answer (as Convey forwards it), so they confirm a step without renaming it.
 HAPPY_STEPS = [
@@ -59,72 +64,6 @@ async def watcher(service: RunningService) -> AsyncIterator[Callable[[str], Live
     yield make
     for client in made:
         await client.close()
-
-
-@dataclass(frozen=True)
-class Sent:
-    """One message of the saga as it crossed the broker."""
-
-    routing_key: str
-    correlation_id: str | None
-    saga: str | None
-    context: dict[str, Any]
-    body: dict[str, Any]
-
-    @classmethod
-    def of(cls, message: AbstractIncomingMessage) -> Sent:
-        headers = message.headers or {}
-        saga, context = headers.get("Saga"), headers.get("message_context")
-        if isinstance(saga, bytes | bytearray):
-            saga = saga.decode()
-        return cls(
-            routing_key=message.routing_key or "",
-            correlation_id=message.correlation_id,
-            saga=saga if isinstance(saga, str) else None,
-            context=orjson.loads(context) if isinstance(context, str | bytes | bytearray) else {},
-            body=orjson.loads(message.body),
-        )
-
-
-class Wire:
-    """A test queue bound to the order-maker's own messages: the MakeOrder that starts the saga,
-    the CancelOrder it compensates with and the MakeOrderCompleted or MakeOrderRejected it ends
-    with, in the order the broker routed them."""
-
-    BINDINGS = (
-        ("ordermaker", "make_order"),
-        ("orders", "cancel_order"),
-        ("ordermaker", "make_order_completed"),
-        ("ordermaker", "make_order_rejected"),
-    )
-
-    def __init__(self, queue: AbstractQueue) -> None:
-        self.queue = queue
-        self.seen: list[Sent] = []
-
-    def of(self, operation: str) -> list[Sent]:
-        return [sent for sent in self.seen if sent.correlation_id == operation]
-
-    async def until(self, operation: str, last: str, timeout: float = 30) -> list[Sent]:
-        async def arrived() -> bool:
-            while (message := await self.queue.get(no_ack=True, fail=False)) is not None:
-                self.seen.append(Sent.of(message))
-            return any(sent.routing_key == last for sent in self.of(operation))
-
-        await eventually(arrived, f"{last} of {operation} on the broker", timeout=timeout)
-        return self.of(operation)
-
-
-@pytest.fixture
-async def wire(amqp: AbstractRobustConnection) -> AsyncIterator[Wire]:
-    async with amqp.channel() as channel:
-        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-        for exchange, routing_key in Wire.BINDINGS:
-            declared = await channel.declare_exchange(
-                exchange, aio_pika.ExchangeType.TOPIC, durable=True
-            )
-            await queue.bind(declared, routing_key=routing_key)
-        yield Wire(queue)
 
 
 def names(records: list[dict[str, Any]]) -> list[str]:
@@ -195,6 +134,9 @@ async def test_the_happy_path_is_watched_live_to_completed(
     read = await read_operation(http, operation, token(user))
     assert read["state"] == "completed" and read["version"] == final["version"]
     assert agrees(read, final), (read, final)
+
+    saga = (await http.get(f"/operations/{operation}/saga", headers=bearer(token(user)))).json()
+    assert saga["path"] == [{"message": m, "status": "done"} for m in ORDER_MAKER_PATH]
 
     store = RedisSagaStore(aioredis.Redis.from_url(settings.redis_url), settings.key_prefix)
     loaded = await store.load("order_making", operation)
@@ -273,6 +215,9 @@ async def test_each_rejection_compensates_and_reaches_the_user(
 
     assert failing in rejected["reason"]
     assert rejected["name"] == "cancel_order"
+    saga = (await http.get(f"/operations/{operation}/saga", headers=bearer(token(user)))).json()
+    progress = {step["message"]: step["status"] for step in saga["path"]}
+    assert progress["make_order"] == "compensated" and progress["order_approved"] == "remaining"
     seen = names(live.records(operation))
     assert seen[-1] == "cancel_order" and failing in seen
     assert loaded.record.status is SagaStatus.REJECTED
@@ -291,8 +236,11 @@ async def test_the_deadline_rejects_and_compensates(
     token: Token,
     wire: Wire,
 ) -> None:
-    quick = replace(settings, saga_deadline_seconds=1)
-    async with start_service(quick) as running, httpx.AsyncClient(base_url=running.url) as http:
+    quick = {"OPERATIONS_SAGA_DEADLINE_SECONDS": "1"}
+    async with (
+        start_service(settings, quick) as running,
+        httpx.AsyncClient(base_url=running.url) as http,
+    ):
         user = str(uuid.uuid4())
         live = LiveClient(running.url)
         await live.connect({"token": token(user)})

@@ -120,3 +120,11 @@ async def test_with_the_sagas_off_get_sagas_answers_an_empty_list_to_admins_only
         one = await client.get(f"/operations/{new_id()}/saga", headers=admin)
         assert one.status_code == 404 and one.json()["code"] == "operation_not_found"
         assert (await client.post("/orders", headers=user, json={})).status_code in {404, 405}
+        types = await client.get("/sagas/types", headers=user)
+        assert (types.status_code, types.json()) == (200, {"items": []})
+        assert (await client.post("/sagas/order_making", headers=user, json={})).status_code in {
+            404,
+            405,
+        }
+        cancel = await client.post(f"/operations/{new_id()}/cancel", headers=user)
+        assert (cancel.status_code, cancel.json()["code"]) == (404, "operation_not_found")

@@ -243,7 +243,9 @@ async def test_a_step_that_keeps_conflicting_is_retried_then_handled(
     await r.publish("parcel_scanned", saga_id, where="hub")
 
     async def scanned() -> bool:
-        return (await r.harness.record("parcel", saga_id)).data["scans"] == ["elsewhere", "hub"]
+        # The outcome is counted just after the commit the data shows: wait for both.
+        record = await r.harness.record("parcel", saga_id)
+        return record.data["scans"] == ["elsewhere", "hub"] and r.outcomes("handled") == 1
 
     await eventually(scanned, "the conflicting step to be retried and applied", timeout=20)
 

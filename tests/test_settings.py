@@ -9,6 +9,7 @@ import pytest
 
 from operations.errors import OperationsError, SettingsError
 from operations.queues import QueueType
+from operations.sagas.ordermaking import OrderMakingSaga
 from operations.settings import DEFAULT_MESSAGES_FILE, DEV_JWT_SECRET, Settings
 
 
@@ -352,7 +353,7 @@ def test_saga_defaults() -> None:
     assert settings.sagas is True
     assert settings.saga_queue == "operations.sagas"
     assert settings.saga_ttl_seconds == 86_400
-    assert settings.saga_deadline_seconds == 120
+    assert settings.saga_types == ("operations.sagas.ordermaking:OrderMakingSaga",)
     assert settings.saga_early_retries == 5
     assert settings.saga_retry_delay_ms == 1_000
     assert settings.saga_tombstone_seconds == 7 * 86_400
@@ -367,8 +368,7 @@ def test_saga_defaults() -> None:
         ("OPERATIONS_SAGA_QUEUE", "orders.sagas", "saga_queue_name", "orders.sagas"),
         ("OPERATIONS_SAGA_TTL_SECONDS", "1", "saga_ttl_seconds", 1),
         ("OPERATIONS_SAGA_TTL_SECONDS", "315360000", "saga_ttl_seconds", 315_360_000),
-        ("OPERATIONS_SAGA_DEADLINE_SECONDS", " 1 ", "saga_deadline_seconds", 1),
-        ("OPERATIONS_SAGA_DEADLINE_SECONDS", "2592000", "saga_deadline_seconds", 2_592_000),
+        ("OPERATIONS_SAGA_TYPES", " a.b:C , d:E,", "saga_types", ("a.b:C", "d:E")),
         ("OPERATIONS_SAGA_EARLY_RETRIES", "0", "saga_early_retries", 0),
         ("OPERATIONS_SAGA_EARLY_RETRIES", "1000", "saga_early_retries", 1_000),
         ("OPERATIONS_SAGA_RETRY_DELAY_MS", "1", "saga_retry_delay_ms", 1),
@@ -383,6 +383,27 @@ def test_good_saga_values(variable: str, value: str, field: str, expected: objec
     settings = Settings.from_env({variable: value})
     assert getattr(settings, field) == expected
     assert settings == replace(Settings(), **{field: expected})  # and nothing else moves
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, 120), (" 1 ", 1), ("2592000", 2_592_000)])
+def test_the_order_maker_reads_its_own_deadline(value: str | None, expected: int) -> None:
+    environ = {} if value is None else {"OPERATIONS_SAGA_DEADLINE_SECONDS": value}
+    assert OrderMakingSaga.configure(environ).deadline_seconds == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("0", "must be between 1 and 2592000"),
+        ("2592001", "must be between 1 and 2592000"),
+        ("1.5", "must be a whole number"),
+    ],
+)
+def test_a_bad_order_maker_deadline_names_the_variable(value: str, reason: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        OrderMakingSaga.configure({"OPERATIONS_SAGA_DEADLINE_SECONDS": value})
+    assert caught.value.variable == "OPERATIONS_SAGA_DEADLINE_SECONDS"
+    assert reason in str(caught.value)
 
 
 def test_the_saga_queue_follows_the_main_queue_unless_set() -> None:
@@ -400,9 +421,7 @@ def test_the_saga_queue_follows_the_main_queue_unless_set() -> None:
         ("OPERATIONS_SAGA_TTL_SECONDS", "0", "must be between 1 and 315360000"),
         ("OPERATIONS_SAGA_TTL_SECONDS", "315360001", "must be between 1 and 315360000"),
         ("OPERATIONS_SAGA_TTL_SECONDS", "a day", "must be a whole number"),
-        ("OPERATIONS_SAGA_DEADLINE_SECONDS", "0", "must be between 1 and 2592000"),
-        ("OPERATIONS_SAGA_DEADLINE_SECONDS", "2592001", "must be between 1 and 2592000"),
-        ("OPERATIONS_SAGA_DEADLINE_SECONDS", "1.5", "must be a whole number"),
+        ("OPERATIONS_SAGA_TYPES", " , ", "must name at least one saga type"),
         ("OPERATIONS_SAGA_EARLY_RETRIES", "-1", "must be between 0 and 1000"),
         ("OPERATIONS_SAGA_EARLY_RETRIES", "1001", "must be between 0 and 1000"),
         ("OPERATIONS_SAGA_EARLY_RETRIES", "five", "must be a whole number"),

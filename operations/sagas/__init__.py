@@ -6,11 +6,12 @@ persistence, an outbox, compensation and deadlines. The public API::
 See ``saga.py`` for how a saga is written, ``coordinator.py`` for how messages drive it.
 """
 
-from .coordinator import Coordinator, Outcome, Processed
+from .coordinator import Coordinator
 from .deadlines import DeadlineWatcher
 from .memory import MemorySagaStore
 from .outbox import OutboxRelay
 from .records import SagaRecord, SagaStatus
+from .results import Cancellation, Outcome, Processed
 from .saga import (
     Rejection,
     Saga,
@@ -23,6 +24,7 @@ from .saga import (
 from .store import RedisSagaStore, SagaStore
 
 __all__ = [
+    "Cancellation",
     "Coordinator",
     "DeadlineWatcher",
     "MemorySagaStore",

@@ -8,6 +8,12 @@ one whose process died can be resumed by the deadline watcher.
 Concurrency holds across processes: a commit succeeds only if the saga's version is still the one
 read; otherwise the step is run again on the fresh state (a step only computes and queues
 messages, so running it again is safe).
+
+A cancellation (``cancel``) is a commit like a step's: it asks the saga whether it may still be
+undone, and marks it rejected (code ``cancelled``) and compensating in one version-checked write.
+A step racing it either commits first (and the cancellation is decided again on the new state) or
+loses and finds the saga compensating. The compensation itself then runs as any other does, and
+the deadline watcher resumes it if the process running it dies.
 """
 
 from __future__ import annotations
@@ -15,14 +21,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from ..errors import StoreUnavailable
 from ..metrics import Registry
 from .outbox import OutboxRelay
 from .records import OutboxEntry, SagaRecord, SagaStatus, StepRecord
+from .results import OUTCOME_OF, STATUS_OF, Cancellation, Outcome, Processed
 from .saga import Rejection, Saga, SagaContext, SagaMessage, StepSpec
 from .store import Loaded, SagaStore
 
@@ -32,36 +37,10 @@ Callback = Callable[[SagaMessage, SagaContext], Awaitable[None]]
 MAX_CONFLICT_RETRIES = 20
 COMPENSATION_ATTEMPTS = 3
 DEADLINE_MESSAGE = "deadline_exceeded"
+CANCELLED = "cancelled"
 # A compensation that has committed nothing for this long is taken to be orphaned (its process
 # died) and is resumed by whichever process's deadline watcher sees it first.
 COMPENSATION_GRACE_SECONDS = 30.0
-
-
-class Outcome(StrEnum):
-    HANDLED = "handled"
-    COMPLETED = "completed"
-    REJECTED = "rejected"
-    COMPENSATION_FAILED = "compensation_failed"
-    DUPLICATE = "duplicate"
-    FINISHED = "ignored_finished"  # the saga already finished: the message changes nothing
-    TOMBSTONED = "ignored_tombstoned"  # it finished and expired: a start starts no second one
-    EARLY = "early"  # no such saga yet and the message does not start one
-    CONFLICT = "conflict"  # other writers kept winning; try again later
-    COMPENSATING = "ignored_compensating"  # the saga is being compensated: the message is too late
-
-
-_STATUSES = {
-    Outcome.REJECTED: SagaStatus.REJECTED,
-    Outcome.COMPENSATION_FAILED: SagaStatus.COMPENSATION_FAILED,
-}
-_OUTCOMES = {status: outcome for outcome, status in _STATUSES.items()}
-
-
-@dataclass(frozen=True)
-class Processed:
-    saga: str
-    saga_id: str
-    outcome: Outcome
 
 
 class Coordinator:
@@ -149,6 +128,47 @@ class Coordinator:
                 )
                 return Processed(saga_name, saga_id, outcome)
         return Processed(saga_name, saga_id, Outcome.CONFLICT)
+
+    async def cancel(self, saga_name: str, saga_id: str, reason: str) -> Cancellation:
+        """Reject a running saga with code ``cancelled`` and mark it compensating, unless it is
+        not running or refuses; the compensation is left to :meth:`compensate`."""
+        kind = self._by_name[saga_name]
+        for _ in range(MAX_CONFLICT_RETRIES):
+            loaded = await self.store.load(saga_name, saga_id)
+            if loaded is None or loaded.record.status is not SagaStatus.PENDING:
+                status = "gone" if loaded is None else loaded.record.status.value
+                return Cancellation(False, f"the saga is no longer running ({status})")
+            record = loaded.record
+            saga = self._restore(kind, record)
+            refusal = saga.refuses_cancel()
+            if refusal is not None:
+                return Cancellation(False, refusal)
+            saga.reject(reason, CANCELLED)
+            self._begin_compensation(saga, record, len(record.steps))
+            context = SagaContext(record.correlation_id, record.message_context)
+            if await self._commit(saga, record, loaded.version, context):
+                log.info(
+                    "saga %s:%s cancelled: %s",
+                    saga_name,
+                    saga_id,
+                    reason,
+                    extra={"correlation_id": record.correlation_id},
+                )
+                self.metrics.sagas.inc(saga=saga_name, outcome=CANCELLED)
+                return Cancellation(True, reason)
+        return Cancellation(False, "the saga kept changing; try again")
+
+    async def compensate(self, saga_name: str, saga_id: str) -> Processed:
+        """Run the compensation of a saga that is compensating (a cancelled one) to its end."""
+        kind = self._by_name[saga_name]
+        loaded = await self.store.load(saga_name, saga_id)
+        if loaded is None or loaded.record.status is not SagaStatus.COMPENSATING:
+            return Processed(saga_name, saga_id, Outcome.FINISHED)
+        record = loaded.record
+        context = SagaContext(record.correlation_id, record.message_context)
+        outcome = await self._compensation(kind, loaded, context)
+        self.metrics.sagas.inc(saga=saga_name, outcome=outcome.value)
+        return Processed(saga_name, saga_id, outcome)
 
     async def _process(
         self,
@@ -269,7 +289,7 @@ class Coordinator:
         for _ in range(MAX_CONFLICT_RETRIES):
             record, version = loaded.record, loaded.version
             if record.status is not SagaStatus.COMPENSATING:
-                return _OUTCOMES.get(record.status, Outcome.FINISHED)
+                return OUTCOME_OF.get(record.status, Outcome.FINISHED)
             saga = self._restore(kind, record)
             saga.rejection = rejection = Rejection(record.reason or "", record.code)
             outcome, lost = Outcome.REJECTED, False
@@ -302,7 +322,7 @@ class Coordinator:
                 version += 1
             if not lost:
                 await self._on_rejected(saga, rejection, context)
-                record.status = _STATUSES[outcome]
+                record.status = STATUS_OF[outcome]
                 record.resume_at = None
                 if await self._commit(saga, record, version, context):
                     return outcome

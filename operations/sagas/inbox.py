@@ -11,9 +11,11 @@ import orjson
 
 from ..consumer import ATTEMPTS_HEADER, ROUTING_KEY_HEADER
 from ..envelope import Delivered
+from ..errors import SagaDataError
 from ..logs import handling, logged_id
 from ..outcomes import Ack, DeadLetter, Retry, Settlement
-from .coordinator import Coordinator, Outcome
+from .coordinator import Coordinator
+from .results import Outcome
 from .saga import SagaContext, SagaMessage
 
 log = logging.getLogger("operations.sagas.inbox")
@@ -45,7 +47,17 @@ class SagaInbox:
         message = SagaMessage(name, body, delivered.message_id)
         context = SagaContext(delivered.correlation_id, _context(headers))
         with handling(logged_id(delivered)):
-            results = await self.coordinator.process(message, context)
+            try:
+                results = await self.coordinator.process(message, context)
+            except SagaDataError as error:
+                # The saga's stored data no longer fits its class: no retry can mend that.
+                log.error(
+                    "saga message %s: %s",
+                    name,
+                    error.reason,
+                    extra={"correlation_id": logged_id(delivered)},
+                )
+                return DeadLetter(f"saga message {name}: {error.reason}")
         outcomes = {result.outcome for result in results}
         attempt = _attempts(headers) + 1
         if Outcome.EARLY in outcomes and not _in_saga_flow(headers):

@@ -4,16 +4,20 @@ MakeOrder ─▶ CreateOrder ─▶ OrderCreated ─▶ AddParcelToOrder (each p
 (all of them) ─▶ pick a vehicle and a date ─▶ AssignVehicleToOrder ─▶ VehicleAssignedToOrder ─▶
 ReserveResource ─▶ OrderApproved ─▶ MakeOrderCompleted.
 
-A rejection at any step (or the deadline) compensates: CancelOrder, then MakeOrderRejected with the
-code and reason. The saga is keyed by the correlation id, the operation the user watches.
+A rejection at any step (or the deadline, ``OPERATIONS_SAGA_DEADLINE_SECONDS``, a setting the saga
+reads itself) compensates: CancelOrder, then MakeOrderRejected with the code and reason. The saga
+is keyed by the correlation id, the operation the user watches. Once the vehicle is reserved it
+refuses to be cancelled: CancelOrder does not release a reservation.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ..settings import read_setting, whole_number
 from ..states import State
 from .saga import Rejection, Saga, SagaContext, SagaMessage, compensates, start, step
 
@@ -41,16 +45,46 @@ class OrderMakingData:
     vehicle_id: str | None = None
     reservation_date: str | None = None
     reservation_priority: int = 0
+    resource_reserved: bool = False
 
     @property
     def all_parcels_added(self) -> bool:
         return bool(self.parcel_ids) and set(self.parcel_ids) <= set(self.added_parcel_ids)
 
 
+@dataclass(frozen=True)
+class OrderMakingSettings:
+    deadline_seconds: int = 120
+
+
 class OrderMakingSaga(Saga[OrderMakingData]):
     name = "order_making"
     data_type = OrderMakingData
-    deadline_seconds = 120.0
+    http_start = "make_order"
+    path = [  # noqa: RUF012 - the class's declared shape, never changed
+        "make_order",
+        "order_created",
+        "parcel_added_to_order",
+        "vehicle_assigned_to_order",
+        "order_approved",
+    ]
+    settings: OrderMakingSettings
+
+    @classmethod
+    def configure(cls, environ: Mapping[str, str]) -> OrderMakingSettings:
+        return OrderMakingSettings(
+            read_setting(
+                environ,
+                "OPERATIONS_SAGA_DEADLINE_SECONDS",
+                OrderMakingSettings.deadline_seconds,
+                whole_number(1, 30 * 86_400),
+            )
+        )
+
+    def refuses_cancel(self) -> str | None:
+        if self.data.resource_reserved:
+            return "the vehicle is already reserved for this order; CancelOrder cannot release it"
+        return None
 
     @start("make_order")
     async def make_order(self, message: SagaMessage, context: SagaContext) -> None:
@@ -68,7 +102,8 @@ class OrderMakingSaga(Saga[OrderMakingData]):
             return
         self.data.customer_id = customer
         self.data.parcel_ids = parcel_ids[:MAX_PARCELS]
-        self.set_deadline(self.deadline_seconds)
+        settings = self.settings or OrderMakingSettings()
+        self.set_deadline(settings.deadline_seconds)
         self.publish(
             "orders", "create_order", {"orderId": self.data.order_id, "customerId": customer}
         )
@@ -117,6 +152,7 @@ class OrderMakingSaga(Saga[OrderMakingData]):
 
     @step("vehicle_assigned_to_order")
     async def vehicle_assigned(self, message: SagaMessage, context: SagaContext) -> None:
+        self.data.resource_reserved = True
         self.publish(
             "availability",
             "reserve_resource",

@@ -3,15 +3,14 @@ coordinator, the deadline watcher, and the consumer of the messages their steps 
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
 import aio_pika
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractRobustConnection
 
-from ..catalogue import Catalogue, Subscription
+from ..catalogue import Catalogue
 from ..consumer import Consumer
-from ..errors import CatalogueError
 from ..metrics import Registry
 from ..publisher import AmqpPublisher
 from ..settings import Settings
@@ -20,9 +19,8 @@ from .census import SagaCensus
 from .coordinator import Coordinator
 from .deadlines import DeadlineWatcher
 from .inbox import SagaInbox
-from .ordermaking import OrderMakingSaga
 from .outbox import OutboxRelay
-from .saga import Saga
+from .registry import SagaTypes
 from .store import RedisSagaStore
 
 
@@ -33,7 +31,10 @@ class SagaRuntime:
         catalogue: Catalogue,
         redis: aioredis.Redis,
         metrics: Registry,
+        environ: Mapping[str, str],
     ) -> None:
+        """Loads the saga types ``OPERATIONS_SAGA_TYPES`` names, each reading its own settings
+        from ``environ``: a bad one raises ``SagaTypeError`` or ``SettingsError`` here."""
         self.settings = settings
         self.metrics = metrics
         self.store = RedisSagaStore(
@@ -44,34 +45,15 @@ class SagaRuntime:
         )
         self.connection: AbstractRobustConnection | None = None
         self.publisher: AmqpPublisher | None = None
-        self._sagas: list[type[Saga[Any]]] = [OrderMakingSaga]
-        self._catalogue = catalogue
+        self.types = SagaTypes.load(settings.saga_types, catalogue, environ)
         self.coordinator: Coordinator | None = None
         self.watcher: DeadlineWatcher | None = None
         self.relay: OutboxRelay | None = None
         self.consumer: Consumer | None = None
         self.census: SagaCensus | None = None
 
-    def _make(self, kind: type[Saga[Any]], saga_id: str, data: Any) -> Saga[Any]:
-        saga = kind(saga_id, data)
-        if isinstance(saga, OrderMakingSaga):
-            saga.deadline_seconds = float(self.settings.saga_deadline_seconds)
-        return saga
-
     def saga_names(self) -> list[str]:
-        return [kind.name for kind in self._sagas]
-
-    def bindings(self) -> list[Subscription]:
-        found = []
-        for kind in self._sagas:
-            for message in kind.steps:
-                subscription = self._catalogue.lookup("", message)
-                if subscription is None:
-                    raise CatalogueError(
-                        f"saga {kind.name} waits for {message!r}, which is not in the catalogue"
-                    )
-                found.append(subscription)
-        return found
+        return self.types.names
 
     @property
     def ready(self) -> bool:
@@ -91,12 +73,12 @@ class SagaRuntime:
         self.publisher = AmqpPublisher(self.connection)
         self.relay = OutboxRelay(self.store, self.publisher, self.metrics)
         self.coordinator = Coordinator(
-            self._sagas,
+            self.types.kinds,
             self.store,
             self.relay,
             self.metrics,
             self.settings.saga_ttl_seconds,
-            factory=self._make,
+            factory=self.types.make,
         )
         self.watcher = DeadlineWatcher(self.coordinator)
         queue = self.settings.saga_queue
@@ -104,7 +86,7 @@ class SagaRuntime:
             self.settings.amqp_url,
             queue,
             f"{queue}.dead-letter",
-            self.bindings(),
+            self.types.bindings(),
             SagaInbox(
                 self.coordinator,
                 self.settings.saga_early_retries,

@@ -25,17 +25,26 @@ A saga class declares its steps with decorators::
 
 A step does not publish directly: what it publishes is kept with the saga's new state and sent
 only once that state is committed.
+
+A saga type may also set ``http_start`` (the start message ``POST /sagas/{name}`` publishes),
+``path`` (its happy path, message names in order), override :meth:`Saga.configure` to read its
+own settings, and override :meth:`Saga.refuses_cancel` to refuse a cancellation it can no longer
+undo. Its ``data_type`` is a dataclass that may hold nested dataclasses, lists, dicts, optionals,
+enums and datetimes; it is stored as JSON and converted back by msgspec, so fields added later
+take their defaults and fields removed later are ignored.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
+import msgspec
+
+from ..errors import SagaDataError
 from ..states import State
 
 D = TypeVar("D")
@@ -131,6 +140,8 @@ class Saga(Generic[D]):
     name: ClassVar[str]
     data_type: ClassVar[type[Any]]
     steps: ClassVar[dict[str, StepSpec]] = {}
+    http_start: ClassVar[str | None] = None
+    path: ClassVar[list[str]] = []
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -150,10 +161,14 @@ class Saga(Generic[D]):
             message: StepSpec(message, starts, attribute, compensations.get(message))
             for message, (attribute, starts) in handlers.items()
         }
+        if not any("path" in vars(klass) for klass in cls.__mro__ if klass is not Saga):
+            starts_first = sorted(cls.steps.values(), key=lambda spec: not spec.starts)
+            cls.path = [spec.message for spec in starts_first]
 
-    def __init__(self, saga_id: str, data: D) -> None:
+    def __init__(self, saga_id: str, data: D, settings: Any = None) -> None:
         self.id = saga_id
         self.data = data
+        self.settings = settings
         self.deadline: float | None = None
         self.outbox: list[Outgoing] = []
         self.completed = False
@@ -165,10 +180,29 @@ class Saga(Generic[D]):
 
     @classmethod
     def load_data(cls, document: Mapping[str, Any]) -> D:
-        return cls.data_type(**document)  # type: ignore[no-any-return]
+        """The typed data from its stored JSON form: fields it lacks take their defaults, fields
+        the class no longer has are ignored."""
+        try:
+            return msgspec.convert(dict(document), cls.data_type)  # type: ignore[no-any-return]
+        except msgspec.ValidationError as error:
+            raise SagaDataError(f"saga {cls.name}: stored data does not fit: {error}") from None
 
     def dump_data(self) -> dict[str, Any]:
-        return dataclasses.asdict(self.data)  # type: ignore[call-overload, no-any-return]
+        dumped = msgspec.to_builtins(self.data)
+        if not isinstance(dumped, dict):
+            raise TypeError(f"saga {self.name}: data must be a dataclass, not {type(dumped)}")
+        return dumped
+
+    @classmethod
+    def configure(cls, environ: Mapping[str, str]) -> Any:
+        """Read this saga type's own settings from the environment, once at start-up; what it
+        returns is every instance's ``settings``. Raise ``SettingsError`` naming the variable
+        for a bad value."""
+        return None
+
+    def refuses_cancel(self) -> str | None:
+        """Why this saga can no longer be cancelled in its present state, or None if it can."""
+        return None
 
     def resolve_id(self, message: SagaMessage, context: SagaContext) -> str | None:
         """The id of the saga instance this message belongs to, or None if it is not for us."""

@@ -1,0 +1,143 @@
+"""The saga types the service runs: imported from ``OPERATIONS_SAGA_TYPES`` (``module:Class``
+import paths), checked against each other and against the message catalogue, configured once from
+the environment, and described for ``GET /sagas/types``.
+
+Anything wrong raises :class:`SagaTypeError` naming the import path, so ``operations serve`` stops
+with exit code 2 before it consumes anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from ..catalogue import Catalogue, Subscription
+from ..errors import SagaTypeError
+from .saga import Saga
+
+SagaType = type[Saga[Any]]
+
+
+def import_saga_type(path: str) -> SagaType:
+    """The class an import path ``package.module:ClassName`` names, if it is a saga type."""
+    module_name, colon, class_name = path.partition(":")
+    if not colon or not module_name or not class_name:
+        raise SagaTypeError(f"{path!r} is not an import path of the form package.module:ClassName")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:
+        raise SagaTypeError(
+            f"{path!r}: module {module_name!r} cannot be imported ({type(error).__name__}: {error})"
+        ) from None
+    kind = getattr(module, class_name, None)
+    if kind is None:
+        raise SagaTypeError(f"{path!r}: module {module_name!r} has no {class_name!r}")
+    if not isinstance(kind, type) or not issubclass(kind, Saga) or kind is Saga:
+        raise SagaTypeError(f"{path!r} is not a subclass of operations.sagas.Saga")
+    name = vars(kind).get("name", getattr(kind, "name", None))
+    if not isinstance(name, str) or not name:
+        raise SagaTypeError(f"{path!r} sets no saga name (class attribute 'name')")
+    data_type = getattr(kind, "data_type", None)
+    if not isinstance(data_type, type) or not dataclasses.is_dataclass(data_type):
+        raise SagaTypeError(f"{path!r}: its data_type must be a dataclass")
+    if not any(spec.starts for spec in kind.steps.values()):
+        raise SagaTypeError(f"{path!r} has no @start step: nothing would ever start it")
+    return kind
+
+
+class SagaTypes:
+    """The loaded saga types, in the order they were named, with each one's settings."""
+
+    def __init__(
+        self,
+        kinds: Sequence[SagaType],
+        catalogue: Catalogue,
+        settings: Mapping[str, Any] | None = None,
+        paths: Sequence[str] | None = None,
+    ) -> None:
+        self.kinds = list(kinds)
+        self.catalogue = catalogue
+        self.settings = dict(settings or {})
+        self._by_name: dict[str, SagaType] = {}
+        for kind, path in zip(
+            self.kinds, paths or [k.__qualname__ for k in self.kinds], strict=True
+        ):
+            self._check(kind, path)
+            self._by_name[kind.name] = kind
+
+    @classmethod
+    def load(
+        cls, paths: Sequence[str], catalogue: Catalogue, environ: Mapping[str, str]
+    ) -> SagaTypes:
+        kinds = [import_saga_type(path) for path in paths]
+        settings = {kind.name: kind.configure(environ) for kind in kinds}
+        return cls(kinds, catalogue, settings, paths)
+
+    def _check(self, kind: SagaType, path: str) -> None:
+        other = self._by_name.get(kind.name)
+        if other is not None:
+            raise SagaTypeError(
+                f"{path!r}: two saga types are named {kind.name!r}"
+                f" ({other.__module__}:{other.__qualname__} too)"
+            )
+        for message in kind.steps:
+            if self.catalogue.lookup("", message) is None:
+                raise SagaTypeError(
+                    f"{path!r}: saga {kind.name} handles {message!r},"
+                    " which is not in the message catalogue"
+                )
+        if kind.http_start is not None:
+            spec = kind.steps.get(kind.http_start)
+            if spec is None or not spec.starts:
+                raise SagaTypeError(
+                    f"{path!r}: http_start {kind.http_start!r} is not one of its @start messages"
+                )
+        unknown = [message for message in kind.path if message not in kind.steps]
+        if unknown:
+            raise SagaTypeError(f"{path!r}: its path names messages it has no step for: {unknown}")
+
+    def __iter__(self) -> Iterator[SagaType]:
+        return iter(self.kinds)
+
+    @property
+    def names(self) -> list[str]:
+        return [kind.name for kind in self.kinds]
+
+    def get(self, name: str) -> SagaType | None:
+        return self._by_name.get(name)
+
+    def make(self, kind: SagaType, saga_id: str, data: Any) -> Saga[Any]:
+        """An instance of ``kind`` with its type's settings: the coordinator's factory."""
+        return kind(saga_id, data, self.settings.get(kind.name))
+
+    def bindings(self) -> list[Subscription]:
+        """What the saga queue is bound to: every message some loaded saga type handles."""
+        found: dict[tuple[str, str], Subscription] = {}
+        for kind in self.kinds:
+            for message in kind.steps:
+                subscription = self.catalogue.lookup("", message)
+                assert subscription is not None  # checked when loaded
+                found[subscription.exchange, subscription.message] = subscription
+        return list(found.values())
+
+    def exchange_of(self, message: str) -> str:
+        subscription = self.catalogue.lookup("", message)
+        assert subscription is not None  # checked when loaded
+        return subscription.exchange
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Each type's shape, message names throughout, for ``GET /sagas/types``."""
+        return [
+            {
+                "name": kind.name,
+                "start": [spec.message for spec in kind.steps.values() if spec.starts],
+                "path": list(kind.path),
+                "compensations": [
+                    spec.message for spec in kind.steps.values() if spec.compensation is not None
+                ],
+                "httpStart": kind.http_start,
+            }
+            for kind in self.kinds
+        ]

@@ -1,0 +1,44 @@
+"""What the coordinator reports: the outcome of a message for each saga it drove, and of a
+cancellation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from .records import SagaStatus
+
+
+class Outcome(StrEnum):
+    HANDLED = "handled"
+    COMPLETED = "completed"
+    REJECTED = "rejected"
+    COMPENSATION_FAILED = "compensation_failed"
+    DUPLICATE = "duplicate"
+    FINISHED = "ignored_finished"  # the saga already finished: the message changes nothing
+    TOMBSTONED = "ignored_tombstoned"  # it finished and expired: a start starts no second one
+    EARLY = "early"  # no such saga yet and the message does not start one
+    CONFLICT = "conflict"  # other writers kept winning; try again later
+    COMPENSATING = "ignored_compensating"  # the saga is being compensated: the message is too late
+
+
+STATUS_OF = {
+    Outcome.REJECTED: SagaStatus.REJECTED,
+    Outcome.COMPENSATION_FAILED: SagaStatus.COMPENSATION_FAILED,
+}
+OUTCOME_OF = {status: outcome for outcome, status in STATUS_OF.items()}
+
+
+@dataclass(frozen=True)
+class Processed:
+    saga: str
+    saga_id: str
+    outcome: Outcome
+
+
+@dataclass(frozen=True)
+class Cancellation:
+    """Whether a cancellation was committed, and if not, why."""
+
+    accepted: bool
+    reason: str

@@ -1,0 +1,200 @@
+"""Starting a saga over HTTP: ``POST /sagas/{name}`` for any saga type that sets ``http_start``
+(and, through the same :class:`SagaStarter`, Pacco's ``POST /orders``).
+
+The start message is published through the broker, never handed to the coordinator directly: on
+the exchange the catalogue lists it under, with a new correlation id (the operation id), the
+caller as ``message_context.user`` and ``Saga: Pending``, and the answer waits for the broker's
+confirm. The saga and the operation both start from that message, as from any other.
+
+``Prefer: wait=N`` (RFC 7240, N up to 60 seconds) answers ``200`` with the operation's record if
+it is final within N seconds, and ``202`` otherwise; both carry ``Preference-Applied``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+from aiormq.exceptions import AMQPError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..api import Json, bearer_principal, problem
+from ..errors import BrokerUnavailable
+from ..feed import ChangeFeed
+from ..identity import ADMIN_ROLE, Principal
+from ..publisher import AmqpPublisher
+from ..records import OperationRecord
+from ..states import State
+from ..store import Store
+from ..tokens import TokenVerifier
+from .registry import SagaTypes
+
+MAX_BODY_BYTES = 65_536
+MAX_WAIT_SECONDS = 60
+# A change another process applies reaches this one through the change feed; the record is read
+# again at least this often all the same.
+REREAD_SECONDS = 1.0
+
+
+class SagaStarter:
+    """Publishes a saga's start message for a caller; shared by every HTTP route that starts
+    one."""
+
+    def __init__(self, publisher: Callable[[], AmqpPublisher | None]) -> None:
+        self.publisher = publisher
+
+    async def start(
+        self,
+        principal: Principal,
+        exchange: str,
+        message: str,
+        body: Mapping[str, Any],
+        resource_id: str | None = None,
+    ) -> str:
+        """The new operation's id, once the broker has confirmed the start message; raises
+        :class:`BrokerUnavailable` when it could not be handed over."""
+        publisher = self.publisher()
+        if publisher is None:
+            raise BrokerUnavailable("the message broker is not connected yet")
+        operation_id = str(uuid.uuid4())
+        try:
+            await publisher.publish(
+                exchange,
+                message,
+                body,
+                correlation_id=operation_id,
+                message_id=uuid.uuid4().hex,
+                message_context=caller_context(principal, operation_id, message, resource_id),
+                saga=State.PENDING,
+            )
+        except (AMQPError, ConnectionError, TimeoutError, RuntimeError):
+            raise BrokerUnavailable(f"{message} could not be handed to the broker") from None
+        return operation_id
+
+
+def caller_context(
+    principal: Principal, operation_id: str, name: str, resource_id: str | None
+) -> dict[str, Any]:
+    """A CorrelationContext naming the caller as the user, as a Convey API gateway writes it."""
+    return {
+        "correlationId": operation_id,
+        "user": {
+            "id": principal.user_id,
+            "isAuthenticated": True,
+            "role": ADMIN_ROLE if principal.is_admin else "user",
+            "claims": {},
+        },
+        "name": name,
+        "resourceId": resource_id,
+        "traceId": uuid.uuid4().hex,
+        "connectionId": None,
+        "createdAt": dt.datetime.now(dt.UTC).isoformat(),
+    }
+
+
+async def bounded_body(request: Request) -> bytes | None:
+    """The body, or None once it is known to exceed the limit: it is never read whole."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def preferred_wait(request: Request) -> int | None:
+    """The ``wait`` preference of the ``Prefer`` headers in seconds (at most 60), or None.
+
+    A preference the service does not understand, or a malformed value, is ignored, as RFC 7240
+    asks."""
+    for header in request.headers.getlist("prefer"):
+        for preference in header.split(","):
+            name, _, value = preference.split(";", 1)[0].strip().partition("=")
+            if name.strip().lower() != "wait":
+                continue
+            value = value.strip().strip('"')
+            if value.isdigit():
+                return min(int(value), MAX_WAIT_SECONDS)
+    return None
+
+
+class SagaStartApi:
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        types: SagaTypes,
+        starter: SagaStarter,
+        operations: Store,
+        feed: ChangeFeed,
+    ) -> None:
+        self.verifier = verifier
+        self.types = types
+        self.starter = starter
+        self.operations = operations
+        self.feed = feed
+
+    @property
+    def routes(self) -> list[Route]:
+        return [Route("/sagas/{name}", self.start_saga, methods=["POST"])]
+
+    async def start_saga(self, request: Request) -> Response:
+        principal = await bearer_principal(request, self.verifier)
+        assert principal is not None
+        name = request.path_params["name"]
+        kind = self.types.get(name)
+        if kind is None or kind.http_start is None:
+            return problem(404, "saga_not_found", f"no saga type {name!r} starts over HTTP")
+        raw = await bounded_body(request)
+        if raw is None:
+            return problem(413, "payload_too_large", f"the body exceeds {MAX_BODY_BYTES} bytes")
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = None
+        if not isinstance(body, dict):
+            return problem(400, "invalid_body", "the body must be a JSON object")
+        message = kind.http_start
+        try:
+            operation_id = await self.starter.start(
+                principal, self.types.exchange_of(message), message, body
+            )
+        except BrokerUnavailable as error:
+            return problem(503, error.code, error.reason)
+        headers = {"Request-ID": operation_id, "Location": f"/operations/{operation_id}"}
+        wait = preferred_wait(request)
+        if wait is not None:
+            headers["Preference-Applied"] = f"wait={wait}"
+            headers["Vary"] = "Prefer"
+            final = await self._final_within(operation_id, wait)
+            if final is not None:
+                return Json(final.to_json(), headers={**headers, "ETag": final.etag})
+        return Json({"operationId": operation_id}, status_code=202, headers=headers)
+
+    async def _final_within(self, operation_id: str, seconds: float) -> OperationRecord | None:
+        """The operation's record once it is final, or None if it is not within ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while True:
+            changed = self.feed.watch(operation_id)
+            try:
+                record = await self.operations.get(operation_id)
+                if record is not None and record.state.is_terminal:
+                    return record
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), min(remaining, REREAD_SECONDS))
+            finally:
+                self.feed.unwatch(operation_id, changed)
