@@ -13,8 +13,9 @@ One process takes each pass, by a lease in Redis that lasts most of the interval
 skip it.
 
 Operations indexed by a version without the sweep have no member in the expiries set. Once per
-deployment, one process walks every index in the background (``clear_legacy``) and removes the
-ids whose record is gone, then records that it is done (``P:legacy-swept``).
+deployment, one process looks for them (a global index larger than its expiries set) and, if
+there are any, walks every index in the background (``clear_legacy``) and removes the ids whose
+record is gone; then it records that it is done (``P:legacy-swept``).
 
 Each sweep script touches one shard's keys (one Redis Cluster slot), and sweeping twice is
 harmless, so a pass that overlaps another costs time, never correctness.
@@ -90,7 +91,7 @@ class Sweeper:
         async for key in self.redis.scan_iter(match=f"{keys.prefix}:{{*}}:user:*", count=1_000):
             name = key.decode()
             shard = name[len(keys.prefix) + 2 : name.index("}")]
-            if shard.isdigit() and name.startswith(keys.tag(int(shard))):
+            if shard.isdigit() and int(shard) < len(keys.shards):
                 indexes.append((name, int(shard)))
         removed = 0
         for index, shard in indexes:
@@ -112,6 +113,9 @@ class Sweeper:
                 f"{done_key}:lease", self.holder, nx=True, ex=3_600
             ):
                 return
+            if not await self._has_legacy():
+                await self.redis.set(done_key, "1")
+                return
             removed = await self.clear_legacy()
             await self.redis.set(done_key, "1")
             if removed:
@@ -119,6 +123,18 @@ class Sweeper:
             log.info("indexes written before the sweep cleared: %d expired id(s) removed", removed)
         except (RedisError, OSError, StoreUnavailable) as error:
             log.warning("clearing indexes written before the sweep failed: %s", error)
+
+    async def _has_legacy(self) -> bool:
+        """Whether some shard's global index holds more ids than its expiries set: ids that an
+        earlier version indexed (every id this version indexes has an expiries member). Data
+        this version wrote, or none at all, needs no walk over the keyspace."""
+        keys = self.store.keys
+        for shard in keys.shards:
+            indexed: Any = await self.redis.zcard(keys.index(shard))
+            scored: Any = await self.redis.zcard(keys.expiries(shard))
+            if int(indexed) > int(scored):
+                return True
+        return False
 
     async def sweep(self) -> SweepResult:
         """One sweep of everything, now, whoever holds the lease."""

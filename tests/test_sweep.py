@@ -333,6 +333,7 @@ async def test_ids_indexed_before_the_sweep_are_cleared_once(
     for n in range(3):
         await redis_client.zadd(keys.index(n), {op: 1 for op in old})
         await redis_client.zadd(keys.user_index(OTHER, n), {op: 1 for op in old[:7]})
+    await redis_client.zadd("t:{9}:user:someone", {"not-this-stores": 1})  # no shard of ours
     metrics = Registry()
     sweeper = Sweeper(redis_client, short, None, metrics, every=60)
     await sweeper.start()
@@ -342,6 +343,8 @@ async def test_ids_indexed_before_the_sweep_are_cleared_once(
         )
     finally:
         await sweeper.stop()
+    assert await redis_client.zscore("t:{9}:user:someone", "not-this-stores") == 1
+    await redis_client.delete("t:{9}:user:someone")
     assert await indexed_operations(redis_client, short) == {str(live)}
     assert metrics.swept.value(what="operation") == 3 * (len(old) + 7)
     assert await redis_client.zscore(keys.user_index(USER, shard), live) is not None
@@ -381,3 +384,20 @@ async def test_a_cursor_whose_own_entry_is_removed_loses_nothing(
         await redis_client.zrem(store.keys.user_index(USER, shard), last)
         await redis_client.zrem(store.keys.index(shard), last)
     assert listed == order
+
+
+async def test_data_of_this_version_needs_no_walk_over_the_keyspace(
+    short: RedisStore, redis_client: aioredis.Redis
+) -> None:
+    await short.apply([envelope(new_id(), State.PENDING) for _ in range(20)])
+    await redis_client.zadd("t:{9}:user:someone", {"unrelated": 1})  # not a shard of this store
+    sweeper = Sweeper(redis_client, short, None, Registry(), every=60)
+    assert not await sweeper._has_legacy()
+    await sweeper.start()
+    try:
+        await eventually(
+            lambda: _cleared(redis_client, "t:legacy-swept"), "the check to be recorded", 10
+        )
+    finally:
+        await sweeper.stop()
+    assert await redis_client.zscore("t:{9}:user:someone", "unrelated") == 1
