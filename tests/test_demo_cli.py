@@ -198,6 +198,13 @@ async def test_run_sh_starts_the_demo_with_commands_the_cli_accepts(
             line = await asyncio.wait_for(process.stderr.readline(), timeout=60)
             assert line, f"run.sh ended early: {''.join(banner)}"
             banner.append(line.decode())
+
+        async def demos_started() -> bool:
+            # The demo commands run in the background: the banner can come before they start.
+            text = calls.read_text() if calls.exists() else ""
+            return '["demo-services"' in text and '["demo-orders"' in text
+
+        await eventually(demos_started, "run.sh's demo commands to start", timeout=30)
         process.send_signal(signal.SIGTERM)
         await asyncio.wait_for(process.communicate(), timeout=30)
     finally:
