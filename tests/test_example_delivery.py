@@ -28,7 +28,10 @@ Token = Callable[..., str]
 
 
 def guide_code() -> str:
-    (code,) = re.findall(r"```python\n(.*?)```", GUIDE.read_text(encoding="utf-8"), re.S)
+    """The Python block of the guide's "Writing and running your own saga"."""
+    text = GUIDE.read_text(encoding="utf-8")
+    section = text.split("\n## Writing and running your own saga\n", 1)[1].split("\n## ", 1)[0]
+    (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
     return str(code)
 
 
