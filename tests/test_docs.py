@@ -14,6 +14,7 @@ import pytest
 import hub
 import operations
 from operations.errors import OperationsError
+from operations.metrics import Registry
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -109,3 +110,25 @@ def code_tree() -> dict[str, tuple[str | None, str]]:
 
 def test_the_documented_exception_tree_is_the_code_s() -> None:
     assert documented_tree() == code_tree()
+
+
+def table_names(page: str, pattern: str) -> set[str]:
+    """The names in the first column of a page's tables that match ``pattern``."""
+    text = (ROOT / "docs" / page).read_text(encoding="utf-8")
+    return set(re.findall(rf"^\| `({pattern})`", text, re.M))
+
+
+def test_the_configuration_page_lists_every_setting_the_code_reads() -> None:
+    read = {
+        name
+        for source in (ROOT / "operations").rglob("*.py")
+        for name in re.findall(r"\"(OPERATIONS_[A-Z0-9_]+)\"", source.read_text(encoding="utf-8"))
+    }
+    assert "OPERATIONS_AMQP_URL" in read
+    assert read <= table_names("configuration.md", r"OPERATIONS_[A-Z0-9_]+")
+
+
+def test_the_http_page_lists_every_metric() -> None:
+    metrics = set(re.findall(r"^# TYPE (operations_\w+) ", Registry().render(), re.M))
+    assert "operations_messages_total" in metrics
+    assert metrics == table_names("http-api.md", r"operations_[a-z_]+")
