@@ -6,8 +6,9 @@ is the one both the validation and the document use."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Literal
 
 import msgspec
@@ -71,7 +72,7 @@ STORE_DOWN = problem("`store_unavailable`: Redis cannot be reached; retry later.
 def build(endpoints: Iterable[Endpoint], info: Mapping[str, Any]) -> dict[str, Any]:
     endpoints = list(endpoints)
     models = _models(endpoints)
-    schemas, components = msgspec.json.schema_components(models, ref_template=REF)
+    schemas, components = _components(models)
     schema_of = dict(zip(map(_key, models), schemas, strict=True))
     for model in models:
         extra = getattr(model, "json_schema_extra", None)
@@ -122,7 +123,7 @@ def build(endpoints: Iterable[Endpoint], info: Mapping[str, Any]) -> dict[str, A
 
 def query_parameters(model: type[msgspec.Struct]) -> list[dict[str, Any]]:
     """A query model's fields as OpenAPI query parameters, each schema written out in full."""
-    _, components = msgspec.json.schema_components([model], ref_template=REF)
+    _, components = _components([model])
     own = components[model.__name__]
     required = set(own.get("required", []))
     parameters = []
@@ -151,6 +152,36 @@ def _inline(schema: dict[str, Any], components: Mapping[str, Any]) -> dict[str, 
     if schema.get("default", ...) is None:
         del schema["default"]
     return schema
+
+
+def _components(models: list[Any]) -> tuple[tuple[dict[str, Any], ...], dict[str, Any]]:
+    """msgspec's schemas, with each enum's values in the order the enum declares them (msgspec
+    sorts them)."""
+    schemas, components = msgspec.json.schema_components(models, ref_template=REF)
+    for enum in _enums(msgspec.inspect.multi_type_info(models), set()):
+        if enum.__name__ in components:
+            components[enum.__name__]["enum"] = [member.value for member in enum]
+    return schemas, components
+
+
+def _enums(kinds: Iterable[msgspec.inspect.Type], seen: set[Any]) -> Iterator[type[Enum]]:
+    for kind in kinds:
+        if isinstance(kind, msgspec.inspect.EnumType):
+            yield kind.cls
+        elif isinstance(kind, msgspec.inspect.StructType) and kind.cls not in seen:
+            seen.add(kind.cls)
+            yield from _enums((f.type for f in kind.fields), seen)
+        elif isinstance(kind, msgspec.inspect.Metadata):
+            yield from _enums([kind.type], seen)
+        elif isinstance(kind, msgspec.inspect.UnionType):
+            yield from _enums(kind.types, seen)
+        elif isinstance(kind, msgspec.inspect.ListType | msgspec.inspect.DictType):
+            yield from _enums(
+                [kind.item_type]
+                if isinstance(kind, msgspec.inspect.ListType)
+                else [kind.key_type, kind.value_type],
+                seen,
+            )
 
 
 def _parameter(param: Param) -> dict[str, Any]:
