@@ -111,7 +111,10 @@ ENDPOINTS = (*OPERATION_ENDPOINTS, *SAGA_ENDPOINTS)
 INFO = {
     "title": "operations",
     "version": __version__,
-    "description": "Tracks long-running operations carried by RabbitMQ messages.",
+    "description": "Tracks long-running operations carried by RabbitMQ messages. Errors are"
+    " `{code, reason}`. Besides the statuses listed, any route may answer `500 internal_error`"
+    " (logged), and a path or method the service does not serve `404 not_found` or"
+    " `405 method_not_allowed`.",
 }
 
 

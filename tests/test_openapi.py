@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -187,3 +188,30 @@ async def test_answers_fit_their_models_and_bad_queries_are_counted(
         "reason": "state must be one of pending, completed, rejected",
     }
     assert counted.value(code="invalid_query") == before + 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "route"),
+    [
+        ("get", "/sagas", "/sagas"),
+        ("get", "/operations/x/saga", "/operations/{id}/saga"),
+        ("post", "/operations/x/cancel", "/operations/{id}/cancel"),
+    ],
+)
+async def test_the_saga_routes_answer_a_store_outage_with_the_documented_503(
+    settings: Settings, method: str, path: str, route: str, token: Token
+) -> None:
+    broken = replace(
+        settings, redis_url="redis://127.0.0.1:1/0", amqp_url="amqp://x:y@127.0.0.1:1/"
+    )
+    service = Service(broken)
+    try:
+        transport = httpx.ASGITransport(app=service.asgi)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            headers = {"Authorization": f"Bearer {token('ops', 'admin')}"}
+            response = await client.request(method, path, headers=headers)
+    finally:
+        await service.store.close()
+    assert (response.status_code, response.json()["code"]) == (503, "store_unavailable")
+    documented = openapi.document()["paths"][route][method]["responses"]["503"]
+    assert "store_unavailable" in documented["description"]
