@@ -107,7 +107,7 @@ def test_every_route_declares_its_path_parameters_its_token_and_its_errors() -> 
 
 
 def parameter(method: str, path: str, name: str) -> dict[str, Any]:
-    parameters = openapi.document()["paths"][path][method]["parameters"]
+    parameters: list[dict[str, Any]] = openapi.document()["paths"][path][method]["parameters"]
     (found,) = [p for p in parameters if p["name"] == name]
     return found
 
@@ -166,7 +166,9 @@ async def test_answers_fit_their_models_and_bad_queries_are_counted(
         response = await http.get(f"/operations/{op}", headers=headers)
         return response if response.status_code == 200 else None
 
-    record = msgspec.json.decode((await eventually(read, op)).content, type=Operation)
+    answer = await eventually(read, op)
+    assert answer is not None
+    record = msgspec.json.decode(answer.content, type=Operation)
     assert (record.id, record.user_id, record.state) == (op, user, State.PENDING)
     history = await http.get(f"/operations/{op}/history", headers=headers)
     assert [t.version for t in msgspec.json.decode(history.content, type=History).items] == [1]
