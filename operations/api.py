@@ -9,34 +9,47 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
+import msgspec
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from .errors import StoreUnavailable, TokenError
+from .errors import InvalidRequest, StoreUnavailable, TokenError
 from .feed import ChangeFeed
 from .identity import Principal, normalise_id
-from .listing import MAX_PAGE, InvalidCursor, ListQuery
+from .listing import InvalidCursor, ListQuery
 from .metrics import Registry
-from .openapi import document as openapi_document
+from .models import (
+    Error,
+    Health,
+    History,
+    ListOperations,
+    Operation,
+    Page,
+    ReadOperation,
+    Transition,
+    encode,
+    read_query,
+)
+from .models import Readiness as ReadinessAnswer
+from .openapi import encoded_document
 from .records import OperationRecord
-from .states import State
 from .store import Store
 from .tokens import TokenVerifier
 
-MAX_WAIT_SECONDS = 60.0
 log = logging.getLogger("operations.api")
 
 
 class Json(JSONResponse):
+    """A JSON answer encoded by msgspec: a model of :mod:`operations.models` or plain data."""
+
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+        return encode(content)
 
 
 def problem(status: int, code: str, reason: str, headers: dict[str, str] | None = None) -> Json:
-    return Json({"code": code, "reason": reason}, status_code=status, headers=headers)
+    return Json(Error(code, reason), status_code=status, headers=headers)
 
 
 def unauthorized(reason: str) -> Json:
@@ -89,13 +102,13 @@ class OperationsApi:
         return await bearer_principal(request, self.verifier, optional)
 
     async def health(self, request: Request) -> Response:
-        return Json({"status": "ok"})
+        return Json(Health())
 
     async def ready(self, request: Request) -> Response:
         checks = await self.readiness.report()
         ready = all(checks.values())
         return Json(
-            {"status": "ready" if ready else "unavailable", "checks": checks},
+            ReadinessAnswer("ready" if ready else "unavailable", checks),
             status_code=200 if ready else 503,
         )
 
@@ -105,7 +118,7 @@ class OperationsApi:
         )
 
     async def openapi(self, request: Request) -> Response:
-        return Json(openapi_document())
+        return Response(encoded_document(), media_type="application/json")
 
     async def _reader(self, request: Request) -> tuple[str, Principal | None]:
         """The operation asked for and who asks. The token is checked before anything is looked
@@ -124,7 +137,7 @@ class OperationsApi:
 
     async def get_operation(self, request: Request) -> Response:
         operation_id, principal = await self._reader(request)
-        wait = _wait_seconds(request)
+        wait = read_query(request.query_params, ReadOperation).wait
         record = await self._visible(operation_id, principal)
         if record is None:
             return not_found(operation_id)
@@ -135,7 +148,9 @@ class OperationsApi:
                 return not_found(operation_id)
         if known is not None and _etag_matches(known, record.etag):
             return Response(status_code=304, headers={"ETag": record.etag})
-        return Json(record.to_json(), headers={"ETag": record.etag, "Cache-Control": "no-cache"})
+        return Json(
+            Operation.of(record), headers={"ETag": record.etag, "Cache-Control": "no-cache"}
+        )
 
     async def _await_change(
         self, request: Request, operation_id: str, record: OperationRecord, known: str, wait: float
@@ -166,40 +181,30 @@ class OperationsApi:
         if await self._visible(operation_id, principal) is None:
             return not_found(operation_id)
         entries = await self.store.history(operation_id)
-        return Json({"id": operation_id, "items": entries})
+        return Json(History(operation_id, msgspec.convert(entries, list[Transition])))
 
     async def list_operations(self, request: Request) -> Response:
         principal = await self.principal(request)
         assert principal is not None
-        params = request.query_params
-        user_filter = params.get("userId")
+        params = read_query(request.query_params, ListOperations)
         if principal.is_admin:
-            user_id = normalise_id(user_filter) if user_filter else None
+            user_id = normalise_id(params.user_id) if params.user_id else None
         else:
-            if user_filter and normalise_id(user_filter) != principal.user_id:
+            if params.user_id and normalise_id(params.user_id) != principal.user_id:
                 return problem(403, "forbidden", "only admins may list other users' operations")
             user_id = principal.user_id
-        state = params.get("state")
-        if state is not None and state not in {s.value for s in State}:
-            return problem(400, "invalid_query", "state must be pending, completed or rejected")
-        try:
-            limit = int(params.get("limit", "50"))
-        except ValueError:
-            return problem(400, "invalid_query", "limit must be a whole number")
-        if not 1 <= limit <= MAX_PAGE:
-            return problem(400, "invalid_query", f"limit must be between 1 and {MAX_PAGE}")
         query = ListQuery(
             user_id=user_id,
-            state=State(state) if state else None,
-            name=params.get("name") or None,
-            limit=limit,
-            cursor=params.get("cursor") or None,
+            state=params.state,
+            name=params.name or None,
+            limit=params.limit,
+            cursor=params.cursor or None,
         )
         try:
             page = await self.store.page(query)
         except InvalidCursor as error:
             return problem(400, error.code, error.reason)
-        return Json({"items": [record.to_json() for record in page.items], "next": page.next})
+        return Json(Page([Operation.of(record) for record in page.items], page.next))
 
 
 async def bearer_principal(
@@ -218,19 +223,6 @@ async def bearer_principal(
     return (await verifier.verify(token.strip())).principal
 
 
-def _wait_seconds(request: Request) -> float:
-    raw = request.query_params.get("wait")
-    if raw is None:
-        return 0.0
-    try:
-        value = float(raw)
-    except ValueError:
-        raise HTTPException(400, "wait must be a number of seconds") from None
-    if not 0 <= value <= MAX_WAIT_SECONDS:
-        raise HTTPException(400, f"wait must be between 0 and {MAX_WAIT_SECONDS:g} seconds")
-    return value
-
-
 def _etag_matches(header: str, etag: str) -> bool:
     candidates = {tag.strip().removeprefix("W/") for tag in header.split(",")}
     return "*" in candidates or etag in candidates
@@ -239,6 +231,15 @@ def _etag_matches(header: str, etag: str) -> bool:
 async def on_token_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, TokenError)
     return unauthorized(error.reason)
+
+
+async def on_invalid_request(request: Request, error: Exception) -> Response:
+    assert isinstance(error, InvalidRequest)
+    log.info("refused %s %s: %s", request.method, request.url.path, error.reason)
+    metrics = getattr(request.app.state, "metrics", None)
+    if isinstance(metrics, Registry):
+        metrics.invalid_requests.inc(code=error.code)
+    return problem(400, error.code, error.reason)
 
 
 async def on_store_unavailable(request: Request, error: Exception) -> Response:
@@ -259,6 +260,7 @@ async def on_unexpected(request: Request, error: Exception) -> Response:
 
 EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
     TokenError: on_token_error,
+    InvalidRequest: on_invalid_request,
     StoreUnavailable: on_store_unavailable,
     HTTPException: on_http_error,
     Exception: on_unexpected,

@@ -9,6 +9,10 @@
     ├── EnvelopeError               a delivered message cannot be interpreted (names the field)
     ├── TokenError                  a JWT is missing, malformed, badly signed, expired or refused
     ├── ClaimError                  a bad ``--claim`` option of ``operations token`` (claims.py)
+    ├── InvalidRequest              an HTTP request does not fit its model (models.py); a 400
+    │   ├── InvalidQuery            a query parameter (names it)
+    │   └── InvalidBody             a JSON body (names the field)
+    │       └── InvalidOrder        a ``POST /orders`` body (orders.py)
     ├── StoreError                  Redis could not apply or read a record
     │   ├── StoreUnavailable        Redis is unreachable; the work can be retried
     │   └── InvalidCursor           a listing cursor this service did not issue (store.py)
@@ -65,6 +69,26 @@ class EnvelopeError(OperationsError):
 
 class TokenError(OperationsError):
     code = "unauthorized"
+
+
+class InvalidRequest(OperationsError):
+    """An HTTP request whose query or body does not fit the route's model: answered ``400`` with
+    this ``code`` and ``reason``. ``field`` is where it fails (``limit``, ``parcelIds[0]``), or
+    empty for the body as a whole."""
+
+    code = "invalid_request"
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+
+
+class InvalidQuery(InvalidRequest):
+    code = "invalid_query"
+
+
+class InvalidBody(InvalidRequest):
+    code = "invalid_body"
 
 
 class QueueMismatch(OperationsError):

@@ -133,6 +133,11 @@ class Registry:
             "Expired entries removed from Redis's indexes by this process's sweeps, by what they "
             "named: operation, saga or tombstone.",
         )
+        self.invalid_requests = Counter(
+            "operations_http_invalid_requests_total",
+            "HTTP requests refused with 400 because a query parameter or the body did not fit "
+            "the route's model, by error code.",
+        )
 
     def render(self) -> str:
         lines: list[str] = []
@@ -152,6 +157,7 @@ class Registry:
             self.saga_publish_failures,
             self.jwks_fetches,
             self.jwks_fetch_failures,
+            self.invalid_requests,
         ):
             lines.extend(metric.render())
         return "\n".join(lines) + "\n"

@@ -1,267 +1,128 @@
-"""The OpenAPI 3.1 document served at ``GET /openapi.json``."""
+"""The OpenAPI 3.1 document served at ``GET /openapi.json``, generated from the route table: the
+operations routes here, the saga routes in :mod:`operations.sagas.openapi`. To document a route,
+declare its models and add one :class:`~operations.endpoints.Endpoint` (docs/http-models.md)."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from . import __version__
-from .sagas.openapi import SAGA_SCHEMAS, saga_paths
-
-
-def _error(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
-
-
-def _json(description: str, schema: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
-    response: dict[str, Any] = {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
-    }
-    if headers:
-        response["headers"] = headers
-    return response
-
-
-_ID = {
-    "name": "id",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string"},
-    "description": "The operation id (the messages' correlation id); GUIDs in any format.",
-}
-_NEEDS_TOKEN = _error(
-    "Missing, malformed, badly signed or expired bearer token, or one whose identity provider"
-    " keys cannot be fetched."
+from .endpoints import (
+    NEEDS_TOKEN,
+    OPERATION_ID,
+    STORE_DOWN,
+    UNKNOWN,
+    Answer,
+    Endpoint,
+    Param,
+    build,
+    problem,
 )
-_UNKNOWN = _error("Unknown, expired, or another user's operation.")
-_STORE_DOWN = _error("`store_unavailable`: Redis cannot be reached; retry later.")
+from .models import Health, History, ListOperations, Operation, Page, Readiness, ReadOperation
+from .models import encode as encode_json
+from .sagas.openapi import SAGA_ENDPOINTS
+
+BAD_QUERY = "`invalid_query`: a query parameter does not fit its schema; the reason names it."
+
+OPERATION_ENDPOINTS = (
+    Endpoint(
+        "get",
+        "/operations/{id}",
+        "One operation's record",
+        params=(
+            OPERATION_ID,
+            Param("If-None-Match", "header", "An ETag from an earlier read.", '"3"'),
+        ),
+        query=ReadOperation,
+        answers={
+            200: Answer(
+                "The record.",
+                Operation,
+                {"ETag": "The record's version, quoted.", "Cache-Control": "no-cache"},
+            ),
+            304: Answer("Unchanged since the ETag given.", headers={"ETag": "The same ETag."}),
+            400: problem(BAD_QUERY),
+            401: NEEDS_TOKEN,
+            404: UNKNOWN,
+            503: STORE_DOWN,
+        },
+    ),
+    Endpoint(
+        "get",
+        "/operations/{id}/history",
+        "An operation's transitions, oldest first",
+        params=(OPERATION_ID,),
+        answers={
+            200: Answer("The transitions.", History),
+            401: NEEDS_TOKEN,
+            404: UNKNOWN,
+            503: STORE_DOWN,
+        },
+    ),
+    Endpoint(
+        "get",
+        "/operations",
+        "The caller's operations (everyone's for admins), newest first",
+        query=ListOperations,
+        answers={
+            200: Answer("A page of operations.", Page),
+            400: problem(f"{BAD_QUERY} `invalid_cursor`: a cursor this service did not issue."),
+            401: NEEDS_TOKEN,
+            403: problem("`forbidden`: a non-admin asked for another user's operations."),
+            503: STORE_DOWN,
+        },
+    ),
+    Endpoint(
+        "get",
+        "/health",
+        "Liveness",
+        token=False,
+        answers={200: Answer("The process is up.", Health)},
+    ),
+    Endpoint(
+        "get",
+        "/ready",
+        "Readiness: RabbitMQ and Redis connected",
+        token=False,
+        answers={
+            200: Answer("Ready.", Readiness),
+            503: Answer("A dependency is down: `status` is `unavailable`.", Readiness),
+        },
+    ),
+    Endpoint(
+        "get",
+        "/metrics",
+        "Prometheus metrics",
+        token=False,
+        answers={200: Answer("Prometheus text.", str, media_type="text/plain")},
+    ),
+    Endpoint(
+        "get",
+        "/openapi.json",
+        "This document",
+        token=False,
+        answers={200: Answer("OpenAPI 3.1.", dict[str, Any])},
+    ),
+)
+
+ENDPOINTS = (*OPERATION_ENDPOINTS, *SAGA_ENDPOINTS)
+
+INFO = {
+    "title": "operations",
+    "version": __version__,
+    "description": "Tracks long-running operations carried by RabbitMQ messages. Errors are"
+    " `{code, reason}`. Besides the statuses listed, any route may answer `500 internal_error`"
+    " (logged), and a path or method the service does not serve `404 not_found` or"
+    " `405 method_not_allowed`.",
+}
 
 
 def document() -> dict[str, Any]:
-    return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "operations",
-            "version": __version__,
-            "description": "Tracks long-running operations carried by RabbitMQ messages.",
-        },
-        "security": [{"bearer": []}],
-        "paths": {
-            "/operations/{id}": {
-                "get": {
-                    "summary": "One operation's record",
-                    "parameters": [
-                        _ID,
-                        {
-                            "name": "wait",
-                            "in": "query",
-                            "schema": {"type": "number", "minimum": 0, "maximum": 60},
-                            "description": "With If-None-Match: wait up to this many seconds for "
-                            "the operation to change or finish.",
-                        },
-                        {
-                            "name": "If-None-Match",
-                            "in": "header",
-                            "schema": {"type": "string"},
-                            "description": "An ETag from an earlier read.",
-                        },
-                    ],
-                    "responses": {
-                        "200": _json(
-                            "The record.",
-                            "Operation",
-                            {
-                                "ETag": {
-                                    "schema": {"type": "string"},
-                                    "description": "The record's version, quoted.",
-                                }
-                            },
-                        ),
-                        "304": {"description": "Unchanged since the ETag given."},
-                        "400": _error("Bad wait parameter."),
-                        "401": _NEEDS_TOKEN,
-                        "404": _UNKNOWN,
-                        "503": _STORE_DOWN,
-                    },
-                }
-            },
-            "/operations/{id}/history": {
-                "get": {
-                    "summary": "An operation's transitions, oldest first",
-                    "parameters": [_ID],
-                    "responses": {
-                        "200": _json("The transitions.", "History"),
-                        "401": _NEEDS_TOKEN,
-                        "404": _UNKNOWN,
-                        "503": _STORE_DOWN,
-                    },
-                }
-            },
-            "/operations": {
-                "get": {
-                    "summary": "The caller's operations (everyone's for admins), newest first",
-                    "parameters": [
-                        {
-                            "name": "state",
-                            "in": "query",
-                            "schema": {"$ref": "#/components/schemas/State"},
-                        },
-                        {"name": "name", "in": "query", "schema": {"type": "string"}},
-                        {
-                            "name": "userId",
-                            "in": "query",
-                            "schema": {"type": "string"},
-                            "description": "Admins only: one user's operations.",
-                        },
-                        {
-                            "name": "limit",
-                            "in": "query",
-                            "schema": {
-                                "type": "integer",
-                                "minimum": 1,
-                                "maximum": 200,
-                                "default": 50,
-                            },
-                        },
-                        {
-                            "name": "cursor",
-                            "in": "query",
-                            "schema": {"type": "string"},
-                            "description": "The `next` of the previous page.",
-                        },
-                    ],
-                    "responses": {
-                        "200": _json("A page of operations.", "Page"),
-                        "400": _error("Bad filter, limit or cursor."),
-                        "401": _NEEDS_TOKEN,
-                        "403": _error("A non-admin asked for another user's operations."),
-                        "503": _STORE_DOWN,
-                    },
-                }
-            },
-            **saga_paths(),
-            "/dashboard/": {
-                "get": {
-                    "summary": "The ops dashboard (a static page; admin token)",
-                    "security": [],
-                    "responses": {"200": {"description": "HTML."}},
-                }
-            },
-            "/health": {
-                "get": {
-                    "summary": "Liveness",
-                    "security": [],
-                    "responses": {"200": {"description": "The process is up."}},
-                }
-            },
-            "/ready": {
-                "get": {
-                    "summary": "Readiness: RabbitMQ and Redis connected",
-                    "security": [],
-                    "responses": {
-                        "200": {"description": "Ready."},
-                        "503": {"description": "A dependency is down."},
-                    },
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "summary": "Prometheus metrics",
-                    "security": [],
-                    "responses": {
-                        "200": {"description": "Prometheus text.", "content": {"text/plain": {}}}
-                    },
-                }
-            },
-            "/openapi.json": {
-                "get": {
-                    "summary": "This document",
-                    "security": [],
-                    "responses": {"200": {"description": "OpenAPI 3.1."}},
-                }
-            },
-        },
-        "components": {
-            "securitySchemes": {
-                "bearer": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "bearerFormat": (
-                        "JWT: HS256 with OPERATIONS_JWT_SECRET, or RS256/ES256 from the"
-                        " OPERATIONS_JWT_JWKS_URL key set by kid; exp required"
-                    ),
-                }
-            },
-            "schemas": {
-                "State": {"type": "string", "enum": ["pending", "completed", "rejected"]},
-                "Operation": {
-                    "type": "object",
-                    "required": [
-                        "id",
-                        "userId",
-                        "name",
-                        "state",
-                        "code",
-                        "reason",
-                        "version",
-                        "createdAt",
-                        "updatedAt",
-                    ],
-                    "properties": {
-                        "id": {"type": "string"},
-                        "userId": {"type": ["string", "null"]},
-                        "name": {"type": "string"},
-                        "state": {"$ref": "#/components/schemas/State"},
-                        "code": {"type": ["string", "null"]},
-                        "reason": {"type": ["string", "null"]},
-                        "version": {"type": "integer", "minimum": 1},
-                        "createdAt": {"type": "string", "format": "date-time"},
-                        "updatedAt": {"type": "string", "format": "date-time"},
-                    },
-                },
-                "Transition": {
-                    "type": "object",
-                    "properties": {
-                        "version": {"type": "integer"},
-                        "state": {"$ref": "#/components/schemas/State"},
-                        "name": {"type": "string"},
-                        "message": {"type": "string", "description": "The message name."},
-                        "messageId": {"type": ["string", "null"]},
-                        "code": {"type": ["string", "null"]},
-                        "reason": {"type": ["string", "null"]},
-                        "at": {"type": "string", "format": "date-time"},
-                        "sentAt": {"type": ["string", "null"], "format": "date-time"},
-                    },
-                },
-                "History": {
-                    "type": "object",
-                    "properties": {
-                        "id": {"type": "string"},
-                        "items": {
-                            "type": "array",
-                            "items": {"$ref": "#/components/schemas/Transition"},
-                        },
-                    },
-                },
-                "Page": {
-                    "type": "object",
-                    "properties": {
-                        "items": {
-                            "type": "array",
-                            "items": {"$ref": "#/components/schemas/Operation"},
-                        },
-                        "next": {"type": ["string", "null"]},
-                    },
-                },
-                **SAGA_SCHEMAS,
-                "Error": {
-                    "type": "object",
-                    "required": ["code", "reason"],
-                    "properties": {"code": {"type": "string"}, "reason": {"type": "string"}},
-                },
-            },
-        },
-    }
+    return build(ENDPOINTS, INFO)
+
+
+@functools.cache
+def encoded_document() -> bytes:
+    """The document as JSON, built once."""
+    return encode_json(document())

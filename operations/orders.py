@@ -12,20 +12,20 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from .api import Json, bearer_principal, problem
-from .errors import BrokerUnavailable
-from .sagas.ordermaking import MAX_PARCELS
-from .sagas.starts import MAX_BODY_BYTES, SagaStarter, bounded_body
+from .errors import BrokerUnavailable, InvalidBody
+from .models import read_body
+from .sagas.models import MAX_BODY_BYTES, MakeOrder, OrderAccepted
+from .sagas.starts import SagaStarter, bounded_body
 from .tokens import TokenVerifier
 
 
-class InvalidOrder(ValueError):
-    pass
+class InvalidOrder(InvalidBody):
+    code = "invalid_order"
 
 
 class OrdersApi:
@@ -43,10 +43,7 @@ class OrdersApi:
         raw = await bounded_body(request)
         if raw is None:
             return problem(413, "payload_too_large", f"the body exceeds {MAX_BODY_BYTES} bytes")
-        try:
-            order = _order(raw)
-        except InvalidOrder as error:
-            return problem(400, "invalid_order", str(error))
+        order = _order(read_body(raw, MakeOrder, InvalidOrder, lenient=True))
         order_id = order["orderId"]
         try:
             operation_id = await self.starter.start(
@@ -55,39 +52,17 @@ class OrdersApi:
         except BrokerUnavailable as error:
             return problem(503, error.code, error.reason)
         return Json(
-            {"operationId": operation_id, "orderId": order_id},
+            OrderAccepted(operation_id, order_id),
             status_code=202,
             headers={"Request-ID": operation_id, "Resource-ID": order_id},
         )
 
 
-def _order(raw: bytes) -> dict[str, Any]:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidOrder("the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise InvalidOrder("the body must be a JSON object")
-    fields = {key.lower(): value for key, value in body.items()}
-    customer = fields.get("customerid")
-    if not isinstance(customer, str) or not customer.strip():
-        raise InvalidOrder("customerId is required")
-    parcels = fields.get("parcelids")
-    if parcels is None and fields.get("parcelid") is not None:
-        parcels = [fields["parcelid"]]
-    if (
-        not isinstance(parcels, list)
-        or not parcels
-        or not all(isinstance(p, str) and p.strip() for p in parcels)
-    ):
-        raise InvalidOrder("parcelIds (a non-empty list of ids) or parcelId is required")
-    if len(parcels) > MAX_PARCELS:
-        raise InvalidOrder(f"at most {MAX_PARCELS} parcels per order")
-    order_id = fields.get("orderid")
-    if order_id is not None and (not isinstance(order_id, str) or not order_id.strip()):
-        raise InvalidOrder("orderId must be a non-empty string when given")
+def _order(order: MakeOrder) -> dict[str, Any]:
+    """The MakeOrder message's body: ids trimmed, parcels once each, a new order id if none."""
+    parcels = order.parcel_ids or [order.parcel_id or ""]
     return {
-        "orderId": (order_id or str(uuid.uuid4())).strip(),
-        "customerId": customer.strip(),
-        "parcelIds": list(dict.fromkeys(p.strip() for p in parcels)),
+        "orderId": (order.order_id or str(uuid.uuid4())).strip(),
+        "customerId": order.customer_id.strip(),
+        "parcelIds": list(dict.fromkeys(parcel.strip() for parcel in parcels)),
     }

@@ -149,6 +149,7 @@ class Service:
             lifespan=self._lifespan,
             middleware=_cors_middleware(settings.allowed_origins),
         )
+        self.http.state.metrics = self.metrics  # counted by the 400 handler of operations.api
         self.asgi = self.hub.asgi(self.http)
         self._connecting: asyncio.Task[None] | None = None
         self._layout_checked = False

@@ -10,20 +10,23 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from ..api import Json, bearer_principal, not_found, problem
 from ..identity import Principal, normalise_id
+from ..models import read_query
 from ..store import Store
 from ..tokens import TokenVerifier
 from .coordinator import Coordinator
+from .models import Cancelled, ListSagas, Saga, Sagas
+from .models import SagaTypes as SagaTypesAnswer
 from .records import SagaRecord, SagaStatus
 from .registry import SagaType, SagaTypes
 from .store import SagaStore
 
-MAX_LIMIT = 500
 log = logging.getLogger("operations.sagas.http")
 
 
@@ -43,6 +46,10 @@ def path_progress(kind: SagaType, record: SagaRecord) -> list[dict[str, str]]:
             status = "remaining"
         progress.append({"message": message, "status": status})
     return progress
+
+
+def saga_model(record: SagaRecord, kind: SagaType | None = None) -> Saga:
+    return msgspec.convert(saga_json(record, kind), Saga)
 
 
 def saga_json(record: SagaRecord, kind: SagaType | None = None) -> dict[str, Any]:
@@ -106,24 +113,16 @@ class SagasApi:
         assert principal is not None
         if not principal.is_admin:
             return problem(403, "forbidden", "listing sagas needs the admin role")
-        status = request.query_params.get("status")
-        if status is not None and status not in {s.value for s in SagaStatus}:
-            allowed = ", ".join(s.value for s in SagaStatus)
-            return problem(400, "invalid_query", f"status must be one of {allowed}")
-        try:
-            limit = int(request.query_params.get("limit", "100"))
-        except ValueError:
-            return problem(400, "invalid_query", "limit must be a whole number")
-        if not 1 <= limit <= MAX_LIMIT:
-            return problem(400, "invalid_query", f"limit must be between 1 and {MAX_LIMIT}")
+        query = read_query(request.query_params, ListSagas)
         if self.store is None:
-            return Json({"items": []})
-        records = await self.store.recent(limit, None if status is None else SagaStatus(status))
-        return Json({"items": [saga_json(record) for record in records]})
+            return Json(Sagas([]))
+        records = await self.store.recent(query.limit, query.status)
+        return Json(Sagas([saga_model(record) for record in records]))
 
     async def saga_types(self, request: Request) -> Response:
         await bearer_principal(request, self.verifier)
-        return Json({"items": [] if self.types is None else self.types.describe()})
+        described = [] if self.types is None else self.types.describe()
+        return Json(msgspec.convert({"items": described}, SagaTypesAnswer))
 
     async def operation_saga(self, request: Request) -> Response:
         principal = await bearer_principal(request, self.verifier)
@@ -136,7 +135,7 @@ class SagasApi:
             if loaded is None:
                 continue
             if principal.may_read(owner_of(loaded.record)):
-                return Json(saga_json(loaded.record, kind))
+                return Json(saga_model(loaded.record, kind))
         return not_found(operation_id)
 
     async def cancel(self, request: Request) -> Response:
@@ -162,7 +161,7 @@ class SagasApi:
             task = asyncio.create_task(coordinator.compensate(kind.name, operation_id))
             self._compensations.add(task)
             task.add_done_callback(self._compensations.discard)
-            return Json({"operationId": operation_id, "cancelled": True}, status_code=202)
+            return Json(Cancelled(operation_id), status_code=202)
         record = await self.operations.get(operation_id)
         if record is None or not principal.may_read(record.user_id or ""):
             return not_found(operation_id)

@@ -20,7 +20,6 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import orjson
 from aiormq.exceptions import AMQPError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -30,15 +29,15 @@ from ..api import Json, bearer_principal, problem
 from ..errors import BrokerUnavailable
 from ..feed import ChangeFeed
 from ..identity import ADMIN_ROLE, Principal
+from ..models import Operation, read_body
 from ..publisher import AmqpPublisher
 from ..records import OperationRecord
 from ..states import State
 from ..store import Store
 from ..tokens import TokenVerifier
+from .models import MAX_BODY_BYTES, MAX_WAIT_SECONDS, SagaStarted
 from .registry import SagaTypes
 
-MAX_BODY_BYTES = 65_536
-MAX_WAIT_SECONDS = 60
 # A change another process applies reaches this one through the change feed; the record is read
 # again at least this often all the same.
 REREAD_SECONDS = 1.0
@@ -159,12 +158,7 @@ class SagaStartApi:
         raw = await bounded_body(request)
         if raw is None:
             return problem(413, "payload_too_large", f"the body exceeds {MAX_BODY_BYTES} bytes")
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            body = None
-        if not isinstance(body, dict):
-            return problem(400, "invalid_body", "the body must be a JSON object")
+        body = read_body(raw, dict)
         message = kind.http_start
         try:
             operation_id = await self.starter.start(
@@ -179,8 +173,8 @@ class SagaStartApi:
             headers["Vary"] = "Prefer"
             final = await self._final_within(operation_id, wait)
             if final is not None:
-                return Json(final.to_json(), headers={**headers, "ETag": final.etag})
-        return Json({"operationId": operation_id}, status_code=202, headers=headers)
+                return Json(Operation.of(final), headers={**headers, "ETag": final.etag})
+        return Json(SagaStarted(operation_id), status_code=202, headers=headers)
 
     async def _final_within(self, operation_id: str, seconds: float) -> OperationRecord | None:
         """The operation's record once it is final, or None if it is not within ``seconds``."""

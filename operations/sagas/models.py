@@ -1,0 +1,123 @@
+"""The typed models (msgspec) of the saga routes: starting sagas (``POST /orders``,
+``POST /sagas/{name}``), cancelling them, and reading them. They validate the routes' input and
+feed the OpenAPI document, as :mod:`operations.models` does for the operations routes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+from .ordermaking import MAX_PARCELS
+from .records import SagaStatus
+
+MAX_BODY_BYTES = 65_536
+MAX_WAIT_SECONDS = 60
+MAX_LIMIT = 500
+DEFAULT_LIMIT = 100
+
+Id = Annotated[str, Meta(pattern=r"\S", description="Not blank.")]
+
+
+class MakeOrder(msgspec.Struct, rename="camel"):
+    """parcelIds, or parcelId for one parcel; parcelIds wins when both are given. Field names
+    are matched in any letter case (PascalCase too), and a null field counts as absent."""
+
+    # Merged into the document's component: the rule __post_init__ checks.
+    json_schema_extra: ClassVar[dict[str, Any]] = {
+        "anyOf": [{"required": ["parcelIds"]}, {"required": ["parcelId"]}]
+    }
+
+    customer_id: Id
+    parcel_ids: Annotated[list[Id], Meta(min_length=1, max_length=MAX_PARCELS)] | UnsetType = UNSET
+    parcel_id: Annotated[Id, Meta(description="One parcel.")] | UnsetType = UNSET
+    order_id: Annotated[Id, Meta(description="Default: a new GUID.")] | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        if not self.parcel_ids and not self.parcel_id:
+            raise ValueError("parcelIds (a non-empty list of ids) or parcelId is required")
+
+
+# POST /sagas/{name}: the start message's body, as it is.
+SagaStartBody = Annotated[dict[str, Any], Meta(description="The start message's body, as it is.")]
+
+
+class OrderAccepted(msgspec.Struct, rename="camel"):
+    operation_id: str
+    order_id: str
+
+
+class SagaStarted(msgspec.Struct, rename="camel"):
+    operation_id: str
+
+
+class Cancelled(msgspec.Struct, rename="camel"):
+    operation_id: str
+    cancelled: Annotated[bool, Meta(extra_json_schema={"const": True})] = True
+
+
+class ListSagas(msgspec.Struct):
+    """The query of ``GET /sagas``."""
+
+    status: SagaStatus | None = None
+    limit: Annotated[int, Meta(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT
+
+
+class SagaStep(msgspec.Struct, rename="camel"):
+    """A step the saga took; ``compensated`` once undone, ``compensationError`` if undoing
+    failed. ``at`` is in seconds since the epoch."""
+
+    message: str
+    message_id: str | None
+    at: float
+    body: dict[str, Any]
+    compensated: bool
+    compensation_error: str | None
+
+
+class PathStep(msgspec.Struct):
+    """A message of the saga type's happy path, and this instance's progress on it."""
+
+    message: str
+    status: Literal["done", "waiting", "remaining", "compensated"]
+
+
+class Saga(msgspec.Struct, rename="camel"):
+    """A saga instance. Times are seconds since the epoch. ``messageContext`` holds the start
+    message's user, name, resourceId and correlationId. ``path`` is only in
+    ``GET /operations/{id}/saga``."""
+
+    saga: str
+    id: str
+    status: SagaStatus
+    data: dict[str, Any]
+    correlation_id: str | None
+    message_context: dict[str, Any]
+    steps: list[SagaStep]
+    deadline: float | None
+    reason: str | None
+    code: str | None
+    created_at: float
+    updated_at: float
+    path: list[PathStep] | UnsetType = UNSET
+
+
+class Sagas(msgspec.Struct):
+    """Recent sagas, newest first."""
+
+    items: list[Saga]
+
+
+class SagaTypeInfo(msgspec.Struct, rename="camel"):
+    """A saga type, message names throughout."""
+
+    name: str
+    start: list[str]
+    path: list[str]
+    compensations: list[str]
+    http_start: str | None = None
+
+
+class SagaTypes(msgspec.Struct):
+    items: list[SagaTypeInfo]
