@@ -221,7 +221,8 @@ def untagged(value: Any) -> Any:
     if "$a" in value:
         return bytearray(base64.b64decode(value["$a"]))
     if "$b" in value:
-        return base64.b64decode(value["$b"])
+        # A long string that is not UTF-8: pamqp can only send raw bytes as a byte array.
+        return bytearray(base64.b64decode(value["$b"]))
     if "$d" in value:
         return dt.datetime.fromisoformat(value["$d"])
     if "$n" in value:
