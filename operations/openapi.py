@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import __version__
+from .deadletters.openapi import DEAD_LETTER_SCHEMAS, dead_letter_paths
 from .sagas.openapi import SAGA_SCHEMAS, saga_paths
 
 
@@ -143,6 +144,7 @@ def document() -> dict[str, Any]:
                 }
             },
             **saga_paths(),
+            **dead_letter_paths(),
             "/dashboard/": {
                 "get": {
                     "summary": "The ops dashboard (a static page; admin token)",
@@ -257,6 +259,7 @@ def document() -> dict[str, Any]:
                     },
                 },
                 **SAGA_SCHEMAS,
+                **DEAD_LETTER_SCHEMAS,
                 "Error": {
                     "type": "object",
                     "required": ["code", "reason"],

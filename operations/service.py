@@ -27,13 +27,10 @@ from . import frames
 from .api import EXCEPTION_HANDLERS, OperationsApi, Readiness
 from .catalogue import Catalogue
 from .consumer import Consumer
-from .deadletters import (
-    DeadLetterIntake,
-    DeadLettersApi,
-    DeadLetterStore,
-    RedrivePublisher,
-    Workbench,
-)
+from .deadletters.http import DeadLettersApi
+from .deadletters.intake import DeadLetterIntake
+from .deadletters.redrive import RedrivePublisher, Workbench
+from .deadletters.store import DeadLetterStore
 from .errors import QueueMismatch, StoreUnavailable
 from .feed import ChangeFeed
 from .jwks import ProviderKeys

@@ -319,3 +319,42 @@ async def test_the_bounds_drop_the_oldest_first_and_count_it(
         assert metrics.dead_letters_dropped.value(bound="age") == 1
         kept = await letters(http, admin)
         assert [item["reason"] for item in kept] == ["failure 5", "failure 4", "failure 3"]
+
+
+def test_the_openapi_document_describes_every_dead_letter_route() -> None:
+    from operations.deadletters.http import DeadLettersApi
+    from operations.deadletters.records import DeadLetterItem
+    from operations.openapi import document
+
+    spec = document()
+    api = DeadLettersApi.__new__(DeadLettersApi)  # its routes need none of its parts
+    routes = {
+        (route.path, method.lower())
+        for route in api.routes
+        for method in route.methods or ()
+        if method != "HEAD"
+    }
+    assert len(routes) == 7
+    for path, method in routes:
+        responses = spec["paths"][path][method]["responses"]
+        assert {"401", "403"} <= set(responses), (path, method)
+    item = spec["components"]["schemas"]["DeadLetterItem"]
+    assert set(item["required"]) == {
+        "id",
+        "queue",
+        "exchange",
+        "routingKey",
+        "reason",
+        "disposition",
+        "correlationId",
+        "messageId",
+        "deadLetteredAt",
+        "attempts",
+        "headers",
+        "properties",
+        "body",
+        "bodyEncoding",
+        "bodyBytes",
+        "bodyTruncated",
+    }
+    assert DeadLetterItem.__struct_fields__[0] == "id"
