@@ -135,7 +135,7 @@ async def test_an_early_saga_message_redriven_after_its_saga_started_is_handled(
     redis_client: aioredis.Redis,
     token: Token,
 ) -> None:
-    quick = replace(settings, dead_letter_keep=True, saga_early_retries=0, saga_retry_delay_ms=50)
+    quick = replace(settings, dead_letter_keep=True, saga_early_retries=1, saga_retry_delay_ms=50)
     admin = bearer(token("ops", "admin"))
     op = uuid.uuid4().hex
     store = RedisSagaStore(redis_client, quick.key_prefix, Shards(quick.redis_shards))
@@ -152,7 +152,7 @@ async def test_an_early_saga_message_redriven_after_its_saga_started_is_handled(
 
         (early,) = await eventually(kept, "the early message to be kept")
         assert early["reason"] == (
-            "saga message order_created: no saga to take it yet after 0 retries"
+            "saga message order_created: no saga to take it yet after 1 retries"
         )
         assert (early["exchange"], early["routingKey"]) == ("orders", "order_created")
         assert early["headers"]["Saga"] == "Pending"

@@ -121,7 +121,9 @@ def capture(
     """The record of a message taken off ``dead_letter_queue``. Never raises on odd content:
     whatever cannot be read falls back to what the queue itself tells."""
     headers = dict(headers or {})
-    death = _first_death(headers)
+    # The service's own copy says everything; x-death matters only for a message the broker
+    # dead-lettered itself (on a copy, it may tell of a pass through a retry queue instead).
+    death = {} if REASON_HEADER in headers else _first_death(headers)
     origin_queue = _text(death.get("queue")) or dead_letter_queue.removesuffix(".dead-letter")
     exchange = _text(headers.get(EXCHANGE_HEADER))
     routing_key = _text(headers.get(ROUTING_KEY_HEADER))
