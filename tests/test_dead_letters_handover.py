@@ -13,6 +13,7 @@ import tempfile
 from dataclasses import replace
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractRobustConnection
 
@@ -113,7 +114,16 @@ async def test_kill_9_during_the_hand_over_loses_nothing_and_keeps_nothing_twice
         ids = {member.decode() for member in await redis_client.zrange(keys.index, 0, -1)}
         stamped_ids = {headers["x-operations-dead-letter-id"] for headers in stamped}
         assert stamped_ids <= ids
-        assert len([i for i in ids if i.startswith("h")]) == BROKER_DEAD_LETTERED
+        hashed = [i for i in ids if i.startswith("h")]
+        assert len(hashed) == BROKER_DEAD_LETTERED
+        broker = orjson.loads(await redis_client.hget(keys.letters, hashed[0]))["item"]
+        assert broker["reason"] == "dead-lettered by the broker: delivery limit"
+        assert broker["disposition"] == "delivery-limit"
+        assert (broker["queue"], broker["exchange"], broker["routingKey"]) == (
+            kept_settings.queue,
+            "orders",
+            "order_created",
+        )
     finally:
         second.terminate()
         await asyncio.wait_for(second.wait(), 15)
