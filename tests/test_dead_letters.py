@@ -4,6 +4,7 @@ saga that has started since), discarded, listed and grouped, by admins only, wit
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
 from collections.abc import Callable
@@ -17,6 +18,7 @@ import orjson
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractRobustConnection
 
+from operations.queues import QueueType
 from operations.sagas import RedisSagaStore
 from operations.settings import Settings
 from operations.shards import Shards
@@ -358,3 +360,35 @@ def test_the_openapi_document_describes_every_dead_letter_route() -> None:
         "bodyTruncated",
     }
     assert DeadLetterItem.__struct_fields__[0] == "id"
+
+
+async def test_dead_letters_of_quorum_queues_are_kept(
+    settings: Settings,
+    amqp: AbstractRobustConnection,
+    publisher: Publisher,
+    redis_client: aioredis.Redis,
+    token: Token,
+) -> None:
+    quorum = replace(settings, dead_letter_keep=True, queue_type=QueueType.QUORUM)
+    admin = bearer(token("ops", "admin"))
+    op = uuid.uuid4().hex
+    async with (
+        start_service(quorum) as running,
+        httpx.AsyncClient(base_url=running.url, timeout=30) as http,
+    ):
+        await publisher.publish("order_created", op, user="u", body=b"[1]")
+
+        async def both_kept() -> list[dict[str, Any]]:
+            found = await letters(http, admin)
+            return found if len(found) == 2 else []
+
+        found = {letter["queue"]: letter for letter in await eventually(both_kept, "two letters")}
+        tracked, saga = found[quorum.queue], found[quorum.saga_queue]
+        assert tracked["disposition"] == "applied-in-part"
+        assert tracked["reason"] == "body: expected a JSON object, got list"
+        assert saga["reason"] == "saga message order_created: body is not a JSON object"
+        assert tracked["body"] == saga["body"] == "[1]"
+    async with amqp.channel() as channel:
+        for name in quorum.dead_letter_queues:
+            with contextlib.suppress(aio_pika.exceptions.ChannelClosed):
+                await channel.queue_delete(name)
