@@ -205,10 +205,11 @@ class DeadLetterStore:
     async def groups(self) -> list[DeadLetterGroup]:
         """Every group with its count and the times of its first and last letter, the group
         with the latest letter first."""
-        described = await self._call(self.redis.hgetall(self.keys.groups))
+        raw = await self._call(self.redis.hgetall(self.keys.groups))
+        described = {_str(key): value for key, value in raw.items()}
         if not described:
             return []
-        keys = sorted(_str(key) for key in described)
+        keys = sorted(described)
         async with self.redis.pipeline(transaction=False) as pipe:
             for key in keys:
                 members = self.keys.group(key)
@@ -221,7 +222,7 @@ class DeadLetterStore:
             count, first, last = replies[3 * position : 3 * position + 3]
             if not count or not first or not last:
                 continue
-            about = msgspec.json.decode(described[key.encode()])
+            about = msgspec.json.decode(described[key])
             groups.append(
                 DeadLetterGroup(
                     reason=about["reason"],
