@@ -139,8 +139,7 @@
     $("failed-id").textContent = item.id;
     $("failed-reason").textContent = item.reason + " (attempts " + item.attempts + ", " + item.disposition + ")";
     $("failed-origin").textContent = (item.exchange || "(default)") + " / " + item.routingKey + " → " + item.queue;
-    $("failed-properties").textContent = JSON.stringify(
-      Object.assign({ correlationId: item.correlationId, messageId: item.messageId }, item.properties), null, 2);
+    $("failed-properties").textContent = JSON.stringify(item.properties, null, 2);
     $("failed-headers").textContent = JSON.stringify(item.headers, null, 2);
     $("failed-body").textContent = pretty(item) + (item.bodyTruncated
       ? "\n… cut to " + item.body.length + " of " + item.bodyBytes + " bytes" : "");
