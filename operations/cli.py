@@ -1,4 +1,4 @@
-"""The ``operations`` command: serve, token, bench, demo-services, demo-orders."""
+"""The ``operations`` command: serve, token, bench, demo-services, demo-orders, dead-letters."""
 
 from __future__ import annotations
 
@@ -90,6 +90,27 @@ def parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seed", type=int, default=None, help="seed for reproducible failures")
 
+    letters = subcommands.add_parser(
+        "dead-letters",
+        help="list, show, redrive or discard the dead letters the service keeps",
+        description="Work on the dead letters kept in Redis, with the service's own settings"
+        " (OPERATIONS_REDIS_URL, OPERATIONS_AMQP_URL, OPERATIONS_KEY_PREFIX, ...).",
+        allow_abbrev=False,
+    )
+    letters.add_argument(
+        "action",
+        choices=("list", "show", "redrive", "discard"),
+        help="list them (newest first), show some whole, redrive them to their original"
+        " exchange and routing key, or discard them",
+    )
+    letters.add_argument("ids", nargs="*", metavar="ID", help="dead letter ids")
+    letters.add_argument("--queue", help="only this queue's (with --reason: one group)")
+    letters.add_argument("--reason", help="only those with this exact reason")
+    letters.add_argument("--limit", type=int, default=50, help="list at most this many")
+    letters.add_argument("--cursor", help="list on from where the last list ended")
+    letters.add_argument("--groups", action="store_true", help="list the groups by reason")
+    letters.add_argument("--json", action="store_true", help="list as JSON")
+
     orders = subcommands.add_parser(
         "demo-orders",
         help="place an order with POST /orders every few seconds, for the demo",
@@ -138,6 +159,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.soak,
                     args.rounds,
                     args.memory_operations,
+                )
+            )
+        if args.command == "dead-letters":
+            from .deadletters.commands import run as run_dead_letters
+
+            return asyncio.run(
+                run_dead_letters(
+                    settings,
+                    args.action,
+                    list(args.ids),
+                    args.queue,
+                    args.reason,
+                    args.limit,
+                    args.cursor,
+                    args.groups,
+                    args.json,
                 )
             )
         if args.command == "demo-orders":

@@ -16,6 +16,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
+import uuid
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
@@ -41,6 +42,9 @@ DISPOSITION_HEADER = "x-operations-disposition"
 EXCHANGE_HEADER = "x-operations-exchange"
 ROUTING_KEY_HEADER = "x-operations-routing-key"
 ATTEMPTS_HEADER = "x-operations-attempts"
+# A stable id per dead-lettering, so that the copy's hand-over to the store is idempotent.
+DEAD_LETTER_ID_HEADER = "x-operations-dead-letter-id"
+DEAD_LETTERED_AT_HEADER = "x-operations-dead-lettered-at"
 _RETRY_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 
 
@@ -276,7 +280,8 @@ class Consumer:
         if isinstance(settlement, DeadLetter):
             target = self.dead_letter_queue
             headers[DISPOSITION_HEADER] = settlement.disposition.value
-            headers["x-operations-dead-lettered-at"] = dt.datetime.now(dt.UTC).isoformat()
+            headers[DEAD_LETTERED_AT_HEADER] = dt.datetime.now(dt.UTC).isoformat()
+            headers[DEAD_LETTER_ID_HEADER] = uuid.uuid4().hex
         else:
             assert self.retry_queue is not None, "Retry needs a consumer with a retry queue"
             target = self.retry_queue

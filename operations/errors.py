@@ -17,6 +17,8 @@
     │   ├── StoreUnavailable        Redis is unreachable; the work can be retried
     │   └── InvalidCursor           a listing cursor this service did not issue (store.py)
     ├── QueueMismatch               a queue exists on RabbitMQ with other arguments than declared
+    ├── DeadLetterNotFound          no kept dead letter has this id (deadletters/)
+    ├── DeadLetterNotRedrivable     a dead letter cannot be redriven now, or at all (deadletters/)
     ├── FailurePlanError            a bad ``--fail`` option of demo-services (demo/failures.py)
     └── InvalidCommand              a simulated service cannot read a command (demo/answers.py)
 
@@ -110,6 +112,21 @@ class QueueMismatch(OperationsError):
             " name (OPERATIONS_QUEUE, or OPERATIONS_SAGA_QUEUE for the saga queues) beside the"
             " old one and delete the old one once it is empty"
         )
+
+
+class DeadLetterNotFound(OperationsError):
+    code = "dead_letter_not_found"
+
+    def __init__(self, letter_id: str) -> None:
+        super().__init__(f"dead letter {letter_id!r} was not found")
+        self.letter_id = letter_id
+
+
+class DeadLetterNotRedrivable(OperationsError):
+    """Its body was cut to the cap, a redrive of it is already under way, or the broker routes
+    its exchange and routing key to no queue."""
+
+    code = "dead_letter_not_redrivable"
 
 
 class StoreError(OperationsError):

@@ -139,6 +139,22 @@ class Registry:
             "the route's model, by error code.",
         )
 
+        self.dead_letters_kept = Counter(
+            "operations_dead_letters_kept_total",
+            "Dead letters taken off a dead-letter queue and kept in Redis, by queue.",
+        )
+        self.dead_letters_dropped = Counter(
+            "operations_dead_letters_dropped_total",
+            "Kept dead letters dropped to stay within the bounds, by bound: count or age.",
+        )
+        self.dead_letters_redriven = Counter(
+            "operations_dead_letters_redriven_total",
+            "Dead letters republished to their original exchange and removed, by queue.",
+        )
+        self.dead_letters_discarded = Counter(
+            "operations_dead_letters_discarded_total", "Dead letters discarded, by queue."
+        )
+
     def render(self) -> str:
         lines: list[str] = []
         for metric in (
@@ -158,6 +174,10 @@ class Registry:
             self.jwks_fetches,
             self.jwks_fetch_failures,
             self.invalid_requests,
+            self.dead_letters_kept,
+            self.dead_letters_dropped,
+            self.dead_letters_redriven,
+            self.dead_letters_discarded,
         ):
             lines.extend(metric.render())
         return "\n".join(lines) + "\n"

@@ -8,6 +8,7 @@ import functools
 from typing import Any
 
 from . import __version__
+from .deadletters.openapi import DEAD_LETTER_ENDPOINTS
 from .endpoints import (
     NEEDS_TOKEN,
     OPERATION_ID,
@@ -106,7 +107,7 @@ OPERATION_ENDPOINTS = (
     ),
 )
 
-ENDPOINTS = (*OPERATION_ENDPOINTS, *SAGA_ENDPOINTS)
+ENDPOINTS = (*OPERATION_ENDPOINTS, *SAGA_ENDPOINTS, *DEAD_LETTER_ENDPOINTS)
 
 INFO = {
     "title": "operations",

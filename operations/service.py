@@ -27,6 +27,10 @@ from . import frames
 from .api import EXCEPTION_HANDLERS, OperationsApi, Readiness
 from .catalogue import Catalogue
 from .consumer import Consumer
+from .deadletters.http import DeadLettersApi
+from .deadletters.intake import DeadLetterIntake
+from .deadletters.redrive import RedrivePublisher, Workbench
+from .deadletters.store import DeadLetterStore
 from .errors import QueueMismatch, StoreUnavailable
 from .feed import ChangeFeed
 from .jwks import ProviderKeys
@@ -123,6 +127,27 @@ class Service:
             self.metrics,
             settings.sweep_seconds,
         )
+        self.dead_letters = DeadLetterStore(
+            self.store.redis,
+            settings.key_prefix,
+            settings.dead_letter_max_count,
+            settings.dead_letter_max_age_seconds,
+        )
+        self.intake = (
+            DeadLetterIntake(
+                settings.amqp_url,
+                settings.dead_letter_queues,
+                self.dead_letters,
+                self.metrics,
+                settings.dead_letter_max_body_bytes,
+                settings.queue_arguments,
+                every=settings.sweep_seconds,
+            )
+            if settings.dead_letter_keep
+            else None
+        )
+        self.redrive_publisher = RedrivePublisher(settings.amqp_url)
+        self.workbench = Workbench(self.dead_letters, self.redrive_publisher, self.metrics)
         starter = SagaStarter(self._publisher)
         # With the sagas off there is no POST /orders, but GET /sagas still answers (an empty
         # list, to admins only), so the dashboard and ops tools need not tell the two apart.
@@ -144,7 +169,12 @@ class Service:
             else SagasApi(self.verifier, None, None, self.store).routes
         )
         self.http = Starlette(
-            routes=[*saga_routes, *self.api.routes, *browser_routes()],
+            routes=[
+                *saga_routes,
+                *self.api.routes,
+                *DeadLettersApi(self.verifier, self.dead_letters, self.workbench).routes,
+                *browser_routes(),
+            ],
             exception_handlers=EXCEPTION_HANDLERS,
             lifespan=self._lifespan,
             middleware=_cors_middleware(settings.allowed_origins),
@@ -153,6 +183,7 @@ class Service:
         self.asgi = self.hub.asgi(self.http)
         self._connecting: asyncio.Task[None] | None = None
         self._layout_checked = False
+        self._sagas_started = False
         self._stopping = asyncio.Event()
         self._layout_error: LayoutMismatch | None = None
         self.fatal: QueueMismatch | None = None
@@ -195,8 +226,12 @@ class Service:
                     self._layout_checked = True
                 if not self.consumer.ready:
                     await self.consumer.start()
-                if self.sagas is not None:
+                if self.sagas is not None and not self._sagas_started:
                     await self.sagas.start()
+                    self._sagas_started = True
+                # After the consumers: they declare the dead-letter queues' arguments first.
+                if self.intake is not None:
+                    await self.intake.start()
                 return
             except LayoutMismatch as error:
                 log.critical("not consuming: %s", error)
@@ -224,6 +259,9 @@ class Service:
             self._connecting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connecting
+        if self.intake is not None:
+            await _bounded("dead-letter intake", self.intake.stop())
+        await _bounded("redrive publisher", self.redrive_publisher.close())
         if self.sagas is not None:
             await _bounded("sagas", self.sagas.stop())
         await _bounded("consumer", self.consumer.stop())

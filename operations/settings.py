@@ -63,6 +63,10 @@ class Settings:
     saga_types: tuple[str, ...] = DEFAULT_SAGA_TYPES
     saga_early_retries: int = 5
     saga_retry_delay_ms: int = 1_000
+    dead_letter_keep: bool = True
+    dead_letter_max_count: int = 10_000
+    dead_letter_max_age_seconds: int = 7 * 86_400
+    dead_letter_max_body_bytes: int = 65_536
 
     @property
     def redis_shards(self) -> int:
@@ -95,6 +99,14 @@ class Settings:
     @property
     def dead_letter_queue(self) -> str:
         return f"{self.queue}.dead-letter"
+
+    @property
+    def dead_letter_queues(self) -> tuple[str, ...]:
+        """Every dead-letter queue the service fills: the tracking queue's, and the saga
+        queue's when the sagas run."""
+        if not self.sagas:
+            return (self.dead_letter_queue,)
+        return (self.dead_letter_queue, f"{self.saga_queue}.dead-letter")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -172,6 +184,24 @@ class Settings:
                 "OPERATIONS_SAGA_RETRY_DELAY_MS",
                 defaults.saga_retry_delay_ms,
                 _integer(1, 3_600_000),
+            ),
+            dead_letter_keep=reader.get(
+                "OPERATIONS_DEAD_LETTER_KEEP", defaults.dead_letter_keep, _boolean
+            ),
+            dead_letter_max_count=reader.get(
+                "OPERATIONS_DEAD_LETTER_MAX_COUNT",
+                defaults.dead_letter_max_count,
+                _integer(1, 10_000_000),
+            ),
+            dead_letter_max_age_seconds=reader.get(
+                "OPERATIONS_DEAD_LETTER_MAX_AGE_SECONDS",
+                defaults.dead_letter_max_age_seconds,
+                _integer(60, 10 * 365 * 86_400),
+            ),
+            dead_letter_max_body_bytes=reader.get(
+                "OPERATIONS_DEAD_LETTER_MAX_BODY_BYTES",
+                defaults.dead_letter_max_body_bytes,
+                _integer(64, 1 << 27),
             ),
         )
         if settings.redis_cluster and urlsplit(settings.redis_url).scheme == "unix":

@@ -84,6 +84,8 @@ def settings(servers: tuple[str, str]) -> Settings:
         key_prefix=f"test-{suffix}",
         prefetch=256,
         batch_size=64,
+        # Most tests read the dead-letter queues themselves; the workbench's tests turn it on.
+        dead_letter_keep=False,
     )
 
 

@@ -63,6 +63,8 @@ class ServiceProcess:
             "OPERATIONS_LOG_LEVEL": "WARNING",
             "OPERATIONS_SAGA_RETRY_DELAY_MS": "300",
             "OPERATIONS_SAGA_EARLY_RETRIES": "20",
+            # The suite counts the dead letters on the dead-letter queue itself.
+            "OPERATIONS_DEAD_LETTER_KEEP": "false",
         }
         self.process: asyncio.subprocess.Process | None = None
 

@@ -54,9 +54,11 @@
         page.items.slice().reverse().forEach((record) => upsert(record, false));
         render();
         connect();
+        document.dispatchEvent(new CustomEvent("dashboard:token", { detail: token }));
       })
       .catch((error) => {
         token = null;
+        document.dispatchEvent(new CustomEvent("dashboard:token", { detail: null }));
         $("main").hidden = true;
         const refusal = error.status === 403 || error.status === 401;
         $("refused").textContent = refusal
