@@ -1,15 +1,18 @@
 """Sagas over HTTP, for ops and for the user who owns one: ``GET /sagas`` (admins) lists recent
 sagas, ``GET /sagas/types`` describes the saga types the service runs, ``GET /operations/{id}/saga``
 shows the saga behind an operation, steps, compensations and its progress along its type's path
-included. ``POST /operations/{id}/cancel`` cancels the saga behind an operation."""
+included, ``GET /sagas/types/{name}/steps`` (admins) shows how a type's instances spread over its
+path. ``POST /operations/{id}/cancel`` cancels the saga behind an operation, with an optional
+``{"reason": ...}``."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -19,11 +22,27 @@ from ..identity import Principal, normalise_id
 from ..store import Store
 from ..tokens import TokenVerifier
 from .coordinator import Coordinator
+from .progress import step_seconds, type_steps, waiting_for, waiting_since
 from .records import SagaRecord, SagaStatus
 from .registry import SagaType, SagaTypes
+from .starts import MAX_BODY_BYTES, bounded_body
 from .store import SagaStore
 
 MAX_LIMIT = 500
+MAX_REASON = 500
+
+
+class CancelRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """The optional body of ``POST /operations/{id}/cancel``: why, in the canceller's words."""
+
+    reason: Annotated[str, msgspec.Meta(max_length=MAX_REASON)] | None = None
+
+
+class CancelAccepted(msgspec.Struct, rename="camel"):
+    operation_id: str
+    cancelled: bool = True
+
+
 log = logging.getLogger("operations.sagas.http")
 
 
@@ -49,6 +68,9 @@ def saga_json(record: SagaRecord, kind: SagaType | None = None) -> dict[str, Any
     document = record.to_json()
     if kind is not None:
         document["path"] = path_progress(kind, record)
+        document["stepSeconds"] = step_seconds(kind, record)
+        document["waitingFor"] = waiting_for(kind, record)
+        document["waitingSince"] = waiting_since(record)
     for internal in ("seen", "compensateSteps", "resumeAt"):  # of no use to a reader
         document.pop(internal, None)
     document["messageContext"] = {
@@ -97,6 +119,7 @@ class SagasApi:
         return [
             Route("/sagas", self.list_sagas, methods=["GET"]),
             Route("/sagas/types", self.saga_types, methods=["GET"]),
+            Route("/sagas/types/{name}/steps", self.type_steps, methods=["GET"]),
             Route("/operations/{id}/saga", self.operation_saga, methods=["GET"]),
             Route("/operations/{id}/cancel", self.cancel, methods=["POST"]),
         ]
@@ -119,11 +142,33 @@ class SagasApi:
         if self.store is None:
             return Json({"items": []})
         records = await self.store.recent(limit, None if status is None else SagaStatus(status))
-        return Json({"items": [saga_json(record) for record in records]})
+        kinds = self.types
+        return Json(
+            {
+                "items": [
+                    saga_json(record, None if kinds is None else kinds.get(record.saga))
+                    for record in records
+                ]
+            }
+        )
 
     async def saga_types(self, request: Request) -> Response:
         await bearer_principal(request, self.verifier)
         return Json({"items": [] if self.types is None else self.types.describe()})
+
+    async def type_steps(self, request: Request) -> Response:
+        """How many instances of a type wait at each step of its path now, and the median time
+        they took over each step."""
+        principal = await bearer_principal(request, self.verifier)
+        assert principal is not None
+        if not principal.is_admin:
+            return problem(403, "forbidden", "a saga type's load needs the admin role")
+        name = request.path_params["name"]
+        kind = None if self.types is None else self.types.get(name)
+        if kind is None or self.store is None:
+            return problem(404, "saga_not_found", f"no saga type is named {name!r}")
+        load = await type_steps(self.store, kind)
+        return Response(msgspec.json.encode(load), media_type="application/json")
 
     async def operation_saga(self, request: Request) -> Response:
         principal = await bearer_principal(request, self.verifier)
@@ -136,8 +181,21 @@ class SagasApi:
             if loaded is None:
                 continue
             if principal.may_read(owner_of(loaded.record)):
-                return Json(saga_json(loaded.record, kind))
+                document = saga_json(loaded.record, kind)
+                document["cancellable"] = self._cancellable(kind, loaded.record)
+                return Json(document)
         return not_found(operation_id)
+
+    def _cancellable(self, kind: SagaType, record: SagaRecord) -> bool:
+        """Whether a cancellation would be accepted now: the saga runs and does not refuse."""
+        if record.status is not SagaStatus.PENDING or self.types is None:
+            return False
+        try:
+            saga = self.types.make(kind, record.id, kind.load_data(record.data))
+        except Exception:  # data this version cannot read: the cancel route will say why
+            log.warning("saga %s cannot be restored to ask whether it may be cancelled", record.key)
+            return False
+        return saga.refuses_cancel() is None
 
     async def cancel(self, request: Request) -> Response:
         """202 once the cancellation is committed to the store (the saga compensating, code
@@ -146,6 +204,15 @@ class SagasApi:
         principal = await bearer_principal(request, self.verifier)
         assert principal is not None
         operation_id = normalise_id(request.path_params["id"])
+        raw = await bounded_body(request)
+        if raw is None:
+            return problem(413, "payload_too_large", f"the body exceeds {MAX_BODY_BYTES} bytes")
+        try:
+            asked = msgspec.json.decode(raw, type=CancelRequest) if raw.strip() else None
+        except msgspec.DecodeError as error:
+            log.info("cancel of %s refused: %s", operation_id, error)
+            return problem(400, "invalid_body", f"the body must be {{'reason': text}}: {error}")
+        reason = asked.reason.strip() if asked is not None and asked.reason else None
         for kind in self.types or []:
             assert self.store is not None
             loaded = await self.store.load(kind.name, operation_id)
@@ -156,13 +223,14 @@ class SagasApi:
             coordinator = self.coordinator()
             if coordinator is None:
                 return problem(503, "broker_unavailable", "the sagas are not connected yet")
-            cancellation = await coordinator.cancel(kind.name, operation_id, _by(principal))
+            cancellation = await coordinator.cancel(kind.name, operation_id, _by(principal, reason))
             if not cancellation.accepted:
                 return _not_cancellable(cancellation.reason)
             task = asyncio.create_task(coordinator.compensate(kind.name, operation_id))
             self._compensations.add(task)
             task.add_done_callback(self._compensations.discard)
-            return Json({"operationId": operation_id, "cancelled": True}, status_code=202)
+            accepted = msgspec.json.encode(CancelAccepted(operation_id))
+            return Response(accepted, status_code=202, media_type="application/json")
         record = await self.operations.get(operation_id)
         if record is None or not principal.may_read(record.user_id or ""):
             return not_found(operation_id)
@@ -171,9 +239,10 @@ class SagasApi:
         return _not_cancellable("no saga drives this operation")
 
 
-def _by(principal: Principal) -> str:
+def _by(principal: Principal, reason: str | None) -> str:
     role = "an admin" if principal.is_admin else "its owner"
-    return f"cancelled by {role}, {principal.user_id}"
+    by = f"cancelled by {role}, {principal.user_id}"
+    return f"{by}: {reason}" if reason else by
 
 
 def _not_cancellable(why: str) -> Response:

@@ -109,9 +109,19 @@ def saga_paths() -> dict[str, Any]:
                 "then compensated in reverse order and the operation ends rejected with code "
                 "`cancelled`.",
                 "parameters": [_ID],
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/CancelRequest"}
+                        }
+                    },
+                },
                 "responses": {
                     "202": _json("Cancelled: the saga is being compensated.", "Cancelled"),
+                    "400": _error("`invalid_body`: the body is not `{reason}`."),
                     "401": _NEEDS_TOKEN,
+                    "413": _error("`payload_too_large`: the body is larger than 64 KiB."),
                     "404": _error("Unknown, expired, or another user's operation."),
                     "409": _error(
                         "`not_cancellable`: the operation is final, no active saga drives it, "
@@ -175,6 +185,29 @@ def saga_paths() -> dict[str, Any]:
                 },
             }
         },
+        "/sagas/types/{name}/steps": {
+            "get": {
+                "summary": "How a saga type's instances spread over its path (admins only)",
+                "description": "For each step of the type's path: how many running instances "
+                "wait for it now, the longest of those waits, and the median time instances "
+                "took over it; computed from at most 200 sagas of each status.",
+                "parameters": [
+                    {
+                        "name": "name",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                        "description": "The saga type's name, as GET /sagas/types lists it.",
+                    }
+                ],
+                "responses": {
+                    "200": _json("The type's path with its load.", "TypeSteps"),
+                    "401": _NEEDS_TOKEN,
+                    "403": _error("Not an admin."),
+                    "404": _error("`saga_not_found`: no saga type of that name."),
+                },
+            }
+        },
         "/operations/{id}/saga": {
             "get": {
                 "summary": "The saga behind an operation (its owner or an admin)",
@@ -194,6 +227,42 @@ def saga_paths() -> dict[str, Any]:
 
 
 SAGA_SCHEMAS: dict[str, Any] = {
+    "CancelRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "reason": {
+                "type": ["string", "null"],
+                "maxLength": 500,
+                "description": "Why, in the canceller's words: added to the saga's reason.",
+            }
+        },
+    },
+    "TypeSteps": {
+        "type": "object",
+        "required": ["saga", "sampled", "capped", "compensating", "steps", "at"],
+        "properties": {
+            "saga": {"type": "string"},
+            "sampled": {"type": "integer", "description": "Sagas looked at."},
+            "capped": {"type": "boolean", "description": "Some statuses held more."},
+            "compensating": {"type": "integer"},
+            "at": {"type": "number", "description": "When computed (Unix seconds)."},
+            "steps": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["message", "waiting", "samples"],
+                    "properties": {
+                        "message": {"type": "string"},
+                        "waiting": {"type": "integer"},
+                        "longestWaitSeconds": {"type": ["number", "null"]},
+                        "medianSeconds": {"type": ["number", "null"]},
+                        "samples": {"type": "integer"},
+                    },
+                },
+            },
+        },
+    },
     "Cancelled": {
         "type": "object",
         "required": ["operationId", "cancelled"],
