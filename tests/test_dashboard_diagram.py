@@ -120,6 +120,7 @@ async def test_the_diagram_of_a_compensated_saga(
     # Every step taken is marked compensated once the saga has undone its steps.
     assert await marks(page) == ["compensated"] * 4 + ["remaining"]
     await expect(node(page, "make_order")).to_contain_text("compensated")
+    await expect(node(page, "order_approved")).to_contain_text("stopped here")
     await expect(diagram.locator('g.rejection[data-rejected="yes"]')).to_contain_text(
         "reserve_resource_failed"
     )

@@ -119,15 +119,19 @@
         edges.append(arrow([[x1 + NODE_W / 2, y1 + NODE_H], [x1 + NODE_W / 2, mid], [x2 + NODE_W / 2, mid], [x2 + NODE_W / 2, y2]]));
       }
     }
+    const stoppedAt = saga.status === "pending" || saga.status === "completed"
+      ? -1 : path.findIndex((p) => p.status === "remaining");
     path.forEach((entry, i) => {
       const [x, y] = at(i);
       let detail = "";
+      let cls = "node " + entry.status;
       if (entry.status === "done") detail = "done · " + seconds(times[entry.message]);
       else if (entry.status === "compensated") detail = "↺ compensated";
-      else if (entry.status === "remaining") detail = "ahead";
+      else if (i === stoppedAt) { detail = "✗ stopped here"; cls += " stopped"; }
+      else if (entry.status === "remaining") detail = stoppedAt >= 0 ? "not reached" : "ahead";
       const attributes = { "data-message": entry.message, "data-status": entry.status, "data-step": i + 1 };
       if (entry.status === "waiting" && saga.waitingSince) attributes["data-since"] = saga.waitingSince;
-      svg.append(box(x, y, "node " + entry.status, entry.message, detail || "waiting", attributes));
+      svg.append(box(x, y, cls, entry.message, detail || "waiting", attributes));
     });
     const [ex, ey] = at(endIndex);
     const endStatus = saga.status === "completed" ? "done" : "remaining";
