@@ -104,9 +104,12 @@ async def test_an_admin_cancels_with_a_reason(
     for bad in (b"[1]", b'{"reason": 3}', b'{"why": "x"}', b'{"reason": "' + b"x" * 501 + b'"}'):
         refused = await http.post(url, content=bad, headers=bearer(admin))
         assert (refused.status_code, refused.json()["code"]) == (400, "invalid_body"), bad
+    metrics = service.service.metrics.saga_cancels
+    assert metrics.value(outcome="invalid_body") == 4
     accepted = await http.post(url, json={"reason": "the customer phoned"}, headers=bearer(admin))
     assert accepted.status_code == 202
     assert accepted.json() == {"operationId": operation, "cancelled": True}
+    assert metrics.value(outcome="accepted") == 1
 
     async def rejected() -> dict[str, Any] | None:
         response = await http.get(f"/operations/{operation}/saga", headers=bearer(token(user)))

@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from ..api import Json, bearer_principal, not_found, problem
 from ..identity import Principal, normalise_id
+from ..metrics import Registry
 from ..store import Store
 from ..tokens import TokenVerifier
 from .coordinator import Coordinator
@@ -30,6 +31,14 @@ from .store import SagaStore
 
 MAX_LIMIT = 500
 MAX_REASON = 500
+CANCEL_OUTCOMES = {
+    202: "accepted",
+    400: "invalid_body",
+    404: "not_found",
+    409: "not_cancellable",
+    413: "payload_too_large",
+    503: "broker_unavailable",
+}
 
 
 class CancelRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -104,6 +113,7 @@ class SagasApi:
         types: SagaTypes | None,
         operations: Store,
         coordinator: Callable[[], Coordinator | None] = lambda: None,
+        metrics: Registry | None = None,
     ) -> None:
         """``store`` and ``types`` are None when the sagas are off: there are none to list,
         show or cancel. ``coordinator`` is None until the sagas have connected."""
@@ -112,6 +122,7 @@ class SagasApi:
         self.types = types
         self.operations = operations
         self.coordinator = coordinator
+        self.metrics = metrics or Registry()
         self._compensations: set[asyncio.Task[Any]] = set()
 
     @property
@@ -198,6 +209,11 @@ class SagasApi:
         return saga.refuses_cancel() is None
 
     async def cancel(self, request: Request) -> Response:
+        response = await self._cancel(request)
+        self.metrics.saga_cancels.inc(outcome=CANCEL_OUTCOMES.get(response.status_code, "other"))
+        return response
+
+    async def _cancel(self, request: Request) -> Response:
         """202 once the cancellation is committed to the store (the saga compensating, code
         ``cancelled``); its compensation then runs here, or, should this process die, in
         whichever process's deadline watcher sees it first."""
