@@ -200,3 +200,59 @@ async def test_sagas_filter_by_type_status_and_awaited_step_and_each_types_load_
         await _order(http, token(user))
     await expect(created).to_have_attribute("data-waiting", "3", timeout=WAIT_MS)
     watch.assert_clean()
+
+
+async def test_the_diagram_reads_well_from_2_to_15_steps(
+    service: RunningService, browser: Browser
+) -> None:
+    """The diagram of sagas of 2, 7 and 15 steps, drawn by the page's own code: every step and the
+    compensation branch inside the picture, no two boxes overlapping, wrapped onto rows."""
+    page, watch = await watched_page(browser, f"{service.url}/dashboard/")
+    for count in (2, 7, 15):
+        layout = await page.evaluate(
+            """(count) => {
+                const path = Array.from({length: count}, (_, i) => ({
+                    message: "step_number_" + (i + 1) + "_of_the_saga",
+                    status: i < count / 2 ? "done"
+                        : i === Math.ceil(count / 2) ? "waiting" : "remaining",
+                }));
+                const saga = {
+                    saga: "long", id: "x", status: "pending", steps: [],
+                    deadline: Date.now() / 1000 + 60, path: path, stepSeconds: {},
+                    waitingSince: Date.now() / 1000 - 5,
+                };
+                const kind = {compensations: path.map((p) => p.message)};
+                const holder = document.createElement("div");
+                holder.style.width = "560px";
+                document.body.append(holder);
+                const svg = window.SagaDiagram.draw(saga, kind);
+                holder.replaceChildren(svg);
+                const frame = svg.getBoundingClientRect();
+                const boxes = Array.from(svg.querySelectorAll("g > rect")).map((rect) => {
+                    const r = rect.getBoundingClientRect();
+                    return [r.left, r.top, r.right, r.bottom];
+                });
+                holder.remove();
+                return {
+                    frame: [frame.left, frame.top, frame.right, frame.bottom],
+                    boxes: boxes,
+                    nodes: svg.querySelectorAll("g.node[data-message]").length,
+                    undos: svg.querySelectorAll("g.undo").length,
+                };
+            }""",
+            count,
+        )
+        assert (layout["nodes"], layout["undos"]) == (count, count)
+        left, top, right, bottom = layout["frame"]
+        boxes = layout["boxes"]
+        assert len(boxes) == 2 * count + 2  # the steps, the end, the rejection, the undos
+        for x1, y1, x2, y2 in boxes:
+            assert left <= x1 and x2 <= right + 0.5 and top <= y1 and y2 <= bottom + 0.5
+            assert x2 - x1 > 60, "the boxes shrank below reading size"
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1 :]:
+                overlap = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
+                assert not (overlap[0] > 0 and overlap[1] > 0), f"boxes overlap: {a} {b}"
+        rows = len({round(y1) for _, y1, _, _ in boxes})
+        assert rows >= (count + 1 + 3) // 4, "long paths do not wrap"
+    watch.assert_clean()
