@@ -164,7 +164,9 @@ def saga_paths() -> dict[str, Any]:
                     "200": {
                         "description": "`{items: [saga]}`: status, data, steps (with "
                         "compensated and compensationError), reason, code, "
-                        "deadline, correlationId."
+                        "deadline, correlationId; for the types the service runs, also "
+                        "path, stepSeconds, waitingFor and waitingSince, as in "
+                        "GET /operations/{id}/saga."
                     },
                     "400": _error("Bad status or limit."),
                     "401": _NEEDS_TOKEN,
