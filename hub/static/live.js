@@ -23,6 +23,7 @@
   let cursor = null;
   let loads = 0; // bumped per sign-in and per reload of the list, so a stale load stops
   let session = 0; // bumped per sign-in, so a stale look at a saga is dropped
+  let sagasRun = true; // false once GET /sagas/types says the service runs no saga
 
   // atTop: a live change moves its row to the top; a listed one keeps its place in the list.
   function show(record, atTop) {
@@ -40,7 +41,9 @@
       body.appendChild(row);
     }
     empty.hidden = rows.size > 0;
-    if (atTop || rows.size <= SAGAS_LISTED) lookUpSaga(record.id, atTop);
+    // No saga behind it by its third change: none will be (a saga commits its start at once).
+    const sagaless = sagas.get(record.id) === null && record.version > 2;
+    if (sagasRun && !sagaless && (atTop || rows.size <= SAGAS_LISTED)) lookUpSaga(record.id, atTop);
   }
 
   function draw(record) {
@@ -226,6 +229,11 @@
     outcomes.clear();
     body.replaceChildren();
     empty.hidden = false;
+    sagasRun = true;
+    fetch("/sagas/types", { headers: { Authorization: "Bearer " + token } })
+      .then((response) => (response.ok ? response.json() : null))
+      .then((types) => { if (types && types.items.length === 0) sagasRun = false; })
+      .catch(() => {});
     socket = io({ transports: ["websocket"], auth: (send) => send({ token: token, since: cursor }) });
     socket.on("connect", () => {
       status.textContent = "connected";
