@@ -19,10 +19,16 @@ run:
 test:
 	@scripts/test.sh $(PYTEST_ARGS)
 
-# Retakes docs/dashboard.png: the dashboard browser test with real data, on the test servers.
+# Retakes the pictures in docs/: the dashboard with real data (dashboard.png), a saga diagram
+# mid-flight (saga-diagram.png), a compensated one (saga-compensated.png) and the live page with
+# progress bars (live-page.png), from their browser tests on the test servers.
 screenshot:
 	@OPERATIONS_DASHBOARD_SCREENSHOT=$(CURDIR)/docs/dashboard.png \
-		scripts/test.sh tests/test_dashboard.py::test_the_dashboard_with_real_data
+		OPERATIONS_SCREENSHOT_DIR=$(CURDIR)/docs \
+		scripts/test.sh tests/test_dashboard.py::test_the_dashboard_with_real_data \
+		tests/test_dashboard_diagram.py::test_the_diagram_marks_every_step_and_moves_live \
+		tests/test_dashboard_diagram.py::test_the_diagram_of_a_compensated_saga \
+		tests/test_live_page.py::test_a_sagas_operation_shows_its_start_name_progress_and_plain_reason
 
 lint: setup
 	$(VENV)/ruff check .

@@ -49,6 +49,7 @@ class Endpoint:
     params: tuple[Param, ...] = ()
     query: type[msgspec.Struct] | None = None
     body: Any = None  # the JSON body's model
+    body_required: bool = True
     token: bool = True  # whether a bearer token is required
 
 
@@ -90,7 +91,7 @@ def build(endpoints: Iterable[Endpoint], info: Mapping[str, Any]) -> dict[str, A
             operation["parameters"] = parameters
         if endpoint.body is not None:
             operation["requestBody"] = {
-                "required": True,
+                "required": endpoint.body_required,
                 "content": {"application/json": {"schema": schema_of[_key(endpoint.body)]}},
             }
         operation["responses"] = {

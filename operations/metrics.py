@@ -118,6 +118,11 @@ class Registry:
             "operations_saga_publish_failures_total",
             "Outbox deliveries that left messages unconfirmed, to be retried.",
         )
+        self.saga_cancels = Counter(
+            "operations_saga_cancel_requests_total",
+            "POST /operations/{id}/cancel answers, by outcome: accepted, not_cancellable, "
+            "not_found, invalid_body, payload_too_large, broker_unavailable.",
+        )
         self.jwks_fetches = Counter(
             "operations_jwks_fetches_total", "Identity provider key sets fetched from the JWKS URL."
         )
@@ -171,6 +176,7 @@ class Registry:
             self.saga_instances,
             self.saga_messages_published,
             self.saga_publish_failures,
+            self.saga_cancels,
             self.jwks_fetches,
             self.jwks_fetch_failures,
             self.invalid_requests,

@@ -160,6 +160,7 @@ class Service:
                     self.sagas.types,
                     self.store,
                     self._coordinator,
+                    self.metrics,
                 ).routes,
                 *SagaStartApi(
                     self.verifier, self.sagas.types, starter, self.store, self.feed

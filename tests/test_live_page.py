@@ -1,4 +1,8 @@
-"""The browser page at /live/ in a real headless Chromium, against the running service."""
+"""The browser page at /live/ in a real headless Chromium, against the running service: the list
+and its live changes, and for operations a saga drives, the name they started with, a progress
+bar over the saga's path, the rejection reason in plain words, and Cancel with its confirmation.
+
+With ``OPERATIONS_SCREENSHOT_DIR`` set (``make screenshot``), it saves ``live-page.png`` there."""
 
 from __future__ import annotations
 
@@ -7,11 +11,16 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from playwright.async_api import Browser, Locator, Page, Request, Route, expect
 
+from operations.demo import DemoServices, FailurePlan
 from operations.records import OperationRecord
-from tests.browser import chromium
+from operations.sagas.ordermaking import OrderMakingSaga
+from operations.settings import Settings
+from tests.browser import chromium, screenshot, watched_page
+from tests.dashboard_support import _order_through
 from tests.support import Publisher, RunningService, eventually
 
 Token = Callable[..., str]
@@ -158,3 +167,83 @@ async def test_a_late_list_does_not_overwrite_a_newer_live_change(
     )
     await expect(row(page, op)).to_have_attribute("data-state", "completed")
     await expect(row(page, op)).to_have_attribute("data-version", "2")
+
+
+async def _order(http: httpx.AsyncClient, user_token: str) -> str:
+    body = {"customerId": uid(), "parcelIds": [uid(), uid()]}
+    headers = {"Authorization": f"Bearer {user_token}"}
+    response = await http.post("/orders", json=body, headers=headers)
+    assert response.status_code == 202, response.text
+    return str(response.json()["operationId"])
+
+
+async def segment_marks(page: Page, op: str) -> list[str]:
+    segments = row(page, op).locator(".segment")
+    return [str(await s.get_attribute("data-mark")) for s in await segments.all()]
+
+
+async def test_a_sagas_operation_shows_its_start_name_progress_and_plain_reason(
+    service: RunningService, settings: Settings, browser: Browser, token: Token
+) -> None:
+    user = uid()
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        failed = await _order_through(
+            http, settings, token(user), FailurePlan({"reserve_resource": 1.0})
+        )
+        page, watch = await watched_page(browser, f"{service.url}/live/#token={token(user)}")
+        await expect(page.locator("#status")).to_have_text("connected", timeout=WAIT_MS)
+        async with DemoServices(settings.amqp_url, latency_ms=2500):
+            running = await _order(http, token(user))
+            await expect(row(page, running).locator(".step-label")).to_have_text(
+                "step 2 of 5: waiting for order created", timeout=WAIT_MS
+            )
+            await expect(row(page, running).locator(".start-name")).to_have_text("make_order")
+            assert await segment_marks(page, running) == ["done", "current"] + ["ahead"] * 3
+            names = row(page, running).locator(".segment")
+            await expect(names).to_have_text([m.replace("_", " ") for m in OrderMakingSaga.path])
+            await expect(row(page, running).locator(".step-label")).to_have_attribute(
+                "data-step", "4", timeout=WAIT_MS
+            )
+            assert await segment_marks(page, running) == ["done"] * 3 + ["current", "ahead"]
+            await expect(row(page, failed).locator(".start-name")).to_have_text("make_order")
+            await expect(row(page, failed).locator(".latest")).to_have_text("latest: cancel_order")
+            await screenshot(page, "live-page.png", full_page=False)
+            await expect(row(page, running)).to_have_attribute(
+                "data-state", "completed", timeout=WAIT_MS
+            )
+    await expect(row(page, running).locator(".step-label")).to_have_text("all 5 steps done")
+    assert await segment_marks(page, running) == ["done"] * 5
+    await expect(row(page, failed).locator(".reason")).to_have_text(
+        "Failed at step 5 of 5 (order approved): The vehicle could not be reserved for the order."
+    )
+    assert await segment_marks(page, failed) == ["compensated"] * 4 + ["stopped"]
+    await expect(row(page, failed).locator("button")).to_have_count(0)
+    watch.assert_clean()
+
+
+async def test_cancel_from_the_live_page_asks_first_and_shows_the_outcome_live(
+    service: RunningService, browser: Browser, token: Token
+) -> None:
+    user = uid()
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        op = await _order(http, token(user))  # no simulated services: it waits for order_created
+    page, watch = await watched_page(browser, f"{service.url}/live/#token={token(user)}")
+    await expect(row(page, op).locator("button.cancel")).to_be_visible(timeout=WAIT_MS)
+
+    await row(page, op).locator("button.cancel").click()
+    await expect(row(page, op).locator(".confirm")).to_contain_text("Cancel this operation?")
+    await row(page, op).locator("button.keep").click()
+    await expect(row(page, op).locator(".confirm")).to_have_count(0)
+    await page.wait_for_timeout(500)
+    await expect(row(page, op)).to_have_attribute("data-state", "pending")
+
+    await row(page, op).locator("button.cancel").click()
+    await row(page, op).locator("button.confirm-cancel").click()
+    await expect(row(page, op)).to_have_attribute("data-state", "rejected", timeout=WAIT_MS)
+    await expect(row(page, op).locator(".outcome")).to_have_text(
+        "Cancelling: the steps done are being undone."
+    )
+    await expect(row(page, op).locator(".reason")).to_have_text("You cancelled it.")
+    await expect(row(page, op).locator("button")).to_have_count(0)
+    await expect(row(page, op)).to_have_attribute("data-saga", "rejected", timeout=WAIT_MS)
+    watch.assert_clean()

@@ -311,4 +311,4 @@ def test_the_openapi_document_lists_every_status_cancel_answers() -> None:
     from operations import openapi
 
     responses = openapi.document()["paths"]["/operations/{id}/cancel"]["post"]["responses"]
-    assert set(responses) == {"202", "401", "404", "409", "503"}
+    assert set(responses) == {"202", "400", "401", "404", "409", "413", "503"}

@@ -1,11 +1,19 @@
 // A user's operations: the list from GET /operations, then every change pushed over Socket.IO.
 // The token (typed in, or from the URL fragment #token=...) is sent only in the Authorization header
 // and the Socket.IO handshake, never in a URL. The page keeps the last cursor and reconnects with it,
-// so that nothing is missed; a row only ever moves to a newer version.
+// so that nothing is missed; a row only ever moves to a newer version. An operation a saga drives
+// shows the name it started with, a progress bar over its saga's path (progress.js), the reason
+// for a rejection in plain words, and, while its saga can still undo it, a Cancel button that asks
+// for confirmation first.
 (function () {
   "use strict";
   const MAX_PAGES = 25; // at most 5,000 operations, 200 a page
-  const rows = new Map(); // id -> {row, version}
+  const SAGAS_LISTED = 100; // the listed operations whose saga is looked up; live ones always are
+  const rows = new Map(); // id -> {row, version, record}
+  const sagas = new Map(); // id -> its saga, or null when none drives it
+  const asking = new Set(); // ids whose Cancel waits for confirmation
+  const outcomes = new Map(); // id -> what came of cancelling it
+  const fetching = new Map(); // id -> whether another look is wanted once this one is back
   const table = document.getElementById("operations");
   const body = table.querySelector("tbody");
   const status = document.getElementById("status");
@@ -14,20 +22,16 @@
   let token = null;
   let cursor = null;
   let loads = 0; // bumped per sign-in and per reload of the list, so a stale load stops
+  let session = 0; // bumped per sign-in, so a stale look at a saga is dropped
+  let sagasRun = true; // false once GET /sagas/types says the service runs no saga
 
   // atTop: a live change moves its row to the top; a listed one keeps its place in the list.
   function show(record, atTop) {
     const known = rows.get(record.id);
     if (known && known.version >= record.version) return; // never go backwards
     const row = known ? known.row : document.createElement("tr");
-    row.dataset.id = record.id;
-    row.dataset.state = record.state;
-    row.dataset.version = String(record.version);
-    row.replaceChildren(
-      badge(record.state), text(record.name || ""), text(record.id, "id"),
-      text(String(record.version)), text(new Date(record.updatedAt).toLocaleTimeString()),
-      text(record.reason || ""),
-    );
+    rows.set(record.id, { row: row, version: record.version, record: record });
+    draw(record);
     if (atTop) {
       row.classList.remove("flash");
       void row.offsetWidth;
@@ -36,8 +40,129 @@
     } else if (!known) {
       body.appendChild(row);
     }
-    rows.set(record.id, { row: row, version: record.version });
     empty.hidden = rows.size > 0;
+    // No saga behind it by its third change: none will be (a saga commits its start at once).
+    const sagaless = sagas.get(record.id) === null && record.version > 2;
+    if (sagasRun && !sagaless && (atTop || rows.size <= SAGAS_LISTED)) lookUpSaga(record.id, atTop);
+  }
+
+  function draw(record) {
+    const row = rows.get(record.id).row;
+    const saga = sagas.get(record.id) || null;
+    row.dataset.id = record.id;
+    row.dataset.state = record.state;
+    row.dataset.version = String(record.version);
+    row.dataset.saga = saga ? saga.status : "";
+    const name = document.createElement("td");
+    name.className = "name";
+    const started = window.SagaProgress.startName(saga) || record.name || "";
+    const strong = document.createElement("span");
+    strong.className = "start-name";
+    strong.textContent = started;
+    name.append(strong);
+    if (record.name && record.name !== started) {
+      const latest = document.createElement("span");
+      latest.className = "latest muted";
+      latest.textContent = "latest: " + record.name;
+      name.append(latest);
+    }
+    const progress = document.createElement("td");
+    if (saga && saga.path && saga.path.length) progress.append(window.SagaProgress.bar(saga));
+    const reason = text(window.SagaProgress.plainReason(record, saga) || record.reason || "", "reason");
+    if (record.reason) reason.title = (record.code ? record.code + ": " : "") + record.reason;
+    row.replaceChildren(
+      badge(record.state), name, progress, text(record.id, "id"),
+      text(String(record.version)), text(new Date(record.updatedAt).toLocaleTimeString()),
+      reason, actions(record, saga),
+    );
+  }
+
+  // The Cancel button of a running operation its saga can still undo, and its confirmation.
+  function actions(record, saga) {
+    const td = document.createElement("td");
+    td.className = "actions";
+    const outcome = outcomes.get(record.id);
+    if (record.state === "pending" && saga && saga.cancellable && !outcome) {
+      if (asking.has(record.id)) {
+        const question = document.createElement("span");
+        question.className = "confirm";
+        question.textContent = "Cancel this operation? Its steps done will be undone. ";
+        question.append(
+          button("Yes, cancel it", "confirm-cancel", () => cancel(record.id)),
+          button("No, keep it", "keep", () => { asking.delete(record.id); redraw(record.id); }),
+        );
+        td.append(question);
+      } else {
+        td.append(button("Cancel", "cancel", () => { asking.add(record.id); redraw(record.id); }));
+      }
+    }
+    if (outcome) {
+      const said = document.createElement("span");
+      said.className = "outcome " + outcome.kind;
+      said.textContent = outcome.text;
+      td.append(said);
+    }
+    return td;
+  }
+
+  function button(label, cls, onClick) {
+    const element = document.createElement("button");
+    element.type = "button";
+    element.className = cls;
+    element.textContent = label;
+    element.addEventListener("click", onClick);
+    return element;
+  }
+
+  function redraw(id) {
+    const known = rows.get(id);
+    if (known) draw(known.record);
+  }
+
+  async function cancel(id) {
+    asking.delete(id);
+    outcomes.set(id, { kind: "busy", text: "cancelling…" });
+    redraw(id);
+    try {
+      const response = await fetch("/operations/" + encodeURIComponent(id) + "/cancel", {
+        method: "POST",
+        headers: { Authorization: "Bearer " + token },
+      });
+      const body = await response.json().catch(() => ({}));
+      outcomes.set(id, response.status === 202
+        ? { kind: "accepted", text: "Cancelling: the steps done are being undone." }
+        : { kind: "refused", text: "Cannot be cancelled: " + (body.reason || response.status) });
+    } catch (error) {
+      outcomes.set(id, { kind: "refused", text: "Cannot be cancelled: " + error.message });
+    }
+    redraw(id);
+    lookUpSaga(id, false);
+  }
+
+  // The saga behind an operation, looked up again after each change; a look asked for while one
+  // is under way happens once it is back. ``again``: look once more shortly after, since the
+  // saga commits its step beside the change that was pushed.
+  async function lookUpSaga(id, again) {
+    if (fetching.has(id)) { fetching.set(id, true); return; }
+    fetching.set(id, false);
+    const mine = session;
+    try {
+      const response = await fetch("/operations/" + encodeURIComponent(id) + "/saga", {
+        headers: { Authorization: "Bearer " + token },
+        cache: "no-store",
+      });
+      if (mine !== session) return;
+      if (response.ok) sagas.set(id, await response.json());
+      else if (response.status === 404 && !sagas.get(id)) sagas.set(id, null);
+      if (mine === session) redraw(id);
+    } catch (error) {
+      // The next change looks again.
+    } finally {
+      const more = fetching.get(id);
+      fetching.delete(id);
+      if (mine === session && more) lookUpSaga(id, false);
+      else if (mine === session && again) setTimeout(() => { if (mine === session) lookUpSaga(id, false); }, 800);
+    }
   }
 
   function text(value, cls) {
@@ -97,9 +222,18 @@
     token = value;
     cursor = null;
     loads += 1;
+    session += 1;
     rows.clear();
+    sagas.clear();
+    asking.clear();
+    outcomes.clear();
     body.replaceChildren();
     empty.hidden = false;
+    sagasRun = true;
+    fetch("/sagas/types", { headers: { Authorization: "Bearer " + token } })
+      .then((response) => (response.ok ? response.json() : null))
+      .then((types) => { if (types && types.items.length === 0) sagasRun = false; })
+      .catch(() => {});
     socket = io({ transports: ["websocket"], auth: (send) => send({ token: token, since: cursor }) });
     socket.on("connect", () => {
       status.textContent = "connected";

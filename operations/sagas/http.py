@@ -1,7 +1,9 @@
 """Sagas over HTTP, for ops and for the user who owns one: ``GET /sagas`` (admins) lists recent
 sagas, ``GET /sagas/types`` describes the saga types the service runs, ``GET /operations/{id}/saga``
 shows the saga behind an operation, steps, compensations and its progress along its type's path
-included. ``POST /operations/{id}/cancel`` cancels the saga behind an operation."""
+included, ``GET /sagas/types/{name}/steps`` (admins) shows how a type's instances spread over its
+path. ``POST /operations/{id}/cancel`` cancels the saga behind an operation, with an optional
+``{"reason": ...}``."""
 
 from __future__ import annotations
 
@@ -16,16 +18,29 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..api import Json, bearer_principal, not_found, problem
+from ..errors import InvalidBody
 from ..identity import Principal, normalise_id
-from ..models import read_query
+from ..metrics import Registry
+from ..models import read_body, read_query
 from ..store import Store
 from ..tokens import TokenVerifier
 from .coordinator import Coordinator
-from .models import Cancelled, ListSagas, Saga, Sagas
+from .models import MAX_BODY_BYTES, Cancelled, CancelRequest, ListSagas, Saga, Sagas
 from .models import SagaTypes as SagaTypesAnswer
+from .progress import step_seconds, type_steps, waiting_for, waiting_since
 from .records import SagaRecord, SagaStatus
 from .registry import SagaType, SagaTypes
+from .starts import bounded_body
 from .store import SagaStore
+
+CANCEL_OUTCOMES = {
+    202: "accepted",
+    400: "invalid_body",
+    404: "not_found",
+    409: "not_cancellable",
+    413: "payload_too_large",
+    503: "broker_unavailable",
+}
 
 log = logging.getLogger("operations.sagas.http")
 
@@ -48,14 +63,22 @@ def path_progress(kind: SagaType, record: SagaRecord) -> list[dict[str, str]]:
     return progress
 
 
-def saga_model(record: SagaRecord, kind: SagaType | None = None) -> Saga:
-    return msgspec.convert(saga_json(record, kind), Saga)
+def saga_model(
+    record: SagaRecord, kind: SagaType | None = None, cancellable: bool | None = None
+) -> Saga:
+    document = saga_json(record, kind)
+    if cancellable is not None:
+        document["cancellable"] = cancellable
+    return msgspec.convert(document, Saga)
 
 
 def saga_json(record: SagaRecord, kind: SagaType | None = None) -> dict[str, Any]:
     document = record.to_json()
     if kind is not None:
         document["path"] = path_progress(kind, record)
+        document["stepSeconds"] = step_seconds(kind, record)
+        document["waitingFor"] = waiting_for(kind, record)
+        document["waitingSince"] = waiting_since(record)
     for internal in ("seen", "compensateSteps", "resumeAt"):  # of no use to a reader
         document.pop(internal, None)
     document["messageContext"] = {
@@ -89,6 +112,7 @@ class SagasApi:
         types: SagaTypes | None,
         operations: Store,
         coordinator: Callable[[], Coordinator | None] = lambda: None,
+        metrics: Registry | None = None,
     ) -> None:
         """``store`` and ``types`` are None when the sagas are off: there are none to list,
         show or cancel. ``coordinator`` is None until the sagas have connected."""
@@ -97,6 +121,7 @@ class SagasApi:
         self.types = types
         self.operations = operations
         self.coordinator = coordinator
+        self.metrics = metrics or Registry()
         self._compensations: set[asyncio.Task[Any]] = set()
 
     @property
@@ -104,6 +129,7 @@ class SagasApi:
         return [
             Route("/sagas", self.list_sagas, methods=["GET"]),
             Route("/sagas/types", self.saga_types, methods=["GET"]),
+            Route("/sagas/types/{name}/steps", self.type_steps, methods=["GET"]),
             Route("/operations/{id}/saga", self.operation_saga, methods=["GET"]),
             Route("/operations/{id}/cancel", self.cancel, methods=["POST"]),
         ]
@@ -117,12 +143,33 @@ class SagasApi:
         if self.store is None:
             return Json(Sagas([]))
         records = await self.store.recent(query.limit, query.status)
-        return Json(Sagas([saga_model(record) for record in records]))
+        kinds = self.types
+        return Json(
+            Sagas(
+                [
+                    saga_model(record, None if kinds is None else kinds.get(record.saga))
+                    for record in records
+                ]
+            )
+        )
 
     async def saga_types(self, request: Request) -> Response:
         await bearer_principal(request, self.verifier)
         described = [] if self.types is None else self.types.describe()
         return Json(msgspec.convert({"items": described}, SagaTypesAnswer))
+
+    async def type_steps(self, request: Request) -> Response:
+        """How many instances of a type wait at each step of its path now, and the median time
+        they took over each step."""
+        principal = await bearer_principal(request, self.verifier)
+        assert principal is not None
+        if not principal.is_admin:
+            return problem(403, "forbidden", "a saga type's load needs the admin role")
+        name = request.path_params["name"]
+        kind = None if self.types is None else self.types.get(name)
+        if kind is None or self.store is None:
+            return problem(404, "saga_not_found", f"no saga type is named {name!r}")
+        return Json(await type_steps(self.store, kind))
 
     async def operation_saga(self, request: Request) -> Response:
         principal = await bearer_principal(request, self.verifier)
@@ -135,16 +182,42 @@ class SagasApi:
             if loaded is None:
                 continue
             if principal.may_read(owner_of(loaded.record)):
-                return Json(saga_model(loaded.record, kind))
+                cancellable = self._cancellable(kind, loaded.record)
+                return Json(saga_model(loaded.record, kind, cancellable))
         return not_found(operation_id)
 
+    def _cancellable(self, kind: SagaType, record: SagaRecord) -> bool:
+        """Whether a cancellation would be accepted now: the saga runs and does not refuse."""
+        if record.status is not SagaStatus.PENDING or self.types is None:
+            return False
+        try:
+            saga = self.types.make(kind, record.id, kind.load_data(record.data))
+        except Exception:  # data this version cannot read: the cancel route will say why
+            log.warning("saga %s cannot be restored to ask whether it may be cancelled", record.key)
+            return False
+        return saga.refuses_cancel() is None
+
     async def cancel(self, request: Request) -> Response:
+        response = await self._cancel(request)
+        self.metrics.saga_cancels.inc(outcome=CANCEL_OUTCOMES.get(response.status_code, "other"))
+        return response
+
+    async def _cancel(self, request: Request) -> Response:
         """202 once the cancellation is committed to the store (the saga compensating, code
         ``cancelled``); its compensation then runs here, or, should this process die, in
         whichever process's deadline watcher sees it first."""
         principal = await bearer_principal(request, self.verifier)
         assert principal is not None
         operation_id = normalise_id(request.path_params["id"])
+        raw = await bounded_body(request)
+        if raw is None:
+            return problem(413, "payload_too_large", f"the body exceeds {MAX_BODY_BYTES} bytes")
+        try:
+            asked = read_body(raw, CancelRequest) if raw.strip() else None
+        except InvalidBody as error:
+            log.info("cancel of %s refused: %s", operation_id, error.reason)
+            return problem(400, error.code, error.reason)
+        reason = asked.reason.strip() if asked is not None and asked.reason else None
         for kind in self.types or []:
             assert self.store is not None
             loaded = await self.store.load(kind.name, operation_id)
@@ -155,7 +228,7 @@ class SagasApi:
             coordinator = self.coordinator()
             if coordinator is None:
                 return problem(503, "broker_unavailable", "the sagas are not connected yet")
-            cancellation = await coordinator.cancel(kind.name, operation_id, _by(principal))
+            cancellation = await coordinator.cancel(kind.name, operation_id, _by(principal, reason))
             if not cancellation.accepted:
                 return _not_cancellable(cancellation.reason)
             task = asyncio.create_task(coordinator.compensate(kind.name, operation_id))
@@ -170,9 +243,10 @@ class SagasApi:
         return _not_cancellable("no saga drives this operation")
 
 
-def _by(principal: Principal) -> str:
+def _by(principal: Principal, reason: str | None) -> str:
     role = "an admin" if principal.is_admin else "its owner"
-    return f"cancelled by {role}, {principal.user_id}"
+    by = f"cancelled by {role}, {principal.user_id}"
+    return f"{by}: {reason}" if reason else by
 
 
 def _not_cancellable(why: str) -> Response:

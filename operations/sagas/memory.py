@@ -100,7 +100,9 @@ class MemorySagaStore:
             saga, saga_id, [(raw, OutboxEntry.from_json(orjson.loads(raw))) for raw in stored]
         )
 
-    async def recent(self, limit: int = 100, status: SagaStatus | None = None) -> list[SagaRecord]:
+    async def recent(
+        self, limit: int = 100, status: SagaStatus | None = None, saga: str | None = None
+    ) -> list[SagaRecord]:
         self._expire()
         newest = sorted(
             ((member, at) for member, at in self.committed.items() if member in self.sagas),
@@ -110,7 +112,8 @@ class MemorySagaStore:
         records = [
             SagaRecord.from_json(orjson.loads(self.sagas[member][1])) for member, _ in newest
         ]
-        return [r for r in records if status is None or r.status is status][:limit]
+        wanted = [r for r in records if saga is None or r.saga == saga]
+        return [r for r in wanted if status is None or r.status is status][:limit]
 
     async def lease_outbox(self, saga: str, saga_id: str, holder: str, seconds: float) -> bool:
         member = _member(saga, saga_id)

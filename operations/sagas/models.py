@@ -16,6 +16,7 @@ MAX_BODY_BYTES = 65_536
 MAX_WAIT_SECONDS = 60
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 100
+MAX_REASON = 500  # characters of a cancellation's reason
 
 Id = Annotated[str, Meta(pattern=r"\S", description="Not blank.")]
 
@@ -57,6 +58,21 @@ class Cancelled(msgspec.Struct, rename="camel"):
     cancelled: Annotated[bool, Meta(extra_json_schema={"const": True})] = True
 
 
+class CancelRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """The optional body of ``POST /operations/{id}/cancel``: why, in the canceller's words."""
+
+    reason: (
+        Annotated[
+            str,
+            Meta(
+                max_length=MAX_REASON,
+                description="Why, in the canceller's words: added to the saga's reason.",
+            ),
+        ]
+        | None
+    ) = None
+
+
 class ListSagas(msgspec.Struct):
     """The query of ``GET /sagas``."""
 
@@ -85,7 +101,8 @@ class PathStep(msgspec.Struct):
 
 class Saga(msgspec.Struct, rename="camel"):
     """A saga instance. Times are seconds since the epoch. ``messageContext`` holds the start
-    message's user, name, resourceId and correlationId. ``path`` is only in
+    message's user, name, resourceId and correlationId. ``path``, ``stepSeconds``, ``waitingFor``
+    and ``waitingSince`` are there for the saga types the service runs; ``cancellable`` only in
     ``GET /operations/{id}/saga``."""
 
     saga: str
@@ -101,6 +118,25 @@ class Saga(msgspec.Struct, rename="camel"):
     created_at: float
     updated_at: float
     path: list[PathStep] | UnsetType = UNSET
+    step_seconds: (
+        Annotated[
+            dict[str, float],
+            Meta(description="For each step taken: the seconds it took, by message name."),
+        ]
+        | UnsetType
+    ) = UNSET
+    waiting_for: (
+        Annotated[str, Meta(description="The message a running saga waits for.")] | UnsetType | None
+    ) = UNSET
+    waiting_since: (
+        Annotated[float, Meta(description="Since when it waits (seconds since the epoch).")]
+        | UnsetType
+        | None
+    ) = UNSET
+    cancellable: (
+        Annotated[bool, Meta(description="Whether a cancellation would be accepted now.")]
+        | UnsetType
+    ) = UNSET
 
 
 class Sagas(msgspec.Struct):

@@ -16,8 +16,10 @@ from ..endpoints import (
 from ..models import Operation
 from .models import (
     MAX_BODY_BYTES,
+    MAX_REASON,
     MAX_WAIT_SECONDS,
     Cancelled,
+    CancelRequest,
     ListSagas,
     MakeOrder,
     OrderAccepted,
@@ -27,6 +29,7 @@ from .models import (
     SagaStarted,
     SagaTypes,
 )
+from .progress import SAMPLE_CAP, TypeSteps
 
 TOO_LARGE = problem(f"`payload_too_large`: the body is larger than {MAX_BODY_BYTES} bytes.")
 BROKER_DOWN = "`broker_unavailable`: the message broker is not connected."
@@ -102,18 +105,41 @@ SAGA_ENDPOINTS = (
         " compensating) before answering 202; the completed steps are then compensated in"
         " reverse order and the operation ends rejected with code `cancelled`.",
         params=(OPERATION_ID,),
+        body=CancelRequest,
+        body_required=False,
         answers={
             202: Answer("Cancelled: the saga is being compensated.", Cancelled),
+            400: problem(
+                f'`invalid_body`: the body is not `{{"reason": text}}` with at most {MAX_REASON}'
+                " characters."
+            ),
             401: NEEDS_TOKEN,
             404: UNKNOWN,
             409: problem(
                 "`not_cancellable`: the operation is final, no active saga drives it, or its"
                 " saga refuses in its present state."
             ),
+            413: TOO_LARGE,
             503: problem(
                 "`broker_unavailable`: the sagas are not connected yet; `store_unavailable`:"
                 " Redis cannot be reached."
             ),
+        },
+    ),
+    Endpoint(
+        "get",
+        "/sagas/types/{name}/steps",
+        "How a saga type's instances spread over its path now (admins only)",
+        description="For each step of the type's path: how many running instances wait there,"
+        " the longest wait, and the median time instances took over it. At most"
+        f" {SAMPLE_CAP} sagas of each status are read; `capped` says when there were more.",
+        params=(Param("name", "path", "The saga type's name, as GET /sagas/types lists it."),),
+        answers={
+            200: Answer("The type's load, step by step.", TypeSteps),
+            401: NEEDS_TOKEN,
+            403: problem("`forbidden`: not an admin."),
+            404: problem("`saga_not_found`: the service runs no saga type of this name."),
+            503: STORE_DOWN,
         },
     ),
     Endpoint(

@@ -96,9 +96,12 @@ class SagaStore(Protocol):
 
     async def release_outbox(self, saga: str, saga_id: str, holder: str) -> None: ...
 
-    async def recent(self, limit: int = 100, status: SagaStatus | None = None) -> list[SagaRecord]:
+    async def recent(
+        self, limit: int = 100, status: SagaStatus | None = None, saga: str | None = None
+    ) -> list[SagaRecord]:
         """The sagas committed most recently, newest first (finished ones until they expire),
-        only those in ``status`` if given."""
+        only those in ``status`` if given, and of type ``saga`` if given (exactly so when a status
+        is given too: the status indexes are kept per type)."""
         ...
 
     async def acknowledge(self, saga: str, saga_id: str, stored: list[str]) -> None: ...
@@ -180,10 +183,12 @@ class RedisSagaStore:
     def tombstones(self, shard: int) -> str:
         return f"{self.shards.tag(self.prefix, shard)}:saga-tombstones"
 
-    async def recent(self, limit: int = 100, status: SagaStatus | None = None) -> list[SagaRecord]:
+    async def recent(
+        self, limit: int = 100, status: SagaStatus | None = None, saga: str | None = None
+    ) -> list[SagaRecord]:
         """The sagas committed last, newest first, over every shard."""
         if status is not None:
-            return await self._in_status(status, limit)
+            return await self._in_status(status, limit, saga)
         try:
             newest: list[tuple[float, int, bytes]] = []
             for shard in self.shards:
@@ -202,9 +207,12 @@ class RedisSagaStore:
                     await self.redis.zrem(self.index(shard), member)
         except (RedisError, OSError) as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
-        return [SagaRecord.from_json(orjson.loads(doc)) for doc in documents if doc is not None]
+        records = [SagaRecord.from_json(orjson.loads(doc)) for doc in documents if doc is not None]
+        return [record for record in records if saga is None or record.saga == saga]
 
-    async def _in_status(self, status: SagaStatus, limit: int) -> list[SagaRecord]:
+    async def _in_status(
+        self, status: SagaStatus, limit: int, saga: str | None = None
+    ) -> list[SagaRecord]:
         """Up to ``limit`` sagas of each type per shard from the status indexes, newest first."""
         now = f"({time.time()!r}"
         try:
@@ -212,6 +220,8 @@ class RedisSagaStore:
             for shard in self.shards:
                 names: Any = await self.redis.smembers(self.types(shard))
                 for name in names:
+                    if saga is not None and name.decode() != saga:
+                        continue
                     index = self.status_index(shard, name.decode(), status)
                     found: Any = await self.redis.zrange(
                         index, "+inf", now, desc=True, byscore=True, offset=0, num=limit

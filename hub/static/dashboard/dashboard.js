@@ -1,5 +1,7 @@
 // The ops dashboard: every user's operations live, filters, counts, a throughput sparkline,
-// per-operation timelines with their saga, and a saga view. The admin token comes from the
+// per-operation timelines with their saga drawn as a diagram (diagram.js) that an admin may
+// cancel, a saga view filtered by type, status and awaited step, and each saga type's load over
+// its path. The admin token comes from the
 // sign-in field or the URL fragment (#token=...): it is kept in memory, sent only in headers
 // and the Socket.IO handshake, never in a URL.
 (function () {
@@ -19,6 +21,16 @@
   let cursor = null;
   let selected = null;
   let sagas = [];
+  let kinds = new Map(); // saga type name -> its entry in GET /sagas/types
+  let shownSaga = null; // the saga drawn in the timeline, as last fetched
+
+  function post(path, body) {
+    return fetch(path, {
+      method: "POST",
+      headers: { Authorization: "Bearer " + token, "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    }).then((response) => response.json().catch(() => ({})).then((answer) => ({ status: response.status, body: answer })));
+  }
 
   function api(path) {
     return fetch(path, { headers: { Authorization: "Bearer " + token } }).then((response) => {
@@ -47,6 +59,13 @@
         $("main").hidden = false;
         sagas = found.items;
         renderSagas();
+        return api("/sagas/types");
+      })
+      .then((types) => {
+        kinds = new Map(types.items.map((kind) => [kind.name, kind]));
+        fillTypeFilters();
+        renderSagas();
+        refreshLoad();
         return api("/operations?limit=200");
       })
       .then((page) => {
@@ -85,7 +104,11 @@
         if (!upsert(record, true)) return;
         render();
         drawSparkline();
-        if (selected === record.id) openTimeline(record.id);
+        if (selected === record.id) {
+          openTimeline(record.id);
+          // The saga commits its step beside the change pushed here: look again shortly after.
+          setTimeout(() => { if (selected === record.id) loadSaga(record.id); }, 800);
+        }
       });
     });
   }
@@ -175,9 +198,13 @@
       if (selected !== id) return;
       $("transitions").replaceChildren(...history.items.map(transition));
     }).catch(() => { if (selected === id) $("transitions").replaceChildren(); });
-    api(path + "/saga").then((saga) => {
+    loadSaga(id);
+  }
+
+  function loadSaga(id) {
+    api("/operations/" + encodeURIComponent(id) + "/saga").then((saga) => {
       if (selected === id) renderSaga(saga);
-    }).catch(() => { if (selected === id) $("saga").replaceChildren(); });
+    }).catch(() => { if (selected === id) { shownSaga = null; $("saga").replaceChildren(); } });
   }
 
   function transition(entry) {
@@ -196,8 +223,13 @@
   }
 
   function renderSaga(saga) {
+    const keep = shownSaga && shownSaga.id === saga.id ? $("cancel-reason-input") : null;
+    const typed = keep ? keep.value : "";
+    const outcome = shownSaga && shownSaga.id === saga.id ? $("cancel-outcome") : null;
+    shownSaga = saga;
     const title = document.createElement("h2");
     title.append("Saga ", saga.saga, " ", badge(saga.status));
+    const diagram = window.SagaDiagram.draw(saga, kinds.get(saga.saga));
     const steps = document.createElement("ol");
     saga.steps.forEach((step) => {
       const li = document.createElement("li");
@@ -209,12 +241,56 @@
       }
       steps.append(li);
     });
-    $("saga").replaceChildren(title, steps);
+    $("saga").replaceChildren(title, diagram, adminCancel(saga, typed, outcome), steps);
     if (saga.reason) {
       const reason = document.createElement("p");
       reason.textContent = (saga.code || "") + ": " + saga.reason;
       $("saga").append(reason);
     }
+  }
+
+  // An admin cancels a running saga with a reason; the outcome shows here, and the diagram moves
+  // with the pushes that follow.
+  function adminCancel(saga, typed, outcome) {
+    const form = document.createElement("form");
+    form.className = "admin-cancel";
+    form.dataset.testid = "admin-cancel";
+    const result = outcome || text("muted", "");
+    result.id = "cancel-outcome";
+    result.dataset.testid = "cancel-outcome";
+    if (!saga.cancellable) {
+      form.append(text("muted", saga.status === "pending"
+        ? "This saga can no longer be undone in its present state." : ""), result);
+      return form;
+    }
+    const reason = document.createElement("input");
+    reason.id = "cancel-reason-input";
+    reason.dataset.testid = "cancel-reason";
+    reason.placeholder = "reason for cancelling (shown to the user)";
+    reason.maxLength = 500;
+    reason.value = typed;
+    const button = document.createElement("button");
+    button.type = "submit";
+    button.className = "danger";
+    button.dataset.testid = "cancel-saga";
+    button.textContent = "Cancel saga";
+    form.append(reason, button, result);
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      button.disabled = true;
+      result.textContent = "cancelling…";
+      const id = saga.id;
+      post("/operations/" + encodeURIComponent(id) + "/cancel", { reason: reason.value.trim() || null })
+        .then((answer) => {
+          result.textContent = answer.status === 202
+            ? "Cancellation accepted: its steps are being compensated."
+            : "Not cancelled: " + (answer.body.reason || answer.status);
+          result.dataset.outcome = answer.status === 202 ? "accepted" : "refused";
+          if (selected === id) loadSaga(id);
+        })
+        .catch((error) => { result.textContent = "Not cancelled: " + error.message; button.disabled = false; });
+    });
+    return form;
   }
 
   function sagaCount(status) {
@@ -240,13 +316,23 @@
     const counts = new Map(SAGA_STATUSES.map((status) => [status, 0]));
     sagas.forEach((saga) => counts.set(saga.status, (counts.get(saga.status) || 0) + 1));
     counts.forEach((count, status) => { sagaCount(status).textContent = count; });
+    const offered = new Set(Array.from($("saga-type").options).map((item) => item.value));
+    if (sagas.some((saga) => !offered.has(saga.saga))) fillTypeFilters();
     const wanted = $("saga-status").value;
-    $("sagas").replaceChildren(...sagas.filter((s) => !wanted || s.status === wanted).map((saga) => {
+    const kind = $("saga-type").value;
+    const awaited = $("saga-waiting").value;
+    const chosen = sagas.filter((s) => (!wanted || s.status === wanted) && (!kind || s.saga === kind) &&
+      (!awaited || s.waitingFor === awaited));
+    $("sagas-shown").textContent = chosen.length + " of " + sagas.length + " shown";
+    $("sagas").replaceChildren(...chosen.map((saga) => {
       const tr = document.createElement("tr");
       tr.dataset.id = saga.id;
       tr.dataset.status = saga.status;
+      tr.dataset.saga = saga.saga;
+      tr.dataset.waiting = saga.waitingFor || "";
       tr.append(
         cell(badge(saga.status)), cell(saga.saga), cell(saga.id, "mono"),
+        cell(saga.waitingFor || "—", "waiting-for"),
         cell(saga.steps.map(sagaStep).join(" → ")),
         cell(saga.reason ? (saga.code || "") + " " + saga.reason : ""),
         cell(new Date(saga.updatedAt * 1000).toLocaleTimeString()),
@@ -264,6 +350,65 @@
   function refreshSagas() {
     if (!token || $("main").hidden) return;
     api("/sagas?limit=200").then((found) => { sagas = found.items; renderSagas(); }).catch(() => {});
+    refreshLoad();
+  }
+
+  function option(value, label) {
+    const item = document.createElement("option");
+    item.value = value;
+    item.textContent = label;
+    return item;
+  }
+
+  // The type and awaited-step filters, and the load view's type, from GET /sagas/types.
+  function fillTypeFilters() {
+    const names = Array.from(kinds.keys());
+    const listed = Array.from(new Set([...names, ...sagas.map((saga) => saga.saga)])).sort();
+    const kind = $("saga-type").value;
+    $("saga-type").replaceChildren(option("", "any type"), ...listed.map((name) => option(name, name)));
+    $("saga-type").value = listed.includes(kind) ? kind : "";
+    fillWaitingFilter();
+    const loadKind = $("load-type").value;
+    $("load-type").replaceChildren(...names.map((name) => option(name, name)));
+    if (kinds.has(loadKind)) $("load-type").value = loadKind;
+  }
+
+  function fillWaitingFilter() {
+    const kind = $("saga-type").value;
+    const steps = new Set();
+    kinds.forEach((entry, name) => { if (!kind || name === kind) entry.path.forEach((m) => steps.add(m)); });
+    const awaited = $("saga-waiting").value;
+    $("saga-waiting").replaceChildren(option("", "waiting for any step"),
+      ...Array.from(steps).map((message) => option(message, "waiting for " + message)));
+    $("saga-waiting").value = steps.has(awaited) ? awaited : "";
+  }
+
+  // One saga type's load over its path: how many wait at each step now, the median time taken.
+  function refreshLoad() {
+    const kind = $("load-type").value;
+    if (!token || !kind) { $("load").replaceChildren(); return; }
+    api("/sagas/types/" + encodeURIComponent(kind) + "/steps").then((load) => {
+      if ($("load-type").value !== kind) return;
+      const peak = Math.max(1, ...load.steps.map((step) => step.waiting));
+      $("load").replaceChildren(...load.steps.map((step, i) => {
+        const tr = document.createElement("tr");
+        tr.dataset.message = step.message;
+        tr.dataset.waiting = step.waiting;
+        const bar = document.createElement("div");
+        bar.className = "load-bar";
+        bar.style.width = (100 * step.waiting / peak).toFixed(1) + "%";
+        const barCell = cell(bar, "bar");
+        tr.append(
+          cell(String(i + 1)), cell(step.message, "mono"), cell(String(step.waiting), "waiting"), barCell,
+          cell(step.longestWaitSeconds === null ? "—" : window.SagaDiagram.seconds(step.longestWaitSeconds), "longest"),
+          cell(step.medianSeconds === null ? "—" : window.SagaDiagram.seconds(step.medianSeconds), "median"),
+          cell(String(step.samples), "samples"),
+        );
+        return tr;
+      }));
+      $("load-note").textContent = "over " + load.sampled + " sagas" + (load.capped ? " (a sample)" : "") +
+        ", " + load.compensating + " compensating now";
+    }).catch(() => {});
   }
 
   function drawSparkline() {
@@ -287,8 +432,12 @@
     $(id).addEventListener("input", render);
   });
   $("saga-status").addEventListener("change", () => { renderSagas(); refreshSagas(); });
+  $("saga-type").addEventListener("change", () => { fillWaitingFilter(); renderSagas(); });
+  $("saga-waiting").addEventListener("change", renderSagas);
+  $("load-type").addEventListener("change", refreshLoad);
   $("close-timeline").addEventListener("click", () => {
     selected = null;
+    shownSaga = null;
     $("timeline").hidden = true;
     render();
   });
@@ -298,6 +447,7 @@
   });
   drawSparkline();
   setInterval(drawSparkline, 1000);
+  setInterval(() => window.SagaDiagram.tick($("saga")), 1000);
   setInterval(refreshSagas, 3000);
 
   const fragment = new URLSearchParams(window.location.hash.slice(1));

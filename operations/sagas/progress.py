@@ -1,0 +1,112 @@
+"""Where sagas stand on their type's path: one instance's timings step by step (for the saga
+diagram), and a whole type's load (``GET /sagas/types/{name}/steps``): how many instances wait at
+each step now, and the median time instances spent getting through each step.
+
+The time a step took is the time from the previous step of the path to this one's message (its
+last one, when a step takes several messages, one per parcel for instance); the start step took
+none. The load is computed from the sagas the store still holds, at most ``SAMPLE_CAP`` of each
+status, so one request costs a bounded number of reads however many sagas there are."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import msgspec
+
+from .records import SagaRecord, SagaStatus
+from .registry import SagaType
+from .store import SagaStore
+
+SAMPLE_CAP = 200
+
+
+class StepLoad(msgspec.Struct, rename="camel"):
+    """One step of a type's path: how many running instances wait for it now, since when the
+    longest of them has waited, and how long instances took over it (median, over ``samples``)."""
+
+    message: str
+    waiting: int
+    longest_wait_seconds: float | None
+    median_seconds: float | None
+    samples: int
+
+
+class TypeSteps(msgspec.Struct, rename="camel"):
+    """``GET /sagas/types/{name}/steps``: the type's path with its load, over ``sampled`` sagas;
+    ``capped`` when some statuses held more than the sample took."""
+
+    saga: str
+    sampled: int
+    capped: bool
+    compensating: int
+    steps: list[StepLoad]
+    at: float
+
+
+def _last_at(record: SagaRecord) -> dict[str, float]:
+    last: dict[str, float] = {}
+    for step in record.steps:
+        last[step.message] = max(step.at, last.get(step.message, step.at))
+    return last
+
+
+def step_seconds(kind: SagaType, record: SagaRecord) -> dict[str, float]:
+    """The time each step of the path this instance has taken took, by message."""
+    last, took = _last_at(record), {}
+    previous: float | None = None
+    for message in kind.path:
+        at = last.get(message)
+        if at is None:
+            continue
+        took[message] = 0.0 if previous is None else max(0.0, at - previous)
+        previous = at
+    return took
+
+
+def waiting_since(record: SagaRecord) -> float | None:
+    """Since when a running saga waits for its next message: its last step, or its start."""
+    if record.status is not SagaStatus.PENDING:
+        return None
+    return max((step.at for step in record.steps), default=record.created_at)
+
+
+def waiting_for(kind: SagaType, record: SagaRecord) -> str | None:
+    """The step of the path a running instance waits for next, if any."""
+    if record.status is not SagaStatus.PENDING:
+        return None
+    taken = {step.message for step in record.steps}
+    return next((message for message in kind.path if message not in taken), None)
+
+
+async def type_steps(store: SagaStore, kind: SagaType) -> TypeSteps:
+    now = time.time()
+    sampled, capped, compensating = 0, False, 0
+    waiting = {message: 0 for message in kind.path}
+    longest: dict[str, float] = {}
+    durations: dict[str, list[float]] = {message: [] for message in kind.path}
+    for status in SagaStatus:
+        records = await store.recent(SAMPLE_CAP, status, kind.name)
+        sampled += len(records)
+        capped = capped or len(records) >= SAMPLE_CAP
+        for record in records:
+            if record.status is SagaStatus.COMPENSATING:
+                compensating += 1
+            awaited = waiting_for(kind, record)
+            if awaited is not None:
+                waiting[awaited] += 1
+                since = waiting_since(record) or now
+                longest[awaited] = max(longest.get(awaited, 0.0), now - since)
+            for message, seconds in step_seconds(kind, record).items():
+                durations[message].append(seconds)
+    steps = [
+        StepLoad(
+            message=message,
+            waiting=waiting[message],
+            longest_wait_seconds=longest.get(message),
+            median_seconds=statistics.median(durations[message]) if durations[message] else None,
+            samples=len(durations[message]),
+        )
+        for message in kind.path
+    ]
+    return TypeSteps(kind.name, sampled, capped, compensating, steps, now)
