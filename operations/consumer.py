@@ -30,8 +30,8 @@ from .envelope import Delivered
 from .errors import StoreUnavailable
 from .logs import logged_id
 from .metrics import Registry
-from .outcomes import Ack, DeadLetter, Retry, Settlement
 from .queues import CLASSIC, QueueArguments
+from .settlements import Ack, DeadLetter, Retry, Settlement
 from .topology import declare_dead_letter_queue, declare_queue, declare_retry_queue
 
 log = logging.getLogger("operations.consumer")

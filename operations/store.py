@@ -47,7 +47,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .envelope import Envelope
 from .errors import StoreError, StoreUnavailable
 from .listing import Listing, ListQuery, Page
-from .records import Change, OperationRecord, Outcome
+from .records import ApplyOutcome, Change, OperationRecord
 from .redis_client import open_redis, round_trip
 from .shards import Shards
 
@@ -278,7 +278,7 @@ class RedisStore:
             outcome, snapshot, cursor = reply
             changes.append(
                 Change(
-                    Outcome(outcome.decode()),
+                    ApplyOutcome(outcome.decode()),
                     envelope.operation_id,
                     snapshot or None,
                     cursor.decode() if cursor else None,

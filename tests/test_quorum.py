@@ -23,9 +23,9 @@ from operations.consumer import ATTEMPTS_HEADER, REASON_HEADER, Consumer
 from operations.demo import DemoServices
 from operations.envelope import Delivered
 from operations.metrics import Registry
-from operations.outcomes import Ack, Settlement
 from operations.queues import QueueArguments, QueueType
 from operations.settings import Settings
+from operations.settlements import Ack, Settlement
 from tests.conftest import SECRET
 from tests.support import (
     SERVICES,

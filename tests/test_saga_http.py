@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from operations import openapi
-from operations.sagas import Outcome, Processed, RedisSagaStore, SagaStatus
+from operations.sagas import Processed, RedisSagaStore, SagaOutcome, SagaStatus
 from operations.settings import Settings
 from operations.shards import Shards
 from tests.sagas_support import Harness, start_trip, step_trip, until_blocked
@@ -78,7 +78,7 @@ async def test_compensating_and_failed_sagas_through_get_sagas_and_metrics(
 
     gate.set()
     result = await asyncio.wait_for(refusal, 10)
-    assert result == [Processed("trip", trip, Outcome.COMPENSATION_FAILED)]
+    assert result == [Processed("trip", trip, SagaOutcome.COMPENSATION_FAILED)]
     assert await listed("compensating") == []
     failed = await listed("compensation_failed")
     assert [(s["id"], s["status"]) for s in failed] == [(trip, "compensation_failed")]

@@ -14,8 +14,8 @@ import redis.asyncio as aioredis
 
 from operations.listing import ListQuery
 from operations.metrics import Registry
-from operations.sagas import MemorySagaStore, Outcome, Processed, RedisSagaStore, SagaStore
-from operations.sagas.records import SagaStatus
+from operations.sagas import MemorySagaStore, Processed, RedisSagaStore, SagaOutcome, SagaStore
+from operations.sagas.instances import SagaStatus
 from operations.shards import Shards
 from operations.states import State
 from operations.store import Keys, RedisStore
@@ -235,7 +235,7 @@ async def test_a_finished_saga_leaves_the_indexes_and_its_tombstone_stops_a_seco
     await start_trip(h, trip)
     await step_trip(h, trip, "flight_booked")
     assert await h.send("trip_confirmed", {}, correlation_id=trip, message_id=new_id()) == [
-        Processed("trip", trip, Outcome.COMPLETED)
+        Processed("trip", trip, SagaOutcome.COMPLETED)
     ]
     await start_trip(h, running)
     await asyncio.sleep(1.1)
@@ -252,7 +252,7 @@ async def test_a_finished_saga_leaves_the_indexes_and_its_tombstone_stops_a_seco
     again = await h.send(
         "trip_requested", {"traveller": "ann"}, correlation_id=trip, message_id=new_id()
     )
-    assert again == [Processed("trip", trip, Outcome.TOMBSTONED)]
+    assert again == [Processed("trip", trip, SagaOutcome.TOMBSTONED)]
     assert await tombstoning.load("trip", trip) is None
     assert len(h.publisher.published) == published
     assert h.metrics.sagas.value(saga="trip", outcome="ignored_tombstoned") == 1

@@ -19,7 +19,7 @@ from ..identity import Principal, normalise_id
 from ..store import Store
 from ..tokens import TokenVerifier
 from .coordinator import Coordinator
-from .records import SagaRecord, SagaStatus
+from .instances import SagaRecord, SagaStatus
 from .registry import SagaType, SagaTypes
 from .store import SagaStore
 
