@@ -36,6 +36,7 @@ from tests.identity_provider import (
     hand_signed_hs256,
 )
 from tests.live import LiveClient
+from tests.scrape import Scrape
 from tests.support import Publisher, RunningService, eventually, start_service
 
 ROLE_CLAIM = "realm_access.roles"
@@ -261,9 +262,7 @@ async def test_every_refused_kind_is_refused_on_initialize(
 
 
 async def metric(http: httpx.AsyncClient, name: str) -> float:
-    text = (await http.get("/metrics")).text
-    lines = [line for line in text.splitlines() if line.startswith(name + " ")]
-    return float(lines[0].split()[1]) if lines else 0.0
+    return Scrape((await http.get("/metrics")).text).value(name) or 0.0
 
 
 async def test_a_jwks_that_is_down_means_401_a_warning_and_a_metric_then_recovery(
@@ -316,6 +315,6 @@ async def test_a_jwks_that_is_down_means_401_a_warning_and_a_metric_then_recover
 async def test_the_metrics_page_shows_the_jwks_counters(
     service: RunningService, http: httpx.AsyncClient
 ) -> None:
-    text = (await http.get("/metrics")).text
-    assert "# TYPE operations_jwks_fetch_failures_total counter" in text
-    assert "# TYPE operations_jwks_fetches_total counter" in text
+    page = Scrape((await http.get("/metrics")).text)
+    assert page.types["operations_jwks_fetch_failures"] == "counter"
+    assert page.types["operations_jwks_fetches"] == "counter"
