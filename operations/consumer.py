@@ -24,6 +24,7 @@ import aio_pika
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.exceptions import AMQPError
 
+from .backoff import Backoff
 from .catalogue import Subscription
 from .deliveries import ChannelConsumer, Delivery
 from .envelope import Delivered
@@ -41,7 +42,10 @@ DISPOSITION_HEADER = "x-operations-disposition"
 EXCHANGE_HEADER = "x-operations-exchange"
 ROUTING_KEY_HEADER = "x-operations-routing-key"
 ATTEMPTS_HEADER = "x-operations-attempts"
-_RETRY_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+
+# While Redis is unreachable, a batch is tried again after 0.05 s, 0.1 s, ... up to every 5 s.
+_RETRY_FIRST_SECONDS = 0.05
+_RETRY_CEILING_SECONDS = 5.0
 
 
 class Processor(Protocol):
@@ -208,19 +212,18 @@ class Consumer:
         )
 
     async def _handle(self, batch: Sequence[Delivery]) -> None:
-        attempt = 0
+        backoff: Backoff | None = None
         while True:
             try:
                 settlements = await self.processor.process(batch)
                 break
             except StoreUnavailable as error:
                 self.metrics.store_retries.inc()
-                delay = _RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)]
                 if not self._store_down:
                     log.error("Redis unreachable, holding %d deliveries: %s", len(batch), error)
                 self._store_down = True
-                attempt += 1
-                await asyncio.sleep(delay)
+                backoff = backoff or Backoff(_RETRY_FIRST_SECONDS, _RETRY_CEILING_SECONDS)
+                await backoff.wait()
         if self._store_down:
             self._store_down = False
             self.metrics.reconnects.inc(dependency="redis")
