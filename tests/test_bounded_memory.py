@@ -18,7 +18,7 @@ from operations.demo import DemoServices
 from operations.identity import normalise_id
 from operations.settings import Settings
 from operations.store import Keys
-from tests.support import Publisher, new_id, start_service
+from tests.support import Publisher, as_text, new_id, start_service
 
 TTL = 3
 SWEEP = 1
@@ -43,7 +43,7 @@ async def dead_members(client: aioredis.Redis, settings: Settings) -> dict[str, 
     dead: dict[str, set[str]] = {}
     async for raw in client.scan_iter(match=f"{settings.key_prefix}:*", count=1_000):
         key = raw.decode()
-        kind = (await client.type(key)).decode()
+        kind = as_text(await client.type(key))
         if kind not in ("zset", "set") or key.endswith(("saga-types", "saga-tombstones")):
             continue
         values: Any = await (client.zrange(key, 0, -1) if kind == "zset" else client.smembers(key))

@@ -188,12 +188,15 @@ async def consuming_again(
     return await eventually(again, "the consumer to consume again", timeout=60)
 
 
-def consumers_on(channel: aiormq.abc.AbstractChannel) -> int:
+def consumers_on(channel: aiormq.abc.AbstractChannel | None) -> int:
     """How many consumers the channel has: one per basic.consume still in effect."""
+    assert isinstance(channel, aiormq.Channel)
     return len(channel.consumers)
 
 
-async def queue_length(amqp: Any, name: str) -> int:
+async def queue_length(amqp: aio_pika.abc.AbstractRobustConnection, name: str) -> int:
+    # After a broker restart the test's own connection may still be reconnecting.
+    await asyncio.wait_for(amqp.ready(), timeout=60)
     async with amqp.channel() as channel:
         queue = await channel.declare_queue(name, durable=True)
         count = queue.declaration_result.message_count

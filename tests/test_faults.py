@@ -32,7 +32,7 @@ from operations.settings import Settings
 from operations.store import Keys
 from operations.tokens import mint
 from tests.conftest import SECRET
-from tests.support import SteadyPublisher, eventually
+from tests.support import SteadyPublisher, as_text, eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAIN_OPERATIONS = 300
@@ -340,7 +340,7 @@ async def test_nothing_is_lost_or_regressed_under_faults(
         states: dict[str, str] = {}
         for op in [*plan.finals, *orders]:
             state = await redis_client.hget(keys.record(op), "state")
-            states[op] = state.decode() if state else "missing"
+            states[op] = as_text(state) if state else "missing"
         lost = [op for op, final in plan.finals.items() if states[op] != final]
         sagas_unfinished = [op for op in orders if states[op] not in ("completed", "rejected")]
         for watcher in watchers:

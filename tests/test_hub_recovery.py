@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from hub import hub as hub_module
-from hub.recovery import Sync
+from hub.recovery import Sync, changes_since
 from operations.feed import ChangeFeed, FeedEntry
 from operations.settings import Settings
 from operations.store import Keys
@@ -166,7 +166,7 @@ async def test_changes_applied_while_a_sync_loads_follow_it_live(
     await eventually(lambda: watch.has(ops, 2), "version 2 to reach the hub")
 
     loading, release = asyncio.Event(), asyncio.Event()
-    load = hub_module.changes_since
+    load = changes_since
 
     async def held_load(*args: Any) -> Sync:
         sync = await load(*args) if pause == "after the read" else None

@@ -75,7 +75,8 @@ def bearer(token: str) -> dict[str, str]:
 async def created(http: httpx.AsyncClient, op: str, token: str) -> dict[str, Any]:
     async def fetch() -> dict[str, Any] | None:
         response = await http.get(f"/operations/{op}", headers=bearer(token))
-        return response.json() if response.status_code == 200 else None  # type: ignore[no-any-return]
+        record: dict[str, Any] | None = response.json() if response.status_code == 200 else None
+        return record
 
     return await eventually(fetch, f"operation {op}")
 
@@ -89,7 +90,7 @@ def refused_tokens(idp: IdentityProvider, user: str) -> dict[str, str]:
     without_exp = {key: value for key, value in good.items() if key != "exp"}
     ps256 = jwt.encode(good, idp.keys["rsa-1"], algorithm="PS256", headers={"kid": "rsa-1"})
     return {
-        "alg none": jwt.encode(good, None, algorithm="none", headers={"kid": "rsa-1"}),
+        "alg none": jwt.encode(good, "", algorithm="none", headers={"kid": "rsa-1"}),
         "alg not configured (PS256)": ps256,
         "alg not configured (HS512)": _hs512(good),
         "no exp": idp.sign(without_exp, "rsa-1"),

@@ -141,7 +141,9 @@ async def test_an_early_saga_message_goes_round_the_quorum_retry_queue(
         "saga message order_created: no saga to take it yet after 2 retries"
     )
     assert headers[ATTEMPTS_HEADER] == 2
-    (death,) = headers["x-death"]
+    deaths = headers["x-death"]
+    assert isinstance(deaths, list)
+    (death,) = deaths
     assert isinstance(death, dict)
     assert (death["queue"], death["reason"], death["count"]) == (
         f"{quorum.saga_queue}.retry",
@@ -205,7 +207,9 @@ async def test_a_poison_message_is_dead_lettered_at_the_delivery_limit(
     assert dead.body == b"poison"
     assert dead.message_id == "poison"
     headers = dead.headers or {}
-    (death,) = headers["x-death"]
+    deaths = headers["x-death"]
+    assert isinstance(deaths, list)
+    (death,) = deaths
     assert isinstance(death, dict)
     assert (death["queue"], death["reason"]) == (settings.queue, "delivery_limit")
     assert headers["x-first-death-reason"] == "delivery_limit"

@@ -27,11 +27,14 @@ from tests.support import Publisher, SteadyPublisher, eventually, new_id, start_
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _records_by_op(
-    entries: list[tuple[bytes, dict[bytes, bytes]]],
-) -> dict[str, list[dict[str, Any]]]:
+StreamEntries = list[tuple[bytes | str | None, dict[bytes | str, bytes | str] | None]] | None
+"""An XRANGE reply as redis-py types it."""
+
+
+def _records_by_op(entries: StreamEntries) -> dict[str, list[dict[str, Any]]]:
     by_op: dict[str, list[dict[str, Any]]] = {}
-    for _, fields in entries:
+    for _, fields in entries or []:
+        assert fields is not None
         snapshot = orjson.loads(fields[b"op"])
         by_op.setdefault(snapshot["id"], []).append(snapshot)
     return by_op

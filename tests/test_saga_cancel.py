@@ -138,7 +138,7 @@ async def test_a_step_that_wins_the_race_with_a_cancel_is_kept_and_decides_it(
     update is not lost."""
     h = Harness.build(store, [GatedParcelSaga])
     pausing = PausingStore(store)
-    other = Harness.build(pausing, [GatedParcelSaga])  # type: ignore[arg-type]
+    other = Harness.build(pausing, [GatedParcelSaga])
     parcel = uuid.uuid4().hex
     await h.send("parcel_sent", correlation_id=parcel, message_id=uuid.uuid4().hex)
     pausing.armed = True

@@ -5,6 +5,7 @@ live of finished sagas."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -93,6 +94,9 @@ class RivalStore:
 
     async def release_outbox(self, saga: str, saga_id: str, holder: str) -> None:
         await self.inner.release_outbox(saga, saga_id, holder)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
     async def tombstoned(self, saga: str, saga_id: str) -> bool:
         return await self.inner.tombstoned(saga, saga_id)

@@ -32,6 +32,7 @@ from operations.sagas import (
 from operations.sagas.ordermaking import REJECTED_EVENTS, OrderMakingSaga
 from operations.states import State
 from tests.sagas_support import Harness, delete_prefix
+from tests.support import as_text
 
 FAR_FUTURE = 4_102_444_800.0
 MAX_EARLY_RETRIES = 5
@@ -117,7 +118,7 @@ async def records_for(store: SagaStore, saga_id: str) -> int:
         everything = [
             k
             for k in await store.redis.keys(f"{store.prefix}:{{*}}:saga:*")
-            if not k.endswith((b":outbox", b":lease"))
+            if not as_text(k).endswith((":outbox", ":lease"))
         ]
         assert everything == keys
         return len(keys)

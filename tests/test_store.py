@@ -16,7 +16,7 @@ from operations.records import ApplyOutcome, Change
 from operations.shards import Shards
 from operations.states import MessageKind, State
 from operations.store import Keys, RedisStore
-from tests.support import new_id
+from tests.support import as_text, new_id
 
 USER = "7f0b2c1e-0000-4000-8000-000000000001"
 
@@ -234,7 +234,12 @@ async def test_stale_and_duplicate_messages_leave_the_expiry_alone(
     for key in keys:
         assert 0 < await redis_client.pttl(key) <= 5_000, key
     fields = await redis_client.hkeys(store.keys.record(op))
-    assert {f for f in fields if f.startswith(b"m:")} == {b"m:m-1", b"m:m-2", b"m:m-3", b"m:m-4"}
+    assert {as_text(f) for f in fields if as_text(f).startswith("m:")} == {
+        "m:m-1",
+        "m:m-2",
+        "m:m-3",
+        "m:m-4",
+    }
 
 
 async def test_ids_seen_are_kept_in_the_record_and_expire_with_it(
@@ -315,7 +320,11 @@ async def test_listing_merges_the_shards_in_one_total_order(
 
     # The expected order, from what Redis holds: rank descending, then shard, then the index's
     # own order for equal ranks (member descending).
-    ranks = {op: int(await redis_client.hget(store.keys.record(op), "rank")) for op in ops}
+    ranks: dict[str, int] = {}
+    for op in ops:
+        rank = await redis_client.hget(store.keys.record(op), "rank")
+        assert rank is not None
+        ranks[op] = int(rank)
     expected = sorted(ops, reverse=True)
     expected.sort(key=lambda op: (-ranks[op], store.keys.shard(op)))
     assert len(set(ranks.values())) < len(ops), "some ranks are equal across shards"
@@ -417,7 +426,7 @@ async def test_a_connection_killed_between_batches_costs_one_retry_at_most(
     try:
         await apply_one(store, envelope(new_id(), State.PENDING))
         killed = await store.redis.client_id()
-        assert await redis_client.client_kill_filter(_id=killed) == 1
+        assert await redis_client.client_kill_filter(_id=str(killed)) == 1
         ops = [new_id() for _ in range(10)]
         batch = [envelope(op, State.PENDING) for op in ops]
         try:

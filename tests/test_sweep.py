@@ -22,7 +22,7 @@ from operations.store import Keys, RedisStore
 from operations.sweeper import Sweeper
 from tests.sagas_support import FakePublisher, Harness, delete_prefix, start_trip, step_trip
 from tests.sample_sagas import TripSaga
-from tests.support import eventually, new_id
+from tests.support import as_text, eventually, new_id
 from tests.test_store import USER, apply_one, envelope
 
 OTHER = "7f0b2c1e-0000-4000-8000-000000000002"
@@ -47,7 +47,7 @@ async def members(client: aioredis.Redis, pattern: str) -> dict[str, set[str]]:
     """Every sorted set or set under ``pattern`` with its members."""
     found: dict[str, set[str]] = {}
     async for key in client.scan_iter(match=pattern, count=500):
-        kind = (await client.type(key)).decode()
+        kind = as_text(await client.type(key))
         if kind == "zset":
             values: Any = await client.zrange(key, 0, -1)
         elif kind == "set":

@@ -269,7 +269,7 @@ async def test_bad_input_is_dead_lettered_with_a_reason_and_consumption_goes_on(
     for label, case in bad_inputs(user, settings.max_message_bytes).items():
         op = "x" * 201 if label == "correlation id too long" else new_id()
         logged_id = op if len(op) > 200 else str(uuid.UUID(op))
-        before = dead_letter_series((await http.get("/metrics")).text)
+        counted_before = dead_letter_series((await http.get("/metrics")).text)
         await publisher.publish(case.message, op, **case.publish)
 
         (letter,) = await dead_letters(amqp, settings.dead_letter_queue, 1)
@@ -281,8 +281,8 @@ async def test_bad_input_is_dead_lettered_with_a_reason_and_consumption_goes_on(
         if "body" in case.publish:
             assert letter.body == case.publish["body"], label
 
-        after = dead_letter_series((await http.get("/metrics")).text)
-        moved = {key: after[key] - before.get(key, 0) for key in after}
+        counted_after = dead_letter_series((await http.get("/metrics")).text)
+        moved = {key: counted_after[key] - counted_before.get(key, 0) for key in counted_after}
         assert {key: delta for key, delta in moved.items() if delta} == {
             case.counted: 1,
             series("operations_dead_letters_total", disposition=case.disposition): 1,
