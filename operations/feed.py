@@ -36,6 +36,11 @@ _RETRY_FIRST_SECONDS = 0.1
 _RETRY_CEILING_SECONDS = 2.0
 
 
+STREAM_FIELDS = ("op", "id", "user", "state")
+"""The fields of a change stream entry, in the order apply.lua's XADD writes them: the feed
+reads their values by position (1, 3, 5, 7), not by name."""
+
+
 class FeedEntry(NamedTuple):
     cursor: str
     operation_id: str
@@ -216,6 +221,6 @@ def _as_sent(response: Any, **_: Any) -> Any:
 
 
 def _entry(cursor: str, fields: list[bytes]) -> FeedEntry:
-    """An entry's fields as the apply script writes them: op, id, user, state, in that order."""
+    """An entry's fields read by position, as the apply script writes them (STREAM_FIELDS)."""
     user = fields[5].decode()
     return FeedEntry(cursor, fields[3].decode(), user or None, fields[7].decode(), fields[1])
