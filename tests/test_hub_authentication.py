@@ -117,6 +117,7 @@ async def test_a_timer_action_is_held_while_it_runs_and_ended_on_stop(
     assert task.cancelled() and hub.actions == 0
 
 
+@pytest.mark.slow
 async def test_initialize_waits_ten_seconds(
     service: RunningService, clients: Callable[[], LiveClient]
 ) -> None:

@@ -14,6 +14,8 @@ from operations.records import OperationRecord
 from tests.browser import chromium
 from tests.support import Publisher, RunningService, eventually
 
+pytestmark = pytest.mark.browser
+
 Token = Callable[..., str]
 WAIT_MS = 15_000
 
