@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,8 @@ def redis_py_packed(sha: str, batch: list[tuple[str, str, str, str, str, str, by
     return b"".join(Connection().pack_commands(commands))
 
 
-@settings(max_examples=300, deadline=None)
+@pytest.mark.slow
+@settings(max_examples=150, deadline=None)
 @given(sha=st.text(alphabet="0123456789abcdef", min_size=40, max_size=40), batch=calls)
 def test_the_stores_resp_is_byte_for_byte_what_redis_py_packs(
     sha: str, batch: list[tuple[str, str, str, str, str, str, bytes]]
@@ -70,9 +72,9 @@ def test_the_stores_resp_matches_redis_pys_python_serializer_too() -> None:
     """The connection packs with hiredis when it can; the pure-Python serializer agrees."""
     sha = "a" * 40
     batch = [("k:é", "k:漢字", "", "k\r\n", "$5", "🙂", bytes(range(256)) * 30)]
-    encoder = Connection().encoder
-    python = Connection(command_packer=PythonRespSerializer(6000, encoder.encode))
-    expected = b"".join(python.pack_commands([("EVALSHA", sha, 6, *batch[0])]))
+    serializer = PythonRespSerializer(6000, Connection().encoder.encode)
+    pack: Callable[..., list[bytes]] = serializer.pack
+    expected = b"".join(pack("EVALSHA", sha, 6, *batch[0]))
     assert pack_evalsha(sha, batch) == expected
 
 
@@ -111,7 +113,8 @@ def library_packet(entry: FeedEntry, orjson_module: bool = True) -> str:
     return encoded
 
 
-@settings(max_examples=300, deadline=None)
+@pytest.mark.slow
+@settings(max_examples=150, deadline=None)
 @given(record=records(), cursor=st.text(alphabet="0123456789-,", min_size=3, max_size=60))
 def test_the_spliced_packet_is_what_socketio_encodes(record: dict[str, Any], cursor: str) -> None:
     entry = FeedEntry(cursor, record["id"], record["userId"], record["state"], orjson.dumps(record))
@@ -119,7 +122,7 @@ def test_the_spliced_packet_is_what_socketio_encodes(record: dict[str, Any], cur
     assert spliced == library_packet(entry)
     # python-socketio with its default JSON module writes other escapes, but the same packet.
     decoded = Packet(encoded_packet=spliced)
-    assert decoded.packet_type == EVENT and decoded.namespace == "/"
+    assert decoded.packet_type == EVENT and decoded.namespace in (None, "/")
     assert decoded.data == Packet(encoded_packet=library_packet(entry, orjson_module=False)).data
 
 
