@@ -60,6 +60,7 @@ async def dead_members(client: aioredis.Redis, settings: Settings) -> dict[str, 
     return dead
 
 
+@pytest.mark.slow
 async def test_under_steady_traffic_the_sets_hold_only_live_members(
     short_lived: Settings, redis_client: aioredis.Redis, publisher: Publisher, token: Any
 ) -> None:

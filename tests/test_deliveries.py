@@ -377,6 +377,7 @@ async def exactly_once_through(
     return deliveries
 
 
+@pytest.mark.slow
 async def test_consumes_on_after_the_broker_closes_its_channel(
     settings: Settings, redis_client: aioredis.Redis, amqp: Any
 ) -> None:
@@ -384,6 +385,7 @@ async def test_consumes_on_after_the_broker_closes_its_channel(
     assert deliveries.registrations == 2
 
 
+@pytest.mark.slow
 async def test_consumes_on_after_the_broker_closes_its_connection(
     settings: Settings, redis_client: aioredis.Redis, amqp: Any
 ) -> None:

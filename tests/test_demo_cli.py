@@ -170,6 +170,7 @@ def flag(args: list[str], name: str, default: str) -> str:
     return args[args.index(name) + 1] if name in args else default
 
 
+@pytest.mark.slow
 async def test_run_sh_starts_the_demo_with_commands_the_cli_accepts(
     tmp_path: Path,
     amqp_url: str,

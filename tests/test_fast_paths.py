@@ -59,7 +59,6 @@ def redis_py_packed(sha: str, batch: list[tuple[str, str, str, str, str, str, by
     return b"".join(Connection().pack_commands(commands))
 
 
-@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(sha=st.text(alphabet="0123456789abcdef", min_size=40, max_size=40), batch=calls)
 def test_the_stores_resp_is_byte_for_byte_what_redis_py_packs(
@@ -113,7 +112,6 @@ def library_packet(entry: FeedEntry, orjson_module: bool = True) -> str:
     return encoded
 
 
-@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(record=records(), cursor=st.text(alphabet="0123456789-,", min_size=3, max_size=60))
 def test_the_spliced_packet_is_what_socketio_encodes(record: dict[str, Any], cursor: str) -> None:

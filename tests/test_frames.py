@@ -408,6 +408,7 @@ async def test_a_real_broker_delivers_the_same_messages_through_either_receiver(
     assert sum(len(entry[0]) for entry in read["bulk"]) > 5_000_000  # many multi-frame bodies
 
 
+@pytest.mark.slow
 async def test_a_bulk_reading_connection_lives_through_heartbeats_and_a_closed_channel(
     monkeypatch: pytest.MonkeyPatch, amqp_url: str, settings: Settings
 ) -> None:

@@ -264,6 +264,7 @@ async def test_a_queue_of_the_other_type_stops_start_up_with_exit_code_2(
     assert "retrying" not in stderr
 
 
+@pytest.mark.slow
 async def test_after_a_lost_connection_the_quorum_queues_are_declared_again_alike(
     quorum_service: RunningService,
     quorum: Settings,

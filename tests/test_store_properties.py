@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import hypothesis.strategies as st
+import pytest
 import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 
@@ -255,6 +256,7 @@ def observe(redis_url: str, scenario: Scenario) -> tuple[Observed, Expected]:
 # --- properties ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(scenario=scenarios())
 def test_any_order_and_duplication_ends_in_the_models_record(

@@ -167,6 +167,7 @@ async def test_listing_keeps_order_and_cursor_while_the_sweep_runs_between_pages
     assert rest == [op for op in order[5:] if op in kept]
 
 
+@pytest.mark.slow
 async def test_the_indexes_stay_flat_under_steady_traffic(
     short: RedisStore, redis_client: aioredis.Redis
 ) -> None:
