@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,9 @@ log = logging.getLogger("hub")
 INITIALIZE_TIMEOUT_SECONDS = 10.0
 CATCH_UP_SECONDS = 5.0
 UNAUTHORIZED = {"code": "unauthorized"}
+
+Action = Callable[[str], Coroutine[Any, Any, None]]
+"""What a client's timer does when it fires, given the client's sid."""
 
 
 def _cors(origins: tuple[str, ...]) -> list[str] | str | None:
@@ -98,6 +102,9 @@ class Hub:
         # each waits, with its deadline, until this process has pushed as far.
         self._waiting: list[tuple[Join, float]] = []
         self._pusher: asyncio.Task[None] | None = None
+        # The timers' actions while they run: kept so that none is collected half-way, and
+        # cancelled on stop.
+        self._actions: set[asyncio.Task[None]] = set()
 
     def asgi(self, other: Any) -> socketio.ASGIApp:
         return socketio.ASGIApp(self.server, other_asgi_app=other, socketio_path="socket.io")
@@ -117,6 +124,9 @@ class Hub:
                 await self._pusher
         for client in self._clients.values():
             client.cancel_timers()
+        for task in self._actions:
+            task.cancel()
+        await asyncio.gather(*self._actions, return_exceptions=True)
 
     # -- connection life cycle ------------------------------------------------------------
 
@@ -174,11 +184,24 @@ class Hub:
         self._later(client, verified.expires_at - time.time(), self._token_expired, sid)
         self._jobs.put_nowait(Join(sid, verified.principal, client.since))
 
-    def _later(self, client: Client, delay: float, action: Any, sid: str) -> None:
+    def _later(self, client: Client, delay: float, action: Action, sid: str) -> None:
         loop = asyncio.get_running_loop()
-        client.timers.append(
-            loop.call_later(max(delay, 0.0), lambda: asyncio.ensure_future(action(sid)))
-        )
+        client.timers.append(loop.call_later(max(delay, 0.0), self._run, action, sid))
+
+    def _run(self, action: Action, sid: str) -> None:
+        task = asyncio.create_task(action(sid), name=f"hub{action.__name__}")
+        self._actions.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._actions.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("%s failed", task.get_name(), exc_info=error)
+
+    @property
+    def actions(self) -> int:
+        """Timer actions running now (a disconnect at the end of a client's time)."""
+        return len(self._actions)
 
     async def _initialize_expired(self, sid: str) -> None:
         client = self._clients.get(sid)

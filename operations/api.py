@@ -19,7 +19,7 @@ from .errors import InvalidRequest, StoreUnavailable, TokenError
 from .feed import ChangeFeed
 from .identity import Principal, normalise_id
 from .listing import InvalidCursor, ListQuery
-from .metrics import Registry
+from .metrics import CONTENT_TYPE, Registry
 from .models import (
     Error,
     Health,
@@ -113,9 +113,7 @@ class OperationsApi:
         )
 
     async def metrics_text(self, request: Request) -> Response:
-        return PlainTextResponse(
-            self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
-        )
+        return PlainTextResponse(self.metrics.render(), media_type=CONTENT_TYPE)
 
     async def openapi(self, request: Request) -> Response:
         return Response(encoded_document(), media_type="application/json")

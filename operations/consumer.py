@@ -25,14 +25,15 @@ import aio_pika
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.exceptions import AMQPError
 
+from .backoff import Backoff
 from .catalogue import Subscription
 from .deliveries import ChannelConsumer, Delivery
 from .envelope import Delivered
 from .errors import StoreUnavailable
 from .logs import logged_id
 from .metrics import Registry
-from .outcomes import Ack, DeadLetter, Retry, Settlement
 from .queues import CLASSIC, QueueArguments
+from .settlements import Ack, DeadLetter, Retry, Settlement
 from .topology import declare_dead_letter_queue, declare_queue, declare_retry_queue
 
 log = logging.getLogger("operations.consumer")
@@ -45,7 +46,10 @@ ATTEMPTS_HEADER = "x-operations-attempts"
 # A stable id per dead-lettering, so that the copy's hand-over to the store is idempotent.
 DEAD_LETTER_ID_HEADER = "x-operations-dead-letter-id"
 DEAD_LETTERED_AT_HEADER = "x-operations-dead-lettered-at"
-_RETRY_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+
+# While Redis is unreachable, a batch is tried again after 0.05 s, 0.1 s, ... up to every 5 s.
+_RETRY_FIRST_SECONDS = 0.05
+_RETRY_CEILING_SECONDS = 5.0
 
 
 class Processor(Protocol):
@@ -212,19 +216,18 @@ class Consumer:
         )
 
     async def _handle(self, batch: Sequence[Delivery]) -> None:
-        attempt = 0
+        backoff: Backoff | None = None
         while True:
             try:
                 settlements = await self.processor.process(batch)
                 break
             except StoreUnavailable as error:
                 self.metrics.store_retries.inc()
-                delay = _RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)]
                 if not self._store_down:
                     log.error("Redis unreachable, holding %d deliveries: %s", len(batch), error)
                 self._store_down = True
-                attempt += 1
-                await asyncio.sleep(delay)
+                backoff = backoff or Backoff(_RETRY_FIRST_SECONDS, _RETRY_CEILING_SECONDS)
+                await backoff.wait()
         if self._store_down:
             self._store_down = False
             self.metrics.reconnects.inc(dependency="redis")

@@ -26,6 +26,8 @@ from aio_pika.abc import AbstractRobustChannel
 from aiormq import spec
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 
+from .backoff import Backoff
+
 log = logging.getLogger("operations.deliveries")
 
 
@@ -182,10 +184,9 @@ class ChannelConsumer:
             self._retrying = asyncio.create_task(self._keep_trying(), name="consume-again")
 
     async def _keep_trying(self) -> None:
-        delay = 0.5
+        backoff = Backoff(0.5, 10.0)
         while not self._stopped and not self.consuming:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+            await backoff.wait()
             try:
                 await self._consume()
             except (AMQPError, ConnectionError, RuntimeError, TimeoutError) as error:

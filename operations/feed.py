@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
+from .backoff import Backoff
 from .metrics import Registry
 from .redis_client import round_trip
 from .store import Keys
@@ -30,6 +31,14 @@ _BLOCK_MS = 5_000
 # How long past the blocking time a read may take before the connection is given up.
 _READ_GRACE_SECONDS = 10.0
 _READ_COUNT = 1_000
+# While Redis is unreachable, the feed tries again after 0.1 s, 0.2 s, ... up to every 2 s.
+_RETRY_FIRST_SECONDS = 0.1
+_RETRY_CEILING_SECONDS = 2.0
+
+
+STREAM_FIELDS = ("op", "id", "user", "state")
+"""The fields of a change stream entry, in the order apply.lua's XADD writes them: the feed
+reads their values by position (1, 3, 5, 7), not by name."""
 
 
 class FeedEntry(NamedTuple):
@@ -115,6 +124,7 @@ class ChangeFeed:
 
     async def _tail(self) -> None:
         """Positions the feed at the newest entry of every stream."""
+        backoff = Backoff(_RETRY_FIRST_SECONDS, _RETRY_CEILING_SECONDS)
         while True:
             try:
                 for shard, stream in enumerate(self._streams):
@@ -124,7 +134,7 @@ class ChangeFeed:
                 return
             except (RedisError, OSError) as error:
                 log.warning("change feed waiting for Redis: %s", error)
-                await asyncio.sleep(1.0)
+                await backoff.wait()
 
     async def _run(self) -> None:
         await self._tail()
@@ -138,7 +148,7 @@ class ChangeFeed:
         await asyncio.gather(*readers)
 
     async def _read(self, reader: int, shards: list[int]) -> None:
-        failures = 0
+        backoff = Backoff(_RETRY_FIRST_SECONDS, _RETRY_CEILING_SECONDS)
         names = [self._streams[shard] for shard in shards]
         read = self._read_routed if self._cluster else self._read_held
         while True:
@@ -150,13 +160,12 @@ class ChangeFeed:
                         "change feed lost Redis, resuming from %s: %s", self.last_cursor, error
                     )
                 self._down.add(reader)
-                failures += 1
-                await asyncio.sleep(min(0.1 * failures, 2.0))
+                await backoff.wait()
                 continue
             if reader in self._down:
                 self._down.discard(reader)
                 self.metrics.reconnects.inc(dependency="redis-feed")
-            failures = 0
+                backoff.reset()
             # A map of stream to entries over RESP3, a list of pairs over RESP2.
             for stream, entries in reply.items() if isinstance(reply, dict) else reply or []:
                 self._dispatch(self._shard_of[stream], entries)
@@ -212,6 +221,6 @@ def _as_sent(response: Any, **_: Any) -> Any:
 
 
 def _entry(cursor: str, fields: list[bytes]) -> FeedEntry:
-    """An entry's fields as the apply script writes them: op, id, user, state, in that order."""
+    """An entry's fields read by position, as the apply script writes them (STREAM_FIELDS)."""
     user = fields[5].decode()
     return FeedEntry(cursor, fields[3].decode(), user or None, fields[7].decode(), fields[1])

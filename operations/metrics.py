@@ -1,91 +1,119 @@
-"""Counters, gauges and histograms, rendered as Prometheus text at ``GET /metrics``."""
+"""Counters, gauges and histograms on prometheus-client, rendered at ``GET /metrics``.
+
+Each :class:`Registry` (one per service) has its own ``CollectorRegistry``, never the client's
+global default, with the process and garbage-collector collectors beside the service's metrics.
+A metric's label names are either declared or taken from its first use. The client's
+``*_created`` series (when a series began) are left out: a restart already shows in
+``process_start_time_seconds``.
+"""
 
 from __future__ import annotations
 
-import bisect
-from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import Generic, TypeVar
 
-Labels = tuple[tuple[str, str], ...]
+import prometheus_client
+from prometheus_client import CollectorRegistry, GCCollector, ProcessCollector, generate_latest
+from prometheus_client.metrics_core import Metric
 
-
-def _labels(labels: dict[str, str]) -> Labels:
-    return tuple(sorted(labels.items()))
-
-
-def _render_labels(labels: Labels, extra: str = "") -> str:
-    parts = [f'{key}="{_escape(value)}"' for key, value in labels]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
+CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
+"""The media type of what :meth:`Registry.render` returns."""
 
 
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
+def _without_created(families: Iterable[Metric]) -> Iterator[Metric]:
+    for family in families:
+        family.samples = [s for s in family.samples if not s.name.endswith("_created")]
+        yield family
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+Client = TypeVar("Client", prometheus_client.Counter, prometheus_client.Gauge)
 
 
-class Counter:
-    kind = "counter"
+class _Labelled(Generic[Client]):
+    """A client metric whose label names are declared, or fixed by the first call's labels.
+    Each series' child is kept, so that a call costs one dict lookup before the client's own
+    increment."""
 
-    def __init__(self, name: str, help_text: str) -> None:
+    def __init__(self, name: str, help_text: str, labels: Iterable[str] | None = None) -> None:
         self.name, self.help = name, help_text
-        self._values: dict[Labels, float] = defaultdict(float)
+        self._metric: Client | None = None
+        self._children: dict[frozenset[tuple[str, str]], Client] = {}
+        if labels is not None:
+            self._metric = self._make(tuple(labels))
 
-    def inc(self, amount: float = 1.0, **labels: str) -> None:
-        self._values[_labels(labels)] += amount
+    def _make(self, labels: tuple[str, ...]) -> Client:
+        raise NotImplementedError
+
+    def _child(self, labels: dict[str, str]) -> Client:
+        key = frozenset(labels.items())
+        child = self._children.get(key)
+        if child is None:
+            metric = self._metric
+            if metric is None:
+                metric = self._metric = self._make(tuple(sorted(labels)))
+            child = self._children[key] = metric.labels(**labels) if labels else metric
+        return child
 
     def value(self, **labels: str) -> float:
-        return self._values.get(_labels(labels), 0.0)
+        """The current value of the series with these labels (0 if it has none yet)."""
+        child = self._children.get(frozenset(labels.items()))
+        if child is None:
+            return 0.0
+        for family in child.collect():
+            for sample in family.samples:
+                if sample.name in (self.name, f"{self.name}_total"):
+                    return sample.value
+        return 0.0
 
-    def render(self) -> Iterable[str]:
-        yield f"# HELP {self.name} {self.help}"
-        yield f"# TYPE {self.name} {self.kind}"
-        for labels, value in sorted(self._values.items()):
-            yield f"{self.name}{_render_labels(labels)} {_number(value)}"
+    def collect(self) -> Iterable[Metric]:
+        return () if self._metric is None else _without_created(self._metric.collect())
 
 
-class Gauge(Counter):
-    kind = "gauge"
+class Counter(_Labelled[prometheus_client.Counter]):
+    def _make(self, labels: tuple[str, ...]) -> prometheus_client.Counter:
+        return prometheus_client.Counter(self.name, self.help, labels, registry=None)
+
+    def inc(self, amount: float = 1.0, **labels: str) -> None:
+        self._child(labels).inc(amount)
+
+
+class Gauge(_Labelled[prometheus_client.Gauge]):
+    def _make(self, labels: tuple[str, ...]) -> prometheus_client.Gauge:
+        return prometheus_client.Gauge(self.name, self.help, labels, registry=None)
 
     def set(self, value: float, **labels: str) -> None:
-        self._values[_labels(labels)] = value
+        self._child(labels).set(value)
 
 
 class Histogram:
     def __init__(self, name: str, help_text: str, buckets: tuple[float, ...]) -> None:
         self.name, self.help, self.buckets = name, help_text, buckets
-        self._counts = [0] * (len(buckets) + 1)
-        self._sum = 0.0
+        self._metric = prometheus_client.Histogram(name, help_text, buckets=buckets, registry=None)
 
     def observe(self, value: float) -> None:
-        self._counts[bisect.bisect_left(self.buckets, value)] += 1
-        self._sum += value
+        self._metric.observe(value)
 
-    def render(self) -> Iterable[str]:
-        yield f"# HELP {self.name} {self.help}"
-        yield f"# TYPE {self.name} histogram"
-        cumulative = 0
-        for bound, count in zip(self.buckets, self._counts, strict=False):
-            cumulative += count
-            yield f'{self.name}_bucket{{le="{bound:g}"}} {cumulative}'
-        cumulative += self._counts[-1]
-        yield f'{self.name}_bucket{{le="+Inf"}} {cumulative}'
-        yield f"{self.name}_sum {_number(self._sum)}"
-        yield f"{self.name}_count {cumulative}"
+    def collect(self) -> Iterable[Metric]:
+        return _without_created(self._metric.collect())
 
 
 class Registry:
+    """The service's metrics, as attributes; ``registry`` is what a scrape reads."""
+
     def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        ProcessCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self.registry.register(self)
         self.messages = Counter(
-            "operations_messages_total", "Messages consumed, by kind and outcome."
+            "operations_messages_total",
+            "Messages consumed, by kind and outcome.",
+            ("kind", "outcome"),
         )
         self.dead_letters = Counter(
             "operations_dead_letters_total",
             "Messages copied to the dead-letter queue, by what was applied of them.",
+            ("disposition",),
         )
         self.batch_seconds = Histogram(
             "operations_batch_seconds",
@@ -93,30 +121,41 @@ class Registry:
             (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
         )
         self.reconnects = Counter(
-            "operations_reconnects_total", "Reconnections to a dependency, by dependency."
+            "operations_reconnects_total",
+            "Reconnections to a dependency, by dependency.",
+            ("dependency",),
         )
-        self.sockets = Gauge("operations_sockets", "Socket.IO clients connected to this process.")
+        self.sockets = Gauge(
+            "operations_sockets", "Socket.IO clients connected to this process.", ()
+        )
         self.socket_refusals = Counter(
-            "operations_socket_refusals_total", "Socket.IO connections refused, by reason."
+            "operations_socket_refusals_total",
+            "Socket.IO connections refused, by reason.",
+            ("reason",),
         )
         self.pushes = Counter(
-            "operations_pushes_total", "Applied changes emitted to Socket.IO rooms."
+            "operations_pushes_total", "Applied changes emitted to Socket.IO rooms.", ()
         )
         self.sagas = Counter(
-            "operations_sagas_total", "Saga messages processed, by saga and outcome."
+            "operations_sagas_total",
+            "Saga messages processed, by saga and outcome.",
+            ("outcome", "saga"),
         )
         self.saga_instances = Gauge(
             "operations_saga_instances",
             "Sagas in each status, by saga and status, counted in Redis across processes "
             "(finished ones until they expire).",
+            ("saga", "status"),
         )
         self.saga_messages_published = Counter(
             "operations_saga_messages_published_total",
             "Messages published by saga steps and confirmed by the broker, by message.",
+            ("message",),
         )
         self.saga_publish_failures = Counter(
             "operations_saga_publish_failures_total",
             "Outbox deliveries that left messages unconfirmed, to be retried.",
+            (),
         )
         self.saga_cancels = Counter(
             "operations_saga_cancel_requests_total",
@@ -124,19 +163,25 @@ class Registry:
             "not_found, invalid_body, payload_too_large, broker_unavailable.",
         )
         self.jwks_fetches = Counter(
-            "operations_jwks_fetches_total", "Identity provider key sets fetched from the JWKS URL."
+            "operations_jwks_fetches_total",
+            "Identity provider key sets fetched from the JWKS URL.",
+            (),
         )
         self.jwks_fetch_failures = Counter(
             "operations_jwks_fetch_failures_total",
             "Fetches of the identity provider's JWKS that failed (unreachable, timed out, bad).",
+            (),
         )
         self.store_retries = Counter(
-            "operations_store_retries_total", "Batches retried because Redis was unreachable."
+            "operations_store_retries_total",
+            "Batches retried because Redis was unreachable.",
+            (),
         )
         self.swept = Counter(
             "operations_swept_total",
             "Expired entries removed from Redis's indexes by this process's sweeps, by what they "
             "named: operation, saga or tombstone.",
+            ("what",),
         )
         self.invalid_requests = Counter(
             "operations_http_invalid_requests_total",
@@ -160,8 +205,8 @@ class Registry:
             "operations_dead_letters_discarded_total", "Dead letters discarded, by queue."
         )
 
-    def render(self) -> str:
-        lines: list[str] = []
+    def collect(self) -> Iterator[Metric]:
+        """This registry's own metrics, in order: how ``registry`` reads them."""
         for metric in (
             self.messages,
             self.dead_letters,
@@ -185,5 +230,8 @@ class Registry:
             self.dead_letters_redriven,
             self.dead_letters_discarded,
         ):
-            lines.extend(metric.render())
-        return "\n".join(lines) + "\n"
+            yield from metric.collect()
+
+    def render(self) -> bytes:
+        """Everything in ``registry``, in the Prometheus text format (:data:`CONTENT_TYPE`)."""
+        return generate_latest(self.registry)

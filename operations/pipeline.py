@@ -15,8 +15,8 @@ from .envelope import Delivered, Envelope, parse
 from .errors import EnvelopeError, StoreError
 from .logs import logged_id
 from .metrics import Registry
-from .outcomes import Ack, DeadLetter, Disposition, Settlement
-from .records import Outcome
+from .records import ApplyOutcome
+from .settlements import Ack, DeadLetter, Disposition, Settlement
 from .store import Store
 
 log = logging.getLogger("operations.pipeline")
@@ -61,7 +61,7 @@ class Pipeline:
                 )
                 continue
             tally[envelope.kind.value, change.outcome.value] += 1
-            if envelope.problems and change.outcome is not Outcome.APPLIED:
+            if envelope.problems and change.outcome is not ApplyOutcome.APPLIED:
                 settlements[position] = self._dead_letter(
                     batch[position], "; ".join(envelope.problems), envelope
                 )

@@ -60,7 +60,7 @@ class OperationRecord:
         return f'"{self.version}"'
 
 
-class Outcome(StrEnum):
+class ApplyOutcome(StrEnum):
     """What applying one message did to its operation."""
 
     APPLIED = "applied"
@@ -73,7 +73,7 @@ class Change:
     """The result of one apply. ``snapshot`` (the record as JSON) and ``cursor`` (its entry in the
     change stream) are set only when the change was applied."""
 
-    outcome: Outcome
+    outcome: ApplyOutcome
     operation_id: str
     snapshot: bytes | None = None
     cursor: str | None = None

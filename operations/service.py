@@ -25,6 +25,7 @@ from hub.page import browser_routes
 
 from . import frames
 from .api import EXCEPTION_HANDLERS, OperationsApi, Readiness
+from .backoff import Backoff
 from .catalogue import Catalogue
 from .consumer import Consumer
 from .deadletters.http import DeadLettersApi
@@ -219,7 +220,7 @@ class Service:
         """Checks the store's layout, then connects to RabbitMQ, retrying until both work. With
         the wrong shard count nothing is consumed, and /ready says so. A queue that exists with
         another type or other arguments stops the service (see ``on_fatal``): no retry helps."""
-        delay = 0.5
+        backoff = Backoff(0.5, 10.0)
         while not self._stopping.is_set():
             try:
                 if not self._layout_checked:
@@ -244,14 +245,12 @@ class Service:
                 self.on_fatal()
                 return
             except StoreUnavailable as error:
-                log.warning("Redis not reachable yet (%s); retrying in %.1fs", error, delay)
+                log.warning("Redis not reachable yet (%s); retrying in %.1fs", error, backoff.delay)
             except (AMQPError, ConnectionError, OSError, TimeoutError) as error:
-                log.warning("RabbitMQ not reachable yet (%s); retrying in %.1fs", error, delay)
-            # Waiting on the stop signal, not only on cancellation: a cancellation that lands
-            # inside a client library's connect can be swallowed there.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
-            delay = min(delay * 2, 10.0)
+                log.warning(
+                    "RabbitMQ not reachable yet (%s); retrying in %.1fs", error, backoff.delay
+                )
+            await backoff.wait(until=self._stopping)
 
     async def stop(self) -> None:
         """Stop in reverse data-flow order; no part may hold up the rest for long."""

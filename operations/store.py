@@ -47,7 +47,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .envelope import Envelope
 from .errors import StoreError, StoreUnavailable
 from .listing import Listing, ListQuery, Page
-from .records import Change, OperationRecord, Outcome
+from .records import ApplyOutcome, Change, OperationRecord
 from .redis_client import open_redis, round_trip
 from .shards import Shards
 
@@ -278,7 +278,7 @@ class RedisStore:
             outcome, snapshot, cursor = reply
             changes.append(
                 Change(
-                    Outcome(outcome.decode()),
+                    ApplyOutcome(outcome.decode()),
                     envelope.operation_id,
                     snapshot or None,
                     cursor.decode() if cursor else None,
@@ -293,22 +293,11 @@ class RedisStore:
         off the connection: the same wire traffic as a pipeline, without a pipeline's work per
         command (see :func:`redis_client.round_trip`)."""
         assert self._sha is not None
-        head = b"*10\r\n$7\r\nEVALSHA\r\n$%d\r\n%s\r\n$1\r\n6\r\n" % (
-            len(self._sha),
-            self._sha.encode(),
-        )
-        chunks: list[bytes] = []
-        for *keys, arguments in calls:
-            chunks.append(head)
-            for key in keys:
-                data = key.encode()
-                chunks.append(b"$%d\r\n%s\r\n" % (len(data), data))
-            chunks.append(b"$%d\r\n%s\r\n" % (len(arguments), arguments))
         pool = self.redis.connection_pool
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             return await round_trip(
-                connection, b"".join(chunks), len(calls), self._round_trip_timeout
+                connection, pack_evalsha(self._sha, calls), len(calls), self._round_trip_timeout
             )
         finally:
             await pool.release(connection)
@@ -382,6 +371,20 @@ class RedisStore:
 
 # The apply script's keys (record, history, owner's index, index, stream, expiries) and argument.
 _Call = tuple[str, str, str, str, str, str, bytes]
+
+
+def pack_evalsha(sha: str, calls: Sequence[_Call]) -> bytes:
+    """``EVALSHA sha 6 key... argument`` for each call, encoded as RESP: byte for byte what
+    redis-py's ``pack_commands`` makes of the same commands (a test holds it to that)."""
+    head = b"*10\r\n$7\r\nEVALSHA\r\n$%d\r\n%s\r\n$1\r\n6\r\n" % (len(sha), sha.encode())
+    chunks: list[bytes] = []
+    for *keys, arguments in calls:
+        chunks.append(head)
+        for key in keys:
+            data = key.encode()
+            chunks.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        chunks.append(b"$%d\r\n%s\r\n" % (len(arguments), arguments))
+    return b"".join(chunks)
 
 
 def _sent_iso(sent_at: dt.datetime | None, known: dict[dt.datetime, str]) -> str:

@@ -34,6 +34,17 @@ pytest_plugins = [
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-secret-0123456789abcdef-0123456789"
 
+# Markers of tests that take more than a few seconds by their nature: they are `slow` too.
+SLOW_BY_NATURE = {"broker_restart", "store_restart", "faults", "cluster", "rabbit_cluster"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Restarts, clusters and the fault suite carry the ``slow`` marker as well, so that
+    ``-m "not slow and not browser"`` (the inner loop, docs/development.md) leaves them out."""
+    for item in items:
+        if SLOW_BY_NATURE & {mark.name for mark in item.iter_markers()}:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def servers() -> Iterator[tuple[str, str]]:

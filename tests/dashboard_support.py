@@ -63,7 +63,8 @@ def row(page: Page, operation_id: str) -> Any:
 
 async def _record(http: httpx.AsyncClient, op: str, token: str) -> dict[str, Any] | None:
     response = await http.get(f"/operations/{op}", headers={"Authorization": f"Bearer {token}"})
-    return response.json() if response.status_code == 200 else None  # type: ignore[no-any-return]
+    record: dict[str, Any] | None = response.json() if response.status_code == 200 else None
+    return record
 
 
 async def applied(service: RunningService, token: str, op: str, version: int = 1) -> None:

@@ -20,18 +20,18 @@ from operations.metrics import Registry
 from operations.sagas import (
     Coordinator,
     MemorySagaStore,
-    Outcome,
     Processed,
     RedisSagaStore,
     Saga,
     SagaContext,
     SagaMessage,
+    SagaOutcome,
     SagaStore,
 )
 from operations.sagas import outbox as outbox_module
+from operations.sagas.instances import SagaRecord
 from operations.sagas.ordermaking import OrderMakingSaga
 from operations.sagas.outbox import OutboxRelay
-from operations.sagas.records import SagaRecord
 from operations.sagas.store import Loaded
 from operations.states import State
 from tests.sample_sagas import FAR_FUTURE, GATES, JOURNAL, TripSaga
@@ -216,13 +216,13 @@ async def snapshot(h: Harness, saga: str, saga_id: str) -> tuple[int, dict[str, 
 async def start_trip(h: Harness, trip: str, **body: Any) -> None:
     assert await h.send(
         "trip_requested", {"traveller": "ann", **body}, correlation_id=trip, message_id=new_id()
-    ) == [Processed("trip", trip, Outcome.HANDLED)]
+    ) == [Processed("trip", trip, SagaOutcome.HANDLED)]
 
 
 async def step_trip(h: Harness, trip: str, *names: str) -> None:
     for name in names:
         result = await h.send(name, {"note": name}, correlation_id=trip, message_id=new_id())
-        assert result == [Processed("trip", trip, Outcome.HANDLED)], name
+        assert result == [Processed("trip", trip, SagaOutcome.HANDLED)], name
 
 
 async def nothing_stored(store: SagaStore) -> None:

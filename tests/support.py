@@ -32,6 +32,11 @@ SERVICES = Path(__file__).resolve().parent.parent / "scripts" / "services.sh"
 Style = Literal["dotnet", "python"]
 
 
+def as_text(value: bytes | str) -> str:
+    """A reply of a Redis client that does not decode responses, as text."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def new_id() -> str:
     return uuid.uuid4().hex  # .NET's "N" format, as Pacco writes GUIDs
 
@@ -97,8 +102,9 @@ class Publisher:
         elif raw_context is not None:
             all_headers["message_context"] = raw_context
         if saga is not None:
-            dotnet = style == "dotnet" and isinstance(saga, str)
-            all_headers["Saga"] = bytearray(saga.encode()) if dotnet else saga
+            if style == "dotnet" and isinstance(saga, str):
+                saga = bytearray(saga.encode())  # as a .NET publisher sends it
+            all_headers["Saga"] = saga
         if message_id == "auto":
             message_id = new_id()
         payload = body if isinstance(body, bytes) else orjson.dumps(body or {})
@@ -168,7 +174,10 @@ async def _ready(service: Service) -> bool:
 
 
 async def eventually(
-    check: Callable[[], Awaitable[T]], what: str, timeout: float = 15.0, every: float = 0.02
+    check: Callable[[], Awaitable[T | None]],
+    what: str,
+    timeout: float = 15.0,
+    every: float = 0.02,
 ) -> T:
     """Poll ``check`` until it returns a truthy value; fail with ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -336,7 +345,7 @@ async def serve_process(settings: Settings, env: dict[str, str]) -> AsyncIterato
             **os.environ,
             "OPERATIONS_AMQP_URL": settings.amqp_url,
             "OPERATIONS_REDIS_URL": settings.redis_url,
-            "OPERATIONS_JWT_SECRET": settings.jwt_secret,
+            "OPERATIONS_JWT_SECRET": settings.jwt_secret or "",
             "OPERATIONS_QUEUE": settings.queue,
             "OPERATIONS_KEY_PREFIX": settings.key_prefix,
             "OPERATIONS_HOST": "127.0.0.1",

@@ -214,6 +214,7 @@ async def _delete_queue(url: str, name: str) -> None:
         await channel.queue_delete(f"{name}.dead-letter")
 
 
+@pytest.mark.slow
 def test_bench_runs_end_to_end_and_prints_its_json_line_last(servers: tuple[str, str]) -> None:
     """A small run, to keep the benchmark working; its figures are not judged here."""
     result = run(
@@ -265,6 +266,7 @@ def test_bench_runs_end_to_end_and_prints_its_json_line_last(servers: tuple[str,
     assert "AMQP frames read in bulk: yes" in result.stdout
 
 
+@pytest.mark.slow
 def test_bench_measures_redis_memory_alone_and_soaks_it(servers: tuple[str, str]) -> None:
     env = {"OPERATIONS_REDIS_URL": servers[1], "OPERATIONS_SWEEP_SECONDS": "1"}
     result = run("bench", "--memory", "--memory-operations", "400", env=env)

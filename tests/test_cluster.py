@@ -149,8 +149,8 @@ async def test_the_service_runs_on_a_redis_cluster(
                 await owner.wait_for_state(op, finals[op][1])
             assert {r["id"] for r in owner.records()} == mine, "no other user's operations"
             for records in (admin.records(op) for op in finals):
-                versions = [r["version"] for r in records]
-                assert versions == sorted(set(versions)), versions
+                pushed = [r["version"] for r in records]
+                assert pushed == sorted(set(pushed)), pushed
 
             versions: dict[str, int] = {}
             async with httpx.AsyncClient(base_url=first.url, timeout=30) as http:
@@ -193,7 +193,11 @@ async def test_the_service_runs_on_a_redis_cluster(
             await owner.close()
 
     streams = Keys(cluster_settings.key_prefix, Shards(16)).streams
-    nodes = {cluster.get_node_from_key(stream).name for stream in streams}
+    nodes = set()
+    for stream in streams:
+        node = cluster.get_node_from_key(stream)
+        assert node is not None
+        nodes.add(node.name)
     assert len(nodes) == 3, "the shards' streams live on every node"
     applied = sum([await cluster.xlen(stream) for stream in streams])
     # One stream entry per applied change, which is what versions count: duplicates and stale
@@ -299,8 +303,10 @@ async def test_the_sweep_runs_on_a_redis_cluster(cluster: RedisCluster) -> None:
     indexes on every node, live ones stay."""
     prefix = f"sweep-{uuid.uuid4().hex[:8]}"
     keys = Keys(prefix, Shards(16))
-    store = RedisStore(cluster, ttl_seconds=2, stream_max_length=1_000, keys=keys)
-    sagas = RedisSagaStore(cluster, prefix, Shards(16), tombstone_seconds=60)
+    # The service's client for a cluster is typed as a Redis (see open_redis), as here.
+    client = cast(aioredis.Redis, cluster)
+    store = RedisStore(client, ttl_seconds=2, stream_max_length=1_000, keys=keys)
+    sagas = RedisSagaStore(client, prefix, Shards(16), tombstone_seconds=60)
     user = "cluster-user"
     expiring = [new_id() for _ in range(64)]
     await store.apply([_pending(op, user) for op in expiring])
@@ -320,7 +326,8 @@ async def test_the_sweep_runs_on_a_redis_cluster(cluster: RedisCluster) -> None:
     indexed: set[str] = set()
     for shard in keys.shards:
         for key in (keys.index(shard), keys.user_index(user, shard)):
-            indexed |= {member.decode() for member in await cluster.zrange(key, 0, -1)}
+            members = cast(list[bytes], await cluster.zrange(key, 0, -1))
+            indexed |= {member.decode() for member in members}
         assert await cluster.zcard(sagas.index(shard)) == 0
     assert indexed == {str(uuid.UUID(op)) for op in late}
     assert all([await sagas.tombstoned("trip", trip) for trip in trips])

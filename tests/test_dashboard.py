@@ -30,6 +30,8 @@ from tests.dashboard_support import (
 )
 from tests.support import Publisher, RunningService, eventually
 
+pytestmark = pytest.mark.browser
+
 SCREENSHOT_VARIABLE = "OPERATIONS_DASHBOARD_SCREENSHOT"
 
 

@@ -12,7 +12,7 @@ from dataclasses import replace
 import httpx
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractRobustConnection
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, Locator, Page, expect
 
 from operations.settings import Settings
 from tests.dead_letter_support import copy_headers, put_copies
@@ -21,7 +21,7 @@ from tests.support import eventually, start_service
 Token = Callable[..., str]
 
 
-def group_row(page: Page, reason: str) -> object:
+def group_row(page: Page, reason: str) -> Locator:
     return page.get_by_test_id("failed-groups").locator(f'tr[data-reason="{reason}"]')
 
 

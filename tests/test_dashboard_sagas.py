@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 import redis.asyncio as aioredis
 from playwright.async_api import Browser, Route, expect
 
@@ -30,6 +31,8 @@ from tests.dashboard_support import (
 )
 from tests.sagas_support import Harness
 from tests.support import RunningService
+
+pytestmark = pytest.mark.browser
 
 
 async def test_the_timeline_of_a_saga_opens_with_its_steps_and_compensation(

@@ -9,6 +9,8 @@ from playwright.async_api import Browser, Page, Request, WebSocket, expect
 from tests.dashboard_support import Token, open_dashboard, row, uid
 from tests.support import Publisher, RunningService
 
+pytestmark = pytest.mark.browser
+
 
 async def sign_in(browser: Browser, service: RunningService, token: str) -> Page:
     page = await browser.new_page(viewport={"width": 1400, "height": 900})

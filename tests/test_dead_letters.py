@@ -325,7 +325,7 @@ async def test_the_bounds_drop_the_oldest_first_and_count_it(
 
 def test_the_openapi_document_describes_every_dead_letter_route() -> None:
     from operations.deadletters.http import DeadLettersApi
-    from operations.deadletters.records import DeadLetterItem
+    from operations.deadletters.letters import DeadLetterItem
     from operations.openapi import document
 
     spec = document()

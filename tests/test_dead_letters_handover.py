@@ -20,7 +20,7 @@ from aio_pika.abc import AbstractRobustConnection
 from operations.deadletters.store import DeadLetterKeys
 from operations.settings import Settings
 from tests.dead_letter_support import copy_headers, put_copies
-from tests.support import eventually, free_port
+from tests.support import as_text, eventually, free_port
 
 STAMPED, BROKER_DEAD_LETTERED = 2_000, 100
 
@@ -111,12 +111,15 @@ async def test_kill_9_during_the_hand_over_loses_nothing_and_keeps_nothing_twice
         await asyncio.sleep(0.5)  # anything still on its way would show now
         assert int(await redis_client.hlen(keys.letters)) == expected
         assert int(await redis_client.zcard(keys.index)) == expected
-        ids = {member.decode() for member in await redis_client.zrange(keys.index, 0, -1)}
+        members: list[bytes] = await redis_client.zrange(keys.index, 0, -1)
+        ids = {as_text(member) for member in members}
         stamped_ids = {headers["x-operations-dead-letter-id"] for headers in stamped}
         assert stamped_ids <= ids
         hashed = [i for i in ids if i.startswith("h")]
         assert len(hashed) == BROKER_DEAD_LETTERED
-        broker = orjson.loads(await redis_client.hget(keys.letters, hashed[0]))["item"]
+        kept = await redis_client.hget(keys.letters, hashed[0])
+        assert kept is not None
+        broker = orjson.loads(kept)["item"]
         assert broker["reason"] == "dead-lettered by the broker: delivery limit"
         assert broker["disposition"] == "delivery-limit"
         assert (broker["queue"], broker["exchange"], broker["routingKey"]) == (

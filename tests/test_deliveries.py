@@ -27,9 +27,9 @@ from operations.consumer import Consumer
 from operations.deliveries import ChannelConsumer, Delivery
 from operations.envelope import Delivered, parse
 from operations.metrics import Registry
-from operations.outcomes import Ack, Settlement
 from operations.pipeline import Pipeline
 from operations.settings import DEFAULT_MESSAGES_FILE, Settings
+from operations.settlements import Ack, Settlement
 from operations.store import Keys, RedisStore
 from operations.topology import declare_queue
 from tests.support import Publisher, SteadyPublisher, eventually, new_id
@@ -188,12 +188,15 @@ async def consuming_again(
     return await eventually(again, "the consumer to consume again", timeout=60)
 
 
-def consumers_on(channel: aiormq.abc.AbstractChannel) -> int:
+def consumers_on(channel: aiormq.abc.AbstractChannel | None) -> int:
     """How many consumers the channel has: one per basic.consume still in effect."""
+    assert isinstance(channel, aiormq.Channel)
     return len(channel.consumers)
 
 
-async def queue_length(amqp: Any, name: str) -> int:
+async def queue_length(amqp: aio_pika.abc.AbstractRobustConnection, name: str) -> int:
+    # After a broker restart the test's own connection may still be reconnecting.
+    await asyncio.wait_for(amqp.ready(), timeout=60)
     async with amqp.channel() as channel:
         queue = await channel.declare_queue(name, durable=True)
         count = queue.declaration_result.message_count
@@ -374,6 +377,7 @@ async def exactly_once_through(
     return deliveries
 
 
+@pytest.mark.slow
 async def test_consumes_on_after_the_broker_closes_its_channel(
     settings: Settings, redis_client: aioredis.Redis, amqp: Any
 ) -> None:
@@ -381,6 +385,7 @@ async def test_consumes_on_after_the_broker_closes_its_channel(
     assert deliveries.registrations == 2
 
 
+@pytest.mark.slow
 async def test_consumes_on_after_the_broker_closes_its_connection(
     settings: Settings, redis_client: aioredis.Redis, amqp: Any
 ) -> None:

@@ -170,6 +170,7 @@ def flag(args: list[str], name: str, default: str) -> str:
     return args[args.index(name) + 1] if name in args else default
 
 
+@pytest.mark.slow
 async def test_run_sh_starts_the_demo_with_commands_the_cli_accepts(
     tmp_path: Path,
     amqp_url: str,
@@ -227,10 +228,10 @@ async def test_run_sh_starts_the_demo_with_commands_the_cli_accepts(
         assert commands[command]["amqp"] == "amqp://guest:guest@127.0.0.1:5999/"
         assert commands[command]["redis"] == "redis://127.0.0.1:6999/0"
     assert commands["serve"]["args"] == ["serve"]
-    started = [commands[c]["pid"] for c in ("serve", "demo-services", "demo-orders")]
+    pids = [commands[c]["pid"] for c in ("serve", "demo-services", "demo-orders")]
 
     async def all_stopped() -> bool:
-        return not any(alive(pid) for pid in started)
+        return not any(alive(pid) for pid in pids)
 
     await eventually(all_stopped, "run.sh to stop what it started", timeout=10)
 

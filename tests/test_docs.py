@@ -129,6 +129,6 @@ def test_the_configuration_page_lists_every_setting_the_code_reads() -> None:
 
 
 def test_the_http_page_lists_every_metric() -> None:
-    metrics = set(re.findall(r"^# TYPE (operations_\w+) ", Registry().render(), re.M))
+    metrics = set(re.findall(r"^# TYPE (operations_\w+) ", Registry().render().decode(), re.M))
     assert "operations_messages_total" in metrics
     assert metrics == table_names("http-api.md", r"operations_[a-z_]+")

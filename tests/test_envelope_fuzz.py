@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import hypothesis.strategies as st
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 
 from operations.catalogue import Catalogue
@@ -296,6 +297,7 @@ def check_limits(envelope: Envelope, delivered: Delivery) -> None:
 # --- properties ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @FUZZ
 @given(delivered=deliveries, max_bytes=st.sampled_from((64, 4_096, LIMIT, LIMIT)))
 def test_parse_returns_an_envelope_within_limits_or_raises_envelope_error(
@@ -314,6 +316,7 @@ def test_parse_returns_an_envelope_within_limits_or_raises_envelope_error(
     check_limits(envelope, delivered)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(
     headers=st.dictionaries(st.text(max_size=12), amqp_values, max_size=6),

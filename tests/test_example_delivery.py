@@ -167,6 +167,7 @@ async def assert_failed(
     assert saga["path"][0] == {"message": "start_delivery", "status": "compensated"}
 
 
+@pytest.mark.slow
 async def test_two_serve_processes_sharing_the_saga_queue_lose_nothing_under_racing_cancels(
     tmp_path: Path,
     settings: Settings,

@@ -11,6 +11,7 @@ Everything runs on loopback and is bounded: a fixed number of messages, each wai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -32,7 +33,7 @@ from operations.settings import Settings
 from operations.store import Keys
 from operations.tokens import mint
 from tests.conftest import SECRET
-from tests.support import SteadyPublisher, eventually
+from tests.support import SteadyPublisher, as_text, eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAIN_OPERATIONS = 300
@@ -307,15 +308,29 @@ async def test_nothing_is_lost_or_regressed_under_faults(
                     await asyncio.sleep(0.2)
 
             watching = asyncio.ensure_future(keep_watching())
-            await asyncio.sleep(1.5)
+
+            def pushes() -> int:
+                return sum(len(seen) for watcher in watchers for seen in watcher.seen.values())
+
+            async def traffic_flows(more: int = 30) -> None:
+                """Between two faults: until the watchers have been pushed ``more`` changes
+                (or all the traffic is sent)."""
+                mark = pushes()
+
+                async def flowed() -> bool:
+                    return pushes() >= mark + more or (publishing.done() and ordering.done())
+
+                await eventually(flowed, "changes to be pushed between faults", timeout=120)
+
+            await traffic_flows()
             assert await services_script("restart-rabbitmq") == 0
             await watchers[2].drop_and_reconnect()
-            await asyncio.sleep(1.0)
+            await traffic_flows()
             first.kill()  # SIGKILL, in the middle of its batches
-            await asyncio.sleep(1.0)
+            await traffic_flows()
             await first.start()
             await watchers[2].drop_and_reconnect()
-            await asyncio.sleep(1.0)
+            await traffic_flows()
             assert await services_script("restart-redis") == 0
             await watchers[2].drop_and_reconnect()
             published = await asyncio.wait_for(publishing, timeout=300)
@@ -337,12 +352,21 @@ async def test_nothing_is_lost_or_regressed_under_faults(
                 return all(state in (b"completed", b"rejected") for state in states)
 
             await eventually(settled, "every operation to finish", timeout=180, every=0.5)
-            await asyncio.sleep(1.0)  # the last pushes in flight
 
         states: dict[str, str] = {}
         for op in [*plan.finals, *orders]:
             state = await redis_client.hget(keys.record(op), "state")
-            states[op] = state.decode() if state else "missing"
+            states[op] = as_text(state) if state else "missing"
+
+        async def pushed() -> bool:  # the last pushes may still be in flight
+            return all(
+                (record := watcher.final(op)) is not None and record["state"] == state
+                for watcher in watchers
+                for op, state in states.items()
+            )
+
+        with contextlib.suppress(AssertionError):  # what is missing is named below
+            await eventually(pushed, "every final state on every watcher", timeout=30)
         lost = [op for op, final in plan.finals.items() if states[op] != final]
         sagas_unfinished = [op for op in orders if states[op] not in ("completed", "rejected")]
         for watcher in watchers:

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from operations.envelope import Envelope
 from operations.feed import ChangeFeed, FeedEntry
 from operations.metrics import Registry
-from operations.records import Change, Outcome
+from operations.records import ApplyOutcome, Change
 from operations.shards import Shards
 from operations.states import MessageKind, State
 from operations.store import Keys, RedisStore
@@ -57,7 +57,7 @@ async def test_every_applied_change_reaches_the_listener_once_in_order(
                 for op, user in zip(ops[first : first + 8], users[first : first + 8], strict=True)
             ]
             for change in await store.apply(batch):
-                assert isinstance(change, Change) and change.outcome is Outcome.APPLIED
+                assert isinstance(change, Change) and change.outcome is ApplyOutcome.APPLIED
                 applied.append(change)
             await asyncio.sleep(0.01)
 

@@ -309,7 +309,8 @@ def test_install_replaces_aiormqs_receiver_for_compatible_versions(
     caplog.set_level("INFO", logger="operations.frames")
     assert frames.compatible()
     assert frames.install() is True
-    assert aiormq.connection.FrameReceiver is BulkFrameReceiver
+    installed: type = aiormq.connection.FrameReceiver
+    assert installed is BulkFrameReceiver
     assert frames.install() is True  # again: no change, and said once
     said = [record.getMessage() for record in caplog.records]
     assert len(said) == 1 and said[0].startswith("reading AMQP frames in bulk (aiormq 7.")
@@ -336,7 +337,8 @@ def test_the_service_installs_it_unless_told_not_to(
     assert aiormq.connection.FrameReceiver is STOCK
     assert "reading AMQP frames with aiormq's own receiver" in caplog.text
     Service(settings)
-    assert aiormq.connection.FrameReceiver is BulkFrameReceiver
+    installed: type = aiormq.connection.FrameReceiver
+    assert installed is BulkFrameReceiver
     assert "reading AMQP frames in bulk" in caplog.text
 
 
@@ -406,6 +408,7 @@ async def test_a_real_broker_delivers_the_same_messages_through_either_receiver(
     assert sum(len(entry[0]) for entry in read["bulk"]) > 5_000_000  # many multi-frame bodies
 
 
+@pytest.mark.slow
 async def test_a_bulk_reading_connection_lives_through_heartbeats_and_a_closed_channel(
     monkeypatch: pytest.MonkeyPatch, amqp_url: str, settings: Settings
 ) -> None:
@@ -414,7 +417,7 @@ async def test_a_bulk_reading_connection_lives_through_heartbeats_and_a_closed_c
     connection = await aio_pika.connect(f"{amqp_url}?heartbeat=1")
     try:
         underlay = connection.transport.connection if connection.transport else None
-        assert underlay is not None and underlay.heartbeat_timeout == 1
+        assert isinstance(underlay, aiormq.Connection) and underlay.heartbeat_timeout == 1
         # Past aiormq's grace (6 s at heartbeat=1) with no frame but heartbeats: a reader that
         # lost them would have the connection closed as stuck.
         await asyncio.sleep(8)

@@ -56,9 +56,7 @@ async def test_401_and_404_rules(
         "garbage": bearer("abc.def.ghi"),
         "wrong key": bearer(mint("another-secret-0123456789-0123456789", owner)),
         "expired": bearer(mint(SECRET, owner, ttl_seconds=-10)),
-        "alg none": bearer(
-            jwt.encode({"sub": owner, "exp": 4_000_000_000}, None, algorithm="none")
-        ),
+        "alg none": bearer(jwt.encode({"sub": owner, "exp": 4_000_000_000}, "", algorithm="none")),
         "no exp": bearer(no_exp),
     }
     unknown_path = f"/operations/{new_id()}"

@@ -5,6 +5,7 @@ the disconnect when a token expires."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +19,7 @@ from operations.tokens import mint
 from tests.conftest import SECRET
 from tests.hub_support import Token, uid
 from tests.live import LiveClient
-from tests.support import Publisher, RunningService
+from tests.support import Publisher, RunningService, eventually
 
 
 @pytest.mark.parametrize(
@@ -30,7 +31,7 @@ async def test_bad_tokens_are_refused(clients: Callable[[], LiveClient], kind: s
         "garbage": "not-a-jwt",
         "wrong key": mint("a-different-secret-0123456789-0123456789", "u"),
         "expired": mint(SECRET, "u", ttl_seconds=-5),
-        "alg none": jwt.encode({"sub": "u", "exp": time.time() + 600}, None, algorithm="none"),
+        "alg none": jwt.encode({"sub": "u", "exp": time.time() + 600}, "", algorithm="none"),
         "no exp": jwt.encode({"sub": "u"}, SECRET, algorithm="HS256"),
     }
     live = clients()
@@ -88,6 +89,35 @@ async def test_initialize_times_out(
     assert live.received == [("disconnected", {"code": "initialize_timeout"})]
 
 
+async def test_a_timer_action_is_held_while_it_runs_and_ended_on_stop(
+    service: RunningService, clients: Callable[[], LiveClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disconnect a client's timer starts is a task the hub keeps a reference to (a task
+    nothing refers to may be collected half-way); stopping the hub cancels it."""
+    hub = service.service.hub
+    hub.initialize_timeout = 0.05
+    emitting = asyncio.Event()
+
+    async def held_emit(*_: Any, **__: Any) -> None:
+        emitting.set()
+        await asyncio.Event().wait()  # never set: the action stays in its emit
+
+    monkeypatch.setattr(hub.server, "emit", held_emit)
+    live = clients()
+    await live.connect()
+    await asyncio.wait_for(emitting.wait(), timeout=10)
+    gc.collect()
+    assert hub.actions == 1
+
+    async def running() -> list[asyncio.Task[Any]]:
+        return [t for t in asyncio.all_tasks() if t.get_name() == "hub_initialize_expired"]
+
+    (task,) = await eventually(running, "the timer's action among the loop's tasks")
+    await hub.stop()
+    assert task.cancelled() and hub.actions == 0
+
+
+@pytest.mark.slow
 async def test_initialize_waits_ten_seconds(
     service: RunningService, clients: Callable[[], LiveClient]
 ) -> None:

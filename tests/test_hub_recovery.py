@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from hub import hub as hub_module
-from hub.recovery import Sync
+from hub.recovery import Sync, changes_since
 from operations.feed import ChangeFeed, FeedEntry
 from operations.settings import Settings
 from operations.store import Keys
@@ -31,7 +31,11 @@ from tests.support import Publisher, RunningService, eventually
 
 
 async def test_reconnect_with_since_recovers_missed_updates(
-    clients: Callable[[], LiveClient], publisher: Publisher, token: Token
+    clients: Callable[[], LiveClient],
+    publisher: Publisher,
+    token: Token,
+    settings: Settings,
+    redis_client: aioredis.Redis,
 ) -> None:
     user, first, second = uid(), uid(), uid()
     live = clients()
@@ -44,7 +48,13 @@ async def test_reconnect_with_since_recovers_missed_updates(
     await publisher.publish("order_created", first, user=user)
     await publisher.publish("create_order", second, user=user)
     await publisher.publish("create_order", uid(), user=uid())  # someone else's
-    await asyncio.sleep(0.5)
+    keys = Keys(settings.key_prefix)
+
+    async def applied() -> bool:
+        first_version = await redis_client.hget(keys.record(first), "version")
+        return first_version == b"3" and await redis_client.exists(keys.record(second)) == 1
+
+    await eventually(applied, "the missed changes to be applied")
 
     back = clients()
     await back.connect({"token": token(user), "since": seen["cursor"]})
@@ -89,6 +99,7 @@ async def test_a_cursor_that_is_too_old_is_not_recovered(
         await again.close()
 
 
+@pytest.mark.slow
 async def test_no_update_is_lost_between_the_sync_and_going_live(
     clients: Callable[[], LiveClient], publisher: Publisher, token: Token
 ) -> None:
@@ -166,7 +177,7 @@ async def test_changes_applied_while_a_sync_loads_follow_it_live(
     await eventually(lambda: watch.has(ops, 2), "version 2 to reach the hub")
 
     loading, release = asyncio.Event(), asyncio.Event()
-    load = hub_module.changes_since
+    load = changes_since
 
     async def held_load(*args: Any) -> Sync:
         sync = await load(*args) if pause == "after the read" else None

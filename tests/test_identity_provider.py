@@ -36,6 +36,7 @@ from tests.identity_provider import (
     hand_signed_hs256,
 )
 from tests.live import LiveClient
+from tests.scrape import Scrape
 from tests.support import Publisher, RunningService, eventually, start_service
 
 ROLE_CLAIM = "realm_access.roles"
@@ -74,7 +75,8 @@ def bearer(token: str) -> dict[str, str]:
 async def created(http: httpx.AsyncClient, op: str, token: str) -> dict[str, Any]:
     async def fetch() -> dict[str, Any] | None:
         response = await http.get(f"/operations/{op}", headers=bearer(token))
-        return response.json() if response.status_code == 200 else None  # type: ignore[no-any-return]
+        record: dict[str, Any] | None = response.json() if response.status_code == 200 else None
+        return record
 
     return await eventually(fetch, f"operation {op}")
 
@@ -88,7 +90,7 @@ def refused_tokens(idp: IdentityProvider, user: str) -> dict[str, str]:
     without_exp = {key: value for key, value in good.items() if key != "exp"}
     ps256 = jwt.encode(good, idp.keys["rsa-1"], algorithm="PS256", headers={"kid": "rsa-1"})
     return {
-        "alg none": jwt.encode(good, None, algorithm="none", headers={"kid": "rsa-1"}),
+        "alg none": jwt.encode(good, "", algorithm="none", headers={"kid": "rsa-1"}),
         "alg not configured (PS256)": ps256,
         "alg not configured (HS512)": _hs512(good),
         "no exp": idp.sign(without_exp, "rsa-1"),
@@ -261,9 +263,7 @@ async def test_every_refused_kind_is_refused_on_initialize(
 
 
 async def metric(http: httpx.AsyncClient, name: str) -> float:
-    text = (await http.get("/metrics")).text
-    lines = [line for line in text.splitlines() if line.startswith(name + " ")]
-    return float(lines[0].split()[1]) if lines else 0.0
+    return Scrape((await http.get("/metrics")).text).value(name) or 0.0
 
 
 async def test_a_jwks_that_is_down_means_401_a_warning_and_a_metric_then_recovery(
@@ -316,6 +316,6 @@ async def test_a_jwks_that_is_down_means_401_a_warning_and_a_metric_then_recover
 async def test_the_metrics_page_shows_the_jwks_counters(
     service: RunningService, http: httpx.AsyncClient
 ) -> None:
-    text = (await http.get("/metrics")).text
-    assert "# TYPE operations_jwks_fetch_failures_total counter" in text
-    assert "# TYPE operations_jwks_fetches_total counter" in text
+    page = Scrape((await http.get("/metrics")).text)
+    assert page.types["operations_jwks_fetch_failures"] == "counter"
+    assert page.types["operations_jwks_fetches"] == "counter"

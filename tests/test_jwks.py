@@ -228,7 +228,7 @@ def bad_token(idp: IdentityProvider, kind: str) -> str:
         "string iat": lambda: idp.sign(claims(iat=str(now)), "rsa-1"),
         "wrong issuer": lambda: idp.sign(claims(iss="https://elsewhere.example"), "rsa-1"),
         "wrong audience": lambda: idp.sign(claims(aud="account"), "rsa-1"),
-        "alg none": lambda: jwt.encode(claims(), None, algorithm="none", headers={"kid": "rsa-1"}),
+        "alg none": lambda: jwt.encode(claims(), "", algorithm="none", headers={"kid": "rsa-1"}),
         "signed by another key": lambda: stranger.sign(claims(), "rsa-1"),
         "padded signature": lambda: idp.sign(claims(), "ec-1") + "=",
     }
@@ -275,5 +275,5 @@ async def test_roles_come_from_the_configured_claim_path(
     idp: IdentityProvider, path: str, extra: dict[str, object], admin: bool
 ) -> None:
     verifier = verifier_for(idp, role_claim=path)
-    verified = await verifier.verify(idp.sign(claims("alice", **extra), "rsa-1"))
+    verified = await verifier.verify(idp.sign({**claims("alice"), **extra}, "rsa-1"))
     assert verified.principal.is_admin is admin

@@ -23,6 +23,8 @@ from tests.browser import chromium, screenshot, watched_page
 from tests.dashboard_support import _order_through
 from tests.support import Publisher, RunningService, eventually
 
+pytestmark = pytest.mark.browser
+
 Token = Callable[..., str]
 WAIT_MS = 15_000
 

@@ -98,6 +98,7 @@ async def test_no_token_or_secret_reaches_the_logs(
     assert warning["correlation_id"] == str(uuid.UUID(op))
     assert {"operations.pipeline", "uvicorn.error"} <= {line["logger"] for line in lines}
     assert all("correlation_id" in line for line in lines)
+    assert settings.jwt_secret is not None
     for secret in (user_token, admin_token, SECRET, settings.jwt_secret):
         assert secret not in out.getvalue()
 
@@ -119,7 +120,7 @@ async def test_good_and_bad_tokens_never_reach_the_logs_at_debug(
     bad = {
         "forged": mint(forged_secret, owner),  # well-formed, signed with another key
         "expired": mint(SECRET, owner, ttl_seconds=-10),
-        "alg none": jwt.encode({"sub": owner, "exp": 4_000_000_000}, None, algorithm="none"),
+        "alg none": jwt.encode({"sub": owner, "exp": 4_000_000_000}, "", algorithm="none"),
     }
     await publisher.publish("create_order", op, user=owner)
 
@@ -150,6 +151,7 @@ async def test_good_and_bad_tokens_never_reach_the_logs_at_debug(
         for part in (f"Bearer {value}", value, f"{header}.{payload}", signature or value):
             assert part not in text
     assert "eyJ" not in text, "something that looks like a JWT was logged"
+    assert settings.jwt_secret is not None
     for secret in (SECRET, settings.jwt_secret, forged_secret):
         assert secret not in text
 

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable
 
 import httpx
 
 from operations.demo import DemoServices
+from operations.metrics import CONTENT_TYPE
 from operations.settings import Settings
 from tests.live import LiveClient
+from tests.scrape import Scrape
 from tests.support import Publisher, RunningService, eventually
-
-
-def value(text: str, series: str) -> float:
-    match = re.search(rf"^{re.escape(series)} ([0-9.e+-]+)$", text, re.MULTILINE)
-    assert match, f"{series} missing from /metrics"
-    return float(match.group(1))
 
 
 async def test_metrics_after_messages_pushes_and_a_saga(
@@ -41,19 +36,30 @@ async def test_metrics_after_messages_pushes_and_a_saga(
         )
         await live.wait_for_state(order.json()["operationId"], "completed", timeout=30)
 
-    async def scraped() -> str | None:
-        text = (await http.get("/metrics")).text
-        return text if 'outcome="completed",saga="order_making"' in text else None
+    async def scraped() -> Scrape | None:
+        response = await http.get("/metrics")
+        assert response.headers["content-type"] == CONTENT_TYPE
+        page = Scrape(response.text)
+        completed = page.value("operations_sagas_total", outcome="completed", saga="order_making")
+        return page if completed is not None else None
 
-    text = await eventually(scraped, "the saga's completion in /metrics")
-    assert value(text, 'operations_messages_total{kind="command",outcome="applied"}') >= 1
-    assert value(text, 'operations_messages_total{kind="command",outcome="stale"}') >= 1
-    assert value(text, "operations_sockets") == 1
-    assert value(text, "operations_pushes_total") >= 7
-    assert value(text, 'operations_sagas_total{outcome="completed",saga="order_making"}') == 1
-    assert value(text, 'operations_saga_messages_published_total{message="create_order"}') == 1
-    assert value(text, "operations_batch_seconds_count") >= 2
-    assert 'operations_batch_seconds_bucket{le="+Inf"}' in text
-    for family in ("operations_reconnects_total", "operations_dead_letters_total"):
-        assert f"# TYPE {family} counter" in text
+    page = await eventually(scraped, "the saga's completion in /metrics")
+
+    def value(name: str, **labels: str) -> float:
+        found = page.value(name, **labels)
+        assert found is not None, f"{name} {labels} missing from /metrics"
+        return found
+
+    assert value("operations_messages_total", kind="command", outcome="applied") >= 1
+    assert value("operations_messages_total", kind="command", outcome="stale") >= 1
+    assert value("operations_sockets") == 1
+    assert value("operations_pushes_total") >= 7
+    assert value("operations_sagas_total", outcome="completed", saga="order_making") == 1
+    assert value("operations_saga_messages_published_total", message="create_order") == 1
+    assert value("operations_batch_seconds_count") >= 2
+    assert value("operations_batch_seconds_bucket", le="+Inf") >= 2
+    assert value("process_resident_memory_bytes") > 0
+    assert page.types["python_gc_collections"] == "counter"
+    for family in ("operations_reconnects", "operations_dead_letters"):
+        assert page.types[family] == "counter"
     await live.close()

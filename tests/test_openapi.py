@@ -35,9 +35,9 @@ from operations.models import (
 )
 from operations.records import OperationRecord
 from operations.sagas.http import saga_json, saga_model
+from operations.sagas.instances import SagaRecord, SagaStatus, StepRecord
 from operations.sagas.models import MAX_BODY_BYTES, MAX_LIMIT, SagaTypes
 from operations.sagas.ordermaking import MAX_PARCELS, OrderMakingSaga
-from operations.sagas.records import SagaRecord, SagaStatus, StepRecord
 from operations.service import Service
 from operations.settings import Settings
 from operations.states import State

@@ -284,8 +284,8 @@ async def test_demo_orders_runs_as_a_process_and_its_sagas_finish(
         assert code == 0, stderr
         lines = [orjson.loads(line) for line in stderr.splitlines() if line.startswith("{")]
         placed = [line["correlation_id"] for line in lines if "placed" in line["message"]]
-        assert len(placed) == count == len(set(placed)), stderr.decode()
-        assert not [line for line in lines if line["level"] != "info"], stderr.decode()
+        assert len(placed) == count == len(set(placed)), stderr
+        assert not [line for line in lines if line["level"] != "info"], stderr
 
         def finished(client: LiveClient) -> bool:
             ends = {r["id"] for r in client.records() if r["state"] != "pending"}
@@ -356,7 +356,7 @@ async def test_the_openapi_document_describes_post_orders_as_it_behaves(
     assert {"202", "400", "401"} <= set(post["responses"])
     assert set(post["responses"]["202"]["headers"]) == {"Request-ID", "Resource-ID"}
     assert schema["properties"]["parcelIds"]["maxItems"] == 100  # the saga's MAX_PARCELS
-    bodies = [
+    bodies: list[dict[str, Any]] = [
         {"customerId": "c", "parcelIds": ["p"]},
         {"customerId": "c", "parcelId": "p"},
         {"customerId": "c", "parcelIds": ["p"], "parcelId": "q", "orderId": "o"},

@@ -23,9 +23,9 @@ from operations.consumer import ATTEMPTS_HEADER, REASON_HEADER, Consumer
 from operations.demo import DemoServices
 from operations.envelope import Delivered
 from operations.metrics import Registry
-from operations.outcomes import Ack, Settlement
 from operations.queues import QueueArguments, QueueType
 from operations.settings import Settings
+from operations.settlements import Ack, Settlement
 from tests.conftest import SECRET
 from tests.support import (
     SERVICES,
@@ -141,7 +141,9 @@ async def test_an_early_saga_message_goes_round_the_quorum_retry_queue(
         "saga message order_created: no saga to take it yet after 2 retries"
     )
     assert headers[ATTEMPTS_HEADER] == 2
-    (death,) = headers["x-death"]
+    deaths = headers["x-death"]
+    assert isinstance(deaths, list)
+    (death,) = deaths
     assert isinstance(death, dict)
     assert (death["queue"], death["reason"], death["count"]) == (
         f"{quorum.saga_queue}.retry",
@@ -205,7 +207,9 @@ async def test_a_poison_message_is_dead_lettered_at_the_delivery_limit(
     assert dead.body == b"poison"
     assert dead.message_id == "poison"
     headers = dead.headers or {}
-    (death,) = headers["x-death"]
+    deaths = headers["x-death"]
+    assert isinstance(deaths, list)
+    (death,) = deaths
     assert isinstance(death, dict)
     assert (death["queue"], death["reason"]) == (settings.queue, "delivery_limit")
     assert headers["x-first-death-reason"] == "delivery_limit"
@@ -260,6 +264,7 @@ async def test_a_queue_of_the_other_type_stops_start_up_with_exit_code_2(
     assert "retrying" not in stderr
 
 
+@pytest.mark.slow
 async def test_after_a_lost_connection_the_quorum_queues_are_declared_again_alike(
     quorum_service: RunningService,
     quorum: Settings,

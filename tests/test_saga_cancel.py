@@ -16,11 +16,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from operations.sagas import (
-    Outcome,
     RedisSagaStore,
     Saga,
     SagaContext,
     SagaMessage,
+    SagaOutcome,
     SagaStatus,
     SagaStore,
     compensates,
@@ -113,9 +113,9 @@ async def test_a_cancel_that_wins_the_race_with_a_step_leaves_the_step_nothing_t
     assert cancellation.accepted
     GATE[parcel].set()
     (late,) = await asyncio.wait_for(stepping, 5)
-    assert late.outcome in (Outcome.COMPENSATING, Outcome.FINISHED)
+    assert late.outcome in (SagaOutcome.COMPENSATING, SagaOutcome.FINISHED)
     compensated = await h.coordinator.compensate("gated_parcel", parcel)
-    assert compensated.outcome in (Outcome.REJECTED, Outcome.FINISHED)
+    assert compensated.outcome in (SagaOutcome.REJECTED, SagaOutcome.FINISHED)
 
     record = await h.record("gated_parcel", parcel)
     assert (record.status, record.code, record.reason) == (
@@ -138,7 +138,7 @@ async def test_a_step_that_wins_the_race_with_a_cancel_is_kept_and_decides_it(
     update is not lost."""
     h = Harness.build(store, [GatedParcelSaga])
     pausing = PausingStore(store)
-    other = Harness.build(pausing, [GatedParcelSaga])  # type: ignore[arg-type]
+    other = Harness.build(pausing, [GatedParcelSaga])
     parcel = uuid.uuid4().hex
     await h.send("parcel_sent", correlation_id=parcel, message_id=uuid.uuid4().hex)
     pausing.armed = True
@@ -146,7 +146,7 @@ async def test_a_step_that_wins_the_race_with_a_cancel_is_kept_and_decides_it(
     await asyncio.wait_for(pausing.read.wait(), 5)
     GATE[parcel].set()
     (stepped,) = await h.send("parcel_scanned", correlation_id=parcel, message_id="m-2")
-    assert stepped.outcome is Outcome.HANDLED
+    assert stepped.outcome is SagaOutcome.HANDLED
     pausing.resume.set()
 
     cancellation = await asyncio.wait_for(cancelling, 5)

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from operations.sagas import Outcome, Processed, SagaContext, SagaMessage, SagaStatus, SagaStore
+from operations.sagas import Processed, SagaContext, SagaMessage, SagaOutcome, SagaStatus, SagaStore
 from operations.sagas.deadlines import DeadlineWatcher
 from operations.states import State
 from tests.sagas_support import Calls, Harness, snapshot, start_trip, step_trip, until_blocked
@@ -37,7 +37,7 @@ async def test_rejection_compensates_completed_steps_strictly_in_reverse(h: Harn
         on_rejected=rejected,
     )
 
-    assert result == [Processed("trip", trip, Outcome.REJECTED)]
+    assert result == [Processed("trip", trip, SagaOutcome.REJECTED)]
     assert JOURNAL[trip] == [
         "do:trip_refused",
         "undo:hotel_booked",
@@ -87,7 +87,7 @@ async def test_only_the_steps_completed_so_far_are_compensated(h: Harness) -> No
     result = await h.send(
         "trip_refused", {"reason": "changed plans"}, correlation_id=trip, message_id=new_id()
     )
-    assert result == [Processed("trip", trip, Outcome.REJECTED)]
+    assert result == [Processed("trip", trip, SagaOutcome.REJECTED)]
     assert JOURNAL[trip] == [
         "do:trip_refused",
         "undo:trip_requested",
@@ -117,7 +117,7 @@ async def test_an_exception_in_a_step_rejects_compensates_and_drops_its_messages
         SagaMessage("trip_crashed", {}, new_id()), SagaContext(trip), on_rejected=rejected
     )
 
-    assert result == [Processed("trip", trip, Outcome.REJECTED)]
+    assert result == [Processed("trip", trip, SagaOutcome.REJECTED)]
     assert rejected.seen == [("trip_crashed", trip)]
     assert JOURNAL[trip] == [
         "do:trip_crashed",
@@ -155,7 +155,7 @@ async def test_a_compensation_that_keeps_failing_stops_the_compensation_there(h:
         on_rejected=rejected,
     )
 
-    assert result == [Processed("trip", trip, Outcome.COMPENSATION_FAILED)]
+    assert result == [Processed("trip", trip, SagaOutcome.COMPENSATION_FAILED)]
     assert rejected.seen == [("trip_refused", trip)]
     assert JOURNAL[trip] == [
         "do:trip_refused",
@@ -184,7 +184,7 @@ async def test_a_compensation_that_keeps_failing_stops_the_compensation_there(h:
     # The saga is finished: nothing more happens to it.
     before = await snapshot(h, "trip", trip)
     result = await h.send("trip_refused", correlation_id=trip, message_id=new_id())
-    assert result == [Processed("trip", trip, Outcome.FINISHED)]
+    assert result == [Processed("trip", trip, SagaOutcome.FINISHED)]
     assert await snapshot(h, "trip", trip) == before
 
 
@@ -195,7 +195,7 @@ async def test_a_compensation_that_fails_once_is_retried_and_sends_once(h: Harne
     published = len(h.publisher.published)
     JOURNAL[trip].clear()
     result = await h.send("trip_refused", {"reason": "r"}, correlation_id=trip, message_id=new_id())
-    assert result == [Processed("trip", trip, Outcome.REJECTED)]
+    assert result == [Processed("trip", trip, SagaOutcome.REJECTED)]
     assert JOURNAL[trip] == [
         "do:trip_refused",
         "undo:flight_booked",
@@ -253,7 +253,7 @@ async def test_a_rejected_saga_is_visibly_compensating_until_its_compensations_f
     before = await snapshot(h, "trip", trip)
     with caplog.at_level(logging.INFO, logger="operations.sagas"):
         result = await h.send("trip_confirmed", correlation_id=trip, message_id=new_id())
-    assert result == [Processed("trip", trip, Outcome.COMPENSATING)]
+    assert result == [Processed("trip", trip, SagaOutcome.COMPENSATING)]
     assert f"saga trip:{trip} is compensating; ignoring trip_confirmed" in caplog.messages
     assert h.metrics.sagas.value(saga="trip", outcome="ignored_compensating") == 1
     assert await snapshot(h, "trip", trip) == before
@@ -261,7 +261,7 @@ async def test_a_rejected_saga_is_visibly_compensating_until_its_compensations_f
     assert await DeadlineWatcher(h.coordinator).sweep() == 0
 
     gate.set()
-    assert await asyncio.wait_for(refusal, 10) == [Processed("trip", trip, Outcome.REJECTED)]
+    assert await asyncio.wait_for(refusal, 10) == [Processed("trip", trip, SagaOutcome.REJECTED)]
     record = await h.record("trip", trip)
     assert record.status is SagaStatus.REJECTED
     assert record.data["undone"] == ["hotel_booked", "flight_booked", "trip_requested"]
@@ -308,7 +308,7 @@ async def test_a_compensation_left_by_a_dead_process_is_resumed_by_the_deadline_
     watcher = DeadlineWatcher(other.coordinator)
     assert await watcher.sweep(now=record.resume_at - 1) == 0
     assert await other.coordinator.expire("trip", trip, now=record.resume_at - 1) == Processed(
-        "trip", trip, Outcome.HANDLED
+        "trip", trip, SagaOutcome.HANDLED
     )
     assert (await other.record("trip", trip)).status is SagaStatus.COMPENSATING
     with caplog.at_level(logging.WARNING, logger="operations.sagas"):
@@ -335,7 +335,7 @@ async def test_a_compensation_that_keeps_failing_ends_compensation_failed_with_o
     await step_trip(h, trip, "flight_booked")
     assert (await h.load("trip", trip)).version == 2
     result = await h.send("trip_refused", {"reason": "r"}, correlation_id=trip, message_id="x")
-    assert result == [Processed("trip", trip, Outcome.COMPENSATION_FAILED)]
+    assert result == [Processed("trip", trip, SagaOutcome.COMPENSATION_FAILED)]
     loaded = await h.load("trip", trip)
     # The rejecting step (compensating), flight_booked's compensation, then the ending.
     assert loaded.version == 5
@@ -358,7 +358,7 @@ async def test_a_failing_on_rejected_hook_still_ends_the_saga_and_sends_nothing_
     await h.send("trip_requested", correlation_id=trip, message_id=new_id())
     with caplog.at_level(logging.ERROR, logger="operations.sagas"):
         result = await h.send("trip_refused", {"reason": "r"}, correlation_id=trip)
-    assert result == [Processed("grumpy", trip, Outcome.REJECTED)]
+    assert result == [Processed("grumpy", trip, SagaOutcome.REJECTED)]
     assert f"saga grumpy:{trip}: on_rejected failed" in caplog.messages
     record = await h.record("grumpy", trip)
     assert record.status is SagaStatus.REJECTED

@@ -18,9 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from operations.errors import SagaDataError
-from operations.outcomes import DeadLetter
 from operations.sagas import Saga, SagaContext, SagaMessage, SagaStore, start, step
 from operations.sagas.inbox import SagaInbox
+from operations.settlements import DeadLetter
 from tests.sagas_support import Harness
 
 

@@ -9,7 +9,7 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
-from operations.sagas import Outcome, Processed, RedisSagaStore, SagaStatus
+from operations.sagas import Processed, RedisSagaStore, SagaOutcome, SagaStatus
 from operations.sagas.deadlines import DeadlineWatcher
 from tests.sagas_support import Harness, snapshot, start_trip, step_trip
 from tests.sample_sagas import FAR_FUTURE, JOURNAL, TripSaga
@@ -31,7 +31,7 @@ async def test_a_deadline_rejects_and_compensates_once(h: Harness) -> None:
     watcher = DeadlineWatcher(h.coordinator)
     assert await watcher.sweep(now=t0 + 59) == 0
     assert await h.coordinator.expire("trip", trip, now=t0 + 30) == Processed(
-        "trip", trip, Outcome.HANDLED
+        "trip", trip, SagaOutcome.HANDLED
     )
     assert (await h.record("trip", trip)).status is SagaStatus.PENDING
     published = len(h.publisher.published)
@@ -57,10 +57,10 @@ async def test_a_deadline_rejects_and_compensates_once(h: Harness) -> None:
     before = await snapshot(h, "trip", trip)
     assert await watcher.sweep(now=t0 + 3600) == 0
     assert await h.coordinator.expire("trip", trip, now=t0 + 3600) == Processed(
-        "trip", trip, Outcome.FINISHED
+        "trip", trip, SagaOutcome.FINISHED
     )
     result = await h.send("hotel_booked", correlation_id=trip, message_id=new_id())
-    assert result == [Processed("trip", trip, Outcome.FINISHED)]
+    assert result == [Processed("trip", trip, SagaOutcome.FINISHED)]
     assert await snapshot(h, "trip", trip) == before
     assert h.publisher.since(published) == ["cancel_flight", "cancel_trip", "trip_rejected"]
 
@@ -88,7 +88,7 @@ async def test_the_order_maker_deadline_cancels_the_order(h: Harness) -> None:
     assert record.deadline is not None
     assert record.deadline == pytest.approx(time.time() + 120, abs=10)
     result = await h.coordinator.expire("order_making", saga_id, now=record.deadline + 1)
-    assert result == Processed("order_making", saga_id, Outcome.REJECTED)
+    assert result == Processed("order_making", saga_id, SagaOutcome.REJECTED)
     assert h.publisher.names == ["create_order", "cancel_order", "make_order_rejected"]
     reason = "the saga did not finish before its deadline"
     assert h.publisher.published[1].body == {

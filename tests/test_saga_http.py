@@ -13,22 +13,19 @@ import pytest
 import redis.asyncio as aioredis
 
 from operations import openapi
-from operations.sagas import Outcome, Processed, RedisSagaStore, SagaStatus
+from operations.sagas import Processed, RedisSagaStore, SagaOutcome, SagaStatus
 from operations.settings import Settings
 from operations.shards import Shards
 from tests.sagas_support import Harness, start_trip, step_trip, until_blocked
 from tests.sample_sagas import GATES, TripSaga
+from tests.scrape import Scrape
 from tests.support import RunningService, eventually, new_id, start_service
 
 pytestmark = pytest.mark.usefixtures("journal")
 
 
 def gauge(text: str, saga: str, status: str) -> float | None:
-    series = f'operations_saga_instances{{saga="{saga}",status="{status}"}} '
-    for line in text.splitlines():
-        if line.startswith(series):
-            return float(line[len(series) :])
-    return None
+    return Scrape(text).value("operations_saga_instances", saga=saga, status=status)
 
 
 async def test_compensating_and_failed_sagas_through_get_sagas_and_metrics(
@@ -74,11 +71,11 @@ async def test_compensating_and_failed_sagas_through_get_sagas_and_metrics(
 
     held = {"pending": 1.0, "compensating": 1.0, "compensation_failed": 0.0, "rejected": 0.0}
     text = await eventually(lambda: scraped(held), "the compensating saga in /metrics")
-    assert "# TYPE operations_saga_instances gauge" in text
+    assert Scrape(text).types["operations_saga_instances"] == "gauge"
 
     gate.set()
     result = await asyncio.wait_for(refusal, 10)
-    assert result == [Processed("trip", trip, Outcome.COMPENSATION_FAILED)]
+    assert result == [Processed("trip", trip, SagaOutcome.COMPENSATION_FAILED)]
     assert await listed("compensating") == []
     failed = await listed("compensation_failed")
     assert [(s["id"], s["status"]) for s in failed] == [(trip, "compensation_failed")]

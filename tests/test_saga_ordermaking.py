@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from operations.sagas import Outcome, Processed, SagaContext, SagaMessage, SagaStatus
+from operations.sagas import Processed, SagaContext, SagaMessage, SagaOutcome, SagaStatus
 from operations.sagas.ordermaking import REJECTED_EVENTS
 from operations.states import State
 from tests.sagas_support import Calls, Harness, make_order, order_event
@@ -30,7 +30,7 @@ async def test_the_order_maker_happy_path(h: Harness) -> None:
     completed = Calls()
     user = {"Id": "u-1"}
     assert await make_order(h, saga_id, order, ["p1", "p2"], User=user) == [
-        Processed("order_making", saga_id, Outcome.HANDLED)
+        Processed("order_making", saga_id, SagaOutcome.HANDLED)
     ]
     (create,) = h.publisher.published
     assert (create.exchange, create.routing_key, create.saga) == (
@@ -43,7 +43,7 @@ async def test_the_order_maker_happy_path(h: Harness) -> None:
     assert create.correlation_id == saga_id
 
     assert await order_event(h, saga_id, "order_created", orderId=order) == [
-        Processed("order_making", saga_id, Outcome.HANDLED)
+        Processed("order_making", saga_id, SagaOutcome.HANDLED)
     ]
     added = h.publisher.named("add_parcel_to_order")
     assert [m.body for m in added] == [
@@ -77,7 +77,7 @@ async def test_the_order_maker_happy_path(h: Harness) -> None:
         SagaContext(saga_id),
         on_completed=completed,
     )
-    assert result == [Processed("order_making", saga_id, Outcome.COMPLETED)]
+    assert result == [Processed("order_making", saga_id, SagaOutcome.COMPLETED)]
     assert completed.seen == [("order_approved", saga_id)]
     (done,) = h.publisher.named("make_order_completed")
     assert (done.exchange, done.saga, done.body) == (
@@ -123,7 +123,7 @@ async def test_each_order_rejection_cancels_the_order(
     await make_order(h, saga_id, order, ["p1", "p2"])
     steps = ORDER_STEPS[:progress]
     for name, body in steps:
-        assert (await order_event(h, saga_id, name, **body))[0].outcome is Outcome.HANDLED
+        assert (await order_event(h, saga_id, name, **body))[0].outcome is SagaOutcome.HANDLED
     published = len(h.publisher.published)
 
     result = await h.coordinator.process(
@@ -132,7 +132,7 @@ async def test_each_order_rejection_cancels_the_order(
         on_rejected=rejected,
     )
 
-    assert result == [Processed("order_making", saga_id, Outcome.REJECTED)]
+    assert result == [Processed("order_making", saga_id, SagaOutcome.REJECTED)]
     assert rejected.seen == [(event, saga_id)]
     cancel, final = h.publisher.published[published:]
     expected = {"orderId": order, "reason": "sorry", "code": "nope"}
@@ -152,7 +152,7 @@ async def test_each_order_rejection_cancels_the_order(
     assert (record.status, record.reason, record.code) == (SagaStatus.REJECTED, "sorry", "nope")
     assert [e.compensated for e in record.steps] == [True] * (1 + len(steps)) + [False]
     # Too late now: an approval changes nothing.
-    assert (await order_event(h, saga_id, "order_approved"))[0].outcome is Outcome.FINISHED
+    assert (await order_event(h, saga_id, "order_approved"))[0].outcome is SagaOutcome.FINISHED
     assert len(h.publisher.published) == published + 2
 
 
@@ -182,7 +182,7 @@ async def test_an_invalid_make_order_is_rejected(h: Harness, body: dict[str, Any
     result = await h.coordinator.process(
         SagaMessage("make_order", body, new_id()), SagaContext(saga_id), on_rejected=rejected
     )
-    assert result == [Processed("order_making", saga_id, Outcome.REJECTED)]
+    assert result == [Processed("order_making", saga_id, SagaOutcome.REJECTED)]
     assert rejected.seen == [("make_order", saga_id)]
     record = await h.record("order_making", saga_id)
     assert (record.status, record.code) == (SagaStatus.REJECTED, "invalid_order")

@@ -5,12 +5,13 @@ live of finished sagas."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-from operations.sagas import Outcome, Processed, RedisSagaStore, SagaStatus, SagaStore
-from operations.sagas.records import OutboxEntry, SagaRecord
+from operations.sagas import Processed, RedisSagaStore, SagaOutcome, SagaStatus, SagaStore
+from operations.sagas.instances import OutboxEntry, SagaRecord
 from operations.sagas.store import Loaded, Pending
 from tests.sagas_support import Harness, start_trip, step_trip, until_blocked
 from tests.sample_sagas import FAR_FUTURE, GATES, JOURNAL, TallySaga, TripSaga
@@ -94,6 +95,9 @@ class RivalStore:
     async def release_outbox(self, saga: str, saga_id: str, holder: str) -> None:
         await self.inner.release_outbox(saga, saga_id, holder)
 
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
     async def tombstoned(self, saga: str, saga_id: str) -> bool:
         return await self.inner.tombstoned(saga, saga_id)
 
@@ -124,7 +128,7 @@ async def test_two_processes_lose_no_update(
         processes = [Harness.build(RedisSagaStore(c, prefix="t"), [TallySaga]) for c in clients]
         tally = new_id()
         opened = await processes[0].send("tally_opened", correlation_id=tally, message_id=new_id())
-        assert opened == [Processed("tally", tally, Outcome.HANDLED)]
+        assert opened == [Processed("tally", tally, SagaOutcome.HANDLED)]
         messages = {item: new_id() for item in range(50)}
 
         async def deliver(item: int) -> Processed:
@@ -136,7 +140,7 @@ async def test_two_processes_lose_no_update(
         # First delivery, all 50 at once: each step is either committed or reported CONFLICT
         # (other writers kept winning), and what is in the data is exactly what was committed.
         results = await asyncio.gather(*(deliver(item) for item in messages))
-        assert {result.outcome for result in results} <= {Outcome.HANDLED, Outcome.CONFLICT}
+        assert {result.outcome for result in results} <= {SagaOutcome.HANDLED, SagaOutcome.CONFLICT}
         handled = {
             item for item, r in zip(messages, results, strict=True) if r.outcome == "handled"
         }
@@ -150,7 +154,10 @@ async def test_two_processes_lose_no_update(
             if not waiting:
                 break
             results = await asyncio.gather(*(deliver(item) for item in waiting))
-            assert {result.outcome for result in results} <= {Outcome.HANDLED, Outcome.CONFLICT}
+            assert {result.outcome for result in results} <= {
+                SagaOutcome.HANDLED,
+                SagaOutcome.CONFLICT,
+            }
             waiting = [i for i, r in zip(waiting, results, strict=True) if r.outcome == "conflict"]
         assert waiting == []
 
@@ -174,7 +181,7 @@ async def test_two_processes_lose_no_update(
             )
         )
         assert sorted(result.outcome for (result,) in both) == sorted(
-            [Outcome.HANDLED, Outcome.DUPLICATE]
+            [SagaOutcome.HANDLED, SagaOutcome.DUPLICATE]
         )
         loaded = await processes[0].load("tally", tally)
         assert loaded.record.data["items"].count(50) == 1

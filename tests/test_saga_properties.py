@@ -17,12 +17,12 @@ from hypothesis import given, settings
 
 from operations.sagas import (
     MemorySagaStore,
-    Outcome,
     RedisSagaStore,
     Rejection,
     Saga,
     SagaContext,
     SagaMessage,
+    SagaOutcome,
     SagaStatus,
     SagaStore,
     compensates,
@@ -32,6 +32,7 @@ from operations.sagas import (
 from operations.sagas.ordermaking import REJECTED_EVENTS, OrderMakingSaga
 from operations.states import State
 from tests.sagas_support import Harness, delete_prefix
+from tests.support import as_text
 
 FAR_FUTURE = 4_102_444_800.0
 MAX_EARLY_RETRIES = 5
@@ -83,12 +84,12 @@ def scenarios(draw: st.DrawFn) -> Scenario:
 
 async def deliver_all(
     h: Harness, saga_id: str, deliveries: list[Delivery], seed: int
-) -> list[tuple[Delivery, Outcome]]:
+) -> list[tuple[Delivery, SagaOutcome]]:
     """Deliver in order; an EARLY result goes back into the queue at a random place (the retry
     queue), at most MAX_EARLY_RETRIES times."""
     chance = random.Random(seed)
     queue = [(delivery, 0) for delivery in deliveries]  # (delivery, its retries so far)
-    seen: list[tuple[Delivery, Outcome]] = []
+    seen: list[tuple[Delivery, SagaOutcome]] = []
     while queue:
         delivery, retries = queue.pop(0)
         results = await h.send(
@@ -100,9 +101,9 @@ async def deliver_all(
         )
         assert [(r.saga, r.saga_id) for r in results] == [("order_making", saga_id)]
         outcome = results[0].outcome
-        assert outcome is not Outcome.CONFLICT
+        assert outcome is not SagaOutcome.CONFLICT
         seen.append((delivery, outcome))
-        if outcome is Outcome.EARLY:
+        if outcome is SagaOutcome.EARLY:
             retries += 1
             assert retries <= MAX_EARLY_RETRIES, "early for ever"
             # Back after some of the others; the last retry waits for everything queued.
@@ -117,7 +118,7 @@ async def records_for(store: SagaStore, saga_id: str) -> int:
         everything = [
             k
             for k in await store.redis.keys(f"{store.prefix}:{{*}}:saga:*")
-            if not k.endswith((b":outbox", b":lease"))
+            if not as_text(k).endswith((":outbox", ":lease"))
         ]
         assert everything == keys
         return len(keys)
@@ -135,7 +136,11 @@ async def check_order_making(store: SagaStore, scenario: Scenario) -> None:
     assert await records_for(store, saga_id) == 1
     loaded = await h.load("order_making", saga_id)
     record = loaded.record
-    applied = [d for d, o in seen if o in (Outcome.HANDLED, Outcome.COMPLETED, Outcome.REJECTED)]
+    applied = [
+        d
+        for d, o in seen
+        if o in (SagaOutcome.HANDLED, SagaOutcome.COMPLETED, SagaOutcome.REJECTED)
+    ]
 
     # The step log is exactly what was applied, in order, each message once.
     assert [(s.message, s.message_id) for s in record.steps] == [
@@ -154,13 +159,13 @@ async def check_order_making(store: SagaStore, scenario: Scenario) -> None:
     finishing = [
         index
         for index, (_, o) in enumerate(seen)
-        if o in (Outcome.COMPLETED, Outcome.REJECTED, Outcome.COMPENSATION_FAILED)
+        if o in (SagaOutcome.COMPLETED, SagaOutcome.REJECTED, SagaOutcome.COMPENSATION_FAILED)
     ]
     assert len(finishing) == 1
     terminal = finishing[0]
     assert seen[terminal][0].name == scenario.ending
-    assert all(o is Outcome.FINISHED for _, o in seen[terminal + 1 :])
-    assert [o for _, o in seen[:terminal]].count(Outcome.HANDLED) == len(applied) - 1
+    assert all(o is SagaOutcome.FINISHED for _, o in seen[terminal + 1 :])
+    assert [o for _, o in seen[:terminal]].count(SagaOutcome.HANDLED) == len(applied) - 1
     ending = seen[terminal][1]
 
     names = Counter(h.publisher.names)
@@ -170,13 +175,13 @@ async def check_order_making(store: SagaStore, scenario: Scenario) -> None:
     assert names["reserve_resource"] == applied_names["vehicle_assigned_to_order"]
     assert names["assign_vehicle_to_order"] <= 1
     if scenario.ending == "order_approved":
-        assert (record.status, ending) == (SagaStatus.COMPLETED, Outcome.COMPLETED)
+        assert (record.status, ending) == (SagaStatus.COMPLETED, SagaOutcome.COMPLETED)
         assert not any(s.compensated for s in record.steps)
         assert names["cancel_order"] == names["make_order_rejected"] == 0
         assert h.publisher.names[-1] == "make_order_completed"
         assert h.publisher.published[-1].saga is State.COMPLETED
     else:
-        assert (record.status, ending) == (SagaStatus.REJECTED, Outcome.REJECTED)
+        assert (record.status, ending) == (SagaStatus.REJECTED, SagaOutcome.REJECTED)
         assert record.code == scenario.ending
         # Every step before the rejecting one is compensated, that one is not, and the only
         # compensation (make_order's) went out once, before the final event.
@@ -201,7 +206,7 @@ async def check_order_making(store: SagaStore, scenario: Scenario) -> None:
     # The whole stream again, duplicates and all: nothing changes, nothing more is published.
     published = list(h.publisher.published)
     again = await deliver_all(h, saga_id, scenario.deliveries, scenario.seed)
-    assert {outcome for _, outcome in again} == {Outcome.FINISHED}
+    assert {outcome for _, outcome in again} == {SagaOutcome.FINISHED}
     assert await h.load("order_making", saga_id) == loaded
     assert h.publisher.published == published
     assert await records_for(store, saga_id) == 1
@@ -335,22 +340,22 @@ async def check_chain(
     ids = {name: uuid.uuid4().hex for name in LINKS}
     assert (
         await h.send("chain_started", {"broken": broken}, correlation_id=saga_id, message_id="s")
-    )[0].outcome is Outcome.HANDLED
+    )[0].outcome is SagaOutcome.HANDLED
     for name in before:
         await h.send(name, correlation_id=saga_id, message_id=ids[name])
     (result,) = await h.send(ending, correlation_id=saga_id, message_id="end")
     for name in after:
         late = await h.send(name, correlation_id=saga_id, message_id=uuid.uuid4().hex)
-        assert late[0].outcome is Outcome.FINISHED
+        assert late[0].outcome is SagaOutcome.FINISHED
 
     completed = ["chain_started", *dict.fromkeys(before)]  # first delivery of each link
     reverse = [name for name in reversed(completed) if name not in WITHOUT_COMPENSATION]
     if broken in reverse:
         expected_undone = reverse[: reverse.index(broken)]
-        assert result.outcome is Outcome.COMPENSATION_FAILED
+        assert result.outcome is SagaOutcome.COMPENSATION_FAILED
     else:
         expected_undone = reverse
-        assert result.outcome is Outcome.REJECTED
+        assert result.outcome is SagaOutcome.REJECTED
     record = await h.record("chain", saga_id)
     assert record.data["undone"] == expected_undone
     assert record.status is (

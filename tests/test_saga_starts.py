@@ -53,7 +53,8 @@ async def test_it_publishes_the_start_message_through_the_broker(
 
     async def completed() -> bool:
         read = await http.get(f"/operations/{operation}", headers=bearer(token(user)))
-        return read.json()["state"] == "completed"
+        state: str = read.json()["state"]
+        return state == "completed"
 
     await eventually(completed, "the order to complete")
 

@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from operations.sagas import Outcome, Processed, SagaContext, SagaMessage, SagaStatus, SagaStore
+from operations.sagas import Processed, SagaContext, SagaMessage, SagaOutcome, SagaStatus, SagaStore
 from operations.states import State
 from tests.sagas_support import Calls, Harness, nothing_stored, snapshot, start_trip, step_trip
 from tests.sample_sagas import FAR_FUTURE, JOURNAL, InvoiceSaga, TripSaga
@@ -26,7 +26,7 @@ async def test_start_creates_steps_run_in_order_and_complete_finishes(h: Harness
         SagaContext(trip, {"Name": "trip_requested"}),
         on_completed=completed,
     )
-    assert result == [Processed("trip", trip, Outcome.HANDLED)]
+    assert result == [Processed("trip", trip, SagaOutcome.HANDLED)]
     loaded = await h.load("trip", trip)
     assert loaded.version == 1
     assert loaded.record.status is SagaStatus.PENDING
@@ -42,7 +42,7 @@ async def test_start_creates_steps_run_in_order_and_complete_finishes(h: Harness
     result = await h.coordinator.process(
         SagaMessage("trip_confirmed", {}, new_id()), SagaContext(trip), on_completed=completed
     )
-    assert result == [Processed("trip", trip, Outcome.COMPLETED)]
+    assert result == [Processed("trip", trip, SagaOutcome.COMPLETED)]
     assert completed.seen == [("trip_confirmed", trip)]
     loaded = await h.load("trip", trip)
     assert loaded.version == 5
@@ -56,7 +56,7 @@ async def test_start_creates_steps_run_in_order_and_complete_finishes(h: Harness
     before = await snapshot(h, "trip", trip)
     for name in ("hotel_booked", "trip_refused", "trip_crashed", "trip_confirmed"):
         result = await h.send(name, {"reason": "late"}, correlation_id=trip, message_id=new_id())
-        assert result == [Processed("trip", trip, Outcome.FINISHED)], name
+        assert result == [Processed("trip", trip, SagaOutcome.FINISHED)], name
     assert await snapshot(h, "trip", trip) == before
     assert len(h.publisher.published) == 4
     assert await h.store.pending(FAR_FUTURE) == []
@@ -77,11 +77,11 @@ async def test_a_start_message_for_a_finished_saga_changes_nothing(h: Harness) -
     await start_trip(h, trip)
     await step_trip(h, trip)
     result = await h.send("trip_confirmed", correlation_id=trip, message_id=new_id())
-    assert result == [Processed("trip", trip, Outcome.COMPLETED)]
+    assert result == [Processed("trip", trip, SagaOutcome.COMPLETED)]
     before = await snapshot(h, "trip", trip)
     published = len(h.publisher.published)
     result = await h.send("trip_requested", correlation_id=trip, message_id=new_id())
-    assert result == [Processed("trip", trip, Outcome.FINISHED)]
+    assert result == [Processed("trip", trip, SagaOutcome.FINISHED)]
     assert await snapshot(h, "trip", trip) == before
     assert len(h.publisher.published) == published
 
@@ -104,7 +104,7 @@ async def test_a_finished_saga_ignoring_a_message_is_logged_and_counted(
     await h.send("trip_refused", correlation_id=trip, message_id=new_id())
     with caplog.at_level(logging.INFO, logger="operations.sagas"):
         result = await h.send("hotel_booked", correlation_id=trip, message_id=new_id())
-    assert result == [Processed("trip", trip, Outcome.FINISHED)]
+    assert result == [Processed("trip", trip, SagaOutcome.FINISHED)]
     ignored = [r for r in caplog.records if r.name == "operations.sagas"]
     assert [r.getMessage() for r in ignored] == [
         f"saga trip:{trip} is rejected; ignoring hotel_booked"
@@ -118,7 +118,7 @@ async def test_an_early_message_is_reported_and_handled_once_the_saga_exists(h: 
     trip = new_id()
     early = new_id()
     result = await h.send("flight_booked", correlation_id=trip, message_id=early)
-    assert result == [Processed("trip", trip, Outcome.EARLY)]
+    assert result == [Processed("trip", trip, SagaOutcome.EARLY)]
     assert await h.store.load("trip", trip) is None
     await nothing_stored(h.store)
     assert h.publisher.published == []
@@ -126,7 +126,7 @@ async def test_an_early_message_is_reported_and_handled_once_the_saga_exists(h: 
 
     await start_trip(h, trip)
     result = await h.send("flight_booked", correlation_id=trip, message_id=early)
-    assert result == [Processed("trip", trip, Outcome.HANDLED)]
+    assert result == [Processed("trip", trip, SagaOutcome.HANDLED)]
     record = await h.record("trip", trip)
     assert record.data["done"] == ["trip_requested", "flight_booked"]
     assert record.steps[-1].message_id == early
@@ -137,15 +137,15 @@ async def test_the_same_message_id_twice_is_a_duplicate(h: Harness) -> None:
     trip = new_id()
     first, second = new_id(), new_id()
     assert await h.send("trip_requested", correlation_id=trip, message_id=first) == [
-        Processed("trip", trip, Outcome.HANDLED)
+        Processed("trip", trip, SagaOutcome.HANDLED)
     ]
     assert await h.send("flight_booked", correlation_id=trip, message_id=second) == [
-        Processed("trip", trip, Outcome.HANDLED)
+        Processed("trip", trip, SagaOutcome.HANDLED)
     ]
     before = await snapshot(h, "trip", trip)
     for name, message_id in (("trip_requested", first), ("flight_booked", second)):
         assert await h.send(name, correlation_id=trip, message_id=message_id) == [
-            Processed("trip", trip, Outcome.DUPLICATE)
+            Processed("trip", trip, SagaOutcome.DUPLICATE)
         ]
     assert await snapshot(h, "trip", trip) == before
     assert h.publisher.names == ["book_flight", "book_hotel"]
@@ -158,12 +158,12 @@ async def test_a_duplicate_of_the_rejecting_message_does_not_compensate_again(h:
     refusal = new_id()
     await start_trip(h, trip)
     result = await h.send("trip_refused", correlation_id=trip, message_id=refusal)
-    assert result == [Processed("trip", trip, Outcome.REJECTED)]
+    assert result == [Processed("trip", trip, SagaOutcome.REJECTED)]
     before = await snapshot(h, "trip", trip)
     published = len(h.publisher.published)
     result = await h.send("trip_refused", correlation_id=trip, message_id=refusal)
     # The saga has finished: that is what is reported (before any duplicate check).
-    assert result == [Processed("trip", trip, Outcome.FINISHED)]
+    assert result == [Processed("trip", trip, SagaOutcome.FINISHED)]
     assert await snapshot(h, "trip", trip) == before
     assert len(h.publisher.published) == published
     assert JOURNAL[trip].count("undone:trip_requested") == 1
@@ -179,8 +179,8 @@ async def test_one_message_drives_every_saga_with_a_step_for_it(store: SagaStore
         message_id=new_id(),
     )
     assert result == [
-        Processed("trip", trip, Outcome.HANDLED),
-        Processed("invoice", account, Outcome.HANDLED),
+        Processed("trip", trip, SagaOutcome.HANDLED),
+        Processed("invoice", account, SagaOutcome.HANDLED),
     ]
     assert (await h.record("trip", trip)).data["done"] == ["trip_requested"]
     assert (await h.record("invoice", account)).data["lines"] == ["ann"]
@@ -190,10 +190,10 @@ async def test_one_message_drives_every_saga_with_a_step_for_it(store: SagaStore
         "trip_confirmed", {"account": account}, correlation_id=trip, message_id=new_id()
     )
     assert result == [
-        Processed("trip", trip, Outcome.COMPLETED),
-        Processed("invoice", account, Outcome.COMPLETED),
+        Processed("trip", trip, SagaOutcome.COMPLETED),
+        Processed("invoice", account, SagaOutcome.COMPLETED),
     ]
     # Without the account, the invoice saga does not take the message at all.
     other = new_id()
     result = await h.send("trip_requested", correlation_id=other, message_id=new_id())
-    assert result == [Processed("trip", other, Outcome.HANDLED)]
+    assert result == [Processed("trip", other, SagaOutcome.HANDLED)]

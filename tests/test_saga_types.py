@@ -20,8 +20,8 @@ from operations.catalogue import Catalogue
 from operations.errors import SagaTypeError
 from operations.sagas import Saga, SagaContext, SagaMessage, start, step
 from operations.sagas.http import path_progress
+from operations.sagas.instances import SagaRecord, SagaStatus, StepRecord
 from operations.sagas.ordermaking import OrderMakingSaga
-from operations.sagas.records import SagaRecord, SagaStatus, StepRecord
 from operations.sagas.registry import SagaTypes
 from operations.settings import DEFAULT_MESSAGES_FILE, Settings
 from tests.doubles import Answer, ServiceDouble

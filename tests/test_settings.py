@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -382,7 +383,8 @@ def test_saga_defaults() -> None:
 def test_good_saga_values(variable: str, value: str, field: str, expected: object) -> None:
     settings = Settings.from_env({variable: value})
     assert getattr(settings, field) == expected
-    assert settings == replace(Settings(), **{field: expected})  # and nothing else moves
+    changed: dict[str, Any] = {field: expected}
+    assert settings == replace(Settings(), **changed)  # and nothing else moves
 
 
 @pytest.mark.parametrize(("value", "expected"), [(None, 120), (" 1 ", 1), ("2592000", 2_592_000)])

@@ -12,11 +12,11 @@ import redis.asyncio as aioredis
 from operations.envelope import Envelope
 from operations.errors import StoreUnavailable
 from operations.listing import ListQuery
-from operations.records import Change, Outcome
+from operations.records import ApplyOutcome, Change
 from operations.shards import Shards
 from operations.states import MessageKind, State
 from operations.store import Keys, RedisStore
-from tests.support import new_id
+from tests.support import as_text, new_id
 
 USER = "7f0b2c1e-0000-4000-8000-000000000001"
 
@@ -63,7 +63,7 @@ async def apply_one(store: RedisStore, env: Envelope) -> Change:
 async def test_first_message_creates_the_record(store: RedisStore) -> None:
     op = new_id()
     change = await apply_one(store, envelope(op, State.PENDING))
-    assert change.outcome is Outcome.APPLIED
+    assert change.outcome is ApplyOutcome.APPLIED
     record = change.record
     assert record is not None
     assert (record.id, record.user_id, record.state, record.version) == (op, USER, State.PENDING, 1)
@@ -76,8 +76,8 @@ async def test_pending_step_with_a_new_name_is_a_change(store: RedisStore) -> No
     await apply_one(store, envelope(op, State.PENDING, "create_order"))
     same = await apply_one(store, envelope(op, State.PENDING, "create_order"))
     step = await apply_one(store, envelope(op, State.PENDING, "add_parcel_to_order"))
-    assert same.outcome is Outcome.STALE
-    assert step.outcome is Outcome.APPLIED
+    assert same.outcome is ApplyOutcome.STALE
+    assert step.outcome is ApplyOutcome.APPLIED
     assert step.record is not None
     assert (step.record.name, step.record.version) == ("add_parcel_to_order", 2)
 
@@ -89,9 +89,9 @@ async def test_first_terminal_state_wins(store: RedisStore) -> None:
     late_rejection = await apply_one(
         store, envelope(op, State.REJECTED, "create_order_rejected", code="x", reason="y")
     )
-    assert done.outcome is Outcome.APPLIED
-    assert late_command.outcome is Outcome.STALE
-    assert late_rejection.outcome is Outcome.STALE
+    assert done.outcome is ApplyOutcome.APPLIED
+    assert late_command.outcome is ApplyOutcome.STALE
+    assert late_rejection.outcome is ApplyOutcome.STALE
     record = await store.get(op)
     assert record is not None
     assert (record.state, record.version, record.code) == (State.COMPLETED, 1, None)
@@ -117,7 +117,7 @@ async def test_duplicate_message_id_changes_nothing(store: RedisStore) -> None:
     first = envelope(op, State.PENDING, message_id="m-1")
     await apply_one(store, first)
     again = await apply_one(store, envelope(op, State.COMPLETED, "order_created", message_id="m-1"))
-    assert again.outcome is Outcome.DUPLICATE
+    assert again.outcome is ApplyOutcome.DUPLICATE
     record = await store.get(op)
     assert record is not None
     assert (record.state, record.version) == (State.PENDING, 1)
@@ -204,7 +204,7 @@ async def test_each_applied_change_restarts_the_expiry(
         envelope(op, State.COMPLETED, "order_created"),
     ):
         await _age(redis_client, keys, 5_000)
-        assert (await apply_one(store, change)).outcome is Outcome.APPLIED
+        assert (await apply_one(store, change)).outcome is ApplyOutcome.APPLIED
         for key in keys:
             assert 59_000 < await redis_client.pttl(key) <= 60_000, key
 
@@ -221,8 +221,8 @@ async def test_stale_and_duplicate_messages_leave_the_expiry_alone(
         envelope(op, State.PENDING, "create_order", message_id="m-2"),  # same step: stale
     ]
     assert [(await apply_one(store, env)).outcome for env in late] == [
-        Outcome.DUPLICATE,
-        Outcome.STALE,
+        ApplyOutcome.DUPLICATE,
+        ApplyOutcome.STALE,
     ]
     await apply_one(store, envelope(op, State.COMPLETED, "order_created", message_id="m-3"))
     await _age(redis_client, keys, 5_000)
@@ -230,11 +230,16 @@ async def test_stale_and_duplicate_messages_leave_the_expiry_alone(
         envelope(op, State.REJECTED, "create_order_rejected", message_id="m-4"),  # finished
         envelope(op, State.PENDING, "add_parcel_to_order", message_id="m-3"),  # duplicate
     ):
-        assert (await apply_one(store, env)).outcome is not Outcome.APPLIED
+        assert (await apply_one(store, env)).outcome is not ApplyOutcome.APPLIED
     for key in keys:
         assert 0 < await redis_client.pttl(key) <= 5_000, key
     fields = await redis_client.hkeys(store.keys.record(op))
-    assert {f for f in fields if f.startswith(b"m:")} == {b"m:m-1", b"m:m-2", b"m:m-3", b"m:m-4"}
+    assert {as_text(f) for f in fields if as_text(f).startswith("m:")} == {
+        "m:m-1",
+        "m:m-2",
+        "m:m-3",
+        "m:m-4",
+    }
 
 
 async def test_ids_seen_are_kept_in_the_record_and_expire_with_it(
@@ -245,11 +250,11 @@ async def test_ids_seen_are_kept_in_the_record_and_expire_with_it(
     await apply_one(store, envelope(op, State.COMPLETED, "order_created", message_id=""))
     await redis_client.pexpire(store.keys.record(op), 5_000)
     stale = await apply_one(store, envelope(op, State.PENDING, message_id="late"))
-    assert stale.outcome is Outcome.STALE
+    assert stale.outcome is ApplyOutcome.STALE
     assert 0 < await redis_client.pttl(store.keys.record(op)) <= 5_000
     assert await redis_client.hexists(store.keys.record(op), "m:late")
     again = await apply_one(store, envelope(op, State.PENDING, message_id="late"))
-    assert again.outcome is Outcome.DUPLICATE
+    assert again.outcome is ApplyOutcome.DUPLICATE
     record = await store.get(op)
     assert record is not None and record.version == 1
 
@@ -310,12 +315,16 @@ async def test_listing_merges_the_shards_in_one_total_order(
     ops = [new_id() for _ in range(41)]
     for start in range(0, len(ops), 8):  # batches: many changes share a millisecond
         changes = await store.apply([envelope(op, State.PENDING) for op in ops[start : start + 8]])
-        assert all(isinstance(c, Change) and c.outcome is Outcome.APPLIED for c in changes)
+        assert all(isinstance(c, Change) and c.outcome is ApplyOutcome.APPLIED for c in changes)
     assert len({store.keys.shard(op) for op in ops}) == 5
 
     # The expected order, from what Redis holds: rank descending, then shard, then the index's
     # own order for equal ranks (member descending).
-    ranks = {op: int(await redis_client.hget(store.keys.record(op), "rank")) for op in ops}
+    ranks: dict[str, int] = {}
+    for op in ops:
+        rank = await redis_client.hget(store.keys.record(op), "rank")
+        assert rank is not None
+        ranks[op] = int(rank)
     expected = sorted(ops, reverse=True)
     expected.sort(key=lambda op: (-ranks[op], store.keys.shard(op)))
     assert len(set(ranks.values())) < len(ops), "some ranks are equal across shards"
@@ -361,7 +370,7 @@ async def test_concurrent_appliers_never_regress(
         for changes in results
         for change in changes
         if isinstance(change, Change)
-        and change.outcome is Outcome.APPLIED
+        and change.outcome is ApplyOutcome.APPLIED
         and change.record is not None
         and change.record.state is State.COMPLETED
     )
@@ -383,7 +392,7 @@ async def test_a_batch_survives_a_flushed_script_cache(
     await redis_client.script_flush()
     ops = [new_id() for _ in range(30)]
     changes = await store.apply([envelope(op, State.PENDING) for op in ops])
-    assert [c.outcome for c in changes if isinstance(c, Change)] == [Outcome.APPLIED] * 30
+    assert [c.outcome for c in changes if isinstance(c, Change)] == [ApplyOutcome.APPLIED] * 30
     for op in ops:
         record = await store.get(op)
         assert record is not None and record.version == 1
@@ -417,14 +426,14 @@ async def test_a_connection_killed_between_batches_costs_one_retry_at_most(
     try:
         await apply_one(store, envelope(new_id(), State.PENDING))
         killed = await store.redis.client_id()
-        assert await redis_client.client_kill_filter(_id=killed) == 1
+        assert await redis_client.client_kill_filter(_id=str(killed)) == 1
         ops = [new_id() for _ in range(10)]
         batch = [envelope(op, State.PENDING) for op in ops]
         try:
             changes = await store.apply(batch)
         except StoreUnavailable:
             changes = await store.apply(batch)
-        assert all(isinstance(c, Change) and c.outcome is Outcome.APPLIED for c in changes)
+        assert all(isinstance(c, Change) and c.outcome is ApplyOutcome.APPLIED for c in changes)
         assert [await store.get(op) is not None for op in ops] == [True] * 10
         assert await store.redis.client_id() != killed
     finally:

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import hypothesis.strategies as st
+import pytest
 import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 
 from operations.envelope import Envelope
-from operations.records import Change, OperationRecord, Outcome
+from operations.records import ApplyOutcome, Change, OperationRecord
 from operations.states import MessageKind, State
 from operations.store import Keys, RedisStore
 
@@ -67,19 +68,19 @@ class Model:
     records: dict[int, ModelRecord] = field(default_factory=dict)
     seen: dict[int, set[str]] = field(default_factory=dict)
 
-    def apply(self, message: Message) -> tuple[Outcome, ModelRecord | None]:
+    def apply(self, message: Message) -> tuple[ApplyOutcome, ModelRecord | None]:
         """The outcome of one delivery and, when it applied, the record it made."""
         seen = self.seen.setdefault(message.op, set())
         if message.message_id is not None:
             if message.message_id in seen:
-                return Outcome.DUPLICATE, None
+                return ApplyOutcome.DUPLICATE, None
             seen.add(message.message_id)
         current = self.records.get(message.op)
         if current is not None and (
             current.state.is_terminal
             or (message.state is State.PENDING and message.name == current.name)
         ):
-            return Outcome.STALE, None
+            return ApplyOutcome.STALE, None
         terminal = message.state.is_terminal
         record = ModelRecord(
             state=message.state,
@@ -90,7 +91,7 @@ class Model:
             user_id=current.user_id if current is not None and current.user_id else message.user,
         )
         self.records[message.op] = record
-        return Outcome.APPLIED, record
+        return ApplyOutcome.APPLIED, record
 
 
 def observed(record: OperationRecord) -> ModelRecord:
@@ -210,14 +211,14 @@ async def run(redis_url: str, scenario: Scenario) -> Observed:
 
 @dataclass(frozen=True)
 class Expected:
-    outcomes: list[tuple[Outcome, ModelRecord | None]]  # per delivery
+    outcomes: list[tuple[ApplyOutcome, ModelRecord | None]]  # per delivery
     applied: list[tuple[int, Message, ModelRecord]]  # (delivery position, message, record) in order
     records: dict[int, ModelRecord]
 
 
 def expect(scenario: Scenario) -> Expected:
     model = Model()
-    outcomes: list[tuple[Outcome, ModelRecord | None]] = []
+    outcomes: list[tuple[ApplyOutcome, ModelRecord | None]] = []
     applied: list[tuple[int, Message, ModelRecord]] = []
     for position, index in enumerate(scenario.deliveries):
         message = scenario.messages[index]
@@ -255,6 +256,7 @@ def observe(redis_url: str, scenario: Scenario) -> tuple[Observed, Expected]:
 # --- properties ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(scenario=scenarios())
 def test_any_order_and_duplication_ends_in_the_models_record(
@@ -311,7 +313,7 @@ def test_version_history_and_stream_hold_exactly_the_applied_changes(
             model_history_row(message, record) for message, record in mine
         ]
 
-    cursors = [change.cursor for change in result.changes if change.outcome is Outcome.APPLIED]
+    cursors = [change.cursor for change in result.changes if change.outcome is ApplyOutcome.APPLIED]
     assert [entry_id for entry_id, _ in result.stream] == cursors
     assert len(result.stream) == len(expected.applied)
     for (_, fields), (position, message, record) in zip(
@@ -335,18 +337,18 @@ def test_the_model_agrees_with_the_examples_of_the_contract() -> None:
     next_step = Message(0, "c", State.PENDING, "add_parcel", "x", "y", "bob")
     rejected = Message(0, "d", State.REJECTED, "create_order_rejected", "no_stock", "gone", None)
     late = Message(0, "e", State.COMPLETED, "order_created", None, None, None)
-    outcomes: Sequence[tuple[Outcome, ModelRecord | None]] = [
+    outcomes: Sequence[tuple[ApplyOutcome, ModelRecord | None]] = [
         model.apply(message)
         for message in (pending, pending, same_step, next_step, rejected, late, late)
     ]
     assert [outcome for outcome, _ in outcomes] == [
-        Outcome.APPLIED,
-        Outcome.DUPLICATE,
-        Outcome.STALE,
-        Outcome.APPLIED,
-        Outcome.APPLIED,
-        Outcome.STALE,
-        Outcome.DUPLICATE,
+        ApplyOutcome.APPLIED,
+        ApplyOutcome.DUPLICATE,
+        ApplyOutcome.STALE,
+        ApplyOutcome.APPLIED,
+        ApplyOutcome.APPLIED,
+        ApplyOutcome.STALE,
+        ApplyOutcome.DUPLICATE,
     ]
     assert model.records[0] == ModelRecord(
         State.REJECTED, "create_order_rejected", 3, "no_stock", "gone", "alice"

@@ -14,15 +14,15 @@ import redis.asyncio as aioredis
 
 from operations.listing import ListQuery
 from operations.metrics import Registry
-from operations.sagas import MemorySagaStore, Outcome, Processed, RedisSagaStore, SagaStore
-from operations.sagas.records import SagaStatus
+from operations.sagas import MemorySagaStore, Processed, RedisSagaStore, SagaOutcome, SagaStore
+from operations.sagas.instances import SagaStatus
 from operations.shards import Shards
 from operations.states import State
 from operations.store import Keys, RedisStore
 from operations.sweeper import Sweeper
 from tests.sagas_support import FakePublisher, Harness, delete_prefix, start_trip, step_trip
 from tests.sample_sagas import TripSaga
-from tests.support import eventually, new_id
+from tests.support import as_text, eventually, new_id
 from tests.test_store import USER, apply_one, envelope
 
 OTHER = "7f0b2c1e-0000-4000-8000-000000000002"
@@ -47,7 +47,7 @@ async def members(client: aioredis.Redis, pattern: str) -> dict[str, set[str]]:
     """Every sorted set or set under ``pattern`` with its members."""
     found: dict[str, set[str]] = {}
     async for key in client.scan_iter(match=pattern, count=500):
-        kind = (await client.type(key)).decode()
+        kind = as_text(await client.type(key))
         if kind == "zset":
             values: Any = await client.zrange(key, 0, -1)
         elif kind == "set":
@@ -167,6 +167,7 @@ async def test_listing_keeps_order_and_cursor_while_the_sweep_runs_between_pages
     assert rest == [op for op in order[5:] if op in kept]
 
 
+@pytest.mark.slow
 async def test_the_indexes_stay_flat_under_steady_traffic(
     short: RedisStore, redis_client: aioredis.Redis
 ) -> None:
@@ -235,7 +236,7 @@ async def test_a_finished_saga_leaves_the_indexes_and_its_tombstone_stops_a_seco
     await start_trip(h, trip)
     await step_trip(h, trip, "flight_booked")
     assert await h.send("trip_confirmed", {}, correlation_id=trip, message_id=new_id()) == [
-        Processed("trip", trip, Outcome.COMPLETED)
+        Processed("trip", trip, SagaOutcome.COMPLETED)
     ]
     await start_trip(h, running)
     await asyncio.sleep(1.1)
@@ -252,7 +253,7 @@ async def test_a_finished_saga_leaves_the_indexes_and_its_tombstone_stops_a_seco
     again = await h.send(
         "trip_requested", {"traveller": "ann"}, correlation_id=trip, message_id=new_id()
     )
-    assert again == [Processed("trip", trip, Outcome.TOMBSTONED)]
+    assert again == [Processed("trip", trip, SagaOutcome.TOMBSTONED)]
     assert await tombstoning.load("trip", trip) is None
     assert len(h.publisher.published) == published
     assert h.metrics.sagas.value(saga="trip", outcome="ignored_tombstoned") == 1

@@ -168,7 +168,7 @@ async def test_leeway_accepts_a_token_just_expired() -> None:
 
 
 async def test_alg_none_is_refused() -> None:
-    token = jwt.encode(claims(role="admin"), None, algorithm="none")
+    token = jwt.encode(claims(role="admin"), "", algorithm="none")
     assert token.endswith(".")
     await refused(token)
 

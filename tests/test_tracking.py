@@ -22,6 +22,7 @@ from operations.consumer import (
     ROUTING_KEY_HEADER,
 )
 from operations.settings import Settings
+from tests.scrape import Scrape, Series, series
 from tests.support import Publisher, RunningService, Style, dead_letters, eventually, new_id
 
 Reader = Callable[..., Awaitable[dict[str, Any] | None]]
@@ -144,8 +145,8 @@ async def test_a_message_without_correlation_id_is_ignored_and_counted(
 ) -> None:
     await publisher.publish("create_order", None, user=new_id())
     await settle(publisher, read)
-    metrics = (await http.get("/metrics")).text
-    assert 'operations_messages_total{kind="command",outcome="ignored"} 1' in metrics
+    metrics = Scrape((await http.get("/metrics")).text)
+    assert metrics.value("operations_messages_total", kind="command", outcome="ignored") == 1
     page = await http.get("/operations", headers={"Authorization": f"Bearer {_admin(read)}"})
     assert [item["name"] for item in page.json()["items"]] == ["order_deleted"]
     async with amqp.channel() as channel:
@@ -168,15 +169,15 @@ class BadInput:
     publish: dict[str, Any]
     reason: str  # in the dead-letter header and the WARNING line
     disposition: str
-    counted: str  # the operations_messages_total series it adds one to
+    counted: Series  # the operations_messages_total series it adds one to
     state: str | None = None  # the state applied with what could be read
 
 
 def bad_inputs(user: str, max_bytes: int) -> dict[str, BadInput]:
     in_part = "applied-in-part"
-    command = 'operations_messages_total{kind="command",outcome="applied"}'
-    rejection = 'operations_messages_total{kind="rejected_event",outcome="applied"}'
-    unknown = 'operations_messages_total{kind="unknown",outcome="dead_lettered"}'
+    command = series("operations_messages_total", kind="command", outcome="applied")
+    rejection = series("operations_messages_total", kind="rejected_event", outcome="applied")
+    unknown = series("operations_messages_total", kind="unknown", outcome="dead_lettered")
     too_big = b'{"reason":"' + b"x" * (max_bytes + 10) + b'"}'
     not_json = "headers.message_context: not valid JSON"
     return {
@@ -232,15 +233,9 @@ def bad_inputs(user: str, max_bytes: int) -> dict[str, BadInput]:
     }
 
 
-def dead_letter_series(text: str) -> dict[str, float]:
+def dead_letter_series(text: str) -> dict[Series, float]:
     """Every sample of the two families a dead letter moves, from Prometheus text."""
-    families = ("operations_messages_total{", "operations_dead_letters_total{")
-    samples: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith(families):
-            series, _, value = line.rpartition(" ")
-            samples[series] = float(value)
-    return samples
+    return Scrape(text).samples("operations_messages_total", "operations_dead_letters_total")
 
 
 @pytest.fixture
@@ -274,7 +269,7 @@ async def test_bad_input_is_dead_lettered_with_a_reason_and_consumption_goes_on(
     for label, case in bad_inputs(user, settings.max_message_bytes).items():
         op = "x" * 201 if label == "correlation id too long" else new_id()
         logged_id = op if len(op) > 200 else str(uuid.UUID(op))
-        before = dead_letter_series((await http.get("/metrics")).text)
+        counted_before = dead_letter_series((await http.get("/metrics")).text)
         await publisher.publish(case.message, op, **case.publish)
 
         (letter,) = await dead_letters(amqp, settings.dead_letter_queue, 1)
@@ -286,11 +281,11 @@ async def test_bad_input_is_dead_lettered_with_a_reason_and_consumption_goes_on(
         if "body" in case.publish:
             assert letter.body == case.publish["body"], label
 
-        after = dead_letter_series((await http.get("/metrics")).text)
-        moved = {series: after[series] - before.get(series, 0) for series in after}
-        assert {series: delta for series, delta in moved.items() if delta} == {
+        counted_after = dead_letter_series((await http.get("/metrics")).text)
+        moved = {key: counted_after[key] - counted_before.get(key, 0) for key in counted_after}
+        assert {key: delta for key, delta in moved.items() if delta} == {
             case.counted: 1,
-            f'operations_dead_letters_total{{disposition="{case.disposition}"}}': 1,
+            series("operations_dead_letters_total", disposition=case.disposition): 1,
         }, label
 
         async def warned(op_id: str = logged_id, reason: str = case.reason) -> dict[str, Any]:

@@ -19,9 +19,9 @@ from ..catalogue import Catalogue
 from ..consumer import Consumer
 from ..envelope import Delivered, parse
 from ..metrics import Registry
-from ..outcomes import Settlement
 from ..pipeline import Pipeline
 from ..settings import Settings
+from ..settlements import Settlement
 from ..store import RedisStore
 
 

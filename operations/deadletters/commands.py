@@ -23,7 +23,7 @@ from ..listing import InvalidCursor
 from ..metrics import Registry
 from ..redis_client import open_redis
 from ..settings import Settings
-from .records import MAX_PAGE, DeadLetterItem
+from .letters import MAX_PAGE, DeadLetterItem
 from .redrive import RedrivePublisher, Workbench
 from .store import DeadLetterStore
 

@@ -15,7 +15,7 @@ from ..identity import Principal
 from ..listing import InvalidCursor
 from ..models import read_body, read_query
 from ..tokens import TokenVerifier
-from .records import (
+from .letters import (
     MAX_BODY,
     DeadLetterGroups,
     GroupDiscarded,

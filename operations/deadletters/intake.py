@@ -28,7 +28,7 @@ from ..metrics import Registry
 from ..periodic import Periodic
 from ..queues import CLASSIC, QueueArguments
 from ..topology import declare_dead_letter_queue
-from .records import capture
+from .letters import capture
 from .store import DeadLetterStore, Kept
 
 log = logging.getLogger("operations.deadletters.intake")

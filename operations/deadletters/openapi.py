@@ -4,7 +4,7 @@ them in): listing, grouping, reading, redriving and discarding kept dead letters
 from __future__ import annotations
 
 from ..endpoints import NEEDS_TOKEN, STORE_DOWN, Answer, Endpoint, Param, problem
-from .records import (
+from .letters import (
     MAX_BODY,
     DeadLetterGroups,
     DeadLetterItem,

@@ -21,7 +21,7 @@ from aiormq.exceptions import AMQPError, PublishError
 
 from ..errors import BrokerUnavailable, DeadLetterNotFound, DeadLetterNotRedrivable
 from ..metrics import Registry
-from .records import REDRIVEN_HEADER, StoredLetter, untagged
+from .letters import REDRIVEN_HEADER, StoredLetter, untagged
 from .store import DeadLetterStore
 
 log = logging.getLogger("operations.deadletters")

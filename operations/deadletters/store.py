@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 
 from ..errors import StoreUnavailable
 from ..listing import InvalidCursor
-from .records import (
+from .letters import (
     DeadLetterGroup,
     DeadLetterItem,
     DeadLetterPage,

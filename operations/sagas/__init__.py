@@ -8,10 +8,10 @@ See ``saga.py`` for how a saga is written, ``coordinator.py`` for how messages d
 
 from .coordinator import Coordinator
 from .deadlines import DeadlineWatcher
+from .instances import SagaRecord, SagaStatus
 from .memory import MemorySagaStore
 from .outbox import OutboxRelay
-from .records import SagaRecord, SagaStatus
-from .results import Cancellation, Outcome, Processed
+from .results import Cancellation, Processed, SagaOutcome
 from .saga import (
     Rejection,
     Saga,
@@ -29,13 +29,13 @@ __all__ = [
     "DeadlineWatcher",
     "MemorySagaStore",
     "OutboxRelay",
-    "Outcome",
     "Processed",
     "RedisSagaStore",
     "Rejection",
     "Saga",
     "SagaContext",
     "SagaMessage",
+    "SagaOutcome",
     "SagaRecord",
     "SagaStatus",
     "SagaStore",

@@ -25,9 +25,9 @@ from typing import Any
 
 from ..errors import StoreUnavailable
 from ..metrics import Registry
+from .instances import OutboxEntry, SagaRecord, SagaStatus, StepRecord
 from .outbox import OutboxRelay
-from .records import OutboxEntry, SagaRecord, SagaStatus, StepRecord
-from .results import OUTCOME_OF, STATUS_OF, Cancellation, Outcome, Processed
+from .results import OUTCOME_OF, STATUS_OF, Cancellation, Processed, SagaOutcome
 from .saga import Rejection, Saga, SagaContext, SagaMessage, StepSpec
 from .store import Loaded, SagaStore
 
@@ -86,9 +86,12 @@ class Coordinator:
             result = await self._process(kind, spec, saga_id, message, context)
             self.metrics.sagas.inc(saga=kind.name, outcome=result.outcome.value)
             results.append(result)
-            if result.outcome is Outcome.COMPLETED and on_completed is not None:
+            if result.outcome is SagaOutcome.COMPLETED and on_completed is not None:
                 await on_completed(message, context)
-            if result.outcome in (Outcome.REJECTED, Outcome.COMPENSATION_FAILED) and on_rejected:
+            if (
+                result.outcome in (SagaOutcome.REJECTED, SagaOutcome.COMPENSATION_FAILED)
+                and on_rejected
+            ):
                 await on_rejected(message, context)
         return results
 
@@ -100,12 +103,12 @@ class Coordinator:
         for _ in range(MAX_CONFLICT_RETRIES):
             loaded = await self.store.load(saga_name, saga_id)
             if loaded is None or loaded.record.status.finished:
-                return Processed(saga_name, saga_id, Outcome.FINISHED)
+                return Processed(saga_name, saga_id, SagaOutcome.FINISHED)
             record = loaded.record
             context = SagaContext(record.correlation_id, record.message_context)
             if record.status is SagaStatus.COMPENSATING:
                 if record.resume_at is not None and record.resume_at > moment:
-                    return Processed(saga_name, saga_id, Outcome.HANDLED)
+                    return Processed(saga_name, saga_id, SagaOutcome.HANDLED)
                 log.warning(
                     "saga %s:%s: resuming a compensation left unfinished",
                     saga_name,
@@ -116,7 +119,7 @@ class Coordinator:
                 outcome = await self._compensation(kind, loaded, context)
                 return Processed(saga_name, saga_id, outcome)
             if record.deadline is None or record.deadline > moment:
-                return Processed(saga_name, saga_id, Outcome.HANDLED)
+                return Processed(saga_name, saga_id, SagaOutcome.HANDLED)
             saga = self._restore(kind, record)
             saga.reject("the saga did not finish before its deadline", DEADLINE_MESSAGE)
             self._begin_compensation(saga, record, len(record.steps))
@@ -127,7 +130,7 @@ class Coordinator:
                     kind, Loaded(record, loaded.version + 1), context
                 )
                 return Processed(saga_name, saga_id, outcome)
-        return Processed(saga_name, saga_id, Outcome.CONFLICT)
+        return Processed(saga_name, saga_id, SagaOutcome.CONFLICT)
 
     async def cancel(self, saga_name: str, saga_id: str, reason: str) -> Cancellation:
         """Reject a running saga with code ``cancelled`` and mark it compensating, unless it is
@@ -163,7 +166,7 @@ class Coordinator:
         kind = self._by_name[saga_name]
         loaded = await self.store.load(saga_name, saga_id)
         if loaded is None or loaded.record.status is not SagaStatus.COMPENSATING:
-            return Processed(saga_name, saga_id, Outcome.FINISHED)
+            return Processed(saga_name, saga_id, SagaOutcome.FINISHED)
         record = loaded.record
         context = SagaContext(record.correlation_id, record.message_context)
         outcome = await self._compensation(kind, loaded, context)
@@ -182,7 +185,7 @@ class Coordinator:
             loaded = await self.store.load(kind.name, saga_id)
             if loaded is None:
                 if not spec.starts:
-                    return Processed(kind.name, saga_id, Outcome.EARLY)
+                    return Processed(kind.name, saga_id, SagaOutcome.EARLY)
                 if await self.store.tombstoned(kind.name, saga_id):
                     log.info(
                         "saga %s:%s finished and expired; %s starts no second one",
@@ -191,7 +194,7 @@ class Coordinator:
                         message.name,
                         extra={"correlation_id": context.correlation_id},
                     )
-                    return Processed(kind.name, saga_id, Outcome.TOMBSTONED)
+                    return Processed(kind.name, saga_id, SagaOutcome.TOMBSTONED)
                 loaded = Loaded(self._new_record(kind, saga_id, context), 0)
             record = loaded.record
             if record.status.finished or record.status is SagaStatus.COMPENSATING:
@@ -205,10 +208,12 @@ class Coordinator:
                 )
                 finished = record.status.finished
                 return Processed(
-                    kind.name, saga_id, Outcome.FINISHED if finished else Outcome.COMPENSATING
+                    kind.name,
+                    saga_id,
+                    SagaOutcome.FINISHED if finished else SagaOutcome.COMPENSATING,
                 )
             if message.message_id is not None and message.message_id in record.seen:
-                return Processed(kind.name, saga_id, Outcome.DUPLICATE)
+                return Processed(kind.name, saga_id, SagaOutcome.DUPLICATE)
 
             saga = self._restore(kind, record)
             completed_before = len(record.steps)
@@ -233,15 +238,15 @@ class Coordinator:
                 continue
             if saga.completed:
                 record.status = SagaStatus.COMPLETED
-                outcome = Outcome.COMPLETED
+                outcome = SagaOutcome.COMPLETED
             else:
-                outcome = Outcome.HANDLED
+                outcome = SagaOutcome.HANDLED
             if await self._commit(saga, record, loaded.version, context):
                 return Processed(kind.name, saga_id, outcome)
         log.warning(
             "saga %s:%s: gave up after %d conflicts", kind.name, saga_id, MAX_CONFLICT_RETRIES
         )
-        return Processed(kind.name, saga_id, Outcome.CONFLICT)
+        return Processed(kind.name, saga_id, SagaOutcome.CONFLICT)
 
     def _new_record(self, kind: type[Saga[Any]], saga_id: str, context: SagaContext) -> SagaRecord:
         now = time.time()
@@ -279,7 +284,7 @@ class Coordinator:
 
     async def _compensation(
         self, kind: type[Saga[Any]], loaded: Loaded, context: SagaContext
-    ) -> Outcome:
+    ) -> SagaOutcome:
         """Undo a compensating saga's steps, newest first, one at a time, committing after each
         one; then run ``on_rejected`` and commit the saga as rejected or compensation_failed.
 
@@ -289,10 +294,10 @@ class Coordinator:
         for _ in range(MAX_CONFLICT_RETRIES):
             record, version = loaded.record, loaded.version
             if record.status is not SagaStatus.COMPENSATING:
-                return OUTCOME_OF.get(record.status, Outcome.FINISHED)
+                return OUTCOME_OF.get(record.status, SagaOutcome.FINISHED)
             saga = self._restore(kind, record)
             saga.rejection = rejection = Rejection(record.reason or "", record.code)
-            outcome, lost = Outcome.REJECTED, False
+            outcome, lost = SagaOutcome.REJECTED, False
             for entry in reversed(record.steps[: record.compensate_steps or 0]):
                 if entry.compensated or entry.compensation_error is not None:
                     continue
@@ -311,7 +316,7 @@ class Coordinator:
                         error,
                         extra={"correlation_id": record.correlation_id},
                     )
-                    outcome = Outcome.COMPENSATION_FAILED
+                    outcome = SagaOutcome.COMPENSATION_FAILED
                     break  # strictly in reverse order: nothing older is undone before this is
                 entry.compensated = True
                 record.resume_at = time.time() + self.compensation_grace_seconds
@@ -328,7 +333,7 @@ class Coordinator:
                     return outcome
             loaded = await self._reload(record)
         log.warning("saga %s:%s: compensation kept conflicting", kind.name, loaded.record.id)
-        return Outcome.CONFLICT
+        return SagaOutcome.CONFLICT
 
     async def _on_rejected(
         self, saga: Saga[Any], rejection: Rejection, context: SagaContext

@@ -25,10 +25,10 @@ from ..models import read_body, read_query
 from ..store import Store
 from ..tokens import TokenVerifier
 from .coordinator import Coordinator
+from .instances import SagaRecord, SagaStatus
 from .models import MAX_BODY_BYTES, Cancelled, CancelRequest, ListSagas, Saga, Sagas
 from .models import SagaTypes as SagaTypesAnswer
 from .progress import step_seconds, type_steps, waiting_for, waiting_since
-from .records import SagaRecord, SagaStatus
 from .registry import SagaType, SagaTypes
 from .starts import bounded_body
 from .store import SagaStore

@@ -13,9 +13,9 @@ from ..consumer import ATTEMPTS_HEADER, ROUTING_KEY_HEADER
 from ..envelope import Delivered
 from ..errors import SagaDataError
 from ..logs import handling, logged_id
-from ..outcomes import Ack, DeadLetter, Retry, Settlement
+from ..settlements import Ack, DeadLetter, Retry, Settlement
 from .coordinator import Coordinator
-from .results import Outcome
+from .results import SagaOutcome
 from .saga import SagaContext, SagaMessage
 
 log = logging.getLogger("operations.sagas.inbox")
@@ -60,12 +60,12 @@ class SagaInbox:
                 return DeadLetter(f"saga message {name}: {error.reason}")
         outcomes = {result.outcome for result in results}
         attempt = _attempts(headers) + 1
-        if Outcome.EARLY in outcomes and not _in_saga_flow(headers):
+        if SagaOutcome.EARLY in outcomes and not _in_saga_flow(headers):
             # Only messages carrying a Saga header belong to a saga's flow; the same event
             # raised outside any saga is not ours to wait for.
             return Ack("no saga")
-        if Outcome.EARLY in outcomes or Outcome.CONFLICT in outcomes:
-            what = "no saga to take it yet" if Outcome.EARLY in outcomes else "kept conflicting"
+        if SagaOutcome.EARLY in outcomes or SagaOutcome.CONFLICT in outcomes:
+            what = "no saga to take it yet" if SagaOutcome.EARLY in outcomes else "kept conflicting"
             if attempt > self.early_retries:
                 return DeadLetter(f"saga message {name}: {what} after {attempt - 1} retries")
             log.info(

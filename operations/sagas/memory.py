@@ -6,7 +6,7 @@ import time
 
 import orjson
 
-from .records import OutboxEntry, SagaRecord, SagaStatus
+from .instances import OutboxEntry, SagaRecord, SagaStatus
 from .store import Loaded, Pending, Swept, _member, _split
 
 

@@ -9,8 +9,8 @@ from typing import Annotated, Any, ClassVar, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from .instances import SagaStatus
 from .ordermaking import MAX_PARCELS
-from .records import SagaStatus
 
 MAX_BODY_BYTES = 65_536
 MAX_WAIT_SECONDS = 60

@@ -15,7 +15,7 @@ from aiormq.exceptions import AMQPError
 from ..metrics import Registry
 from ..periodic import Periodic
 from ..states import State
-from .records import OutboxEntry
+from .instances import OutboxEntry
 from .store import Pending, SagaStore
 
 log = logging.getLogger("operations.sagas.outbox")

@@ -14,7 +14,7 @@ import time
 
 import msgspec
 
-from .records import SagaRecord, SagaStatus
+from .instances import SagaRecord, SagaStatus
 from .registry import SagaType
 from .store import SagaStore
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from .records import SagaStatus
+from .instances import SagaStatus
 
 
-class Outcome(StrEnum):
+class SagaOutcome(StrEnum):
     HANDLED = "handled"
     COMPLETED = "completed"
     REJECTED = "rejected"
@@ -23,8 +23,8 @@ class Outcome(StrEnum):
 
 
 STATUS_OF = {
-    Outcome.REJECTED: SagaStatus.REJECTED,
-    Outcome.COMPENSATION_FAILED: SagaStatus.COMPENSATION_FAILED,
+    SagaOutcome.REJECTED: SagaStatus.REJECTED,
+    SagaOutcome.COMPENSATION_FAILED: SagaStatus.COMPENSATION_FAILED,
 }
 OUTCOME_OF = {status: outcome for outcome, status in STATUS_OF.items()}
 
@@ -33,7 +33,7 @@ OUTCOME_OF = {status: outcome for outcome, status in STATUS_OF.items()}
 class Processed:
     saga: str
     saga_id: str
-    outcome: Outcome
+    outcome: SagaOutcome
 
 
 @dataclass(frozen=True)

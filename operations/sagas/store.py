@@ -42,7 +42,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from ..errors import StoreUnavailable
 from ..shards import Shards
-from .records import OutboxEntry, SagaRecord, SagaStatus
+from .instances import OutboxEntry, SagaRecord, SagaStatus
 
 _LUA = resources.files("operations") / "lua"
 COMMIT_SCRIPT = (_LUA / "saga_commit.lua").read_text(encoding="utf-8")

@@ -1,0 +1,199 @@
+"""The places where the hot path goes beneath a library (docs/fast-paths.md), each held to the
+library's own result: the store's hand-encoded RESP to redis-py's ``pack_commands``, the hub's
+spliced Socket.IO packet to python-socketio's ``Packet.encode``, and the feed's by-position reads
+to the fields apply.lua writes. (The bulk AMQP frame receiver is held to pamqp in
+test_frames.py.)"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+from engineio.packet import MESSAGE as EIO_MESSAGE
+from engineio.packet import Packet as EngineIOPacket
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from redis.asyncio.connection import Connection
+from redis.connection import PythonRespSerializer
+from socketio.packet import EVENT, Packet
+
+import operations
+from hub import events
+from operations.envelope import Envelope
+from operations.feed import STREAM_FIELDS, ChangeFeed, FeedEntry
+from operations.metrics import Registry
+from operations.records import Change
+from operations.shards import Shards
+from operations.states import MessageKind, State
+from operations.store import Keys, RedisStore, pack_evalsha
+from tests.support import as_text, eventually, new_id
+
+APPLY_LUA = Path(operations.__file__).parent / "lua" / "apply.lua"
+
+# Text of every kind: ASCII, accents, scripts outside the BMP, RESP's own \r\n and $, quotes.
+text = st.text(
+    alphabet=st.one_of(
+        st.sampled_from(string.printable + "é✓漢字🙂\r\n$*\"\\'{}:,"),
+        st.characters(codec="utf-8"),
+    ),
+    max_size=40,
+)
+calls = st.lists(
+    st.tuples(text, text, text, text, text, text, st.binary(max_size=300)),
+    min_size=1,
+    max_size=12,
+)
+
+
+# -- the store's RESP ---------------------------------------------------------------------------
+
+
+def redis_py_packed(sha: str, batch: list[tuple[str, str, str, str, str, str, bytes]]) -> bytes:
+    commands = [("EVALSHA", sha, 6, *call) for call in batch]
+    return b"".join(Connection().pack_commands(commands))
+
+
+@settings(max_examples=150, deadline=None)
+@given(sha=st.text(alphabet="0123456789abcdef", min_size=40, max_size=40), batch=calls)
+def test_the_stores_resp_is_byte_for_byte_what_redis_py_packs(
+    sha: str, batch: list[tuple[str, str, str, str, str, str, bytes]]
+) -> None:
+    assert pack_evalsha(sha, batch) == redis_py_packed(sha, batch)
+
+
+def test_the_stores_resp_matches_redis_pys_python_serializer_too() -> None:
+    """The connection packs with hiredis when it can; the pure-Python serializer agrees."""
+    sha = "a" * 40
+    batch = [("k:é", "k:漢字", "", "k\r\n", "$5", "🙂", bytes(range(256)) * 30)]
+    serializer = PythonRespSerializer(6000, Connection().encoder.encode)
+    pack: Callable[..., list[bytes]] = serializer.pack
+    expected = b"".join(pack("EVALSHA", sha, 6, *batch[0]))
+    assert pack_evalsha(sha, batch) == expected
+
+
+# -- the hub's Socket.IO packet -----------------------------------------------------------------
+
+
+def records() -> st.SearchStrategy[dict[str, Any]]:
+    optional = st.none() | text
+    return st.fixed_dictionaries(
+        {
+            "id": st.uuids().map(str),
+            "userId": optional,
+            "name": text,
+            "state": st.sampled_from(["pending", "completed", "rejected"]),
+            "code": optional,
+            "reason": optional,
+            "version": st.integers(min_value=1, max_value=2**53),
+            "createdAt": text,
+            "updatedAt": text,
+        }
+    )
+
+
+def library_packet(entry: FeedEntry, orjson_module: bool = True) -> str:
+    """python-socketio's own EVENT packet for the change: with the JSON module the hub's server
+    is given, or with the library's default."""
+    event = {"pending": events.PENDING, "completed": events.COMPLETED}.get(
+        entry.state, events.REJECTED
+    )
+    payload = {**orjson.loads(entry.snapshot), "cursor": entry.cursor}
+    packet = Packet(EVENT, data=[event, payload])
+    if orjson_module:
+        packet.json = events.OrjsonModule  # on this packet only, as the server sets it
+    encoded = packet.encode()
+    assert isinstance(encoded, str)
+    return encoded
+
+
+@settings(max_examples=150, deadline=None)
+@given(record=records(), cursor=st.text(alphabet="0123456789-,", min_size=3, max_size=60))
+def test_the_spliced_packet_is_what_socketio_encodes(record: dict[str, Any], cursor: str) -> None:
+    entry = FeedEntry(cursor, record["id"], record["userId"], record["state"], orjson.dumps(record))
+    spliced = events.encoded(entry)
+    assert spliced == library_packet(entry)
+    # python-socketio with its default JSON module writes other escapes, but the same packet.
+    decoded = Packet(encoded_packet=spliced)
+    assert decoded.packet_type == EVENT and decoded.namespace in (None, "/")
+    assert decoded.data == Packet(encoded_packet=library_packet(entry, orjson_module=False)).data
+
+
+def test_the_engineio_frame_is_the_librarys_own() -> None:
+    """The hub hands the spliced text to engine.io's own Packet: a MESSAGE frame, not spliced."""
+    entry = FeedEntry("1-0", "op", None, "pending", b'{"id":"op","name":"x \xc3\xa9"}')
+    frame = EngineIOPacket(EIO_MESSAGE, data=events.encoded(entry)).encode()
+    assert frame == "4" + library_packet(entry)
+
+
+# -- the feed's by-position reads ---------------------------------------------------------------
+
+
+def test_the_feed_reads_the_fields_in_the_order_apply_lua_writes_them() -> None:
+    source = APPLY_LUA.read_text()
+    (call,) = re.findall(r"redis\.call\('XADD',(.*?)\)\n", source, re.DOTALL)
+    names = re.findall(r"'(\w+)',\s*\w+", call.split("'*',", 1)[1])
+    assert tuple(names) == STREAM_FIELDS == ("op", "id", "user", "state")
+
+
+def pending(op: str, user: str | None, name: str) -> Envelope:
+    return Envelope(
+        message="create_order",
+        exchange="orders",
+        kind=MessageKind.COMMAND,
+        state=State.PENDING,
+        operation_id=op,
+        message_id=new_id(),
+        user_id=user,
+        name=name,
+    )
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_the_feeds_entries_are_what_redis_holds_by_name(
+    servers: tuple[str, str], redis_client: aioredis.Redis, protocol: int
+) -> None:
+    """apply.lua run on the real Redis: each entry the feed hands out, read by position, is the
+    stream entry read by field name, and agrees with the record's hash (HGETALL)."""
+    keys = Keys(f"fast-{new_id()[:8]}", Shards(1))
+    store = RedisStore(redis_client, ttl_seconds=60, keys=keys)
+    client = aioredis.Redis.from_url(servers[1], protocol=protocol)
+    feed = ChangeFeed(client, keys, Registry())
+    received: list[FeedEntry] = []
+    feed.subscribe(received.extend)
+    await feed.start()
+    try:
+        await feed.start_cursor()
+        names = ["create_order", "naïve ✓", "漢字 🙂", 'quote " and \\ and \n']
+        batch = [pending(new_id(), f"user-{i}" if i % 2 else None, n) for i, n in enumerate(names)]
+        applied = await store.apply(batch)
+        assert all(isinstance(change, Change) for change in applied)
+
+        async def all_received() -> bool:
+            return len(received) >= len(batch)
+
+        await eventually(all_received, "every change from the feed")
+    finally:
+        await feed.stop()
+        await client.aclose()
+
+    raw = await redis_client.xrange(keys.changes(0))
+    by_name = {as_text(entry_id or b""): fields for entry_id, fields in raw or []}
+    assert len(received) == len(by_name) == len(batch)
+    for entry in received:
+        fields = {as_text(k): v for k, v in (by_name[entry.cursor] or {}).items()}
+        assert set(fields) == set(STREAM_FIELDS)
+        assert entry.snapshot == fields["op"]
+        assert entry.operation_id == as_text(fields["id"])
+        assert (entry.user_id or "") == as_text(fields["user"])
+        assert entry.state == as_text(fields["state"])
+        stored = await redis_client.hgetall(keys.record(entry.operation_id))
+        record = {as_text(k): as_text(v) for k, v in stored.items()}
+        assert (record["id"], record["state"]) == (entry.operation_id, entry.state)
+        assert record.get("userId", "") == (entry.user_id or "")
+        assert orjson.loads(entry.snapshot)["name"] == record["name"]
