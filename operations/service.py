@@ -44,6 +44,7 @@ from .shards import Shards
 from .store import LayoutMismatch, RedisStore
 from .sweeper import Sweeper
 from .tokens import TokenVerifier
+from .tracing import TracingMiddleware
 
 log = logging.getLogger("operations.service")
 
@@ -147,7 +148,10 @@ class Service:
             routes=[*saga_routes, *self.api.routes, *browser_routes()],
             exception_handlers=EXCEPTION_HANDLERS,
             lifespan=self._lifespan,
-            middleware=_cors_middleware(settings.allowed_origins),
+            middleware=[
+                *_cors_middleware(settings.allowed_origins),
+                Middleware(TracingMiddleware),
+            ],
         )
         self.asgi = self.hub.asgi(self.http)
         self._connecting: asyncio.Task[None] | None = None
