@@ -102,6 +102,15 @@ class Registry:
         self.pushes = Counter(
             "operations_pushes_total", "Applied changes emitted to Socket.IO rooms."
         )
+        self.push_packets = Counter(
+            "operations_push_packets_total",
+            "Socket.IO packets queued to client sockets for applied changes: one per change and"
+            " recipient.",
+        )
+        self.syncs = Counter(
+            "operations_syncs_total",
+            "operations_sync events sent to reconnecting clients, by whether they recovered.",
+        )
         self.sagas = Counter(
             "operations_sagas_total", "Saga messages processed, by saga and outcome."
         )
@@ -146,6 +155,8 @@ class Registry:
             self.sockets,
             self.socket_refusals,
             self.pushes,
+            self.push_packets,
+            self.syncs,
             self.sagas,
             self.saga_instances,
             self.saga_messages_published,
