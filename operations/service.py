@@ -44,7 +44,7 @@ from .shards import Shards
 from .store import LayoutMismatch, RedisStore
 from .sweeper import Sweeper
 from .tokens import TokenVerifier
-from .tracing import TracingMiddleware
+from .tracing_http import TracingMiddleware
 
 log = logging.getLogger("operations.service")
 

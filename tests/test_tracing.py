@@ -4,8 +4,7 @@ order's saga, across the simulated services, is one trace. Over the real RabbitM
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 import httpx
 import orjson
@@ -42,11 +41,13 @@ def spans() -> Iterator[InMemorySpanExporter]:
 
 def finished(
     exporter: InMemorySpanExporter, match: Callable[[ReadableSpan], bool]
-) -> Callable[[], asyncio.Future[list[ReadableSpan]]]:
+) -> Callable[[], Awaitable[list[ReadableSpan]]]:
+    """The finished spans ``match`` picks, for :func:`eventually`."""
+
     async def check() -> list[ReadableSpan]:
         return [span for span in exporter.get_finished_spans() if match(span)]
 
-    return check  # type: ignore[return-value]
+    return check
 
 
 def named(name: str, operation_id: str, tracking: bool = False) -> Callable[[ReadableSpan], bool]:
@@ -233,7 +234,7 @@ async def test_an_order_is_one_trace_across_the_simulated_services(
             headers={"Authorization": f"Bearer {token('alice')}"},
         )
         assert response.status_code == 202
-        op = response.json()["operationId"]
+        op: str = response.json()["operationId"]
 
         async def completed() -> bool:
             record = await service.service.store.get(op)

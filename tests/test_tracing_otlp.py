@@ -151,19 +151,19 @@ async def test_one_order_is_one_trace_exported_over_otlp_http(
             demo_services({"OPERATIONS_AMQP_URL": settings.amqp_url, **otel}),
             httpx.AsyncClient(base_url=serving.url, timeout=30) as http,
         ):
+            secret = settings.jwt_secret
+            assert secret is not None
+            alice = {"Authorization": f"Bearer {mint(secret, 'alice')}"}
             response = await http.post(
                 "/orders",
                 json={"customerId": new_id(), "parcelIds": [new_id()]},
-                headers={"Authorization": f"Bearer {mint(settings.jwt_secret, 'alice')}"},
+                headers=alice,
             )
             assert response.status_code == 202
             op = response.json()["operationId"]
 
             async def completed() -> bool:
-                got = await http.get(
-                    f"/operations/{op}",
-                    headers={"Authorization": f"Bearer {mint(settings.jwt_secret, 'alice')}"},
-                )
+                got = await http.get(f"/operations/{op}", headers=alice)
                 return got.status_code == 200 and got.json()["state"] == "completed"
 
             await eventually(completed, "the order to complete", timeout=60, every=0.2)

@@ -59,8 +59,9 @@ class SagaInbox:
             ) as span,
         ):
             if span is not None:
-                span.set_attribute(tracing.OPERATION_ID, logged_id(delivered) or "")
                 span.set_attribute("operations.saga.message", name)
+                if (operation_id := logged_id(delivered)) is not None:
+                    span.set_attribute(tracing.OPERATION_ID, operation_id)
             try:
                 results = await self.coordinator.process(message, context)
                 if span is not None:
