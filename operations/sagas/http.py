@@ -49,7 +49,7 @@ def saga_json(record: SagaRecord, kind: SagaType | None = None) -> dict[str, Any
     document = record.to_json()
     if kind is not None:
         document["path"] = path_progress(kind, record)
-    for internal in ("seen", "compensateSteps", "resumeAt"):  # of no use to a reader
+    for internal in ("seen", "compensateSteps", "resumeAt", "traceContext"):  # not for readers
         document.pop(internal, None)
     document["messageContext"] = {
         key: value
