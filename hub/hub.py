@@ -242,14 +242,17 @@ class Hub:
         stream order; the sockets' own writers send them."""
         manager = self.server.manager
         send = self.server.eio.send_packet
+        packets = 0
         for entry in entries:
             recipients = list(manager.get_participants("/", rooms_for(entry.user_id)))
             if recipients:
                 packet = EngineIOPacket(EIO_MESSAGE, data=events.encoded(entry))
                 for _, eio_sid in recipients:
                     await send(eio_sid, packet)
+                packets += len(recipients)
             self._position = entry.cursor
         self.metrics.pushes.inc(len(entries))
+        self.metrics.push_packets.inc(packets)
 
     async def _retry_waiting(self) -> None:
         waiting, self._waiting = self._waiting, []
@@ -278,6 +281,7 @@ class Hub:
                 log.warning("recovery read failed, asking the client to refetch: %s", error)
                 sync = Sync([], join.since, False)
             await self.server.emit(events.SYNC, sync.to_json(), to=join.sid)
+            self.metrics.syncs.inc(recovered=str(sync.recovered).lower())
         await self.server.enter_room(join.sid, user_room(join.principal.user_id))
         if join.principal.is_admin:
             await self.server.enter_room(join.sid, OPS)

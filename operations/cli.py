@@ -200,10 +200,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(settings: Settings) -> int:
     import uvicorn
 
-    from . import logs
+    from . import logs, tracing
     from .service import Service
 
     logs.configure(settings.log_level)
+    tracing.configure()  # a SettingsError for an exporter that is not installed
     service = Service(settings)
     config = uvicorn.Config(
         service.asgi,
@@ -219,7 +220,10 @@ def _serve(settings: Settings) -> int:
         server.should_exit = True
 
     service.on_fatal = stop
-    server.run()
+    try:
+        server.run()
+    finally:
+        tracing.shutdown()
     if service.fatal is not None:
         print(f"operations: cannot start: {service.fatal.reason}", file=sys.stderr)
         return 2
@@ -248,7 +252,7 @@ def _token(
 def _demo_services(
     settings: Settings, latency_ms: int, fail: tuple[str, ...], seed: int | None
 ) -> int:
-    from . import logs
+    from . import logs, tracing
     from .demo import FailurePlan, FailurePlanError, failable
     from .demo import run as run_demo
 
@@ -261,7 +265,11 @@ def _demo_services(
         print(f"operations: {error.reason}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level)
-    return asyncio.run(run_demo(settings, latency_ms, failures, seed))
+    tracing.configure("pacco-demo-services")
+    try:
+        return asyncio.run(run_demo(settings, latency_ms, failures, seed))
+    finally:
+        tracing.shutdown()
 
 
 def _demo_orders(settings: Settings, user: str, every: float, count: int, seed: int | None) -> int:

@@ -59,6 +59,8 @@ class Envelope:
     reason: str | None = None
     sent_at: dt.datetime | None = None
     problems: tuple[str, ...] = ()
+    trace_id: str | None = None
+    """``message_context.traceId`` as sent (a trace to link to when no traceparent came)."""
 
 
 def parse(delivered: Delivered, catalogue: Catalogue, max_bytes: int) -> Envelope:
@@ -85,6 +87,7 @@ def parse(delivered: Delivered, catalogue: Catalogue, max_bytes: int) -> Envelop
     else:
         fields = _json_object(body, "body", problems)
 
+    trace_id = context.get("traceid")
     code = reason = None
     if state is State.REJECTED:
         code = _text_field(fields, "code", "body.code", problems)
@@ -103,6 +106,7 @@ def parse(delivered: Delivered, catalogue: Catalogue, max_bytes: int) -> Envelop
         reason=reason,
         sent_at=delivered.timestamp,
         problems=tuple(problems),
+        trace_id=trace_id if isinstance(trace_id, str) else None,
     )
 
 

@@ -2,7 +2,10 @@
 
 Every JSON line has a ``correlation_id`` key: the id of the message (the operation) the line is
 about, and ``null`` on lines about no message in particular. A message's handlers set it with
-:func:`handling`, and ``extra=`` may also pass one. Tokens and secrets are never logged.
+:func:`handling`, and ``extra=`` may also pass one. Every other ``extra=`` field is a key of the
+line too, and ``stack_info=True`` adds a ``stack`` key. Inside a recorded trace a line carries its
+``trace_id`` and ``span_id``. Tokens and secrets are never logged: the libraries that would log
+them are kept quiet, and an ``extra=`` field named like a credential is redacted.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Protocol
 
 import orjson
 
+from . import tracing
 from .identity import normalise_id
 
 _QUIET = (
@@ -30,6 +34,17 @@ _QUIET = (
     "httpx",
     "httpcore",
 )
+# What every LogRecord has of its own; anything else on a record came from ``extra=``.
+_RECORD_FIELDS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "correlation_id",
+    "message_id",
+    "trace_id",
+    "span_id",
+}
+_CREDENTIAL_WORDS = ("token", "secret", "password", "authorization", "cookie", "credential")
+REDACTED = "[redacted]"
 _correlation: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "correlation_id", default=None
 )
@@ -57,10 +72,24 @@ def handling(correlation_id: str | None) -> Iterator[None]:
 
 
 class CorrelationFilter(logging.Filter):
+    """Stamps a record with the correlation id and the trace it was logged in."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "correlation_id", None) is None:
             record.correlation_id = _correlation.get()
+        ids = tracing.current_ids()
+        if ids is not None and getattr(record, "trace_id", None) is None:
+            record.trace_id, record.span_id = ids
         return True
+
+
+def extra_fields(record: logging.LogRecord) -> dict[str, object]:
+    """The fields ``extra=`` put on a record, credentials redacted."""
+    return {
+        key: REDACTED if any(word in key.lower() for word in _CREDENTIAL_WORDS) else value
+        for key, value in record.__dict__.items()
+        if key not in _RECORD_FIELDS and not key.startswith("_")
+    }
 
 
 class JsonFormatter(logging.Formatter):
@@ -74,12 +103,17 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "correlation_id": getattr(record, "correlation_id", None),
         }
-        message_id = getattr(record, "message_id", None)
-        if message_id is not None:
-            line["message_id"] = message_id
+        for optional in ("message_id", "trace_id", "span_id"):
+            value = getattr(record, optional, None)
+            if value is not None:
+                line[optional] = value
+        for key, value in extra_fields(record).items():
+            line.setdefault(key, value)
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info)
-        return orjson.dumps(line).decode()
+        if record.stack_info:
+            line["stack"] = self.formatStack(record.stack_info)
+        return orjson.dumps(line, default=repr).decode()
 
 
 class TextFormatter(logging.Formatter):

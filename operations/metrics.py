@@ -30,16 +30,14 @@ Client = TypeVar("Client", prometheus_client.Counter, prometheus_client.Gauge)
 
 
 class _Labelled(Generic[Client]):
-    """A client metric whose label names are declared, or fixed by the first call's labels.
-    Each series' child is kept, so that a call costs one dict lookup before the client's own
-    increment."""
+    """A client metric with its label names declared up front, so that a scrape shows it (its
+    HELP and TYPE) before its first sample. Each series' child is kept, so that a call costs one
+    dict lookup before the client's own increment."""
 
-    def __init__(self, name: str, help_text: str, labels: Iterable[str] | None = None) -> None:
+    def __init__(self, name: str, help_text: str, labels: Iterable[str]) -> None:
         self.name, self.help = name, help_text
-        self._metric: Client | None = None
+        self._metric: Client = self._make(tuple(labels))
         self._children: dict[frozenset[tuple[str, str]], Client] = {}
-        if labels is not None:
-            self._metric = self._make(tuple(labels))
 
     def _make(self, labels: tuple[str, ...]) -> Client:
         raise NotImplementedError
@@ -49,8 +47,6 @@ class _Labelled(Generic[Client]):
         child = self._children.get(key)
         if child is None:
             metric = self._metric
-            if metric is None:
-                metric = self._metric = self._make(tuple(sorted(labels)))
             child = self._children[key] = metric.labels(**labels) if labels else metric
         return child
 
@@ -66,7 +62,7 @@ class _Labelled(Generic[Client]):
         return 0.0
 
     def collect(self) -> Iterable[Metric]:
-        return () if self._metric is None else _without_created(self._metric.collect())
+        return _without_created(self._metric.collect())
 
 
 class Counter(_Labelled[prometheus_client.Counter]):
@@ -136,6 +132,17 @@ class Registry:
         self.pushes = Counter(
             "operations_pushes_total", "Applied changes emitted to Socket.IO rooms.", ()
         )
+        self.push_packets = Counter(
+            "operations_push_packets_total",
+            "Socket.IO packets queued to client sockets for applied changes: one per change and"
+            " recipient.",
+            (),
+        )
+        self.syncs = Counter(
+            "operations_syncs_total",
+            "operations_sync events sent to reconnecting clients, by whether they recovered.",
+            ("recovered",),
+        )
         self.sagas = Counter(
             "operations_sagas_total",
             "Saga messages processed, by saga and outcome.",
@@ -161,6 +168,7 @@ class Registry:
             "operations_saga_cancel_requests_total",
             "POST /operations/{id}/cancel answers, by outcome: accepted, not_cancellable, "
             "not_found, invalid_body, payload_too_large, broker_unavailable.",
+            ("outcome",),
         )
         self.jwks_fetches = Counter(
             "operations_jwks_fetches_total",
@@ -187,22 +195,28 @@ class Registry:
             "operations_http_invalid_requests_total",
             "HTTP requests refused with 400 because a query parameter or the body did not fit "
             "the route's model, by error code.",
+            ("code",),
         )
 
         self.dead_letters_kept = Counter(
             "operations_dead_letters_kept_total",
             "Dead letters taken off a dead-letter queue and kept in Redis, by queue.",
+            ("queue",),
         )
         self.dead_letters_dropped = Counter(
             "operations_dead_letters_dropped_total",
             "Kept dead letters dropped to stay within the bounds, by bound: count or age.",
+            ("bound",),
         )
         self.dead_letters_redriven = Counter(
             "operations_dead_letters_redriven_total",
             "Dead letters republished to their original exchange and removed, by queue.",
+            ("queue",),
         )
         self.dead_letters_discarded = Counter(
-            "operations_dead_letters_discarded_total", "Dead letters discarded, by queue."
+            "operations_dead_letters_discarded_total",
+            "Dead letters discarded, by queue.",
+            ("queue",),
         )
 
     def collect(self) -> Iterator[Metric]:
@@ -217,6 +231,8 @@ class Registry:
             self.sockets,
             self.socket_refusals,
             self.pushes,
+            self.push_packets,
+            self.syncs,
             self.sagas,
             self.saga_instances,
             self.saga_messages_published,

@@ -10,6 +10,9 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 
+from opentelemetry.trace import Span
+
+from . import tracing
 from .catalogue import Catalogue
 from .envelope import Delivered, Envelope, parse
 from .errors import EnvelopeError, StoreError
@@ -33,13 +36,40 @@ class Pipeline:
 
     async def process(self, batch: Sequence[Delivered]) -> list[Settlement]:
         """Raises StoreUnavailable when Redis cannot be reached; nothing is settled then."""
+        if not tracing.active():
+            return await self._process(batch, None)
+        # One consumer span per message, from its parsing to its settlement, all in the batch's
+        # one store round trip: started and ended here, never awaited on.
+        spans: list[Span | None] = [None] * len(batch)
+        try:
+            settlements = await self._process(batch, spans)
+        except BaseException as error:
+            for span in spans:
+                if span is not None:
+                    span.record_exception(error)
+                    tracing.failed(span, f"batch not applied: {type(error).__name__}")
+                    span.end()
+            raise
+        for span, settlement in zip(spans, settlements, strict=True):
+            if span is not None:
+                tracing.settled(span, settlement)
+        return settlements
+
+    async def _process(
+        self, batch: Sequence[Delivered], spans: list[Span | None] | None
+    ) -> list[Settlement]:
         settlements: list[Settlement | None] = [None] * len(batch)
         pending: list[tuple[int, Envelope]] = []
         for position, delivered in enumerate(batch):
             try:
-                envelope = parse(delivered, self.catalogue, self.max_message_bytes)
+                envelope: Envelope | None = parse(delivered, self.catalogue, self.max_message_bytes)
+                problem = ""
             except EnvelopeError as error:
-                settlements[position] = self._dead_letter(delivered, error.reason)
+                envelope, problem = None, error.reason
+            if spans is not None:
+                spans[position] = tracing.consumed(delivered, envelope)
+            if envelope is None:
+                settlements[position] = self._dead_letter(delivered, problem)
                 continue
             if envelope.operation_id is None:
                 self.metrics.messages.inc(kind=envelope.kind.value, outcome="ignored")
@@ -61,6 +91,10 @@ class Pipeline:
                 )
                 continue
             tally[envelope.kind.value, change.outcome.value] += 1
+            if spans is not None:
+                span = spans[position]
+                assert span is not None
+                span.set_attribute("operations.outcome", change.outcome.value)
             if envelope.problems and change.outcome is not ApplyOutcome.APPLIED:
                 settlements[position] = self._dead_letter(
                     batch[position], "; ".join(envelope.problems), envelope

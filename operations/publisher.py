@@ -1,6 +1,6 @@
 """Publishing to RabbitMQ the way a Convey service does: persistent, confirmed by the broker, with
-the correlation id, a message id, the ``message_context`` header and, for sagas, the ``Saga``
-header."""
+the correlation id, a message id, the ``message_context`` header, for sagas the ``Saga`` header,
+and the W3C ``traceparent`` of the trace it belongs to (see :mod:`operations.tracing`)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 
+from . import tracing
 from .states import State
 
 
@@ -50,22 +51,27 @@ class AmqpPublisher:
         message_context: Mapping[str, Any],
         saga: State | None = None,
         confirm_within: float = 10.0,
+        trace_context: Mapping[str, str] | None = None,
     ) -> None:
-        """Returns once the broker has confirmed the message; raises if it could not."""
+        """Returns once the broker has confirmed the message; raises if it could not. It belongs
+        to the current trace, or to ``trace_context`` (headers kept by :func:`tracing.carrier`)."""
         headers: dict[str, Any] = {"message_context": orjson.dumps(dict(message_context)).decode()}
         if saga is not None:
             headers["Saga"] = saga_header(saga)
         target = await self._exchange(exchange)
-        await target.publish(
-            aio_pika.Message(
-                orjson.dumps(dict(body)),
-                headers=headers,
-                content_type="application/json",
-                correlation_id=correlation_id,
-                message_id=message_id,
-                timestamp=dt.datetime.now(dt.UTC),
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            ),
-            routing_key=routing_key,
-            timeout=confirm_within,
-        )
+        with tracing.publishing(
+            exchange, routing_key, headers, message_id, correlation_id, trace_context
+        ):
+            await target.publish(
+                aio_pika.Message(
+                    orjson.dumps(dict(body)),
+                    headers=headers,
+                    content_type="application/json",
+                    correlation_id=correlation_id,
+                    message_id=message_id,
+                    timestamp=dt.datetime.now(dt.UTC),
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                routing_key=routing_key,
+                timeout=confirm_within,
+            )

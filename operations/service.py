@@ -49,6 +49,7 @@ from .shards import Shards
 from .store import LayoutMismatch, RedisStore
 from .sweeper import Sweeper
 from .tokens import TokenVerifier
+from .tracing_http import TracingMiddleware
 
 log = logging.getLogger("operations.service")
 
@@ -179,7 +180,10 @@ class Service:
             ],
             exception_handlers=EXCEPTION_HANDLERS,
             lifespan=self._lifespan,
-            middleware=_cors_middleware(settings.allowed_origins),
+            middleware=[
+                *_cors_middleware(settings.allowed_origins),
+                Middleware(TracingMiddleware),
+            ],
         )
         self.http.state.metrics = self.metrics  # counted by the 400 handler of operations.api
         self.asgi = self.hub.asgi(self.http)

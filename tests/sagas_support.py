@@ -47,6 +47,7 @@ class Published:
     message_id: str
     message_context: dict[str, Any]
     saga: State | None
+    trace_context: dict[str, str] = field(default_factory=dict)
 
 
 class BrokerDown(ConnectionError):
@@ -76,6 +77,7 @@ class FakePublisher:
         message_context: Mapping[str, Any],
         saga: State | None = None,
         confirm_within: float = 10.0,
+        trace_context: Mapping[str, str] | None = None,
     ) -> None:
         self.attempts += 1
         if self.failing:
@@ -93,6 +95,7 @@ class FakePublisher:
                 message_id,
                 dict(message_context),
                 saga,
+                dict(trace_context or {}),
             )
         )
 

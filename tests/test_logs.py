@@ -158,3 +158,46 @@ async def test_good_and_bad_tokens_never_reach_the_logs_at_debug(
 
 def _bearer(value: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {value}"}
+
+
+def test_json_lines_carry_every_extra_field_and_the_stack(restore_logging: None) -> None:
+    out = io.StringIO()
+    logs.configure("INFO", out)
+    logging.getLogger("operations.test").warning(
+        "with extras",
+        extra={"queue": "q1", "attempt": 3, "where": object(), "api_token": "abc.def.ghi"},
+        stack_info=True,
+    )
+    [line] = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert line["queue"] == "q1" and line["attempt"] == 3
+    assert line["where"].startswith("<object object")  # what JSON cannot hold, as its repr
+    assert line["api_token"] == logs.REDACTED
+    assert "abc.def.ghi" not in out.getvalue()
+    assert line["stack"].startswith("Stack (most recent call last)")
+    assert "test_json_lines_carry_every_extra_field_and_the_stack" in line["stack"]
+    assert "trace_id" not in line and "span_id" not in line
+
+
+def test_json_lines_in_a_trace_carry_its_ids(restore_logging: None) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from operations import tracing
+
+    out = io.StringIO()
+    logs.configure("INFO", out)
+    provider = TracerProvider()
+    tracing.install(provider)
+    try:
+        with tracing.tracer().start_as_current_span("work") as span:
+            logging.getLogger("operations.test").info("traced")
+        logging.getLogger("operations.test").info("untraced")
+    finally:
+        tracing.install(None)
+        provider.shutdown()
+    traced, untraced = [json.loads(line) for line in out.getvalue().splitlines()]
+    context = span.get_span_context()
+    assert traced["trace_id"] == format(context.trace_id, "032x")
+    assert traced["span_id"] == format(context.span_id, "016x")
+    assert "trace_id" not in untraced
+    assert not trace.get_current_span().get_span_context().is_valid

@@ -114,9 +114,14 @@ def test_help_text_is_escaped() -> None:
     assert page.helps["c"] == 'A "quoted" back\\slash\nover two lines.'
 
 
-def test_label_names_can_come_from_the_first_use() -> None:
-    counter = Counter("c_total", "A counter.")
-    assert list(counter.collect()) == []
+def test_a_metric_is_scraped_before_its_first_sample() -> None:
+    """HELP and TYPE show from the start, so a dashboard or an alert can name the metric before
+    anything happened."""
+    counter = Counter("c_total", "A counter.", ("reason",))
+    [family] = list(counter.collect())
+    assert (family.name, family.type, family.samples) == ("c", "counter", [])
+    registry = Registry()
+    assert "# TYPE operations_dead_letters_dropped_total counter" in registry.render().decode()
     counter.inc(reason="late")
     counter.inc(2, reason="late")
     assert counter.value(reason="late") == 3
@@ -133,7 +138,7 @@ def test_counter_values_keep_full_precision() -> None:
 
 
 def test_gauge_keeps_its_last_value() -> None:
-    gauge = Gauge("g", "A gauge.")
+    gauge = Gauge("g", "A gauge.", ("queue",))
     gauge.set(5, queue="a")
     gauge.set(2.5, queue="a")
     assert gauge.value(queue="a") == 2.5

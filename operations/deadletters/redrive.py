@@ -19,6 +19,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aiormq.exceptions import AMQPError, PublishError
 
+from .. import tracing
 from ..errors import BrokerUnavailable, DeadLetterNotFound, DeadLetterNotRedrivable
 from ..metrics import Registry
 from .letters import REDRIVEN_HEADER, StoredLetter, untagged
@@ -62,6 +63,13 @@ async def publish_redrive(channel: AbstractChannel, letter: StoredLetter) -> Non
     item = letter.item
     headers: dict[str, Any] = {key: untagged(value) for key, value in letter.wire.items()}
     headers[REDRIVEN_HEADER] = item.attempts
+    # The redrive continues the message's own trace when it came with one (the business
+    # transaction it belongs to), and the redriving request's trace otherwise.
+    original = {
+        key: value.decode() if isinstance(value, bytes) else str(value)
+        for key in ("traceparent", "tracestate")
+        if (value := headers.get(key)) is not None
+    }
     properties = item.properties
     timestamp = properties.get("timestamp")
     priority = properties.get("priority")
@@ -85,9 +93,17 @@ async def publish_redrive(channel: AbstractChannel, letter: StoredLetter) -> Non
             if not item.exchange
             else await channel.get_exchange(item.exchange, ensure=False)
         )
-        await exchange.publish(
-            message, routing_key=item.routing_key, mandatory=True, timeout=CONFIRM_WITHIN
-        )
+        with tracing.publishing(
+            item.exchange,
+            item.routing_key,
+            headers,
+            item.message_id,
+            item.correlation_id,
+            stored=original or None,
+        ):
+            await exchange.publish(
+                message, routing_key=item.routing_key, mandatory=True, timeout=CONFIRM_WITHIN
+            )
     except PublishError as error:
         raise DeadLetterNotRedrivable(
             f"the broker routes {item.routing_key!r} on exchange {item.exchange!r} to no queue"

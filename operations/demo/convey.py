@@ -1,5 +1,7 @@
 """A reply as a .NET Convey service publishes it: the command's correlation id, a new message id,
-the caller's ``message_context`` and ``Saga`` headers carried over, a persistent JSON body."""
+the caller's ``message_context`` and ``Saga`` headers carried over, a persistent JSON body, and the
+trace: the command's ``traceparent`` and ``tracestate`` carried over, or, when this process
+traces, those of the span handling the command."""
 
 from __future__ import annotations
 
@@ -12,15 +14,18 @@ import aio_pika
 import orjson
 from aio_pika.abc import HeadersType
 
+from .. import tracing
 from ..envelope import Delivered
 
-FORWARDED_HEADERS = frozenset({"message_context", "saga"})
+FORWARDED_HEADERS = frozenset({"message_context", "saga", "traceparent", "tracestate"})
 
 
 def reply_message(command: Delivered, body: Mapping[str, str]) -> aio_pika.Message:
+    headers = forwarded_headers(command.headers or {})
+    tracing.inject(headers)
     return aio_pika.Message(
         orjson.dumps(dict(body)),
-        headers=forwarded_headers(command.headers or {}),
+        headers=headers,
         correlation_id=command.correlation_id,
         message_id=uuid.uuid4().hex,
         timestamp=dt.datetime.now(dt.UTC),

@@ -33,6 +33,7 @@ from aio_pika.abc import (
 )
 from aiormq.exceptions import AMQPError
 
+from .. import tracing
 from ..errors import QueueMismatch
 from ..queues import CLASSIC, QueueArguments
 from ..settings import Settings
@@ -108,6 +109,25 @@ class Responder:
         return decided
 
     async def _reply(
+        self,
+        message: AbstractIncomingMessage,
+        decided: Answer,
+        previous: asyncio.Task[None] | None,
+    ) -> None:
+        """Handles the message in a span of the trace it carries, as a traced Convey service
+        does; the reply carries that span's ``traceparent``."""
+        with tracing.processing(
+            message.headers,
+            message.exchange,
+            message.routing_key,
+            message.message_id,
+            message.correlation_id,
+        ) as span:
+            if span is not None:
+                span.set_attribute("operations.demo.service", self.service.name)
+            await self._answer(message, decided, previous)
+
+    async def _answer(
         self,
         message: AbstractIncomingMessage,
         decided: Answer,

@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from .. import tracing
 from ..errors import StoreUnavailable
 from ..metrics import Registry
 from .instances import OutboxEntry, SagaRecord, SagaStatus, StepRecord
@@ -100,6 +101,16 @@ class Coordinator:
         has not moved for ``compensation_grace_seconds`` (its process died)."""
         kind = self._by_name[saga_name]
         moment = time.time() if now is None else now
+        if not tracing.active():
+            return await self._expire(kind, saga_id, moment)
+        loaded = await self.store.load(saga_name, saga_id)
+        stored = loaded.record.trace_context if loaded is not None else None
+        attributes = {"operations.saga": saga_name, "operations.saga_id": saga_id}
+        with tracing.continuing("saga deadline", stored, attributes):
+            return await self._expire(kind, saga_id, moment)
+
+    async def _expire(self, kind: type[Saga[Any]], saga_id: str, moment: float) -> Processed:
+        saga_name = kind.name
         for _ in range(MAX_CONFLICT_RETRIES):
             loaded = await self.store.load(saga_name, saga_id)
             if loaded is None or loaded.record.status.finished:
@@ -260,6 +271,7 @@ class Coordinator:
             message_context=dict(context.message_context),
             created_at=now,
             updated_at=now,
+            trace_context=tracing.carrier(),
         )
 
     def _restore(self, kind: type[Saga[Any]], record: SagaRecord) -> Saga[Any]:
@@ -369,6 +381,7 @@ class Coordinator:
         record.data = saga.dump_data()
         record.deadline = saga.deadline
         record.updated_at = time.time()
+        trace_context = tracing.carrier() if saga.outbox else {}
         outbox = [
             OutboxEntry(
                 out.message_id,
@@ -378,6 +391,7 @@ class Coordinator:
                 out.saga_state,
                 record.correlation_id,
                 record.message_context or dict(context.message_context),
+                trace_context,
             )
             for out in saga.outbox
         ]

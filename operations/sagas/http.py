@@ -79,7 +79,7 @@ def saga_json(record: SagaRecord, kind: SagaType | None = None) -> dict[str, Any
         document["stepSeconds"] = step_seconds(kind, record)
         document["waitingFor"] = waiting_for(kind, record)
         document["waitingSince"] = waiting_since(record)
-    for internal in ("seen", "compensateSteps", "resumeAt"):  # of no use to a reader
+    for internal in ("seen", "compensateSteps", "resumeAt", "traceContext"):  # not for readers
         document.pop(internal, None)
     document["messageContext"] = {
         key: value

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from .. import tracing
 from ..consumer import ATTEMPTS_HEADER, ROUTING_KEY_HEADER
 from ..envelope import Delivered
 from ..errors import SagaDataError
@@ -46,9 +47,26 @@ class SagaInbox:
             return DeadLetter(f"saga message {name}: body is not a JSON object")
         message = SagaMessage(name, body, delivered.message_id)
         context = SagaContext(delivered.correlation_id, _context(headers))
-        with handling(logged_id(delivered)):
+        with (
+            handling(logged_id(delivered)),
+            tracing.processing(
+                headers,
+                delivered.exchange,
+                delivered.routing_key,
+                delivered.message_id,
+                delivered.correlation_id,
+                _field(context.message_context, "traceId"),
+            ) as span,
+        ):
+            if span is not None:
+                span.set_attribute("operations.saga.message", name)
+                if (operation_id := logged_id(delivered)) is not None:
+                    span.set_attribute(tracing.OPERATION_ID, operation_id)
             try:
                 results = await self.coordinator.process(message, context)
+                if span is not None:
+                    done = sorted({result.outcome.value for result in results})
+                    span.set_attribute("operations.saga.outcomes", done)
             except SagaDataError as error:
                 # The saga's stored data no longer fits its class: no retry can mend that.
                 log.error(
@@ -57,6 +75,8 @@ class SagaInbox:
                     error.reason,
                     extra={"correlation_id": logged_id(delivered)},
                 )
+                if span is not None:
+                    tracing.failed(span, error.reason)
                 return DeadLetter(f"saga message {name}: {error.reason}")
         outcomes = {result.outcome for result in results}
         attempt = _attempts(headers) + 1
@@ -86,6 +106,12 @@ def _text(value: Any) -> str | None:
     if isinstance(value, bytes | bytearray):
         return bytes(value).decode("utf-8", "replace")
     return None
+
+
+def _field(context: Mapping[str, Any], name: str) -> Any:
+    """A camelCase field of a CorrelationContext, or its PascalCase spelling (.NET's)."""
+    value = context.get(name)
+    return value if value is not None else context.get(name[0].upper() + name[1:])
 
 
 def _in_saga_flow(headers: Mapping[str, Any]) -> bool:

@@ -75,6 +75,9 @@ class SagaRecord:
     # not), and when another process may take over a compensation that has stopped moving.
     compensate_steps: int | None = None
     resume_at: float | None = None
+    # The trace of the message that started the saga: work done later on its behalf (a
+    # deadline's compensation) continues it.
+    trace_context: dict[str, str] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -107,6 +110,7 @@ class SagaRecord:
             "updatedAt": self.updated_at,
             "compensateSteps": self.compensate_steps,
             "resumeAt": self.resume_at,
+            "traceContext": self.trace_context,
         }
 
     @classmethod
@@ -127,6 +131,7 @@ class SagaRecord:
             updated_at=float(data.get("updatedAt", 0.0)),
             compensate_steps=data.get("compensateSteps"),
             resume_at=data.get("resumeAt"),
+            trace_context=dict(data.get("traceContext") or {}),
         )
 
 
@@ -141,6 +146,8 @@ class OutboxEntry:
     saga_state: State
     correlation_id: str | None
     message_context: Mapping[str, Any]
+    trace_context: Mapping[str, str] = field(default_factory=dict)
+    """``traceparent`` (and ``tracestate``) of the step that queued it: it goes out in them."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -151,6 +158,7 @@ class OutboxEntry:
             "saga": self.saga_state.value,
             "correlationId": self.correlation_id,
             "messageContext": dict(self.message_context),
+            "traceContext": dict(self.trace_context),
         }
 
     @classmethod
@@ -163,4 +171,5 @@ class OutboxEntry:
             State(data["saga"]),
             data.get("correlationId"),
             dict(data.get("messageContext") or {}),
+            dict(data.get("traceContext") or {}),
         )

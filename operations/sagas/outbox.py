@@ -39,6 +39,7 @@ class Publisher(Protocol):
         message_context: Mapping[str, Any],
         saga: State | None = None,
         confirm_within: float = 10.0,
+        trace_context: Mapping[str, str] | None = None,
     ) -> None: ...
 
 
@@ -115,6 +116,7 @@ class OutboxRelay:
             message_context=step_context(entry.message_context, entry.message),
             saga=entry.saga_state,
             confirm_within=CONFIRM_SECONDS,
+            trace_context=entry.trace_context,
         )
         self.metrics.saga_messages_published.inc(message=entry.message)
 

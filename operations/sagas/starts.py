@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .. import tracing
 from ..api import Json, bearer_principal, problem
 from ..errors import BrokerUnavailable
 from ..feed import ChangeFeed
@@ -93,10 +94,16 @@ def caller_context(
         },
         "name": name,
         "resourceId": resource_id,
-        "traceId": uuid.uuid4().hex,
+        "traceId": _trace_id(),
         "connectionId": None,
         "createdAt": dt.datetime.now(dt.UTC).isoformat(),
     }
+
+
+def _trace_id() -> str:
+    """The current trace's id (so Convey services log the same id), or a fresh one."""
+    ids = tracing.current_ids()
+    return ids[0] if ids is not None else uuid.uuid4().hex
 
 
 async def bounded_body(request: Request) -> bytes | None:
