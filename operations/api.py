@@ -15,7 +15,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from .errors import InvalidRequest, StoreUnavailable, TokenError
+from .errors import (
+    BrokerUnavailable,
+    DeadLetterNotFound,
+    DeadLetterNotRedrivable,
+    InvalidRequest,
+    OperationsError,
+    StoreUnavailable,
+    TokenError,
+)
 from .feed import ChangeFeed
 from .identity import Principal, normalise_id
 from .listing import InvalidCursor, ListQuery
@@ -244,6 +252,21 @@ async def on_store_unavailable(request: Request, error: Exception) -> Response:
     return problem(503, "store_unavailable", "the operation store is unreachable, retry later")
 
 
+# Refusals a route may let through to be answered with their own code and reason.
+REFUSAL_STATUS: dict[type[OperationsError], int] = {
+    InvalidCursor: 400,
+    DeadLetterNotFound: 404,
+    DeadLetterNotRedrivable: 409,
+    BrokerUnavailable: 503,
+}
+
+
+async def on_refusal(request: Request, error: Exception) -> Response:
+    assert isinstance(error, OperationsError)
+    status = next(s for kind, s in REFUSAL_STATUS.items() if isinstance(error, kind))
+    return problem(status, error.code, error.reason)
+
+
 async def on_http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
     codes = {400: "invalid_query", 404: "not_found", 405: "method_not_allowed"}
@@ -260,6 +283,7 @@ EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]
     TokenError: on_token_error,
     InvalidRequest: on_invalid_request,
     StoreUnavailable: on_store_unavailable,
+    **dict.fromkeys(REFUSAL_STATUS, on_refusal),
     HTTPException: on_http_error,
     Exception: on_unexpected,
 }
