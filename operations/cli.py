@@ -61,6 +61,11 @@ def parser() -> argparse.ArgumentParser:
         help="operations for the Redis memory figures (per operation, and the burst that expires)",
     )
     bench.add_argument(
+        "--tracing",
+        action="store_true",
+        help="the service processes export a span per message over OTLP/HTTP to a local sink",
+    )
+    bench.add_argument(
         "--memory",
         action="store_true",
         help="only the Redis memory figures: bytes per operation, the indexes after expiry",
@@ -159,6 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.soak,
                     args.rounds,
                     args.memory_operations,
+                    args.tracing,
                 )
             )
         if args.command == "dead-letters":

@@ -263,6 +263,29 @@ def test_bench_runs_end_to_end_and_prints_its_json_line_last(servers: tuple[str,
     assert figures["service_rate_sio_client"] > 0
     assert "service (sio client)" in result.stdout
     assert figures["amqp_bulk_frames"] is True
+
+
+@pytest.mark.slow
+def test_bench_with_tracing_exports_the_service_spans_to_its_sink(
+    servers: tuple[str, str],
+) -> None:
+    """``--tracing``: the service processes export a span per message to the bench's own OTLP
+    sink, which counts what it was sent; the JSON line stays last and says so."""
+    result = run(
+        "bench",
+        *("--messages", "200", "--clients", "5", "--seconds", "0.4", "--soak", "300"),
+        *("--memory-operations", "300", "--rounds", "1", "--tracing"),
+        env={
+            "OPERATIONS_AMQP_URL": servers[0],
+            "OPERATIONS_REDIS_URL": servers[1],
+            "OPERATIONS_JWT_SECRET": SECRET,
+        },
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["tracing"] is True and figures["service_rate"] > 0
+    assert figures["otlp_export_requests"] > 0
+    assert "OTLP sink:" in result.stdout
     assert "AMQP frames read in bulk: yes" in result.stdout
 
 

@@ -21,6 +21,7 @@ the Redis memory figures alone, or soaks Redis under steady traffic for a given 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import resource
 import socket
@@ -35,7 +36,7 @@ import redis.asyncio as aioredis
 from ..catalogue import Catalogue
 from ..settings import DEV_JWT_SECRET, Settings
 from ..topology import declare_queue
-from . import drain, memory, push, traffic
+from . import drain, memory, push, sink, traffic
 
 LOADS = (500, 1000)
 # After publishing, the broker is still writing the messages away for a moment.
@@ -51,7 +52,48 @@ async def run(
     soak_messages: int = 500_000,
     rounds: int = 2,
     memory_operations: int = 20_000,
+    tracing: bool = False,
 ) -> int:
+    """Prints the figures, their JSON line last. With ``tracing``, every service process exports
+    a span per message over OTLP/HTTP to a local sink process (:mod:`operations.bench.sink`)."""
+    measure = functools.partial(
+        _run,
+        settings,
+        messages,
+        prefetch,
+        clients,
+        latency_seconds,
+        soak_messages,
+        rounds,
+        memory_operations,
+    )
+    if not tracing:
+        figures = await measure()
+    else:
+        traced = {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_SERVICE_NAME": "operations"}
+        async with sink.otlp_sink() as receiver:
+            os.environ.update(traced, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint)
+            try:
+                figures = await measure()
+            finally:
+                for name in [*traced, "OTEL_EXPORTER_OTLP_ENDPOINT"]:
+                    del os.environ[name]
+        print(f"OTLP sink: {receiver.requests} export requests, {receiver.bytes} bytes")
+        figures = {"tracing": True, **figures, "otlp_export_requests": receiver.requests}
+    print(orjson.dumps(figures).decode())
+    return 0
+
+
+async def _run(
+    settings: Settings,
+    messages: int,
+    prefetch: int | None,
+    clients: int,
+    latency_seconds: float,
+    soak_messages: int,
+    rounds: int,
+    memory_operations: int,
+) -> dict[str, float | int]:
     if min(messages, clients, soak_messages, rounds, memory_operations) < 1 or latency_seconds <= 0:
         raise SystemExit("operations bench: every count and --seconds must be positive")
     _raise_file_limit()
@@ -226,8 +268,7 @@ async def run(
     figures["soak_growth_pct"] = round(growth, 2)
     _print_memory(per_operation, after)
     figures.update(_memory_figures(per_operation, after))
-    print(orjson.dumps(figures).decode())
-    return 0
+    return figures
 
 
 async def run_memory(
