@@ -380,9 +380,12 @@ async def test_dead_letters_of_quorum_queues_are_kept(
 
         async def both_kept() -> list[dict[str, Any]]:
             found = await letters(http, admin)
-            return found if len(found) == 2 else []
+            queues = {letter["queue"] for letter in found}
+            return found if queues == {quorum.queue, quorum.saga_queue} else []
 
-        found = {letter["queue"]: letter for letter in await eventually(both_kept, "two letters")}
+        kept = await eventually(both_kept, "a letter from each queue")
+        assert len(kept) == 2, kept
+        found = {letter["queue"]: letter for letter in kept}
         tracked, saga = found[quorum.queue], found[quorum.saga_queue]
         assert tracked["disposition"] == "applied-in-part"
         assert tracked["reason"] == "body: expected a JSON object, got list"
