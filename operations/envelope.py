@@ -138,6 +138,16 @@ def _header(headers: Mapping[str, Any], wanted: str) -> Any:
     return None
 
 
+def header_text(value: Any) -> str | None:
+    """An AMQP header's value as text, leniently: str as it is, bytes decoded with undecodable
+    bytes replaced; None for any other type. For headers that are read, not judged."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    return None
+
+
 def _as_text(value: Any) -> str | None:
     if isinstance(value, str):
         return value

@@ -23,8 +23,10 @@ import uvicorn
 from aiormq.exceptions import AMQPError
 
 from operations.catalogue import Catalogue
+from operations.envelope import Envelope
 from operations.service import Service
 from operations.settings import DEFAULT_MESSAGES_FILE, Settings
+from operations.states import MessageKind, State
 
 T = TypeVar("T")
 PACCO = Catalogue.load(DEFAULT_MESSAGES_FILE)
@@ -35,6 +37,20 @@ Style = Literal["dotnet", "python"]
 def as_text(value: bytes | str) -> str:
     """A reply of a Redis client that does not decode responses, as text."""
     return value.decode() if isinstance(value, bytes) else value
+
+
+def pending_command(op: str, user: str | None, name: str = "create_order") -> Envelope:
+    """A command that makes ``op`` pending, as the store applies it."""
+    return Envelope(
+        message=name,
+        exchange="orders",
+        kind=MessageKind.COMMAND,
+        state=State.PENDING,
+        operation_id=op,
+        message_id=new_id(),
+        user_id=user,
+        name=name,
+    )
 
 
 def new_id() -> str:

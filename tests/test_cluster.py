@@ -21,17 +21,15 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from operations.demo import DemoServices
-from operations.envelope import Envelope
 from operations.redis_client import open_redis
 from operations.sagas import RedisSagaStore, SagaStatus
 from operations.settings import Settings
 from operations.shards import Shards
-from operations.states import MessageKind, State
 from operations.store import Keys, RedisStore
 from tests.live import LiveClient
 from tests.sagas_support import Harness, start_trip
 from tests.sample_sagas import TripSaga
-from tests.support import Publisher, eventually, new_id, start_service
+from tests.support import Publisher, eventually, new_id, pending_command, start_service
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.cluster
@@ -309,7 +307,7 @@ async def test_the_sweep_runs_on_a_redis_cluster(cluster: RedisCluster) -> None:
     sagas = RedisSagaStore(client, prefix, Shards(16), tombstone_seconds=60)
     user = "cluster-user"
     expiring = [new_id() for _ in range(64)]
-    await store.apply([_pending(op, user) for op in expiring])
+    await store.apply([pending_command(str(uuid.UUID(op)), user) for op in expiring])
     h = Harness.build(sagas, [TripSaga])
     h.coordinator.finished_ttl_seconds = 1
     trips = [new_id() for _ in range(8)]
@@ -318,7 +316,9 @@ async def test_the_sweep_runs_on_a_redis_cluster(cluster: RedisCluster) -> None:
         await h.send("trip_confirmed", {}, correlation_id=trip, message_id=new_id())
     await asyncio.sleep(1.2)
     late = expiring[::8]  # keeps every shard they fall in from expiring whole
-    await store.apply([_pending(op, user, "add_parcel_to_order") for op in late])
+    await store.apply(
+        [pending_command(str(uuid.UUID(op)), user, "add_parcel_to_order") for op in late]
+    )
     await asyncio.sleep(1.0)
 
     assert await store.sweep() > 0
@@ -333,9 +333,3 @@ async def test_the_sweep_runs_on_a_redis_cluster(cluster: RedisCluster) -> None:
     assert all([await sagas.tombstoned("trip", trip) for trip in trips])
     async for key in cluster.scan_iter(match=f"{prefix}:*"):
         await cluster.delete(key)
-
-
-def _pending(op: str, user: str, name: str = "create_order") -> Envelope:
-    return Envelope(
-        name, "orders", MessageKind.COMMAND, State.PENDING, str(uuid.UUID(op)), new_id(), user, name
-    )

@@ -25,14 +25,12 @@ from socketio.packet import EVENT, Packet
 
 import operations
 from hub import events
-from operations.envelope import Envelope
 from operations.feed import STREAM_FIELDS, ChangeFeed, FeedEntry
 from operations.metrics import Registry
 from operations.records import Change
 from operations.shards import Shards
-from operations.states import MessageKind, State
 from operations.store import Keys, RedisStore, pack_evalsha
-from tests.support import as_text, eventually, new_id
+from tests.support import as_text, eventually, new_id, pending_command
 
 APPLY_LUA = Path(operations.__file__).parent / "lua" / "apply.lua"
 
@@ -141,19 +139,6 @@ def test_the_feed_reads_the_fields_in_the_order_apply_lua_writes_them() -> None:
     assert tuple(names) == STREAM_FIELDS == ("op", "id", "user", "state")
 
 
-def pending(op: str, user: str | None, name: str) -> Envelope:
-    return Envelope(
-        message="create_order",
-        exchange="orders",
-        kind=MessageKind.COMMAND,
-        state=State.PENDING,
-        operation_id=op,
-        message_id=new_id(),
-        user_id=user,
-        name=name,
-    )
-
-
 @pytest.mark.parametrize("protocol", [2, 3])
 async def test_the_feeds_entries_are_what_redis_holds_by_name(
     servers: tuple[str, str], redis_client: aioredis.Redis, protocol: int
@@ -170,7 +155,10 @@ async def test_the_feeds_entries_are_what_redis_holds_by_name(
     try:
         await feed.start_cursor()
         names = ["create_order", "naïve ✓", "漢字 🙂", 'quote " and \\ and \n']
-        batch = [pending(new_id(), f"user-{i}" if i % 2 else None, n) for i, n in enumerate(names)]
+        batch = [
+            pending_command(new_id(), f"user-{i}" if i % 2 else None, n)
+            for i, n in enumerate(names)
+        ]
         applied = await store.apply(batch)
         assert all(isinstance(change, Change) for change in applied)
 

@@ -9,27 +9,12 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from operations.envelope import Envelope
 from operations.feed import ChangeFeed, FeedEntry
 from operations.metrics import Registry
 from operations.records import ApplyOutcome, Change
 from operations.shards import Shards
-from operations.states import MessageKind, State
 from operations.store import Keys, RedisStore
-from tests.support import eventually, new_id
-
-
-def pending(op: str, user: str | None, name: str = "create_order") -> Envelope:
-    return Envelope(
-        message=name,
-        exchange="orders",
-        kind=MessageKind.COMMAND,
-        state=State.PENDING,
-        operation_id=op,
-        message_id=new_id(),
-        user_id=user,
-        name=name,
-    )
+from tests.support import eventually, new_id, pending_command
 
 
 @pytest.mark.parametrize("protocol", [2, 3])
@@ -39,7 +24,7 @@ async def test_every_applied_change_reaches_the_listener_once_in_order(
 ) -> None:
     keys = Keys(f"feed-{new_id()[:8]}", Shards(shards))
     store = RedisStore(redis_client, ttl_seconds=60, keys=keys)
-    await store.apply([pending(new_id(), "before")])  # already there: not handed out
+    await store.apply([pending_command(new_id(), "before")])  # already there: not handed out
     client = aioredis.Redis.from_url(servers[1], protocol=protocol)
     feed = ChangeFeed(client, keys, Registry())
     received: list[FeedEntry] = []
@@ -53,7 +38,7 @@ async def test_every_applied_change_reaches_the_listener_once_in_order(
         applied: list[Change] = []
         for first in range(0, 40, 8):
             batch = [
-                pending(op, user)
+                pending_command(op, user)
                 for op, user in zip(ops[first : first + 8], users[first : first + 8], strict=True)
             ]
             for change in await store.apply(batch):

@@ -33,6 +33,7 @@ from ..consumer import (
     REASON_HEADER,
     ROUTING_KEY_HEADER,
 )
+from ..envelope import header_text
 
 REDRIVEN_HEADER = "x-redriven"
 MAX_PAGE = 200  # dead letters in one page of GET /dead-letters
@@ -137,26 +138,26 @@ def capture(
     # The service's own copy says everything; x-death matters only for a message the broker
     # dead-lettered itself (on a copy, it may tell of a pass through a retry queue instead).
     death = {} if REASON_HEADER in headers else _first_death(headers)
-    origin_queue = _text(death.get("queue")) or dead_letter_queue.removesuffix(".dead-letter")
-    exchange = _text(headers.get(EXCHANGE_HEADER))
-    routing_key = _text(headers.get(ROUTING_KEY_HEADER))
+    origin_queue = header_text(death.get("queue")) or dead_letter_queue.removesuffix(".dead-letter")
+    exchange = header_text(headers.get(EXCHANGE_HEADER))
+    routing_key = header_text(headers.get(ROUTING_KEY_HEADER))
     if exchange is None:
-        exchange = _text(death.get("exchange")) or ""
+        exchange = header_text(death.get("exchange")) or ""
         keys = death.get("routing-keys")
-        first_key = _text(keys[0]) if isinstance(keys, list) and keys else None
+        first_key = header_text(keys[0]) if isinstance(keys, list) and keys else None
         routing_key = first_key or (origin_queue if not exchange else "")
-    reason = _text(headers.get(REASON_HEADER))
+    reason = header_text(headers.get(REASON_HEADER))
     if reason is None:
-        cause = _text(death.get("reason")) or "unknown"
+        cause = header_text(death.get("reason")) or "unknown"
         reason = f"dead-lettered by the broker: {cause.replace('_', ' ')}"
-    disposition = _text(headers.get(DISPOSITION_HEADER)) or (
-        "delivery-limit" if _text(death.get("reason")) == "delivery_limit" else "not-applied"
+    disposition = header_text(headers.get(DISPOSITION_HEADER)) or (
+        "delivery-limit" if header_text(death.get("reason")) == "delivery_limit" else "not-applied"
     )
     at = _time(headers.get(DEAD_LETTERED_AT_HEADER)) or _time(death.get("time")) or now
     wire = {key: value for key, value in headers.items() if not key.startswith(_BOOKKEEPING)}
     redrives = headers.get(REDRIVEN_HEADER)
     attempts = (redrives if isinstance(redrives, int) and not isinstance(redrives, bool) else 0) + 1
-    letter_id = _text(headers.get(DEAD_LETTER_ID_HEADER)) or _content_id(
+    letter_id = header_text(headers.get(DEAD_LETTER_ID_HEADER)) or _content_id(
         dead_letter_queue, headers, properties, body
     )
     kept = body[:max_body_bytes]
@@ -171,8 +172,8 @@ def capture(
         routing_key=routing_key or "",
         reason=reason,
         disposition=disposition,
-        correlation_id=_text(properties.get("correlation_id")),
-        message_id=_text(properties.get("message_id")),
+        correlation_id=header_text(properties.get("correlation_id")),
+        message_id=header_text(properties.get("message_id")),
         dead_lettered_at=at.astimezone(dt.UTC).isoformat(timespec="milliseconds"),
         attempts=attempts,
         headers={key: shown(value) for key, value in wire.items()},
@@ -265,18 +266,10 @@ def _content_id(
     return "h" + digest.hexdigest()[:31]
 
 
-def _text(value: Any) -> str | None:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("utf-8", "replace")
-    return None
-
-
 def _time(value: Any) -> dt.datetime | None:
     if isinstance(value, dt.datetime):
         return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-    text = _text(value)
+    text = header_text(value)
     if text is None:
         return None
     try:

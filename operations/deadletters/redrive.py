@@ -20,6 +20,7 @@ from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aiormq.exceptions import AMQPError, PublishError
 
 from .. import tracing
+from ..envelope import header_text
 from ..errors import BrokerUnavailable, DeadLetterNotFound, DeadLetterNotRedrivable
 from ..metrics import Registry
 from .letters import REDRIVEN_HEADER, StoredLetter, untagged
@@ -66,9 +67,9 @@ async def publish_redrive(channel: AbstractChannel, letter: StoredLetter) -> Non
     # The redrive continues the message's own trace when it came with one (the business
     # transaction it belongs to), and the redriving request's trace otherwise.
     original = {
-        key: value.decode() if isinstance(value, bytes) else str(value)
+        key: text
         for key in ("traceparent", "tracestate")
-        if (value := headers.get(key)) is not None
+        if (text := header_text(headers.get(key))) is not None
     }
     properties = item.properties
     timestamp = properties.get("timestamp")

@@ -11,7 +11,7 @@ import orjson
 
 from .. import tracing
 from ..consumer import ATTEMPTS_HEADER, ROUTING_KEY_HEADER
-from ..envelope import Delivered
+from ..envelope import Delivered, header_text
 from ..errors import SagaDataError
 from ..logs import handling, logged_id
 from ..settlements import Ack, DeadLetter, Retry, Settlement
@@ -38,7 +38,7 @@ class SagaInbox:
         headers = delivered.headers or {}
         name = delivered.routing_key or ""
         if not delivered.exchange:  # back from the retry queue: the original name is kept
-            name = _text(headers.get(ROUTING_KEY_HEADER)) or name
+            name = header_text(headers.get(ROUTING_KEY_HEADER)) or name
         try:
             body = orjson.loads(delivered.body)
         except orjson.JSONDecodeError:
@@ -100,14 +100,6 @@ class SagaInbox:
         return Ack(",".join(sorted(outcomes)) or "no saga")
 
 
-def _text(value: Any) -> str | None:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("utf-8", "replace")
-    return None
-
-
 def _field(context: Mapping[str, Any], name: str) -> Any:
     """A camelCase field of a CorrelationContext, or its PascalCase spelling (.NET's)."""
     value = context.get(name)
@@ -126,7 +118,7 @@ def _attempts(headers: Mapping[str, Any]) -> int:
 def _context(headers: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in headers.items():
         if key.lower() == "message_context":
-            text = _text(value)
+            text = header_text(value)
             if text is None:
                 return {}
             try:
