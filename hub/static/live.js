@@ -139,10 +139,20 @@
     lookUpSaga(id, false);
   }
 
+  // Whether the operation is final while its saga, as last read, still runs or compensates: the
+  // saga commits its last status beside the final change, so it may be read just before.
+  function sagaBehind(id) {
+    const known = rows.get(id);
+    const saga = sagas.get(id);
+    return Boolean(known && known.record.state !== "pending" && saga &&
+      (saga.status === "pending" || saga.status === "compensating"));
+  }
+
   // The saga behind an operation, looked up again after each change; a look asked for while one
   // is under way happens once it is back. ``again``: look once more shortly after, since the
-  // saga commits its step beside the change that was pushed.
-  async function lookUpSaga(id, again) {
+  // saga commits its step beside the change that was pushed; ``tries``: the looks left for a
+  // saga that is still behind its final operation, one a second.
+  async function lookUpSaga(id, again, tries = 10) {
     if (fetching.has(id)) { fetching.set(id, true); return; }
     fetching.set(id, false);
     const mine = session;
@@ -162,6 +172,9 @@
       fetching.delete(id);
       if (mine === session && more) lookUpSaga(id, false);
       else if (mine === session && again) setTimeout(() => { if (mine === session) lookUpSaga(id, false); }, 800);
+      else if (mine === session && tries > 0 && sagaBehind(id)) {
+        setTimeout(() => { if (mine === session) lookUpSaga(id, false, tries - 1); }, 1000);
+      }
     }
   }
 
