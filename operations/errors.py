@@ -7,6 +7,7 @@
     ├── BrokerUnavailable           a message could not be handed to RabbitMQ (sagas/starts.py)
     ├── SagaDataError               stored saga data does not fit its data_type (sagas/saga.py)
     ├── EnvelopeError               a delivered message cannot be interpreted (names the field)
+    ├── DocumentError               a JSON document breaks the depth or integer bounds (documents.py)
     ├── TokenError                  a JWT is missing, malformed, badly signed, expired or refused
     ├── ClaimError                  a bad ``--claim`` option of ``operations token`` (claims.py)
     ├── InvalidRequest              an HTTP request does not fit its model (models.py); a 400
@@ -67,6 +68,18 @@ class EnvelopeError(OperationsError):
     def __init__(self, field: str, reason: str) -> None:
         super().__init__(f"{field}: {reason}")
         self.field = field
+
+
+class DocumentError(OperationsError):
+    """A JSON document from outside that is not JSON, nests too deep or holds an integer out of
+    range (:mod:`operations.documents`). ``where`` is the path of the offending value (``.x[0]``),
+    empty for the document as a whole."""
+
+    code = "invalid_document"
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"{where.lstrip('.')}: {reason}" if where else reason)
+        self.where = where
 
 
 class TokenError(OperationsError):
