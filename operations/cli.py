@@ -209,7 +209,7 @@ def _serve(settings: Settings) -> int:
     from . import logs, tracing
     from .service import Service
 
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, form=settings.log_format)
     tracing.configure()  # a SettingsError for an exporter that is not installed
     service = Service(settings)
     config = uvicorn.Config(
@@ -270,7 +270,7 @@ def _demo_services(
     except FailurePlanError as error:
         print(f"operations: {error.reason}", file=sys.stderr)
         return 2
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, form=settings.log_format)
     tracing.configure("pacco-demo-services")
     try:
         return asyncio.run(run_demo(settings, latency_ms, failures, seed))
@@ -285,7 +285,7 @@ def _demo_orders(settings: Settings, user: str, every: float, count: int, seed: 
     if every <= 0 or count <= 0:
         print("operations: --every and --count must be positive", file=sys.stderr)
         return 2
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, form=settings.log_format)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(place_orders(settings, user, every, count, seed))
     return 0

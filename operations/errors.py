@@ -7,7 +7,7 @@
     ├── BrokerUnavailable           a message could not be handed to RabbitMQ (sagas/starts.py)
     ├── SagaDataError               stored saga data does not fit its data_type (sagas/saga.py)
     ├── EnvelopeError               a delivered message cannot be interpreted (names the field)
-    ├── DocumentError               a JSON document breaks the depth or integer bounds (documents.py)
+    ├── DocumentError               a JSON document too deep or with a huge integer (documents.py)
     ├── TokenError                  a JWT is missing, malformed, badly signed, expired or refused
     ├── ClaimError                  a bad ``--claim`` option of ``operations token`` (claims.py)
     ├── InvalidRequest              an HTTP request does not fit its model (models.py); a 400

@@ -6,6 +6,11 @@ about, and ``null`` on lines about no message in particular. A message's handler
 line too, and ``stack_info=True`` adds a ``stack`` key. Inside a recorded trace a line carries its
 ``trace_id`` and ``span_id``. Tokens and secrets are never logged: the libraries that would log
 them are kept quiet, and an ``extra=`` field named like a credential is redacted.
+
+Text that comes from outside (ids in paths, message names, reasons) can hold line breaks and
+other control characters. JSON lines escape them by nature; readable lines write them as
+``\n``, ``\x1b``, ``\u2028``..., so no input can start a line of its own or move the terminal's
+cursor. Only a traceback, which the service writes itself, spans several lines.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ import contextlib
 import contextvars
 import datetime as dt
 import logging
+import re
 import sys
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 
@@ -45,6 +51,8 @@ _RECORD_FIELDS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dic
 }
 _CREDENTIAL_WORDS = ("token", "secret", "password", "authorization", "cookie", "credential")
 REDACTED = "[redacted]"
+# C0 and C1 controls, DEL, and Unicode's line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _correlation: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "correlation_id", default=None
 )
@@ -116,21 +124,48 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=repr).decode()
 
 
+def escaped(text: str) -> str:
+    """``text`` on one line: every control character written as its escape."""
+    return _CONTROL.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match[0]
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escaped(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:
+        # A traceback's lines are marked as its own: an error message holding a line break
+        # cannot pass for a line of the log.
+        return "\n".join(
+            f"  | {escaped(line)}" for line in super().formatException(ei).splitlines()
+        )
+
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         correlation = getattr(record, "correlation_id", None)
-        return f"{text} [correlation_id={correlation}]" if correlation else text
+        return f"{text} [correlation_id={escaped(str(correlation))}]" if correlation else text
 
 
-def configure(level: str, stream: object = None) -> None:
+def configure(level: str, stream: object = None, form: str = "auto") -> None:
+    """Logs at ``level`` to ``stream`` (standard error), as ``form``: ``text``, ``json``, or
+    ``auto``, readable lines on a terminal and JSON otherwise."""
     out = stream if stream is not None else sys.stderr
     handler = logging.StreamHandler(out)  # type: ignore[arg-type]
-    is_tty = getattr(out, "isatty", lambda: False)()
-    handler.setFormatter(TextFormatter() if is_tty else JsonFormatter())
+    text = form == "text" or (form == "auto" and getattr(out, "isatty", lambda: False)())
+    handler.setFormatter(TextFormatter() if text else JsonFormatter())
     handler.addFilter(CorrelationFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

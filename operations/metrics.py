@@ -218,6 +218,12 @@ class Registry:
             "Dead letters discarded, by queue.",
             ("queue",),
         )
+        self.trace_context_refusals = Counter(
+            "operations_trace_context_refusals_total",
+            "Malformed or oversized traceparent/tracestate headers ignored, by where they came "
+            "from (http, amqp).",
+            ("source",),
+        )
 
     def collect(self) -> Iterator[Metric]:
         """This registry's own metrics, in order: how ``registry`` reads them."""
@@ -245,6 +251,7 @@ class Registry:
             self.dead_letters_dropped,
             self.dead_letters_redriven,
             self.dead_letters_discarded,
+            self.trace_context_refusals,
         ):
             yield from metric.collect()
 

@@ -23,7 +23,7 @@ from starlette.middleware.cors import CORSMiddleware
 from hub import Hub
 from hub.page import browser_routes
 
-from . import frames
+from . import frames, tracing
 from .api import EXCEPTION_HANDLERS, OperationsApi, Readiness
 from .backoff import Backoff
 from .catalogue import Catalogue
@@ -182,10 +182,12 @@ class Service:
             lifespan=self._lifespan,
             middleware=[
                 *_cors_middleware(settings.allowed_origins),
-                Middleware(TracingMiddleware),
+                Middleware(TracingMiddleware, parent=settings.trace_http_parent),
             ],
         )
         self.http.state.metrics = self.metrics  # counted by the 400 handler of operations.api
+        refusals = self.metrics.trace_context_refusals
+        tracing.count_refusals(lambda source: refusals.inc(source=source))
         self.asgi = self.hub.asgi(self.http)
         self._connecting: asyncio.Task[None] | None = None
         self._layout_checked = False

@@ -55,6 +55,7 @@ class Settings:
     stream_max_length: int = 100_000
     key_prefix: str = "operations"
     log_level: str = "INFO"
+    log_format: str = "auto"
     allowed_origins: tuple[str, ...] = ()
     sagas: bool = True
     saga_queue_name: str | None = None
@@ -67,6 +68,7 @@ class Settings:
     dead_letter_max_count: int = 10_000
     dead_letter_max_age_seconds: int = 7 * 86_400
     dead_letter_max_body_bytes: int = 65_536
+    trace_http_parent: str = "continue"
 
     @property
     def redis_shards(self) -> int:
@@ -163,7 +165,11 @@ class Settings:
             ),
             key_prefix=reader.get("OPERATIONS_KEY_PREFIX", defaults.key_prefix, _key_prefix),
             log_level=reader.get("OPERATIONS_LOG_LEVEL", defaults.log_level, _log_level),
+            log_format=reader.get("OPERATIONS_LOG_FORMAT", defaults.log_format, _log_format),
             allowed_origins=reader.get("OPERATIONS_ALLOWED_ORIGINS", (), _origins),
+            trace_http_parent=reader.get(
+                "OPERATIONS_TRACE_HTTP_PARENT", defaults.trace_http_parent, _trace_parent
+            ),
             sagas=reader.get("OPERATIONS_SAGAS", defaults.sagas, _boolean),
             saga_queue_name=reader.get("OPERATIONS_SAGA_QUEUE", None, _queue_name),
             saga_ttl_seconds=reader.get(
@@ -357,6 +363,20 @@ def _key_prefix(raw: str) -> str:
     if any(ch in raw for ch in "{} \t\n"):
         raise ValueError("must not contain braces or whitespace")
     return raw
+
+
+def _log_format(raw: str) -> str:
+    form = raw.lower()
+    if form not in {"auto", "text", "json"}:
+        raise ValueError("must be auto, text or json")
+    return form
+
+
+def _trace_parent(raw: str) -> str:
+    parent = raw.lower()
+    if parent not in {"continue", "link"}:
+        raise ValueError("must be continue or link")
+    return parent
 
 
 def _log_level(raw: str) -> str:

@@ -6,8 +6,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.propagate import get_global_textmap
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from . import tracing
 
@@ -21,24 +20,40 @@ Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-class TracingMiddleware:
-    """Each HTTP request a server span, the child of the caller's ``traceparent`` if it sends
-    one; named by the route's path template once the router has matched it."""
+CONTINUE = "continue"
+LINK = "link"
+PARENTS = (CONTINUE, LINK)
 
-    def __init__(self, app: App) -> None:
+
+class TracingMiddleware:
+    """Each HTTP request a server span, named by the route's path template once the router has
+    matched it. A well-formed ``traceparent`` of the caller's is continued (``parent=continue``,
+    the default) or, with ``parent=link``, only linked from a new trace, so that a client cannot
+    choose the trace id the service's own messages carry."""
+
+    def __init__(self, app: App, parent: str = CONTINUE) -> None:
         self.app = app
+        self.link_only = parent == LINK
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not tracing.active() or scope["type"] != "http" or scope["path"] in UNTRACED_PATHS:
             await self.app(scope, receive, send)
             return
         headers = {
-            key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]
+            key.decode("latin-1"): value.decode("latin-1")
+            for key, value in scope["headers"]
+            if key in (b"traceparent", b"tracestate")
         }
+        caller = tracing.extract(headers, "http")
         method = scope["method"]
+        links = None
+        if caller is not None and self.link_only:
+            links = [Link(trace.get_current_span(caller).get_span_context())]
+            caller = None
         span = tracing.tracer().start_span(
             method,
-            context=get_global_textmap().extract(headers),
+            context=caller,
+            links=links,
             kind=SpanKind.SERVER,
             attributes={
                 "http.request.method": method,

@@ -29,6 +29,7 @@ pytest_plugins = [
     "tests.demo_support",
     "tests.hub_support",
     "tests.identity_provider",
+    "tests.tracing_support",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
