@@ -70,6 +70,7 @@ class Service:
             settings.key_prefix,
             Shards(settings.redis_shards),
             settings.redis_cluster,
+            settings.max_history,
         )
         feed_client = open_redis(settings.redis_url, settings.redis_cluster, socket_timeout=30)
         self.feed = ChangeFeed(

@@ -53,6 +53,7 @@ class Settings:
     amqp_bulk_frames: bool = True
     max_message_bytes: int = 262_144
     stream_max_length: int = 100_000
+    max_history: int = 1_000
     key_prefix: str = "operations"
     log_level: str = "INFO"
     log_format: str = "auto"
@@ -162,6 +163,9 @@ class Settings:
             ),
             stream_max_length=reader.get(
                 "OPERATIONS_STREAM_MAX_LENGTH", defaults.stream_max_length, _integer(100, 1 << 30)
+            ),
+            max_history=reader.get(
+                "OPERATIONS_MAX_HISTORY", defaults.max_history, _integer(1, 1_000_000)
             ),
             key_prefix=reader.get("OPERATIONS_KEY_PREFIX", defaults.key_prefix, _key_prefix),
             log_level=reader.get("OPERATIONS_LOG_LEVEL", defaults.log_level, _log_level),

@@ -8,8 +8,8 @@ tag, so every key one script touches is in one slot):
                                    createdAt, updatedAt, rank (creation order); and one field
                                    ``m:MESSAGE-ID`` per message applied or judged (drops
                                    duplicates)
-    P:{S}:op:ID:history    list    transitions, oldest first, each a JSON array of
-                                   ``HISTORY_FIELDS``
+    P:{S}:history:ID       list    transitions, oldest first, each a JSON array of
+                                   ``HISTORY_FIELDS``; the newest ``OPERATIONS_MAX_HISTORY``
     P:{S}:user:USER        zset    the user's operation ids in shard S, by creation order (rank)
     P:{S}:index            zset    every operation id in shard S, by creation order (rank)
     P:{S}:expiries         zset    one member per operation of shard S, ``LEN:OWNER`` followed by
@@ -17,6 +17,12 @@ tag, so every key one script touches is in one slot):
     P:{S}:changes          stream  one entry per applied change in shard S: ``op`` (the record as
                                    JSON), ``id``, ``user`` and ``state``
     P:layout               string  the shard count the data was written with
+
+Ids and user ids come from outside and may hold any character (``:``, ``{``, ``}``...), so each
+key family has its own fixed word and the caller's text is always the key's last part: no id
+can name another operation's key, or a key of another family. The shard tag ``{S}`` is the
+first ``{...}`` of every key, so braces in an id never move a key to another slot. (Before
+this layout the history was ``P:{S}:op:ID:history``, which the id ``ID:history`` could name.)
 
 Every key of an operation expires ``OPERATIONS_OPERATION_TTL_SECONDS`` after its last applied
 change; reads never extend it. The indexes expire with their newest operation. Within them, an
@@ -41,7 +47,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .envelope import Envelope
@@ -80,6 +86,7 @@ HISTORY_FIELDS = (
     "at",
     "sentAt",
 )
+DEFAULT_MAX_HISTORY = 1_000
 SWEEP_BATCH = 500
 SWEEP_MOST = 50_000
 # Error replies that say "not now" rather than "not this message": retried, never dead-lettered.
@@ -107,7 +114,10 @@ class Keys:
         return f"{self._tags[shard]}:op:{operation_id}"
 
     def history(self, operation_id: str) -> str:
-        return f"{self.record(operation_id)}:history"
+        return self.history_in(self.shard(operation_id), operation_id)
+
+    def history_in(self, shard: int, operation_id: str) -> str:
+        return f"{self._tags[shard]}:history:{operation_id}"
 
     def user_index(self, user_id: str, shard: int) -> str:
         return f"{self._tags[shard]}:user:{user_id}"
@@ -158,11 +168,13 @@ class RedisStore:
         ttl_seconds: int,
         stream_max_length: int = 100_000,
         keys: Keys | None = None,
+        max_history: int = DEFAULT_MAX_HISTORY,
     ) -> None:
         self.redis = client
         self.keys = keys or Keys()
         self._ttl = ttl_seconds
         self._max_length = stream_max_length
+        self._max_history = max_history
         self._sha: str | None = None
         self._round_trip_timeout = _socket_timeout(client)
         self._sweep = client.register_script(SWEEP_SCRIPT)
@@ -178,9 +190,11 @@ class RedisStore:
         prefix: str,
         shards: Shards | None = None,
         cluster: bool = False,
+        max_history: int = DEFAULT_MAX_HISTORY,
     ) -> RedisStore:
         client = open_redis(url, cluster)
-        return cls(client, ttl_seconds, stream_max_length, Keys(prefix, shards or Shards()))
+        keys = Keys(prefix, shards or Shards())
+        return cls(client, ttl_seconds, stream_max_length, keys, max_history)
 
     async def claim_layout(self) -> None:
         """Records the shard count in Redis, or checks it against the one recorded there.
@@ -247,13 +261,14 @@ class RedisStore:
                     _sent_iso(envelope.sent_at, sent_texts),
                     self._ttl,
                     self._max_length,
+                    self._max_history,
                 ]
             )
             record = keys.record_in(shard, op)
             calls.append(
                 (
                     record,
-                    f"{record}:history",
+                    keys.history_in(shard, op),
                     keys.user_index(user, shard),
                     keys.index(shard),
                     keys.changes(shard),
@@ -314,8 +329,14 @@ class RedisStore:
         return replies
 
     async def get(self, operation_id: str) -> OperationRecord | None:
+        """The record, or None when it is unknown or expired; also when its key holds something
+        else (written by another layout or by hand): a read never tells that apart."""
         try:
             fields: Any = await self.redis.hmget(self.keys.record(operation_id), RECORD_FIELDS)
+        except ResponseError as error:
+            if wrong_type(error):
+                return None
+            raise StoreUnavailable(f"Redis failed: {error}") from error
         except RedisError as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
         return _record(fields)
@@ -323,6 +344,10 @@ class RedisStore:
     async def history(self, operation_id: str) -> list[dict[str, Any]]:
         try:
             entries: Any = await self.redis.lrange(self.keys.history(operation_id), 0, -1)
+        except ResponseError as error:
+            if wrong_type(error):
+                return []
+            raise StoreUnavailable(f"Redis failed: {error}") from error
         except RedisError as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
         return [_history_entry(orjson.loads(entry)) for entry in entries]
@@ -335,8 +360,16 @@ class RedisStore:
         async with self.redis.pipeline(transaction=False) as pipe:
             for operation_id in operation_ids:
                 pipe.hmget(self.keys.record(operation_id), RECORD_FIELDS)
-            replies: list[Any] = await pipe.execute()
-            return [_record(fields) for fields in replies]
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        records: list[OperationRecord | None] = []
+        for fields in replies:
+            if isinstance(fields, ResponseError) and wrong_type(fields):
+                records.append(None)
+            elif isinstance(fields, Exception):
+                raise fields
+            else:
+                records.append(_record(fields))
+        return records
 
     async def sweep(self, batch: int = SWEEP_BATCH, most: int = SWEEP_MOST) -> int:
         """Removes operations whose records have expired from every shard's indexes, at most
@@ -385,6 +418,11 @@ def pack_evalsha(sha: str, calls: Sequence[_Call]) -> bytes:
             chunks.append(b"$%d\r\n%s\r\n" % (len(data), data))
         chunks.append(b"$%d\r\n%s\r\n" % (len(arguments), arguments))
     return b"".join(chunks)
+
+
+def wrong_type(error: ResponseError) -> bool:
+    """Whether Redis refused a command because a key holds another type."""
+    return str(error).startswith("WRONGTYPE")
 
 
 def _sent_iso(sent_at: dt.datetime | None, known: dict[dt.datetime, str]) -> str:

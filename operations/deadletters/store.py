@@ -13,6 +13,10 @@ slot keeps each keep, bound and removal atomic):
                                        scored by when; a redelivery of one is not kept twice
     P:{dead-letters}:redriving:ID      string, while a redrive of ID is under way
 
+Every key family has its own word and at most one variable part, last: ``G`` is a hash of the
+queue and reason, and a letter id never names another key. The keep script checks the types of
+the keys it writes before its first write.
+
 Keeping (``lua/dead_letter_keep.lua``) is idempotent by id, and applies the bounds in the same
 step: letters older than ``OPERATIONS_DEAD_LETTER_MAX_AGE_SECONDS`` go, then the oldest beyond
 ``OPERATIONS_DEAD_LETTER_MAX_COUNT``.

@@ -2,9 +2,9 @@
 --
 -- KEYS[1] record hash      KEYS[2] history list    KEYS[3] the message's user's index
 -- KEYS[4] global index     KEYS[5] change stream   KEYS[6] expiries (zset)
--- ARGV[1]: one JSON array (one argument packs and parses faster than twelve):
+-- ARGV[1]: one JSON array (one argument packs and parses faster than thirteen):
 --   [operation id, message id, state, name, user id, code, reason, message name,
---    now (ISO 8601), sent at (ISO 8601 or ''), ttl (s), stream max length]
+--    now (ISO 8601), sent at (ISO 8601 or ''), ttl (s), stream max length, most history entries]
 -- Returns {outcome, snapshot JSON or false, stream entry id or false}
 -- with outcome one of applied, duplicate, stale.
 --
@@ -13,6 +13,9 @@
 -- The expiries zset holds one member per live operation, '<length of owner>:<owner><operation id>',
 -- scored by when the record expires (ms, the stream's clock): the sweep (sweep.lua) removes
 -- the operation from the indexes once that time has passed.
+--
+-- Every read and check comes before the first write: a key of the wrong type (only possible
+-- when something else wrote it) fails the script with an error and leaves nothing behind.
 
 local record, history, owner_index, index, stream, expiries =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
@@ -20,32 +23,51 @@ local args = cjson.decode(ARGV[1])
 local op_id, msg_id, state, name, user_id = args[1], args[2], args[3], args[4], args[5]
 local code, reason, message = args[6], args[7], args[8]
 local now_iso, sent_at = args[9], args[10]
-local ttl, max_length = tonumber(args[11]), tonumber(args[12])
+local ttl, max_length, max_history = tonumber(args[11]), tonumber(args[12]), tonumber(args[13])
 
 local function nullable(value)
   if value == nil or value == false or value == '' then return cjson.null end
   return value
 end
 
-if msg_id ~= '' then
-  if redis.call('HSETNX', record, 'm:' .. msg_id, '') == 0 then
-    return {'duplicate', false, false}
+local function expect(key, wanted)
+  local found = redis.call('TYPE', key)['ok']
+  if found ~= 'none' and found ~= wanted then
+    return redis.error_reply('WRONGTYPE key ' .. key .. ' holds a ' .. found .. ', not a ' .. wanted)
   end
 end
+
+local refused = expect(record, 'hash') or expect(history, 'list') or expect(index, 'zset')
+  or expect(stream, 'stream') or expect(expiries, 'zset')
+if refused then return refused end
 
 local current = redis.call('HMGET', record, 'state', 'name', 'userId', 'createdAt', 'rank', 'version')
 local current_state, current_name = current[1], current[2]
 
+-- A record without a state holds nothing applied: message ids seen there count only with one.
+if msg_id ~= '' and current_state and redis.call('HEXISTS', record, 'm:' .. msg_id) == 1 then
+  return {'duplicate', false, false}
+end
+
 if current_state then
   local stale = current_state ~= 'pending' or (state == 'pending' and name == current_name)
   if stale then
-    return {'stale', false, false}  -- the message id stays seen, and expires with the record
+    if msg_id ~= '' then
+      redis.call('HSET', record, 'm:' .. msg_id, '')  -- seen, and expires with the record
+    end
+    return {'stale', false, false}
   end
 end
 
 local previous_owner = current[3] or ''
 local owner = previous_owner
 if owner == '' then owner = user_id end
+if owner ~= '' then
+  -- Whoever sent the message, the owner's index must live as long as the operation does.
+  if owner ~= user_id then owner_index = string.sub(index, 1, -6) .. 'user:' .. owner end
+  refused = expect(owner_index, 'zset')
+  if refused then return refused end
+end
 local created_at, rank = current[4], current[5]
 if not current_state then created_at = now_iso end
 local terminal = state ~= 'pending'
@@ -58,12 +80,19 @@ local snapshot = cjson.encode({
   version = version, createdAt = created_at, updatedAt = now_iso,
 })
 
--- History entries are stored as arrays, in the order of HISTORY_FIELDS in store.py.
+-- Writes from here on.
+if msg_id ~= '' then
+  redis.call('HSET', record, 'm:' .. msg_id, '')
+end
+
+-- History entries are stored as arrays, in the order of HISTORY_FIELDS in store.py; only the
+-- newest max_history are kept.
 redis.call('RPUSH', history, cjson.encode({
   version, state, name, message, nullable(msg_id),
   terminal and nullable(code) or cjson.null, terminal and nullable(reason) or cjson.null,
   now_iso, nullable(sent_at),
 }))
+redis.call('LTRIM', history, -max_history, -1)
 
 local entry = redis.call('XADD', stream, 'MAXLEN', '~', max_length, '*',
   'op', snapshot, 'id', op_id, 'user', owner, 'state', state)
@@ -81,8 +110,6 @@ redis.call('EXPIRE', record, ttl)
 redis.call('EXPIRE', history, ttl)
 
 if owner ~= '' then
-  -- Whoever sent the message, the owner's index must live as long as the operation does.
-  if owner ~= user_id then owner_index = string.sub(index, 1, -6) .. 'user:' .. owner end
   redis.call('ZADD', owner_index, rank, op_id)
   redis.call('EXPIRE', owner_index, ttl)
 end

@@ -8,6 +8,18 @@ local prefix, id, document = ARGV[1], ARGV[2], ARGV[3]
 local at, gkey, group = tonumber(ARGV[4]), ARGV[5], ARGV[6]
 local max_count, oldest, now = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 
+-- Checks before writes: a key of the wrong type (written by something else) fails the script
+-- and changes nothing.
+local expected = {{letters, 'hash'}, {index, 'zset'}, {groups, 'hash'}, {group_of, 'hash'},
+  {seen, 'zset'}}
+if id ~= '' then table.insert(expected, {prefix .. ':group:' .. gkey, 'zset'}) end
+for _, key in ipairs(expected) do
+  local found = redis.call('TYPE', key[1])['ok']
+  if found ~= 'none' and found ~= key[2] then
+    return redis.error_reply('WRONGTYPE key ' .. key[1] .. ' holds a ' .. found .. ', not a ' .. key[2])
+  end
+end
+
 local function drop(victim)
   local g = redis.call('HGET', group_of, victim)
   redis.call('HDEL', letters, victim)

@@ -22,6 +22,22 @@ local now, wake, finished, ttl = ARGV[4], ARGV[5], ARGV[6] == '1', tonumber(ARGV
 local saga_type, status, horizon = ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10])
 local FIRST_ENTRY, FIRST_STATUS = 11, 8
 
+-- Every check comes before the first write: a key of the wrong type (only possible when
+-- something else wrote it) fails the commit with an error and leaves nothing behind.
+local function expect(key, wanted)
+  local found = redis.call('TYPE', key)['ok']
+  if found ~= 'none' and found ~= wanted then
+    return redis.error_reply('WRONGTYPE key ' .. key .. ' holds a ' .. found .. ', not a ' .. wanted)
+  end
+end
+local refused = expect(saga, 'hash') or expect(outbox, 'list') or expect(outbox_index, 'zset')
+  or expect(deadlines, 'zset') or expect(index, 'zset') or expect(types, 'set')
+  or expect(tombstones, 'zset')
+for position = FIRST_STATUS, #KEYS do
+  refused = refused or expect(KEYS[position], 'zset')
+end
+if refused then return refused end
+
 local current = tonumber(redis.call('HGET', saga, 'version') or '0')
 if current ~= expected then
   return -1

@@ -26,8 +26,10 @@ for _, member in ipairs(due) do
     redis.call('ZADD', expiries, now + 60000, member)
   else
     redis.call('ZREM', index, op_id)
-    if owner ~= '' then
-      redis.call('ZREM', tag .. ':user:' .. owner, op_id)
+    -- An owner's index of another type (written by hand) is left alone, not a failed sweep.
+    local owner_index = tag .. ':user:' .. owner
+    if owner ~= '' and redis.call('TYPE', owner_index)['ok'] == 'zset' then
+      redis.call('ZREM', owner_index, op_id)
     end
     redis.call('ZREM', expiries, member)
     removed = removed + 1

@@ -5,8 +5,8 @@ Redis keys (``P`` is ``OPERATIONS_KEY_PREFIX``; ``S`` is the saga's shard, from 
 :mod:`operations.shards`; ``{S}`` is a Redis Cluster hash tag, so each script touches one slot):
 
     P:{S}:saga:NAME:ID                hash    version, doc (the SagaRecord as JSON)
-    P:{S}:saga:NAME:ID:outbox         list    messages committed but not yet confirmed
-    P:{S}:saga:NAME:ID:outbox:lease   string  who is sending that outbox now (expires by itself)
+    P:{S}:saga-outbox:NAME:ID         list    messages committed but not yet confirmed
+    P:{S}:saga-lease:NAME:ID          string  who is sending that outbox now (expires by itself)
     P:{S}:saga-outbox                 zset    the shard's sagas with a non-empty outbox, scored by
                                               first commit time
     P:{S}:saga-deadlines              zset    the shard's sagas the deadline watcher must look at:
@@ -20,6 +20,13 @@ Redis keys (``P`` is ``OPERATIONS_KEY_PREFIX``; ``S`` is the saga's shard, from 
     P:{S}:saga-tombstones             zset    the shard's finished sagas, scored by when their
                                               tombstone expires: a start message for one of
                                               them starts nothing until then
+
+A saga id can come from message data and may hold any character, so each key family has its
+own word and the id is always the key's last part: the id ``X:outbox`` names saga ``X:outbox``'s
+hash, never saga ``X``'s outbox. (A saga type's name is part of the member ``NAME:ID``: it must
+not hold a ``:``.) The shard tag ``{S}`` is the first ``{...}`` of every key, whatever braces an
+id holds. Outboxes written under the earlier layout (``P:{S}:saga:NAME:ID:outbox``) are moved
+to theirs when the relay comes to them (``lua/saga_outbox_move.lua``).
 
 A commit is one Lua script: it checks the version read, writes the new state, moves the saga
 between the status indexes and appends the outbox in one step. A finished saga's hash expires
@@ -38,15 +45,16 @@ from typing import Any, Protocol
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from ..errors import StoreUnavailable
+from ..errors import StoreError, StoreUnavailable
 from ..shards import Shards
 from .instances import OutboxEntry, SagaRecord, SagaStatus
 
 _LUA = resources.files("operations") / "lua"
 COMMIT_SCRIPT = (_LUA / "saga_commit.lua").read_text(encoding="utf-8")
 ACK_SCRIPT = (_LUA / "outbox_ack.lua").read_text(encoding="utf-8")
+MOVE_SCRIPT = (_LUA / "saga_outbox_move.lua").read_text(encoding="utf-8")
 SWEEP_SCRIPT = (_LUA / "saga_sweep.lua").read_text(encoding="utf-8")
 SWEEP_BATCH = 500
 # Deletes a lease only if it is still the caller's.
@@ -154,6 +162,7 @@ class RedisSagaStore:
         self._commit = client.register_script(COMMIT_SCRIPT)
         self._sweep = client.register_script(SWEEP_SCRIPT)
         self._ack = client.register_script(ACK_SCRIPT)
+        self._move = client.register_script(MOVE_SCRIPT)
         self._release = client.register_script(_RELEASE_SCRIPT)
 
     def _tag(self, member: str) -> str:
@@ -163,7 +172,10 @@ class RedisSagaStore:
         return f"{self._tag(member)}:saga:{member}"
 
     def outbox_key(self, member: str) -> str:
-        return f"{self.saga_key(member)}:outbox"
+        return f"{self._tag(member)}:saga-outbox:{member}"
+
+    def lease_key(self, member: str) -> str:
+        return f"{self._tag(member)}:saga-lease:{member}"
 
     def outbox_index(self, shard: int) -> str:
         return f"{self.shards.tag(self.prefix, shard)}:saga-outbox"
@@ -242,6 +254,10 @@ class RedisSagaStore:
             fields: Any = await self.redis.hmget(
                 self.saga_key(_member(saga, saga_id)), "version", "doc"
             )
+        except ResponseError as error:
+            if str(error).startswith("WRONGTYPE"):
+                return None  # a key written by hand or by another layout: no saga here
+            raise StoreUnavailable(f"Redis failed: {error}") from error
         except (RedisError, OSError) as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
         version, document = fields
@@ -285,6 +301,10 @@ class RedisSagaStore:
             version = await self._commit(keys=keys, args=arguments)
         except NoScriptError:
             version = await self._commit(keys=keys, args=arguments)
+        except ResponseError as error:
+            if str(error).startswith("WRONGTYPE"):
+                raise StoreError(f"saga {member} cannot be committed: {error}") from error
+            raise StoreUnavailable(f"Redis could not commit the saga: {error}") from error
         except (RedisError, OSError) as error:
             raise StoreUnavailable(f"Redis could not commit the saga: {error}") from error
         return int(version) > 0
@@ -297,10 +317,20 @@ class RedisSagaStore:
                 found.append(pending)
                 continue
             try:
+                if await self._move_legacy_outbox(member):
+                    found.append(await self.outbox(*_split(member)))
+                    continue
                 await self.redis.zrem(self.outbox_index(shard), member)
             except (RedisError, OSError) as error:
                 raise StoreUnavailable(f"Redis unreachable: {error}") from error
         return found
+
+    async def _move_legacy_outbox(self, member: str) -> int:
+        """Moves an outbox written under the earlier key layout to this one's key; returns how
+        many messages it held."""
+        legacy = f"{self.saga_key(member)}:outbox"
+        moved = await self._move(keys=[legacy, self.outbox_key(member)])
+        return int(moved)
 
     async def _scored_upto(
         self, index: Callable[[int], str], upto: float, limit: int
@@ -332,7 +362,7 @@ class RedisSagaStore:
         )
 
     async def lease_outbox(self, saga: str, saga_id: str, holder: str, seconds: float) -> bool:
-        key = f"{self.outbox_key(_member(saga, saga_id))}:lease"
+        key = self.lease_key(_member(saga, saga_id))
         try:
             taken = await self.redis.set(key, holder, nx=True, px=int(seconds * 1000))
         except (RedisError, OSError) as error:
@@ -340,7 +370,7 @@ class RedisSagaStore:
         return bool(taken)
 
     async def release_outbox(self, saga: str, saga_id: str, holder: str) -> None:
-        key = f"{self.outbox_key(_member(saga, saga_id))}:lease"
+        key = self.lease_key(_member(saga, saga_id))
         try:
             await self._release(keys=[key], args=[holder])
         except (RedisError, OSError) as error:
