@@ -79,10 +79,12 @@ class Waits:
         seconds: float,
         settled: Callable[[OperationRecord], bool],
         check: Check | None = None,
+        until_created: bool = False,
     ) -> OperationRecord | None:
         """The record once it is final or ``settled`` holds for it, or as it stands after
         ``seconds``; None when it is unknown or expired, or ``check`` turns it away. ``check``
-        sees the first record and every newer one before it is taken."""
+        sees the first record and every newer one before it is taken. With ``until_created``,
+        an operation not recorded yet is waited for too."""
         deadline = time.monotonic() + seconds
         watch = self.feed.watch(operation_id)
         try:
@@ -90,7 +92,7 @@ class Waits:
             current = await self.read(operation_id)
             if check is not None:
                 current = await check(current)
-            while current is not None and not (current.state.is_terminal or settled(current)):
+            while until_created if current is None else not _done(current, settled):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -101,7 +103,9 @@ class Waits:
                     fresh = await self.read(operation_id)
                 else:
                     break
-                if fresh is not None and fresh.version <= current.version:
+                if fresh is None and until_created:
+                    continue
+                if fresh is not None and current is not None and fresh.version <= current.version:
                     continue
                 current = fresh if check is None else await check(fresh)
         finally:
@@ -110,3 +114,7 @@ class Waits:
 
     def _reread(self) -> float:
         return self.reread_seconds * random.uniform(0.75, 1.25)
+
+
+def _done(record: OperationRecord, settled: Callable[[OperationRecord], bool]) -> bool:
+    return record.state.is_terminal or settled(record)

@@ -185,5 +185,7 @@ class SagaStartApi:
 
     async def _final_within(self, operation_id: str, seconds: float) -> OperationRecord | None:
         """The operation's record once it is final, or None if it is not within ``seconds``."""
-        record = await self.waits.until(operation_id, seconds, lambda record: False)
+        record = await self.waits.until(
+            operation_id, seconds, lambda record: False, until_created=True
+        )
         return record if record is not None and record.state.is_terminal else None
