@@ -56,7 +56,7 @@ async def started_order(http: httpx.AsyncClient, user_token: str) -> str:
 async def tracked(http: httpx.AsyncClient, operation: str, user_token: str) -> dict[str, Any]:
     async def read() -> dict[str, Any] | None:
         response = await http.get(f"/operations/{operation}", headers=bearer(user_token))
-        return response.json() if response.status_code == 200 else None  # type: ignore[no-any-return]
+        return response.json() if response.status_code == 200 else None
 
     return await eventually(read, f"operation {operation} to be recorded")
 
@@ -292,7 +292,7 @@ async def test_a_cancel_whose_first_compensation_attempt_fails_ends_within_secon
     sagas = service.service.sagas
     assert sagas is not None and sagas.coordinator is not None
     flaky = FailingOnceAfterCommit(sagas.coordinator.store)
-    sagas.coordinator.store = flaky  # type: ignore[assignment]
+    sagas.coordinator.store = flaky
 
     began = time.monotonic()
     cancelled = await http.post(f"/operations/{operation}/cancel", headers=bearer(token(user)))
