@@ -30,13 +30,14 @@ class SharedPool(BlockingConnectionPool):
     waiting = 0
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
-        self.waiting += 1
+        queued = not self.can_get_connection()  # else it takes or opens one without waiting
+        self.waiting += queued
         try:
             connection: AbstractConnection = await super().get_connection(  # type: ignore[no-untyped-call]
                 *args, **kwargs
             )
         finally:
-            self.waiting -= 1
+            self.waiting -= queued
         return connection
 
 
