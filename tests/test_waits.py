@@ -19,6 +19,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from operations.demo.services import DemoServices
+from operations.errors import SettingsError
 from operations.records import OperationRecord
 from operations.sagas.store import Loaded
 from operations.settings import Settings
@@ -308,3 +309,28 @@ async def test_a_cancel_whose_first_compensation_attempt_fails_ends_within_secon
     assert flaky.failed == 1
     assert record["code"] == "cancelled"
     assert took < 10, f"the cancelled order took {took:.1f}s to end"
+
+
+def test_the_shares_of_redis_are_settings_checked_at_start_up() -> None:
+    defaults = Settings.from_env({})
+    assert (defaults.redis_pool_size, defaults.wait_reads, defaults.max_waits_per_user) == (
+        100,
+        16,
+        50,
+    )
+    read = Settings.from_env(
+        {
+            "OPERATIONS_REDIS_POOL_SIZE": "40",
+            "OPERATIONS_WAIT_READS": "8",
+            "OPERATIONS_MAX_WAITS_PER_USER": "5",
+        }
+    )
+    assert (read.redis_pool_size, read.wait_reads, read.max_waits_per_user) == (40, 8, 5)
+    for variable, value in [
+        ("OPERATIONS_REDIS_POOL_SIZE", "2"),
+        ("OPERATIONS_WAIT_READS", "0"),
+        ("OPERATIONS_WAIT_READS", "100"),  # not less than the pool: waiters could take it all
+        ("OPERATIONS_MAX_WAITS_PER_USER", "0"),
+    ]:
+        with pytest.raises(SettingsError, match=variable):
+            Settings.from_env({variable: value})
