@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -45,8 +44,12 @@ from .openapi import encoded_document
 from .records import OperationRecord
 from .store import Store
 from .tokens import TokenVerifier
+from .waits import Waits
 
 log = logging.getLogger("operations.api")
+
+WAIT_RETRY_AFTER_SECONDS = 5
+"""The Retry-After of a long-poll refused past its user's cap: waits last seconds, not less."""
 
 
 class Json(JSONResponse):
@@ -86,6 +89,7 @@ class OperationsApi:
         readiness: Readiness,
         metrics: Registry,
         anonymous_reads: bool = False,
+        waits: Waits | None = None,
     ) -> None:
         self.store = store
         self.feed = feed
@@ -93,6 +97,7 @@ class OperationsApi:
         self.readiness = readiness
         self.metrics = metrics
         self.anonymous_reads = anonymous_reads
+        self.waits = waits or Waits(store, feed, metrics)
 
     @property
     def routes(self) -> list[Route]:
@@ -144,43 +149,51 @@ class OperationsApi:
     async def get_operation(self, request: Request) -> Response:
         operation_id, principal = await self._reader(request)
         wait = read_query(request.query_params, ReadOperation).wait
+        known = request.headers.get("if-none-match")
+        if wait > 0 and known is not None:
+            return await self._await_change(request, operation_id, principal, known, wait)
         record = await self._visible(operation_id, principal)
         if record is None:
             return not_found(operation_id)
-        known = request.headers.get("if-none-match")
-        if wait > 0 and known is not None:
-            record = await self._await_change(request, operation_id, record, known, wait)
-            if record is None:
-                return not_found(operation_id)
-        if known is not None and _etag_matches(known, record.etag):
-            return Response(status_code=304, headers={"ETag": record.etag})
-        return Json(
-            Operation.of(record), headers={"ETag": record.etag, "Cache-Control": "no-cache"}
-        )
+        return _answer(record, known)
 
     async def _await_change(
-        self, request: Request, operation_id: str, record: OperationRecord, known: str, wait: float
-    ) -> OperationRecord | None:
-        """Long-poll: return once the record's ETag differs from ``known``, it is finished, or
-        ``wait`` seconds have passed. The token is checked again at every wake-up."""
-        deadline = time.monotonic() + wait
-        current: OperationRecord | None = record
-        while current is not None and _etag_matches(known, current.etag):
-            remaining = deadline - time.monotonic()
-            if current.state.is_terminal or remaining <= 0:
-                break
-            event = self.feed.watch(operation_id)
-            try:
-                # Read again after watching, so a change between the two reads is not missed.
-                current = await self._visible(*await self._reader(request))
-                if current is not None and _etag_matches(known, current.etag):
-                    await asyncio.wait_for(event.wait(), timeout=remaining)
-                    current = await self._visible(*await self._reader(request))
-            except TimeoutError:
-                pass
-            finally:
-                self.feed.unwatch(operation_id, event)
-        return current
+        self,
+        request: Request,
+        operation_id: str,
+        principal: Principal | None,
+        known: str,
+        wait: float,
+    ) -> Response:
+        """Long-poll: answer once the record's ETag differs from ``known``, it is finished, or
+        ``wait`` seconds have passed. The token is checked again at every change. Past the
+        user's cap of waits, 429 at once, before the operation is looked up."""
+        if principal is not None:
+            who = principal.user_id
+        else:  # anonymous reads: each client address is one user
+            who = f"anonymous {request.client.host if request.client else ''}"
+        with self.waits.admitted(who, "operation") as admitted:
+            if not admitted:
+                return problem(
+                    429,
+                    "too_many_waits",
+                    f"at most {self.waits.per_user} long-polls may wait at once per user;"
+                    " retry later, or follow the operation over Socket.IO",
+                    {"Retry-After": str(WAIT_RETRY_AFTER_SECONDS)},
+                )
+
+            async def visible(record: OperationRecord | None) -> OperationRecord | None:
+                _, principal = await self._reader(request)
+                if record is None or principal is None or principal.may_read(record.user_id or ""):
+                    return record
+                return None
+
+            record = await self.waits.until(
+                operation_id, wait, lambda record: not _etag_matches(known, record.etag), visible
+            )
+        if record is None:
+            return not_found(operation_id)
+        return _answer(record, known)
 
     async def get_history(self, request: Request) -> Response:
         operation_id, principal = await self._reader(request)
@@ -227,6 +240,12 @@ async def bearer_principal(
     if scheme.lower() != "bearer" or not token.strip():
         raise TokenError("the Authorization header must be 'Bearer <token>'")
     return (await verifier.verify(token.strip())).principal
+
+
+def _answer(record: OperationRecord, known: str | None) -> Response:
+    if known is not None and _etag_matches(known, record.etag):
+        return Response(status_code=304, headers={"ETag": record.etag})
+    return Json(Operation.of(record), headers={"ETag": record.etag, "Cache-Control": "no-cache"})
 
 
 def _etag_matches(header: str, etag: str) -> bool:

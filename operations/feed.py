@@ -52,6 +52,34 @@ class FeedEntry(NamedTuple):
 Listener = Callable[[list[FeedEntry]], None]
 
 
+class Watch:
+    """One waiter's view of one operation's changes: the snapshot of the newest change the feed
+    has seen since the watch began. A woken waiter answers from it, without reading Redis."""
+
+    __slots__ = ("_changed", "operation_id", "snapshot")
+
+    def __init__(self, operation_id: str) -> None:
+        self.operation_id = operation_id
+        self.snapshot: bytes | None = None
+        self._changed = asyncio.Event()
+
+    def _notify(self, snapshot: bytes) -> None:
+        self.snapshot = snapshot
+        self._changed.set()
+
+    async def changed(self, within: float) -> bytes | None:
+        """The newest snapshot once there is a change not yet taken, or None if there is none
+        within ``within`` seconds."""
+        if not self._changed.is_set():
+            try:
+                async with asyncio.timeout(within):
+                    await self._changed.wait()
+            except TimeoutError:
+                return None
+        self._changed.clear()
+        return self.snapshot
+
+
 class ChangeFeed:
     def __init__(
         self, client: aioredis.Redis, keys: Keys, metrics: Registry, cluster: bool = False
@@ -72,7 +100,7 @@ class ChangeFeed:
         self._cluster = cluster
         self._readers = [[shard] for shard in shards] if cluster else [shards]
         self._listeners: list[Listener] = []
-        self._watchers: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self._watchers: dict[str, set[Watch]] = defaultdict(set)
         self._tasks: list[asyncio.Task[None]] = []
         self._positioned = asyncio.Event()
         self._down: set[int] = set(range(len(self._readers)))
@@ -96,18 +124,18 @@ class ChangeFeed:
         await self._positioned.wait()
         return self._start_cursor
 
-    def watch(self, operation_id: str) -> asyncio.Event:
-        """An event set at the next change of the operation; pass it to :meth:`unwatch` after."""
-        event = asyncio.Event()
-        self._watchers[operation_id].add(event)
-        return event
+    def watch(self, operation_id: str) -> Watch:
+        """A :class:`Watch` of the operation's next changes; pass it to :meth:`unwatch` after."""
+        watch = Watch(operation_id)
+        self._watchers[operation_id].add(watch)
+        return watch
 
-    def unwatch(self, operation_id: str, event: asyncio.Event) -> None:
-        watchers = self._watchers.get(operation_id)
+    def unwatch(self, watch: Watch) -> None:
+        watchers = self._watchers.get(watch.operation_id)
         if watchers is not None:
-            watchers.discard(event)
+            watchers.discard(watch)
             if not watchers:
-                del self._watchers[operation_id]
+                del self._watchers[watch.operation_id]
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._run(), name="operations-feed")]
@@ -206,9 +234,10 @@ class ChangeFeed:
         for entry_id, fields in raw:
             ids[shard] = entry_id.decode()
             entries.append(_entry(ids[shard] if single else ",".join(ids), fields))
-        for entry in entries:
-            for event in self._watchers.get(entry.operation_id, ()):
-                event.set()
+        if self._watchers:
+            for entry in entries:
+                for watch in self._watchers.get(entry.operation_id, ()):
+                    watch._notify(entry.snapshot)
         for listener in self._listeners:
             try:
                 listener(entries)

@@ -9,7 +9,7 @@ A metric's label names are either declared or taken from its first use. The clie
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 import prometheus_client
@@ -225,8 +225,31 @@ class Registry:
             ("source",),
         )
 
+        self.waits = Gauge(
+            "operations_waits",
+            "Long-polls (GET /operations/{id}?wait) and Prefer: wait starts waiting in this "
+            "process, by route: operation or saga_start.",
+            ("route",),
+        )
+        self.wait_refusals = Counter(
+            "operations_wait_refusals_total",
+            "Waits refused because their user already had OPERATIONS_MAX_WAITS_PER_USER, by "
+            "route: operation (answered 429) or saga_start (answered 202 at once).",
+            ("route",),
+        )
+        self.redis_pool = Gauge(
+            "operations_redis_pool",
+            "The shared Redis connection pool at the scrape: connections in_use, callers "
+            "waiting for one, and its size.",
+            ("measure",),
+        )
+        self.refreshers: list[Callable[[], None]] = []
+        """Called before each scrape, to set gauges read from elsewhere."""
+
     def collect(self) -> Iterator[Metric]:
         """This registry's own metrics, in order: how ``registry`` reads them."""
+        for refresh in self.refreshers:
+            refresh()
         for metric in (
             self.messages,
             self.dead_letters,
@@ -252,6 +275,9 @@ class Registry:
             self.dead_letters_redriven,
             self.dead_letters_discarded,
             self.trace_context_refusals,
+            self.waits,
+            self.wait_refusals,
+            self.redis_pool,
         ):
             yield from metric.collect()
 

@@ -20,7 +20,16 @@ from .endpoints import (
     build,
     problem,
 )
-from .models import Health, History, ListOperations, Operation, Page, Readiness, ReadOperation
+from .models import (
+    Error,
+    Health,
+    History,
+    ListOperations,
+    Operation,
+    Page,
+    Readiness,
+    ReadOperation,
+)
 from .models import encode as encode_json
 from .sagas.openapi import SAGA_ENDPOINTS
 
@@ -46,6 +55,11 @@ OPERATION_ENDPOINTS = (
             400: problem(BAD_QUERY),
             401: NEEDS_TOKEN,
             404: UNKNOWN,
+            429: Answer(
+                "`too_many_waits`: a long-poll past the caller's OPERATIONS_MAX_WAITS_PER_USER.",
+                Error,
+                {"Retry-After": "Seconds to wait before trying again."},
+            ),
             503: STORE_DOWN,
         },
     ),

@@ -39,17 +39,18 @@ from .metrics import Registry
 from .orders import OrdersApi
 from .pipeline import Pipeline
 from .publisher import AmqpPublisher
-from .redis_client import open_redis
+from .redis_client import open_redis, pool_usage
 from .sagas.coordinator import Coordinator
 from .sagas.http import SagasApi
 from .sagas.runtime import SagaRuntime
 from .sagas.starts import SagaStartApi, SagaStarter
 from .settings import Settings
 from .shards import Shards
-from .store import LayoutMismatch, RedisStore
+from .store import Keys, LayoutMismatch, RedisStore
 from .sweeper import Sweeper
 from .tokens import TokenVerifier
 from .tracing_http import TracingMiddleware
+from .waits import Waits
 
 log = logging.getLogger("operations.service")
 
@@ -63,13 +64,14 @@ class Service:
         frames.configure(settings.amqp_bulk_frames)
         self.catalogue = Catalogue.load(settings.messages_file)
         self.metrics = Registry()
-        self.store = RedisStore.from_url(
-            settings.redis_url,
+        # One bounded pool (on one server) for the store, the sagas, the dead letters and the hub.
+        self.store = RedisStore(
+            open_redis(
+                settings.redis_url, settings.redis_cluster, pool_size=settings.redis_pool_size
+            ),
             settings.operation_ttl_seconds,
             settings.stream_max_length,
-            settings.key_prefix,
-            Shards(settings.redis_shards),
-            settings.redis_cluster,
+            Keys(settings.key_prefix, Shards(settings.redis_shards)),
             settings.max_history,
         )
         feed_client = open_redis(settings.redis_url, settings.redis_cluster, socket_timeout=30)
@@ -97,13 +99,28 @@ class Service:
             settings.jwt_role_claim,
             ProviderKeys(settings.jwt_jwks_url, self.metrics) if settings.jwt_jwks_url else None,
         )
+        self.waits = Waits(
+            self.store,
+            self.feed,
+            self.metrics,
+            per_user=settings.max_waits_per_user,
+            reads=settings.wait_reads,
+        )
+        self.metrics.refreshers.append(self._count_pool)
         self.api = OperationsApi(
             self.store,
             self.feed,
             self.verifier,
-            Readiness({"rabbitmq": self._broker_ready, "redis": self._store_ready}),
+            Readiness(
+                {
+                    "rabbitmq": self._broker_ready,
+                    "redis": self._store_ready,
+                    "redis-pool": self._pool_ready,
+                }
+            ),
             self.metrics,
             anonymous_reads=settings.anonymous_reads,
+            waits=self.waits,
         )
         self.hub = Hub(
             self.verifier,
@@ -166,7 +183,7 @@ class Service:
                     self.metrics,
                 ).routes,
                 *SagaStartApi(
-                    self.verifier, self.sagas.types, starter, self.store, self.feed
+                    self.verifier, self.sagas.types, starter, self.store, self.feed, self.waits
                 ).routes,
             ]
             if self.sagas is not None
@@ -210,7 +227,19 @@ class Service:
     async def _store_ready(self) -> bool:
         if self._layout_error is not None:
             return False
+        if not await self._pool_ready():  # a ping would only queue behind everyone else
+            return not self.consumer.store_down
         return not self.consumer.store_down and await self.store.ping()
+
+    async def _pool_ready(self) -> bool:
+        usage = pool_usage(self.store.redis)
+        return usage is None or not usage.saturated
+
+    def _count_pool(self) -> None:
+        usage = pool_usage(self.store.redis)
+        if usage is not None:
+            for measure, value in usage._asdict().items():
+                self.metrics.redis_pool.set(value, measure=measure)
 
     async def start(self) -> None:
         if self.settings.uses_development_secret:

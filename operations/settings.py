@@ -70,6 +70,10 @@ class Settings:
     dead_letter_max_age_seconds: int = 7 * 86_400
     dead_letter_max_body_bytes: int = 65_536
     trace_http_parent: str = "continue"
+    # Shares of Redis: the shared pool, and what long-polls and Prefer: wait may take of it.
+    redis_pool_size: int = 100
+    wait_reads: int = 16
+    max_waits_per_user: int = 50
 
     @property
     def redis_shards(self) -> int:
@@ -213,7 +217,20 @@ class Settings:
                 defaults.dead_letter_max_body_bytes,
                 _integer(64, 1 << 27),
             ),
+            redis_pool_size=reader.get(
+                "OPERATIONS_REDIS_POOL_SIZE", defaults.redis_pool_size, _integer(4, 10_000)
+            ),
+            wait_reads=reader.get("OPERATIONS_WAIT_READS", defaults.wait_reads, _integer(1, 1_000)),
+            max_waits_per_user=reader.get(
+                "OPERATIONS_MAX_WAITS_PER_USER", defaults.max_waits_per_user, _integer(1, 100_000)
+            ),
         )
+        if settings.wait_reads >= settings.redis_pool_size:
+            raise SettingsError(
+                "OPERATIONS_WAIT_READS",
+                f"must be less than OPERATIONS_REDIS_POOL_SIZE ({settings.redis_pool_size}), so"
+                " that waiting readers always leave connections to the rest",
+            )
         if settings.redis_cluster and urlsplit(settings.redis_url).scheme == "unix":
             raise SettingsError(
                 "OPERATIONS_REDIS_CLUSTER", "a Redis Cluster is reached over TCP, not a unix socket"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -18,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..api import Json, bearer_principal, not_found, problem
+from ..backoff import Backoff
 from ..errors import InvalidBody
 from ..identity import Principal, normalise_id
 from ..metrics import Registry
@@ -43,6 +45,9 @@ CANCEL_OUTCOMES = {
 }
 
 log = logging.getLogger("operations.sagas.http")
+
+COMPENSATION_RETRY_SECONDS = 30.0
+"""How long a cancel's compensation is tried again here before it is left to the watcher."""
 
 
 def path_progress(kind: SagaType, record: SagaRecord) -> list[dict[str, str]]:
@@ -231,7 +236,7 @@ class SagasApi:
             cancellation = await coordinator.cancel(kind.name, operation_id, _by(principal, reason))
             if not cancellation.accepted:
                 return _not_cancellable(cancellation.reason)
-            task = asyncio.create_task(coordinator.compensate(kind.name, operation_id))
+            task = asyncio.create_task(_compensate(coordinator, kind.name, operation_id))
             self._compensations.add(task)
             task.add_done_callback(self._compensations.discard)
             return Json(Cancelled(operation_id), status_code=202)
@@ -241,6 +246,34 @@ class SagasApi:
         if record.state.is_terminal:
             return _not_cancellable(f"the operation is already {record.state.value}")
         return _not_cancellable("no saga drives this operation")
+
+
+async def _compensate(coordinator: Coordinator, saga: str, saga_id: str) -> None:
+    """Runs a cancelled saga's compensation, trying again after a failure (Redis busy or away)
+    for up to :data:`COMPENSATION_RETRY_SECONDS`; after that the deadline watcher resumes it."""
+    backoff = Backoff(0.05, 2.0)
+    give_up = time.monotonic() + COMPENSATION_RETRY_SECONDS
+    while True:
+        try:
+            await coordinator.compensate(saga, saga_id)
+            return
+        except Exception as error:
+            if time.monotonic() + backoff.delay > give_up:
+                log.exception(
+                    "compensation of cancelled saga %s:%s failed; the deadline watcher"
+                    " will resume it",
+                    saga,
+                    saga_id,
+                )
+                return
+            log.warning(
+                "compensation of cancelled saga %s:%s failed, retrying in %.2fs: %r",
+                saga,
+                saga_id,
+                backoff.delay,
+                error,
+            )
+            await backoff.wait()
 
 
 def _by(principal: Principal, reason: str | None) -> str:

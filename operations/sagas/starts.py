@@ -12,10 +12,7 @@ it is final within N seconds, and ``202`` otherwise; both carry ``Preference-App
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
-import time
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -30,18 +27,16 @@ from ..api import Json, bearer_principal, problem
 from ..errors import BrokerUnavailable
 from ..feed import ChangeFeed
 from ..identity import ADMIN_ROLE, Principal
+from ..metrics import Registry
 from ..models import Operation, read_body
 from ..publisher import AmqpPublisher
 from ..records import OperationRecord
 from ..states import State
 from ..store import Store
 from ..tokens import TokenVerifier
+from ..waits import Waits
 from .models import MAX_BODY_BYTES, MAX_WAIT_SECONDS, SagaStarted
 from .registry import SagaTypes
-
-# A change another process applies reaches this one through the change feed; the record is read
-# again at least this often all the same.
-REREAD_SECONDS = 1.0
 
 
 class SagaStarter:
@@ -144,12 +139,14 @@ class SagaStartApi:
         starter: SagaStarter,
         operations: Store,
         feed: ChangeFeed,
+        waits: Waits | None = None,
     ) -> None:
         self.verifier = verifier
         self.types = types
         self.starter = starter
         self.operations = operations
         self.feed = feed
+        self.waits = waits or Waits(operations, feed, Registry())
 
     @property
     def routes(self) -> list[Route]:
@@ -176,26 +173,19 @@ class SagaStartApi:
         headers = {"Request-ID": operation_id, "Location": f"/operations/{operation_id}"}
         wait = preferred_wait(request)
         if wait is not None:
-            headers["Preference-Applied"] = f"wait={wait}"
             headers["Vary"] = "Prefer"
-            final = await self._final_within(operation_id, wait)
-            if final is not None:
-                return Json(Operation.of(final), headers={**headers, "ETag": final.etag})
+            # Past the user's cap of waits, the preference is not applied: 202 at once.
+            with self.waits.admitted(principal.user_id, "saga_start") as admitted:
+                if admitted:
+                    headers["Preference-Applied"] = f"wait={wait}"
+                    final = await self._final_within(operation_id, wait)
+                    if final is not None:
+                        return Json(Operation.of(final), headers={**headers, "ETag": final.etag})
         return Json(SagaStarted(operation_id), status_code=202, headers=headers)
 
     async def _final_within(self, operation_id: str, seconds: float) -> OperationRecord | None:
         """The operation's record once it is final, or None if it is not within ``seconds``."""
-        deadline = time.monotonic() + seconds
-        while True:
-            changed = self.feed.watch(operation_id)
-            try:
-                record = await self.operations.get(operation_id)
-                if record is not None and record.state.is_terminal:
-                    return record
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), min(remaining, REREAD_SECONDS))
-            finally:
-                self.feed.unwatch(operation_id, changed)
+        record = await self.waits.until(
+            operation_id, seconds, lambda record: False, until_created=True
+        )
+        return record if record is not None and record.state.is_terminal else None

@@ -1,0 +1,120 @@
+"""Waiting for an operation to change: the long-polls of ``GET /operations/{id}?wait=N`` and
+``Prefer: wait=N`` on ``POST /sagas/{name}``.
+
+A waiter holds no Redis connection while it waits. The change feed wakes it with the changed
+record's snapshot (:class:`~operations.feed.Watch`), so however many waiters one change wakes,
+none of them reads Redis for it. The reads a wait still makes, the first one and a re-read every
+:data:`REREAD_SECONDS` or so as a safety net, share at most ``OPERATIONS_WAIT_READS``
+connections. A user may have ``OPERATIONS_MAX_WAITS_PER_USER`` waits at once in one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+
+from .feed import ChangeFeed
+from .metrics import Registry
+from .records import OperationRecord
+from .store import Store
+
+REREAD_SECONDS = 10.0
+"""About how often a waiter reads its record again all the same (spread by a quarter either
+way, so that waiters that began together do not read together)."""
+
+Check = Callable[[OperationRecord | None], Awaitable[OperationRecord | None]]
+
+
+class Waits:
+    def __init__(
+        self,
+        store: Store,
+        feed: ChangeFeed,
+        metrics: Registry,
+        per_user: int = 50,
+        reads: int = 16,
+        reread_seconds: float = REREAD_SECONDS,
+    ) -> None:
+        self.store = store
+        self.feed = feed
+        self.metrics = metrics
+        self.per_user = per_user
+        self.reread_seconds = reread_seconds
+        self._reads = asyncio.Semaphore(reads)
+        self._by_user: Counter[str] = Counter()
+        self._by_route: Counter[str] = Counter()
+
+    @contextlib.contextmanager
+    def admitted(self, who: str, route: str) -> Iterator[bool]:
+        """Whether ``who`` may wait now (False past the cap, counted as a refusal); the wait
+        counts against the cap until the block ends."""
+        if self._by_user[who] >= self.per_user:
+            self.metrics.wait_refusals.inc(route=route)
+            yield False
+            return
+        self._by_user[who] += 1
+        self._by_route[route] += 1
+        self.metrics.waits.set(self._by_route[route], route=route)
+        try:
+            yield True
+        finally:
+            self._by_user[who] -= 1
+            if not self._by_user[who]:
+                del self._by_user[who]
+            self._by_route[route] -= 1
+            self.metrics.waits.set(self._by_route[route], route=route)
+
+    async def read(self, operation_id: str) -> OperationRecord | None:
+        """The record, read on one of the connections waiters share."""
+        async with self._reads:
+            return await self.store.get(operation_id)
+
+    async def until(
+        self,
+        operation_id: str,
+        seconds: float,
+        settled: Callable[[OperationRecord], bool],
+        check: Check | None = None,
+        until_created: bool = False,
+    ) -> OperationRecord | None:
+        """The record once it is final or ``settled`` holds for it, or as it stands after
+        ``seconds``; None when it is unknown or expired, or ``check`` turns it away. ``check``
+        sees the first record and every newer one before it is taken. With ``until_created``,
+        an operation not recorded yet is waited for too."""
+        deadline = time.monotonic() + seconds
+        watch = self.feed.watch(operation_id)
+        try:
+            # Read after watching, so that a change between the two is not missed.
+            current = await self.read(operation_id)
+            if check is not None:
+                current = await check(current)
+            while until_created if current is None else not _done(current, settled):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                snapshot = await watch.changed(min(remaining, self._reread()))
+                if snapshot is not None:
+                    fresh: OperationRecord | None = OperationRecord.from_snapshot(snapshot)
+                elif time.monotonic() < deadline:
+                    fresh = await self.read(operation_id)
+                else:
+                    break
+                if fresh is None and until_created:
+                    continue
+                if fresh is not None and current is not None and fresh.version <= current.version:
+                    continue
+                current = fresh if check is None else await check(fresh)
+        finally:
+            self.feed.unwatch(watch)
+        return current
+
+    def _reread(self) -> float:
+        return self.reread_seconds * random.uniform(0.75, 1.25)
+
+
+def _done(record: OperationRecord, settled: Callable[[OperationRecord], bool]) -> bool:
+    return record.state.is_terminal or settled(record)
