@@ -7,7 +7,7 @@
     ├── BrokerUnavailable           a message could not be handed to RabbitMQ (sagas/starts.py)
     ├── SagaDataError               stored saga data does not fit its data_type (sagas/saga.py)
     ├── EnvelopeError               a delivered message cannot be interpreted (names the field)
-    ├── DocumentError               a JSON document breaks the depth or integer bounds (documents.py)
+    ├── DocumentError               a JSON document breaks the depth or integer bounds
     ├── TokenError                  a JWT is missing, malformed, badly signed, expired or refused
     ├── ClaimError                  a bad ``--claim`` option of ``operations token`` (claims.py)
     ├── InvalidRequest              an HTTP request does not fit its model (models.py); a 400
@@ -18,6 +18,7 @@
     │   ├── StoreUnavailable        Redis is unreachable; the work can be retried
     │   └── InvalidCursor           a listing cursor this service did not issue (store.py)
     ├── QueueMismatch               a queue exists on RabbitMQ with other arguments than declared
+    ├── OperationNotFound           no operation the caller may see has this id (api.py)
     ├── DeadLetterNotFound          no kept dead letter has this id (deadletters/)
     ├── DeadLetterNotRedrivable     a dead letter cannot be redriven now, or at all (deadletters/)
     ├── FailurePlanError            a bad ``--fail`` option of demo-services (demo/failures.py)
@@ -125,6 +126,17 @@ class QueueMismatch(OperationsError):
             " name (OPERATIONS_QUEUE, or OPERATIONS_SAGA_QUEUE for the saga queues) beside the"
             " old one and delete the old one once it is empty"
         )
+
+
+class OperationNotFound(OperationsError):
+    """Answered ``404`` exactly as an unknown operation, whatever the reason: an id no operation
+    can have, an expired one, or another user's."""
+
+    code = "operation_not_found"
+
+    def __init__(self, operation_id: str) -> None:
+        super().__init__(f"operation {operation_id!r} was not found")
+        self.operation_id = operation_id
 
 
 class DeadLetterNotFound(OperationsError):

@@ -29,7 +29,7 @@ import jwt
 import orjson
 
 from .errors import TokenError
-from .identity import Principal, normalise_id
+from .identity import Principal, id_problem, normalise_id
 from .jwks import KEY_TYPES, ProviderKeys
 
 MAX_TOKEN_LENGTH = 8_192
@@ -98,6 +98,10 @@ class TokenVerifier:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject.strip():
             raise TokenError("token has no sub")
+        # A sub no message could carry as its user id would start operations nobody may read.
+        problem = id_problem(subject)
+        if problem is not None:
+            raise TokenError(f"token sub {problem}")
         principal = Principal(normalise_id(subject), roles_at(claims, self.role_claim))
         return Verified(principal, float(claims["exp"]), claims)
 

@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from ..api import Json, bearer_principal, problem
 from ..errors import DeadLetterNotFound
-from ..models import read_body, read_query
+from ..models import bounded_body, read_body, read_query
 from ..tokens import TokenVerifier
 from .letters import (
     MAX_BODY,
@@ -106,7 +106,7 @@ class DeadLettersApi:
 
 
 async def _group(request: Request) -> GroupQuery | Response:
-    body = await request.body()
-    if len(body) > MAX_BODY:
+    body = await bounded_body(request, MAX_BODY)
+    if body is None:
         return problem(413, "payload_too_large", f"the body is larger than {MAX_BODY} bytes")
     return read_body(body, GroupQuery)

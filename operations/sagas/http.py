@@ -17,11 +17,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..api import Json, bearer_principal, not_found, problem
-from ..errors import InvalidBody
+from ..api import Json, bearer_principal, not_found, operation_id_of, problem
+from ..errors import InvalidBody, OperationNotFound
 from ..identity import Principal, normalise_id
 from ..metrics import Registry
-from ..models import read_body, read_query
+from ..models import bounded_body, read_body, read_query
 from ..store import Store
 from ..tokens import TokenVerifier
 from .coordinator import Coordinator
@@ -30,7 +30,6 @@ from .models import MAX_BODY_BYTES, Cancelled, CancelRequest, ListSagas, Saga, S
 from .models import SagaTypes as SagaTypesAnswer
 from .progress import step_seconds, type_steps, waiting_for, waiting_since
 from .registry import SagaType, SagaTypes
-from .starts import bounded_body
 from .store import SagaStore
 
 CANCEL_OUTCOMES = {
@@ -174,7 +173,7 @@ class SagasApi:
     async def operation_saga(self, request: Request) -> Response:
         principal = await bearer_principal(request, self.verifier)
         assert principal is not None
-        operation_id = normalise_id(request.path_params["id"])
+        operation_id = operation_id_of(request)
         if self.store is None or self.types is None:
             return not_found(operation_id)
         for kind in self.types:
@@ -208,8 +207,11 @@ class SagasApi:
         whichever process's deadline watcher sees it first."""
         principal = await bearer_principal(request, self.verifier)
         assert principal is not None
-        operation_id = normalise_id(request.path_params["id"])
-        raw = await bounded_body(request)
+        try:
+            operation_id = operation_id_of(request)
+        except OperationNotFound as unknown:
+            return not_found(unknown.operation_id)
+        raw = await bounded_body(request, MAX_BODY_BYTES)
         if raw is None:
             return problem(413, "payload_too_large", f"the body exceeds {MAX_BODY_BYTES} bytes")
         try:
