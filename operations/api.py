@@ -22,6 +22,7 @@ from .errors import (
     InvalidRequest,
     OperationNotFound,
     OperationsError,
+    PayloadTooLarge,
     StoreUnavailable,
     TokenError,
 )
@@ -258,6 +259,15 @@ async def on_invalid_request(request: Request, error: Exception) -> Response:
     return problem(400, error.code, error.reason)
 
 
+async def on_payload_too_large(request: Request, error: Exception) -> Response:
+    assert isinstance(error, PayloadTooLarge)
+    log.info("refused %s %s: %s", request.method, request.url.path, error.reason)
+    metrics = getattr(request.app.state, "metrics", None)
+    if isinstance(metrics, Registry):
+        metrics.invalid_requests.inc(code=error.code)
+    return problem(413, error.code, error.reason)
+
+
 async def on_store_unavailable(request: Request, error: Exception) -> Response:
     return problem(503, "store_unavailable", "the operation store is unreachable, retry later")
 
@@ -293,6 +303,7 @@ async def on_unexpected(request: Request, error: Exception) -> Response:
 EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
     TokenError: on_token_error,
     InvalidRequest: on_invalid_request,
+    PayloadTooLarge: on_payload_too_large,
     StoreUnavailable: on_store_unavailable,
     **dict.fromkeys(REFUSAL_STATUS, on_refusal),
     HTTPException: on_http_error,

@@ -10,6 +10,7 @@
     ├── DocumentError               a JSON document breaks the depth or integer bounds
     ├── TokenError                  a JWT is missing, malformed, badly signed, expired or refused
     ├── ClaimError                  a bad ``--claim`` option of ``operations token`` (claims.py)
+    ├── PayloadTooLarge             an HTTP body over the route's size limit (models.py); a 413
     ├── InvalidRequest              an HTTP request does not fit its model (models.py); a 400
     │   ├── InvalidQuery            a query parameter (names it)
     │   └── InvalidBody             a JSON body (names the field)
@@ -85,6 +86,16 @@ class DocumentError(OperationsError):
 
 class TokenError(OperationsError):
     code = "unauthorized"
+
+
+class PayloadTooLarge(OperationsError):
+    """An HTTP body over the route's limit, known before it is read whole: answered ``413``."""
+
+    code = "payload_too_large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the body exceeds {limit} bytes")
+        self.limit = limit
 
 
 class InvalidRequest(OperationsError):

@@ -23,7 +23,7 @@ from starlette.requests import Request
 
 from . import documents
 from .envelope import MAX_TEXT_LENGTH
-from .errors import DocumentError, InvalidBody, InvalidQuery
+from .errors import DocumentError, InvalidBody, InvalidQuery, PayloadTooLarge
 from .identity import MAX_ID_LENGTH, id_problem
 from .listing import MAX_PAGE
 from .records import OperationRecord
@@ -173,16 +173,19 @@ def read_query(params: Mapping[str, str], model: type[Query]) -> Query:
         raise InvalidQuery(field, f"{field} must be {expectation(model, field)}") from None
 
 
-async def bounded_body(request: Request, limit: int) -> bytes | None:
-    """The body, or None once it is known to exceed ``limit`` bytes: it is never read whole."""
+async def bounded_body(request: Request, limit: int) -> bytes:
+    """The body; raises :class:`PayloadTooLarge` once it is known to exceed ``limit`` bytes,
+    by its ``Content-Length`` or as it arrives: it is never read whole."""
     declared = request.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and int(declared) > limit:
-        return None
+    if declared.isascii() and declared.isdigit():
+        digits = declared.lstrip("0")  # int() refuses over 4,300 digits
+        if len(digits) > len(str(limit)) or int(digits or "0") > limit:
+            raise PayloadTooLarge(limit)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            return None
+            raise PayloadTooLarge(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 

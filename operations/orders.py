@@ -41,8 +41,6 @@ class OrdersApi:
         principal = await bearer_principal(request, self.verifier)
         assert principal is not None
         raw = await bounded_body(request, MAX_BODY_BYTES)
-        if raw is None:
-            return problem(413, "payload_too_large", f"the body exceeds {MAX_BODY_BYTES} bytes")
         order = _order(read_body(raw, MakeOrder, InvalidOrder, lenient=True))
         order_id = order["orderId"]
         try:

@@ -342,6 +342,8 @@ async def test_the_64_kib_body_limit_holds_to_the_byte(
     admin = bearer(token("ops", "admin"), **{"Content-Type": "application/json"})
     group = await http.post("/dead-letters/redrive", content=chunks(padded(5_000)), headers=admin)
     assert (group.status_code, group.json()["code"]) == (413, "payload_too_large")
+    counted = 'operations_http_invalid_requests_total{code="payload_too_large"} 3.0'
+    assert counted in (await http.get("/metrics")).text
     started = await until_started(http, wire, token)
     assert len(started) == 2  # the one at the limit, and the witness
 

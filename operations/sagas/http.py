@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..api import Json, bearer_principal, not_found, operation_id_of, problem
-from ..errors import InvalidBody, OperationNotFound
+from ..errors import InvalidBody, OperationNotFound, PayloadTooLarge
 from ..identity import Principal, normalise_id
 from ..metrics import Registry
 from ..models import bounded_body, read_body, read_query
@@ -211,9 +211,10 @@ class SagasApi:
             operation_id = operation_id_of(request)
         except OperationNotFound as unknown:
             return not_found(unknown.operation_id)
-        raw = await bounded_body(request, MAX_BODY_BYTES)
-        if raw is None:
-            return problem(413, "payload_too_large", f"the body exceeds {MAX_BODY_BYTES} bytes")
+        try:
+            raw = await bounded_body(request, MAX_BODY_BYTES)
+        except PayloadTooLarge as error:
+            return problem(413, error.code, error.reason)
         try:
             asked = read_body(raw, CancelRequest) if raw.strip() else None
         except InvalidBody as error:

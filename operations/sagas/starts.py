@@ -151,10 +151,7 @@ class SagaStartApi:
         if kind is None or kind.http_start is None:
             named = repr(name) if id_problem(name) is None else "by that name"
             return problem(404, "saga_not_found", f"no saga type {named} starts over HTTP")
-        raw = await bounded_body(request, MAX_BODY_BYTES)
-        if raw is None:
-            return problem(413, "payload_too_large", f"the body exceeds {MAX_BODY_BYTES} bytes")
-        body = read_body(raw, dict)
+        body = read_body(await bounded_body(request, MAX_BODY_BYTES), dict)
         wait = preferred_wait(request)
         message = kind.http_start
         try:
