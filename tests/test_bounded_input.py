@@ -20,7 +20,7 @@ from operations.settings import Settings
 from tests.doubles import ServiceDouble
 from tests.live import LiveClient
 from tests.sagas_support import Wire
-from tests.support import RunningService, ServeProcess, eventually
+from tests.support import Publisher, RunningService, ServeProcess, eventually
 from tests.test_example_delivery import deliveries_answers
 from tests.test_example_delivery import served as served  # the example saga in `operations serve`
 
@@ -373,3 +373,36 @@ async def test_an_order_for_another_customer_carries_its_caller_downstream(
         "role": "user",
         "claims": {},
     }
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"orderId": "o\r\nx"}, "orderId must hold printable characters only"),
+        ({"customerId": "c" * 201}, "customerId must be at most 200 characters"),
+        ({"parcelIds": ["p", ""]}, "parcelIds[1] must not be blank"),
+        ({"parcelIds": ["p", 7]}, "parcelIds[1] must be a string"),
+        ({"parcelIds": [f"p{n}" for n in range(101)]}, "parcelIds must hold at most 100 ids"),
+    ],
+)
+async def test_a_make_order_from_the_broker_is_held_to_the_same_rules(
+    service: RunningService,
+    publisher: Publisher,
+    http: httpx.AsyncClient,
+    token: Token,
+    fields: dict[str, Any],
+    problem: str,
+) -> None:
+    """Another service may publish MakeOrder itself: the saga refuses what POST /orders would,
+    visibly, where it used to keep the ids (or drop some parcels) as they came."""
+    user, operation = str(uuid.uuid4()), str(uuid.uuid4())
+    body = {"orderId": "o-1", "customerId": "c-1", "parcelIds": ["p-1"], **fields}
+    await publisher.publish("make_order", operation, user=user, saga="Pending", body=body)
+
+    async def rejected() -> dict[str, Any] | None:
+        read = await http.get(f"/operations/{operation}", headers=bearer(token(user)))
+        record: dict[str, Any] = read.json()
+        return record if read.status_code == 200 and record["state"] == "rejected" else None
+
+    record = await eventually(rejected, "the order to be rejected")
+    assert (record["code"], record["reason"]) == ("invalid_order", f"make_order: {problem}")
