@@ -202,6 +202,8 @@ def read_body(
         document = documents.decode(raw)
     except DocumentError as error:
         where = error.where.lstrip(".")
+        if not where.isprintable():  # keys are the client's: never a raw newline in a log line
+            where = where.encode("unicode_escape").decode("ascii")
         if len(where) > MAX_WHERE:
             where = where[:MAX_WHERE] + "…"
         if not where:

@@ -13,6 +13,9 @@ public key is checked against the secret (or refused when there is none) and fai
 PyJWT is lenient in two places, which are closed here: every segment must be canonical unpadded
 base64url (PyJWT ignores the unused trailing bits, so a signature had four spellings), and
 ``exp``, ``nbf`` and ``iat`` must be JSON numbers (PyJWT reads ``"nbf": "9999999999"``).
+
+A token's ``sub`` must be an id by :func:`operations.identity.id_problem` (at most 200 printable
+characters): the user id a message can carry, so every operation the token starts is its own.
 """
 
 from __future__ import annotations
