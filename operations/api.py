@@ -19,12 +19,14 @@ from .errors import (
     DeadLetterNotFound,
     DeadLetterNotRedrivable,
     InvalidRequest,
+    OperationNotFound,
     OperationsError,
+    PayloadTooLarge,
     StoreUnavailable,
     TokenError,
 )
 from .feed import ChangeFeed
-from .identity import Principal, normalise_id
+from .identity import Principal, is_acceptable_id, normalise_id
 from .listing import InvalidCursor, ListQuery
 from .metrics import CONTENT_TYPE, Registry
 from .models import (
@@ -68,7 +70,16 @@ def unauthorized(reason: str) -> Json:
 
 
 def not_found(operation_id: str) -> Json:
-    return problem(404, "operation_not_found", f"operation {operation_id!r} was not found")
+    return problem(404, "operation_not_found", OperationNotFound(operation_id).reason)
+
+
+def operation_id_of(request: Request) -> str:
+    """The path's operation id, normalised; raises :class:`OperationNotFound` (answered as an
+    unknown operation) for an id no operation can have. Call it after the token is checked."""
+    raw = request.path_params["id"]
+    if not is_acceptable_id(raw):
+        raise OperationNotFound(normalise_id(raw))
+    return normalise_id(raw)
 
 
 @dataclass
@@ -134,8 +145,8 @@ class OperationsApi:
     async def _reader(self, request: Request) -> tuple[str, Principal | None]:
         """The operation asked for and who asks. The token is checked before anything is looked
         up, so a bad token gets 401 even for an unknown id."""
-        operation_id = normalise_id(request.path_params["id"])
-        return operation_id, await self.principal(request, optional=self.anonymous_reads)
+        principal = await self.principal(request, optional=self.anonymous_reads)
+        return operation_id_of(request), principal
 
     async def _visible(
         self, operation_id: str, principal: Principal | None
@@ -267,6 +278,15 @@ async def on_invalid_request(request: Request, error: Exception) -> Response:
     return problem(400, error.code, error.reason)
 
 
+async def on_payload_too_large(request: Request, error: Exception) -> Response:
+    assert isinstance(error, PayloadTooLarge)
+    log.info("refused %s %s: %s", request.method, request.url.path, error.reason)
+    metrics = getattr(request.app.state, "metrics", None)
+    if isinstance(metrics, Registry):
+        metrics.invalid_requests.inc(code=error.code)
+    return problem(413, error.code, error.reason)
+
+
 async def on_store_unavailable(request: Request, error: Exception) -> Response:
     return problem(503, "store_unavailable", "the operation store is unreachable, retry later")
 
@@ -274,6 +294,7 @@ async def on_store_unavailable(request: Request, error: Exception) -> Response:
 # Refusals a route may let through to be answered with their own code and reason.
 REFUSAL_STATUS: dict[type[OperationsError], int] = {
     InvalidCursor: 400,
+    OperationNotFound: 404,
     DeadLetterNotFound: 404,
     DeadLetterNotRedrivable: 409,
     BrokerUnavailable: 503,
@@ -301,6 +322,7 @@ async def on_unexpected(request: Request, error: Exception) -> Response:
 EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
     TokenError: on_token_error,
     InvalidRequest: on_invalid_request,
+    PayloadTooLarge: on_payload_too_large,
     StoreUnavailable: on_store_unavailable,
     **dict.fromkeys(REFUSAL_STATUS, on_refusal),
     HTTPException: on_http_error,

@@ -10,6 +10,7 @@
     ├── DocumentError               a JSON document too deep or with a huge integer (documents.py)
     ├── TokenError                  a JWT is missing, malformed, badly signed, expired or refused
     ├── ClaimError                  a bad ``--claim`` option of ``operations token`` (claims.py)
+    ├── PayloadTooLarge             an HTTP body over the route's size limit (models.py); a 413
     ├── InvalidRequest              an HTTP request does not fit its model (models.py); a 400
     │   ├── InvalidQuery            a query parameter (names it)
     │   └── InvalidBody             a JSON body (names the field)
@@ -18,6 +19,7 @@
     │   ├── StoreUnavailable        Redis is unreachable; the work can be retried
     │   └── InvalidCursor           a listing cursor this service did not issue (store.py)
     ├── QueueMismatch               a queue exists on RabbitMQ with other arguments than declared
+    ├── OperationNotFound           no operation the caller may see has this id (api.py)
     ├── DeadLetterNotFound          no kept dead letter has this id (deadletters/)
     ├── DeadLetterNotRedrivable     a dead letter cannot be redriven now, or at all (deadletters/)
     ├── FailurePlanError            a bad ``--fail`` option of demo-services (demo/failures.py)
@@ -86,6 +88,16 @@ class TokenError(OperationsError):
     code = "unauthorized"
 
 
+class PayloadTooLarge(OperationsError):
+    """An HTTP body over the route's limit, known before it is read whole: answered ``413``."""
+
+    code = "payload_too_large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the body exceeds {limit} bytes")
+        self.limit = limit
+
+
 class InvalidRequest(OperationsError):
     """An HTTP request whose query or body does not fit the route's model: answered ``400`` with
     this ``code`` and ``reason``. ``field`` is where it fails (``limit``, ``parcelIds[0]``), or
@@ -125,6 +137,17 @@ class QueueMismatch(OperationsError):
             " name (OPERATIONS_QUEUE, or OPERATIONS_SAGA_QUEUE for the saga queues) beside the"
             " old one and delete the old one once it is empty"
         )
+
+
+class OperationNotFound(OperationsError):
+    """Answered ``404`` exactly as an unknown operation, whatever the reason: an id no operation
+    can have, an expired one, or another user's."""
+
+    code = "operation_not_found"
+
+    def __init__(self, operation_id: str) -> None:
+        super().__init__(f"operation {operation_id!r} was not found")
+        self.operation_id = operation_id
 
 
 class DeadLetterNotFound(OperationsError):

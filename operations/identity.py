@@ -1,4 +1,5 @@
-"""Who is asking: user ids as Pacco writes them, and the principal a token names."""
+"""Who is asking: user ids as Pacco writes them, the principal a token names, and the rules every
+id from outside must meet (operation ids in paths, user ids in tokens, ids in request bodies)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import uuid
 from dataclasses import dataclass
 
 ADMIN_ROLE = "admin"
+# The longest id the service keeps: a message whose correlation id or user id is longer is not
+# applied under it (operations.envelope), so no request may name one either.
+MAX_ID_LENGTH = 200
 _HYPHENATED = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _DIGITS_ONLY = re.compile(r"[0-9a-f]{32}")
 
@@ -29,6 +33,24 @@ def normalise_id(raw: str) -> str:
         except ValueError:
             pass
     return text
+
+
+def id_problem(raw: str, max_length: int = MAX_ID_LENGTH) -> str | None:
+    """Why ``raw`` cannot be an id, or None when it can: an id is not blank, holds at most
+    ``max_length`` characters once trimmed, and only printable ones (no control, format or line
+    characters, which would forge log lines or headers)."""
+    text = raw.strip()
+    if not text:
+        return "must not be blank"
+    if len(text) > max_length:
+        return f"must be at most {max_length} characters"
+    if not text.isprintable():
+        return "must hold printable characters only"
+    return None
+
+
+def is_acceptable_id(raw: str) -> bool:
+    return id_problem(raw) is None
 
 
 @dataclass(frozen=True)

@@ -194,7 +194,8 @@ class Registry:
         self.invalid_requests = Counter(
             "operations_http_invalid_requests_total",
             "HTTP requests refused with 400 because a query parameter or the body did not fit "
-            "the route's model, by error code.",
+            "the route's model or its bounds, or with 413 because the body was too large, by "
+            "error code.",
             ("code",),
         )
 

@@ -3,6 +3,10 @@ what it answers. Routes validate their input through :func:`read_query` and :fun
 encode their answers from these types, and ``GET /openapi.json`` is generated from them
 (:mod:`operations.openapi`). The saga routes' models are in :mod:`operations.sagas.models`.
 
+Every body goes through :func:`bounded_body` (a size limit, never read whole) and
+:func:`read_body` (the bounded JSON decoder, :mod:`operations.documents`, then the model), so a
+refused body is refused before the route does anything with it.
+
 msgspec is used for its speed: it validates and encodes several times faster than the
 alternatives, and the record read by ``GET /operations/{id}`` is encoded by it.
 """
@@ -15,14 +19,20 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
+from starlette.requests import Request
 
-from .errors import InvalidBody, InvalidQuery
+from . import documents
+from .envelope import MAX_TEXT_LENGTH
+from .errors import DocumentError, InvalidBody, InvalidQuery, PayloadTooLarge
+from .identity import MAX_ID_LENGTH, id_problem
 from .listing import MAX_PAGE
 from .records import OperationRecord
 from .states import State
 
 MAX_WAIT_SECONDS = 60
 DEFAULT_PAGE = 50
+MAX_CURSOR_LENGTH = 200
+MAX_WHERE = 100  # characters of a body's offending path quoted back
 
 Timestamp = Annotated[str, Meta(extra_json_schema={"format": "date-time"})]
 
@@ -120,10 +130,33 @@ class ListOperations(msgspec.Struct, rename="camel"):
     """The query of ``GET /operations``."""
 
     state: State | None = None
-    name: Annotated[str, Meta(description="The display name, exactly.")] | None = None
-    user_id: Annotated[str, Meta(description="Admins only: one user's operations.")] | None = None
+    name: (
+        Annotated[str, Meta(max_length=MAX_TEXT_LENGTH, description="The display name, exactly.")]
+        | None
+    ) = None
+    user_id: (
+        Annotated[
+            str, Meta(max_length=MAX_ID_LENGTH, description="Admins only: one user's operations.")
+        ]
+        | None
+    ) = None
     limit: Annotated[int, Meta(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE
-    cursor: Annotated[str, Meta(description="The `next` of the previous page.")] | None = None
+    cursor: (
+        Annotated[
+            str,
+            Meta(max_length=MAX_CURSOR_LENGTH, description="The `next` of the previous page."),
+        ]
+        | None
+    ) = None
+
+    def __post_init__(self) -> None:
+        for field, value, longest in (
+            ("name", self.name, MAX_TEXT_LENGTH),
+            ("userId", self.user_id, MAX_ID_LENGTH),
+            ("cursor", self.cursor, MAX_CURSOR_LENGTH),
+        ):
+            if value and (problem := id_problem(value, longest)) is not None:
+                raise InvalidQuery(field, f"{field} {problem}")
 
 
 Query = TypeVar("Query", bound=msgspec.Struct)
@@ -140,16 +173,42 @@ def read_query(params: Mapping[str, str], model: type[Query]) -> Query:
         raise InvalidQuery(field, f"{field} must be {expectation(model, field)}") from None
 
 
+async def bounded_body(request: Request, limit: int) -> bytes:
+    """The body; raises :class:`PayloadTooLarge` once it is known to exceed ``limit`` bytes,
+    by its ``Content-Length`` or as it arrives: it is never read whole."""
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit():
+        digits = declared.lstrip("0")  # int() refuses over 4,300 digits
+        if len(digits) > len(str(limit)) or int(digits or "0") > limit:
+            raise PayloadTooLarge(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def read_body(
     raw: bytes, model: type[Body], invalid: type[InvalidBody] = InvalidBody, lenient: bool = False
 ) -> Body:
-    """The JSON body as ``model``; raises ``invalid`` naming the field and the fault. With
+    """The JSON body as ``model``; raises ``invalid`` naming the field and the fault. The body is
+    decoded by :func:`operations.documents.decode`, so it nests at most
+    :data:`~operations.documents.MAX_DEPTH` levels and its integers fit in 64 bits. With
     ``lenient``, as a .NET client may write it: a field's name is matched in any letter case
     (PascalCase), and a null field counts as absent."""
     try:
-        document = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
-        raise invalid("", "the body must be a JSON object") from None
+        document = documents.decode(raw)
+    except DocumentError as error:
+        where = error.where.lstrip(".")
+        if not where.isprintable():  # keys are the client's: never a raw newline in a log line
+            where = where.encode("unicode_escape").decode("ascii")
+        if len(where) > MAX_WHERE:
+            where = where[:MAX_WHERE] + "…"
+        if not where:
+            raise invalid("", f"the body must be a JSON object: {error.reason}") from None
+        raise invalid(where, f"the body at {where}: {error.reason.rsplit(': ', 1)[-1]}") from None
     if not isinstance(document, dict):
         raise invalid("", "the body must be a JSON object")
     if lenient and isinstance(model, type) and issubclass(model, msgspec.Struct):
@@ -209,7 +268,8 @@ def _describe(kind: msgspec.inspect.Type) -> str:
     if isinstance(kind, msgspec.inspect.FloatType):
         return f"a number{_bounds(kind.ge, kind.le)}"
     if isinstance(kind, msgspec.inspect.StrType):
-        return "a string"
+        longest = kind.max_length
+        return "a string" + ("" if longest is None else f" of at most {longest} characters")
     return "valid"
 
 

@@ -18,9 +18,9 @@ from starlette.routing import Route
 
 from .api import Json, bearer_principal, problem
 from .errors import BrokerUnavailable, InvalidBody
-from .models import read_body
+from .models import bounded_body, read_body
 from .sagas.models import MAX_BODY_BYTES, MakeOrder, OrderAccepted
-from .sagas.starts import SagaStarter, bounded_body
+from .sagas.starts import SagaStarter
 from .tokens import TokenVerifier
 
 
@@ -40,9 +40,7 @@ class OrdersApi:
     async def make_order(self, request: Request) -> Response:
         principal = await bearer_principal(request, self.verifier)
         assert principal is not None
-        raw = await bounded_body(request)
-        if raw is None:
-            return problem(413, "payload_too_large", f"the body exceeds {MAX_BODY_BYTES} bytes")
+        raw = await bounded_body(request, MAX_BODY_BYTES)
         order = _order(read_body(raw, MakeOrder, InvalidOrder, lenient=True))
         order_id = order["orderId"]
         try:

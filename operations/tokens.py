@@ -13,6 +13,9 @@ public key is checked against the secret (or refused when there is none) and fai
 PyJWT is lenient in two places, which are closed here: every segment must be canonical unpadded
 base64url (PyJWT ignores the unused trailing bits, so a signature had four spellings), and
 ``exp``, ``nbf`` and ``iat`` must be JSON numbers (PyJWT reads ``"nbf": "9999999999"``).
+
+A token's ``sub`` must be an id by :func:`operations.identity.id_problem` (at most 200 printable
+characters): the user id a message can carry, so every operation the token starts is its own.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import jwt
 import orjson
 
 from .errors import TokenError
-from .identity import Principal, normalise_id
+from .identity import Principal, id_problem, normalise_id
 from .jwks import KEY_TYPES, ProviderKeys
 
 MAX_TOKEN_LENGTH = 8_192
@@ -98,6 +101,10 @@ class TokenVerifier:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject.strip():
             raise TokenError("token has no sub")
+        # A sub no message could carry as its user id would start operations nobody may read.
+        problem = id_problem(subject)
+        if problem is not None:
+            raise TokenError(f"token sub {problem}")
         principal = Principal(normalise_id(subject), roles_at(claims, self.role_claim))
         return Verified(principal, float(claims["exp"]), claims)
 

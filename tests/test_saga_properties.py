@@ -32,7 +32,6 @@ from operations.sagas import (
 from operations.sagas.ordermaking import REJECTED_EVENTS, OrderMakingSaga
 from operations.states import State
 from tests.sagas_support import Harness, delete_prefix
-from tests.support import as_text
 
 FAR_FUTURE = 4_102_444_800.0
 MAX_EARLY_RETRIES = 5

@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from ..api import Json, bearer_principal, problem
 from ..errors import DeadLetterNotFound
-from ..models import read_body, read_query
+from ..models import bounded_body, read_body, read_query
 from ..tokens import TokenVerifier
 from .letters import (
     MAX_BODY,
@@ -92,21 +92,14 @@ class DeadLettersApi:
 
     async def redrive_group(self, request: Request, who: str) -> Response:
         group = await _group(request)
-        if isinstance(group, Response):
-            return group
         redriven, skipped = await self.workbench.redrive_group(group.queue, group.reason, who)
         return Json(msgspec.to_builtins(GroupRedriven(redriven, skipped)))
 
     async def discard_group(self, request: Request, who: str) -> Response:
         group = await _group(request)
-        if isinstance(group, Response):
-            return group
         discarded = await self.workbench.discard_group(group.queue, group.reason, who)
         return Json(msgspec.to_builtins(GroupDiscarded(discarded)))
 
 
-async def _group(request: Request) -> GroupQuery | Response:
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        return problem(413, "payload_too_large", f"the body is larger than {MAX_BODY} bytes")
-    return read_body(body, GroupQuery)
+async def _group(request: Request) -> GroupQuery:
+    return read_body(await bounded_body(request, MAX_BODY), GroupQuery)

@@ -18,12 +18,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..api import Json, bearer_principal, not_found, problem
+from ..api import Json, bearer_principal, not_found, operation_id_of, problem
 from ..backoff import Backoff
-from ..errors import InvalidBody
+from ..errors import InvalidBody, OperationNotFound, PayloadTooLarge
 from ..identity import Principal, normalise_id
 from ..metrics import Registry
-from ..models import read_body, read_query
+from ..models import bounded_body, read_body, read_query
 from ..store import Store
 from ..tokens import TokenVerifier
 from .coordinator import Coordinator
@@ -32,7 +32,6 @@ from .models import MAX_BODY_BYTES, Cancelled, CancelRequest, ListSagas, Saga, S
 from .models import SagaTypes as SagaTypesAnswer
 from .progress import step_seconds, type_steps, waiting_for, waiting_since
 from .registry import SagaType, SagaTypes
-from .starts import bounded_body
 from .store import SagaStore
 
 CANCEL_OUTCOMES = {
@@ -179,7 +178,7 @@ class SagasApi:
     async def operation_saga(self, request: Request) -> Response:
         principal = await bearer_principal(request, self.verifier)
         assert principal is not None
-        operation_id = normalise_id(request.path_params["id"])
+        operation_id = operation_id_of(request)
         if self.store is None or self.types is None:
             return not_found(operation_id)
         for kind in self.types:
@@ -213,10 +212,14 @@ class SagasApi:
         whichever process's deadline watcher sees it first."""
         principal = await bearer_principal(request, self.verifier)
         assert principal is not None
-        operation_id = normalise_id(request.path_params["id"])
-        raw = await bounded_body(request)
-        if raw is None:
-            return problem(413, "payload_too_large", f"the body exceeds {MAX_BODY_BYTES} bytes")
+        try:
+            operation_id = operation_id_of(request)
+        except OperationNotFound as unknown:
+            return not_found(unknown.operation_id)
+        try:
+            raw = await bounded_body(request, MAX_BODY_BYTES)
+        except PayloadTooLarge as error:
+            return problem(413, error.code, error.reason)
         try:
             asked = read_body(raw, CancelRequest) if raw.strip() else None
         except InvalidBody as error:

@@ -9,6 +9,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from ..identity import MAX_ID_LENGTH, id_problem
 from .instances import SagaStatus
 from .ordermaking import MAX_PARCELS
 
@@ -18,7 +19,14 @@ MAX_LIMIT = 500
 DEFAULT_LIMIT = 100
 MAX_REASON = 500  # characters of a cancellation's reason
 
-Id = Annotated[str, Meta(pattern=r"\S", description="Not blank.")]
+Id = Annotated[
+    str,
+    Meta(
+        pattern=r"\S",
+        max_length=MAX_ID_LENGTH,
+        description="Not blank; printable characters only.",
+    ),
+]
 
 
 class MakeOrder(msgspec.Struct, rename="camel"):
@@ -33,11 +41,28 @@ class MakeOrder(msgspec.Struct, rename="camel"):
     customer_id: Id
     parcel_ids: Annotated[list[Id], Meta(min_length=1, max_length=MAX_PARCELS)] | UnsetType = UNSET
     parcel_id: Annotated[Id, Meta(description="One parcel.")] | UnsetType = UNSET
-    order_id: Annotated[Id, Meta(description="Default: a new GUID.")] | UnsetType = UNSET
+    order_id: (
+        Annotated[
+            Id,
+            Meta(
+                description="Default: a new GUID. Printable ASCII only: it is answered in the"
+                " Resource-ID header."
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
 
     def __post_init__(self) -> None:
         if not self.parcel_ids and not self.parcel_id:
             raise ValueError("parcelIds (a non-empty list of ids) or parcelId is required")
+        named = [("customerId", self.customer_id)]
+        named += [(f"parcelIds[{n}]", parcel) for n, parcel in enumerate(self.parcel_ids or [])]
+        named += [("parcelId", self.parcel_id or ""), ("orderId", self.order_id or "")]
+        for field, value in named:
+            if value and (problem := id_problem(value)) is not None:
+                raise ValueError(f"{field} {problem}")
+        if self.order_id and not self.order_id.isascii():
+            raise ValueError("orderId must be ASCII: it is answered in the Resource-ID header")
 
 
 # POST /sagas/{name}: the start message's body, as it is.
@@ -66,11 +91,16 @@ class CancelRequest(msgspec.Struct, forbid_unknown_fields=True):
             str,
             Meta(
                 max_length=MAX_REASON,
-                description="Why, in the canceller's words: added to the saga's reason.",
+                description="Why, in the canceller's words: added to the saga's reason. One"
+                " line of printable characters.",
             ),
         ]
         | None
     ) = None
+
+    def __post_init__(self) -> None:
+        if self.reason and self.reason.strip() and not self.reason.strip().isprintable():
+            raise ValueError("reason must be one line of printable characters")
 
 
 class ListSagas(msgspec.Struct):

@@ -16,7 +16,9 @@ import datetime as dt
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+from ..identity import id_problem
 from ..settings import read_setting, whole_number
 from ..states import State
 from .saga import Rejection, Saga, SagaContext, SagaMessage, compensates, start, step
@@ -88,20 +90,22 @@ class OrderMakingSaga(Saga[OrderMakingData]):
 
     @start("make_order")
     async def make_order(self, message: SagaMessage, context: SagaContext) -> None:
-        parcels = message.get("parcelIds") or [message.get("parcelId")]
-        parcel_ids = [str(p) for p in parcels if isinstance(p, str) and p]
+        listed = message.get("parcelIds")
+        parcel_ids = listed if isinstance(listed, list) and listed else [message.get("parcelId")]
+        parcel_ids = [p for p in parcel_ids if p is not None]
         customer = message.get("customerId")
-        self.data.order_id = str(message.get("orderId") or "")
-        if (
-            not isinstance(customer, str)
-            or not customer
-            or not parcel_ids
-            or not self.data.order_id
-        ):
+        order_id = str(message.get("orderId") or "")
+        if not isinstance(customer, str) or not customer or not parcel_ids or not order_id:
             self.reject("make_order needs orderId, customerId and parcel ids", "invalid_order")
             return
+        # The rules POST /orders holds its body to, for a MakeOrder sent over the broker.
+        problem = _ids_problem(order_id, customer, parcel_ids)
+        if problem is not None:
+            self.reject(f"make_order: {problem}", "invalid_order")
+            return
+        self.data.order_id = order_id
         self.data.customer_id = customer
-        self.data.parcel_ids = parcel_ids[:MAX_PARCELS]
+        self.data.parcel_ids = [str(parcel) for parcel in parcel_ids]
         settings = self.settings or OrderMakingSettings()
         self.set_deadline(settings.deadline_seconds)
         self.publish(
@@ -218,3 +222,18 @@ class OrderMakingSaga(Saga[OrderMakingData]):
         vehicle = FLEET[digest[0] % len(FLEET)]
         day = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1 + digest[1] % 7)
         return vehicle, dt.datetime.combine(day, dt.time(9), dt.UTC).isoformat()
+
+
+def _ids_problem(order_id: str, customer_id: str, parcel_ids: list[Any]) -> str | None:
+    """Why MakeOrder's ids cannot be used, or None: at most :data:`MAX_PARCELS` parcels, and
+    every id an id by :func:`operations.identity.id_problem`."""
+    if len(parcel_ids) > MAX_PARCELS:
+        return f"parcelIds must hold at most {MAX_PARCELS} ids"
+    named = [("orderId", order_id), ("customerId", customer_id)]
+    named += [(f"parcelIds[{n}]", parcel) for n, parcel in enumerate(parcel_ids)]
+    for name, value in named:
+        if not isinstance(value, str):
+            return f"{name} must be a string"
+        if (problem := id_problem(value)) is not None:
+            return f"{name} {problem}"
+    return None

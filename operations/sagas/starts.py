@@ -26,9 +26,9 @@ from .. import tracing
 from ..api import Json, bearer_principal, problem
 from ..errors import BrokerUnavailable
 from ..feed import ChangeFeed
-from ..identity import ADMIN_ROLE, Principal
+from ..identity import ADMIN_ROLE, Principal, id_problem
 from ..metrics import Registry
-from ..models import Operation, read_body
+from ..models import Operation, bounded_body, read_body
 from ..publisher import AmqpPublisher
 from ..records import OperationRecord
 from ..states import State
@@ -101,20 +101,6 @@ def _trace_id() -> str:
     return ids[0] if ids is not None else uuid.uuid4().hex
 
 
-async def bounded_body(request: Request) -> bytes | None:
-    """The body, or None once it is known to exceed the limit: it is never read whole."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        return None
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def preferred_wait(request: Request) -> int | None:
     """The ``wait`` preference of the ``Prefer`` headers in seconds (at most 60), or None.
 
@@ -126,8 +112,10 @@ def preferred_wait(request: Request) -> int | None:
             if name.strip().lower() != "wait":
                 continue
             value = value.strip().strip('"')
-            if value.isdigit():
-                return min(int(value), MAX_WAIT_SECONDS)
+            if value.isascii() and value.isdigit():
+                # Any number of digits: only the first few can matter under the cap.
+                digits = value.lstrip("0") or "0"
+                return MAX_WAIT_SECONDS if len(digits) > 3 else min(int(digits), MAX_WAIT_SECONDS)
     return None
 
 
@@ -158,11 +146,10 @@ class SagaStartApi:
         name = request.path_params["name"]
         kind = self.types.get(name)
         if kind is None or kind.http_start is None:
-            return problem(404, "saga_not_found", f"no saga type {name!r} starts over HTTP")
-        raw = await bounded_body(request)
-        if raw is None:
-            return problem(413, "payload_too_large", f"the body exceeds {MAX_BODY_BYTES} bytes")
-        body = read_body(raw, dict)
+            named = repr(name) if id_problem(name) is None else "by that name"
+            return problem(404, "saga_not_found", f"no saga type {named} starts over HTTP")
+        body = read_body(await bounded_body(request, MAX_BODY_BYTES), dict)
+        wait = preferred_wait(request)
         message = kind.http_start
         try:
             operation_id = await self.starter.start(
@@ -171,7 +158,6 @@ class SagaStartApi:
         except BrokerUnavailable as error:
             return problem(503, error.code, error.reason)
         headers = {"Request-ID": operation_id, "Location": f"/operations/{operation_id}"}
-        wait = preferred_wait(request)
         if wait is not None:
             headers["Vary"] = "Prefer"
             # Past the user's cap of waits, the preference is not applied: 202 at once.
