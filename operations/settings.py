@@ -67,6 +67,8 @@ class Settings:
     dead_letter_max_count: int = 10_000
     dead_letter_max_age_seconds: int = 7 * 86_400
     dead_letter_max_body_bytes: int = 65_536
+    max_sockets_per_user: int = 20
+    recovery_max_entries: int = 10_000
 
     @property
     def redis_shards(self) -> int:
@@ -202,6 +204,16 @@ class Settings:
                 "OPERATIONS_DEAD_LETTER_MAX_BODY_BYTES",
                 defaults.dead_letter_max_body_bytes,
                 _integer(64, 1 << 27),
+            ),
+            max_sockets_per_user=reader.get(
+                "OPERATIONS_MAX_SOCKETS_PER_USER",
+                defaults.max_sockets_per_user,
+                _integer(1, 1_000_000),
+            ),
+            recovery_max_entries=reader.get(
+                "OPERATIONS_RECOVERY_MAX_ENTRIES",
+                defaults.recovery_max_entries,
+                _integer(1, 1 << 30),
             ),
         )
         if settings.redis_cluster and urlsplit(settings.redis_url).scheme == "unix":
