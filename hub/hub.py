@@ -35,6 +35,7 @@ from operations.metrics import Registry
 from operations.tokens import TokenVerifier, Verified
 
 from . import events
+from .admission import Deadlines, SocketsPerUser
 from .recovering import Recovered, Recoveries, Recovery
 from .recovery import changes_since, is_ahead, parse_cursor
 from .rooms import OPS, rooms_for, user_room
@@ -97,7 +98,6 @@ class Hub:
         self.redis = redis
         self.metrics = metrics
         self.initialize_timeout = initialize_timeout
-        self.max_sockets_per_user = max_sockets_per_user
         self.recovery_max_entries = recovery_max_entries
         self.server = socketio.AsyncServer(
             async_mode="asgi",
@@ -110,14 +110,13 @@ class Hub:
         self.server.on("connect", self._connect)
         self.server.on("disconnect", self._disconnect)
         self.server.on(events.INITIALIZE, self._initialize)
-        # The engine.io connections not admitted yet (no valid token), each with its deadline.
-        self._unadmitted: dict[str, asyncio.TimerHandle] = {}
+        self._deadlines = Deadlines(lambda eio_sid: self._run(self._initialize_expired, eio_sid))
+        self._per_user = SocketsPerUser(max_sockets_per_user)
         self._opened = self.server.eio.handlers["connect"]
         self._closed = self.server.eio.handlers["disconnect"]
         self.server.eio.on("connect", self._eio_connect)
         self.server.eio.on("disconnect", self._eio_disconnect)
         self._clients: dict[str, Client] = {}
-        self._per_user: dict[str, int] = {}
         self._jobs: asyncio.Queue[list[FeedEntry] | Join | Recovered] = asyncio.Queue()
         self._recoveries = Recoveries()
         self._reads = asyncio.Semaphore(RECOVERY_READS)
@@ -148,8 +147,7 @@ class Hub:
                 await self._pusher
         for client in self._clients.values():
             client.cancel_timers()
-        for timer in self._unadmitted.values():
-            timer.cancel()
+        self._deadlines.cancel()
         reads = [r.task for r in self._recoveries.all() if r.task is not None]
         for read in reads:
             read.cancel()
@@ -162,18 +160,13 @@ class Hub:
 
     async def _eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
         """An engine.io connection opens: it has the initialize timeout to be admitted."""
-        loop = asyncio.get_running_loop()
-        self._unadmitted[eio_sid] = loop.call_later(
-            max(self.initialize_timeout, 0.0), self._run, self._initialize_expired, eio_sid
-        )
+        self._deadlines.opened(eio_sid, self.initialize_timeout)
         self._count_sockets()
         return await self._opened(eio_sid, environ)
 
     async def _eio_disconnect(self, eio_sid: str, *args: Any) -> Any:
-        timer = self._unadmitted.pop(eio_sid, None)
-        if timer is not None:
-            timer.cancel()
-            self._count_sockets()
+        self._deadlines.closed(eio_sid)
+        self._count_sockets()
         return await self._closed(eio_sid, *args)
 
     async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
@@ -187,10 +180,12 @@ class Hub:
             self._count_sockets()
             return True
         verified = await self._verify(token)
+        if not self._deadlines.is_open(self.server.manager.eio_sid_from_sid(sid, "/")):
+            return False  # the connection closed while the token was checked
         if verified is None:
             self.metrics.socket_refusals.inc(reason="unauthorized")
             raise socketio.exceptions.ConnectionRefusedError("unauthorized", UNAUTHORIZED)
-        if not self._has_room_for(verified):
+        if not self._per_user.has_room(verified.principal.user_id):
             self.metrics.socket_refusals.inc(reason="too_many_sockets")
             raise socketio.exceptions.ConnectionRefusedError("too_many_sockets", TOO_MANY_SOCKETS)
         self._clients[sid] = client
@@ -206,7 +201,7 @@ class Hub:
         verified = await self._verify(token)
         if self._clients.get(sid) is not client or client.principal is not None:
             return  # gone, or admitted by another initialize, while the key was looked up
-        if verified is None or not self._has_room_for(verified):
+        if verified is None or not self._per_user.has_room(verified.principal.user_id):
             refusal = UNAUTHORIZED if verified is None else TOO_MANY_SOCKETS
             self.metrics.socket_refusals.inc(reason=refusal["code"])
             await self.server.emit(events.DISCONNECTED, refusal, to=sid)
@@ -222,17 +217,15 @@ class Hub:
         if client is not None:
             client.cancel_timers()
             if client.principal is not None:
-                user = client.principal.user_id
-                left = self._per_user.get(user, 1) - 1
-                if left > 0:
-                    self._per_user[user] = left
-                else:
-                    self._per_user.pop(user, None)
+                self._per_user.remove(client.principal.user_id)
         recovery = self._recoveries.end(sid)
         if recovery is not None:
             if recovery.task is not None:
                 recovery.task.cancel()
             self.metrics.recoveries.set(len(self._recoveries))
+        # Left the namespace (or was put out of it) but kept the connection open: a deadline again.
+        eio_sid = self.server.manager.eio_sid_from_sid(sid, "/")
+        self._deadlines.expect(eio_sid, self.initialize_timeout)
         self._count_sockets()
 
     async def _verify(self, token: Any) -> Verified | None:
@@ -241,18 +234,12 @@ class Hub:
         except TokenError:
             return None
 
-    def _has_room_for(self, verified: Verified) -> bool:
-        return self._per_user.get(verified.principal.user_id, 0) < self.max_sockets_per_user
-
     def _take(self, sid: str, client: Client, verified: Verified) -> None:
         """Admits a client: its user's socket, its token's expiry; no deadline any more."""
         client.principal = verified.principal
-        user = verified.principal.user_id
-        self._per_user[user] = self._per_user.get(user, 0) + 1
+        self._per_user.add(verified.principal.user_id)
         self._later(client, verified.expires_at - time.time(), self._token_expired, sid)
-        timer = self._unadmitted.pop(self.server.manager.eio_sid_from_sid(sid, "/"), None)
-        if timer is not None:
-            timer.cancel()
+        self._deadlines.admitted(self.server.manager.eio_sid_from_sid(sid, "/"))
         self._count_sockets()
 
     def _later(self, client: Client, delay: float, action: Action, sid: str) -> None:
@@ -277,7 +264,7 @@ class Hub:
     async def _initialize_expired(self, eio_sid: str) -> None:
         """The connection's deadline passed before it was admitted: a Pacco-style client hears
         why; then the connection is closed, whatever was (or was not) said on it."""
-        if self._unadmitted.pop(eio_sid, None) is None:
+        if not self._deadlines.passed(eio_sid):
             return
         self._count_sockets()
         self.metrics.socket_refusals.inc(reason="initialize_timeout")
@@ -299,7 +286,7 @@ class Hub:
 
     def _count_sockets(self) -> None:
         self.metrics.sockets.set(len(self._clients))
-        self.metrics.sockets_unadmitted.set(len(self._unadmitted))
+        self.metrics.sockets_unadmitted.set(len(self._deadlines))
 
     # -- the pusher: live changes and joins, one at a time, in stream order ---------------
 

@@ -301,12 +301,14 @@ async def talk_until_closed(ws: aiohttp.ClientWebSocketResponse, limit: float) -
     raise AssertionError(f"still open after {limit} s: {heard}")
 
 
-@pytest.mark.parametrize("says", ["nothing", "a refused token", "no initialize"])
+@pytest.mark.parametrize(
+    "says", ["nothing", "a refused token", "no initialize", "a token, then leaves"]
+)
 async def test_a_connection_without_a_valid_token_is_closed_at_the_timeout(
-    service: RunningService, says: str
+    service: RunningService, token: Token, says: str
 ) -> None:
-    """A raw engine.io WebSocket that answers pings but never gets admitted: it shows in the
-    unadmitted gauge, then is closed at the initialize timeout."""
+    """A raw engine.io WebSocket that answers pings but is not (or no longer) admitted: it shows
+    in the unadmitted gauge, then is closed at the initialize timeout."""
     hub, metrics = service.service.hub, service.service.metrics
     hub.initialize_timeout = 1.0
     async with aiohttp.ClientSession() as session:
@@ -317,6 +319,10 @@ async def test_a_connection_without_a_valid_token_is_closed_at_the_timeout(
         elif says == "no initialize":
             await ws.send_str("40")
             assert (await ws.receive_str(timeout=10)).startswith("40")
+        elif says == "a token, then leaves":
+            await ws.send_str("40" + orjson.dumps({"token": token(uid())}).decode())
+            assert (await ws.receive_str(timeout=10)).startswith("40")
+            await ws.send_str("41")  # leaves the namespace, keeps the connection
 
         async def seen() -> bool:
             return metrics.sockets_unadmitted.value() == 1
