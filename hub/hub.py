@@ -120,6 +120,7 @@ class Hub:
         self._jobs: asyncio.Queue[list[FeedEntry] | Join | Recovered] = asyncio.Queue()
         self._recoveries = Recoveries()
         self._reads = asyncio.Semaphore(RECOVERY_READS)
+        self._reading: set[asyncio.Task[None]] = set()
         self._position: str | None = None  # the stream position of the last emitted change
         # Joins whose cursor is ahead of this process (another process pushed it further):
         # each waits, with its deadline, until this process has pushed as far.
@@ -148,7 +149,7 @@ class Hub:
         for client in self._clients.values():
             client.cancel_timers()
         self._deadlines.cancel()
-        reads = [r.task for r in self._recoveries.all() if r.task is not None]
+        reads = list(self._reading)
         for read in reads:
             read.cancel()
         await asyncio.gather(*reads, return_exceptions=True)
@@ -273,7 +274,17 @@ class Hub:
         if client is not None and client.principal is None:
             await self.server.emit(events.DISCONNECTED, {"code": "initialize_timeout"}, to=sid)
             await self.server.disconnect(sid)
+        await self._close(eio_sid)
+
+    async def _close(self, eio_sid: str) -> None:
+        """Closes a connection and its WebSocket now. engine.io's close only sends its close
+        packet and leaves the WebSocket to the client, which a hostile one keeps open until the
+        ping timeout (45 s): the writer is told to stop, and it closes the WebSocket."""
+        socket = self.server.eio.sockets.get(eio_sid)
         await self.server.eio.disconnect(eio_sid)
+        queue = getattr(socket, "queue", None)
+        if getattr(socket, "upgraded", False) and queue is not None:
+            queue.put_nowait(None)
 
     async def _token_expired(self, sid: str) -> None:
         if sid in self._clients:
@@ -350,7 +361,9 @@ class Hub:
         recovery = Recovery(join.sid, join.principal, join.since, self._position)
         self._recoveries.begin(recovery)
         self.metrics.recoveries.set(len(self._recoveries))
-        recovery.task = asyncio.create_task(self._read(recovery), name="hub-recovery")
+        recovery.task = task = asyncio.create_task(self._read(recovery), name="hub-recovery")
+        self._reading.add(task)  # held until done, even once its client has left
+        task.add_done_callback(self._reading.discard)
 
     async def _read(self, recovery: Recovery) -> None:
         """Reads a recovery's sync, off the pusher, then hands it back to the pusher."""

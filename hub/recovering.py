@@ -88,9 +88,6 @@ class Recoveries:
                         del self._in_room[room]
         return recovery
 
-    def all(self) -> list[Recovery]:
-        return list(self._by_sid.values())
-
     def hold(self, entry: FeedEntry) -> None:
         """Holds a change for every recovering client that will see it (once each, an admin's
         own operation being in two of its rooms)."""
