@@ -3,9 +3,13 @@ in stream order by one pusher task.
 
 Every process tails the same change stream, so each emits every applied change to its own
 clients: a change consumed by any process reaches a user wherever the user is connected, and in
-the order it was applied. Joins are handled by the same pusher task, between two emits: a
-reconnecting client's ``operations_sync`` covers the stream exactly up to the point from which it
-receives live events, so nothing is lost or doubled in between.
+the order it was applied. Joins are handled by the same pusher task, between two emits; a
+reconnecting client's ``operations_sync`` is read off the pusher (see :mod:`hub.recovering`) and
+covers the stream exactly up to the point from which it receives live events, so nothing is lost
+or doubled in between, and no client's recovery holds up the others' pushes.
+
+Each engine.io connection has the initialize timeout to bring a valid token; one that has not is
+closed then. A user has at most ``max_sockets_per_user`` sockets on a process.
 """
 
 from __future__ import annotations
@@ -31,14 +35,22 @@ from operations.metrics import Registry
 from operations.tokens import TokenVerifier, Verified
 
 from . import events
-from .recovery import Sync, changes_since, is_ahead, parse_cursor
+from .admission import Deadlines, SocketsPerUser
+from .recovering import Recovered, Recoveries, Recovery
+from .recovery import changes_since, is_ahead, parse_cursor
 from .rooms import OPS, rooms_for, user_room
 
 log = logging.getLogger("hub")
 
 INITIALIZE_TIMEOUT_SECONDS = 10.0
 CATCH_UP_SECONDS = 5.0
+MAX_SOCKETS_PER_USER = 20
+RECOVERY_MAX_ENTRIES = 10_000
+RECOVERY_READS = 4
+"""Recovery reads running at once on a process; the others wait their turn (their live changes
+held meanwhile)."""
 UNAUTHORIZED = {"code": "unauthorized"}
+TOO_MANY_SOCKETS = {"code": "too_many_sockets"}
 
 Action = Callable[[str], Coroutine[Any, Any, None]]
 """What a client's timer does when it fires, given the client's sid."""
@@ -78,12 +90,15 @@ class Hub:
         metrics: Registry,
         initialize_timeout: float = INITIALIZE_TIMEOUT_SECONDS,
         allowed_origins: tuple[str, ...] = (),
+        max_sockets_per_user: int = MAX_SOCKETS_PER_USER,
+        recovery_max_entries: int = RECOVERY_MAX_ENTRIES,
     ) -> None:
         self.verifier = verifier
         self.feed = feed
         self.redis = redis
         self.metrics = metrics
         self.initialize_timeout = initialize_timeout
+        self.recovery_max_entries = recovery_max_entries
         self.server = socketio.AsyncServer(
             async_mode="asgi",
             json=events.OrjsonModule,
@@ -95,8 +110,17 @@ class Hub:
         self.server.on("connect", self._connect)
         self.server.on("disconnect", self._disconnect)
         self.server.on(events.INITIALIZE, self._initialize)
+        self._deadlines = Deadlines(lambda eio_sid: self._run(self._initialize_expired, eio_sid))
+        self._per_user = SocketsPerUser(max_sockets_per_user)
+        self._opened = self.server.eio.handlers["connect"]
+        self._closed = self.server.eio.handlers["disconnect"]
+        self.server.eio.on("connect", self._eio_connect)
+        self.server.eio.on("disconnect", self._eio_disconnect)
         self._clients: dict[str, Client] = {}
-        self._jobs: asyncio.Queue[list[FeedEntry] | Join] = asyncio.Queue()
+        self._jobs: asyncio.Queue[list[FeedEntry] | Join | Recovered] = asyncio.Queue()
+        self._recoveries = Recoveries()
+        self._reads = asyncio.Semaphore(RECOVERY_READS)
+        self._reading: set[asyncio.Task[None]] = set()
         self._position: str | None = None  # the stream position of the last emitted change
         # Joins whose cursor is ahead of this process (another process pushed it further):
         # each waits, with its deadline, until this process has pushed as far.
@@ -124,11 +148,27 @@ class Hub:
                 await self._pusher
         for client in self._clients.values():
             client.cancel_timers()
+        self._deadlines.cancel()
+        reads = list(self._reading)
+        for read in reads:
+            read.cancel()
+        await asyncio.gather(*reads, return_exceptions=True)
         for task in self._actions:
             task.cancel()
         await asyncio.gather(*self._actions, return_exceptions=True)
 
     # -- connection life cycle ------------------------------------------------------------
+
+    async def _eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
+        """An engine.io connection opens: it has the initialize timeout to be admitted."""
+        self._deadlines.opened(eio_sid, self.initialize_timeout)
+        self._count_sockets()
+        return await self._opened(eio_sid, environ)
+
+    async def _eio_disconnect(self, eio_sid: str, *args: Any) -> Any:
+        self._deadlines.closed(eio_sid)
+        self._count_sockets()
+        return await self._closed(eio_sid, *args)
 
     async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
         auth = auth if isinstance(auth, dict) else {}
@@ -136,18 +176,22 @@ class Hub:
         client = Client(since=since if isinstance(since, str) else None)
         token = auth.get("token")
         if token is None:
-            # A Pacco-style client: it has a while to send its token with `initialize`.
+            # A Pacco-style client: it has until its connection's deadline to send `initialize`.
             self._clients[sid] = client
-            self._later(client, self.initialize_timeout, self._initialize_expired, sid)
             self._count_sockets()
             return True
         verified = await self._verify(token)
+        if not self._deadlines.is_open(self.server.manager.eio_sid_from_sid(sid, "/")):
+            return False  # the connection closed while the token was checked
         if verified is None:
             self.metrics.socket_refusals.inc(reason="unauthorized")
             raise socketio.exceptions.ConnectionRefusedError("unauthorized", UNAUTHORIZED)
+        if not self._per_user.has_room(verified.principal.user_id):
+            self.metrics.socket_refusals.inc(reason="too_many_sockets")
+            raise socketio.exceptions.ConnectionRefusedError("too_many_sockets", TOO_MANY_SOCKETS)
         self._clients[sid] = client
-        self._count_sockets()
-        self._admit(sid, client, verified)
+        self._take(sid, client, verified)
+        self._jobs.put_nowait(Join(sid, verified.principal, client.since))
         return True
 
     async def _initialize(self, sid: str, data: Any = None) -> None:
@@ -158,19 +202,31 @@ class Hub:
         verified = await self._verify(token)
         if self._clients.get(sid) is not client or client.principal is not None:
             return  # gone, or admitted by another initialize, while the key was looked up
-        client.cancel_timers()
-        if verified is None:
-            self.metrics.socket_refusals.inc(reason="unauthorized")
-            await self.server.emit(events.DISCONNECTED, UNAUTHORIZED, to=sid)
+        if verified is None or not self._per_user.has_room(verified.principal.user_id):
+            refusal = UNAUTHORIZED if verified is None else TOO_MANY_SOCKETS
+            self.metrics.socket_refusals.inc(reason=refusal["code"])
+            await self.server.emit(events.DISCONNECTED, refusal, to=sid)
             await self.server.disconnect(sid)
             return
+        self._take(sid, client, verified)  # before the emit: its socket counts from now on
         await self.server.emit(events.CONNECTED, {"userId": verified.principal.user_id}, to=sid)
-        self._admit(sid, client, verified)
+        if self._clients.get(sid) is client:
+            self._jobs.put_nowait(Join(sid, verified.principal, client.since))
 
     async def _disconnect(self, sid: str, *_: Any) -> None:
         client = self._clients.pop(sid, None)
         if client is not None:
             client.cancel_timers()
+            if client.principal is not None:
+                self._per_user.remove(client.principal.user_id)
+        recovery = self._recoveries.end(sid)
+        if recovery is not None:
+            if recovery.task is not None:
+                recovery.task.cancel()
+            self.metrics.recoveries.set(len(self._recoveries))
+        # Left the namespace (or was put out of it) but kept the connection open: a deadline again.
+        eio_sid = self.server.manager.eio_sid_from_sid(sid, "/")
+        self._deadlines.expect(eio_sid, self.initialize_timeout)
         self._count_sockets()
 
     async def _verify(self, token: Any) -> Verified | None:
@@ -179,10 +235,13 @@ class Hub:
         except TokenError:
             return None
 
-    def _admit(self, sid: str, client: Client, verified: Verified) -> None:
+    def _take(self, sid: str, client: Client, verified: Verified) -> None:
+        """Admits a client: its user's socket, its token's expiry; no deadline any more."""
         client.principal = verified.principal
+        self._per_user.add(verified.principal.user_id)
         self._later(client, verified.expires_at - time.time(), self._token_expired, sid)
-        self._jobs.put_nowait(Join(sid, verified.principal, client.since))
+        self._deadlines.admitted(self.server.manager.eio_sid_from_sid(sid, "/"))
+        self._count_sockets()
 
     def _later(self, client: Client, delay: float, action: Action, sid: str) -> None:
         loop = asyncio.get_running_loop()
@@ -203,11 +262,29 @@ class Hub:
         """Timer actions running now (a disconnect at the end of a client's time)."""
         return len(self._actions)
 
-    async def _initialize_expired(self, sid: str) -> None:
-        client = self._clients.get(sid)
+    async def _initialize_expired(self, eio_sid: str) -> None:
+        """The connection's deadline passed before it was admitted: a Pacco-style client hears
+        why; then the connection is closed, whatever was (or was not) said on it."""
+        if not self._deadlines.passed(eio_sid):
+            return
+        self._count_sockets()
+        self.metrics.socket_refusals.inc(reason="initialize_timeout")
+        sid = self.server.manager.sid_from_eio_sid(eio_sid, "/")
+        client = self._clients.get(sid) if sid is not None else None
         if client is not None and client.principal is None:
             await self.server.emit(events.DISCONNECTED, {"code": "initialize_timeout"}, to=sid)
             await self.server.disconnect(sid)
+        await self._close(eio_sid)
+
+    async def _close(self, eio_sid: str) -> None:
+        """Closes a connection and its WebSocket now. engine.io's close only sends its close
+        packet and leaves the WebSocket to the client, which a hostile one keeps open until the
+        ping timeout (45 s): the writer is told to stop, and it closes the WebSocket."""
+        socket = self.server.eio.sockets.get(eio_sid)
+        await self.server.eio.disconnect(eio_sid)
+        queue = getattr(socket, "queue", None)
+        if getattr(socket, "upgraded", False) and queue is not None:
+            queue.put_nowait(None)
 
     async def _token_expired(self, sid: str) -> None:
         if sid in self._clients:
@@ -220,6 +297,7 @@ class Hub:
 
     def _count_sockets(self) -> None:
         self.metrics.sockets.set(len(self._clients))
+        self.metrics.sockets_unadmitted.set(len(self._deadlines))
 
     # -- the pusher: live changes and joins, one at a time, in stream order ---------------
 
@@ -230,6 +308,8 @@ class Hub:
             try:
                 if isinstance(job, Join):
                     await self._join(job)
+                elif isinstance(job, Recovered):
+                    await self._recovered(job)
                 else:
                     await self._emit(job)
                 if self._waiting:
@@ -239,9 +319,10 @@ class Hub:
 
     async def _emit(self, entries: list[FeedEntry]) -> None:
         """Each change's packet is encoded once and queued to every recipient's socket in
-        stream order; the sockets' own writers send them."""
+        stream order; the sockets' own writers send them. Recovering clients have it held."""
         manager = self.server.manager
         send = self.server.eio.send_packet
+        recovering = self._recoveries
         packets = 0
         for entry in entries:
             recipients = list(manager.get_participants("/", rooms_for(entry.user_id)))
@@ -250,6 +331,8 @@ class Hub:
                 for _, eio_sid in recipients:
                     await send(eio_sid, packet)
                 packets += len(recipients)
+            if recovering:
+                recovering.hold(entry)
             self._position = entry.cursor
         self.metrics.pushes.inc(len(entries))
         self.metrics.push_packets.inc(packets)
@@ -262,26 +345,78 @@ class Hub:
     async def _join(self, join: Join, deadline: float | None = None) -> None:
         if not self.server.manager.is_connected(join.sid, "/"):
             return
-        if join.since is not None:
+        if join.since is None:
+            await self._enter_rooms(join.sid, join.principal)
+            return
+        assert self._position is not None
+        shards = len(self.feed.keys.shards)
+        since, here = parse_cursor(join.since, shards), parse_cursor(self._position, shards)
+        if since is not None and here is not None and is_ahead(since, here):
+            now = time.monotonic()
+            if deadline is None or now < deadline:
+                self._waiting.append((join, deadline or now + CATCH_UP_SECONDS))
+                if deadline is None:
+                    self._later_wake(CATCH_UP_SECONDS)
+                return
+        recovery = Recovery(join.sid, join.principal, join.since, self._position)
+        self._recoveries.begin(recovery)
+        self.metrics.recoveries.set(len(self._recoveries))
+        recovery.task = task = asyncio.create_task(self._read(recovery), name="hub-recovery")
+        self._reading.add(task)  # held until done, even once its client has left
+        task.add_done_callback(self._reading.discard)
+
+    async def _read(self, recovery: Recovery) -> None:
+        """Reads a recovery's sync, off the pusher, then hands it back to the pusher."""
+        sync = None
+        try:
+            async with self._reads:
+                if self._recoveries.current(recovery) and not recovery.overflowed:
+                    sync = await changes_since(
+                        self.redis,
+                        self.feed.keys.streams,
+                        recovery.since,
+                        recovery.until,
+                        recovery.principal,
+                        self.recovery_max_entries,
+                    )
+                    self.metrics.recovery_entries.inc(sync.scanned)
+        except RedisError as error:
+            log.warning("recovery read failed, asking the client to refetch: %s", error)
+        except Exception:
+            log.exception("recovery read failed, asking the client to refetch")
+        self._jobs.put_nowait(Recovered(recovery, sync))
+
+    async def _recovered(self, done: Recovered) -> None:
+        """Back on the pusher: the sync, the changes held since its position, then the rooms,
+        with nothing in between; or ``recovered: false`` from here on."""
+        recovery, sync = done.recovery, done.sync
+        if not self._recoveries.current(recovery):
+            return  # the client left meanwhile
+        self._recoveries.end(recovery.sid)
+        self.metrics.recoveries.set(len(self._recoveries))
+        if not self.server.manager.is_connected(recovery.sid, "/"):
+            return
+        held = recovery.held
+        if recovery.overflowed or sync is None or not sync.recovered:
+            if recovery.overflowed:
+                self.metrics.recoveries_given_up.inc(reason="held_changes")
+            elif sync is not None and sync.too_far:
+                self.metrics.recoveries_given_up.inc(reason="entries")
             assert self._position is not None
-            shards = len(self.feed.keys.shards)
-            since, here = parse_cursor(join.since, shards), parse_cursor(self._position, shards)
-            if since is not None and here is not None and is_ahead(since, here):
-                now = time.monotonic()
-                if deadline is None or now < deadline:
-                    self._waiting.append((join, deadline or now + CATCH_UP_SECONDS))
-                    if deadline is None:
-                        self._later_wake(CATCH_UP_SECONDS)
-                    return
-            try:
-                sync = await changes_since(
-                    self.redis, self.feed.keys.streams, join.since, self._position, join.principal
-                )
-            except RedisError as error:
-                log.warning("recovery read failed, asking the client to refetch: %s", error)
-                sync = Sync([], join.since, False)
-            await self.server.emit(events.SYNC, sync.to_json(), to=join.sid)
-            self.metrics.syncs.inc(recovered=str(sync.recovered).lower())
-        await self.server.enter_room(join.sid, user_room(join.principal.user_id))
-        if join.principal.is_admin:
-            await self.server.enter_room(join.sid, OPS)
+            payload = {"operations": [], "cursor": self._position, "recovered": False}
+            held = []
+        else:
+            payload = sync.to_json()
+        await self.server.emit(events.SYNC, payload, to=recovery.sid)
+        self.metrics.syncs.inc(recovered=str(payload["recovered"]).lower())
+        eio_sid = self.server.manager.eio_sid_from_sid(recovery.sid, "/")
+        for entry in held:
+            packet = EngineIOPacket(EIO_MESSAGE, data=events.encoded(entry))
+            await self.server.eio.send_packet(eio_sid, packet)
+        self.metrics.push_packets.inc(len(held))
+        await self._enter_rooms(recovery.sid, recovery.principal)
+
+    async def _enter_rooms(self, sid: str, principal: Principal) -> None:
+        await self.server.enter_room(sid, user_room(principal.user_id))
+        if principal.is_admin:
+            await self.server.enter_room(sid, OPS)

@@ -129,6 +129,27 @@ class Registry:
             "Socket.IO connections refused, by reason.",
             ("reason",),
         )
+        self.sockets_unadmitted = Gauge(
+            "operations_sockets_unadmitted",
+            "Connections open on this process whose user is not known yet (no valid token yet);"
+            " each is closed at the initialize timeout.",
+            (),
+        )
+        self.recoveries = Gauge(
+            "operations_recoveries",
+            "Reconnecting clients whose operations_sync is being read (or waits its turn).",
+            (),
+        )
+        self.recovery_entries = Counter(
+            "operations_recovery_entries_total",
+            "Change stream entries read to build operations_sync events.",
+            (),
+        )
+        self.recoveries_given_up = Counter(
+            "operations_recoveries_given_up_total",
+            "Recoveries answered recovered:false at a bound, by bound.",
+            ("reason",),
+        )
         self.pushes = Counter(
             "operations_pushes_total", "Applied changes emitted to Socket.IO rooms.", ()
         )
@@ -260,6 +281,10 @@ class Registry:
             self.swept,
             self.sockets,
             self.socket_refusals,
+            self.sockets_unadmitted,
+            self.recoveries,
+            self.recovery_entries,
+            self.recoveries_given_up,
             self.pushes,
             self.push_packets,
             self.syncs,

@@ -128,6 +128,8 @@ class Service:
             self.store.redis,
             self.metrics,
             allowed_origins=settings.allowed_origins,
+            max_sockets_per_user=settings.max_sockets_per_user,
+            recovery_max_entries=settings.recovery_max_entries,
         )
         self.sagas = (
             SagaRuntime(

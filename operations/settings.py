@@ -74,6 +74,8 @@ class Settings:
     redis_pool_size: int = 100
     wait_reads: int = 16
     max_waits_per_user: int = 50
+    max_sockets_per_user: int = 20
+    recovery_max_entries: int = 10_000
 
     @property
     def redis_shards(self) -> int:
@@ -223,6 +225,16 @@ class Settings:
             wait_reads=reader.get("OPERATIONS_WAIT_READS", defaults.wait_reads, _integer(1, 1_000)),
             max_waits_per_user=reader.get(
                 "OPERATIONS_MAX_WAITS_PER_USER", defaults.max_waits_per_user, _integer(1, 100_000)
+            ),
+            max_sockets_per_user=reader.get(
+                "OPERATIONS_MAX_SOCKETS_PER_USER",
+                defaults.max_sockets_per_user,
+                _integer(1, 1_000_000),
+            ),
+            recovery_max_entries=reader.get(
+                "OPERATIONS_RECOVERY_MAX_ENTRIES",
+                defaults.recovery_max_entries,
+                _integer(1, 1 << 30),
             ),
         )
         if settings.wait_reads >= settings.redis_pool_size:

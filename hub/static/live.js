@@ -257,7 +257,10 @@
     });
     socket.on("connect_error", (error) => {
       const code = error && error.data && error.data.code;
-      status.textContent = code === "unauthorized" ? "token refused" : "cannot connect: " + error.message;
+      status.textContent =
+        code === "unauthorized" ? "token refused"
+        : code === "too_many_sockets" ? "too many connections for this user: close another tab"
+        : "cannot connect: " + error.message;
     });
     socket.on("disconnect", (reason) => { status.textContent = "disconnected (" + reason + ")"; });
     socket.on("disconnected", (info) => { status.textContent = "signed out: " + ((info && info.code) || ""); });
