@@ -7,6 +7,11 @@ runs it through the :class:`Pipeline` in one Redis round trip, then settles it: 
 are published with confirms, and the batch is acknowledged with one multiple-ack per channel, on
 the channel each delivery came on. Messages stay unacknowledged until their Redis write is done;
 while Redis is unreachable the batch is retried with a back-off and nothing is acknowledged.
+
+Any other failure is the message's own: a batch whose processing raises is processed again one
+delivery at a time, so the others are settled as usual, and each failing delivery is sent back
+for a later attempt (through the retry queue, or to the back of the queue) with its count of
+failures in a header, until ``max_attempts`` sends it to the dead-letter queue with the reason.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import aio_pika
@@ -32,8 +37,8 @@ from .envelope import Delivered
 from .errors import StoreUnavailable
 from .logs import logged_id
 from .metrics import Registry
-from .queues import CLASSIC, QueueArguments
-from .settlements import Ack, DeadLetter, Retry, Settlement
+from .queues import CLASSIC, DEFAULT_MAX_ATTEMPTS, QueueArguments
+from .settlements import Ack, DeadLetter, Disposition, Failed, Retry, Settlement
 from .topology import declare_dead_letter_queue, declare_queue, declare_retry_queue
 
 log = logging.getLogger("operations.consumer")
@@ -46,6 +51,12 @@ ATTEMPTS_HEADER = "x-operations-attempts"
 # A stable id per dead-lettering, so that the copy's hand-over to the store is idempotent.
 DEAD_LETTER_ID_HEADER = "x-operations-dead-letter-id"
 DEAD_LETTERED_AT_HEADER = "x-operations-dead-lettered-at"
+# How often processing a message has failed unexpectedly; read only on a message the service sent
+# back to its queue (an empty exchange), so a publisher's or a redrive's copy starts again at 0.
+FAILURES_HEADER = "x-operations-failures"
+
+# A consumer is failing, as /ready tells, while this many messages in a row failed unexpectedly.
+FAILING_AFTER = 2
 
 # While Redis is unreachable, a batch is tried again after 0.05 s, 0.1 s, ... up to every 5 s.
 _RETRY_FIRST_SECONDS = 0.05
@@ -73,6 +84,8 @@ class Consumer:
         retry_queue: str | None = None,
         name: str = "operations",
         queue_arguments: QueueArguments = CLASSIC,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        retry_delay_seconds: float = 1.0,
     ) -> None:
         self.amqp_url = amqp_url
         self.queue_name = queue_name
@@ -85,6 +98,9 @@ class Consumer:
         self.metrics = metrics
         self.prefetch = prefetch
         self.batch_size = batch_size
+        self.max_attempts = max_attempts
+        self.retry_delay_seconds = retry_delay_seconds
+        self._failures_in_a_row = 0
         self._inbox: deque[Delivery] = deque()
         self._arrived = asyncio.Event()
         self._connection: AbstractRobustConnection | None = None
@@ -112,6 +128,12 @@ class Consumer:
     @property
     def store_down(self) -> bool:
         return self._store_down
+
+    @property
+    def failing(self) -> bool:
+        """Its messages keep failing unexpectedly: the last ``FAILING_AFTER`` it processed did,
+        with no success since."""
+        return self._failures_in_a_row >= FAILING_AFTER
 
     async def start(self) -> None:
         """Connects and consumes. Once started, the robust connection and the low-level consumer
@@ -188,9 +210,12 @@ class Consumer:
                 try:
                     await self._handle(batch)
                 except Exception:
-                    # A defect, not bad input: keep consuming, and let the broker offer the batch
-                    # again rather than leave it unacknowledged.
-                    log.exception("unexpected failure on a batch of %d; requeueing it", len(batch))
+                    # A defect in settling itself (processing failures are settled one by one):
+                    # keep consuming, and let the broker offer the batch again rather than leave
+                    # it unacknowledged.
+                    log.exception(
+                        "unexpected failure settling a batch of %d; requeueing it", len(batch)
+                    )
                     await asyncio.sleep(1.0)
                     for delivery in batch:
                         if delivery.settleable:
@@ -216,6 +241,82 @@ class Consumer:
         )
 
     async def _handle(self, batch: Sequence[Delivery]) -> None:
+        try:
+            settlements = await self._processed(batch)
+        except Exception as error:
+            settlements = await self._isolated(batch, error)
+        decided = [
+            self._decided(delivery, settlement)
+            for delivery, settlement in zip(batch, settlements, strict=True)
+        ]
+        await self._settle(batch, decided)
+
+    async def _isolated(self, batch: Sequence[Delivery], error: Exception) -> list[Settlement]:
+        """A batch whose processing raised, processed again one delivery at a time, so that only
+        the deliveries that fail alone are failures."""
+        if len(batch) == 1:
+            log.error(
+                "processing failed: %s",
+                _described(error),
+                exc_info=error,
+                extra={"correlation_id": logged_id(batch[0])},
+            )
+            return [Failed(_described(error))]
+        log.warning(
+            "a batch of %d failed (%s); processing it one delivery at a time",
+            len(batch),
+            _described(error),
+        )
+        settlements: list[Settlement] = []
+        for delivery in batch:
+            try:
+                (settlement,) = await self._processed([delivery])
+            except Exception as failure:
+                log.error(
+                    "processing failed: %s",
+                    _described(failure),
+                    exc_info=failure,
+                    extra={"correlation_id": logged_id(delivery)},
+                )
+                settlement = Failed(_described(failure))
+            settlements.append(settlement)
+        return settlements
+
+    def _decided(self, delivery: Delivery, settlement: Settlement) -> Settlement:
+        """A failure becomes a retry, or a dead letter once the message has failed
+        ``max_attempts`` times; any other settlement is a success."""
+        if not isinstance(settlement, Failed):
+            self._failures_in_a_row = 0
+            return settlement
+        self._failures_in_a_row += 1
+        failures = _failures(delivery) + 1
+        if failures >= self.max_attempts:
+            self.metrics.message_failures.inc(consumer=self.name, outcome="dead_lettered")
+            self.metrics.dead_letters.inc(disposition=Disposition.NOT_APPLIED.value)
+            log.error(
+                "failed %d times, dead-lettered: %s",
+                failures,
+                settlement.reason,
+                extra={"correlation_id": logged_id(delivery)},
+            )
+            return DeadLetter(f"failed {failures} times, the last with {settlement.reason}")
+        self.metrics.message_failures.inc(consumer=self.name, outcome="retried")
+        delay = self.retry_delay_seconds if self.retry_queue is not None else 0.0
+        log.warning(
+            "failed (%s); attempt %d of %d in %.1fs",
+            settlement.reason,
+            failures + 1,
+            self.max_attempts,
+            delay,
+            extra={"correlation_id": logged_id(delivery)},
+        )
+        return Retry(
+            settlement.reason, delay, header_count(delivery.headers, ATTEMPTS_HEADER), failures
+        )
+
+    async def _processed(self, batch: Sequence[Delivery]) -> list[Settlement]:
+        """The processor's settlements; while Redis is unreachable, tried again with a back-off,
+        holding every delivery unacknowledged."""
         backoff: Backoff | None = None
         while True:
             try:
@@ -232,7 +333,7 @@ class Consumer:
             self._store_down = False
             self.metrics.reconnects.inc(dependency="redis")
             log.warning("Redis reachable again")
-        await self._settle(batch, settlements)
+        return settlements
 
     async def _settle(self, batch: Sequence[Delivery], settlements: Sequence[Settlement]) -> None:
         copies = [
@@ -272,7 +373,9 @@ class Consumer:
             else:
                 await _quietly(delivery.ack(), delivery)
 
-    async def _publish_copy(self, message: Delivery, settlement: DeadLetter | Retry) -> None:
+    async def _publish_copy(
+        self, message: Delivery, settlement: DeadLetter | Retry | Failed
+    ) -> None:
         assert self._channel is not None
         headers = dict(message.headers or {})
         if message.exchange:  # not a message already back from the retry queue
@@ -280,16 +383,21 @@ class Consumer:
             headers[ROUTING_KEY_HEADER] = message.routing_key or ""
         headers[REASON_HEADER] = settlement.reason
         expiration: float | None = None
+        assert not isinstance(settlement, Failed), "a failure is decided before it is settled"
         if isinstance(settlement, DeadLetter):
             target = self.dead_letter_queue
             headers[DISPOSITION_HEADER] = settlement.disposition.value
             headers[DEAD_LETTERED_AT_HEADER] = dt.datetime.now(dt.UTC).isoformat()
             headers[DEAD_LETTER_ID_HEADER] = uuid.uuid4().hex
         else:
-            assert self.retry_queue is not None, "Retry needs a consumer with a retry queue"
-            target = self.retry_queue
             headers[ATTEMPTS_HEADER] = settlement.attempt
-            expiration = settlement.delay_seconds
+            if settlement.failures:
+                headers[FAILURES_HEADER] = settlement.failures
+            if self.retry_queue is not None:
+                target = self.retry_queue
+                expiration = settlement.delay_seconds
+            else:  # no retry queue: to the back of its own queue, at once
+                target = self.queue_name
         copy = aio_pika.Message(
             body=message.body,
             headers=headers,
@@ -302,6 +410,25 @@ class Consumer:
             expiration=expiration,
         )
         await self._channel.default_exchange.publish(copy, routing_key=target)
+
+
+def header_count(headers: Mapping[str, Any] | None, name: str) -> int:
+    """A count the service keeps in a header: 0 when absent or not a whole number."""
+    value = (headers or {}).get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _failures(delivery: Delivery) -> int:
+    if delivery.exchange:  # from a publisher or a redrive, not sent back by the service
+        return 0
+    return header_count(delivery.headers, FAILURES_HEADER)
+
+
+def _described(error: BaseException) -> str:
+    text = str(error)
+    if len(text) > 500:
+        text = text[:500] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 async def _quietly(settling: Any, delivery: Delivery | None = None) -> None:

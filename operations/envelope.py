@@ -14,8 +14,9 @@ from typing import Any, Protocol
 
 import orjson
 
+from . import documents
 from .catalogue import Catalogue
-from .errors import EnvelopeError
+from .errors import DocumentError, EnvelopeError
 from .identity import normalise_id
 from .states import MessageKind, State, decide
 
@@ -182,7 +183,7 @@ def _context(raw: Any, max_bytes: int, problems: list[str]) -> Mapping[str, Any]
         except orjson.JSONDecodeError:
             pass
         else:
-            if isinstance(value, dict):
+            if isinstance(value, dict) and not _may_nest_too_deep(raw):
                 return _folded(value)
     size = len(raw) if isinstance(raw, bytes | bytearray | memoryview) else None
     text = _as_text(raw)
@@ -202,10 +203,24 @@ def _json_object(raw: str | bytes, field: str, problems: list[str]) -> Mapping[s
     except orjson.JSONDecodeError:
         problems.append(f"{field}: not valid JSON")
         return {}
+    if _may_nest_too_deep(raw):
+        try:
+            documents.check(value)
+        except DocumentError as error:
+            problems.append(f"{field}: {error.reason}")
+            return {}
     if not isinstance(value, dict):
         problems.append(f"{field}: expected a JSON object, got {type(value).__name__}")
         return {}
     return _folded(value)
+
+
+def _may_nest_too_deep(raw: str | bytes | bytearray) -> bool:
+    """Whether ``raw`` holds enough brackets to nest past the bound, counted at C speed, so that
+    almost every message skips the walk of :func:`documents.check`."""
+    if isinstance(raw, str):
+        return raw.count("[") + raw.count("{") > documents.MAX_DEPTH
+    return raw.count(b"[") + raw.count(b"{") > documents.MAX_DEPTH
 
 
 def _folded(mapping: Mapping[Any, Any]) -> dict[str, Any]:

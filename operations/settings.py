@@ -14,7 +14,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from .errors import SettingsError
-from .queues import DEFAULT_DELIVERY_LIMIT, QueueArguments, QueueType
+from .queues import DEFAULT_DELIVERY_LIMIT, DEFAULT_MAX_ATTEMPTS, QueueArguments, QueueType
 from .shards import MAX_SHARDS
 
 T = TypeVar("T")
@@ -67,6 +67,9 @@ class Settings:
     dead_letter_max_count: int = 10_000
     dead_letter_max_age_seconds: int = 7 * 86_400
     dead_letter_max_body_bytes: int = 65_536
+    # No message can stall a queue: attempts at one that keeps failing, and the saga data cap.
+    max_delivery_attempts: int = DEFAULT_MAX_ATTEMPTS
+    saga_max_data_bytes: int = 65_536
 
     @property
     def redis_shards(self) -> int:
@@ -202,6 +205,16 @@ class Settings:
                 "OPERATIONS_DEAD_LETTER_MAX_BODY_BYTES",
                 defaults.dead_letter_max_body_bytes,
                 _integer(64, 1 << 27),
+            ),
+            max_delivery_attempts=reader.get(
+                "OPERATIONS_MAX_DELIVERY_ATTEMPTS",
+                defaults.max_delivery_attempts,
+                _integer(1, 1_000),
+            ),
+            saga_max_data_bytes=reader.get(
+                "OPERATIONS_SAGA_MAX_DATA_BYTES",
+                defaults.saga_max_data_bytes,
+                _integer(1_024, 1 << 27),
             ),
         )
         if settings.redis_cluster and urlsplit(settings.redis_url).scheme == "unix":
