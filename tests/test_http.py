@@ -198,7 +198,12 @@ async def test_service_endpoints(service: RunningService, http: httpx.AsyncClien
     assert (await http.get("/health")).json() == {"status": "ok"}
     ready = await http.get("/ready")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"rabbitmq": True, "redis": True}
+    assert ready.json()["checks"] == {
+        "rabbitmq": True,
+        "redis": True,
+        "consumer": True,
+        "saga-consumer": True,
+    }
     spec = (await http.get("/openapi.json")).json()
     assert spec["openapi"].startswith("3.")
     assert {"/operations/{id}", "/operations", "/operations/{id}/history"} <= set(spec["paths"])
@@ -232,7 +237,12 @@ async def test_ready_is_503_without_the_broker(settings: Settings, redis_client:
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             response = await client.get("/ready")
             assert response.status_code == 503
-            assert response.json()["checks"] == {"rabbitmq": False, "redis": True}
+            assert response.json()["checks"] == {
+                "rabbitmq": False,
+                "redis": True,
+                "consumer": True,
+                "saga-consumer": True,
+            }
     finally:
         await service.stop()
 
