@@ -122,9 +122,9 @@ async def test_a_poison_saga_start_leaves_other_users_orders_finishing(
             async def done(op: str = op) -> dict[str, Any] | None:
                 return await finished(http, token(bob), op)
 
-            record = await eventually(done, f"B's order {op}", timeout=20)
+            record = await eventually(done, f"B's order {op}", timeout=10)
             assert record["state"] == "completed", record
-        assert time.monotonic() - started < 20
+        assert time.monotonic() - started < 10  # about 1.5 s on a quiet machine
 
         saga_dead_letters = served.saga_queue
 

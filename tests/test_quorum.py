@@ -1,6 +1,6 @@
 """Quorum queues on the real RabbitMQ node (``OPERATIONS_QUEUE_TYPE=quorum``): every queue the
-service declares is one, messages flow, early saga messages go round the quorum retry queue, the
-delivery limit dead-letters a poison message, a queue of the other type stops start-up, a lost
+service declares is one, messages flow, early saga messages go round the quorum retry queue (a
+poison message: tests/test_poison.py), a queue of the other type stops start-up, a lost
 connection declares the same queues again, and an order's saga runs with the simulated services
 on quorum queues too."""
 
