@@ -23,13 +23,14 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 import aio_pika
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.exceptions import AMQPError
 
+from .attempts import FAILURES_HEADER, Attempts, described
 from .backoff import Backoff
 from .catalogue import Subscription
 from .deliveries import ChannelConsumer, Delivery
@@ -38,7 +39,7 @@ from .errors import StoreUnavailable
 from .logs import logged_id
 from .metrics import Registry
 from .queues import CLASSIC, DEFAULT_MAX_ATTEMPTS, QueueArguments
-from .settlements import Ack, DeadLetter, Disposition, Failed, Retry, Settlement
+from .settlements import Ack, DeadLetter, Failed, Retry, Settlement
 from .topology import declare_dead_letter_queue, declare_queue, declare_retry_queue
 
 log = logging.getLogger("operations.consumer")
@@ -51,12 +52,6 @@ ATTEMPTS_HEADER = "x-operations-attempts"
 # A stable id per dead-lettering, so that the copy's hand-over to the store is idempotent.
 DEAD_LETTER_ID_HEADER = "x-operations-dead-letter-id"
 DEAD_LETTERED_AT_HEADER = "x-operations-dead-lettered-at"
-# How often processing a message has failed unexpectedly; read only on a message the service sent
-# back to its queue (an empty exchange), so a publisher's or a redrive's copy starts again at 0.
-FAILURES_HEADER = "x-operations-failures"
-
-# A consumer is failing, as /ready tells, while this many messages in a row failed unexpectedly.
-FAILING_AFTER = 2
 
 # While Redis is unreachable, a batch is tried again after 0.05 s, 0.1 s, ... up to every 5 s.
 _RETRY_FIRST_SECONDS = 0.05
@@ -98,9 +93,9 @@ class Consumer:
         self.metrics = metrics
         self.prefetch = prefetch
         self.batch_size = batch_size
-        self.max_attempts = max_attempts
-        self.retry_delay_seconds = retry_delay_seconds
-        self._failures_in_a_row = 0
+        self.attempts = Attempts(
+            name, metrics, max_attempts, retry_delay_seconds if retry_queue is not None else 0.0
+        )
         self._inbox: deque[Delivery] = deque()
         self._arrived = asyncio.Event()
         self._connection: AbstractRobustConnection | None = None
@@ -131,9 +126,8 @@ class Consumer:
 
     @property
     def failing(self) -> bool:
-        """Its messages keep failing unexpectedly: the last ``FAILING_AFTER`` it processed did,
-        with no success since."""
-        return self._failures_in_a_row >= FAILING_AFTER
+        """Its messages keep failing unexpectedly (see :mod:`operations.attempts`)."""
+        return self.attempts.failing
 
     async def start(self) -> None:
         """Connects and consumes. Once started, the robust connection and the low-level consumer
@@ -246,7 +240,7 @@ class Consumer:
         except Exception as error:
             settlements = await self._isolated(batch, error)
         decided = [
-            self._decided(delivery, settlement)
+            self.attempts.decided(delivery, settlement)
             for delivery, settlement in zip(batch, settlements, strict=True)
         ]
         await self._settle(batch, decided)
@@ -257,15 +251,15 @@ class Consumer:
         if len(batch) == 1:
             log.error(
                 "processing failed: %s",
-                _described(error),
+                described(error),
                 exc_info=error,
                 extra={"correlation_id": logged_id(batch[0])},
             )
-            return [Failed(_described(error))]
+            return [Failed(described(error))]
         log.warning(
             "a batch of %d failed (%s); processing it one delivery at a time",
             len(batch),
-            _described(error),
+            described(error),
         )
         settlements: list[Settlement] = []
         for delivery in batch:
@@ -274,45 +268,13 @@ class Consumer:
             except Exception as failure:
                 log.error(
                     "processing failed: %s",
-                    _described(failure),
+                    described(failure),
                     exc_info=failure,
                     extra={"correlation_id": logged_id(delivery)},
                 )
-                settlement = Failed(_described(failure))
+                settlement = Failed(described(failure))
             settlements.append(settlement)
         return settlements
-
-    def _decided(self, delivery: Delivery, settlement: Settlement) -> Settlement:
-        """A failure becomes a retry, or a dead letter once the message has failed
-        ``max_attempts`` times; any other settlement is a success."""
-        if not isinstance(settlement, Failed):
-            self._failures_in_a_row = 0
-            return settlement
-        self._failures_in_a_row += 1
-        failures = _failures(delivery) + 1
-        if failures >= self.max_attempts:
-            self.metrics.message_failures.inc(consumer=self.name, outcome="dead_lettered")
-            self.metrics.dead_letters.inc(disposition=Disposition.NOT_APPLIED.value)
-            log.error(
-                "failed %d times, dead-lettered: %s",
-                failures,
-                settlement.reason,
-                extra={"correlation_id": logged_id(delivery)},
-            )
-            return DeadLetter(f"failed {failures} times, the last with {settlement.reason}")
-        self.metrics.message_failures.inc(consumer=self.name, outcome="retried")
-        delay = self.retry_delay_seconds if self.retry_queue is not None else 0.0
-        log.warning(
-            "failed (%s); attempt %d of %d in %.1fs",
-            settlement.reason,
-            failures + 1,
-            self.max_attempts,
-            delay,
-            extra={"correlation_id": logged_id(delivery)},
-        )
-        return Retry(
-            settlement.reason, delay, header_count(delivery.headers, ATTEMPTS_HEADER), failures
-        )
 
     async def _processed(self, batch: Sequence[Delivery]) -> list[Settlement]:
         """The processor's settlements; while Redis is unreachable, tried again with a back-off,
@@ -390,7 +352,8 @@ class Consumer:
             headers[DEAD_LETTERED_AT_HEADER] = dt.datetime.now(dt.UTC).isoformat()
             headers[DEAD_LETTER_ID_HEADER] = uuid.uuid4().hex
         else:
-            headers[ATTEMPTS_HEADER] = settlement.attempt
+            if settlement.attempt is not None:
+                headers[ATTEMPTS_HEADER] = settlement.attempt
             if settlement.failures:
                 headers[FAILURES_HEADER] = settlement.failures
             if self.retry_queue is not None:
@@ -410,25 +373,6 @@ class Consumer:
             expiration=expiration,
         )
         await self._channel.default_exchange.publish(copy, routing_key=target)
-
-
-def header_count(headers: Mapping[str, Any] | None, name: str) -> int:
-    """A count the service keeps in a header: 0 when absent or not a whole number."""
-    value = (headers or {}).get(name)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
-def _failures(delivery: Delivery) -> int:
-    if delivery.exchange:  # from a publisher or a redrive, not sent back by the service
-        return 0
-    return header_count(delivery.headers, FAILURES_HEADER)
-
-
-def _described(error: BaseException) -> str:
-    text = str(error)
-    if len(text) > 500:
-        text = text[:500] + "..."
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 async def _quietly(settling: Any, delivery: Delivery | None = None) -> None:

@@ -34,7 +34,8 @@ class Retry:
 
     reason: str
     delay_seconds: float
-    attempt: int
+    attempt: int | None
+    """The early retries made so far (``None``: as the message says already)."""
     failures: int = 0
     """How often processing it has failed unexpectedly so far (see :class:`Failed`)."""
 

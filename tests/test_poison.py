@@ -18,7 +18,8 @@ import pytest
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractRobustConnection
 
-from operations.consumer import FAILURES_HEADER, REASON_HEADER, Consumer
+from operations.attempts import FAILURES_HEADER
+from operations.consumer import REASON_HEADER, Consumer
 from operations.envelope import Delivered
 from operations.metrics import Registry
 from operations.queues import QueueArguments, QueueType

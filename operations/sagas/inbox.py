@@ -8,7 +8,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .. import documents, tracing
-from ..consumer import ATTEMPTS_HEADER, ROUTING_KEY_HEADER, header_count
+from ..attempts import described, header_count
+from ..consumer import ATTEMPTS_HEADER, ROUTING_KEY_HEADER
 from ..envelope import Delivered, header_text
 from ..errors import DocumentError, SagaDataError, StoreUnavailable
 from ..logs import handling, logged_id
@@ -87,12 +88,13 @@ class SagaInbox:
                 return DeadLetter(f"saga message {name}: {error.reason}")
             except Exception as error:
                 # The consumer retries it later, and dead-letters it once it has failed too often.
+                reason = described(error)
                 if span is not None:
-                    tracing.failed(span, f"{type(error).__name__}: {error}")
+                    tracing.failed(span, reason)
                 log.exception(
                     "saga message %s failed", name, extra={"correlation_id": logged_id(delivered)}
                 )
-                return Failed(f"{type(error).__name__}: {error}")
+                return Failed(reason)
         outcomes = {result.outcome for result in results}
         attempt = header_count(headers, ATTEMPTS_HEADER) + 1
         if SagaOutcome.EARLY in outcomes and not _in_saga_flow(headers):
