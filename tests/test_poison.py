@@ -20,15 +20,29 @@ from aio_pika.abc import AbstractRobustConnection
 
 from operations.attempts import FAILURES_HEADER
 from operations.consumer import REASON_HEADER, Consumer
-from operations.envelope import Delivered
+from operations.envelope import Delivered, Envelope
+from operations.errors import StoreError
+from operations.identity import normalise_id
 from operations.metrics import Registry
+from operations.pipeline import Pipeline
 from operations.queues import QueueArguments, QueueType
+from operations.records import Change
 from operations.sagas import Saga, SagaContext, SagaMessage, start
 from operations.settings import Settings
 from operations.settlements import Ack, Settlement
+from operations.store import Keys, RedisStore
+from operations.topology import declare_queue
 from tests.dead_letter_support import letters
 from tests.demo_support import simulated
-from tests.support import RunningService, dead_letters, eventually, new_id, start_service
+from tests.support import (
+    PACCO,
+    Publisher,
+    RunningService,
+    dead_letters,
+    eventually,
+    new_id,
+    start_service,
+)
 
 Token = Callable[..., str]
 QUORUM = {"x-queue-type": "quorum"}
@@ -50,6 +64,7 @@ async def publish_raw(
     body: bytes,
     operation_id: str,
     user: str,
+    message_context: str | None = None,
 ) -> None:
     async with amqp.channel(publisher_confirms=True) as channel:
         target = await channel.declare_exchange(exchange, "topic", durable=True)
@@ -57,7 +72,8 @@ async def publish_raw(
             aio_pika.Message(
                 body,
                 headers={
-                    "message_context": orjson.dumps({"user": {"id": user}}).decode(),
+                    "message_context": message_context
+                    or orjson.dumps({"user": {"id": user}}).decode(),
                     "Saga": "Pending",
                 },
                 correlation_id=operation_id,
@@ -95,7 +111,7 @@ async def test_a_poison_saga_start_leaves_other_users_orders_finishing(
         ),
     )
     admin, alice, bob = bearer(token("ops", "admin")), new_id(), new_id()
-    deep, large = new_id(), new_id()
+    deep, large, huge, context = new_id(), new_id(), new_id(), new_id()
     async with (
         start_service(served) as running,
         simulated(amqp_url),
@@ -106,6 +122,18 @@ async def test_a_poison_saga_start_leaves_other_users_orders_finishing(
         oversized = {"deliveryId": "d" * 70_000, "parcelId": "p"}
         await publish_raw(
             amqp, "deliveries", "start_delivery", orjson.dumps(oversized), large, alice
+        )
+        number = b'{"deliveryId":"d","parcelId":"p","n":18446744073709551616}'
+        await publish_raw(amqp, "deliveries", "start_delivery", number, huge, alice)
+        deep_context = '{"user":{"id":"a"},"x":' + nested(100).decode() + "}"
+        await publish_raw(
+            amqp,
+            "deliveries",
+            "start_delivery",
+            b'{"deliveryId":"d","parcelId":"p"}',
+            context,
+            alice,
+            deep_context,
         )
 
         started = time.monotonic()
@@ -129,13 +157,19 @@ async def test_a_poison_saga_start_leaves_other_users_orders_finishing(
 
         saga_dead_letters = served.saga_queue
 
-        async def both() -> list[dict[str, Any]]:
+        async def all_four() -> list[dict[str, Any]]:
             found = await letters(http, admin, queue=saga_dead_letters)
-            return found if len(found) >= 2 else []
+            return found if len(found) >= 4 else []
 
-        found = await eventually(both, "both poison messages in the workbench", timeout=20)
+        found = await eventually(all_four, "the poison messages in the workbench", timeout=20)
         by_operation = {letter["correlationId"]: letter for letter in found}
-        assert set(by_operation) == {deep, large}
+        assert set(by_operation) == {deep, large, huge, context}
+        assert by_operation[huge]["reason"] == (
+            "saga message start_delivery: n: an integer outside the signed 64-bit range"
+        )
+        assert by_operation[context]["reason"].startswith(
+            "saga message start_delivery: headers.message_context: x[0]"
+        )
         assert by_operation[deep]["reason"].startswith("saga message start_delivery: x[0]")
         assert by_operation[deep]["reason"].endswith("nested more than 32 levels deep")
         reason = by_operation[large]["reason"]
@@ -337,3 +371,84 @@ async def test_ready_is_503_while_a_consumer_keeps_failing_and_the_message_ends_
     metrics = fragile.service.metrics
     assert metrics.message_failures.value(consumer="operations-sagas", outcome="retried") == 2
     assert metrics.message_failures.value(consumer="operations-sagas", outcome="dead_lettered") == 1
+
+
+class FlakyStore(RedisStore):
+    """Raises, as a defect would, on the first two batches holding the operation ``flaky``: with
+    its batch, and alone."""
+
+    def __init__(self, flaky: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.flaky = flaky
+        self.raised = 0
+
+    async def apply(self, envelopes: Sequence[Envelope]) -> list[Change | StoreError]:
+        if self.raised < 2 and any(e.operation_id == self.flaky for e in envelopes):
+            self.raised += 1
+            raise RuntimeError(DEFECT)
+        return await super().apply(envelopes)
+
+
+async def test_a_failed_tracking_message_is_applied_when_it_comes_back(
+    settings: Settings, redis_client: aioredis.Redis, amqp: AbstractRobustConnection
+) -> None:
+    """Sent back to the tracking queue through the default exchange, it is still read as the
+    command it was first published as."""
+    ops = [new_id() for _ in range(8)]
+    async with Publisher(amqp) as publisher:
+        async with amqp.channel() as channel:
+            await declare_queue(channel, PACCO, settings.queue)
+        for op in ops:
+            await publisher.publish("create_order", op, user="u")
+    metrics = Registry()
+    store = FlakyStore(normalise_id(ops[3]), redis_client, 60, keys=Keys(settings.key_prefix))
+    consumer = Consumer(
+        settings.amqp_url,
+        settings.queue,
+        settings.dead_letter_queue,
+        PACCO,
+        Pipeline(PACCO, store, metrics, settings.max_message_bytes),
+        metrics,
+        batch_size=64,
+    )
+    await consumer.start()
+    try:
+
+        async def applied() -> bool:
+            return metrics.messages.value(kind="command", outcome="applied") == len(ops)
+
+        await eventually(applied, "every message to be applied, the flaky one on its return")
+    finally:
+        await consumer.stop()
+    assert store.raised == 2
+    assert metrics.message_failures.value(consumer="operations", outcome="retried") == 1
+    assert metrics.messages.value(kind="command", outcome="duplicate") == 0
+    for op in ops:
+        record = await store.get(normalise_id(op))
+        assert record is not None and record.name == "create_order", op
+    async with amqp.channel() as channel:
+        for name in (settings.queue, settings.dead_letter_queue):
+            queue = await channel.declare_queue(name, durable=True)
+            assert queue.declaration_result.message_count == 0, name
+
+
+async def test_a_tracking_body_nested_too_deep_is_applied_without_it_and_dead_lettered(
+    service: RunningService, amqp: AbstractRobustConnection, settings: Settings
+) -> None:
+    deep, deeper = new_id(), new_id()
+    async with Publisher(amqp) as publisher:
+        await publisher.publish("create_order", deep, user="u", body=b'{"x":' + nested(40) + b"}")
+        await publisher.publish(
+            "create_order_rejected",
+            deeper,
+            user="u",
+            body=b'{"reason":"no","code":"c","x":' + nested(5_000) + b"}",
+        )
+    letters_ = await dead_letters(amqp, settings.dead_letter_queue, 2)
+    reasons = {letter.correlation_id: str(letter.headers[REASON_HEADER]) for letter in letters_}
+    assert reasons[deep].startswith("body: x[0]")
+    assert reasons[deep].endswith(": nested more than 32 levels deep")
+    assert reasons[deeper] == "body: not valid JSON"
+    for op, state in ((deep, "pending"), (deeper, "rejected")):
+        record = await service.service.store.get(normalise_id(op))
+        assert record is not None and record.state == state, op
