@@ -23,11 +23,10 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import orjson
-
-from .. import documents, tracing
-from ..errors import DocumentError, SagaDataError, StoreUnavailable
+from .. import tracing
+from ..errors import StoreUnavailable
 from ..metrics import Registry
+from .bounds import MAX_DATA_BYTES, check_data
 from .instances import OutboxEntry, SagaRecord, SagaStatus, StepRecord
 from .outbox import OutboxRelay
 from .results import OUTCOME_OF, STATUS_OF, Cancellation, Processed, SagaOutcome
@@ -44,7 +43,6 @@ CANCELLED = "cancelled"
 # A compensation that has committed nothing for this long is taken to be orphaned (its process
 # died) and is resumed by whichever process's deadline watcher sees it first.
 COMPENSATION_GRACE_SECONDS = 30.0
-DEFAULT_MAX_DATA_BYTES = 65_536
 
 
 class Coordinator:
@@ -57,7 +55,7 @@ class Coordinator:
         finished_ttl_seconds: int = 86_400,
         factory: Callable[[type[Saga[Any]], str, Any], Saga[Any]] | None = None,
         compensation_grace_seconds: float = COMPENSATION_GRACE_SECONDS,
-        max_data_bytes: int = DEFAULT_MAX_DATA_BYTES,
+        max_data_bytes: int = MAX_DATA_BYTES,
     ) -> None:
         self.sagas = list(sagas)
         self.store = store
@@ -240,7 +238,7 @@ class Coordinator:
                 saga.outbox.clear()
                 saga.data = kind.load_data(record.data)  # what the failed step changed is undone
                 saga.reject(f"step {message.name} failed: {error}", "step_failed")
-            self._check_data(saga, message)
+            check_data(saga, message, self.max_data_bytes)
             if message.message_id is not None:
                 record.seen.append(message.message_id)
             record.steps.append(
@@ -264,23 +262,6 @@ class Coordinator:
             "saga %s:%s: gave up after %d conflicts", kind.name, saga_id, MAX_CONFLICT_RETRIES
         )
         return Processed(kind.name, saga_id, SagaOutcome.CONFLICT)
-
-    def _check_data(self, saga: Saga[Any], message: SagaMessage) -> None:
-        """Raises SagaDataError, so that nothing is committed, when the data a step left cannot
-        be stored: not serialisable, beyond the document bounds, or over ``max_data_bytes``."""
-        what = f"saga {type(saga).name}: step {message.name} left data that"
-        try:
-            data = saga.dump_data()
-            documents.check(data)
-            size = len(orjson.dumps(data))
-        except DocumentError as error:
-            raise SagaDataError(f"{what} breaks the bounds: {error.reason}") from None
-        except (TypeError, ValueError) as error:
-            raise SagaDataError(f"{what} cannot be stored: {error}") from None
-        if size > self.max_data_bytes:
-            raise SagaDataError(
-                f"{what} is {size} bytes as JSON, over the limit of {self.max_data_bytes}"
-            )
 
     def _new_record(self, kind: type[Saga[Any]], saga_id: str, context: SagaContext) -> SagaRecord:
         now = time.time()
