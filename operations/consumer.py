@@ -352,6 +352,9 @@ class Consumer:
             headers[DEAD_LETTERED_AT_HEADER] = dt.datetime.now(dt.UTC).isoformat()
             headers[DEAD_LETTER_ID_HEADER] = uuid.uuid4().hex
         else:
+            # A new message to the broker: a quorum queue's count of this one's returns would
+            # be mistaken for its own.
+            headers.pop("x-delivery-count", None)
             if settlement.attempt is not None:
                 headers[ATTEMPTS_HEADER] = settlement.attempt
             if settlement.failures:
