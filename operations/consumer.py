@@ -7,6 +7,11 @@ runs it through the :class:`Pipeline` in one Redis round trip, then settles it: 
 are published with confirms, and the batch is acknowledged with one multiple-ack per channel, on
 the channel each delivery came on. Messages stay unacknowledged until their Redis write is done;
 while Redis is unreachable the batch is retried with a back-off and nothing is acknowledged.
+
+Any other failure is the message's own: a batch whose processing raises is processed again one
+delivery at a time, so the others are settled as usual, and each failing delivery is sent back
+for a later attempt (through the retry queue, or to the back of the queue) with its count of
+failures in a header, until ``max_attempts`` sends it to the dead-letter queue with the reason.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import aio_pika
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.exceptions import AMQPError
 
+from .attempts import FAILURES_HEADER, Attempts, described
 from .backoff import Backoff
 from .catalogue import Subscription
 from .deliveries import ChannelConsumer, Delivery
@@ -32,8 +38,8 @@ from .envelope import Delivered
 from .errors import StoreUnavailable
 from .logs import logged_id
 from .metrics import Registry
-from .queues import CLASSIC, QueueArguments
-from .settlements import Ack, DeadLetter, Retry, Settlement
+from .queues import CLASSIC, DEFAULT_MAX_ATTEMPTS, QueueArguments
+from .settlements import Ack, DeadLetter, Failed, Retry, Settlement
 from .topology import declare_dead_letter_queue, declare_queue, declare_retry_queue
 
 log = logging.getLogger("operations.consumer")
@@ -73,6 +79,8 @@ class Consumer:
         retry_queue: str | None = None,
         name: str = "operations",
         queue_arguments: QueueArguments = CLASSIC,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        retry_delay_seconds: float = 1.0,
     ) -> None:
         self.amqp_url = amqp_url
         self.queue_name = queue_name
@@ -85,6 +93,9 @@ class Consumer:
         self.metrics = metrics
         self.prefetch = prefetch
         self.batch_size = batch_size
+        self.attempts = Attempts(
+            name, metrics, max_attempts, retry_delay_seconds if retry_queue is not None else 0.0
+        )
         self._inbox: deque[Delivery] = deque()
         self._arrived = asyncio.Event()
         self._connection: AbstractRobustConnection | None = None
@@ -112,6 +123,11 @@ class Consumer:
     @property
     def store_down(self) -> bool:
         return self._store_down
+
+    @property
+    def failing(self) -> bool:
+        """Its messages keep failing unexpectedly (see :mod:`operations.attempts`)."""
+        return self.attempts.failing
 
     async def start(self) -> None:
         """Connects and consumes. Once started, the robust connection and the low-level consumer
@@ -188,9 +204,12 @@ class Consumer:
                 try:
                     await self._handle(batch)
                 except Exception:
-                    # A defect, not bad input: keep consuming, and let the broker offer the batch
-                    # again rather than leave it unacknowledged.
-                    log.exception("unexpected failure on a batch of %d; requeueing it", len(batch))
+                    # A defect in settling itself (processing failures are settled one by one):
+                    # keep consuming, and let the broker offer the batch again rather than leave
+                    # it unacknowledged.
+                    log.exception(
+                        "unexpected failure settling a batch of %d; requeueing it", len(batch)
+                    )
                     await asyncio.sleep(1.0)
                     for delivery in batch:
                         if delivery.settleable:
@@ -216,6 +235,50 @@ class Consumer:
         )
 
     async def _handle(self, batch: Sequence[Delivery]) -> None:
+        try:
+            settlements = await self._processed(batch)
+        except Exception as error:
+            settlements = await self._isolated(batch, error)
+        decided = [
+            self.attempts.decided(delivery, settlement)
+            for delivery, settlement in zip(batch, settlements, strict=True)
+        ]
+        await self._settle(batch, decided)
+
+    async def _isolated(self, batch: Sequence[Delivery], error: Exception) -> list[Settlement]:
+        """A batch whose processing raised, processed again one delivery at a time, so that only
+        the deliveries that fail alone are failures."""
+        if len(batch) == 1:
+            log.error(
+                "processing failed: %s",
+                described(error),
+                exc_info=error,
+                extra={"correlation_id": logged_id(batch[0])},
+            )
+            return [Failed(described(error))]
+        log.warning(
+            "a batch of %d failed (%s); processing it one delivery at a time",
+            len(batch),
+            described(error),
+        )
+        settlements: list[Settlement] = []
+        for delivery in batch:
+            try:
+                (settlement,) = await self._processed([delivery])
+            except Exception as failure:
+                log.error(
+                    "processing failed: %s",
+                    described(failure),
+                    exc_info=failure,
+                    extra={"correlation_id": logged_id(delivery)},
+                )
+                settlement = Failed(described(failure))
+            settlements.append(settlement)
+        return settlements
+
+    async def _processed(self, batch: Sequence[Delivery]) -> list[Settlement]:
+        """The processor's settlements; while Redis is unreachable, tried again with a back-off,
+        holding every delivery unacknowledged."""
         backoff: Backoff | None = None
         while True:
             try:
@@ -232,7 +295,7 @@ class Consumer:
             self._store_down = False
             self.metrics.reconnects.inc(dependency="redis")
             log.warning("Redis reachable again")
-        await self._settle(batch, settlements)
+        return settlements
 
     async def _settle(self, batch: Sequence[Delivery], settlements: Sequence[Settlement]) -> None:
         copies = [
@@ -272,7 +335,9 @@ class Consumer:
             else:
                 await _quietly(delivery.ack(), delivery)
 
-    async def _publish_copy(self, message: Delivery, settlement: DeadLetter | Retry) -> None:
+    async def _publish_copy(
+        self, message: Delivery, settlement: DeadLetter | Retry | Failed
+    ) -> None:
         assert self._channel is not None
         headers = dict(message.headers or {})
         if message.exchange:  # not a message already back from the retry queue
@@ -280,16 +345,25 @@ class Consumer:
             headers[ROUTING_KEY_HEADER] = message.routing_key or ""
         headers[REASON_HEADER] = settlement.reason
         expiration: float | None = None
+        assert not isinstance(settlement, Failed), "a failure is decided before it is settled"
         if isinstance(settlement, DeadLetter):
             target = self.dead_letter_queue
             headers[DISPOSITION_HEADER] = settlement.disposition.value
             headers[DEAD_LETTERED_AT_HEADER] = dt.datetime.now(dt.UTC).isoformat()
             headers[DEAD_LETTER_ID_HEADER] = uuid.uuid4().hex
         else:
-            assert self.retry_queue is not None, "Retry needs a consumer with a retry queue"
-            target = self.retry_queue
-            headers[ATTEMPTS_HEADER] = settlement.attempt
-            expiration = settlement.delay_seconds
+            # A new message to the broker: a quorum queue's count of this one's returns would
+            # be mistaken for its own.
+            headers.pop("x-delivery-count", None)
+            if settlement.attempt is not None:
+                headers[ATTEMPTS_HEADER] = settlement.attempt
+            if settlement.failures:
+                headers[FAILURES_HEADER] = settlement.failures
+            if self.retry_queue is not None:
+                target = self.retry_queue
+                expiration = settlement.delay_seconds
+            else:  # no retry queue: to the back of its own queue, at once
+                target = self.queue_name
         copy = aio_pika.Message(
             body=message.body,
             headers=headers,

@@ -14,13 +14,15 @@ from typing import Any, Protocol
 
 import orjson
 
+from . import documents
 from .catalogue import Catalogue
-from .errors import EnvelopeError
+from .errors import DocumentError, EnvelopeError
 from .identity import normalise_id
 from .states import MessageKind, State, decide
 
 MAX_ID_LENGTH = 200
 MAX_TEXT_LENGTH = 2_000
+_DEPTH = documents.MAX_DEPTH
 
 
 class Delivered(Protocol):
@@ -193,19 +195,37 @@ def _context(raw: Any, max_bytes: int, problems: list[str]) -> Mapping[str, Any]
     if size > max_bytes:
         problems.append(f"headers.message_context: {size} bytes exceeds the limit of {max_bytes}")
         return {}
-    return _json_object(text, "headers.message_context", problems)
+    return _json_object(text, "headers.message_context", problems, bounded=False)
 
 
-def _json_object(raw: str | bytes, field: str, problems: list[str]) -> Mapping[str, Any]:
+def _json_object(
+    raw: str | bytes, field: str, problems: list[str], bounded: bool = True
+) -> Mapping[str, Any]:
+    """``bounded``: held to the document bounds (a body is; the context, of which only a few
+    short texts are read, need not be)."""
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
         problems.append(f"{field}: not valid JSON")
         return {}
+    if bounded and _may_nest_too_deep(raw):
+        try:
+            documents.check(value)
+        except DocumentError as error:
+            problems.append(f"{field}: {error.reason}")
+            return {}
     if not isinstance(value, dict):
         problems.append(f"{field}: expected a JSON object, got {type(value).__name__}")
         return {}
     return _folded(value)
+
+
+def _may_nest_too_deep(raw: str | bytes | bytearray) -> bool:
+    """Whether ``raw`` holds enough brackets to nest past the bound, counted at C speed, so that
+    almost every message skips the walk of :func:`documents.check`."""
+    if isinstance(raw, str):
+        return raw.count("[") + raw.count("{") > _DEPTH
+    return raw.count(b"[") + raw.count(b"{") > _DEPTH
 
 
 def _folded(mapping: Mapping[Any, Any]) -> dict[str, Any]:

@@ -5,7 +5,7 @@
     ├── CatalogueError              the message catalogue file cannot be used
     ├── SagaTypeError               OPERATIONS_SAGA_TYPES names a saga type that cannot be run
     ├── BrokerUnavailable           a message could not be handed to RabbitMQ (sagas/starts.py)
-    ├── SagaDataError               stored saga data does not fit its data_type (sagas/saga.py)
+    ├── SagaDataError               saga data does not fit its data_type or its bounds (sagas/)
     ├── EnvelopeError               a delivered message cannot be interpreted (names the field)
     ├── DocumentError               a JSON document too deep or with a huge integer (documents.py)
     ├── TokenError                  a JWT is missing, malformed, badly signed, expired or refused

@@ -201,6 +201,12 @@ class Registry:
             "Fetches of the identity provider's JWKS that failed (unreachable, timed out, bad).",
             (),
         )
+        self.message_failures = Counter(
+            "operations_message_failures_total",
+            "Messages whose processing failed unexpectedly, by consumer and by what followed: "
+            "retried or dead_lettered (after the last attempt).",
+            ("consumer", "outcome"),
+        )
         self.store_retries = Counter(
             "operations_store_retries_total",
             "Batches retried because Redis was unreachable.",
@@ -278,6 +284,7 @@ class Registry:
             self.batch_seconds,
             self.reconnects,
             self.store_retries,
+            self.message_failures,
             self.swept,
             self.sockets,
             self.socket_refusals,

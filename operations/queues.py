@@ -24,6 +24,10 @@ from dataclasses import dataclass
 from typing import Any
 
 DEFAULT_DELIVERY_LIMIT = 20
+# How often the service itself tries a message whose processing keeps failing before it
+# dead-letters it with the reason, on either type of queue. Well below the delivery limit, which
+# stays the backstop for a message returned unsettled (its process died, its channel closed).
+DEFAULT_MAX_ATTEMPTS = 5
 
 
 class QueueType(enum.StrEnum):

@@ -91,6 +91,7 @@ class Service:
             prefetch=settings.prefetch,
             batch_size=settings.batch_size,
             queue_arguments=settings.queue_arguments,
+            max_attempts=settings.max_delivery_attempts,
         )
         self.verifier = TokenVerifier(
             settings.jwt_secret,
@@ -116,6 +117,9 @@ class Service:
                     "rabbitmq": self._broker_ready,
                     "redis": self._store_ready,
                     "redis-pool": self._pool_ready,
+                    # False while a consumer's messages keep failing unexpectedly.
+                    "consumer": self._consumer_ready,
+                    "saga-consumer": self._saga_consumer_ready,
                 }
             ),
             self.metrics,
@@ -222,6 +226,12 @@ class Service:
 
     def _publisher(self) -> AmqpPublisher | None:
         return self.sagas.publisher if self.sagas is not None else None
+
+    async def _consumer_ready(self) -> bool:
+        return not self.consumer.failing
+
+    async def _saga_consumer_ready(self) -> bool:
+        return self.sagas is None or self.sagas.consuming
 
     async def _broker_ready(self) -> bool:
         return self.consumer.ready and (self.sagas is None or self.sagas.ready)

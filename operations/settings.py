@@ -14,7 +14,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from .errors import SettingsError
-from .queues import DEFAULT_DELIVERY_LIMIT, QueueArguments, QueueType
+from .queues import DEFAULT_DELIVERY_LIMIT, DEFAULT_MAX_ATTEMPTS, QueueArguments, QueueType
 from .shards import MAX_SHARDS
 
 T = TypeVar("T")
@@ -76,6 +76,9 @@ class Settings:
     max_waits_per_user: int = 50
     max_sockets_per_user: int = 20
     recovery_max_entries: int = 10_000
+    # No message can stall a queue: attempts at one that keeps failing, and the saga data cap.
+    max_delivery_attempts: int = DEFAULT_MAX_ATTEMPTS
+    saga_max_data_bytes: int = 65_536
 
     @property
     def redis_shards(self) -> int:
@@ -235,6 +238,16 @@ class Settings:
                 "OPERATIONS_RECOVERY_MAX_ENTRIES",
                 defaults.recovery_max_entries,
                 _integer(1, 1 << 30),
+            ),
+            max_delivery_attempts=reader.get(
+                "OPERATIONS_MAX_DELIVERY_ATTEMPTS",
+                defaults.max_delivery_attempts,
+                _integer(1, 1_000),
+            ),
+            saga_max_data_bytes=reader.get(
+                "OPERATIONS_SAGA_MAX_DATA_BYTES",
+                defaults.saga_max_data_bytes,
+                _integer(1_024, 1 << 27),
             ),
         )
         if settings.wait_reads >= settings.redis_pool_size:

@@ -34,7 +34,18 @@ class Retry:
 
     reason: str
     delay_seconds: float
-    attempt: int
+    attempt: int | None
+    """The early retries made so far (``None``: as the message says already)."""
+    failures: int = 0
+    """How often processing it has failed unexpectedly so far (see :class:`Failed`)."""
 
 
-Settlement = Ack | DeadLetter | Retry
+@dataclass(frozen=True)
+class Failed:
+    """Processing it raised unexpectedly (a defect, or input the checks missed); the consumer
+    retries it later, or dead-letters it once it has failed too often."""
+
+    reason: str
+
+
+Settlement = Ack | DeadLetter | Retry | Failed

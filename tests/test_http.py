@@ -198,7 +198,13 @@ async def test_service_endpoints(service: RunningService, http: httpx.AsyncClien
     assert (await http.get("/health")).json() == {"status": "ok"}
     ready = await http.get("/ready")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"rabbitmq": True, "redis": True, "redis-pool": True}
+    assert ready.json()["checks"] == {
+        "rabbitmq": True,
+        "redis": True,
+        "redis-pool": True,
+        "consumer": True,
+        "saga-consumer": True,
+    }
     spec = (await http.get("/openapi.json")).json()
     assert spec["openapi"].startswith("3.")
     assert {"/operations/{id}", "/operations", "/operations/{id}/history"} <= set(spec["paths"])
@@ -236,6 +242,8 @@ async def test_ready_is_503_without_the_broker(settings: Settings, redis_client:
                 "rabbitmq": False,
                 "redis": True,
                 "redis-pool": True,
+                "consumer": True,
+                "saga-consumer": True,
             }
     finally:
         await service.stop()

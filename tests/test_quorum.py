@@ -1,6 +1,6 @@
 """Quorum queues on the real RabbitMQ node (``OPERATIONS_QUEUE_TYPE=quorum``): every queue the
-service declares is one, messages flow, early saga messages go round the quorum retry queue, the
-delivery limit dead-letters a poison message, a queue of the other type stops start-up, a lost
+service declares is one, messages flow, early saga messages go round the quorum retry queue (a
+poison message: tests/test_poison.py), a queue of the other type stops start-up, a lost
 connection declares the same queues again, and an order's saga runs with the simulated services
 on quorum queues too."""
 
@@ -9,23 +9,19 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
 
-import aio_pika
 import httpx
 import pytest
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractRobustConnection
 
-from operations.consumer import ATTEMPTS_HEADER, REASON_HEADER, Consumer
+from operations.consumer import ATTEMPTS_HEADER, REASON_HEADER
 from operations.demo import DemoServices
-from operations.envelope import Delivered
-from operations.metrics import Registry
-from operations.queues import QueueArguments, QueueType
+from operations.queues import QueueType
 from operations.settings import Settings
-from operations.settlements import Ack, Settlement
 from tests.conftest import SECRET
 from tests.support import (
     SERVICES,
@@ -152,69 +148,6 @@ async def test_an_early_saga_message_goes_round_the_quorum_retry_queue(
     )
     metrics = quorum_service.service.metrics
     assert metrics.sagas.value(saga="order_making", outcome="early") == 3
-
-
-class Defective:
-    """A processor with a defect that one message brings out, every time it is delivered, as a
-    message that crashes the process would: the consumer requeues it after each failure."""
-
-    def __init__(self) -> None:
-        self.poison_deliveries = 0
-        self.acked: list[bytes] = []
-
-    async def process(self, batch: Sequence[Delivered]) -> list[Settlement]:
-        if any(delivered.body == b"poison" for delivered in batch):
-            self.poison_deliveries += 1
-            raise RuntimeError("a defect this message brings out")
-        self.acked += [delivered.body for delivered in batch]
-        return [Ack("fine") for _ in batch]
-
-
-async def test_a_poison_message_is_dead_lettered_at_the_delivery_limit(
-    amqp_url: str, amqp: AbstractRobustConnection, settings: Settings
-) -> None:
-    processor, metrics = Defective(), Registry()
-    consumer = Consumer(
-        amqp_url,
-        settings.queue,
-        settings.dead_letter_queue,
-        [],
-        processor,
-        metrics,
-        batch_size=1,
-        queue_arguments=QueueArguments(QueueType.QUORUM, delivery_limit=2),
-    )
-    await consumer.start()
-    try:
-        async with amqp.channel(publisher_confirms=True) as channel:
-            for body in (b"poison", b"healthy"):
-                await channel.default_exchange.publish(
-                    aio_pika.Message(body, message_id=body.decode()), routing_key=settings.queue
-                )
-        (dead,) = await dead_letters(
-            amqp, settings.dead_letter_queue, 1, timeout=30, arguments=QUORUM
-        )
-
-        async def healthy_acked() -> bool:
-            return processor.acked == [b"healthy"]
-
-        await eventually(healthy_acked, "the healthy message to be acknowledged")
-    finally:
-        await consumer.stop()
-    # Delivered once, then redelivered up to the limit, then dead-lettered by the broker.
-    assert processor.poison_deliveries == 3
-    assert metrics.dead_letters.value(disposition="delivery-limit") == 1
-    assert dead.body == b"poison"
-    assert dead.message_id == "poison"
-    headers = dead.headers or {}
-    deaths = headers["x-death"]
-    assert isinstance(deaths, list)
-    (death,) = deaths
-    assert isinstance(death, dict)
-    assert (death["queue"], death["reason"]) == (settings.queue, "delivery_limit")
-    assert headers["x-first-death-reason"] == "delivery_limit"
-    # The broker moved it, not the service: none of the service's own headers.
-    assert not [name for name in headers if name.startswith("x-operations-")]
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ from typing import Any
 from .. import tracing
 from ..errors import StoreUnavailable
 from ..metrics import Registry
+from .bounds import MAX_DATA_BYTES, check_data
 from .instances import OutboxEntry, SagaRecord, SagaStatus, StepRecord
 from .outbox import OutboxRelay
 from .results import OUTCOME_OF, STATUS_OF, Cancellation, Processed, SagaOutcome
@@ -54,6 +55,7 @@ class Coordinator:
         finished_ttl_seconds: int = 86_400,
         factory: Callable[[type[Saga[Any]], str, Any], Saga[Any]] | None = None,
         compensation_grace_seconds: float = COMPENSATION_GRACE_SECONDS,
+        max_data_bytes: int = MAX_DATA_BYTES,
     ) -> None:
         self.sagas = list(sagas)
         self.store = store
@@ -61,6 +63,7 @@ class Coordinator:
         self.metrics = metrics
         self.finished_ttl_seconds = finished_ttl_seconds
         self.compensation_grace_seconds = compensation_grace_seconds
+        self.max_data_bytes = max_data_bytes
         self._factory = factory or (lambda kind, saga_id, data: kind(saga_id, data))
         self._by_name = {kind.name: kind for kind in self.sagas}
 
@@ -235,6 +238,7 @@ class Coordinator:
                 saga.outbox.clear()
                 saga.data = kind.load_data(record.data)  # what the failed step changed is undone
                 saga.reject(f"step {message.name} failed: {error}", "step_failed")
+            check_data(saga, message, self.max_data_bytes)
             if message.message_id is not None:
                 record.seen.append(message.message_id)
             record.steps.append(

@@ -7,14 +7,13 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import orjson
-
-from .. import tracing
+from .. import documents, tracing
+from ..attempts import described, header_count
 from ..consumer import ATTEMPTS_HEADER, ROUTING_KEY_HEADER
 from ..envelope import Delivered, header_text
-from ..errors import SagaDataError
+from ..errors import DocumentError, SagaDataError, StoreUnavailable
 from ..logs import handling, logged_id
-from ..settlements import Ack, DeadLetter, Retry, Settlement
+from ..settlements import Ack, DeadLetter, Failed, Retry, Settlement
 from .coordinator import Coordinator
 from .results import SagaOutcome
 from .saga import SagaContext, SagaMessage
@@ -40,13 +39,20 @@ class SagaInbox:
         if not delivered.exchange:  # back from the retry queue: the original name is kept
             name = header_text(headers.get(ROUTING_KEY_HEADER)) or name
         try:
-            body = orjson.loads(delivered.body)
-        except orjson.JSONDecodeError:
-            return DeadLetter(f"saga message {name}: body is not valid JSON")
+            body = documents.decode(delivered.body)
+            message_context = _context(headers)
+        except DocumentError as error:
+            log.warning(
+                "saga message %s dead-lettered: %s",
+                name,
+                error.reason,
+                extra={"correlation_id": logged_id(delivered)},
+            )
+            return DeadLetter(f"saga message {name}: {error.reason}")
         if not isinstance(body, dict):
             return DeadLetter(f"saga message {name}: body is not a JSON object")
         message = SagaMessage(name, body, delivered.message_id)
-        context = SagaContext(delivered.correlation_id, _context(headers))
+        context = SagaContext(delivered.correlation_id, message_context)
         with (
             handling(logged_id(delivered)),
             tracing.processing(
@@ -67,8 +73,10 @@ class SagaInbox:
                 if span is not None:
                     done = sorted({result.outcome.value for result in results})
                     span.set_attribute("operations.saga.outcomes", done)
+            except StoreUnavailable:
+                raise
             except SagaDataError as error:
-                # The saga's stored data no longer fits its class: no retry can mend that.
+                # The saga's data does not fit its class or its bounds: no retry can mend that.
                 log.error(
                     "saga message %s: %s",
                     name,
@@ -78,8 +86,17 @@ class SagaInbox:
                 if span is not None:
                     tracing.failed(span, error.reason)
                 return DeadLetter(f"saga message {name}: {error.reason}")
+            except Exception as error:
+                # The consumer retries it later, and dead-letters it once it has failed too often.
+                reason = described(error)
+                if span is not None:
+                    tracing.failed(span, reason)
+                log.exception(
+                    "saga message %s failed", name, extra={"correlation_id": logged_id(delivered)}
+                )
+                return Failed(reason)
         outcomes = {result.outcome for result in results}
-        attempt = _attempts(headers) + 1
+        attempt = header_count(headers, ATTEMPTS_HEADER) + 1
         if SagaOutcome.EARLY in outcomes and not _in_saga_flow(headers):
             # Only messages carrying a Saga header belong to a saga's flow; the same event
             # raised outside any saga is not ours to wait for.
@@ -110,20 +127,19 @@ def _in_saga_flow(headers: Mapping[str, Any]) -> bool:
     return any(key.lower() == "saga" for key in headers)
 
 
-def _attempts(headers: Mapping[str, Any]) -> int:
-    value = headers.get(ATTEMPTS_HEADER)
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 def _context(headers: Mapping[str, Any]) -> dict[str, Any]:
+    """The message_context header's object, kept with the saga: one that is not a JSON object
+    reads as none, and one that breaks the bounds raises DocumentError."""
     for key, value in headers.items():
         if key.lower() == "message_context":
             text = header_text(value)
             if text is None:
                 return {}
             try:
-                parsed = orjson.loads(text)
-            except orjson.JSONDecodeError:
-                return {}
+                parsed = documents.decode(text)
+            except DocumentError as error:
+                if error.where == "" and error.reason.startswith("not valid JSON"):
+                    return {}
+                raise DocumentError("", f"headers.message_context: {error.reason}") from None
             return parsed if isinstance(parsed, dict) else {}
     return {}

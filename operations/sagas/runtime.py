@@ -59,6 +59,11 @@ class SagaRuntime:
     def ready(self) -> bool:
         return self.consumer is not None and self.consumer.ready
 
+    @property
+    def consuming(self) -> bool:
+        """False while the saga consumer's messages keep failing unexpectedly."""
+        return self.consumer is None or not self.consumer.failing
+
     async def start(self) -> None:
         try:
             await self._start()
@@ -79,6 +84,7 @@ class SagaRuntime:
             self.metrics,
             self.settings.saga_ttl_seconds,
             factory=self.types.make,
+            max_data_bytes=self.settings.saga_max_data_bytes,
         )
         self.watcher = DeadlineWatcher(self.coordinator)
         queue = self.settings.saga_queue
@@ -98,6 +104,8 @@ class SagaRuntime:
             retry_queue=f"{queue}.retry",
             name="operations-sagas",
             queue_arguments=self.settings.queue_arguments,
+            max_attempts=self.settings.max_delivery_attempts,
+            retry_delay_seconds=self.settings.saga_retry_delay_ms / 1000,
         )
         self.census = SagaCensus(self.store, self.metrics)
         await self.consumer.start()
