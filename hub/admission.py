@@ -5,6 +5,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from operations.identity import Principal
+
+
+@dataclass
+class Client:
+    """A Socket.IO client of this process: its recovery cursor, who it is once admitted, and
+    its timers."""
+
+    since: str | None = None
+    principal: Principal | None = None
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+
+    def cancel_timers(self) -> None:
+        for timer in self.timers:
+            timer.cancel()
+        self.timers.clear()
 
 
 class Deadlines:

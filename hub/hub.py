@@ -19,7 +19,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -35,8 +34,8 @@ from operations.metrics import Registry
 from operations.tokens import TokenVerifier, Verified
 
 from . import events
-from .admission import Deadlines, SocketsPerUser
-from .recovering import Recovered, Recoveries, Recovery
+from .admission import Client, Deadlines, SocketsPerUser
+from .recovering import RECOVERY_READS, Join, Recovered, Recoveries, Recovery
 from .recovery import changes_since, is_ahead, parse_cursor
 from .rooms import OPS, rooms_for, user_room
 
@@ -46,9 +45,6 @@ INITIALIZE_TIMEOUT_SECONDS = 10.0
 CATCH_UP_SECONDS = 5.0
 MAX_SOCKETS_PER_USER = 20
 RECOVERY_MAX_ENTRIES = 10_000
-RECOVERY_READS = 4
-"""Recovery reads running at once on a process; the others wait their turn (their live changes
-held meanwhile)."""
 UNAUTHORIZED = {"code": "unauthorized"}
 TOO_MANY_SOCKETS = {"code": "too_many_sockets"}
 
@@ -60,25 +56,6 @@ def _cors(origins: tuple[str, ...]) -> list[str] | str | None:
     if not origins:
         return None
     return "*" if "*" in origins else list(origins)
-
-
-@dataclass
-class Client:
-    since: str | None = None
-    principal: Principal | None = None
-    timers: list[asyncio.TimerHandle] = field(default_factory=list)
-
-    def cancel_timers(self) -> None:
-        for timer in self.timers:
-            timer.cancel()
-        self.timers.clear()
-
-
-@dataclass(frozen=True)
-class Join:
-    sid: str
-    principal: Principal
-    since: str | None
 
 
 class Hub:

@@ -18,9 +18,22 @@ from operations.identity import Principal
 from .recovery import Sync
 from .rooms import OPS, rooms_for, user_room
 
+RECOVERY_READS = 4
+"""Recovery reads running at once on a process; the others wait their turn (their live changes
+held meanwhile)."""
 HELD_CHANGES = 5_000
 """Live changes held for one recovering client; past this its sync says ``recovered: false``.
 The entries are the pusher's own (shared by every client), so each costs a reference."""
+
+
+@dataclass(frozen=True)
+class Join:
+    """A client admitted, to be let into its rooms by the pusher (after its sync, if it asked
+    for one with ``since``)."""
+
+    sid: str
+    principal: Principal
+    since: str | None
 
 
 @dataclass(eq=False)

@@ -17,10 +17,9 @@ import orjson
 from . import documents
 from .catalogue import Catalogue
 from .errors import DocumentError, EnvelopeError
-from .identity import normalise_id
+from .identity import MAX_ID_LENGTH, normalise_id
 from .states import MessageKind, State, decide
 
-MAX_ID_LENGTH = 200
 MAX_TEXT_LENGTH = 2_000
 _DEPTH = documents.MAX_DEPTH
 
@@ -258,7 +257,10 @@ def _user_id(context: Mapping[str, Any], problems: list[str]) -> str | None:
     raw = _text_field(_folded(user), "id", "message_context.user.id", problems)
     if raw is None:
         return None
-    if len(raw) > MAX_ID_LENGTH:
-        problems.append(f"message_context.user.id: longer than {MAX_ID_LENGTH} characters")
+    if len(raw) > MAX_ID_LENGTH or not raw.isprintable():
+        # The rule a token's sub is held to: no one could sign in as that user.
+        problems.append(
+            f"message_context.user.id: not printable, or longer than {MAX_ID_LENGTH} characters"
+        )
         return None
     return normalise_id(raw)

@@ -21,9 +21,9 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
 from .backoff import Backoff
+from .keys import Keys
 from .metrics import Registry
 from .redis_client import round_trip
-from .store import Keys
 
 log = logging.getLogger("operations.feed")
 

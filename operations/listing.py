@@ -25,7 +25,7 @@ from .records import OperationRecord
 from .states import State
 
 if TYPE_CHECKING:
-    from .store import Keys
+    from .keys import Keys
 
 MAX_PAGE = 200
 _SCAN_FACTOR = 20

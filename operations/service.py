@@ -23,7 +23,7 @@ from starlette.middleware.cors import CORSMiddleware
 from hub import Hub
 from hub.page import browser_routes
 
-from . import frames, tracing
+from . import frames, tracecontext
 from .api import EXCEPTION_HANDLERS, OperationsApi, Readiness
 from .backoff import Backoff
 from .catalogue import Catalogue
@@ -35,6 +35,7 @@ from .deadletters.store import DeadLetterStore
 from .errors import QueueMismatch, StoreUnavailable
 from .feed import ChangeFeed
 from .jwks import ProviderKeys
+from .keys import Keys
 from .metrics import Registry
 from .orders import OrdersApi
 from .pipeline import Pipeline
@@ -46,7 +47,7 @@ from .sagas.runtime import SagaRuntime
 from .sagas.starts import SagaStartApi, SagaStarter
 from .settings import Settings
 from .shards import Shards
-from .store import Keys, LayoutMismatch, RedisStore
+from .store import LayoutMismatch, RedisStore
 from .sweeper import Sweeper
 from .tokens import TokenVerifier
 from .tracing_http import TracingMiddleware
@@ -211,7 +212,7 @@ class Service:
         )
         self.http.state.metrics = self.metrics  # counted by the 400 handler of operations.api
         refusals = self.metrics.trace_context_refusals
-        tracing.count_refusals(lambda source: refusals.inc(source=source))
+        tracecontext.count_refusals(lambda source: refusals.inc(source=source))
         self.asgi = self.hub.asgi(self.http)
         self._connecting: asyncio.Task[None] | None = None
         self._layout_checked = False

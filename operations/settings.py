@@ -6,7 +6,7 @@ A bad value stops start-up with a :class:`SettingsError` that names the variable
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -15,7 +15,26 @@ from urllib.parse import urlsplit
 
 from .errors import SettingsError
 from .queues import DEFAULT_DELIVERY_LIMIT, DEFAULT_MAX_ATTEMPTS, QueueArguments, QueueType
+from .setting_values import (
+    Reader,
+    boolean,
+    choice,
+    existing_file,
+    import_paths,
+    integer,
+    jwks_url,
+    key_prefix,
+    log_level,
+    origins,
+    queue_name,
+    queue_type,
+    read_setting,
+    url_of,
+    whole_number,
+)
 from .shards import MAX_SHARDS
+
+__all__ = ["Settings", "read_setting", "whole_number"]
 
 T = TypeVar("T")
 
@@ -123,131 +142,135 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        reader = _Reader(env)
+        reader = Reader(env)
         defaults = cls()
         settings = cls(
-            amqp_url=reader.get("OPERATIONS_AMQP_URL", defaults.amqp_url, _url("amqp", "amqps")),
+            amqp_url=reader.get("OPERATIONS_AMQP_URL", defaults.amqp_url, url_of("amqp", "amqps")),
             redis_url=reader.get(
-                "OPERATIONS_REDIS_URL", defaults.redis_url, _url("redis", "rediss", "unix")
+                "OPERATIONS_REDIS_URL", defaults.redis_url, url_of("redis", "rediss", "unix")
             ),
-            redis_cluster=reader.get("OPERATIONS_REDIS_CLUSTER", defaults.redis_cluster, _boolean),
-            redis_shards_count=reader.get("OPERATIONS_REDIS_SHARDS", None, _integer(1, MAX_SHARDS)),
+            redis_cluster=reader.get("OPERATIONS_REDIS_CLUSTER", defaults.redis_cluster, boolean),
+            redis_shards_count=reader.get("OPERATIONS_REDIS_SHARDS", None, integer(1, MAX_SHARDS)),
             jwt_secret=_jwt_secret(reader),
             jwt_issuer=reader.get("OPERATIONS_JWT_ISSUER", None, _text),
             jwt_audience=reader.get("OPERATIONS_JWT_AUDIENCE", None, _text),
-            jwt_jwks_url=reader.get("OPERATIONS_JWT_JWKS_URL", None, _jwks_url),
+            jwt_jwks_url=reader.get("OPERATIONS_JWT_JWKS_URL", None, jwks_url),
             jwt_role_claim=reader.get(
                 "OPERATIONS_JWT_ROLE_CLAIM", defaults.jwt_role_claim, _claim_path
             ),
             host=reader.get("OPERATIONS_HOST", defaults.host, _text),
-            port=reader.get("OPERATIONS_PORT", defaults.port, _integer(0, 65_535)),
-            messages_file=reader.get("OPERATIONS_MESSAGES_FILE", defaults.messages_file, _file),
-            queue=reader.get("OPERATIONS_QUEUE", defaults.queue, _queue_name),
-            queue_type=reader.get("OPERATIONS_QUEUE_TYPE", defaults.queue_type, _queue_type),
+            port=reader.get("OPERATIONS_PORT", defaults.port, integer(0, 65_535)),
+            messages_file=reader.get(
+                "OPERATIONS_MESSAGES_FILE", defaults.messages_file, existing_file
+            ),
+            queue=reader.get("OPERATIONS_QUEUE", defaults.queue, queue_name),
+            queue_type=reader.get("OPERATIONS_QUEUE_TYPE", defaults.queue_type, queue_type),
             queue_delivery_limit=reader.get(
                 "OPERATIONS_QUEUE_DELIVERY_LIMIT",
                 defaults.queue_delivery_limit,
-                _integer(1, 1_000_000),
+                integer(1, 1_000_000),
             ),
             operation_ttl_seconds=reader.get(
                 "OPERATIONS_OPERATION_TTL_SECONDS",
                 defaults.operation_ttl_seconds,
-                _integer(1, 10 * 365 * 86_400),
+                integer(1, 10 * 365 * 86_400),
             ),
             sweep_seconds=reader.get(
-                "OPERATIONS_SWEEP_SECONDS", defaults.sweep_seconds, _integer(1, 3_600)
+                "OPERATIONS_SWEEP_SECONDS", defaults.sweep_seconds, integer(1, 3_600)
             ),
             anonymous_reads=reader.get(
-                "OPERATIONS_ANONYMOUS_READS", defaults.anonymous_reads, _boolean
+                "OPERATIONS_ANONYMOUS_READS", defaults.anonymous_reads, boolean
             ),
-            prefetch=reader.get("OPERATIONS_PREFETCH", defaults.prefetch, _integer(2, 65_535)),
-            batch_size=reader.get(
-                "OPERATIONS_BATCH_SIZE", defaults.batch_size, _integer(1, 10_000)
-            ),
+            prefetch=reader.get("OPERATIONS_PREFETCH", defaults.prefetch, integer(2, 65_535)),
+            batch_size=reader.get("OPERATIONS_BATCH_SIZE", defaults.batch_size, integer(1, 10_000)),
             amqp_bulk_frames=reader.get(
-                "OPERATIONS_AMQP_BULK_FRAMES", defaults.amqp_bulk_frames, _boolean
+                "OPERATIONS_AMQP_BULK_FRAMES", defaults.amqp_bulk_frames, boolean
             ),
             max_message_bytes=reader.get(
-                "OPERATIONS_MAX_MESSAGE_BYTES", defaults.max_message_bytes, _integer(64, 1 << 27)
+                "OPERATIONS_MAX_MESSAGE_BYTES", defaults.max_message_bytes, integer(64, 1 << 27)
             ),
             stream_max_length=reader.get(
-                "OPERATIONS_STREAM_MAX_LENGTH", defaults.stream_max_length, _integer(100, 1 << 30)
+                "OPERATIONS_STREAM_MAX_LENGTH", defaults.stream_max_length, integer(100, 1 << 30)
             ),
             max_history=reader.get(
-                "OPERATIONS_MAX_HISTORY", defaults.max_history, _integer(1, 1_000_000)
+                "OPERATIONS_MAX_HISTORY", defaults.max_history, integer(1, 1_000_000)
             ),
-            key_prefix=reader.get("OPERATIONS_KEY_PREFIX", defaults.key_prefix, _key_prefix),
-            log_level=reader.get("OPERATIONS_LOG_LEVEL", defaults.log_level, _log_level),
-            log_format=reader.get("OPERATIONS_LOG_FORMAT", defaults.log_format, _log_format),
-            allowed_origins=reader.get("OPERATIONS_ALLOWED_ORIGINS", (), _origins),
+            key_prefix=reader.get("OPERATIONS_KEY_PREFIX", defaults.key_prefix, key_prefix),
+            log_level=reader.get("OPERATIONS_LOG_LEVEL", defaults.log_level, log_level),
+            log_format=reader.get(
+                "OPERATIONS_LOG_FORMAT", defaults.log_format, choice("auto", "text", "json")
+            ),
+            allowed_origins=reader.get("OPERATIONS_ALLOWED_ORIGINS", (), origins),
             trace_http_parent=reader.get(
-                "OPERATIONS_TRACE_HTTP_PARENT", defaults.trace_http_parent, _trace_parent
+                "OPERATIONS_TRACE_HTTP_PARENT",
+                defaults.trace_http_parent,
+                choice("continue", "link"),
             ),
-            sagas=reader.get("OPERATIONS_SAGAS", defaults.sagas, _boolean),
-            saga_queue_name=reader.get("OPERATIONS_SAGA_QUEUE", None, _queue_name),
+            sagas=reader.get("OPERATIONS_SAGAS", defaults.sagas, boolean),
+            saga_queue_name=reader.get("OPERATIONS_SAGA_QUEUE", None, queue_name),
             saga_ttl_seconds=reader.get(
                 "OPERATIONS_SAGA_TTL_SECONDS",
                 defaults.saga_ttl_seconds,
-                _integer(1, 10 * 365 * 86_400),
+                integer(1, 10 * 365 * 86_400),
             ),
             saga_tombstone_seconds=reader.get(
                 "OPERATIONS_SAGA_TOMBSTONE_SECONDS",
                 defaults.saga_tombstone_seconds,
-                _integer(0, 10 * 365 * 86_400),
+                integer(0, 10 * 365 * 86_400),
             ),
-            saga_types=reader.get("OPERATIONS_SAGA_TYPES", defaults.saga_types, _import_paths),
+            saga_types=reader.get("OPERATIONS_SAGA_TYPES", defaults.saga_types, import_paths),
             saga_early_retries=reader.get(
-                "OPERATIONS_SAGA_EARLY_RETRIES", defaults.saga_early_retries, _integer(0, 1_000)
+                "OPERATIONS_SAGA_EARLY_RETRIES", defaults.saga_early_retries, integer(0, 1_000)
             ),
             saga_retry_delay_ms=reader.get(
                 "OPERATIONS_SAGA_RETRY_DELAY_MS",
                 defaults.saga_retry_delay_ms,
-                _integer(1, 3_600_000),
+                integer(1, 3_600_000),
             ),
             dead_letter_keep=reader.get(
-                "OPERATIONS_DEAD_LETTER_KEEP", defaults.dead_letter_keep, _boolean
+                "OPERATIONS_DEAD_LETTER_KEEP", defaults.dead_letter_keep, boolean
             ),
             dead_letter_max_count=reader.get(
                 "OPERATIONS_DEAD_LETTER_MAX_COUNT",
                 defaults.dead_letter_max_count,
-                _integer(1, 10_000_000),
+                integer(1, 10_000_000),
             ),
             dead_letter_max_age_seconds=reader.get(
                 "OPERATIONS_DEAD_LETTER_MAX_AGE_SECONDS",
                 defaults.dead_letter_max_age_seconds,
-                _integer(60, 10 * 365 * 86_400),
+                integer(60, 10 * 365 * 86_400),
             ),
             dead_letter_max_body_bytes=reader.get(
                 "OPERATIONS_DEAD_LETTER_MAX_BODY_BYTES",
                 defaults.dead_letter_max_body_bytes,
-                _integer(64, 1 << 27),
+                integer(64, 1 << 27),
             ),
             redis_pool_size=reader.get(
-                "OPERATIONS_REDIS_POOL_SIZE", defaults.redis_pool_size, _integer(4, 10_000)
+                "OPERATIONS_REDIS_POOL_SIZE", defaults.redis_pool_size, integer(4, 10_000)
             ),
-            wait_reads=reader.get("OPERATIONS_WAIT_READS", defaults.wait_reads, _integer(1, 1_000)),
+            wait_reads=reader.get("OPERATIONS_WAIT_READS", defaults.wait_reads, integer(1, 1_000)),
             max_waits_per_user=reader.get(
-                "OPERATIONS_MAX_WAITS_PER_USER", defaults.max_waits_per_user, _integer(1, 100_000)
+                "OPERATIONS_MAX_WAITS_PER_USER", defaults.max_waits_per_user, integer(1, 100_000)
             ),
             max_sockets_per_user=reader.get(
                 "OPERATIONS_MAX_SOCKETS_PER_USER",
                 defaults.max_sockets_per_user,
-                _integer(1, 1_000_000),
+                integer(1, 1_000_000),
             ),
             recovery_max_entries=reader.get(
                 "OPERATIONS_RECOVERY_MAX_ENTRIES",
                 defaults.recovery_max_entries,
-                _integer(1, 1 << 30),
+                integer(1, 1 << 30),
             ),
             max_delivery_attempts=reader.get(
                 "OPERATIONS_MAX_DELIVERY_ATTEMPTS",
                 defaults.max_delivery_attempts,
-                _integer(1, 1_000),
+                integer(1, 1_000),
             ),
             saga_max_data_bytes=reader.get(
                 "OPERATIONS_SAGA_MAX_DATA_BYTES",
                 defaults.saga_max_data_bytes,
-                _integer(1_024, 1 << 27),
+                integer(1_024, 1 << 27),
             ),
         )
         if settings.wait_reads >= settings.redis_pool_size:
@@ -263,46 +286,11 @@ class Settings:
         return settings
 
 
-def read_setting(env: Mapping[str, str], name: str, default: T, parse: Callable[[str], T]) -> T:
-    """One variable, for a saga type reading its own settings: ``default`` when it is unset or
-    blank, else what ``parse`` makes of it; a ``ValueError`` from ``parse`` becomes a
-    :class:`SettingsError` naming the variable."""
-    return _Reader(env).get(name, default, parse)
-
-
-def whole_number(low: int, high: int) -> Callable[[str], int]:
-    """A parser for :func:`read_setting`: a whole number from ``low`` to ``high``."""
-    return _integer(low, high)
-
-
-class _Reader:
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self._env = env
-
-    def get(self, name: str, default: T, parse: Callable[[str], T]) -> T:
-        raw = self._env.get(name)
-        if raw is None or raw.strip() == "":
-            return default
-        try:
-            return parse(raw.strip())
-        except ValueError as error:
-            raise SettingsError(name, f"{error} (got {_shown(name, raw)})") from None
-
-
-def _shown(name: str, raw: str) -> str:
-    if "SECRET" in name:
-        return "a hidden value"
-    parts = urlsplit(raw)
-    if parts.password:
-        return repr(raw.replace(f":{parts.password}@", ":***@", 1))
-    return repr(raw)
-
-
 def _text(raw: str) -> str:
     return raw
 
 
-def _jwt_secret(reader: _Reader) -> str | None:
+def _jwt_secret(reader: Reader) -> str | None:
     """The rule for the HS256 secret: set, it is used (the development secret itself is refused
     beside a JWKS URL); unset, it is the development secret, unless a JWKS URL is set, and then
     there is none and HS256 tokens are refused."""
@@ -328,105 +316,3 @@ def _claim_path(raw: str) -> str:
     if any(ch.isspace() for ch in raw) or "" in raw.split("."):
         raise ValueError("must be a claim name or a dotted path such as realm_access.roles")
     return raw
-
-
-def _integer(low: int, high: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ValueError("must be a whole number") from None
-        if not low <= value <= high:
-            raise ValueError(f"must be between {low} and {high}")
-        return value
-
-    return parse
-
-
-def _boolean(raw: str) -> bool:
-    lowered = raw.lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError("must be true or false")
-
-
-def _url(*schemes: str) -> Callable[[str], str]:
-    def parse(raw: str) -> str:
-        scheme = urlsplit(raw).scheme
-        if scheme not in schemes:
-            raise ValueError(f"must be a URL with scheme {' or '.join(schemes)}")
-        return raw
-
-    return parse
-
-
-def _jwks_url(raw: str) -> str:
-    parts = urlsplit(raw)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ValueError("must be an https (or http) URL of the identity provider's JWKS")
-    return raw
-
-
-def _file(raw: str) -> Path:
-    path = Path(raw)
-    if not path.is_file():
-        raise ValueError("must name an existing file")
-    return path
-
-
-def _queue_name(raw: str) -> str:
-    if len(raw.encode()) > 200 or raw.startswith("amq."):
-        raise ValueError("must be at most 200 bytes and must not start with 'amq.'")
-    return raw
-
-
-def _queue_type(raw: str) -> QueueType:
-    try:
-        return QueueType(raw.lower())
-    except ValueError:
-        raise ValueError("must be classic or quorum") from None
-
-
-def _import_paths(raw: str) -> tuple[str, ...]:
-    paths = tuple(path.strip() for path in raw.split(",") if path.strip())
-    if not paths:
-        raise ValueError("must name at least one saga type as package.module:ClassName")
-    return paths
-
-
-def _origins(raw: str) -> tuple[str, ...]:
-    origins = tuple(origin.strip().rstrip("/") for origin in raw.split(",") if origin.strip())
-    for origin in origins:
-        parts = urlsplit(origin)
-        if origin != "*" and (parts.scheme not in ("http", "https") or not parts.netloc):
-            raise ValueError(f"{origin!r} is not an origin like https://app.example.com or *")
-    return origins
-
-
-def _key_prefix(raw: str) -> str:
-    if any(ch in raw for ch in "{} \t\n"):
-        raise ValueError("must not contain braces or whitespace")
-    return raw
-
-
-def _log_format(raw: str) -> str:
-    form = raw.lower()
-    if form not in {"auto", "text", "json"}:
-        raise ValueError("must be auto, text or json")
-    return form
-
-
-def _trace_parent(raw: str) -> str:
-    parent = raw.lower()
-    if parent not in {"continue", "link"}:
-        raise ValueError("must be continue or link")
-    return parent
-
-
-def _log_level(raw: str) -> str:
-    level = raw.upper()
-    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
-        raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
-    return level

@@ -15,11 +15,12 @@ from operations.catalogue import Catalogue
 from operations.consumer import REASON_HEADER, Consumer
 from operations.envelope import Envelope
 from operations.errors import StoreError, StoreUnavailable
+from operations.keys import Keys
 from operations.metrics import Registry
 from operations.pipeline import Pipeline
 from operations.records import Change
 from operations.settings import DEFAULT_MESSAGES_FILE, Settings
-from operations.store import Keys, RedisStore
+from operations.store import RedisStore
 from operations.topology import declare_queue
 from tests.support import Publisher, dead_letters, eventually
 

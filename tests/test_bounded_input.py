@@ -14,7 +14,6 @@ import pytest
 import socketio
 from aio_pika.abc import AbstractRobustConnection
 
-from operations import envelope, identity
 from operations.demo import DemoServices
 from operations.settings import Settings
 from tests.doubles import ServiceDouble
@@ -203,10 +202,6 @@ async def test_a_token_whose_sub_no_message_could_carry_is_refused(
     finally:
         await live.close()
     await assert_nothing_published(http, wire, token)
-
-
-def test_an_id_is_as_long_as_the_envelope_keeps() -> None:
-    assert identity.MAX_ID_LENGTH == envelope.MAX_ID_LENGTH
 
 
 ODD_USERS = ["u" * 200, "Zoë", "a b", "user:1", "USER:1", "{x}", "0", "тест"]

@@ -16,8 +16,8 @@ import redis.asyncio as aioredis
 
 from operations.demo import DemoServices
 from operations.identity import normalise_id
+from operations.keys import Keys
 from operations.settings import Settings
-from operations.store import Keys
 from tests.support import Publisher, as_text, eventually, new_id, start_service
 
 TTL = 3

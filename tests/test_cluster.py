@@ -21,11 +21,12 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from operations.demo import DemoServices
+from operations.keys import Keys
 from operations.redis_client import open_redis
 from operations.sagas import RedisSagaStore, SagaStatus
 from operations.settings import Settings
 from operations.shards import Shards
-from operations.store import Keys, RedisStore
+from operations.store import RedisStore
 from tests.live import LiveClient
 from tests.sagas_support import Harness, start_trip
 from tests.sample_sagas import TripSaga
@@ -83,14 +84,14 @@ def test_every_script_names_keys_of_one_slot() -> None:
         member = f"order_making:{op}"
         saga_shard = shards.of(member)
         saga_keys = [
-            sagas.saga_key(member),
-            sagas.outbox_key(member),
-            f"{sagas.outbox_key(member)}:lease",
-            sagas.outbox_index(saga_shard),
-            sagas.deadlines(saga_shard),
-            sagas.index(saga_shard),
-            sagas.tombstones(saga_shard),
-            sagas.status_index(saga_shard, "order_making", SagaStatus.COMPLETED),
+            sagas.keys.saga(member),
+            sagas.keys.outbox(member),
+            sagas.keys.lease(member),
+            sagas.keys.outbox_index(saga_shard),
+            sagas.keys.deadlines(saga_shard),
+            sagas.keys.index(saga_shard),
+            sagas.keys.tombstones(saga_shard),
+            sagas.keys.status_index(saga_shard, "order_making", SagaStatus.COMPLETED),
         ]
         assert len({key_slot(key.encode()) for key in saga_keys}) == 1, saga_keys
     assert used == set(range(16)), "operations spread over every shard"
@@ -328,7 +329,7 @@ async def test_the_sweep_runs_on_a_redis_cluster(cluster: RedisCluster) -> None:
         for key in (keys.index(shard), keys.user_index(user, shard)):
             members = cast(list[bytes], await cluster.zrange(key, 0, -1))
             indexed |= {member.decode() for member in members}
-        assert await cluster.zcard(sagas.index(shard)) == 0
+        assert await cluster.zcard(sagas.keys.index(shard)) == 0
     assert indexed == {str(uuid.UUID(op)) for op in late}
     assert all([await sagas.tombstoned("trip", trip) for trip in trips])
     async for key in cluster.scan_iter(match=f"{prefix}:*"):

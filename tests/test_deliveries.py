@@ -26,11 +26,12 @@ from operations.catalogue import Catalogue
 from operations.consumer import Consumer
 from operations.deliveries import ChannelConsumer, Delivery
 from operations.envelope import Delivered, parse
+from operations.keys import Keys
 from operations.metrics import Registry
 from operations.pipeline import Pipeline
 from operations.settings import DEFAULT_MESSAGES_FILE, Settings
 from operations.settlements import Ack, Settlement
-from operations.store import Keys, RedisStore
+from operations.store import RedisStore
 from operations.topology import declare_queue
 from tests.support import Publisher, SteadyPublisher, eventually, new_id
 

@@ -12,8 +12,9 @@ import orjson
 import pytest
 
 from operations.catalogue import Catalogue
-from operations.envelope import MAX_ID_LENGTH, MAX_TEXT_LENGTH, Envelope, parse
+from operations.envelope import MAX_TEXT_LENGTH, Envelope, parse
 from operations.errors import EnvelopeError, OperationsError
+from operations.identity import MAX_ID_LENGTH
 from operations.settings import DEFAULT_MESSAGES_FILE
 from operations.states import MessageKind, State
 
@@ -306,9 +307,11 @@ def test_malformed_context_does_not_hide_a_valid_saga_header() -> None:
     assert len(envelope.problems) == 1
 
 
-def test_user_id_longer_than_the_maximum_is_a_problem() -> None:
-    too_long = "u" * (MAX_ID_LENGTH + 1)
-    envelope = read(Delivery(headers={"message_context": python_context(user=too_long)}))
+@pytest.mark.parametrize(
+    "user", ["u" * (MAX_ID_LENGTH + 1), "alice\n2026 forged", "bob\x1b[2J", "eve\u202e"]
+)
+def test_a_user_id_no_token_could_name_is_a_problem(user: str) -> None:
+    envelope = read(Delivery(headers={"message_context": python_context(user=user)}))
     assert envelope.user_id is None
     assert any(p.startswith("message_context.user.id") for p in envelope.problems)
 

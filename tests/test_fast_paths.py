@@ -26,10 +26,11 @@ from socketio.packet import EVENT, Packet
 import operations
 from hub import events
 from operations.feed import STREAM_FIELDS, ChangeFeed, FeedEntry
+from operations.keys import Keys
 from operations.metrics import Registry
 from operations.records import Change
 from operations.shards import Shards
-from operations.store import Keys, RedisStore, pack_evalsha
+from operations.store import RedisStore, pack_evalsha
 from tests.support import as_text, eventually, new_id, pending_command
 
 APPLY_LUA = Path(operations.__file__).parent / "lua" / "apply.lua"

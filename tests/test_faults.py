@@ -29,8 +29,8 @@ import socketio
 from redis.exceptions import RedisError
 
 from operations.demo import DemoServices, FailurePlan
+from operations.keys import Keys
 from operations.settings import Settings
-from operations.store import Keys
 from operations.tokens import mint
 from tests.conftest import SECRET
 from tests.support import SteadyPublisher, as_text, eventually

@@ -10,10 +10,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from operations.feed import ChangeFeed, FeedEntry
+from operations.keys import Keys
 from operations.metrics import Registry
 from operations.records import ApplyOutcome, Change
 from operations.shards import Shards
-from operations.store import Keys, RedisStore
+from operations.store import RedisStore
 from tests.support import eventually, new_id, pending_command
 
 

@@ -14,11 +14,11 @@ import httpx
 import orjson
 import redis.asyncio as aioredis
 
+from operations.keys import Keys
 from operations.sagas import RedisSagaStore, SagaStatus
 from operations.sagas.instances import OutboxEntry, SagaRecord
 from operations.settings import Settings
 from operations.states import State
-from operations.store import Keys
 from tests.dead_letter_support import letters
 from tests.support import Publisher, RunningService, eventually, start_service
 
@@ -227,7 +227,7 @@ async def test_a_saga_commit_meeting_a_key_of_the_wrong_type_writes_nothing(
 ) -> None:
     store = RedisSagaStore(redis_client, settings.key_prefix)
     saga_id = plain_id()
-    await redis_client.set(store.outbox_key(f"trip:{saga_id}"), "tampered")
+    await redis_client.set(store.keys.outbox(f"trip:{saga_id}"), "tampered")
     try:
         await store.commit(_record(saga_id), 0, [_entry("m-1")], 60)
     except Exception as error:
@@ -235,7 +235,7 @@ async def test_a_saga_commit_meeting_a_key_of_the_wrong_type_writes_nothing(
     else:
         raise AssertionError("the commit should have failed")
     assert await store.load("trip", saga_id) is None
-    assert await redis_client.exists(store.saga_key(f"trip:{saga_id}")) == 0
+    assert await redis_client.exists(store.keys.saga(f"trip:{saga_id}")) == 0
     assert await store.recent() == []
 
 
@@ -246,10 +246,10 @@ async def test_an_outbox_written_under_the_earlier_layout_still_goes_out(
     saga_id = plain_id()
     member = f"trip:{saga_id}"
     assert await store.commit(_record(saga_id), 0, [], 60)
-    legacy = f"{store.saga_key(member)}:outbox"
+    legacy = f"{store.keys.saga(member)}:outbox"
     stored = [orjson.dumps(_entry(f"m-{n}").to_json()).decode() for n in range(2)]
     await redis_client.rpush(legacy, *stored)
-    await redis_client.zadd(store.outbox_index(0), {member: 1.0})
+    await redis_client.zadd(store.keys.outbox_index(0), {member: 1.0})
 
     (pending,) = await store.pending(older_than=2.0)
     assert [entry.message_id for _, entry in pending.entries] == ["m-0", "m-1"]

@@ -23,6 +23,7 @@ from operations.consumer import REASON_HEADER, Consumer
 from operations.envelope import Delivered, Envelope
 from operations.errors import StoreError
 from operations.identity import normalise_id
+from operations.keys import Keys
 from operations.metrics import Registry
 from operations.pipeline import Pipeline
 from operations.queues import QueueArguments, QueueType
@@ -30,7 +31,7 @@ from operations.records import Change
 from operations.sagas import Saga, SagaContext, SagaMessage, start
 from operations.settings import Settings
 from operations.settlements import Ack, Settlement
-from operations.store import Keys, RedisStore
+from operations.store import RedisStore
 from operations.topology import declare_queue
 from tests.dead_letter_support import letters
 from tests.demo_support import simulated

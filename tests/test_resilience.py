@@ -18,8 +18,9 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
+from operations.keys import Keys
 from operations.settings import Settings
-from operations.store import HISTORY_FIELDS, Keys
+from operations.store import HISTORY_FIELDS
 from tests.live import LiveClient
 from tests.scrape import Scrape
 from tests.support import Publisher, SteadyPublisher, eventually, new_id, start_service

@@ -199,7 +199,7 @@ async def test_a_finished_saga_gets_the_configured_time_to_live_in_redis(
     h.coordinator.finished_ttl_seconds = 300
     trip = new_id()
     await start_trip(h, trip)
-    key = store.saga_key(f"trip:{trip}")
+    key = store.keys.saga(f"trip:{trip}")
     assert await redis_client.ttl(key) == -1
     await h.send("trip_confirmed", correlation_id=trip, message_id=new_id())
     assert 0 < await redis_client.ttl(key) <= 300

@@ -113,7 +113,7 @@ async def deliver_all(
 
 async def records_for(store: SagaStore, saga_id: str) -> int:
     if isinstance(store, RedisSagaStore):
-        keys = await store.redis.keys(store.saga_key(f"order_making:{saga_id}"))
+        keys = await store.redis.keys(store.keys.saga(f"order_making:{saga_id}"))
         everything = await store.redis.keys(f"{store.prefix}:{{*}}:saga:*")
         assert everything == keys
         return len(keys)

@@ -97,6 +97,10 @@ class StrangerSaga(WelcomeSaga):
         self.complete()
 
 
+class ColonSaga(WelcomeSaga):
+    name = "welcome:v2"
+
+
 class StrictSaga(WelcomeSaga):
     name = "strict"
 
@@ -125,6 +129,7 @@ def saga_module(tmp_path: Path) -> dict[str, str]:
         ("welcome", "'welcome' is not an import path of the form package.module:ClassName"),
         ("welcome:WelcomeSaga,welcome:TwinSaga", "two saga types are named 'welcome'"),
         ("welcome:StrangerSaga", "'parcel_teleported', which is not in the message catalogue"),
+        ("welcome:ColonSaga", "saga name 'welcome:v2' must be 1 to 100 letters, digits"),
     ],
 )
 async def test_every_bad_saga_type_stops_serve_with_exit_code_2(

@@ -11,11 +11,12 @@ import redis.asyncio as aioredis
 
 from operations.envelope import Envelope
 from operations.errors import StoreUnavailable
+from operations.keys import Keys
 from operations.listing import ListQuery
 from operations.records import ApplyOutcome, Change
 from operations.shards import Shards
 from operations.states import MessageKind, State
-from operations.store import Keys, RedisStore
+from operations.store import RedisStore
 from tests.support import as_text, new_id
 
 USER = "7f0b2c1e-0000-4000-8000-000000000001"

@@ -12,13 +12,14 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from operations.keys import Keys
 from operations.listing import ListQuery
 from operations.metrics import Registry
 from operations.sagas import MemorySagaStore, Processed, RedisSagaStore, SagaOutcome, SagaStore
 from operations.sagas.instances import SagaStatus
 from operations.shards import Shards
 from operations.states import State
-from operations.store import Keys, RedisStore
+from operations.store import RedisStore
 from operations.sweeper import Sweeper
 from tests.sagas_support import FakePublisher, Harness, delete_prefix, start_trip, step_trip
 from tests.sample_sagas import TripSaga
@@ -273,7 +274,7 @@ async def test_a_tombstone_is_checked_in_the_commit_itself(
     h = finishing(store)
     trip = await finished_trip(h)
     finished = await h.record("trip", trip)
-    await redis_client.delete(store.saga_key(finished.key))  # as if it had expired
+    await redis_client.delete(store.keys.saga(finished.key))  # as if it had expired
     finished.status = SagaStatus.PENDING
     assert not await store.commit(finished, 0, [], 1)
     assert await store.load("trip", trip) is None
@@ -285,7 +286,7 @@ async def test_without_a_horizon_no_tombstone_is_kept(
     store = RedisSagaStore(redis_client, prefix="t", tombstone_seconds=0)
     trip = await finished_trip(finishing(store))
     assert not await store.tombstoned("trip", trip)
-    assert await redis_client.exists(store.tombstones(store.shards.of(f"trip:{trip}"))) == 0
+    assert await redis_client.exists(store.keys.tombstones(store.shards.of(f"trip:{trip}"))) == 0
     await delete_prefix(redis_client, "t")
 
 
@@ -298,7 +299,7 @@ async def test_a_tombstone_outlives_the_saga_it_stands_for(
     h.coordinator.finished_ttl_seconds = 30
     trip = await finished_trip(h)
     member = f"trip:{trip}"
-    until = await redis_client.zscore(store.tombstones(store.shards.of(member)), member)
+    until = await redis_client.zscore(store.keys.tombstones(store.shards.of(member)), member)
     assert until is not None and until >= time.time() + 29
 
 

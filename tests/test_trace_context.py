@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from operations import tracing
+from operations import tracecontext
 from operations.identity import normalise_id
 from operations.settings import Settings
 from tests.scrape import Scrape
@@ -26,8 +26,7 @@ HUGE = "00-" + "a" * 5_000 + "-00f067aa0ba902b7-01"
 
 @pytest.fixture(autouse=True)
 def fresh_refusal_log() -> Iterator[None]:
-    tracing._last_refusal_log = float("-inf")
-    tracing._refused_since_log = 0
+    tracecontext.reset()
     yield
 
 
@@ -39,7 +38,7 @@ def fresh_refusal_log() -> Iterator[None]:
     ],
 )
 def test_a_well_formed_traceparent_passes(traceparent: str) -> None:
-    assert tracing.trace_context(traceparent, "vendor=x,other@tenant=y z", "http") == {
+    assert tracecontext.checked(traceparent, "vendor=x,other@tenant=y z", "http") == {
         "traceparent": traceparent,
         "tracestate": "vendor=x,other@tenant=y z",
     }
@@ -60,11 +59,11 @@ def test_a_well_formed_traceparent_passes(traceparent: str) -> None:
 )
 def test_a_malformed_traceparent_is_refused_with_its_tracestate(traceparent: str) -> None:
     counted: list[str] = []
-    tracing.count_refusals(counted.append)
+    tracecontext.count_refusals(counted.append)
     try:
-        assert tracing.trace_context(traceparent, "vendor=x", "amqp") is None
+        assert tracecontext.checked(traceparent, "vendor=x", "amqp") is None
     finally:
-        tracing.count_refusals(None)
+        tracecontext.count_refusals(None)
     assert counted == ["amqp"]
 
 
@@ -73,7 +72,7 @@ def test_a_malformed_traceparent_is_refused_with_its_tracestate(traceparent: str
     ["x" * 600, ",".join(f"k{n}=v" for n in range(33)), "Upper=v", "k=v=w", "k=\x01"],
 )
 def test_a_bad_tracestate_is_dropped_alone(tracestate: str) -> None:
-    assert tracing.trace_context(TRACEPARENT, tracestate, "http") == {"traceparent": TRACEPARENT}
+    assert tracecontext.checked(TRACEPARENT, tracestate, "http") == {"traceparent": TRACEPARENT}
 
 
 @dataclasses.dataclass

@@ -27,9 +27,10 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from ..envelope import Envelope
+from ..keys import Keys
 from ..metrics import Registry
 from ..states import MessageKind, State
-from ..store import Keys, RedisStore
+from ..store import RedisStore
 from ..sweeper import Sweeper
 
 USERS = 100

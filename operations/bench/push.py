@@ -21,8 +21,8 @@ import redis.asyncio as aioredis
 import socketio
 from aio_pika.abc import AbstractRobustConnection
 
+from ..keys import Keys
 from ..settings import Settings
-from ..store import Keys
 from ..tokens import mint
 from . import traffic
 from .drain import Figure

@@ -7,7 +7,8 @@ import time
 import orjson
 
 from .instances import OutboxEntry, SagaRecord, SagaStatus
-from .store import Loaded, Pending, Swept, _member, _split
+from .keys import member_of, split_member
+from .store import Loaded, Pending, Swept
 
 
 class MemorySagaStore:
@@ -35,7 +36,7 @@ class MemorySagaStore:
 
     async def load(self, saga: str, saga_id: str) -> Loaded | None:
         self._expire()
-        found = self.sagas.get(_member(saga, saga_id))
+        found = self.sagas.get(member_of(saga, saga_id))
         if found is None:
             return None
         version, document = found
@@ -87,7 +88,7 @@ class MemorySagaStore:
         found = []
         for member, since in sorted(self.first_commit.items(), key=lambda item: item[1]):
             if since <= older_than and self.outboxes.get(member):
-                saga, saga_id = _split(member)
+                saga, saga_id = split_member(member)
                 entries = [
                     (raw, OutboxEntry.from_json(orjson.loads(raw))) for raw in self.outboxes[member]
                 ]
@@ -95,7 +96,7 @@ class MemorySagaStore:
         return found[:limit]
 
     async def outbox(self, saga: str, saga_id: str) -> Pending:
-        stored = self.outboxes.get(_member(saga, saga_id), [])
+        stored = self.outboxes.get(member_of(saga, saga_id), [])
         return Pending(
             saga, saga_id, [(raw, OutboxEntry.from_json(orjson.loads(raw))) for raw in stored]
         )
@@ -116,7 +117,7 @@ class MemorySagaStore:
         return [r for r in wanted if status is None or r.status is status][:limit]
 
     async def lease_outbox(self, saga: str, saga_id: str, holder: str, seconds: float) -> bool:
-        member = _member(saga, saga_id)
+        member = member_of(saga, saga_id)
         current = self.leases.get(member)
         if current is not None and current[1] > time.monotonic() and current[0] != holder:
             return False
@@ -124,12 +125,12 @@ class MemorySagaStore:
         return True
 
     async def release_outbox(self, saga: str, saga_id: str, holder: str) -> None:
-        member = _member(saga, saga_id)
+        member = member_of(saga, saga_id)
         if self.leases.get(member, ("", 0.0))[0] == holder:
             del self.leases[member]
 
     async def acknowledge(self, saga: str, saga_id: str, stored: list[str]) -> None:
-        member = _member(saga, saga_id)
+        member = member_of(saga, saga_id)
         outbox = self.outboxes.get(member, [])
         for raw in stored:
             if raw in outbox:
@@ -142,10 +143,10 @@ class MemorySagaStore:
         members = sorted(
             (deadline, member) for member, deadline in self.deadlines.items() if deadline <= now
         )
-        return [_split(member) for _, member in members[:limit]]
+        return [split_member(member) for _, member in members[:limit]]
 
     async def tombstoned(self, saga: str, saga_id: str) -> bool:
-        return self.tombstones.get(_member(saga, saga_id), 0.0) > time.time()
+        return self.tombstones.get(member_of(saga, saga_id), 0.0) > time.time()
 
     async def sweep(self) -> Swept:
         now = time.time()

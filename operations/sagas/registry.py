@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -18,6 +19,9 @@ from ..errors import SagaTypeError
 from .saga import Saga
 
 SagaType = type[Saga[Any]]
+
+
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 
 
 def import_saga_type(path: str) -> SagaType:
@@ -39,6 +43,12 @@ def import_saga_type(path: str) -> SagaType:
     name = vars(kind).get("name", getattr(kind, "name", None))
     if not isinstance(name, str) or not name:
         raise SagaTypeError(f"{path!r} sets no saga name (class attribute 'name')")
+    if not _NAME.fullmatch(name):
+        # The name is a part of every key of its sagas and of the member NAME:ID that names one:
+        # a ':' or a brace there would let an id be read as part of the name.
+        raise SagaTypeError(
+            f"{path!r}: saga name {name!r} must be 1 to 100 letters, digits, '_', '-' or '.'"
+        )
     data_type = getattr(kind, "data_type", None)
     if not isinstance(data_type, type) or not dataclasses.is_dataclass(data_type):
         raise SagaTypeError(f"{path!r}: its data_type must be a dataclass")

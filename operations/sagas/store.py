@@ -1,32 +1,8 @@
 """Where sagas live: Redis (here) for real, memory (``memory.py``) for tests; both pass the same
 contract tests.
 
-Redis keys (``P`` is ``OPERATIONS_KEY_PREFIX``; ``S`` is the saga's shard, from ``NAME:ID``, see
-:mod:`operations.shards`; ``{S}`` is a Redis Cluster hash tag, so each script touches one slot):
-
-    P:{S}:saga:NAME:ID                hash    version, doc (the SagaRecord as JSON)
-    P:{S}:saga-outbox:NAME:ID         list    messages committed but not yet confirmed
-    P:{S}:saga-lease:NAME:ID          string  who is sending that outbox now (expires by itself)
-    P:{S}:saga-outbox                 zset    the shard's sagas with a non-empty outbox, scored by
-                                              first commit time
-    P:{S}:saga-deadlines              zset    the shard's sagas the deadline watcher must look at:
-                                              pending ones with a deadline, scored by it, and
-                                              compensating ones, scored by when their
-                                              compensation may be resumed
-    P:{S}:saga-index                  zset    the shard's sagas, scored by last commit time
-    P:{S}:saga-types                  set     the saga types committed in the shard
-    P:{S}:saga-status:NAME:STATUS     zset    the shard's sagas of type NAME in STATUS, scored by
-                                              when they expire (+inf while running)
-    P:{S}:saga-tombstones             zset    the shard's finished sagas, scored by when their
-                                              tombstone expires: a start message for one of
-                                              them starts nothing until then
-
-A saga id can come from message data and may hold any character, so each key family has its
-own word and the id is always the key's last part: the id ``X:outbox`` names saga ``X:outbox``'s
-hash, never saga ``X``'s outbox. (A saga type's name is part of the member ``NAME:ID``: it must
-not hold a ``:``.) The shard tag ``{S}`` is the first ``{...}`` of every key, whatever braces an
-id holds. Outboxes written under the earlier layout (``P:{S}:saga:NAME:ID:outbox``) are moved
-to theirs when the relay comes to them (``lua/saga_outbox_move.lua``).
+Its keys are named by :class:`operations.sagas.keys.SagaKeys`, where their layout is
+described.
 
 A commit is one Lua script: it checks the version read, writes the new state, moves the saga
 between the status indexes and appends the outbox in one step. A finished saga's hash expires
@@ -50,6 +26,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from ..errors import StoreError, StoreUnavailable
 from ..shards import Shards
 from .instances import OutboxEntry, SagaRecord, SagaStatus
+from .keys import SagaKeys, member_of, split_member
 
 _LUA = resources.files("operations") / "lua"
 COMMIT_SCRIPT = (_LUA / "saga_commit.lua").read_text(encoding="utf-8")
@@ -138,15 +115,6 @@ class Swept:
     tombstones: int
 
 
-def _member(saga: str, saga_id: str) -> str:
-    return f"{saga}:{saga_id}"
-
-
-def _split(member: str) -> tuple[str, str]:
-    saga, _, saga_id = member.partition(":")
-    return saga, saga_id
-
-
 class RedisSagaStore:
     def __init__(
         self,
@@ -158,42 +126,13 @@ class RedisSagaStore:
         self.redis = client
         self.prefix = prefix
         self.shards = shards or Shards()
+        self.keys = SagaKeys(prefix, self.shards)
         self.tombstone_seconds = tombstone_seconds
         self._commit = client.register_script(COMMIT_SCRIPT)
         self._sweep = client.register_script(SWEEP_SCRIPT)
         self._ack = client.register_script(ACK_SCRIPT)
         self._move = client.register_script(MOVE_SCRIPT)
         self._release = client.register_script(_RELEASE_SCRIPT)
-
-    def _tag(self, member: str) -> str:
-        return self.shards.tag(self.prefix, self.shards.of(member))
-
-    def saga_key(self, member: str) -> str:
-        return f"{self._tag(member)}:saga:{member}"
-
-    def outbox_key(self, member: str) -> str:
-        return f"{self._tag(member)}:saga-outbox:{member}"
-
-    def lease_key(self, member: str) -> str:
-        return f"{self._tag(member)}:saga-lease:{member}"
-
-    def outbox_index(self, shard: int) -> str:
-        return f"{self.shards.tag(self.prefix, shard)}:saga-outbox"
-
-    def deadlines(self, shard: int) -> str:
-        return f"{self.shards.tag(self.prefix, shard)}:saga-deadlines"
-
-    def index(self, shard: int) -> str:
-        return f"{self.shards.tag(self.prefix, shard)}:saga-index"
-
-    def types(self, shard: int) -> str:
-        return f"{self.shards.tag(self.prefix, shard)}:saga-types"
-
-    def status_index(self, shard: int, saga: str, status: SagaStatus) -> str:
-        return f"{self.shards.tag(self.prefix, shard)}:saga-status:{saga}:{status.value}"
-
-    def tombstones(self, shard: int) -> str:
-        return f"{self.shards.tag(self.prefix, shard)}:saga-tombstones"
 
     async def recent(
         self, limit: int = 100, status: SagaStatus | None = None, saga: str | None = None
@@ -205,18 +144,18 @@ class RedisSagaStore:
             newest: list[tuple[float, int, bytes]] = []
             for shard in self.shards:
                 rows: Any = await self.redis.zrange(
-                    self.index(shard), 0, limit - 1, desc=True, withscores=True
+                    self.keys.index(shard), 0, limit - 1, desc=True, withscores=True
                 )
                 newest.extend((score, shard, member) for member, score in rows)
             newest.sort(key=lambda row: -row[0])
             newest = newest[:limit]
             async with self.redis.pipeline(transaction=False) as pipe:
                 for _, _, member in newest:
-                    pipe.hget(self.saga_key(member.decode()), "doc")
+                    pipe.hget(self.keys.saga(member.decode()), "doc")
                 documents: list[Any] = await pipe.execute()
             for (_, shard, member), document in zip(newest, documents, strict=True):
                 if document is None:
-                    await self.redis.zrem(self.index(shard), member)
+                    await self.redis.zrem(self.keys.index(shard), member)
         except (RedisError, OSError) as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
         records = [SagaRecord.from_json(orjson.loads(doc)) for doc in documents if doc is not None]
@@ -230,18 +169,18 @@ class RedisSagaStore:
         try:
             members: list[str] = []
             for shard in self.shards:
-                names: Any = await self.redis.smembers(self.types(shard))
+                names: Any = await self.redis.smembers(self.keys.types(shard))
                 for name in names:
                     if saga is not None and name.decode() != saga:
                         continue
-                    index = self.status_index(shard, name.decode(), status)
+                    index = self.keys.status_index(shard, name.decode(), status)
                     found: Any = await self.redis.zrange(
                         index, "+inf", now, desc=True, byscore=True, offset=0, num=limit
                     )
                     members.extend(member.decode() for member in found)
             async with self.redis.pipeline(transaction=False) as pipe:
                 for member in members:
-                    pipe.hget(self.saga_key(member), "doc")
+                    pipe.hget(self.keys.saga(member), "doc")
                 documents: list[Any] = await pipe.execute()
         except (RedisError, OSError) as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
@@ -252,7 +191,7 @@ class RedisSagaStore:
     async def load(self, saga: str, saga_id: str) -> Loaded | None:
         try:
             fields: Any = await self.redis.hmget(
-                self.saga_key(_member(saga, saga_id)), "version", "doc"
+                self.keys.saga(member_of(saga, saga_id)), "version", "doc"
             )
         except ResponseError as error:
             if str(error).startswith("WRONGTYPE"):
@@ -288,14 +227,14 @@ class RedisSagaStore:
             *(orjson.dumps(entry.to_json()).decode() for entry in outbox),
         ]
         keys = [
-            self.saga_key(member),
-            self.outbox_key(member),
-            self.outbox_index(shard),
-            self.deadlines(shard),
-            self.index(shard),
-            self.types(shard),
-            self.tombstones(shard),
-            *(self.status_index(shard, record.saga, status) for status in SagaStatus),
+            self.keys.saga(member),
+            self.keys.outbox(member),
+            self.keys.outbox_index(shard),
+            self.keys.deadlines(shard),
+            self.keys.index(shard),
+            self.keys.types(shard),
+            self.keys.tombstones(shard),
+            *(self.keys.status_index(shard, record.saga, status) for status in SagaStatus),
         ]
         try:
             version = await self._commit(keys=keys, args=arguments)
@@ -311,16 +250,16 @@ class RedisSagaStore:
 
     async def pending(self, older_than: float, limit: int = 100) -> list[Pending]:
         found: list[Pending] = []
-        for shard, member in await self._scored_upto(self.outbox_index, older_than, limit):
-            pending = await self.outbox(*_split(member))
+        for shard, member in await self._scored_upto(self.keys.outbox_index, older_than, limit):
+            pending = await self.outbox(*split_member(member))
             if pending.entries:
                 found.append(pending)
                 continue
             try:
                 if await self._move_legacy_outbox(member):
-                    found.append(await self.outbox(*_split(member)))
+                    found.append(await self.outbox(*split_member(member)))
                     continue
-                await self.redis.zrem(self.outbox_index(shard), member)
+                await self.redis.zrem(self.keys.outbox_index(shard), member)
             except (RedisError, OSError) as error:
                 raise StoreUnavailable(f"Redis unreachable: {error}") from error
         return found
@@ -328,8 +267,8 @@ class RedisSagaStore:
     async def _move_legacy_outbox(self, member: str) -> int:
         """Moves an outbox written under the earlier key layout to this one's key; returns how
         many messages it held."""
-        legacy = f"{self.saga_key(member)}:outbox"
-        moved = await self._move(keys=[legacy, self.outbox_key(member)])
+        legacy = f"{self.keys.saga(member)}:outbox"
+        moved = await self._move(keys=[legacy, self.keys.outbox(member)])
         return int(moved)
 
     async def _scored_upto(
@@ -352,7 +291,7 @@ class RedisSagaStore:
 
     async def outbox(self, saga: str, saga_id: str) -> Pending:
         try:
-            stored: Any = await self.redis.lrange(self.outbox_key(_member(saga, saga_id)), 0, -1)
+            stored: Any = await self.redis.lrange(self.keys.outbox(member_of(saga, saga_id)), 0, -1)
         except (RedisError, OSError) as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
         return Pending(
@@ -362,7 +301,7 @@ class RedisSagaStore:
         )
 
     async def lease_outbox(self, saga: str, saga_id: str, holder: str, seconds: float) -> bool:
-        key = self.lease_key(_member(saga, saga_id))
+        key = self.keys.lease(member_of(saga, saga_id))
         try:
             taken = await self.redis.set(key, holder, nx=True, px=int(seconds * 1000))
         except (RedisError, OSError) as error:
@@ -370,25 +309,25 @@ class RedisSagaStore:
         return bool(taken)
 
     async def release_outbox(self, saga: str, saga_id: str, holder: str) -> None:
-        key = self.lease_key(_member(saga, saga_id))
+        key = self.keys.lease(member_of(saga, saga_id))
         try:
             await self._release(keys=[key], args=[holder])
         except (RedisError, OSError) as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
 
     async def acknowledge(self, saga: str, saga_id: str, stored: list[str]) -> None:
-        member = _member(saga, saga_id)
+        member = member_of(saga, saga_id)
         try:
             await self._ack(
-                keys=[self.outbox_key(member), self.outbox_index(self.shards.of(member))],
+                keys=[self.keys.outbox(member), self.keys.outbox_index(self.shards.of(member))],
                 args=[member, *stored],
             )
         except (RedisError, OSError) as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
 
     async def due(self, now: float, limit: int = 100) -> list[tuple[str, str]]:
-        due = await self._scored_upto(self.deadlines, now, limit)
-        return [_split(member) for _, member in due]
+        due = await self._scored_upto(self.keys.deadlines, now, limit)
+        return [split_member(member) for _, member in due]
 
     async def counts(self) -> dict[tuple[str, SagaStatus], int]:
         """Two round trips per shard: its saga types, then one ZCOUNT per type and status."""
@@ -396,13 +335,13 @@ class RedisSagaStore:
         now = f"({time.time()!r}"
         try:
             for shard in self.shards:
-                names: Any = await self.redis.smembers(self.types(shard))
+                names: Any = await self.redis.smembers(self.keys.types(shard))
                 wanted = [(name.decode(), status) for name in names for status in SagaStatus]
                 if not wanted:
                     continue
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for saga, status in wanted:
-                        pipe.zcount(self.status_index(shard, saga, status), now, "+inf")
+                        pipe.zcount(self.keys.status_index(shard, saga, status), now, "+inf")
                     sizes: list[Any] = await pipe.execute()
                 for key, size in zip(wanted, sizes, strict=True):
                     found[key] = found.get(key, 0) + int(size)
@@ -411,9 +350,11 @@ class RedisSagaStore:
         return found
 
     async def tombstoned(self, saga: str, saga_id: str) -> bool:
-        member = _member(saga, saga_id)
+        member = member_of(saga, saga_id)
         try:
-            until: Any = await self.redis.zscore(self.tombstones(self.shards.of(member)), member)
+            until: Any = await self.redis.zscore(
+                self.keys.tombstones(self.shards.of(member)), member
+            )
         except (RedisError, OSError) as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
         return until is not None and float(until) > time.time()
@@ -425,12 +366,12 @@ class RedisSagaStore:
         finished = [status for status in SagaStatus if status.finished]
         try:
             for shard in self.shards:
-                names: Any = await self.redis.smembers(self.types(shard))
+                names: Any = await self.redis.smembers(self.keys.types(shard))
                 keys = [
-                    self.index(shard),
-                    self.tombstones(shard),
+                    self.keys.index(shard),
+                    self.keys.tombstones(shard),
                     *(
-                        self.status_index(shard, name.decode(), status)
+                        self.keys.status_index(shard, name.decode(), status)
                         for name in sorted(names)
                         for status in finished
                     ),
