@@ -42,6 +42,7 @@ from tests.support import (
     dead_letters,
     eventually,
     new_id,
+    serve_process,
     start_service,
 )
 
@@ -102,19 +103,16 @@ async def test_a_poison_saga_start_leaves_other_users_orders_finishing(
     token: Token,
 ) -> None:
     """Before, the deep start made every commit of its batch fail and the batch was requeued
-    for ever: B's orders never finished. The oversized one was committed as it was."""
-    served = replace(
-        settings,
-        dead_letter_keep=True,
-        saga_types=(
-            "operations.sagas.ordermaking:OrderMakingSaga",
-            "examples.delivery:ParcelDeliverySaga",
-        ),
-    )
+    for ever: B's orders never finished. The oversized one was committed as it was. Through a
+    real ``operations serve``."""
+    served = replace(settings, dead_letter_keep=True)
+    types = "operations.sagas.ordermaking:OrderMakingSaga,examples.delivery:ParcelDeliverySaga"
     admin, alice, bob = bearer(token("ops", "admin")), new_id(), new_id()
     deep, large, huge, context = new_id(), new_id(), new_id(), new_id()
     async with (
-        start_service(served) as running,
+        serve_process(
+            served, {"OPERATIONS_SAGA_TYPES": types, "OPERATIONS_DEAD_LETTER_KEEP": "true"}
+        ) as running,
         simulated(amqp_url),
         httpx.AsyncClient(base_url=running.url, timeout=30) as http,
     ):
@@ -152,7 +150,7 @@ async def test_a_poison_saga_start_leaves_other_users_orders_finishing(
             async def done(op: str = op) -> dict[str, Any] | None:
                 return await finished(http, token(bob), op)
 
-            record = await eventually(done, f"B's order {op}", timeout=10)
+            record = await eventually(done, f"B's order {op}: {running.logs()}", timeout=10)
             assert record["state"] == "completed", record
         assert time.monotonic() - started < 10  # about 1.5 s on a quiet machine
 
