@@ -336,7 +336,13 @@ async def test_ready_is_503_while_a_consumer_keeps_failing_and_the_message_ends_
     async with httpx.AsyncClient(base_url=fragile.url, timeout=30) as http:
         assert await ready(http) == (
             200,
-            {"rabbitmq": True, "redis": True, "consumer": True, "saga-consumer": True},
+            {
+                "rabbitmq": True,
+                "redis": True,
+                "redis-pool": True,
+                "consumer": True,
+                "saga-consumer": True,
+            },
         )
         await publish_raw(amqp, "vehicles", "add_vehicle", b'{"explode": true}', poison, "a")
 
@@ -348,6 +354,7 @@ async def test_ready_is_503_while_a_consumer_keeps_failing_and_the_message_ends_
         assert checks == {
             "rabbitmq": True,
             "redis": True,
+            "redis-pool": True,
             "consumer": True,
             "saga-consumer": False,
         }
