@@ -264,18 +264,10 @@ class Coordinator:
         return Processed(kind.name, saga_id, SagaOutcome.CONFLICT)
 
     def _new_record(self, kind: type[Saga[Any]], saga_id: str, context: SagaContext) -> SagaRecord:
-        now = time.time()
-        saga = self._factory(kind, saga_id, kind.new_data())
-        return SagaRecord(
-            saga=kind.name,
-            id=saga_id,
-            status=SagaStatus.PENDING,
-            data=saga.dump_data(),
-            correlation_id=context.correlation_id,
-            message_context=dict(context.message_context),
-            created_at=now,
-            updated_at=now,
-            trace_context=tracing.carrier(),
+        data = self._factory(kind, saga_id, kind.new_data()).dump_data()
+        trace = tracing.carrier()
+        return SagaRecord.begun(
+            kind.name, saga_id, data, context.correlation_id, context.message_context, trace
         )
 
     def _restore(self, kind: type[Saga[Any]], record: SagaRecord) -> Saga[Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -78,6 +79,30 @@ class SagaRecord:
     # The trace of the message that started the saga: work done later on its behalf (a
     # deadline's compensation) continues it.
     trace_context: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def begun(
+        cls,
+        saga: str,
+        saga_id: str,
+        data: dict[str, Any],
+        correlation_id: str | None,
+        message_context: Mapping[str, Any],
+        trace_context: dict[str, str],
+    ) -> SagaRecord:
+        """A saga's record before its first step: pending, created now."""
+        now = time.time()
+        return cls(
+            saga,
+            saga_id,
+            SagaStatus.PENDING,
+            data,
+            correlation_id,
+            dict(message_context),
+            created_at=now,
+            updated_at=now,
+            trace_context=trace_context,
+        )
 
     @property
     def key(self) -> str:
