@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import redis.asyncio as aioredis
 import socketio
 from engineio.packet import MESSAGE as EIO_MESSAGE
 from engineio.packet import Packet as EngineIOPacket
@@ -36,7 +35,7 @@ from operations.tokens import TokenVerifier, Verified
 from . import events
 from .admission import Client, Deadlines, SocketsPerUser
 from .recovering import RECOVERY_READS, Join, Recovered, Recoveries, Recovery
-from .recovery import changes_since, is_ahead, parse_cursor
+from .recovery import changes_since
 from .rooms import OPS, rooms_for, user_room
 
 log = logging.getLogger("hub")
@@ -63,7 +62,6 @@ class Hub:
         self,
         verifier: TokenVerifier,
         feed: ChangeFeed,
-        redis: aioredis.Redis,
         metrics: Registry,
         initialize_timeout: float = INITIALIZE_TIMEOUT_SECONDS,
         allowed_origins: tuple[str, ...] = (),
@@ -72,7 +70,6 @@ class Hub:
     ) -> None:
         self.verifier = verifier
         self.feed = feed
-        self.redis = redis
         self.metrics = metrics
         self.initialize_timeout = initialize_timeout
         self.recovery_max_entries = recovery_max_entries
@@ -326,9 +323,7 @@ class Hub:
             await self._enter_rooms(join.sid, join.principal)
             return
         assert self._position is not None
-        shards = len(self.feed.keys.shards)
-        since, here = parse_cursor(join.since, shards), parse_cursor(self._position, shards)
-        if since is not None and here is not None and is_ahead(since, here):
+        if self.feed.ahead(join.since, self._position):
             now = time.monotonic()
             if deadline is None or now < deadline:
                 self._waiting.append((join, deadline or now + CATCH_UP_SECONDS))
@@ -349,8 +344,7 @@ class Hub:
             async with self._reads:
                 if self._recoveries.current(recovery) and not recovery.overflowed:
                     sync = await changes_since(
-                        self.redis,
-                        self.feed.keys.streams,
+                        self.feed,
                         recovery.since,
                         recovery.until,
                         recovery.principal,

@@ -1,10 +1,11 @@
 """The change feed: every process tails the store's change streams and hands each applied change,
-in apply order, to its listeners (the Socket.IO hub) and to long-polling HTTP readers.
+in apply order, to its listeners (the Socket.IO hub) and to long-polling HTTP readers; and it
+reads back what a reader missed between two cursors (the hub's recovery after a reconnect).
 
 There is one stream per shard (see :mod:`operations.shards`); one operation's changes are all in
-one, in order. A change's cursor is the position of the feed just after it: the stream entry id
-with one shard, and with several the entry ids of every shard, comma-separated, in shard order.
-On one Redis server one blocking read covers every stream; on a cluster each stream has its own.
+one, in order. A change's cursor is the position of the feed just after it (see
+:mod:`operations.changes`, which reads the entries and makes and parses the cursors). On one
+Redis server one blocking read covers every stream; on a cluster each stream has its own.
 """
 
 from __future__ import annotations
@@ -14,16 +15,29 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
 from .backoff import Backoff
+from .changes import (
+    STREAM_FIELDS,
+    FeedEntry,
+    Missed,
+    StreamRanges,
+    Visible,
+    cursor_of,
+    entry_of,
+    is_ahead,
+    parse_cursor,
+)
 from .keys import Keys
 from .metrics import Registry
 from .redis_client import round_trip
+
+__all__ = ["STREAM_FIELDS", "ChangeFeed", "FeedEntry", "Listener", "Missed", "Watch"]
 
 log = logging.getLogger("operations.feed")
 
@@ -34,19 +48,6 @@ _READ_COUNT = 1_000
 # While Redis is unreachable, the feed tries again after 0.1 s, 0.2 s, ... up to every 2 s.
 _RETRY_FIRST_SECONDS = 0.1
 _RETRY_CEILING_SECONDS = 2.0
-
-
-STREAM_FIELDS = ("op", "id", "user", "state")
-"""The fields of a change stream entry, in the order apply.lua's XADD writes them: the feed
-reads their values by position (1, 3, 5, 7), not by name."""
-
-
-class FeedEntry(NamedTuple):
-    cursor: str
-    operation_id: str
-    user_id: str | None
-    state: str
-    snapshot: bytes
 
 
 Listener = Callable[[list[FeedEntry]], None]
@@ -82,17 +83,27 @@ class Watch:
 
 class ChangeFeed:
     def __init__(
-        self, client: aioredis.Redis, keys: Keys, metrics: Registry, cluster: bool = False
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        metrics: Registry,
+        cluster: bool = False,
+        reads: aioredis.Redis | None = None,
     ) -> None:
-        """``client`` is the feed's own. The feed reads each XREAD reply as Redis sends it, and
-        each entry's fields by position; on a cluster, the client is told to leave XREAD
-        replies alone."""
+        """``client`` is the feed's own, for the tail. The feed reads each XREAD and XRANGE
+        reply as Redis sends it, and each entry's fields by position; on a cluster, the client
+        is told to leave those replies alone. ``reads`` (by default ``client``) carries the
+        range reads on one server: the service passes its shared, bounded client."""
         if cluster:
             client.set_response_callback("XREAD", _as_sent)
+            client.set_response_callback("XRANGE", _as_sent)
         self.redis = client
         self.keys = keys
         self.metrics = metrics
         self._streams = keys.streams
+        self._ranges = StreamRanges(
+            self._streams, client if cluster or reads is None else reads, cluster
+        )
         self._shard_of = {stream.encode(): shard for shard, stream in enumerate(self._streams)}
         self._ids = ["0-0"] * len(self._streams)
         self._start_cursor = self.last_cursor
@@ -113,7 +124,22 @@ class ChangeFeed:
     @property
     def last_cursor(self) -> str:
         """The feed's position: the cursor of the last change it handed out."""
-        return ",".join(self._ids)
+        return cursor_of(self._ids)
+
+    def ahead(self, cursor: str, position: str) -> bool:
+        """True when ``cursor`` is past ``position`` in some shard (another process has got
+        further than this one); false too when either is not a cursor of this layout."""
+        shards = len(self._streams)
+        mine, theirs = parse_cursor(cursor, shards), parse_cursor(position, shards)
+        return mine is not None and theirs is not None and is_ahead(mine, theirs)
+
+    async def missed(
+        self, since: str, until: str, visible: Visible, limit: int = 1 << 62
+    ) -> Missed:
+        """The latest change of each operation ``visible`` lets through that was applied after
+        cursor ``since`` and up to cursor ``until``, oldest first, each with its cursor (with
+        several shards, ``until``); at most ``limit`` stream entries (everyone's) are read."""
+        return await self._ranges.missed(since, until, visible, limit)
 
     def subscribe(self, listener: Listener) -> None:
         """Add a listener; it gets every change after :meth:`start_cursor`."""
@@ -233,7 +259,7 @@ class ChangeFeed:
         entries = []
         for entry_id, fields in raw:
             ids[shard] = entry_id.decode()
-            entries.append(_entry(ids[shard] if single else ",".join(ids), fields))
+            entries.append(entry_of(ids[shard] if single else cursor_of(ids), fields))
         if self._watchers:
             for entry in entries:
                 for watch in self._watchers.get(entry.operation_id, ()):
@@ -247,9 +273,3 @@ class ChangeFeed:
 
 def _as_sent(response: Any, **_: Any) -> Any:
     return response
-
-
-def _entry(cursor: str, fields: list[bytes]) -> FeedEntry:
-    """An entry's fields read by position, as the apply script writes them (STREAM_FIELDS)."""
-    user = fields[5].decode()
-    return FeedEntry(cursor, fields[3].decode(), user or None, fields[7].decode(), fields[1])

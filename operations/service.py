@@ -76,8 +76,14 @@ class Service:
             settings.max_history,
         )
         feed_client = open_redis(settings.redis_url, settings.redis_cluster, socket_timeout=30)
+        # The feed tails on a client of its own; its range reads (recovery after a reconnect)
+        # share the store's bounded pool.
         self.feed = ChangeFeed(
-            feed_client, self.store.keys, self.metrics, cluster=settings.redis_cluster
+            feed_client,
+            self.store.keys,
+            self.metrics,
+            cluster=settings.redis_cluster,
+            reads=self.store.redis,
         )
         self.pipeline = Pipeline(
             self.catalogue, self.store, self.metrics, settings.max_message_bytes
@@ -130,7 +136,6 @@ class Service:
         self.hub = Hub(
             self.verifier,
             self.feed,
-            self.store.redis,
             self.metrics,
             allowed_origins=settings.allowed_origins,
             max_sockets_per_user=settings.max_sockets_per_user,

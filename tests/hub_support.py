@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from hub.recovery import is_ahead, parse_cursor
+from operations.changes import is_ahead, parse_cursor
 from tests.live import LiveClient
 from tests.support import Publisher, RunningService
 
