@@ -24,9 +24,8 @@ from typing import Any
 import socketio
 from engineio.packet import MESSAGE as EIO_MESSAGE
 from engineio.packet import Packet as EngineIOPacket
-from redis.exceptions import RedisError
 
-from operations.errors import TokenError
+from operations.errors import StoreUnavailable, TokenError
 from operations.feed import ChangeFeed, FeedEntry
 from operations.identity import Principal
 from operations.metrics import Registry
@@ -351,7 +350,7 @@ class Hub:
                         self.recovery_max_entries,
                     )
                     self.metrics.recovery_entries.inc(sync.scanned)
-        except RedisError as error:
+        except StoreUnavailable as error:
             log.warning("recovery read failed, asking the client to refetch: %s", error)
         except Exception:
             log.exception("recovery read failed, asking the client to refetch")

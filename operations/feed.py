@@ -33,6 +33,7 @@ from .changes import (
     is_ahead,
     parse_cursor,
 )
+from .errors import StoreUnavailable
 from .keys import Keys
 from .metrics import Registry
 from .redis_client import round_trip
@@ -138,8 +139,12 @@ class ChangeFeed:
     ) -> Missed:
         """The latest change of each operation ``visible`` lets through that was applied after
         cursor ``since`` and up to cursor ``until``, oldest first, each with its cursor (with
-        several shards, ``until``); at most ``limit`` stream entries (everyone's) are read."""
-        return await self._ranges.missed(since, until, visible, limit)
+        several shards, ``until``); at most ``limit`` stream entries (everyone's) are read.
+        Raises :class:`StoreUnavailable` when Redis cannot answer."""
+        try:
+            return await self._ranges.missed(since, until, visible, limit)
+        except (RedisError, OSError) as error:
+            raise StoreUnavailable(f"Redis unreachable: {error}") from error
 
     def subscribe(self, listener: Listener) -> None:
         """Add a listener; it gets every change after :meth:`start_cursor`."""
