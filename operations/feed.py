@@ -99,7 +99,6 @@ class ChangeFeed:
             client.set_response_callback("XREAD", _as_sent)
             client.set_response_callback("XRANGE", _as_sent)
         self.redis = client
-        self.keys = keys
         self.metrics = metrics
         self._streams = keys.streams
         self._ranges = StreamRanges(
