@@ -379,6 +379,8 @@ def _record(values: list[bytes | None]) -> OperationRecord | None:
 
 
 class LayoutMismatch(StoreError):
+    """The data in Redis was written with another shard count."""
+
     code = "layout_mismatch"
 
     def __init__(self, recorded: int, configured: int) -> None:
