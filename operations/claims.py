@@ -17,6 +17,8 @@ from .errors import OperationsError
 
 
 class ClaimError(OperationsError):
+    """A bad ``--claim`` option of ``operations token``."""
+
     code = "invalid_claim"
 
 

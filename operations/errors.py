@@ -1,29 +1,9 @@
-"""The one exception tree of the service.
+"""The one exception tree of the service: its root, and the errors raised in many places.
 
-    OperationsError                 root: every error the service raises on purpose
-    ├── SettingsError               an environment variable has a bad value (names the variable)
-    ├── CatalogueError              the message catalogue file cannot be used
-    ├── SagaTypeError               OPERATIONS_SAGA_TYPES names a saga type that cannot be run
-    ├── BrokerUnavailable           a message could not be handed to RabbitMQ (sagas/starts.py)
-    ├── SagaDataError               saga data does not fit its data_type or its bounds (sagas/)
-    ├── EnvelopeError               a delivered message cannot be interpreted (names the field)
-    ├── DocumentError               a JSON document too deep or with a huge integer (documents.py)
-    ├── TokenError                  a JWT is missing, malformed, badly signed, expired or refused
-    ├── ClaimError                  a bad ``--claim`` option of ``operations token`` (claims.py)
-    ├── PayloadTooLarge             an HTTP body over the route's size limit (models.py); a 413
-    ├── InvalidRequest              an HTTP request does not fit its model (models.py); a 400
-    │   ├── InvalidQuery            a query parameter (names it)
-    │   └── InvalidBody             a JSON body (names the field)
-    │       └── InvalidOrder        a ``POST /orders`` body (orders.py)
-    ├── StoreError                  Redis could not apply or read a record
-    │   ├── StoreUnavailable        Redis is unreachable; the work can be retried
-    │   └── InvalidCursor           a listing cursor this service did not issue (store.py)
-    ├── QueueMismatch               a queue exists on RabbitMQ with other arguments than declared
-    ├── OperationNotFound           no operation the caller may see has this id (api.py)
-    ├── DeadLetterNotFound          no kept dead letter has this id (deadletters/)
-    ├── DeadLetterNotRedrivable     a dead letter cannot be redriven now, or at all (deadletters/)
-    ├── FailurePlanError            a bad ``--fail`` option of demo-services (demo/failures.py)
-    └── InvalidCommand              a simulated service cannot read a command (demo/answers.py)
+The tree, with every class's ``code`` and the first paragraph of its docstring, is drawn in
+docs/architecture.md ("Exceptions"), and a test (tests/test_docs.py) holds the drawing to the
+classes. A few leaves live beside the code that raises them; each subclass states what it means
+in its docstring's first paragraph, which the drawing repeats.
 
 Each error carries a short machine-readable ``code`` (snake_case) and a human ``reason``, which the
 HTTP API and the dead-letter headers use as they are.
@@ -33,6 +13,8 @@ from __future__ import annotations
 
 
 class OperationsError(Exception):
+    """The root: every error the service raises on purpose."""
+
     code = "operations_error"
 
     def __init__(self, reason: str) -> None:
@@ -41,6 +23,8 @@ class OperationsError(Exception):
 
 
 class SettingsError(OperationsError):
+    """An environment variable has a bad value (names the variable)."""
+
     code = "invalid_setting"
 
     def __init__(self, variable: str, reason: str) -> None:
@@ -49,22 +33,32 @@ class SettingsError(OperationsError):
 
 
 class CatalogueError(OperationsError):
+    """The message catalogue file cannot be used."""
+
     code = "invalid_catalogue"
 
 
 class SagaTypeError(OperationsError):
+    """``OPERATIONS_SAGA_TYPES`` names a saga type that cannot be run."""
+
     code = "invalid_saga_type"
 
 
 class BrokerUnavailable(OperationsError):
+    """A message could not be handed to RabbitMQ."""
+
     code = "broker_unavailable"
 
 
 class SagaDataError(OperationsError):
+    """Saga data does not fit its ``data_type``, or breaks its bounds (sagas/bounds.py)."""
+
     code = "invalid_saga_data"
 
 
 class EnvelopeError(OperationsError):
+    """A delivered message cannot be interpreted (names the field)."""
+
     code = "invalid_message"
 
     def __init__(self, field: str, reason: str) -> None:
@@ -73,9 +67,11 @@ class EnvelopeError(OperationsError):
 
 
 class DocumentError(OperationsError):
-    """A JSON document from outside that is not JSON, nests too deep or holds an integer out of
-    range (:mod:`operations.documents`). ``where`` is the path of the offending value (``.x[0]``),
-    empty for the document as a whole."""
+    """A JSON document from outside is not JSON, nests too deep or holds an integer out of
+    range (documents.py).
+
+    ``where`` is the path of the offending value (``.x[0]``), empty for the document as a whole.
+    """
 
     code = "invalid_document"
 
@@ -85,11 +81,14 @@ class DocumentError(OperationsError):
 
 
 class TokenError(OperationsError):
+    """A JWT is missing, malformed, badly signed, expired or refused."""
+
     code = "unauthorized"
 
 
 class PayloadTooLarge(OperationsError):
-    """An HTTP body over the route's limit, known before it is read whole: answered ``413``."""
+    """An HTTP body over the route's size limit, known before it is read whole (models.py):
+    answered ``413``."""
 
     code = "payload_too_large"
 
@@ -99,9 +98,10 @@ class PayloadTooLarge(OperationsError):
 
 
 class InvalidRequest(OperationsError):
-    """An HTTP request whose query or body does not fit the route's model: answered ``400`` with
-    this ``code`` and ``reason``. ``field`` is where it fails (``limit``, ``parcelIds[0]``), or
-    empty for the body as a whole."""
+    """An HTTP request does not fit its route's model (models.py): answered ``400``.
+
+    The answer carries this ``code`` and ``reason``. ``field`` is where it fails (``limit``,
+    ``parcelIds[0]``), or empty for the body as a whole."""
 
     code = "invalid_request"
 
@@ -111,16 +111,21 @@ class InvalidRequest(OperationsError):
 
 
 class InvalidQuery(InvalidRequest):
+    """A query parameter does not fit (names it)."""
+
     code = "invalid_query"
 
 
 class InvalidBody(InvalidRequest):
+    """A JSON body does not fit (names the field)."""
+
     code = "invalid_body"
 
 
 class QueueMismatch(OperationsError):
-    """A queue exists on the broker with another type or other arguments than the service
-    declares (RabbitMQ's 406 PRECONDITION_FAILED). Start-up stops: retrying cannot help."""
+    """A queue exists on RabbitMQ with another type or other arguments than declared.
+
+    RabbitMQ's 406 PRECONDITION_FAILED. Start-up stops: retrying cannot help."""
 
     code = "queue_mismatch"
 
@@ -140,8 +145,10 @@ class QueueMismatch(OperationsError):
 
 
 class OperationNotFound(OperationsError):
-    """Answered ``404`` exactly as an unknown operation, whatever the reason: an id no operation
-    can have, an expired one, or another user's."""
+    """No operation the caller may see has this id (api.py): answered ``404``.
+
+    Answered exactly as an unknown operation, whatever the reason: an id no operation can have,
+    an expired one, or another user's."""
 
     code = "operation_not_found"
 
@@ -151,6 +158,8 @@ class OperationNotFound(OperationsError):
 
 
 class DeadLetterNotFound(OperationsError):
+    """No kept dead letter has this id (deadletters/)."""
+
     code = "dead_letter_not_found"
 
     def __init__(self, letter_id: str) -> None:
@@ -159,15 +168,21 @@ class DeadLetterNotFound(OperationsError):
 
 
 class DeadLetterNotRedrivable(OperationsError):
-    """Its body was cut to the cap, a redrive of it is already under way, or the broker routes
-    its exchange and routing key to no queue."""
+    """A dead letter cannot be redriven now, or at all (deadletters/).
+
+    Its body was cut to the cap, a redrive of it is already under way, or the broker routes its
+    exchange and routing key to no queue."""
 
     code = "dead_letter_not_redrivable"
 
 
 class StoreError(OperationsError):
+    """Redis could not apply or read a record."""
+
     code = "store_error"
 
 
 class StoreUnavailable(StoreError):
+    """Redis is unreachable; the work can be retried."""
+
     code = "store_unavailable"

@@ -11,6 +11,8 @@ of the last good fetch are kept on the loop, so verifying a token needs no threa
 - a JWKS that cannot be fetched is logged at WARNING and counted
   (``operations_jwks_fetch_failures_total``); the keys already known stay in use, and a token whose
   key is unknown is refused with a :class:`TokenError`, answered with ``401``.
+
+Ages are read from ``clock`` (monotonic seconds), which tests replace to move time on by hand.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from jwt import PyJWK, PyJWKClient
 
@@ -43,12 +46,14 @@ class ProviderKeys:
         lifespan_seconds: float = LIFESPAN_SECONDS,
         min_refetch_seconds: float = MIN_REFETCH_SECONDS,
         fetch_timeout_seconds: float = FETCH_TIMEOUT_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = url
         self.metrics = metrics
         self.lifespan_seconds = lifespan_seconds
         self.min_refetch_seconds = min_refetch_seconds
         self.fetch_timeout_seconds = fetch_timeout_seconds
+        self.clock = clock
         self._client = PyJWKClient(
             url,
             cache_jwk_set=True,
@@ -77,14 +82,12 @@ class ProviderKeys:
         return key
 
     def _stale(self) -> bool:
-        return (
-            self._fetched_at is None or time.monotonic() - self._fetched_at >= self.lifespan_seconds
-        )
+        return self._fetched_at is None or self.clock() - self._fetched_at >= self.lifespan_seconds
 
     async def _refresh(self) -> None:
         """Waits for the fetch under way, or starts one if none started lately."""
         if self._fetching is None:
-            now = time.monotonic()
+            now = self.clock()
             if (
                 self._attempted_at is not None
                 and now - self._attempted_at < self.min_refetch_seconds
@@ -116,7 +119,7 @@ class ProviderKeys:
                 key.key_id: key for key in keys if key.key_id and key.key_type in {"RSA", "EC"}
             }
             self._keys = dict(list(usable.items())[:MAX_KEYS])
-            self._fetched_at = time.monotonic()
+            self._fetched_at = self.clock()
             self.metrics.jwks_fetches.inc()
             log.info("fetched %d signing keys from %s", len(self._keys), self.url)
         finally:

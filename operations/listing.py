@@ -182,6 +182,8 @@ def _decode_cursor(cursor: str | None) -> _Position:
 
 
 class InvalidCursor(StoreError):
+    """A listing cursor this service did not issue."""
+
     code = "invalid_cursor"
 
     def __init__(self, cursor: str) -> None:

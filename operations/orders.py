@@ -25,6 +25,8 @@ from .tokens import TokenVerifier
 
 
 class InvalidOrder(InvalidBody):
+    """A ``POST /orders`` body does not fit its model."""
+
     code = "invalid_order"
 
 

@@ -276,7 +276,7 @@ class RedisStore:
             raise StoreUnavailable(f"Redis failed: {error}") from error
         except RedisError as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
-        return [_history_entry(orjson.loads(entry)) for entry in entries]
+        return [dict(zip(HISTORY_FIELDS, orjson.loads(entry), strict=False)) for entry in entries]
 
     async def page(self, query: ListQuery) -> Page:
         """One page, newest first, merged over the shards (see :mod:`operations.listing`)."""
@@ -378,15 +378,9 @@ def _record(values: list[bytes | None]) -> OperationRecord | None:
     return OperationRecord.from_json(text)
 
 
-def _history_entry(stored: Any) -> dict[str, Any]:
-    """One history entry as the API shows it; entries written before the array form are
-    objects already."""
-    if isinstance(stored, list):
-        return dict(zip(HISTORY_FIELDS, stored, strict=False))
-    return dict(stored)
-
-
 class LayoutMismatch(StoreError):
+    """The data in Redis was written with another shard count."""
+
     code = "layout_mismatch"
 
     def __init__(self, recorded: int, configured: int) -> None:

@@ -35,7 +35,7 @@ pytest_plugins = [
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-secret-0123456789abcdef-0123456789"
 
-# Markers of tests that take more than a few seconds by their nature: they are `slow` too.
+# Markers of tests over the `slow` threshold (docs/development.md) by their nature: `slow` too.
 SLOW_BY_NATURE = {"broker_restart", "store_restart", "faults", "cluster", "rabbit_cluster"}
 
 

@@ -1,6 +1,7 @@
 """The documentation holds together: every relative link in the README and the docs pages leads to
 a file that exists (and, into a Markdown page, to a heading it has), and the exception tree in
-docs/architecture.md is the one in the code."""
+docs/architecture.md is the one in the code, each class with its code and what its docstring
+says it means."""
 
 from __future__ import annotations
 
@@ -72,44 +73,107 @@ def test_every_relative_link_leads_somewhere(page: Path) -> None:
     assert not broken, f"{page.relative_to(ROOT)} has broken links:\n" + "\n".join(broken)
 
 
-def documented_tree() -> dict[str, tuple[str | None, str]]:
-    """The tree drawn in docs/architecture.md: each class with its parent and its code."""
+Tree = dict[str, tuple[str | None, str, str]]
+TREE_LINE = re.compile(r"^([│├└─ ]*)(\w+) +(\w+) +(\S.*?)$")
+PACKAGES = {"operations": ROOT / "operations", "hub": ROOT / "hub"}
+
+
+def documented_tree() -> Tree:
+    """The tree drawn in docs/architecture.md: each class with its parent, its code and what it
+    means."""
     text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
     section = text.split("\n## Exceptions\n", 1)[1]
     block = section.split("```\n", 2)[1]
-    tree: dict[str, tuple[str | None, str]] = {}
+    tree: Tree = {}
     parents: list[str] = []
     for line in block.splitlines():
-        match = re.match(r"^([│├└─ ]*)(\w+)\s+(\w+)\s", line)
+        match = TREE_LINE.match(line)
         assert match, f"not a line of the tree: {line!r}"
-        depth = len(match.group(1)) // 4
-        del parents[depth:]
-        tree[match.group(2)] = (parents[-1] if parents else None, match.group(3))
-        parents.append(match.group(2))
+        drawing, name, code, meaning = match.groups()
+        assert len(drawing) % 4 == 0 and len(drawing) // 4 <= len(parents), line
+        assert name not in tree, f"{name} is drawn twice"
+        del parents[len(drawing) // 4 :]
+        tree[name] = (parents[-1] if parents else None, code, meaning)
+        parents.append(name)
     return tree
 
 
-def code_tree() -> dict[str, tuple[str | None, str]]:
-    """Every subclass of OperationsError in the packages, with its parent and its code."""
+def meaning(error: type[OperationsError]) -> str:
+    """The first paragraph of the class's own docstring, as the drawing shows it: one line,
+    Markdown's backticks, no closing period, and the module for a class that lives outside
+    operations/errors.py."""
+    doc = error.__dict__.get("__doc__")
+    assert doc, f"{error.__name__} says in no docstring of its own what it means"
+    first = " ".join(doc.strip().split("\n\n", 1)[0].split()).replace("``", "`").rstrip(".")
+    if error.__module__ == "operations.errors":
+        return first
+    package, _, rest = error.__module__.partition(".")
+    path = Path(rest.replace(".", "/") + ".py")
+    if not (PACKAGES[package] / path).exists():
+        path = Path(rest.replace(".", "/") + "/")
+    where = f"{package}/{path}" if package != "operations" else str(path)
+    return f"{first} ({where})"
+
+
+def code_tree() -> Tree:
+    """Every subclass of OperationsError in the packages, with its parent, its code and what it
+    means."""
     for package in (operations, hub):
         for module in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
             if not module.name.endswith("__main__"):
                 importlib.import_module(module.name)
-    tree: dict[str, tuple[str | None, str]] = {
-        OperationsError.__name__: (None, OperationsError.code)
-    }
+    tree: Tree = {OperationsError.__name__: (None, OperationsError.code, meaning(OperationsError))}
     pending = [OperationsError]
     while pending:
         parent = pending.pop()
         for error in parent.__subclasses__():
             if error.__module__.startswith(("operations.", "hub.")):
-                tree[error.__name__] = (parent.__name__, error.code)
+                assert error.__name__ not in tree, f"two errors named {error.__name__}"
+                tree[error.__name__] = (parent.__name__, error.code, meaning(error))
                 pending.append(error)
     return tree
 
 
+def drawn(tree: Tree) -> str:
+    """The tree as docs/architecture.md draws it, children in the order given."""
+    lines: list[str] = []
+
+    def draw(name: str, lead: str, branch: str) -> None:
+        _, code, text = tree[name]
+        lines.append(f"{lead}{branch}{name}".ljust(32) + f"{code}".ljust(28) + text)
+        children = [child for child, (parent, _, _) in tree.items() if parent == name]
+        below = lead + ("" if not branch else "    " if branch == "└── " else "│   ")
+        for index, child in enumerate(children):
+            draw(child, below, "└── " if index == len(children) - 1 else "├── ")
+
+    draw(OperationsError.__name__, "", "")
+    return "\n".join(lines)
+
+
 def test_the_documented_exception_tree_is_the_code_s() -> None:
-    assert documented_tree() == code_tree()
+    documented, code = documented_tree(), code_tree()
+    ordered = {name: code[name] for name in [*documented, *code] if name in code}
+    assert documented == code, "docs/architecture.md should draw:\n" + drawn(ordered)
+
+
+def test_what_the_exception_tree_names_exists() -> None:
+    """A module named in a meaning, ``(documents.py)`` or ``(deadletters/)``, is in operations/."""
+    named = [
+        path
+        for _, _, text in documented_tree().values()
+        for path in re.findall(r"\(([\w/]+(?:\.py|/))\)", text)
+    ]
+    assert "documents.py" in named
+    assert [path for path in named if not (ROOT / "operations" / path).exists()] == []
+
+
+def test_the_tree_has_one_home() -> None:
+    """operations/errors.py points to the drawing instead of drawing the tree again."""
+    import operations.errors
+
+    doc = operations.errors.__doc__ or ""
+    assert "docs/architecture.md" in doc
+    assert not re.search(r"[├└]──", doc)
 
 
 def table_names(page: str, pattern: str) -> set[str]:

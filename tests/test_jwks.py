@@ -1,6 +1,7 @@
 """Tokens from an identity provider (operations.jwks with operations.tokens): RS256 and ES256 keys
 from a JWKS served over real HTTP on 127.0.0.1, rotated, rate-limited, down and back, and every
-algorithm confusion refused."""
+algorithm confusion refused. Time, for the key set's age and the refetch interval, is a clock
+the tests move by hand: nothing waits on the real one."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import jwt
 import pytest
 
 from operations.errors import TokenError
-from operations.jwks import ProviderKeys
+from operations.jwks import LIFESPAN_SECONDS, ProviderKeys
 from operations.metrics import Registry
 from operations.tokens import TokenVerifier, mint
 from tests.identity_provider import (
@@ -27,15 +28,33 @@ from tests.identity_provider import (
 SECRET = "jwks-test-secret-0123456789abcdef"
 
 
+class Clock:
+    """Monotonic seconds that move only when a test moves them."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def verifier_for(
     idp: IdentityProvider,
     secret: str | None = None,
     min_refetch: float = 0.3,
     timeout: float = 2.0,
     role_claim: str = "role",
+    clock: Clock | None = None,
 ) -> TokenVerifier:
     keys = ProviderKeys(
-        idp.url, Registry(), min_refetch_seconds=min_refetch, fetch_timeout_seconds=timeout
+        idp.url,
+        Registry(),
+        min_refetch_seconds=min_refetch,
+        fetch_timeout_seconds=timeout,
+        clock=clock or Clock(),
     )
     return TokenVerifier(secret, ISSUER, AUDIENCE, role_claim, keys)
 
@@ -64,33 +83,41 @@ async def test_rs256_and_es256_tokens_verify_by_kid(idp: IdentityProvider) -> No
 
 
 async def test_a_rotated_key_is_fetched_once_for_many_tokens(idp: IdentityProvider) -> None:
-    verifier = verifier_for(idp, min_refetch=0.3)
+    clock = Clock()
+    verifier = verifier_for(idp, min_refetch=0.3, clock=clock)
     await verifier.verify(idp.sign(claims(), "rsa-1"))
     assert idp.fetches == 1
     idp.add_key("rsa-2", "RSA")
-    await asyncio.sleep(0.35)
+    clock.advance(0.35)
     tokens = [idp.sign(claims(f"user-{n}"), "rsa-2") for n in range(25)]
     verified = await asyncio.gather(*(verifier.verify(token) for token in tokens))
     assert [v.principal.user_id for v in verified] == [f"user-{n}" for n in range(25)]
     assert idp.fetches == 2, "one fetch for every verification that needed the new key"
     idp.published.remove("rsa-1")  # the old key retired: the set is read again when stale
     await verifier.verify(idp.sign(claims(), "rsa-1"))  # still cached until the set is refetched
+    assert idp.fetches == 2
+    clock.advance(LIFESPAN_SECONDS + 1)  # the set is stale: read again, without the retired key
+    error = await refused(verifier, idp.sign(claims(), "rsa-1"))
+    assert "rsa-1" in error.reason
+    assert idp.fetches == 3
 
 
 async def test_unknown_kids_refetch_at_most_once_per_interval(idp: IdentityProvider) -> None:
-    verifier = verifier_for(idp, min_refetch=1.0)
+    clock = Clock()
+    verifier = verifier_for(idp, min_refetch=1.0, clock=clock)
     await verifier.verify(idp.sign(claims(), "rsa-1"))
     idp.add_key("stranger", "RSA", publish=False)
     for n in range(30):
         error = await refused(verifier, idp.sign(claims(f"u{n}"), "stranger"))
         assert "stranger" in error.reason
+        clock.advance(0.03)  # 0.9 s in all: still inside the interval
     assert idp.fetches == 1, "a flood of unknown kids inside the interval fetches nothing"
-    await asyncio.sleep(1.05)
+    clock.advance(0.2)
     await refused(verifier, idp.sign(claims(), "stranger"))
     await refused(verifier, idp.sign(claims(), "stranger"))
     assert idp.fetches == 2, "after the interval, one fetch"
     idp.published.append("stranger")
-    await asyncio.sleep(1.05)
+    clock.advance(1.1)
     assert (await verifier.verify(idp.sign(claims("late"), "stranger"))).principal.user_id == "late"
     assert idp.fetches == 3
 
@@ -100,7 +127,8 @@ async def test_a_jwks_that_is_down_refuses_logs_counts_and_recovers(
 ) -> None:
     token = idp.sign(claims("alice"), "rsa-1")
     idp.stop()  # connections refused
-    verifier = verifier_for(idp, min_refetch=0.3)
+    clock = Clock()
+    verifier = verifier_for(idp, min_refetch=0.3, clock=clock)
     with caplog.at_level(logging.WARNING, logger="operations.jwks"):
         error = await refused(verifier, token)
     assert "could not be fetched" in error.reason
@@ -111,7 +139,9 @@ async def test_a_jwks_that_is_down_refuses_logs_counts_and_recovers(
     await refused(verifier, token)
     assert failures(verifier) == 1, "no second fetch inside the interval"
     idp.start()  # back, on the same port
-    await asyncio.sleep(0.35)
+    await refused(verifier, token)
+    assert failures(verifier) == 1, "still inside the interval: not fetched again"
+    clock.advance(0.35)
     assert (await verifier.verify(token)).principal.user_id == "alice"
     assert failures(verifier) == 1
     assert verifier.provider is not None
@@ -119,17 +149,18 @@ async def test_a_jwks_that_is_down_refuses_logs_counts_and_recovers(
 
 
 async def test_a_jwks_answering_503_or_garbage_refuses_and_counts(idp: IdentityProvider) -> None:
-    verifier = verifier_for(idp, min_refetch=0.2)
+    clock = Clock()
+    verifier = verifier_for(idp, min_refetch=0.2, clock=clock)
     idp.mode = "503"
     await refused(verifier, idp.sign(claims(), "rsa-1"))
     assert failures(verifier) == 1
     idp.mode = "up"
     idp.published = []  # a key set without keys
-    await asyncio.sleep(0.25)
+    clock.advance(0.25)
     await refused(verifier, idp.sign(claims(), "rsa-1"))
     assert failures(verifier) == 2
     idp.published = ["rsa-1"]
-    await asyncio.sleep(0.25)
+    clock.advance(0.25)
     assert (await verifier.verify(idp.sign(claims("ok"), "rsa-1"))).principal.user_id == "ok"
 
 
@@ -166,17 +197,19 @@ async def test_a_hanging_jwks_never_blocks_the_event_loop(idp: IdentityProvider)
 
 
 async def test_known_keys_stay_in_use_while_the_jwks_is_down(idp: IdentityProvider) -> None:
-    verifier = verifier_for(idp, min_refetch=0.1)
+    clock = Clock()
+    verifier = verifier_for(idp, min_refetch=0.1, clock=clock)
     assert verifier.provider is not None
     verifier.provider.lifespan_seconds = 0.2
     await verifier.verify(idp.sign(claims(), "rsa-1"))
     idp.mode = "503"
-    await asyncio.sleep(0.25)  # the set is stale: a fetch is due, and fails
+    clock.advance(0.25)  # the set is stale: a fetch is due, and fails
     assert (await verifier.verify(idp.sign(claims("kept"), "rsa-1"))).principal.user_id == "kept"
     assert failures(verifier) == 1
     idp.add_key("rsa-new", "RSA")
-    await asyncio.sleep(0.15)
+    clock.advance(0.15)
     await refused(verifier, idp.sign(claims(), "rsa-new"))
+    assert failures(verifier) == 2, "the one fetch due failed: the new key stays unknown"
 
 
 # --- algorithm confusion ------------------------------------------------------------------------

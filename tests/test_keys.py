@@ -237,22 +237,3 @@ async def test_a_saga_commit_meeting_a_key_of_the_wrong_type_writes_nothing(
     assert await store.load("trip", saga_id) is None
     assert await redis_client.exists(store.keys.saga(f"trip:{saga_id}")) == 0
     assert await store.recent() == []
-
-
-async def test_an_outbox_written_under_the_earlier_layout_still_goes_out(
-    settings: Settings, redis_client: aioredis.Redis
-) -> None:
-    store = RedisSagaStore(redis_client, settings.key_prefix)
-    saga_id = plain_id()
-    member = f"trip:{saga_id}"
-    assert await store.commit(_record(saga_id), 0, [], 60)
-    legacy = f"{store.keys.saga(member)}:outbox"
-    stored = [orjson.dumps(_entry(f"m-{n}").to_json()).decode() for n in range(2)]
-    await redis_client.rpush(legacy, *stored)
-    await redis_client.zadd(store.keys.outbox_index(0), {member: 1.0})
-
-    (pending,) = await store.pending(older_than=2.0)
-    assert [entry.message_id for _, entry in pending.entries] == ["m-0", "m-1"]
-    assert await redis_client.exists(legacy) == 0
-    await store.acknowledge("trip", saga_id, [raw for raw, _ in pending.entries])
-    assert await store.pending(older_than=2.0) == []

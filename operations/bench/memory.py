@@ -113,7 +113,7 @@ async def steady(
     the time to live plus three sweeps and a margin), sweeping every ``sweep_every`` seconds."""
     store = RedisStore(redis, ttl, STREAM_CAP, Keys(prefix))
     # Keys of its own, nothing written before the sweep: no need to walk the keyspace for that.
-    sweeper = Sweeper(redis, store, None, Registry(), sweep_every, clear_legacy=False)
+    sweeper = Sweeper(redis, store, None, Registry(), sweep_every)
     length = seconds if seconds is not None else ttl + 3 * sweep_every + 2
     users = _users()
     await apply(store, _operations(burst, users))

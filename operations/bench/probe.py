@@ -25,6 +25,8 @@ _CONNECT, _DISCONNECT, _EVENT, _CONNECT_ERROR = "0", "1", "2", "4"
 
 
 class ProbeRefused(OperationsError):
+    """The benchmark's Socket.IO probe was refused."""
+
     code = "probe_refused"
 
 

@@ -24,9 +24,7 @@ A saga id can come from message data and may hold any character, so each key fam
 own word and the id is always the key's last part: the id ``X:outbox`` names saga
 ``X:outbox``'s hash, never saga ``X``'s outbox. (A saga type's name is part of the member
 ``NAME:ID``: the registry refuses one with a ``:``.) The shard tag ``{S}`` is the first ``{...}``
-of every key, whatever braces an id holds. Outboxes written under the earlier layout
-(``P:{S}:saga:NAME:ID:outbox``) are moved to theirs when the relay comes to them
-(``lua/saga_outbox_move.lua``).
+of every key, whatever braces an id holds.
 """
 
 from __future__ import annotations

@@ -31,7 +31,6 @@ from .keys import SagaKeys, member_of, split_member
 _LUA = resources.files("operations") / "lua"
 COMMIT_SCRIPT = (_LUA / "saga_commit.lua").read_text(encoding="utf-8")
 ACK_SCRIPT = (_LUA / "outbox_ack.lua").read_text(encoding="utf-8")
-MOVE_SCRIPT = (_LUA / "saga_outbox_move.lua").read_text(encoding="utf-8")
 SWEEP_SCRIPT = (_LUA / "saga_sweep.lua").read_text(encoding="utf-8")
 SWEEP_BATCH = 500
 # Deletes a lease only if it is still the caller's.
@@ -131,7 +130,6 @@ class RedisSagaStore:
         self._commit = client.register_script(COMMIT_SCRIPT)
         self._sweep = client.register_script(SWEEP_SCRIPT)
         self._ack = client.register_script(ACK_SCRIPT)
-        self._move = client.register_script(MOVE_SCRIPT)
         self._release = client.register_script(_RELEASE_SCRIPT)
 
     async def recent(
@@ -256,20 +254,10 @@ class RedisSagaStore:
                 found.append(pending)
                 continue
             try:
-                if await self._move_legacy_outbox(member):
-                    found.append(await self.outbox(*split_member(member)))
-                    continue
                 await self.redis.zrem(self.keys.outbox_index(shard), member)
             except (RedisError, OSError) as error:
                 raise StoreUnavailable(f"Redis unreachable: {error}") from error
         return found
-
-    async def _move_legacy_outbox(self, member: str) -> int:
-        """Moves an outbox written under the earlier key layout to this one's key; returns how
-        many messages it held."""
-        legacy = f"{self.keys.saga(member)}:outbox"
-        moved = await self._move(keys=[legacy, self.keys.outbox(member)])
-        return int(moved)
 
     async def _scored_upto(
         self, index: Callable[[int], str], upto: float, limit: int
