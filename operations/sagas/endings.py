@@ -7,13 +7,16 @@ dies right after that commit (the relay of any process resumes the outbox). It s
 for a completed saga, and ``rejected`` with the saga's code and reason for one that is rejected,
 cancelled, past its deadline, or whose compensation failed.
 
-The first terminal state an operation reaches stays (``lua/apply.lua``), so the closing goes
-*before* the first message of the commit that carries a terminal ``Saga`` state, and takes that
-message's name: a saga that ends its operation itself (``Saga: Completed`` or ``Rejected``) ends
-it with the same state and name as before, and always with the saga's code and reason. A saga
-that publishes no such message is closed after the rest of its last commit, under the name of
-the last message it handled. The closing's message id is derived from the saga and its ending,
-so a closing queued twice (during a compensation, then at its end) is applied once.
+The first terminal state an operation reaches stays (``lua/apply.lua``). So when the saga's ending
+commit (or a commit of its compensation) publishes a message with a terminal ``Saga`` state, the
+closing takes that message's name and goes right after it if the message ends the operation just
+as the saga does (same state; for a rejection, the saga's code and reason): whichever of the two
+is applied first, the operation ends the same, as it did before the saga closed it. If the
+message would end it otherwise (a compensation's ``Saga: Rejected`` without the code), the closing
+goes before it, and the saga's code and reason stay. A saga that publishes no such message is
+closed after the rest of its last commit, under the name of the last message it handled. The
+closing's message id is derived from the saga and its ending, so a closing queued twice (during a
+compensation, then at its end) is applied once.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from ..envelope import Envelope
+from ..envelope import MAX_TEXT_LENGTH, Envelope
 from ..identity import MAX_ID_LENGTH, normalise_id
 from ..states import MessageKind, State
 from .instances import OutboxEntry, SagaRecord, SagaStatus
@@ -37,8 +40,8 @@ _NAMESPACE = uuid.UUID("6f1c0d52-8a8e-4c53-9d1e-2f4b7a1c9e30")
 
 
 def with_closing(record: SagaRecord, outbox: list[OutboxEntry]) -> list[OutboxEntry]:
-    """The outbox of a commit of ``record``, with the saga's closing where it belongs: before the
-    first message with a terminal ``Saga`` state, else (once the saga is finished) at the end."""
+    """The outbox of a commit of ``record``, with the saga's closing where it belongs (next to
+    the first message with a terminal ``Saga`` state, else, once the saga is finished, last)."""
     state = _ENDINGS.get(record.status)
     if state is None or not record.correlation_id:
         return outbox
@@ -47,8 +50,10 @@ def with_closing(record: SagaRecord, outbox: list[OutboxEntry]) -> list[OutboxEn
         return outbox  # compensating: the saga may still end its operation itself
     if first is not None:
         name = outbox[first].message
+        at = first + 1 if _ends_alike(outbox[first], state, record) else first
     else:
         name = record.steps[-1].message if record.steps else record.saga
+        at = len(outbox)
     rejected = state is State.REJECTED
     closing = OutboxEntry(
         closing_id(record.key, state),
@@ -60,8 +65,19 @@ def with_closing(record: SagaRecord, outbox: list[OutboxEntry]) -> list[OutboxEn
         record.message_context,
         closes_operation=True,
     )
-    at = len(outbox) if first is None else first
     return [*outbox[:at], closing, *outbox[at:]]
+
+
+def _ends_alike(message: OutboxEntry, state: State, record: SagaRecord) -> bool:
+    """Whether the message, applied as the tracking path reads it, ends the operation as the
+    closing does."""
+    if message.saga_state is not state:
+        return False
+    if state is State.COMPLETED:
+        return True
+    body = _folded(message.body)
+    said = (_text(body.get("code")), _text(body.get("reason")))
+    return said == (_text(record.code), _text(record.reason))
 
 
 def closing_id(saga_key: str, state: State) -> str:
@@ -102,4 +118,7 @@ def _folded(mapping: Mapping[Any, Any]) -> dict[str, Any]:
 
 
 def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+    """A code or reason as the envelope reads it: trimmed and bounded, None when empty."""
+    if not isinstance(value, str):
+        return None
+    return value.strip()[:MAX_TEXT_LENGTH] or None
