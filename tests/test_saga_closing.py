@@ -24,7 +24,7 @@ from operations.records import ApplyOutcome
 from operations.sagas import Saga, SagaContext, SagaMessage, start, step
 from operations.sagas.coordinator import Coordinator
 from operations.sagas.endings import envelope_of, with_closing
-from operations.sagas.instances import SagaStatus
+from operations.sagas.instances import OutboxEntry, SagaRecord, SagaStatus, StepRecord
 from operations.sagas.outbox import OutboxRelay
 from operations.sagas.store import RedisSagaStore
 from operations.settings import Settings
@@ -203,3 +203,43 @@ async def test_a_closing_left_by_a_process_that_died_is_carried_out_by_another(
     (closing,) = with_closing(loaded.record, [])
     (again,) = await operations.apply([envelope_of(closing)])
     assert not isinstance(again, Exception) and again.outcome is ApplyOutcome.DUPLICATE
+
+
+def _ending(status: SagaStatus, code: str | None = None, reason: str | None = None) -> SagaRecord:
+    record = SagaRecord.begun("trip", "t-1", {}, "op-1", {"user": {"id": "ann"}}, {})
+    record.steps.append(StepRecord("trip_done", None, 0.0))
+    record.status, record.code, record.reason = status, code, reason
+    return record
+
+
+def _sent(message: str, state: State, body: dict[str, Any] | None = None) -> OutboxEntry:
+    return OutboxEntry(new_id(), "trips", message, body or {}, state, "op-1", {})
+
+
+def test_where_the_closing_goes_in_the_outbox() -> None:
+    """After the saga's own terminal message when that ends the operation alike (it wins or
+    ties, as before); before it when it would end it otherwise; last when there is none."""
+    note = _sent("note_trip", State.PENDING)
+    done = _sent("trip_completed", State.COMPLETED)
+    completed = with_closing(_ending(SagaStatus.COMPLETED), [note, done])
+    assert [(e.message, e.closes_operation) for e in completed] == [
+        ("note_trip", False),
+        ("trip_completed", False),
+        ("trip_completed", True),
+    ]
+
+    alike = _sent("trip_rejected", State.REJECTED, {"code": "full", "reason": "no seats"})
+    rejected = _ending(SagaStatus.REJECTED, "full", "no seats")
+    assert [e.closes_operation for e in with_closing(rejected, [alike])] == [False, True]
+    codeless = _sent("trip_rejected", State.REJECTED, {"reason": "no seats"})
+    compensating = _ending(SagaStatus.COMPENSATING, "cancelled", "cancelled by its owner, ann")
+    closing, message = with_closing(compensating, [codeless])
+    assert closing.closes_operation and message is codeless
+    assert (closing.message, closing.body["code"]) == ("trip_rejected", "cancelled")
+
+    assert with_closing(compensating, [note]) == [note]  # the saga may still end it itself
+    (quiet,) = with_closing(_ending(SagaStatus.COMPLETED), [])
+    assert (quiet.message, quiet.saga_state) == ("trip_done", State.COMPLETED)
+    assert with_closing(_ending(SagaStatus.PENDING), [done]) == [done]
+    same = {e.message_id for e in (closing, *with_closing(_ending(SagaStatus.REJECTED), []))}
+    assert len(same) == 1  # one id per saga and ending, however often it is queued
