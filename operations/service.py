@@ -148,6 +148,7 @@ class Service:
                 self.store.redis,
                 self.metrics,
                 os.environ if environ is None else environ,
+                self.store,
             )
             if settings.sagas
             else None

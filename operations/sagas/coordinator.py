@@ -13,7 +13,8 @@ A cancellation (``cancel``) is a commit like a step's: it asks the saga whether 
 undone, and marks it rejected (code ``cancelled``) and compensating in one version-checked write.
 A step racing it either commits first (and the cancellation is decided again on the new state) or
 loses and finds the saga compensating. The compensation itself then runs as any other does, and
-the deadline watcher resumes it if the process running it dies.
+the deadline watcher resumes it if the process running it dies. The commit that ends a saga
+also queues its closing (:mod:`.endings`): the saga's operation ends with the saga.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .. import tracing
 from ..errors import StoreUnavailable
 from ..metrics import Registry
 from .bounds import MAX_DATA_BYTES, check_data
+from .endings import with_closing
 from .instances import OutboxEntry, SagaRecord, SagaStatus, StepRecord
 from .outbox import OutboxRelay
 from .results import OUTCOME_OF, STATUS_OF, Cancellation, Processed, SagaOutcome
@@ -220,12 +222,9 @@ class Coordinator:
                     message.name,
                     extra={"correlation_id": context.correlation_id},
                 )
-                finished = record.status.finished
-                return Processed(
-                    kind.name,
-                    saga_id,
-                    SagaOutcome.FINISHED if finished else SagaOutcome.COMPENSATING,
-                )
+                ended = record.status.finished
+                outcome = SagaOutcome.FINISHED if ended else SagaOutcome.COMPENSATING
+                return Processed(kind.name, saga_id, outcome)
             if message.message_id is not None and message.message_id in record.seen:
                 return Processed(kind.name, saga_id, SagaOutcome.DUPLICATE)
 
@@ -391,6 +390,7 @@ class Coordinator:
             )
             for out in saga.outbox
         ]
+        outbox = with_closing(record, outbox) if self.relay.operations else outbox
         if not await self.store.commit(record, version, outbox, self.finished_ttl_seconds):
             return False
         if outbox:

@@ -173,8 +173,12 @@ class OutboxEntry:
     message_context: Mapping[str, Any]
     trace_context: Mapping[str, str] = field(default_factory=dict)
     """``traceparent`` (and ``tracestate``) of the step that queued it: it goes out in them."""
+    closes_operation: bool = False
+    """Not a message: the saga's ending, applied by the relay to its operation
+    (:mod:`operations.sagas.endings`)."""
 
     def to_json(self) -> dict[str, Any]:
+        extra = {"closesOperation": True} if self.closes_operation else {}
         return {
             "messageId": self.message_id,
             "exchange": self.exchange,
@@ -184,6 +188,7 @@ class OutboxEntry:
             "correlationId": self.correlation_id,
             "messageContext": dict(self.message_context),
             "traceContext": dict(self.trace_context),
+            **extra,
         }
 
     @classmethod
@@ -197,4 +202,5 @@ class OutboxEntry:
             data.get("correlationId"),
             dict(data.get("messageContext") or {}),
             dict(data.get("traceContext") or {}),
+            bool(data.get("closesOperation")),
         )

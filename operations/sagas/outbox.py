@@ -1,5 +1,7 @@
 """The outbox relay: sends what committed steps published, with broker confirms, and keeps
-retrying what is still unconfirmed (after a crash, a broker outage, a restart)."""
+retrying what is still unconfirmed (after a crash, a broker outage, a restart). A saga's closing
+(:mod:`operations.sagas.endings`) waits in the same outbox, in order, and is applied to its
+operation through the operation store instead of being sent."""
 
 from __future__ import annotations
 
@@ -12,9 +14,13 @@ from typing import Any, Protocol
 
 from aiormq.exceptions import AMQPError
 
+from ..errors import StoreError, StoreUnavailable
 from ..metrics import Registry
 from ..periodic import Periodic
+from ..records import ApplyOutcome
 from ..states import State
+from ..store import Store
+from .endings import envelope_of
 from .instances import OutboxEntry
 from .store import Pending, SagaStore
 
@@ -52,11 +58,19 @@ def step_context(context: Mapping[str, Any], message: str) -> dict[str, Any]:
 
 class OutboxRelay:
     def __init__(
-        self, store: SagaStore, publisher: Publisher, metrics: Registry, every: float = 1.0
+        self,
+        store: SagaStore,
+        publisher: Publisher,
+        metrics: Registry,
+        every: float = 1.0,
+        operations: Store | None = None,
     ) -> None:
+        """``operations`` is the store sagas' operations live in; without one (sagas that track
+        no operations) no closing is queued."""
         self.store = store
         self.publisher = publisher
         self.metrics = metrics
+        self.operations = operations
         self._passes = Periodic("saga-outbox", self.flush, every, log)
 
     async def send(self, saga: str, saga_id: str) -> None:
@@ -90,9 +104,12 @@ class OutboxRelay:
             for stored, entry in pending.entries:
                 if time.monotonic() >= until:
                     break  # the rest wait for a fresh lease; nothing failed
-                await self._send(entry)
+                if entry.closes_operation:
+                    await self._close(pending, entry)
+                else:
+                    await self._send(entry)
                 confirmed.append(stored)
-        except (AMQPError, ConnectionError, TimeoutError, RuntimeError) as error:
+        except (AMQPError, ConnectionError, TimeoutError, RuntimeError, StoreUnavailable) as error:
             failed = True
             log.warning(
                 "saga %s:%s: %d message(s) left in the outbox: %s",
@@ -119,6 +136,27 @@ class OutboxRelay:
             trace_context=entry.trace_context,
         )
         self.metrics.saga_messages_published.inc(message=entry.message)
+
+    async def _close(self, pending: Pending, closing: OutboxEntry) -> None:
+        """Apply the saga's ending to its operation. A repeat is a duplicate, and an operation
+        its saga's own message has already ended is left as it is (the first end stays)."""
+        if self.operations is None:
+            raise RuntimeError("this relay has no operation store to close operations in")
+        envelope = envelope_of(closing)
+        (change,) = await self.operations.apply([envelope])
+        where = (pending.saga, pending.saga_id, closing.correlation_id)
+        if isinstance(change, StoreError):
+            # Redis refuses this one write for good (a key of another type): retrying cannot help.
+            log.error("saga %s:%s could not close operation %s: %s", *where, change)
+        elif change.outcome is ApplyOutcome.APPLIED:
+            log.info(
+                "saga %s:%s closed operation %s: %s",
+                *where,
+                envelope.state.value,
+                extra={"correlation_id": closing.correlation_id},
+            )
+        else:
+            log.debug("saga %s:%s: operation %s already closed", *where)
 
     async def start(self) -> None:
         """Re-send, every ``every`` seconds, outboxes a crash or an outage left unconfirmed."""

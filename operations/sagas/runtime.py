@@ -15,6 +15,7 @@ from ..metrics import Registry
 from ..publisher import AmqpPublisher
 from ..settings import Settings
 from ..shards import Shards
+from ..store import Store
 from .census import SagaCensus
 from .coordinator import Coordinator
 from .deadlines import DeadlineWatcher
@@ -32,11 +33,14 @@ class SagaRuntime:
         redis: aioredis.Redis,
         metrics: Registry,
         environ: Mapping[str, str],
+        operations: Store,
     ) -> None:
         """Loads the saga types ``OPERATIONS_SAGA_TYPES`` names, each reading its own settings
-        from ``environ``: a bad one raises ``SagaTypeError`` or ``SettingsError`` here."""
+        from ``environ``: a bad one raises ``SagaTypeError`` or ``SettingsError`` here. The
+        sagas close their operations in ``operations``."""
         self.settings = settings
         self.metrics = metrics
+        self.operations = operations
         self.store = RedisSagaStore(
             redis,
             settings.key_prefix,
@@ -76,7 +80,9 @@ class SagaRuntime:
             self.settings.amqp_url, client_properties={"connection_name": "operations-sagas"}
         )
         self.publisher = AmqpPublisher(self.connection)
-        self.relay = OutboxRelay(self.store, self.publisher, self.metrics)
+        self.relay = OutboxRelay(
+            self.store, self.publisher, self.metrics, operations=self.operations
+        )
         self.coordinator = Coordinator(
             self.types.kinds,
             self.store,
