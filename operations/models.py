@@ -35,6 +35,7 @@ DEFAULT_PAGE = 50
 MAX_CURSOR_LENGTH = 200
 MAX_WHERE = 100  # characters of a body's offending path quoted back
 
+
 class Error(msgspec.Struct):
     """Every error answer: a machine-readable ``code`` (snake_case) and a human ``reason``."""
 
