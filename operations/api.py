@@ -35,13 +35,13 @@ from .models import (
     History,
     ListOperations,
     Operation,
-    Page,
+    OperationPage,
+    ReadinessReport,
     ReadOperation,
     Transition,
     encode,
     read_query,
 )
-from .models import Readiness as ReadinessAnswer
 from .openapi import encoded_document
 from .records import OperationRecord
 from .store import Store
@@ -132,7 +132,7 @@ class OperationsApi:
         checks = await self.readiness.report()
         ready = all(checks.values())
         return Json(
-            ReadinessAnswer("ready" if ready else "unavailable", checks),
+            ReadinessReport("ready" if ready else "unavailable", checks),
             status_code=200 if ready else 503,
         )
 
@@ -234,7 +234,7 @@ class OperationsApi:
             page = await self.store.page(query)
         except InvalidCursor as error:
             return problem(400, error.code, error.reason)
-        return Json(Page([Operation.of(record) for record in page.items], page.next))
+        return Json(OperationPage([Operation.of(record) for record in page.items], page.next))
 
 
 async def bearer_principal(

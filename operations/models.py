@@ -28,13 +28,12 @@ from .identity import MAX_ID_LENGTH, id_problem
 from .listing import MAX_PAGE
 from .records import OperationRecord
 from .states import State
+from .timestamps import Timestamp
 
 MAX_WAIT_SECONDS = 60
 DEFAULT_PAGE = 50
 MAX_CURSOR_LENGTH = 200
 MAX_WHERE = 100  # characters of a body's offending path quoted back
-
-Timestamp = Annotated[str, Meta(extra_json_schema={"format": "date-time"})]
 
 
 class Error(msgspec.Struct):
@@ -48,7 +47,7 @@ class Health(msgspec.Struct):
     status: Literal["ok"] = "ok"
 
 
-class Readiness(msgspec.Struct):
+class ReadinessReport(msgspec.Struct):
     """Whether each dependency (``rabbitmq``, ``redis``) is connected."""
 
     status: Literal["ready", "unavailable"]
@@ -56,7 +55,8 @@ class Readiness(msgspec.Struct):
 
 
 class Operation(msgspec.Struct, rename="camel"):
-    """An operation's record (Pacco's OperationDto and more); every field is always present."""
+    """An operation's record (Pacco's OperationDto and more); every field is always present.
+    Times are RFC 3339 in UTC with milliseconds (:mod:`operations.timestamps`)."""
 
     id: str
     user_id: str | None
@@ -105,7 +105,7 @@ class History(msgspec.Struct):
     items: list[Transition]
 
 
-class Page(msgspec.Struct):
+class OperationPage(msgspec.Struct):
     """A page of operations, newest first; ``next`` is the cursor of the next page, or null."""
 
     items: list[Operation]

@@ -26,8 +26,8 @@ from .models import (
     History,
     ListOperations,
     Operation,
-    Page,
-    Readiness,
+    OperationPage,
+    ReadinessReport,
     ReadOperation,
 )
 from .models import encode as encode_json
@@ -81,7 +81,7 @@ OPERATION_ENDPOINTS = (
         "The caller's operations (everyone's for admins), newest first",
         query=ListOperations,
         answers={
-            200: Answer("A page of operations.", Page),
+            200: Answer("A page of operations.", OperationPage),
             400: problem(f"{BAD_QUERY} `invalid_cursor`: a cursor this service did not issue."),
             401: NEEDS_TOKEN,
             403: problem("`forbidden`: a non-admin asked for another user's operations."),
@@ -101,8 +101,8 @@ OPERATION_ENDPOINTS = (
         "Readiness: RabbitMQ and Redis connected",
         token=False,
         answers={
-            200: Answer("Ready.", Readiness),
-            503: Answer("A dependency is down: `status` is `unavailable`.", Readiness),
+            200: Answer("Ready.", ReadinessReport),
+            503: Answer("A dependency is down: `status` is `unavailable`.", ReadinessReport),
         },
     ),
     Endpoint(

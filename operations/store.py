@@ -34,6 +34,7 @@ from .listing import Listing, ListQuery, Page
 from .records import ApplyOutcome, Change, OperationRecord
 from .redis_client import open_redis, round_trip
 from .shards import Shards
+from .timestamps import rfc3339
 
 _LUA = resources.files("operations") / "lua"
 APPLY_SCRIPT = (_LUA / "apply.lua").read_text(encoding="utf-8")
@@ -80,11 +81,7 @@ class Store(Protocol):
 
 
 def now() -> str:
-    return _iso(dt.datetime.now(dt.UTC))
-
-
-def _iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return rfc3339(dt.datetime.now(dt.UTC))
 
 
 class RedisStore:
@@ -356,7 +353,7 @@ def _sent_iso(sent_at: dt.datetime | None, known: dict[dt.datetime, str]) -> str
         return ""
     text = known.get(sent_at)
     if text is None:
-        text = known[sent_at] = _iso(sent_at)
+        text = known[sent_at] = rfc3339(sent_at)
     return text
 
 

@@ -218,8 +218,8 @@ async def test_the_diagram_reads_well_from_2_to_15_steps(
                 }));
                 const saga = {
                     saga: "long", id: "x", status: "pending", steps: [],
-                    deadline: Date.now() / 1000 + 60, path: path, stepSeconds: {},
-                    waitingSince: Date.now() / 1000 - 5,
+                    deadline: new Date(Date.now() + 60000).toISOString(), path: path,
+                    stepSeconds: {}, waitingSince: new Date(Date.now() - 5000).toISOString(),
                 };
                 const kind = {compensations: path.map((p) => p.message)};
                 const holder = document.createElement("div");

@@ -19,6 +19,7 @@ from operations.demo import FailurePlan
 from operations.sagas import RedisSagaStore
 from operations.settings import Settings
 from operations.shards import Shards
+from operations.timestamps import rfc3339
 from tests.dashboard_support import (
     GATES,
     ParcelReturnSaga,
@@ -192,7 +193,7 @@ async def test_the_saga_view_counts_and_filters_every_status_and_copes_with_new_
 
 
 def _saga_stub(saga_id: str, status: str) -> dict[str, Any]:
-    now = time.time()
+    now = rfc3339(time.time())
     return {
         "saga": "gadget_order",
         "id": saga_id,

@@ -27,8 +27,8 @@ from operations.models import (
     History,
     ListOperations,
     Operation,
-    Page,
-    Readiness,
+    OperationPage,
+    ReadinessReport,
     Transition,
     encode,
     read_query,
@@ -36,7 +36,7 @@ from operations.models import (
 from operations.records import OperationRecord
 from operations.sagas.http import saga_json, saga_model
 from operations.sagas.instances import SagaRecord, SagaStatus, StepRecord
-from operations.sagas.models import MAX_BODY_BYTES, MAX_LIMIT, SagaTypes
+from operations.sagas.models import MAX_BODY_BYTES, MAX_LIMIT, SagaTypeList
 from operations.sagas.ordermaking import MAX_PARCELS, OrderMakingSaga
 from operations.service import Service
 from operations.settings import Settings
@@ -172,14 +172,16 @@ async def test_answers_fit_their_models_and_bad_queries_are_counted(
     assert (record.id, record.user_id, record.state) == (op, user, State.PENDING)
     history = await http.get(f"/operations/{op}/history", headers=headers)
     assert [t.version for t in msgspec.json.decode(history.content, type=History).items] == [1]
-    page = msgspec.json.decode((await http.get("/operations", headers=headers)).content, type=Page)
+    page = msgspec.json.decode(
+        (await http.get("/operations", headers=headers)).content, type=OperationPage
+    )
     assert [item.id for item in page.items] == [op]
     types = await http.get("/sagas/types", headers=headers)
     assert "order_making" in {
-        t.name for t in msgspec.json.decode(types.content, type=SagaTypes).items
+        t.name for t in msgspec.json.decode(types.content, type=SagaTypeList).items
     }
     msgspec.json.decode((await http.get("/health")).content, type=Health)
-    msgspec.json.decode((await http.get("/ready")).content, type=Readiness)
+    msgspec.json.decode((await http.get("/ready")).content, type=ReadinessReport)
 
     counted = service.service.metrics.invalid_requests
     before = counted.value(code="invalid_query")

@@ -102,7 +102,7 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-class Counter(Arrivals):
+class PushListener(Arrivals):
     """A python-socketio client that notes when each operation's first push arrives."""
 
     def __init__(self, url: str) -> None:
@@ -149,7 +149,7 @@ async def drain_to_client(
     if publish:
         await traffic.publish(connection, count)
     async with service_process(settings, port) as service:
-        counter: Counter | Probe = Probe(service.url) if lean else Counter(service.url)
+        counter: PushListener | Probe = Probe(service.url) if lean else PushListener(service.url)
         counter.expected = count
         await counter.connect(
             mint(settings.signing_secret(), traffic.ADMIN_USER, ("admin",)), since
@@ -171,7 +171,7 @@ async def latency(
     seconds: float,
 ) -> tuple[float, float]:
     """p50 and p99 (ms) from publish to the client's receipt, at ``rate`` messages a second."""
-    counter = Counter(service.url)
+    counter = PushListener(service.url)
     await counter.connect(mint(secret, traffic.ADMIN_USER, ("admin",)))
     sent: dict[str, float] = {}
     total = int(rate * seconds)
@@ -210,10 +210,10 @@ async def memory_per_client(service: ServiceProcess, secret: str, clients: int) 
     """KiB of the service's RSS per idle connected client, with ``clients`` connected."""
     await asyncio.sleep(1.0)
     before = service.rss_kib()
-    connected: list[Counter] = []
+    connected: list[PushListener] = []
     try:
         for start in range(0, clients, 50):
-            batch = [Counter(service.url) for _ in range(start, min(start + 50, clients))]
+            batch = [PushListener(service.url) for _ in range(start, min(start + 50, clients))]
             await asyncio.gather(
                 *(
                     client.connect(mint(secret, f"bench-idle-{start + offset}"))

@@ -34,6 +34,8 @@ from ..consumer import (
     ROUTING_KEY_HEADER,
 )
 from ..envelope import header_text
+from ..timestamps import Timestamp, rfc3339
+from ..timestamps import shown as shown_time
 
 REDRIVEN_HEADER = "x-redriven"
 MAX_PAGE = 200  # dead letters in one page of GET /dead-letters
@@ -43,7 +45,9 @@ _BOOKKEEPING = ("x-operations-", "x-death", "x-first-death-", "x-last-death-", "
 
 
 class DeadLetterItem(msgspec.Struct, rename="camel"):
-    """One dead letter, as ``GET /dead-letters`` and ``GET /dead-letters/{id}`` show it."""
+    """One dead letter, as ``GET /dead-letters`` and ``GET /dead-letters/{id}`` show it. Times
+    are RFC 3339 in UTC with milliseconds (:mod:`operations.timestamps`), the message's
+    ``timestamp`` property included."""
 
     id: str
     queue: str
@@ -53,7 +57,7 @@ class DeadLetterItem(msgspec.Struct, rename="camel"):
     disposition: str
     correlation_id: str | None
     message_id: str | None
-    dead_lettered_at: str
+    dead_lettered_at: Timestamp
     attempts: int
     headers: dict[str, Any]
     properties: dict[str, Any]
@@ -61,6 +65,13 @@ class DeadLetterItem(msgspec.Struct, rename="camel"):
     body_encoding: str
     body_bytes: int
     body_truncated: bool
+
+    def __post_init__(self) -> None:
+        # Letters kept by earlier versions hold ISO times with +00:00.
+        self.dead_lettered_at = shown_time(self.dead_lettered_at)
+        sent = self.properties.get("timestamp")
+        if isinstance(sent, str):
+            self.properties["timestamp"] = shown_time(sent)
 
 
 class StoredLetter(msgspec.Struct, rename="camel"):
@@ -86,8 +97,8 @@ class DeadLetterGroup(msgspec.Struct):
     reason: str
     queue: str
     count: int
-    first: str
-    last: str
+    first: Timestamp
+    last: Timestamp
 
 
 class DeadLetterGroups(msgspec.Struct):
@@ -174,7 +185,7 @@ def capture(
         disposition=disposition,
         correlation_id=header_text(properties.get("correlation_id")),
         message_id=header_text(properties.get("message_id")),
-        dead_lettered_at=at.astimezone(dt.UTC).isoformat(timespec="milliseconds"),
+        dead_lettered_at=rfc3339(at),
         attempts=attempts,
         headers={key: shown(value) for key, value in wire.items()},
         properties={key: shown(value) for key, value in properties.items() if value is not None},
@@ -191,14 +202,15 @@ def group_key(queue: str, reason: str) -> str:
 
 
 def shown(value: Any) -> Any:
-    """A header value as JSON: bytes as their UTF-8 text (or ``base64:...``), times as ISO."""
+    """A header value as JSON: bytes as their UTF-8 text (or ``base64:...``), times as RFC 3339
+    (:func:`~operations.timestamps.rfc3339`)."""
     if isinstance(value, bytes | bytearray):
         try:
             return bytes(value).decode("utf-8")
         except UnicodeDecodeError:
             return "base64:" + base64.b64encode(bytes(value)).decode("ascii")
     if isinstance(value, dt.datetime):
-        return value.isoformat()
+        return rfc3339(value)
     if isinstance(value, decimal.Decimal):
         return str(value)
     if isinstance(value, Mapping):

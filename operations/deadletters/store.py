@@ -35,6 +35,7 @@ from redis.exceptions import RedisError
 
 from ..errors import StoreUnavailable
 from ..listing import InvalidCursor
+from ..timestamps import rfc3339
 from .letters import (
     DeadLetterGroup,
     DeadLetterItem,
@@ -231,8 +232,8 @@ class DeadLetterStore:
                     reason=about["reason"],
                     queue=about["queue"],
                     count=int(count),
-                    first=_iso(first[0][1]),
-                    last=_iso(last[0][1]),
+                    first=rfc3339(first[0][1] / 1000),
+                    last=rfc3339(last[0][1] / 1000),
                 )
             )
         groups.sort(key=lambda group: group.last, reverse=True)
@@ -264,10 +265,6 @@ class DeadLetterStore:
 
 def _str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _iso(score: float) -> str:
-    return dt.datetime.fromtimestamp(score / 1000, dt.UTC).isoformat(timespec="milliseconds")
 
 
 def _cursor(raw: str) -> tuple[int, str]:

@@ -33,7 +33,9 @@ class InvalidCommand(OperationsError):
 
 
 @dataclass(frozen=True)
-class Answer:
+class Decision:
+    """What a simulated service publishes in answer to one message."""
+
     routing_key: str | None
     """None: nothing to publish (the message is invalid and has no rejected reply)."""
     body: Mapping[str, str]
@@ -79,22 +81,22 @@ def answer(
     failures: FailurePlan,
     rng: random.Random,
     assignments: VehicleAssignments,
-) -> Answer:
+) -> Decision:
     try:
         fields = read_fields(body, rule)
     except InvalidCommand as error:
         rejected = {"code": error.code, "reason": error.reason, **error.found}
-        return Answer(rule.rejected, rejected, problem=error.reason)
+        return Decision(rule.rejected, rejected, problem=error.reason)
 
     echoed = {name: fields[name] for name in rule.fields if name in fields}
     if rule.finds_order_by is not None:
         return _approval(rule, rule.finds_order_by, fields, echoed, operation_id, assignments)
     if rule.rejected is not None and failures.fails(rule.message, rng):
         rejected = {"code": rule.failure_code, "reason": service.reason(rule), **echoed}
-        return Answer(rule.rejected, rejected)
+        return Decision(rule.rejected, rejected)
     if rule.remembers_vehicle:
         assignments.remember(operation_id, fields["vehicleId"], fields[ORDER_ID])
-    return Answer(rule.success, echoed)
+    return Decision(rule.success, echoed)
 
 
 def _approval(
@@ -104,15 +106,15 @@ def _approval(
     echoed: dict[str, str],
     operation_id: str | None,
     assignments: VehicleAssignments,
-) -> Answer:
+) -> Decision:
     vehicle = fields.get(vehicle_field)
     order = echoed.get(ORDER_ID) or assignments.find(operation_id, vehicle)
     if order is not None:
-        return Answer(rule.success, {**echoed, ORDER_ID: order})
+        return Decision(rule.success, {**echoed, ORDER_ID: order})
     reason = f"no order has vehicle {vehicle!r} assigned" if vehicle else "no orderId to approve"
     found = {vehicle_field: vehicle} if vehicle else {}
     code = rule.rejected or "order_not_found"
-    return Answer(rule.rejected, {"code": code, "reason": reason, **found}, reason)
+    return Decision(rule.rejected, {"code": code, "reason": reason, **found}, reason)
 
 
 def read_fields(body: bytes, rule: Reply) -> dict[str, str]:

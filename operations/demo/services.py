@@ -38,7 +38,7 @@ from ..errors import QueueMismatch
 from ..queues import CLASSIC, QueueArguments
 from ..settings import Settings
 from ..topology import declared
-from .answers import Answer, VehicleAssignments, answer
+from .answers import Decision, VehicleAssignments, answer
 from .convey import reply_message
 from .failures import FailurePlan
 from .rules import SERVICES, SimulatedService
@@ -83,10 +83,10 @@ class Responder:
         if self._tails.get(key) is task:
             del self._tails[key]
 
-    def _decide(self, message: AbstractIncomingMessage) -> Answer:
+    def _decide(self, message: AbstractIncomingMessage) -> Decision:
         rule = self.service.rule(message.exchange or "", message.routing_key or "")
         if rule is None:
-            decided = Answer(None, {}, f"{message.routing_key!r} is not handled here")
+            decided = Decision(None, {}, f"{message.routing_key!r} is not handled here")
         else:
             decided = answer(
                 self.service,
@@ -111,7 +111,7 @@ class Responder:
     async def _reply(
         self,
         message: AbstractIncomingMessage,
-        decided: Answer,
+        decided: Decision,
         previous: asyncio.Task[None] | None,
     ) -> None:
         """Handles the message in a span of the trace it carries, as a traced Convey service
@@ -130,7 +130,7 @@ class Responder:
     async def _answer(
         self,
         message: AbstractIncomingMessage,
-        decided: Answer,
+        decided: Decision,
         previous: asyncio.Task[None] | None,
     ) -> None:
         if self._latency > 0:

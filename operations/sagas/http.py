@@ -28,8 +28,16 @@ from ..store import Store
 from ..tokens import TokenVerifier
 from .coordinator import Coordinator
 from .instances import SagaRecord, SagaStatus
-from .models import MAX_BODY_BYTES, Cancelled, CancelRequest, ListSagas, Saga, Sagas
-from .models import SagaTypes as SagaTypesAnswer
+from .models import (
+    MAX_BODY_BYTES,
+    Cancelled,
+    CancelRequest,
+    ListSagas,
+    Sagas,
+    SagaTypeList,
+    SagaView,
+    shown_times,
+)
 from .progress import step_seconds, type_steps, waiting_for, waiting_since
 from .registry import SagaType, SagaTypes
 from .store import SagaStore
@@ -69,11 +77,11 @@ def path_progress(kind: SagaType, record: SagaRecord) -> list[dict[str, str]]:
 
 def saga_model(
     record: SagaRecord, kind: SagaType | None = None, cancellable: bool | None = None
-) -> Saga:
+) -> SagaView:
     document = saga_json(record, kind)
     if cancellable is not None:
         document["cancellable"] = cancellable
-    return msgspec.convert(document, Saga)
+    return msgspec.convert(document, SagaView)
 
 
 def saga_json(record: SagaRecord, kind: SagaType | None = None) -> dict[str, Any]:
@@ -90,7 +98,7 @@ def saga_json(record: SagaRecord, kind: SagaType | None = None) -> dict[str, Any
         for key, value in record.message_context.items()
         if key.lower() in {"user", "name", "resourceid", "correlationid"}
     }
-    return document
+    return shown_times(document)
 
 
 def _field(document: Mapping[str, Any], name: str) -> Any:
@@ -160,7 +168,7 @@ class SagasApi:
     async def saga_types(self, request: Request) -> Response:
         await bearer_principal(request, self.verifier)
         described = [] if self.types is None else self.types.describe()
-        return Json(msgspec.convert({"items": described}, SagaTypesAnswer))
+        return Json(msgspec.convert({"items": described}, SagaTypeList))
 
     async def type_steps(self, request: Request) -> Response:
         """How many instances of a type wait at each step of its path now, and the median time

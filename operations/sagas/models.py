@@ -10,6 +10,7 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from ..identity import MAX_ID_LENGTH, id_problem
+from ..timestamps import Timestamp, rfc3339
 from .instances import SagaStatus
 from .ordermaking import MAX_PARCELS
 
@@ -112,11 +113,11 @@ class ListSagas(msgspec.Struct):
 
 class SagaStep(msgspec.Struct, rename="camel"):
     """A step the saga took; ``compensated`` once undone, ``compensationError`` if undoing
-    failed. ``at`` is in seconds since the epoch."""
+    failed."""
 
     message: str
     message_id: str | None
-    at: float
+    at: Timestamp
     body: dict[str, Any]
     compensated: bool
     compensation_error: str | None
@@ -129,10 +130,11 @@ class PathStep(msgspec.Struct):
     status: Literal["done", "waiting", "remaining", "compensated"]
 
 
-class Saga(msgspec.Struct, rename="camel"):
-    """A saga instance. Times are seconds since the epoch. ``messageContext`` holds the start
-    message's user, name, resourceId and correlationId. ``path``, ``stepSeconds``, ``waitingFor``
-    and ``waitingSince`` are there for the saga types the service runs; ``cancellable`` only in
+class SagaView(msgspec.Struct, rename="camel"):
+    """A saga instance as it is shown. Times are RFC 3339 in UTC with milliseconds, as in every
+    answer (:mod:`operations.timestamps`). ``messageContext`` holds the start message's user,
+    name, resourceId and correlationId. ``path``, ``stepSeconds``, ``waitingFor`` and
+    ``waitingSince`` are there for the saga types the service runs; ``cancellable`` only in
     ``GET /operations/{id}/saga``."""
 
     saga: str
@@ -142,11 +144,11 @@ class Saga(msgspec.Struct, rename="camel"):
     correlation_id: str | None
     message_context: dict[str, Any]
     steps: list[SagaStep]
-    deadline: float | None
+    deadline: Timestamp | None
     reason: str | None
     code: str | None
-    created_at: float
-    updated_at: float
+    created_at: Timestamp
+    updated_at: Timestamp
     path: list[PathStep] | UnsetType = UNSET
     step_seconds: (
         Annotated[
@@ -159,9 +161,7 @@ class Saga(msgspec.Struct, rename="camel"):
         Annotated[str, Meta(description="The message a running saga waits for.")] | UnsetType | None
     ) = UNSET
     waiting_since: (
-        Annotated[float, Meta(description="Since when it waits (seconds since the epoch).")]
-        | UnsetType
-        | None
+        Annotated[Timestamp, Meta(description="Since when it waits.")] | UnsetType | None
     ) = UNSET
     cancellable: (
         Annotated[bool, Meta(description="Whether a cancellation would be accepted now.")]
@@ -172,7 +172,7 @@ class Saga(msgspec.Struct, rename="camel"):
 class Sagas(msgspec.Struct):
     """Recent sagas, newest first."""
 
-    items: list[Saga]
+    items: list[SagaView]
 
 
 class SagaTypeInfo(msgspec.Struct, rename="camel"):
@@ -185,5 +185,22 @@ class SagaTypeInfo(msgspec.Struct, rename="camel"):
     http_start: str | None = None
 
 
-class SagaTypes(msgspec.Struct):
+class SagaTypeList(msgspec.Struct):
+    """``GET /sagas/types``: the saga types the service runs."""
+
     items: list[SagaTypeInfo]
+
+
+_TIMES = ("createdAt", "updatedAt", "deadline", "waitingSince")
+
+
+def shown_times(document: dict[str, Any]) -> dict[str, Any]:
+    """A saga's JSON document (:meth:`SagaRecord.to_json`, times in seconds since the epoch, as
+    stored) with its times in the one format, in place."""
+    for name in _TIMES:
+        if isinstance(document.get(name), int | float):
+            document[name] = rfc3339(document[name])
+    for step in document.get("steps") or ():
+        if isinstance(step.get("at"), int | float):
+            step["at"] = rfc3339(step["at"])
+    return document

@@ -23,11 +23,11 @@ from .models import (
     ListSagas,
     MakeOrder,
     OrderAccepted,
-    Saga,
     Sagas,
     SagaStartBody,
     SagaStarted,
-    SagaTypes,
+    SagaTypeList,
+    SagaView,
 )
 from .progress import SAMPLE_CAP, TypeSteps
 
@@ -159,7 +159,7 @@ SAGA_ENDPOINTS = (
         "get",
         "/sagas/types",
         "The saga types the service runs (any valid token)",
-        answers={200: Answer("The saga types.", SagaTypes), 401: NEEDS_TOKEN},
+        answers={200: Answer("The saga types.", SagaTypeList), 401: NEEDS_TOKEN},
     ),
     Endpoint(
         "get",
@@ -169,7 +169,7 @@ SAGA_ENDPOINTS = (
         " instance's progress along it.",
         params=(OPERATION_ID,),
         answers={
-            200: Answer("The saga.", Saga),
+            200: Answer("The saga.", SagaView),
             401: NEEDS_TOKEN,
             404: problem(
                 "`operation_not_found`: no saga behind this operation, or another user's."

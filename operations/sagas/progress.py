@@ -14,6 +14,7 @@ import time
 
 import msgspec
 
+from ..timestamps import Timestamp, rfc3339
 from .instances import SagaRecord, SagaStatus
 from .registry import SagaType
 from .store import SagaStore
@@ -34,14 +35,14 @@ class StepLoad(msgspec.Struct, rename="camel"):
 
 class TypeSteps(msgspec.Struct, rename="camel"):
     """``GET /sagas/types/{name}/steps``: the type's path with its load, over ``sampled`` sagas;
-    ``capped`` when some statuses held more than the sample took."""
+    ``capped`` when some statuses held more than the sample took; ``at``: when it was counted."""
 
     saga: str
     sampled: int
     capped: bool
     compensating: int
     steps: list[StepLoad]
-    at: float
+    at: Timestamp
 
 
 def _last_at(record: SagaRecord) -> dict[str, float]:
@@ -109,4 +110,4 @@ async def type_steps(store: SagaStore, kind: SagaType) -> TypeSteps:
         )
         for message in kind.path
     ]
-    return TypeSteps(kind.name, sampled, capped, compensating, steps, now)
+    return TypeSteps(kind.name, sampled, capped, compensating, steps, rfc3339(now))

@@ -233,7 +233,7 @@
     const steps = document.createElement("ol");
     saga.steps.forEach((step) => {
       const li = document.createElement("li");
-      li.append(text("step", step.message), " · ", new Date(step.at * 1000).toLocaleTimeString());
+      li.append(text("step", step.message), " · ", new Date(step.at).toLocaleTimeString());
       if (step.messageId) li.append(" · ", text("message-id mono", step.messageId));
       if (step.compensated) li.append(text("compensated", " · compensated"));
       if (step.compensationError) {
@@ -335,7 +335,7 @@
         cell(saga.waitingFor || "—", "waiting-for"),
         cell(saga.steps.map(sagaStep).join(" → ")),
         cell(saga.reason ? (saga.code || "") + " " + saga.reason : ""),
-        cell(new Date(saga.updatedAt * 1000).toLocaleTimeString()),
+        cell(new Date(saga.updatedAt).toLocaleTimeString()),
       );
       tr.addEventListener("click", () => openTimeline(saga.id));
       return tr;

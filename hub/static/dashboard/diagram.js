@@ -95,9 +95,9 @@
     svg.append(defs);
     const header = el("text", { x: MARGIN, y: MARGIN + 8, class: "deadline", "data-testid": "saga-deadline" });
     if (saga.deadline && !["completed", "rejected", "compensation_failed"].includes(saga.status)) {
-      header.dataset.deadline = String(saga.deadline);
+      header.dataset.deadline = String(epochSeconds(saga.deadline));
     } else if (saga.deadline) {
-      header.textContent = "deadline was " + new Date(saga.deadline * 1000).toLocaleTimeString();
+      header.textContent = "deadline was " + new Date(saga.deadline).toLocaleTimeString();
     }
     svg.append(header);
 
@@ -130,7 +130,7 @@
       else if (i === stoppedAt) { detail = "✗ stopped here"; cls += " stopped"; }
       else if (entry.status === "remaining") detail = stoppedAt >= 0 ? "not reached" : "ahead";
       const attributes = { "data-message": entry.message, "data-status": entry.status, "data-step": i + 1 };
-      if (entry.status === "waiting" && saga.waitingSince) attributes["data-since"] = saga.waitingSince;
+      if (entry.status === "waiting" && saga.waitingSince) attributes["data-since"] = epochSeconds(saga.waitingSince);
       svg.append(box(x, y, cls, entry.message, detail || "waiting", attributes));
     });
     const [ex, ey] = at(endIndex);
@@ -163,6 +163,11 @@
 
   function uniqueSteps(saga) {
     return Array.from(new Set(saga.steps.map((step) => step.message)));
+  }
+
+  // A time of the API (RFC 3339, "2026-12-07T12:00:00.000Z") in seconds since the epoch.
+  function epochSeconds(time) {
+    return Date.parse(time) / 1000;
   }
 
   // Moves the clocks: the time the awaited step has waited, the time left to the deadline.
