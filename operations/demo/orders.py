@@ -69,7 +69,7 @@ async def place_orders(
                     else:
                         log.warning("POST /orders answered %d: %s", response.status, answer)
                         say(not_placed_line(f"POST /orders answered {response.status}: {answer}"))
-            except (aiohttp.ClientError, TimeoutError) as error:
+            except (aiohttp.ClientError, TimeoutError, ValueError) as error:
                 log.warning("POST /orders failed: %s", error)
                 say(not_placed_line(f"POST /orders failed: {error or type(error).__name__}"))
             await asyncio.sleep(every_seconds)

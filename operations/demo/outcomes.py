@@ -111,7 +111,7 @@ async def follow(
                         extra={"correlation_id": operation_id},
                     )
                     pause = 1.0
-        except (aiohttp.ClientError, TimeoutError) as error:
+        except (aiohttp.ClientError, TimeoutError, ValueError) as error:
             log.warning(
                 "GET /operations/%s failed: %s",
                 operation_id,
