@@ -125,6 +125,14 @@ def parser() -> argparse.ArgumentParser:
     orders.add_argument("--every", type=float, default=3.0, help="seconds between orders")
     orders.add_argument("--count", type=int, default=1_000, help="stop after this many orders")
     orders.add_argument("--seed", type=int, default=None)
+    orders.add_argument(
+        "--follow",
+        type=float,
+        default=180.0,
+        metavar="SECONDS",
+        help="follow each order for at most this long and print a line on standard output when"
+        " it completes or is rejected; 0: do not follow",
+    )
     return cli
 
 
@@ -184,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
         if args.command == "demo-orders":
-            return _demo_orders(settings, args.user, args.every, args.count, args.seed)
+            return _demo_orders(settings, args.user, args.every, args.count, args.seed, args.follow)
         if args.command == "demo-services":
             return _demo_services(settings, args.latency_ms, tuple(args.fail), args.seed)
     except SettingsError as error:
@@ -278,16 +286,21 @@ def _demo_services(
         tracing.shutdown()
 
 
-def _demo_orders(settings: Settings, user: str, every: float, count: int, seed: int | None) -> int:
+def _demo_orders(
+    settings: Settings, user: str, every: float, count: int, seed: int | None, follow: float
+) -> int:
     from . import logs
     from .demo.orders import place_orders
 
     if every <= 0 or count <= 0:
         print("operations: --every and --count must be positive", file=sys.stderr)
         return 2
+    if not 0 <= follow <= 86_400:
+        print("operations: --follow must be from 0 to 86400 seconds", file=sys.stderr)
+        return 2
     logs.configure(settings.log_level, form=settings.log_format)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(place_orders(settings, user, every, count, seed))
+        asyncio.run(place_orders(settings, user, every, count, seed, follow))
     return 0
 
 

@@ -10,7 +10,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from aio_pika.abc import AbstractRobustConnection
 
 from operations.tokens import TokenVerifier
 from tests.conftest import ROOT, SECRET
-from tests.demo_support import CUSTOMER, ORDER, Replies
+from tests.demo_support import CUSTOMER, ORDER, Replies, simulated
 from tests.support import Publisher, RunningService, eventually, new_id, run_operations
 
 
@@ -139,9 +139,14 @@ if name == "python":
 if name == "operations" and args[0] == "token":
     print("token-for-" + args[args.index("--user") + 1])
 elif name == "operations" and args == ["serve"] and os.environ.get("RUN_SH_SERVE_DIES"):
+    print("serve logged before it died", file=sys.stderr)
     sys.exit(3)
 elif name == "operations":
-    os.execv({sleep!r}, ["sleep", "90"])
+    # What each command writes, to see where run.sh sends it.
+    print(args[0] + " wrote to standard error", file=sys.stderr, flush=True)
+    print(args[0] + " wrote to standard output", flush=True)
+    ends = os.environ.get("RUN_SH_SERVE_ENDS") if args == ["serve"] else None
+    os.execv({sleep!r}, ["sleep", ends or "90"])
 '''
 
 
@@ -190,12 +195,17 @@ async def test_run_sh_starts_the_demo_with_commands_the_cli_accepts(
     env |= {"RUN_SH_CALLS": str(calls), "OPERATIONS_AMQP_PORT": "5999"}
     env |= {"OPERATIONS_REDIS_PORT": "6999"}
     process = await asyncio.create_subprocess_exec(
-        "bash", str(run_sh), env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        "bash",
+        str(run_sh),
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     assert process.stderr is not None
     banner: list[str] = []
     try:
-        while not banner or "Press Ctrl-C" not in banner[-1]:
+        while not banner or "Ctrl-C to stop" not in banner[-1]:
             line = await asyncio.wait_for(process.stderr.readline(), timeout=60)
             assert line, f"run.sh ended early: {''.join(banner)}"
             banner.append(line.decode())
@@ -263,16 +273,17 @@ async def test_run_sh_starts_the_demo_with_commands_the_cli_accepts(
             assert f"latency {latency} ms" in started["message"], started
 
         where = {"OPERATIONS_HOST": "127.0.0.1", "OPERATIONS_PORT": str(service.port)}
-        code, _, errors = await run_operations(
-            "demo-orders",
-            *orders_args,
-            "--count",
-            "1",
-            env=where | {"OPERATIONS_JWT_SECRET": SECRET},
-        )
+        async with simulated(amqp_url):
+            code, said, errors = await run_operations(
+                "demo-orders",
+                *orders_args,
+                *("--count", "1", "--every", "0.1"),
+                env=where | {"OPERATIONS_JWT_SECRET": SECRET},
+            )
         assert code == 0 and "placed" in errors, errors
         listed = await http.get("/operations", headers={"Authorization": f"Bearer {token(user)}"})
-        assert [item["state"] for item in listed.json()["items"]] == ["pending"], listed.json()
+        assert [item["state"] for item in listed.json()["items"]] == ["completed"], listed.json()
+        assert len(said.splitlines()) == 1 and " completed in " in said, said
 
 
 def alive(pid: int) -> bool:
@@ -300,9 +311,121 @@ async def test_run_sh_stops_when_the_service_never_becomes_ready(tmp_path: Path)
             process.kill()
             await process.wait()
     assert process.returncode == 1, stderr.decode()
-    assert "did not become ready" in stderr.decode()
+    said = stderr.decode()
+    assert "did not become ready" in said
+    assert "The end of .run/dev/serve.log:\nserve logged before it died\n" in said, said
     recorded = [orjson.loads(line) for line in calls.read_text().splitlines()]
     steps = [(c["name"], c["args"][0] if c["args"] else "") for c in recorded]
     assert ("operations", "serve") in steps
     assert not {("operations", "demo-services"), ("operations", "demo-orders")} & set(steps)
     assert steps[-1] == ("services", "stop"), steps
+
+
+class Written:
+    """What a stream has written so far, read in the background."""
+
+    def __init__(self, stream: asyncio.StreamReader | None) -> None:
+        assert stream is not None
+        self.text = ""
+        self.reading = asyncio.create_task(self.read(stream))
+
+    async def read(self, stream: asyncio.StreamReader) -> None:
+        while chunk := await stream.read(4096):
+            self.text += chunk.decode()
+
+    async def until(self, check: Callable[[str], bool], what: str, timeout: float = 30) -> str:
+        async def met() -> str | None:
+            return self.text if check(self.text) else None
+
+        return await eventually(met, what, timeout=timeout, every=0.05)
+
+
+@contextlib.asynccontextmanager
+async def run_sh_running(
+    tmp_path: Path, settings: dict[str, str], stdin: int
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, Written, Written]]:
+    """The stubbed run.sh (see ``stub_run_sh``) with these variables, its standard output and
+    error; stopped by SIGTERM (and killed if it does not stop) unless it has ended."""
+    run_sh = stub_run_sh(tmp_path / "tree")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPERATIONS_", "DEMO_"))}
+    env |= {"RUN_SH_CALLS": str(tmp_path / "calls.jsonl")} | settings
+    process = await asyncio.create_subprocess_exec(
+        "bash",
+        str(run_sh),
+        env=env,
+        stdin=stdin,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = Written(process.stdout), Written(process.stderr)
+    try:
+        yield process, out, err
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), timeout=30)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        await asyncio.wait_for(asyncio.gather(out.reading, err.reading), timeout=30)
+
+
+LINKS = "Press Enter for these links again, Ctrl-C to stop."
+
+
+async def test_run_sh_writes_the_logs_to_files_and_shows_the_links_again_on_enter(
+    tmp_path: Path,
+) -> None:
+    """The terminal gets where the logs are, the links, and demo-orders' standard output (its
+    line per finished order); every process's log goes to its file in the run directory; and
+    Enter brings the same links back."""
+    run_dir = tmp_path / "run"
+    settings = {"OPERATIONS_RUN_DIR": str(run_dir), "DEMO_LINKS_EVERY": "600"}
+    async with run_sh_running(tmp_path, settings, asyncio.subprocess.PIPE) as (process, out, err):
+        await err.until(lambda text: LINKS in text, "the links")
+        await out.until(lambda text: "demo-orders wrote" in text, "demo-orders' output")
+        assert process.stdin is not None
+        process.stdin.write(b"\n")
+        await process.stdin.drain()
+        await err.until(lambda text: text.count(LINKS) == 2, "the links again after Enter")
+    assert process.returncode == 130
+
+    logs = [run_dir / name for name in ("serve.log", "demo-services.log", "demo-orders.log")]
+    assert err.text.startswith("run: the logs go to " + ", ".join(map(str, logs)) + "\n"), err.text
+    first, again = err.text.split("operations is running on ")[1:]
+    assert first.strip() == again.strip(), err.text
+    assert "/live/#token=token-for-demo-user" in first and "/dashboard/#token=" in first
+    assert "logs:" in first and f"{run_dir}/serve.log" in first
+    assert out.text == "demo-orders wrote to standard output\n", out.text
+    assert "wrote to" not in err.text, err.text
+    for log, command in zip(logs[:2], ("serve", "demo-services"), strict=True):
+        written = log.read_text().splitlines()
+        assert sorted(written) == [f"{command} wrote to standard {s}" for s in ("error", "output")]
+    assert logs[2].read_text() == "demo-orders wrote to standard error\n"
+
+
+async def test_run_sh_shows_the_links_every_few_minutes(tmp_path: Path) -> None:
+    """Every DEMO_LINKS_EVERY seconds the links come back by themselves, also when standard
+    input is closed (no Enter can come), and run.sh keeps running."""
+    settings = {"DEMO_LINKS_EVERY": "1"}
+    async with run_sh_running(tmp_path, settings, asyncio.subprocess.DEVNULL) as (process, _, err):
+        await err.until(lambda text: text.count(LINKS) >= 3, "the links three times", timeout=20)
+        assert process.returncode is None
+    assert process.returncode == 130
+    assert (tmp_path / "tree" / ".run" / "dev" / "serve.log").exists()
+
+
+async def test_run_sh_shows_the_end_of_the_log_when_the_service_stops(tmp_path: Path) -> None:
+    """If serve ends while the demo runs, run.sh says so with the end of its log, stops what it
+    started and exits with an error."""
+    settings = {"RUN_SH_SERVE_ENDS": "2", "DEMO_LINKS_EVERY": "600"}
+    async with run_sh_running(tmp_path, settings, asyncio.subprocess.DEVNULL) as (process, _, err):
+        await asyncio.wait_for(process.wait(), timeout=30)
+    assert process.returncode == 1, err.text
+    assert LINKS in err.text
+    stopped = "run: the service stopped (exit status 0). The end of .run/dev/serve.log:\n"
+    assert stopped + "serve wrote to standard error\n" in err.text, err.text
+    recorded = [orjson.loads(line) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
+    assert (recorded[-1]["name"], recorded[-1]["args"]) == ("services", ["stop"])

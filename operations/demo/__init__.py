@@ -6,6 +6,8 @@ the way .NET Convey services do, so the order-maker saga and its demo run withou
     answers    one message's answer: routing key and camelCase body
     convey     the reply as an AMQP message: correlation id, new message id, context headers
     services   the running services: queues, consumers, confirms, acknowledgements
+    orders     ``demo-orders``: a stream of ``POST /orders``
+    outcomes   each demo order followed to its end, and the line printed for it
 """
 
 from .answers import InvalidCommand
