@@ -43,7 +43,6 @@ from .models import (
     read_query,
 )
 from .openapi import encoded_document
-from .records import OperationRecord
 from .store import Store
 from .tokens import TokenVerifier
 from .waits import Waits
@@ -148,9 +147,7 @@ class OperationsApi:
         principal = await self.principal(request, optional=self.anonymous_reads)
         return operation_id_of(request), principal
 
-    async def _visible(
-        self, operation_id: str, principal: Principal | None
-    ) -> OperationRecord | None:
+    async def _visible(self, operation_id: str, principal: Principal | None) -> Operation | None:
         """The record, or None when it is unknown, expired or another user's."""
         record = await self.store.get(operation_id)
         if record is None or principal is None or principal.may_read(record.user_id or ""):
@@ -193,7 +190,7 @@ class OperationsApi:
                     {"Retry-After": str(WAIT_RETRY_AFTER_SECONDS)},
                 )
 
-            async def visible(record: OperationRecord | None) -> OperationRecord | None:
+            async def visible(record: Operation | None) -> Operation | None:
                 _, principal = await self._reader(request)
                 if record is None or principal is None or principal.may_read(record.user_id or ""):
                     return record
@@ -234,7 +231,7 @@ class OperationsApi:
             page = await self.store.page(query)
         except InvalidCursor as error:
             return problem(400, error.code, error.reason)
-        return Json(OperationPage([Operation.of(record) for record in page.items], page.next))
+        return Json(OperationPage(page.items, page.next))
 
 
 async def bearer_principal(
@@ -253,10 +250,10 @@ async def bearer_principal(
     return (await verifier.verify(token.strip())).principal
 
 
-def _answer(record: OperationRecord, known: str | None) -> Response:
+def _answer(record: Operation, known: str | None) -> Response:
     if known is not None and _etag_matches(known, record.etag):
         return Response(status_code=304, headers={"ETag": record.etag})
-    return Json(Operation.of(record), headers={"ETag": record.etag, "Cache-Control": "no-cache"})
+    return Json(record, headers={"ETag": record.etag, "Cache-Control": "no-cache"})
 
 
 def _etag_matches(header: str, etag: str) -> bool:

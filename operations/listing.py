@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from .errors import StoreError, StoreUnavailable
-from .records import OperationRecord
+from .records import Operation
 from .states import State
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ _SCAN_FACTOR = 20
 
 @dataclass(frozen=True)
 class Page:
-    items: list[OperationRecord]
+    items: list[Operation]
     next: str | None
 
 
@@ -54,7 +54,7 @@ class Listing:
         self,
         redis: aioredis.Redis,
         keys: Keys,
-        read: Callable[[list[str]], Awaitable[list[OperationRecord | None]]],
+        read: Callable[[list[str]], Awaitable[list[Operation | None]]],
         prune: Callable[[str, int, Sequence[str]], Awaitable[int]],
     ) -> None:
         self.redis = redis
@@ -66,7 +66,7 @@ class Listing:
         """One page of the query's index, newest first, merged over the shards."""
         limit = max(1, min(query.limit, MAX_PAGE))
         position = _decode_cursor(query.cursor)
-        items: list[OperationRecord] = []
+        items: list[Operation] = []
         scanned, budget = 0, limit * _SCAN_FACTOR
         try:
             while len(items) < limit and scanned < budget:
@@ -124,7 +124,7 @@ class Listing:
         return merged
 
 
-def _matches(record: OperationRecord, query: ListQuery) -> bool:
+def _matches(record: Operation, query: ListQuery) -> bool:
     if query.state is not None and record.state is not query.state:
         return False
     return query.name is None or record.name == query.name

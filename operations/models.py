@@ -8,7 +8,8 @@ Every body goes through :func:`bounded_body` (a size limit, never read whole) an
 refused body is refused before the route does anything with it.
 
 msgspec is used for its speed: it validates and encodes several times faster than the
-alternatives, and the record read by ``GET /operations/{id}`` is encoded by it.
+alternatives, and the record read by ``GET /operations/{id}`` is encoded by it. That record,
+:class:`~operations.records.Operation`, is the store's own type, answered as it is read.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .envelope import MAX_TEXT_LENGTH
 from .errors import DocumentError, InvalidBody, InvalidQuery, PayloadTooLarge
 from .identity import MAX_ID_LENGTH, id_problem
 from .listing import MAX_PAGE
-from .records import OperationRecord
+from .records import Operation as Operation  # the one record type, answered as it is
 from .states import State
 from .timestamps import Timestamp
 
@@ -52,35 +53,6 @@ class ReadinessReport(msgspec.Struct):
 
     status: Literal["ready", "unavailable"]
     checks: dict[str, bool]
-
-
-class Operation(msgspec.Struct, rename="camel"):
-    """An operation's record (Pacco's OperationDto and more); every field is always present.
-    Times are RFC 3339 in UTC with milliseconds (:mod:`operations.timestamps`)."""
-
-    id: str
-    user_id: str | None
-    name: str
-    state: State
-    code: str | None
-    reason: str | None
-    version: Annotated[int, Meta(ge=1)]
-    created_at: Timestamp
-    updated_at: Timestamp
-
-    @classmethod
-    def of(cls, record: OperationRecord) -> Operation:
-        return cls(
-            record.id,
-            record.user_id,
-            record.name,
-            record.state,
-            record.code,
-            record.reason,
-            record.version,
-            record.created_at,
-            record.updated_at,
-        )
 
 
 class Transition(msgspec.Struct, rename="camel"):

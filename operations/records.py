@@ -1,63 +1,79 @@
-"""The operation record and the result of applying one message to it (contract §3)."""
+"""The operation record, and the result of applying one message to it (contract §3).
+
+:class:`Operation` is the record's one definition. The store reads its hash fields into it, the
+change stream's snapshots decode straight into it, the HTTP routes answer it as it is, and the
+OpenAPI document describes it. ``lua/apply.lua`` writes the same fields, in the same order, to
+the hash and the snapshot (``tests/test_records.py`` holds it to that)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Annotated
 
-import orjson
+import msgspec
+from msgspec import Meta
 
 from .states import State
+from .timestamps import Timestamp
 
 
-@dataclass(frozen=True)
-class OperationRecord:
+class Operation(msgspec.Struct, rename="camel", frozen=True, gc=False):
+    """An operation's record (Pacco's OperationDto and more); every field is always present.
+    Times are RFC 3339 in UTC with milliseconds (:mod:`operations.timestamps`)."""
+
     id: str
     user_id: str | None
     name: str
     state: State
     code: str | None
     reason: str | None
-    version: int
-    created_at: str
-    updated_at: str
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> OperationRecord:
-        return cls(
-            id=data["id"],
-            user_id=data.get("userId") or None,
-            name=data["name"],
-            state=State(data["state"]),
-            code=data.get("code") or None,
-            reason=data.get("reason") or None,
-            version=int(data["version"]),
-            created_at=data["createdAt"],
-            updated_at=data["updatedAt"],
-        )
-
-    @classmethod
-    def from_snapshot(cls, snapshot: bytes | str) -> OperationRecord:
-        return cls.from_json(orjson.loads(snapshot))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "userId": self.user_id,
-            "name": self.name,
-            "state": self.state.value,
-            "code": self.code,
-            "reason": self.reason,
-            "version": self.version,
-            "createdAt": self.created_at,
-            "updatedAt": self.updated_at,
-        }
+    version: Annotated[int, Meta(ge=1)]
+    created_at: Timestamp
+    updated_at: Timestamp
 
     @property
     def etag(self) -> str:
         return f'"{self.version}"'
+
+    @classmethod
+    def from_snapshot(cls, snapshot: bytes | str) -> Operation:
+        """The record from its snapshot, the JSON apply.lua writes to the change stream."""
+        return _snapshots.decode(snapshot)
+
+    @classmethod
+    def from_fields(cls, values: list[bytes | None]) -> Operation | None:
+        """The record from its hash's values, read in the order of :data:`RECORD_FIELDS`; None
+        when the hash holds no record (no state). The hash keeps an empty string for null."""
+        if values[_STATE] is None:
+            return None
+        document = {
+            field: None if value is None or (not value and field in _NULLABLE) else value.decode()
+            for field, value in zip(RECORD_FIELDS, values, strict=True)
+        }
+        return msgspec.convert(document, cls, strict=False)
+
+
+RECORD_FIELDS: tuple[str, ...] = Operation.__struct_encode_fields__
+"""The record's fields as stored and sent (camelCase), in the struct's order."""
+
+_STATE = RECORD_FIELDS.index("state")
+
+
+def _nullable(model: type[msgspec.Struct]) -> frozenset[str]:
+    """The fields of ``model`` that may be null."""
+    described = msgspec.inspect.type_info(model)
+    assert isinstance(described, msgspec.inspect.StructType)
+    return frozenset(
+        field.encode_name
+        for field in described.fields
+        if isinstance(field.type, msgspec.inspect.UnionType)
+        and any(isinstance(member, msgspec.inspect.NoneType) for member in field.type.types)
+    )
+
+
+_NULLABLE = _nullable(Operation)
+_snapshots = msgspec.json.Decoder(Operation)
 
 
 class ApplyOutcome(StrEnum):
@@ -79,5 +95,5 @@ class Change:
     cursor: str | None = None
 
     @property
-    def record(self) -> OperationRecord | None:
-        return None if self.snapshot is None else OperationRecord.from_snapshot(self.snapshot)
+    def record(self) -> Operation | None:
+        return None if self.snapshot is None else Operation.from_snapshot(self.snapshot)

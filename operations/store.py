@@ -31,7 +31,7 @@ from .envelope import Envelope
 from .errors import StoreError, StoreUnavailable
 from .keys import Keys
 from .listing import Listing, ListQuery, Page
-from .records import ApplyOutcome, Change, OperationRecord
+from .records import RECORD_FIELDS, ApplyOutcome, Change, Operation
 from .redis_client import open_redis, round_trip
 from .shards import Shards
 from .timestamps import rfc3339
@@ -40,19 +40,6 @@ _LUA = resources.files("operations") / "lua"
 APPLY_SCRIPT = (_LUA / "apply.lua").read_text(encoding="utf-8")
 SWEEP_SCRIPT = (_LUA / "sweep.lua").read_text(encoding="utf-8")
 PRUNE_SCRIPT = (_LUA / "prune.lua").read_text(encoding="utf-8")
-# The fields of a record, in the order the API's documents are built from (the hash also holds
-# one ``m:`` field per message id seen, which a read never needs).
-RECORD_FIELDS = (
-    "id",
-    "userId",
-    "name",
-    "state",
-    "code",
-    "reason",
-    "version",
-    "createdAt",
-    "updatedAt",
-)
 # A history entry is stored as a JSON array of these, in this order (apply.lua writes them).
 HISTORY_FIELDS = (
     "version",
@@ -74,7 +61,7 @@ _TRANSIENT = {"OOM", "READONLY", "LOADING", "MASTERDOWN", "BUSY", "TRYAGAIN", "C
 
 class Store(Protocol):
     async def apply(self, envelopes: Sequence[Envelope]) -> list[Change | StoreError]: ...
-    async def get(self, operation_id: str) -> OperationRecord | None: ...
+    async def get(self, operation_id: str) -> Operation | None: ...
     async def history(self, operation_id: str) -> list[dict[str, Any]]: ...
     async def page(self, query: ListQuery) -> Page: ...
     async def ping(self) -> bool: ...
@@ -251,10 +238,11 @@ class RedisStore:
             replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies
 
-    async def get(self, operation_id: str) -> OperationRecord | None:
+    async def get(self, operation_id: str) -> Operation | None:
         """The record, or None when it is unknown or expired; also when its key holds something
         else (written by another layout or by hand): a read never tells that apart."""
         try:
+            # The hash also holds one ``m:`` field per message id seen, which a read never needs.
             fields: Any = await self.redis.hmget(self.keys.record(operation_id), RECORD_FIELDS)
         except ResponseError as error:
             if wrong_type(error):
@@ -262,7 +250,7 @@ class RedisStore:
             raise StoreUnavailable(f"Redis failed: {error}") from error
         except RedisError as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
-        return _record(fields)
+        return Operation.from_fields(fields)
 
     async def history(self, operation_id: str) -> list[dict[str, Any]]:
         try:
@@ -279,19 +267,19 @@ class RedisStore:
         """One page, newest first, merged over the shards (see :mod:`operations.listing`)."""
         return await self._listing.page(query)
 
-    async def _records(self, operation_ids: list[str]) -> list[OperationRecord | None]:
+    async def _records(self, operation_ids: list[str]) -> list[Operation | None]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for operation_id in operation_ids:
                 pipe.hmget(self.keys.record(operation_id), RECORD_FIELDS)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
-        records: list[OperationRecord | None] = []
+        records: list[Operation | None] = []
         for fields in replies:
             if isinstance(fields, ResponseError) and wrong_type(fields):
                 records.append(None)
             elif isinstance(fields, Exception):
                 raise fields
             else:
-                records.append(_record(fields))
+                records.append(Operation.from_fields(fields))
         return records
 
     async def sweep(self, batch: int = SWEEP_BATCH, most: int = SWEEP_MOST) -> int:
@@ -362,17 +350,6 @@ def _socket_timeout(client: aioredis.Redis) -> float:
         return 30.0
     configured = client.connection_pool.connection_kwargs.get("socket_timeout")
     return float(configured) if configured else 30.0
-
-
-def _record(values: list[bytes | None]) -> OperationRecord | None:
-    """The record from its fields' values, in the order of ``RECORD_FIELDS``; None when the
-    operation is unknown (or expired)."""
-    if values[3] is None:  # no state: no record
-        return None
-    text = {
-        field: value.decode() for field, value in zip(RECORD_FIELDS, values, strict=True) if value
-    }
-    return OperationRecord.from_json(text)
 
 
 class LayoutMismatch(StoreError):

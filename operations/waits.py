@@ -19,14 +19,14 @@ from collections.abc import Awaitable, Callable, Iterator
 
 from .feed import ChangeFeed
 from .metrics import Registry
-from .records import OperationRecord
+from .records import Operation
 from .store import Store
 
 REREAD_SECONDS = 10.0
 """About how often a waiter reads its record again all the same (spread by a quarter either
 way, so that waiters that began together do not read together)."""
 
-Check = Callable[[OperationRecord | None], Awaitable[OperationRecord | None]]
+Check = Callable[[Operation | None], Awaitable[Operation | None]]
 
 
 class Waits:
@@ -68,7 +68,7 @@ class Waits:
             self._by_route[route] -= 1
             self.metrics.waits.set(self._by_route[route], route=route)
 
-    async def read(self, operation_id: str) -> OperationRecord | None:
+    async def read(self, operation_id: str) -> Operation | None:
         """The record, read on one of the connections waiters share."""
         async with self._reads:
             return await self.store.get(operation_id)
@@ -77,10 +77,10 @@ class Waits:
         self,
         operation_id: str,
         seconds: float,
-        settled: Callable[[OperationRecord], bool],
+        settled: Callable[[Operation], bool],
         check: Check | None = None,
         until_created: bool = False,
-    ) -> OperationRecord | None:
+    ) -> Operation | None:
         """The record once it is final or ``settled`` holds for it, or as it stands after
         ``seconds``; None when it is unknown or expired, or ``check`` turns it away. ``check``
         sees the first record and every newer one before it is taken. With ``until_created``,
@@ -98,7 +98,7 @@ class Waits:
                     break
                 snapshot = await watch.changed(min(remaining, self._reread()))
                 if snapshot is not None:
-                    fresh: OperationRecord | None = OperationRecord.from_snapshot(snapshot)
+                    fresh: Operation | None = Operation.from_snapshot(snapshot)
                 elif time.monotonic() < deadline:
                     fresh = await self.read(operation_id)
                 else:
@@ -116,5 +116,5 @@ class Waits:
         return self.reread_seconds * random.uniform(0.75, 1.25)
 
 
-def _done(record: OperationRecord, settled: Callable[[OperationRecord], bool]) -> bool:
+def _done(record: Operation, settled: Callable[[Operation], bool]) -> bool:
     return record.state.is_terminal or settled(record)

@@ -16,7 +16,7 @@ import pytest
 from playwright.async_api import Browser, Locator, Page, Request, Route, expect
 
 from operations.demo import DemoServices, FailurePlan
-from operations.records import OperationRecord
+from operations.records import Operation
 from operations.sagas.ordermaking import OrderMakingSaga
 from operations.settings import Settings
 from tests.browser import chromium, screenshot, watched_page
@@ -39,8 +39,8 @@ def uid() -> str:
     return str(uuid.uuid4())
 
 
-async def applied(service: RunningService, op: str, version: int) -> OperationRecord:
-    async def stored() -> OperationRecord | None:
+async def applied(service: RunningService, op: str, version: int) -> Operation:
+    async def stored() -> Operation | None:
         record = await service.service.store.get(op)
         return record if record is not None and record.version >= version else None
 

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 
 from operations.envelope import Envelope
 from operations.keys import Keys
-from operations.records import ApplyOutcome, Change, OperationRecord
+from operations.records import ApplyOutcome, Change, Operation
 from operations.states import MessageKind, State
 from operations.store import RedisStore
 
@@ -95,7 +95,7 @@ class Model:
         return ApplyOutcome.APPLIED, record
 
 
-def observed(record: OperationRecord) -> ModelRecord:
+def observed(record: Operation) -> ModelRecord:
     return ModelRecord(
         state=record.state,
         name=record.name,
@@ -162,7 +162,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
 class Observed:
     operation_ids: list[str]
     changes: list[Change]  # one per delivery, in delivery order
-    records: list[OperationRecord | None]  # per operation, read back with store.get
+    records: list[Operation | None]  # per operation, read back with store.get
     histories: list[list[dict[str, Any]]]  # per operation
     stream: list[tuple[str, dict[str, str]]]  # XRANGE of the change stream: (entry id, fields)
 
@@ -325,7 +325,7 @@ def test_version_history_and_stream_hold_exactly_the_applied_changes(
         assert fields["state"] == record.state.value
         assert fields["user"] == (record.user_id or "")
         assert fields["op"].encode() == result.changes[position].snapshot
-        snapshot = OperationRecord.from_snapshot(fields["op"])
+        snapshot = Operation.from_snapshot(fields["op"])
         assert (snapshot.id, observed(snapshot)) == (operation_id, record)
 
 

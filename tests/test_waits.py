@@ -20,7 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from operations.demo.services import DemoServices
 from operations.errors import SettingsError
-from operations.records import OperationRecord
+from operations.records import Operation
 from operations.sagas.store import Loaded
 from operations.settings import Settings
 from tests.support import Publisher, RunningService, eventually, serve_process, start_service
@@ -208,7 +208,7 @@ async def test_prefer_wait_answers_the_final_record_without_a_read_per_change(
     read = store.get
     reads: list[str] = []
 
-    async def counted(operation_id: str) -> OperationRecord | None:
+    async def counted(operation_id: str) -> Operation | None:
         reads.append(operation_id)
         return await read(operation_id)
 

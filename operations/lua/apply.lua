@@ -73,6 +73,7 @@ if not current_state then created_at = now_iso end
 local terminal = state ~= 'pending'
 local version = (tonumber(current[6]) or 0) + 1
 
+-- The snapshot's keys are records.Operation's fields, in its order (tests/test_records.py).
 local snapshot = cjson.encode({
   id = op_id, userId = nullable(owner), name = name, state = state,
   code = terminal and nullable(code) or cjson.null,
@@ -101,10 +102,11 @@ if not rank then
   -- Newest-first order for the indexes: the creating entry's id, ms * 1000 + sequence, fits a double.
   rank = string.format('%d', tonumber(ms) * 1000 + math.min(tonumber(seq), 999))
 end
+-- The record's fields in the order of records.Operation (as the snapshot above), then the rank.
 redis.call('HSET', record,
   'id', op_id, 'userId', owner, 'name', name, 'state', state,
   'code', terminal and code or '', 'reason', terminal and reason or '',
-  'createdAt', created_at, 'updatedAt', now_iso, 'rank', rank, 'version', version)
+  'version', version, 'createdAt', created_at, 'updatedAt', now_iso, 'rank', rank)
 
 redis.call('EXPIRE', record, ttl)
 redis.call('EXPIRE', history, ttl)

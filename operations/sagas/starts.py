@@ -30,7 +30,6 @@ from ..identity import ADMIN_ROLE, Principal, id_problem
 from ..metrics import Registry
 from ..models import Operation, bounded_body, read_body
 from ..publisher import AmqpPublisher
-from ..records import OperationRecord
 from ..states import State
 from ..store import Store
 from ..tokens import TokenVerifier
@@ -166,10 +165,10 @@ class SagaStartApi:
                     headers["Preference-Applied"] = f"wait={wait}"
                     final = await self._final_within(operation_id, wait)
                     if final is not None:
-                        return Json(Operation.of(final), headers={**headers, "ETag": final.etag})
+                        return Json(final, headers={**headers, "ETag": final.etag})
         return Json(SagaStarted(operation_id), status_code=202, headers=headers)
 
-    async def _final_within(self, operation_id: str, seconds: float) -> OperationRecord | None:
+    async def _final_within(self, operation_id: str, seconds: float) -> Operation | None:
         """The operation's record once it is final, or None if it is not within ``seconds``."""
         record = await self.waits.until(
             operation_id, seconds, lambda record: False, until_created=True
