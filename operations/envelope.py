@@ -80,7 +80,7 @@ def parse(delivered: Delivered, catalogue: Catalogue, max_bytes: int) -> Envelop
     problems: list[str] = []
     headers = delivered.headers or {}
     context = _folded(message_context(headers, max_bytes, problems))
-    saga = _saga_state(header(headers, "saga"), problems)
+    saga = _saga_state(header(headers, "Saga"), problems)
     state = decide(subscription.kind, saga)
     user = _user_id(context, problems)
     name = _text_field(context, "name", "message_context.name", problems) or message

@@ -138,4 +138,4 @@ class SagaInbox:
 
 
 def _in_saga_flow(headers: Mapping[str, Any]) -> bool:
-    return envelope.header(headers, "saga") is not None
+    return envelope.header(headers, "Saga") is not None
