@@ -3,6 +3,10 @@
 Parsing is total: a message either becomes an envelope, possibly with ``problems`` (the parts that
 could not be read; the rest is still applied), or raises :class:`EnvelopeError` when nothing useful
 can be read. Nothing here touches the broker or the store.
+
+The saga inbox reads its messages' headers, ``message_context`` and ids through the same functions
+(:func:`header`, :func:`message_context`, :func:`operation_id`, :func:`message_id`), so both
+consumers read one message alike.
 """
 
 from __future__ import annotations
@@ -75,8 +79,8 @@ def parse(delivered: Delivered, catalogue: Catalogue, max_bytes: int) -> Envelop
 
     problems: list[str] = []
     headers = delivered.headers or {}
-    context = _context(_header(headers, "message_context"), max_bytes, problems)
-    saga = _saga_state(_header(headers, "saga"), problems)
+    context = _folded(message_context(headers, max_bytes, problems))
+    saga = _saga_state(header(headers, "Saga"), problems)
     state = decide(subscription.kind, saga)
     user = _user_id(context, problems)
     name = _text_field(context, "name", "message_context.name", problems) or message
@@ -86,7 +90,7 @@ def parse(delivered: Delivered, catalogue: Catalogue, max_bytes: int) -> Envelop
         problems.append(f"body: {len(body)} bytes exceeds the limit of {max_bytes}, not read")
         fields: Mapping[str, Any] = {}
     else:
-        fields = _json_object(body, "body", problems)
+        fields = _folded(_json_object(body, "body", problems))
 
     trace_id = context.get("traceid")
     code = reason = None
@@ -99,8 +103,8 @@ def parse(delivered: Delivered, catalogue: Catalogue, max_bytes: int) -> Envelop
         exchange=exchange,
         kind=subscription.kind,
         state=state,
-        operation_id=_operation_id(delivered.correlation_id),
-        message_id=_message_id(delivered.message_id),
+        operation_id=operation_id(delivered.correlation_id),
+        message_id=message_id(delivered.message_id),
         user_id=user,
         name=name,
         code=code,
@@ -111,7 +115,9 @@ def parse(delivered: Delivered, catalogue: Catalogue, max_bytes: int) -> Envelop
     )
 
 
-def _operation_id(raw: str | None) -> str | None:
+def operation_id(raw: str | None) -> str | None:
+    """The correlation id as the operation's id (a GUID in one spelling), None when there is
+    none; raises :class:`EnvelopeError` when it cannot be an id."""
     if raw is None or raw.strip() == "":
         return None
     if len(raw) > MAX_ID_LENGTH or not raw.isprintable():
@@ -121,7 +127,8 @@ def _operation_id(raw: str | None) -> str | None:
     return normalise_id(raw)
 
 
-def _message_id(raw: str | None) -> str | None:
+def message_id(raw: str | None) -> str | None:
+    """The message id, None when there is none; raises :class:`EnvelopeError` when too long."""
     if raw is None or raw == "":
         return None
     if len(raw) > MAX_ID_LENGTH:
@@ -129,10 +136,14 @@ def _message_id(raw: str | None) -> str | None:
     return raw
 
 
-def _header(headers: Mapping[str, Any], wanted: str) -> Any:
-    value = headers.get(wanted)
+def header(headers: Mapping[str, Any], name: str) -> Any:
+    """An AMQP header by its name in any letter case (``Saga``, ``saga``), or None. The one
+    case-insensitive lookup: every reader of headers, and of a ``message_context``'s fields
+    (camelCase or .NET's PascalCase), goes through it."""
+    value = headers.get(name)
     if value is not None:
         return value
+    wanted = name.lower()
     for key, candidate in headers.items():
         if isinstance(key, str) and key.lower() == wanted:
             return candidate
@@ -170,12 +181,22 @@ def _saga_state(raw: Any, problems: list[str]) -> State | None:
     return State.from_saga_header(text)
 
 
-def _context(raw: Any, max_bytes: int, problems: list[str]) -> Mapping[str, Any]:
+def message_context(
+    headers: Mapping[str, Any], max_bytes: int, problems: list[str], *, kept: bool = False
+) -> dict[str, Any]:
+    """The ``message_context`` header's object with its keys as sent; ``{}`` when there is none
+    or it cannot be read (the reason then goes to ``problems``). It may be JSON text (str or
+    bytes) of at most ``max_bytes``, or an AMQP table.
+
+    ``kept``: the context is kept and sent on (as a saga keeps it), so it is also held to the
+    document bounds (:mod:`operations.documents`) and one that breaks them raises
+    :class:`DocumentError`; the tracking path reads only a few short texts of it."""
+    raw = header(headers, "message_context")
     if raw is None:
         return {}
     if isinstance(raw, Mapping):  # an AMQP table instead of JSON text
-        return _folded(raw)
-    if isinstance(raw, bytes | bytearray) and len(raw) <= max_bytes:
+        return _table(raw, problems) if kept else dict(raw)
+    if not kept and isinstance(raw, bytes | bytearray) and len(raw) <= max_bytes:
         # The usual case, read without decoding it to text first (orjson checks the UTF-8); on
         # any failure the slow path below names the problem.
         try:
@@ -184,7 +205,7 @@ def _context(raw: Any, max_bytes: int, problems: list[str]) -> Mapping[str, Any]
             pass
         else:
             if isinstance(value, dict):
-                return _folded(value)
+                return value
     size = len(raw) if isinstance(raw, bytes | bytearray | memoryview) else None
     text = _as_text(raw)
     if text is None:
@@ -194,12 +215,40 @@ def _context(raw: Any, max_bytes: int, problems: list[str]) -> Mapping[str, Any]
     if size > max_bytes:
         problems.append(f"headers.message_context: {size} bytes exceeds the limit of {max_bytes}")
         return {}
+    if kept:
+        return _kept(text, problems)
     return _json_object(text, "headers.message_context", problems, bounded=False)
+
+
+def _kept(text: str, problems: list[str]) -> dict[str, Any]:
+    try:
+        value = documents.decode(text)
+    except DocumentError as error:
+        if error.where == "" and error.reason.startswith("not valid JSON"):
+            problems.append("headers.message_context: not valid JSON")
+            return {}
+        raise DocumentError("", f"headers.message_context: {error.reason}") from None
+    if not isinstance(value, dict):
+        problems.append(
+            f"headers.message_context: expected a JSON object, got {type(value).__name__}"
+        )
+        return {}
+    return value
+
+
+def _table(raw: Mapping[Any, Any], problems: list[str]) -> dict[str, Any]:
+    """An AMQP table as a context to keep: only if it is JSON as it stands."""
+    try:
+        text = orjson.dumps(raw).decode()
+    except TypeError:
+        problems.append("headers.message_context: an AMQP table holding values JSON cannot hold")
+        return {}
+    return _kept(text, problems)
 
 
 def _json_object(
     raw: str | bytes, field: str, problems: list[str], bounded: bool = True
-) -> Mapping[str, Any]:
+) -> dict[str, Any]:
     """``bounded``: held to the document bounds (a body is; the context, of which only a few
     short texts are read, need not be)."""
     try:
@@ -216,7 +265,7 @@ def _json_object(
     if not isinstance(value, dict):
         problems.append(f"{field}: expected a JSON object, got {type(value).__name__}")
         return {}
-    return _folded(value)
+    return value
 
 
 def _may_nest_too_deep(raw: str | bytes | bytearray) -> bool:
@@ -264,3 +313,15 @@ def _user_id(context: Mapping[str, Any], problems: list[str]) -> str | None:
         )
         return None
     return normalise_id(raw)
+
+
+def context_user_id(context: Mapping[str, Any]) -> str | None:
+    """``user.id`` of a ``message_context`` object (keys as sent), read as :func:`parse` reads
+    it: the operation's owner, or None."""
+    return _user_id(_folded(context), [])
+
+
+def context_trace_id(context: Mapping[str, Any]) -> str | None:
+    """``traceId`` of a ``message_context`` object (keys as sent), as :func:`parse` reads it."""
+    value = header(context, "traceId")
+    return value if isinstance(value, str) else None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
@@ -20,6 +21,22 @@ from .states import State
 def saga_header(state: State) -> str:
     """``Pending``, ``Completed`` or ``Rejected``, as .NET's ``SagaStates.ToString()`` writes it."""
     return state.value.capitalize()
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """One message to publish, built once by whoever sends it."""
+
+    exchange: str
+    routing_key: str
+    body: Mapping[str, Any]
+    correlation_id: str | None
+    message_id: str
+    message_context: Mapping[str, Any]
+    saga: State | None = None
+    """The ``Saga`` header's state; None sends no ``Saga`` header."""
+    trace_context: Mapping[str, str] | None = None
+    """The trace it belongs to (headers kept by :func:`tracing.carrier`); None: the current one."""
 
 
 class AmqpPublisher:
@@ -40,38 +57,32 @@ class AmqpPublisher:
                 )
             return self._exchanges[name]
 
-    async def publish(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: Mapping[str, Any],
-        *,
-        correlation_id: str | None,
-        message_id: str,
-        message_context: Mapping[str, Any],
-        saga: State | None = None,
-        confirm_within: float = 10.0,
-        trace_context: Mapping[str, str] | None = None,
-    ) -> None:
-        """Returns once the broker has confirmed the message; raises if it could not. It belongs
-        to the current trace, or to ``trace_context`` (headers kept by :func:`tracing.carrier`)."""
-        headers: dict[str, Any] = {"message_context": orjson.dumps(dict(message_context)).decode()}
-        if saga is not None:
-            headers["Saga"] = saga_header(saga)
-        target = await self._exchange(exchange)
+    async def publish(self, message: OutgoingMessage, *, confirm_within: float = 10.0) -> None:
+        """Returns once the broker has confirmed the message; raises if it could not."""
+        headers: dict[str, Any] = {
+            "message_context": orjson.dumps(dict(message.message_context)).decode()
+        }
+        if message.saga is not None:
+            headers["Saga"] = saga_header(message.saga)
+        target = await self._exchange(message.exchange)
         with tracing.publishing(
-            exchange, routing_key, headers, message_id, correlation_id, trace_context
+            message.exchange,
+            message.routing_key,
+            headers,
+            message.message_id,
+            message.correlation_id,
+            message.trace_context,
         ):
             await target.publish(
                 aio_pika.Message(
-                    orjson.dumps(dict(body)),
+                    orjson.dumps(dict(message.body)),
                     headers=headers,
                     content_type="application/json",
-                    correlation_id=correlation_id,
-                    message_id=message_id,
+                    correlation_id=message.correlation_id,
+                    message_id=message.message_id,
                     timestamp=dt.datetime.now(dt.UTC),
                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 ),
-                routing_key=routing_key,
+                routing_key=message.routing_key,
                 timeout=confirm_within,
             )

@@ -33,7 +33,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
 
 from . import tracecontext
-from .envelope import Delivered, Envelope
+from .envelope import Delivered, Envelope, header
 from .errors import SettingsError
 from .settlements import Ack, Settlement
 
@@ -144,12 +144,7 @@ class _HeaderGetter(Getter[Mapping[str, Any]]):
     """Reads AMQP headers as pamqp decodes them: text as str, long strings as bytes."""
 
     def get(self, carrier: Mapping[str, Any], key: str) -> list[str] | None:
-        value = carrier.get(key)
-        if value is None:
-            for name, candidate in carrier.items():
-                if isinstance(name, str) and name.lower() == key:
-                    value = candidate
-                    break
+        value = header(carrier, key)
         if isinstance(value, bytes | bytearray):
             try:
                 value = bytes(value).decode("ascii")

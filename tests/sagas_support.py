@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 
 from operations.metrics import Registry
+from operations.publisher import OutgoingMessage
 from operations.sagas import (
     Coordinator,
     MemorySagaStore,
@@ -66,19 +67,7 @@ class FakePublisher:
     failing: bool = False
     fail_after: int | None = None
 
-    async def publish(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: Mapping[str, Any],
-        *,
-        correlation_id: str | None,
-        message_id: str,
-        message_context: Mapping[str, Any],
-        saga: State | None = None,
-        confirm_within: float = 10.0,
-        trace_context: Mapping[str, str] | None = None,
-    ) -> None:
+    async def publish(self, message: OutgoingMessage, *, confirm_within: float = 10.0) -> None:
         self.attempts += 1
         if self.failing:
             raise BrokerDown("the broker is down")
@@ -88,14 +77,14 @@ class FakePublisher:
             self.fail_after -= 1
         self.published.append(
             Published(
-                exchange,
-                routing_key,
-                dict(body),
-                correlation_id,
-                message_id,
-                dict(message_context),
-                saga,
-                dict(trace_context or {}),
+                message.exchange,
+                message.routing_key,
+                dict(message.body),
+                message.correlation_id,
+                message.message_id,
+                dict(message.message_context),
+                message.saga,
+                dict(message.trace_context or {}),
             )
         )
 

@@ -139,7 +139,7 @@ async def test_an_early_saga_message_redriven_after_its_saga_started_is_handled(
 ) -> None:
     quick = replace(settings, dead_letter_keep=True, saga_early_retries=1, saga_retry_delay_ms=50)
     admin = bearer(token("ops", "admin"))
-    op = uuid.uuid4().hex
+    op = str(uuid.uuid4())
     store = RedisSagaStore(redis_client, quick.key_prefix, Shards(quick.redis_shards))
     async with (
         start_service(quick) as running,

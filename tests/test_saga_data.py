@@ -238,7 +238,7 @@ async def test_a_message_for_a_saga_whose_data_no_longer_fits_is_dead_lettered(
         @step("shipment_packed")
         async def packed(self, message: SagaMessage, context: SagaContext) -> None: ...
 
-    shipment = uuid.uuid4().hex
+    shipment = str(uuid.uuid4())
     before = Harness.build(store, [ShipmentSaga])
     await before.send("shipment_requested", {"sku": "k-1"}, correlation_id=shipment)
     after = Harness.build(store, [RenumberedSaga])

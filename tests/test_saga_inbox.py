@@ -157,7 +157,7 @@ async def test_an_early_message_is_retried_with_the_delay_then_dead_lettered(
     rig: Callable[[int, float], Awaitable[Rig]], amqp: AbstractRobustConnection
 ) -> None:
     r = await rig(3, 0.2)
-    saga_id = uuid.uuid4().hex
+    saga_id = str(uuid.uuid4())
     began = time.monotonic()
     await r.publish("parcel_arrived", saga_id)
     (dead,) = await dead_letters(amqp, f"{r.queue}.dead-letter", 1)
@@ -182,7 +182,7 @@ async def test_an_early_message_is_handled_once_its_saga_starts_during_the_retri
     rig: Callable[[int, float], Awaitable[Rig]],
 ) -> None:
     r = await rig(50, 0.2)
-    saga_id = uuid.uuid4().hex
+    saga_id = str(uuid.uuid4())
     await r.publish("parcel_scanned", saga_id, where="hub")
 
     async def seen_early() -> bool:
@@ -207,7 +207,7 @@ async def test_an_early_message_without_a_saga_header_is_acked(
     rig: Callable[[int, float], Awaitable[Rig]],
 ) -> None:
     r = await rig(5, 0.2)
-    stray, sentinel = uuid.uuid4().hex, uuid.uuid4().hex
+    stray, sentinel = str(uuid.uuid4()), str(uuid.uuid4())
     await r.publish("parcel_arrived", stray, saga_header=False)
     await r.publish("parcel_sent", sentinel)  # settled after the stray one: same queue, in order
 
@@ -232,7 +232,7 @@ async def test_a_step_that_keeps_conflicting_is_retried_then_handled(
     monkeypatch.setattr(coordinator_module, "MAX_CONFLICT_RETRIES", 1)
     r = await rig(5, 0.2)
     other = Harness.build(r.harness.store, [ParcelSaga])  # another process on the same store
-    saga_id = uuid.uuid4().hex
+    saga_id = str(uuid.uuid4())
     await other.send("parcel_sent", correlation_id=saga_id, message_id=uuid.uuid4().hex)
 
     async def once(interfering_id: str) -> None:
@@ -265,7 +265,7 @@ async def test_a_step_that_never_stops_conflicting_is_dead_lettered(
     monkeypatch.setattr(coordinator_module, "MAX_CONFLICT_RETRIES", 1)
     r = await rig(2, 0.1)
     other = Harness.build(r.harness.store, [ParcelSaga])
-    saga_id = uuid.uuid4().hex
+    saga_id = str(uuid.uuid4())
     await other.send("parcel_sent", correlation_id=saga_id, message_id=uuid.uuid4().hex)
 
     async def always(interfering_id: str) -> None:
@@ -308,7 +308,7 @@ async def test_the_service_retries_an_early_order_event_as_configured(
 ) -> None:
     running, quick = quick_service
     metrics = running.service.metrics
-    lost, late = uuid.uuid4().hex, uuid.uuid4().hex
+    lost, late = str(uuid.uuid4()), str(uuid.uuid4())
 
     # Early for ever: two retries 250 ms apart, then the saga queue's dead-letter queue.
     began = time.monotonic()

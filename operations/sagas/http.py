@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -20,8 +20,9 @@ from starlette.routing import Route
 
 from ..api import Json, bearer_principal, not_found, operation_id_of, problem
 from ..backoff import Backoff
+from ..envelope import context_user_id
 from ..errors import InvalidBody, OperationNotFound, PayloadTooLarge
-from ..identity import Principal, normalise_id
+from ..identity import Principal
 from ..metrics import Registry
 from ..models import bounded_body, read_body, read_query
 from ..store import Store
@@ -101,19 +102,10 @@ def saga_json(record: SagaRecord, kind: SagaType | None = None) -> dict[str, Any
     return shown_times(document)
 
 
-def _field(document: Mapping[str, Any], name: str) -> Any:
-    """A field by camelCase name, found in PascalCase too (a .NET publisher's context)."""
-    for key, value in document.items():
-        if key.lower() == name.lower():
-            return value
-    return None
-
-
 def owner_of(record: SagaRecord) -> str:
-    """The user the saga works for: ``message_context.user.id`` of its start message."""
-    user = _field(record.message_context, "user")
-    owner = _field(user, "id") if isinstance(user, dict) else None
-    return normalise_id(str(owner)) if owner is not None else ""
+    """The user the saga works for: ``message_context.user.id`` of its start message, read as
+    the operation's owner is read (:func:`operations.envelope.context_user_id`)."""
+    return context_user_id(record.message_context) or ""
 
 
 class SagasApi:

@@ -1,5 +1,6 @@
 """The sagas' side of the broker: deliveries become saga messages for the coordinator, and each
-result becomes a settlement (ack, retry later, or dead-letter)."""
+result becomes a settlement (ack, retry later, or dead-letter). Headers, ``message_context`` and
+ids are read by :mod:`operations.envelope`, as the tracking path reads them."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .. import documents, tracing
+from .. import documents, envelope, tracing
 from ..attempts import described, header_count
 from ..consumer import ATTEMPTS_HEADER, ROUTING_KEY_HEADER
 from ..envelope import Delivered, header_text
-from ..errors import DocumentError, SagaDataError, StoreUnavailable
+from ..errors import DocumentError, EnvelopeError, SagaDataError, StoreUnavailable
 from ..logs import handling, logged_id
 from ..settlements import Ack, DeadLetter, Failed, Retry, Settlement
 from .coordinator import Coordinator
@@ -23,11 +24,18 @@ log = logging.getLogger("operations.sagas.inbox")
 
 class SagaInbox:
     def __init__(
-        self, coordinator: Coordinator, early_retries: int = 5, early_delay_seconds: float = 1.0
+        self,
+        coordinator: Coordinator,
+        early_retries: int = 5,
+        early_delay_seconds: float = 1.0,
+        max_context_bytes: int = 262_144,
     ) -> None:
+        """``max_context_bytes``: the longest ``message_context`` read, as the tracking path's
+        ``OPERATIONS_MAX_MESSAGE_BYTES``."""
         self.coordinator = coordinator
         self.early_retries = early_retries
         self.early_delay_seconds = early_delay_seconds
+        self.max_context_bytes = max_context_bytes
 
     async def process(self, batch: Sequence[Delivered]) -> list[Settlement]:
         """One message at a time, in order: a saga's steps must see its messages in sequence."""
@@ -38,10 +46,15 @@ class SagaInbox:
         name = delivered.routing_key or ""
         if not delivered.exchange:  # back from the retry queue: the original name is kept
             name = header_text(headers.get(ROUTING_KEY_HEADER)) or name
+        problems: list[str] = []
         try:
             body = documents.decode(delivered.body)
-            message_context = _context(headers)
-        except DocumentError as error:
+            message_context = envelope.message_context(
+                headers, self.max_context_bytes, problems, kept=True
+            )
+            correlation_id = envelope.operation_id(delivered.correlation_id)
+            message_id = envelope.message_id(delivered.message_id)
+        except (DocumentError, EnvelopeError) as error:
             log.warning(
                 "saga message %s dead-lettered: %s",
                 name,
@@ -51,8 +64,15 @@ class SagaInbox:
             return DeadLetter(f"saga message {name}: {error.reason}")
         if not isinstance(body, dict):
             return DeadLetter(f"saga message {name}: body is not a JSON object")
-        message = SagaMessage(name, body, delivered.message_id)
-        context = SagaContext(delivered.correlation_id, message_context)
+        if problems:
+            log.warning(
+                "saga message %s read without its message_context: %s",
+                name,
+                "; ".join(problems),
+                extra={"correlation_id": logged_id(delivered)},
+            )
+        message = SagaMessage(name, body, message_id)
+        context = SagaContext(correlation_id, message_context)
         with (
             handling(logged_id(delivered)),
             tracing.processing(
@@ -61,7 +81,7 @@ class SagaInbox:
                 delivered.routing_key,
                 delivered.message_id,
                 delivered.correlation_id,
-                _field(context.message_context, "traceId"),
+                envelope.context_trace_id(message_context),
             ) as span,
         ):
             if span is not None:
@@ -117,29 +137,5 @@ class SagaInbox:
         return Ack(",".join(sorted(outcomes)) or "no saga")
 
 
-def _field(context: Mapping[str, Any], name: str) -> Any:
-    """A camelCase field of a CorrelationContext, or its PascalCase spelling (.NET's)."""
-    value = context.get(name)
-    return value if value is not None else context.get(name[0].upper() + name[1:])
-
-
 def _in_saga_flow(headers: Mapping[str, Any]) -> bool:
-    return any(key.lower() == "saga" for key in headers)
-
-
-def _context(headers: Mapping[str, Any]) -> dict[str, Any]:
-    """The message_context header's object, kept with the saga: one that is not a JSON object
-    reads as none, and one that breaks the bounds raises DocumentError."""
-    for key, value in headers.items():
-        if key.lower() == "message_context":
-            text = header_text(value)
-            if text is None:
-                return {}
-            try:
-                parsed = documents.decode(text)
-            except DocumentError as error:
-                if error.where == "" and error.reason.startswith("not valid JSON"):
-                    return {}
-                raise DocumentError("", f"headers.message_context: {error.reason}") from None
-            return parsed if isinstance(parsed, dict) else {}
-    return {}
+    return envelope.header(headers, "Saga") is not None

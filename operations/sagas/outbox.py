@@ -17,8 +17,8 @@ from aiormq.exceptions import AMQPError
 from ..errors import StoreError, StoreUnavailable
 from ..metrics import Registry
 from ..periodic import Periodic
+from ..publisher import OutgoingMessage
 from ..records import ApplyOutcome
-from ..states import State
 from ..store import Store
 from .endings import envelope_of
 from .instances import OutboxEntry
@@ -34,19 +34,7 @@ CONFIRM_SECONDS = 10.0
 
 
 class Publisher(Protocol):
-    async def publish(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: Mapping[str, Any],
-        *,
-        correlation_id: str | None,
-        message_id: str,
-        message_context: Mapping[str, Any],
-        saga: State | None = None,
-        confirm_within: float = 10.0,
-        trace_context: Mapping[str, str] | None = None,
-    ) -> None: ...
+    async def publish(self, message: OutgoingMessage, *, confirm_within: float = 10.0) -> None: ...
 
 
 def step_context(context: Mapping[str, Any], message: str) -> dict[str, Any]:
@@ -54,6 +42,20 @@ def step_context(context: Mapping[str, Any], message: str) -> dict[str, Any]:
     named = {key: value for key, value in context.items() if key.lower() != "name"}
     named["name"] = message
     return named
+
+
+def outgoing(entry: OutboxEntry) -> OutgoingMessage:
+    """The message an outbox entry sends."""
+    return OutgoingMessage(
+        entry.exchange,
+        entry.message,
+        entry.body,
+        entry.correlation_id,
+        entry.message_id,
+        step_context(entry.message_context, entry.message),
+        entry.saga_state,
+        entry.trace_context,
+    )
 
 
 class OutboxRelay:
@@ -124,17 +126,7 @@ class OutboxRelay:
         return not failed
 
     async def _send(self, entry: OutboxEntry) -> None:
-        await self.publisher.publish(
-            entry.exchange,
-            entry.message,
-            entry.body,
-            correlation_id=entry.correlation_id,
-            message_id=entry.message_id,
-            message_context=step_context(entry.message_context, entry.message),
-            saga=entry.saga_state,
-            confirm_within=CONFIRM_SECONDS,
-            trace_context=entry.trace_context,
-        )
+        await self.publisher.publish(outgoing(entry), confirm_within=CONFIRM_SECONDS)
         self.metrics.saga_messages_published.inc(message=entry.message)
 
     async def _close(self, pending: Pending, closing: OutboxEntry) -> None:

@@ -103,6 +103,7 @@ class SagaRuntime:
                 self.coordinator,
                 self.settings.saga_early_retries,
                 self.settings.saga_retry_delay_ms / 1000,
+                max_context_bytes=self.settings.max_message_bytes,
             ),
             self.metrics,
             prefetch=self.settings.prefetch,

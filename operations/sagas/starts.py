@@ -29,7 +29,7 @@ from ..feed import ChangeFeed
 from ..identity import ADMIN_ROLE, Principal, id_problem
 from ..metrics import Registry
 from ..models import Operation, bounded_body, read_body
-from ..publisher import AmqpPublisher
+from ..publisher import AmqpPublisher, OutgoingMessage
 from ..states import State
 from ..store import Store
 from ..tokens import TokenVerifier
@@ -61,13 +61,15 @@ class SagaStarter:
         operation_id = str(uuid.uuid4())
         try:
             await publisher.publish(
-                exchange,
-                message,
-                body,
-                correlation_id=operation_id,
-                message_id=uuid.uuid4().hex,
-                message_context=caller_context(principal, operation_id, message, resource_id),
-                saga=State.PENDING,
+                OutgoingMessage(
+                    exchange,
+                    message,
+                    body,
+                    correlation_id=operation_id,
+                    message_id=uuid.uuid4().hex,
+                    message_context=caller_context(principal, operation_id, message, resource_id),
+                    saga=State.PENDING,
+                )
             )
         except (AMQPError, ConnectionError, TimeoutError, RuntimeError):
             raise BrokerUnavailable(f"{message} could not be handed to the broker") from None
