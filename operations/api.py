@@ -268,20 +268,21 @@ async def on_token_error(request: Request, error: Exception) -> Response:
 
 async def on_invalid_request(request: Request, error: Exception) -> Response:
     assert isinstance(error, InvalidRequest)
-    log.info("refused %s %s: %s", request.method, request.url.path, error.reason)
-    metrics = getattr(request.app.state, "metrics", None)
-    if isinstance(metrics, Registry):
-        metrics.invalid_requests.inc(code=error.code)
-    return problem(400, error.code, error.reason)
+    return _refused(request, error, 400)
 
 
 async def on_payload_too_large(request: Request, error: Exception) -> Response:
     assert isinstance(error, PayloadTooLarge)
+    return _refused(request, error, 413)
+
+
+def _refused(request: Request, error: OperationsError, status: int) -> Response:
+    """A request refused for what it sent: logged, counted by its code, answered."""
     log.info("refused %s %s: %s", request.method, request.url.path, error.reason)
     metrics = getattr(request.app.state, "metrics", None)
     if isinstance(metrics, Registry):
         metrics.invalid_requests.inc(code=error.code)
-    return problem(413, error.code, error.reason)
+    return problem(status, error.code, error.reason)
 
 
 async def on_store_unavailable(request: Request, error: Exception) -> Response:

@@ -9,6 +9,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterator
 
+import aio_pika
 import httpx
 import jwt
 import pytest
@@ -19,7 +20,7 @@ from operations.settings import Settings
 from operations.tokens import mint
 from tests.conftest import SECRET
 from tests.live import LiveClient
-from tests.support import Publisher, RunningService, eventually, new_id
+from tests.support import Publisher, RunningService, eventually, new_id, serve_process
 
 
 @pytest.fixture
@@ -201,3 +202,63 @@ def test_json_lines_in_a_trace_carry_its_ids(restore_logging: None) -> None:
     assert traced["span_id"] == format(context.span_id, "016x")
     assert "trace_id" not in untraced
     assert not trace.get_current_span().get_span_context().is_valid
+
+
+# One event, one line: text from outside cannot forge a log line, through `operations serve`
+# with readable lines (OPERATIONS_LOG_FORMAT=text) as with JSON lines.
+
+FORGED = "2026-12-07 12:00:00,000 CRITICAL operations.api: forged"
+
+
+@pytest.mark.parametrize("form", ["text", "json"])
+async def test_a_line_break_in_a_correlation_id_forges_no_line(
+    form: str, settings: Settings, amqp: aio_pika.abc.AbstractRobustConnection
+) -> None:
+    async with (
+        serve_process(settings, {"OPERATIONS_LOG_FORMAT": form}) as served,
+        Publisher(amqp) as publisher,
+    ):
+        await publisher.publish("create_order", f"op-1\n{FORGED}\r\x1b[2J", user="alice")
+        await eventually(
+            lambda: _logged(served.logs(), "dead-lettered create_order"), "the dead-letter line"
+        )
+        lines = served.logs().splitlines()
+    assert not [line for line in lines if line.startswith(FORGED)]
+    [line] = [line for line in lines if "dead-lettered create_order" in line]
+    if form == "text":
+        assert line.endswith(f"[correlation_id=op-1\\n{FORGED}\\r\\x1b[2J]")
+    else:
+        assert json.loads(line)["correlation_id"] == f"op-1\n{FORGED}\r\x1b[2J"
+
+
+async def _logged(text: str, what: str) -> bool:
+    return what in text
+
+
+def test_readable_lines_escape_every_control_character(restore_logging: None) -> None:
+    out = io.StringIO()
+    logs.configure("INFO", out, form="text")
+    logging.getLogger("operations.test").warning("path %s", "/operations/a\nb\u2028c\x85d\te\x00")
+    assert out.getvalue().count("\n") == 1
+    assert "path /operations/a\\nb\\u2028c\\x85d\\te\\x00" in out.getvalue()
+
+
+def test_a_traceback_is_marked_line_by_line(restore_logging: None) -> None:
+    out = io.StringIO()
+    logs.configure("INFO", out, form="text")
+    try:
+        raise ValueError(f"bad id x\n{FORGED}")
+    except ValueError:
+        logging.getLogger("operations.test").exception("failed")
+    first, *rest = out.getvalue().rstrip("\n").split("\n")
+    assert first.endswith("failed")
+    assert rest[0] == "  | Traceback (most recent call last):"
+    assert all(line.startswith("  | ") for line in rest)
+    assert rest[-2:] == ["  | ValueError: bad id x", f"  | {FORGED}"]
+
+
+def test_auto_is_json_off_a_terminal(restore_logging: None) -> None:
+    out = io.StringIO()
+    logs.configure("INFO", out)
+    logging.getLogger("operations.test").info("a\nb")
+    assert json.loads(out.getvalue())["message"] == "a\nb"

@@ -22,11 +22,9 @@ compensation, then at its end) is applied once.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
 from typing import Any
 
-from ..envelope import MAX_TEXT_LENGTH, Envelope
-from ..identity import MAX_ID_LENGTH, normalise_id
+from ..envelope import MAX_TEXT_LENGTH, Envelope, context_user_id, header
 from ..states import MessageKind, State
 from .instances import OutboxEntry, SagaRecord, SagaStatus
 
@@ -75,8 +73,7 @@ def _ends_alike(message: OutboxEntry, state: State, record: SagaRecord) -> bool:
         return False
     if state is State.COMPLETED:
         return True
-    body = _folded(message.body)
-    said = (_text(body.get("code")), _text(body.get("reason")))
+    said = (_text(header(message.body, "code")), _text(header(message.body, "reason")))
     return said == (_text(record.code), _text(record.reason))
 
 
@@ -96,25 +93,11 @@ def envelope_of(closing: OutboxEntry) -> Envelope:
         state=state,
         operation_id=closing.correlation_id,
         message_id=closing.message_id,
-        user_id=_owner(closing.message_context),
+        user_id=context_user_id(closing.message_context),
         name=closing.message,
         code=_text(body.get("code")),
         reason=_text(body.get("reason")),
     )
-
-
-def _owner(context: Mapping[str, Any]) -> str | None:
-    """``message_context.user.id`` of the saga's start message, read as the envelope reads it:
-    the operation's owner, should the closing be the first change it sees."""
-    user = _folded(context).get("user")
-    owner = _folded(user).get("id") if isinstance(user, Mapping) else None
-    if not isinstance(owner, str) or len(owner) > MAX_ID_LENGTH or not owner.isprintable():
-        return None
-    return normalise_id(owner) or None
-
-
-def _folded(mapping: Mapping[Any, Any]) -> dict[str, Any]:
-    return {str(key).lower(): value for key, value in mapping.items()}
 
 
 def _text(value: Any) -> str | None:
