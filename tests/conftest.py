@@ -30,6 +30,7 @@ pytest_plugins = [
     "tests.hub_support",
     "tests.identity_provider",
     "tests.tracing_support",
+    "tests.quiet_saga",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent

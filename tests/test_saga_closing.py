@@ -6,16 +6,12 @@ one dies before sending it."""
 
 from __future__ import annotations
 
-import os
-import textwrap
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import redis.asyncio as aioredis
 
 from operations.keys import Keys
@@ -27,79 +23,25 @@ from operations.sagas.endings import envelope_of, with_closing
 from operations.sagas.instances import OutboxEntry, SagaRecord, SagaStatus, StepRecord
 from operations.sagas.outbox import OutboxRelay
 from operations.sagas.store import RedisSagaStore
-from operations.settings import Settings
 from operations.states import State
 from operations.store import RedisStore
 from tests.sagas_support import FakePublisher
-from tests.support import ServeProcess, eventually, new_id, serve_process
+from tests.support import ServeProcess, eventually, new_id
 
 Token = Callable[..., str]
 
-# A saga as a new user writes one: it ends by calling complete() or reject() and publishes no
-# message with a terminal Saga header; its compensation publishes one without a code.
-QUIET_SAGA = textwrap.dedent(
-    """
-    from dataclasses import dataclass
-
-    from operations.sagas import Saga, SagaContext, SagaMessage, compensates, start, step
-    from operations.states import State
-
-
-    @dataclass
-    class QuietData:
-        delivery_id: str = ""
-
-
-    class QuietDeliverySaga(Saga[QuietData]):
-        name = "quiet_delivery"
-        data_type = QuietData
-        http_start = "start_delivery"
-
-        @start("start_delivery")
-        async def begin(self, message: SagaMessage, context: SagaContext) -> None:
-            self.data.delivery_id = str(message.get("deliveryId") or "")
-            plan = message.get("plan")
-            if plan == "complete":
-                self.complete()
-            elif plan == "refuse":
-                self.reject("the parcel is too heavy", "too_heavy")
-
-        @compensates("start_delivery")
-        async def call_off(self, message: SagaMessage, context: SagaContext) -> None:
-            body = {"deliveryId": self.data.delivery_id}
-            self.publish("deliveries", "fail_delivery", body, saga_state=State.REJECTED)
-
-        @step("delivery_started")
-        async def started(self, message: SagaMessage, context: SagaContext) -> None:
-            self.complete()
-    """
-)
-
-
-@pytest.fixture
-async def served(
-    tmp_path: Path, settings: Settings, redis_client: aioredis.Redis, amqp: object
-) -> AsyncIterator[ServeProcess]:
-    (tmp_path / "quiet.py").write_text(QUIET_SAGA, encoding="utf-8")
-    env = {
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])),
-        "OPERATIONS_SAGA_TYPES": "quiet:QuietDeliverySaga",
-    }
-    async with serve_process(settings, env) as process:
-        yield process
-
 
 async def test_a_saga_that_publishes_nothing_at_its_end_closes_its_operation(
-    served: ServeProcess, token: Token
+    quiet_served: ServeProcess, token: Token
 ) -> None:
     user = str(uuid.uuid4())
     bearer = {"Authorization": f"Bearer {token(user)}"}
     waiting = {**bearer, "Prefer": "wait=20"}
-    async with httpx.AsyncClient(base_url=served.url, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=quiet_served.url, timeout=30) as http:
         done = await http.post(
             "/sagas/quiet_delivery", json={"deliveryId": "d-1", "plan": "complete"}, headers=waiting
         )
-        assert done.status_code == 200, served.logs()
+        assert done.status_code == 200, quiet_served.logs()
         record = done.json()
         assert (record["state"], record["code"], record["userId"]) == ("completed", None, user)
         assert record["name"] == "start_delivery"  # the message the saga ended on
@@ -109,7 +51,7 @@ async def test_a_saga_that_publishes_nothing_at_its_end_closes_its_operation(
         refused = await http.post(
             "/sagas/quiet_delivery", json={"deliveryId": "d-2", "plan": "refuse"}, headers=waiting
         )
-        assert refused.status_code == 200, served.logs()
+        assert refused.status_code == 200, quiet_served.logs()
         record = refused.json()
         assert (record["state"], record["code"], record["reason"]) == (
             "rejected",
@@ -119,11 +61,11 @@ async def test_a_saga_that_publishes_nothing_at_its_end_closes_its_operation(
 
 
 async def test_a_cancel_ends_the_operation_cancelled_though_the_compensation_sends_no_code(
-    served: ServeProcess, token: Token
+    quiet_served: ServeProcess, token: Token
 ) -> None:
     user = str(uuid.uuid4())
     bearer = {"Authorization": f"Bearer {token(user)}"}
-    async with httpx.AsyncClient(base_url=served.url, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=quiet_served.url, timeout=30) as http:
         started = await http.post(
             "/sagas/quiet_delivery", json={"deliveryId": "d-3", "plan": "wait"}, headers=bearer
         )

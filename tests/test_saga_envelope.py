@@ -6,11 +6,9 @@ operation's id and its owner."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -25,11 +23,10 @@ from operations.envelope import context_trace_id, context_user_id, parse
 from operations.sagas import RedisSagaStore, Saga, SagaContext, SagaMessage, start
 from operations.sagas.http import owner_of
 from operations.sagas.inbox import SagaInbox
-from operations.settings import DEFAULT_MESSAGES_FILE, Settings
+from operations.settings import DEFAULT_MESSAGES_FILE
 from operations.settlements import Ack
 from tests.sagas_support import Harness
-from tests.support import ServeProcess, eventually, serve_process
-from tests.test_saga_closing import QUIET_SAGA
+from tests.support import ServeProcess, eventually
 
 PACCO = Catalogue.load(DEFAULT_MESSAGES_FILE)
 LIMIT = 262_144
@@ -107,21 +104,8 @@ async def test_the_inbox_reads_a_message_as_the_tracking_path_does(
         assert tracked.user_id == str(user)
 
 
-@pytest.fixture
-async def served(
-    tmp_path: Path, settings: Settings, redis_client: aioredis.Redis, amqp: object
-) -> AsyncIterator[ServeProcess]:
-    (tmp_path / "quiet.py").write_text(QUIET_SAGA, encoding="utf-8")
-    env = {
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])),
-        "OPERATIONS_SAGA_TYPES": "quiet:QuietDeliverySaga",
-    }
-    async with serve_process(settings, env) as process:
-        yield process
-
-
 async def test_a_saga_started_by_a_dotnet_service_closes_the_operation_its_user_sees(
-    served: ServeProcess, amqp: AbstractRobustConnection, token: Token
+    quiet_served: ServeProcess, amqp: AbstractRobustConnection, token: Token
 ) -> None:
     """A .NET service writes GUIDs in upper-case "N" form and the context in PascalCase bytes.
     Before, the saga kept the id as sent: its closing ended another operation than the one
@@ -142,7 +126,7 @@ async def test_a_saga_started_by_a_dotnet_service_closes_the_operation_its_user_
             routing_key="start_delivery",
         )
     bearer = {"Authorization": f"Bearer {token(str(user))}"}
-    async with httpx.AsyncClient(base_url=served.url, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=quiet_served.url, timeout=30) as http:
 
         async def closed() -> dict[str, Any] | None:
             response = await http.get(f"/operations/{operation}", headers=bearer)
