@@ -37,10 +37,9 @@ local function expect(key, wanted)
   end
 end
 
-local refused = expect(record, 'hash') or expect(history, 'list') or expect(index, 'zset')
-  or expect(stream, 'stream') or expect(expiries, 'zset')
-if refused then return refused end
-
+-- HMGET fails on a record of another type before anything is written; the other keys are
+-- checked once the message is known to change the record (duplicates and stale ones touch
+-- only the record).
 local current = redis.call('HMGET', record, 'state', 'name', 'userId', 'createdAt', 'rank', 'version')
 local current_state, current_name = current[1], current[2]
 
@@ -58,6 +57,10 @@ if current_state then
     return {'stale', false, false}
   end
 end
+
+local refused = expect(history, 'list') or expect(index, 'zset') or expect(stream, 'stream')
+  or expect(expiries, 'zset')
+if refused then return refused end
 
 local previous_owner = current[3] or ''
 local owner = previous_owner
