@@ -58,8 +58,8 @@ if current_state then
   end
 end
 
-local refused = expect(history, 'list') or expect(index, 'zset') or expect(stream, 'stream')
-  or expect(expiries, 'zset')
+-- The history is the first key written: its own push refuses it (below), unchecked here.
+local refused = expect(index, 'zset') or expect(stream, 'stream') or expect(expiries, 'zset')
 if refused then return refused end
 
 local previous_owner = current[3] or ''
@@ -84,19 +84,24 @@ local snapshot = cjson.encode({
   version = version, createdAt = created_at, updatedAt = now_iso,
 })
 
--- Writes from here on.
-if msg_id ~= '' then
-  redis.call('HSET', record, 'm:' .. msg_id, '')
-end
-
--- History entries are stored as arrays, in the order of HISTORY_FIELDS in store.py; only the
--- newest max_history are kept.
-redis.call('RPUSH', history, cjson.encode({
+-- Writes from here on, the history first: a history of another type fails its push before
+-- anything is written. Entries are stored as arrays, in the order of HISTORY_FIELDS in
+-- store.py; only the newest max_history are kept.
+local pushed = redis.pcall('RPUSH', history, cjson.encode({
   version, state, name, message, nullable(msg_id),
   terminal and nullable(code) or cjson.null, terminal and nullable(reason) or cjson.null,
   now_iso, nullable(sent_at),
 }))
-redis.call('LTRIM', history, -max_history, -1)
+if type(pushed) == 'table' and pushed.err then
+  return expect(history, 'list') or redis.error_reply(pushed.err)
+end
+if pushed > max_history then
+  redis.call('LTRIM', history, -max_history, -1)
+end
+
+if msg_id ~= '' then
+  redis.call('HSET', record, 'm:' .. msg_id, '')
+end
 
 local entry = redis.call('XADD', stream, 'MAXLEN', '~', max_length, '*',
   'op', snapshot, 'id', op_id, 'user', owner, 'state', state)
