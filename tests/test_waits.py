@@ -23,6 +23,7 @@ from operations.errors import SettingsError
 from operations.records import Operation
 from operations.sagas.store import Loaded
 from operations.settings import Settings
+from tests.scrape import Scrape
 from tests.support import Publisher, RunningService, eventually, serve_process, start_service
 
 Token = Callable[..., str]
@@ -63,11 +64,8 @@ async def tracked(http: httpx.AsyncClient, operation: str, user_token: str) -> d
 
 
 async def waits_in_progress(http: httpx.AsyncClient) -> float:
-    text = (await http.get("/metrics")).text
-    for line in text.splitlines():
-        if line.startswith('operations_waits{route="operation"}'):
-            return float(line.split()[-1])
-    return 0.0
+    page = Scrape((await http.get("/metrics")).text)
+    return page.value("operations_waits", route="operation") or 0.0
 
 
 async def test_300_long_polls_woken_at_once_leave_other_users_reads_and_ready_at_200(
