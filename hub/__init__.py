@@ -1,5 +1,5 @@
 """Live push over Socket.IO: every applied change, to its owner and to the ops room."""
 
-from .hub import Hub
+from hub.hub import Hub
 
 __all__ = ["Hub"]

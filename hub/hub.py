@@ -25,17 +25,16 @@ import socketio
 from engineio.packet import MESSAGE as EIO_MESSAGE
 from engineio.packet import Packet as EngineIOPacket
 
+from hub import events
+from hub.admission import Client, Deadlines, SocketsPerUser
+from hub.recovering import RECOVERY_READS, Join, Recovered, Recoveries, Recovery
+from hub.recovery import changes_since
+from hub.rooms import OPS, rooms_for, user_room
 from operations.errors import StoreUnavailable, TokenError
 from operations.feed import ChangeFeed, FeedEntry
 from operations.identity import Principal
 from operations.metrics import Registry
 from operations.tokens import TokenVerifier, Verified
-
-from . import events
-from .admission import Client, Deadlines, SocketsPerUser
-from .recovering import RECOVERY_READS, Join, Recovered, Recoveries, Recovery
-from .recovery import changes_since
-from .rooms import OPS, rooms_for, user_room
 
 log = logging.getLogger("hub")
 

@@ -12,11 +12,10 @@ import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from hub.recovery import Sync
+from hub.rooms import OPS, rooms_for, user_room
 from operations.feed import FeedEntry
 from operations.identity import Principal
-
-from .recovery import Sync
-from .rooms import OPS, rooms_for, user_room
 
 RECOVERY_READS = 4
 """Recovery reads running at once on a process; the others wait their turn (their live changes

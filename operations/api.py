@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from .errors import (
+from operations.errors import (
     BrokerUnavailable,
     DeadLetterNotFound,
     DeadLetterNotRedrivable,
@@ -25,11 +25,11 @@ from .errors import (
     StoreUnavailable,
     TokenError,
 )
-from .feed import ChangeFeed
-from .identity import Principal, is_acceptable_id, normalise_id
-from .listing import InvalidCursor, ListQuery
-from .metrics import CONTENT_TYPE, Registry
-from .models import (
+from operations.feed import ChangeFeed
+from operations.identity import Principal, is_acceptable_id, normalise_id
+from operations.listing import InvalidCursor, ListQuery
+from operations.metrics import CONTENT_TYPE, Registry
+from operations.models import (
     Error,
     Health,
     History,
@@ -42,10 +42,10 @@ from .models import (
     encode,
     read_query,
 )
-from .openapi import encoded_document
-from .store import Store
-from .tokens import TokenVerifier
-from .waits import Waits
+from operations.openapi import encoded_document
+from operations.store import Store
+from operations.tokens import TokenVerifier
+from operations.waits import Waits
 
 log = logging.getLogger("operations.api")
 

@@ -12,10 +12,10 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from .envelope import Delivered
-from .logs import logged_id
-from .metrics import Registry
-from .settlements import DeadLetter, Disposition, Failed, Retry, Settlement
+from operations.envelope import Delivered
+from operations.logs import logged_id
+from operations.metrics import Registry
+from operations.settlements import DeadLetter, Disposition, Failed, Retry, Settlement
 
 log = logging.getLogger("operations.consumer")
 

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CatalogueError
-from .states import MessageKind
+from operations.errors import CatalogueError
+from operations.states import MessageKind
 
 _LISTS = {
     "commands": MessageKind.COMMAND,

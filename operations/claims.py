@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from .errors import OperationsError
+from operations.errors import OperationsError
 
 
 class ClaimError(OperationsError):

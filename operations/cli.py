@@ -9,8 +9,8 @@ import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from .errors import CatalogueError, SagaTypeError, SettingsError
-from .settings import Settings
+from operations.errors import CatalogueError, SagaTypeError, SettingsError
+from operations.settings import Settings
 
 
 def parser() -> argparse.ArgumentParser:
@@ -154,8 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "token":
             return _token(settings, args.user, tuple(args.role), args.ttl, tuple(args.claim))
         if args.command == "bench":
-            from .bench import run as run_bench
-            from .bench import run_memory
+            from operations.bench import run as run_bench
+            from operations.bench import run_memory
 
             if args.memory_operations < 1:
                 print("operations: --memory-operations must be positive", file=sys.stderr)
@@ -176,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
         if args.command == "dead-letters":
-            from .deadletters.commands import run as run_dead_letters
+            from operations.deadletters.commands import run as run_dead_letters
 
             return asyncio.run(
                 run_dead_letters(
@@ -214,8 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(settings: Settings) -> int:
     import uvicorn
 
-    from . import logs, tracing
-    from .service import Service
+    from operations import logs, tracing
+    from operations.service import Service
 
     logs.configure(settings.log_level, form=settings.log_format)
     tracing.configure()  # a SettingsError for an exporter that is not installed
@@ -247,8 +247,8 @@ def _serve(settings: Settings) -> int:
 def _token(
     settings: Settings, user: str, roles: tuple[str, ...], ttl: int, claim_options: tuple[str, ...]
 ) -> int:
-    from .claims import ClaimError, parse_claims
-    from .tokens import mint
+    from operations.claims import ClaimError, parse_claims
+    from operations.tokens import mint
 
     if ttl <= 0:
         print("operations: --ttl must be positive", file=sys.stderr)
@@ -266,9 +266,9 @@ def _token(
 def _demo_services(
     settings: Settings, latency_ms: int, fail: tuple[str, ...], seed: int | None
 ) -> int:
-    from . import logs, tracing
-    from .demo import FailurePlan, FailurePlanError, failable
-    from .demo import run as run_demo
+    from operations import logs, tracing
+    from operations.demo import FailurePlan, FailurePlanError, failable
+    from operations.demo import run as run_demo
 
     if latency_ms < 0:
         print("operations: --latency-ms must not be negative", file=sys.stderr)
@@ -289,8 +289,8 @@ def _demo_services(
 def _demo_orders(
     settings: Settings, user: str, every: float, count: int, seed: int | None, follow: float
 ) -> int:
-    from . import logs
-    from .demo.orders import place_orders
+    from operations import logs
+    from operations.demo.orders import place_orders
 
     if every <= 0 or count <= 0:
         print("operations: --every and --count must be positive", file=sys.stderr)

@@ -30,17 +30,17 @@ import aio_pika
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.exceptions import AMQPError
 
-from .attempts import FAILURES_HEADER, Attempts, described
-from .backoff import Backoff
-from .catalogue import Subscription
-from .deliveries import ChannelConsumer, Delivery
-from .envelope import Delivered
-from .errors import StoreUnavailable
-from .logs import logged_id
-from .metrics import Registry
-from .queues import CLASSIC, DEFAULT_MAX_ATTEMPTS, QueueArguments
-from .settlements import Ack, DeadLetter, Failed, Retry, Settlement
-from .topology import declare_dead_letter_queue, declare_queue, declare_retry_queue
+from operations.attempts import FAILURES_HEADER, Attempts, described
+from operations.backoff import Backoff
+from operations.catalogue import Subscription
+from operations.deliveries import ChannelConsumer, Delivery
+from operations.envelope import Delivered
+from operations.errors import StoreUnavailable
+from operations.logs import logged_id
+from operations.metrics import Registry
+from operations.queues import CLASSIC, DEFAULT_MAX_ATTEMPTS, QueueArguments
+from operations.settlements import Ack, DeadLetter, Failed, Retry, Settlement
+from operations.topology import declare_dead_letter_queue, declare_queue, declare_retry_queue
 
 log = logging.getLogger("operations.consumer")
 

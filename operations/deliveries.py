@@ -26,7 +26,7 @@ from aio_pika.abc import AbstractRobustChannel
 from aiormq import spec
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 
-from .backoff import Backoff
+from operations.backoff import Backoff
 
 log = logging.getLogger("operations.deliveries")
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from .errors import DocumentError
+from operations.errors import DocumentError
 
 MAX_DEPTH = 32
 MIN_INTEGER = -(2**63)

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from .models import Error
+from operations.models import Error
 
 REF = "#/components/schemas/{name}"
 

@@ -18,11 +18,11 @@ from typing import Any, Protocol
 
 import orjson
 
-from . import documents
-from .catalogue import Catalogue
-from .errors import DocumentError, EnvelopeError
-from .identity import MAX_ID_LENGTH, normalise_id
-from .states import MessageKind, State, decide
+from operations import documents
+from operations.catalogue import Catalogue
+from operations.errors import DocumentError, EnvelopeError
+from operations.identity import MAX_ID_LENGTH, normalise_id
+from operations.states import MessageKind, State, decide
 
 MAX_TEXT_LENGTH = 2_000
 _DEPTH = documents.MAX_DEPTH

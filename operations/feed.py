@@ -21,8 +21,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
-from .backoff import Backoff
-from .changes import (
+from operations.backoff import Backoff
+from operations.changes import (
     STREAM_FIELDS,
     FeedEntry,
     Missed,
@@ -33,10 +33,10 @@ from .changes import (
     is_ahead,
     parse_cursor,
 )
-from .errors import StoreUnavailable
-from .keys import Keys
-from .metrics import Registry
-from .redis_client import round_trip
+from operations.errors import StoreUnavailable
+from operations.keys import Keys
+from operations.metrics import Registry
+from operations.redis_client import round_trip
 
 __all__ = ["STREAM_FIELDS", "ChangeFeed", "FeedEntry", "Listener", "Missed", "Watch"]
 

@@ -24,8 +24,8 @@ from collections.abc import Callable
 
 from jwt import PyJWK, PyJWKClient
 
-from .errors import TokenError
-from .metrics import Registry
+from operations.errors import TokenError
+from operations.metrics import Registry
 
 log = logging.getLogger("operations.jwks")
 

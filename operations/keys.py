@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .shards import Shards
+from operations.shards import Shards
 
 
 @dataclass(frozen=True)

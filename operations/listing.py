@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from .errors import StoreError, StoreUnavailable
-from .records import Operation
-from .states import State
+from operations.errors import StoreError, StoreUnavailable
+from operations.records import Operation
+from operations.states import State
 
 if TYPE_CHECKING:
-    from .keys import Keys
+    from operations.keys import Keys
 
 MAX_PAGE = 200
 _SCAN_FACTOR = 20

@@ -26,8 +26,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from . import tracing
-from .identity import normalise_id
+from operations import tracing
+from operations.identity import normalise_id
 
 _QUIET = (
     "aio_pika",

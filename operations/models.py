@@ -22,14 +22,14 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 from starlette.requests import Request
 
-from . import documents
-from .envelope import MAX_TEXT_LENGTH
-from .errors import DocumentError, InvalidBody, InvalidQuery, PayloadTooLarge
-from .identity import MAX_ID_LENGTH, id_problem
-from .listing import MAX_PAGE
-from .records import Operation as Operation  # the one record type, answered as it is
-from .states import State
-from .timestamps import Timestamp
+from operations import documents
+from operations.envelope import MAX_TEXT_LENGTH
+from operations.errors import DocumentError, InvalidBody, InvalidQuery, PayloadTooLarge
+from operations.identity import MAX_ID_LENGTH, id_problem
+from operations.listing import MAX_PAGE
+from operations.records import Operation as Operation  # the one record type, answered as it is
+from operations.states import State
+from operations.timestamps import Timestamp
 
 MAX_WAIT_SECONDS = 60
 DEFAULT_PAGE = 50

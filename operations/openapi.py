@@ -7,9 +7,9 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from . import __version__
-from .deadletters.openapi import DEAD_LETTER_ENDPOINTS
-from .endpoints import (
+from operations import __version__
+from operations.deadletters.openapi import DEAD_LETTER_ENDPOINTS
+from operations.endpoints import (
     NEEDS_TOKEN,
     OPERATION_ID,
     STORE_DOWN,
@@ -20,7 +20,7 @@ from .endpoints import (
     build,
     problem,
 )
-from .models import (
+from operations.models import (
     Error,
     Health,
     History,
@@ -30,8 +30,8 @@ from .models import (
     ReadinessReport,
     ReadOperation,
 )
-from .models import encode as encode_json
-from .sagas.openapi import SAGA_ENDPOINTS
+from operations.models import encode as encode_json
+from operations.sagas.openapi import SAGA_ENDPOINTS
 
 BAD_QUERY = "`invalid_query`: a query parameter does not fit its schema; the reason names it."
 

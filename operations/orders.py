@@ -16,12 +16,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .api import Json, bearer_principal, problem
-from .errors import BrokerUnavailable, InvalidBody
-from .models import bounded_body, read_body
-from .sagas.models import MAX_BODY_BYTES, MakeOrder, OrderAccepted
-from .sagas.starts import SagaStarter
-from .tokens import TokenVerifier
+from operations.api import Json, bearer_principal, problem
+from operations.errors import BrokerUnavailable, InvalidBody
+from operations.models import bounded_body, read_body
+from operations.sagas.models import MAX_BODY_BYTES, MakeOrder, OrderAccepted
+from operations.sagas.starts import SagaStarter
+from operations.tokens import TokenVerifier
 
 
 class InvalidOrder(InvalidBody):

@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from .errors import StoreUnavailable
+from operations.errors import StoreUnavailable
 
 
 class Periodic:

@@ -14,16 +14,16 @@ from typing import Any
 
 from opentelemetry.trace import Span
 
-from . import tracing
-from .catalogue import Catalogue
-from .consumer import EXCHANGE_HEADER, ROUTING_KEY_HEADER
-from .envelope import Delivered, Envelope, header_text, parse
-from .errors import EnvelopeError, StoreError
-from .logs import logged_id
-from .metrics import Registry
-from .records import ApplyOutcome
-from .settlements import Ack, DeadLetter, Disposition, Settlement
-from .store import Store
+from operations import tracing
+from operations.catalogue import Catalogue
+from operations.consumer import EXCHANGE_HEADER, ROUTING_KEY_HEADER
+from operations.envelope import Delivered, Envelope, header_text, parse
+from operations.errors import EnvelopeError, StoreError
+from operations.logs import logged_id
+from operations.metrics import Registry
+from operations.records import ApplyOutcome
+from operations.settlements import Ack, DeadLetter, Disposition, Settlement
+from operations.store import Store
 
 log = logging.getLogger("operations.pipeline")
 

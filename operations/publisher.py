@@ -14,8 +14,8 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 
-from . import tracing
-from .states import State
+from operations import tracing
+from operations.states import State
 
 
 def saga_header(state: State) -> str:

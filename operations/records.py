@@ -14,8 +14,8 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from .states import State
-from .timestamps import Timestamp
+from operations.states import State
+from operations.timestamps import Timestamp
 
 
 class Operation(msgspec.Struct, rename="camel", frozen=True, gc=False):

@@ -22,36 +22,35 @@ from starlette.middleware.cors import CORSMiddleware
 
 from hub import Hub
 from hub.page import browser_routes
-
-from . import frames, tracecontext
-from .api import EXCEPTION_HANDLERS, OperationsApi, Readiness
-from .backoff import Backoff
-from .catalogue import Catalogue
-from .consumer import Consumer
-from .deadletters.http import DeadLettersApi
-from .deadletters.intake import DeadLetterIntake
-from .deadletters.redrive import RedrivePublisher, Workbench
-from .deadletters.store import DeadLetterStore
-from .errors import QueueMismatch, StoreUnavailable
-from .feed import ChangeFeed
-from .jwks import ProviderKeys
-from .keys import Keys
-from .metrics import Registry
-from .orders import OrdersApi
-from .pipeline import Pipeline
-from .publisher import AmqpPublisher
-from .redis_client import open_redis, pool_usage
-from .sagas.coordinator import Coordinator
-from .sagas.http import SagasApi
-from .sagas.runtime import SagaRuntime
-from .sagas.starts import SagaStartApi, SagaStarter
-from .settings import Settings
-from .shards import Shards
-from .store import LayoutMismatch, RedisStore
-from .sweeper import Sweeper
-from .tokens import TokenVerifier
-from .tracing_http import TracingMiddleware
-from .waits import Waits
+from operations import frames, tracecontext
+from operations.api import EXCEPTION_HANDLERS, OperationsApi, Readiness
+from operations.backoff import Backoff
+from operations.catalogue import Catalogue
+from operations.consumer import Consumer
+from operations.deadletters.http import DeadLettersApi
+from operations.deadletters.intake import DeadLetterIntake
+from operations.deadletters.redrive import RedrivePublisher, Workbench
+from operations.deadletters.store import DeadLetterStore
+from operations.errors import QueueMismatch, StoreUnavailable
+from operations.feed import ChangeFeed
+from operations.jwks import ProviderKeys
+from operations.keys import Keys
+from operations.metrics import Registry
+from operations.orders import OrdersApi
+from operations.pipeline import Pipeline
+from operations.publisher import AmqpPublisher
+from operations.redis_client import open_redis, pool_usage
+from operations.sagas.coordinator import Coordinator
+from operations.sagas.http import SagasApi
+from operations.sagas.runtime import SagaRuntime
+from operations.sagas.starts import SagaStartApi, SagaStarter
+from operations.settings import Settings
+from operations.shards import Shards
+from operations.store import LayoutMismatch, RedisStore
+from operations.sweeper import Sweeper
+from operations.tokens import TokenVerifier
+from operations.tracing_http import TracingMiddleware
+from operations.waits import Waits
 
 log = logging.getLogger("operations.service")
 

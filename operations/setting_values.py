@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from .errors import SettingsError
-from .queues import QueueType
+from operations.errors import SettingsError
+from operations.queues import QueueType
 
 T = TypeVar("T")
 

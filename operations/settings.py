@@ -13,9 +13,14 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from .errors import SettingsError
-from .queues import DEFAULT_DELIVERY_LIMIT, DEFAULT_MAX_ATTEMPTS, QueueArguments, QueueType
-from .setting_values import (
+from operations.errors import SettingsError
+from operations.queues import (
+    DEFAULT_DELIVERY_LIMIT,
+    DEFAULT_MAX_ATTEMPTS,
+    QueueArguments,
+    QueueType,
+)
+from operations.setting_values import (
     Reader,
     boolean,
     choice,
@@ -32,7 +37,7 @@ from .setting_values import (
     url_of,
     whole_number,
 )
-from .shards import MAX_SHARDS
+from operations.shards import MAX_SHARDS
 
 __all__ = ["Settings", "read_setting", "whole_number"]
 

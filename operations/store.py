@@ -27,14 +27,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .envelope import Envelope
-from .errors import StoreError, StoreUnavailable
-from .keys import Keys
-from .listing import Listing, ListQuery, Page
-from .records import RECORD_FIELDS, ApplyOutcome, Change, Operation
-from .redis_client import open_redis, round_trip
-from .shards import Shards
-from .timestamps import rfc3339
+from operations.envelope import Envelope
+from operations.errors import StoreError, StoreUnavailable
+from operations.keys import Keys
+from operations.listing import Listing, ListQuery, Page
+from operations.records import RECORD_FIELDS, ApplyOutcome, Change, Operation
+from operations.redis_client import open_redis, round_trip
+from operations.shards import Shards
+from operations.timestamps import rfc3339
 
 _LUA = resources.files("operations") / "lua"
 APPLY_SCRIPT = (_LUA / "apply.lua").read_text(encoding="utf-8")

@@ -26,11 +26,11 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from .errors import StoreUnavailable
-from .metrics import Registry
-from .periodic import Periodic
-from .sagas.store import SagaStore
-from .store import RedisStore
+from operations.errors import StoreUnavailable
+from operations.metrics import Registry
+from operations.periodic import Periodic
+from operations.sagas.store import SagaStore
+from operations.store import RedisStore
 
 log = logging.getLogger("operations.sweeper")
 

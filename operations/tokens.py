@@ -31,9 +31,9 @@ from typing import Any
 import jwt
 import orjson
 
-from .errors import TokenError
-from .identity import Principal, id_problem, normalise_id
-from .jwks import KEY_TYPES, ProviderKeys
+from operations.errors import TokenError
+from operations.identity import Principal, id_problem, normalise_id
+from operations.jwks import KEY_TYPES, ProviderKeys
 
 MAX_TOKEN_LENGTH = 8_192
 HS256 = "HS256"

@@ -13,9 +13,9 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 from aiormq.exceptions import ChannelPreconditionFailed
 
-from .catalogue import Subscription
-from .errors import QueueMismatch
-from .queues import CLASSIC, QueueArguments, QueueType
+from operations.catalogue import Subscription
+from operations.errors import QueueMismatch
+from operations.queues import CLASSIC, QueueArguments, QueueType
 
 
 async def declare_exchanges(

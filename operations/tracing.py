@@ -32,10 +32,10 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
 
-from . import tracecontext
-from .envelope import Delivered, Envelope, header
-from .errors import SettingsError
-from .settlements import Ack, Settlement
+from operations import tracecontext
+from operations.envelope import Delivered, Envelope, header
+from operations.errors import SettingsError
+from operations.settlements import Ack, Settlement
 
 SERVICE_NAME = "operations"
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")

@@ -8,7 +8,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from . import tracing
+from operations import tracing
 
 # Probes and scrapes would only bury the requests worth seeing.
 UNTRACED_PATHS = ("/health", "/ready", "/metrics")

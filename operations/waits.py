@@ -17,10 +17,10 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 
-from .feed import ChangeFeed
-from .metrics import Registry
-from .records import Operation
-from .store import Store
+from operations.feed import ChangeFeed
+from operations.metrics import Registry
+from operations.records import Operation
+from operations.store import Store
 
 REREAD_SECONDS = 10.0
 """About how often a waiter reads its record again all the same (spread by a quarter either

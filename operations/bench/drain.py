@@ -14,15 +14,15 @@ import orjson
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from .. import frames
-from ..catalogue import Catalogue
-from ..consumer import Consumer
-from ..envelope import Delivered, parse
-from ..metrics import Registry
-from ..pipeline import Pipeline
-from ..settings import Settings
-from ..settlements import Settlement
-from ..store import RedisStore
+from operations import frames
+from operations.catalogue import Catalogue
+from operations.consumer import Consumer
+from operations.envelope import Delivered, parse
+from operations.metrics import Registry
+from operations.pipeline import Pipeline
+from operations.settings import Settings
+from operations.settlements import Settlement
+from operations.store import RedisStore
 
 
 @dataclass

@@ -26,12 +26,12 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from ..envelope import Envelope
-from ..keys import Keys
-from ..metrics import Registry
-from ..states import MessageKind, State
-from ..store import RedisStore
-from ..sweeper import Sweeper
+from operations.envelope import Envelope
+from operations.keys import Keys
+from operations.metrics import Registry
+from operations.states import MessageKind, State
+from operations.store import RedisStore
+from operations.sweeper import Sweeper
 
 USERS = 100
 BATCH = 256

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
-from ..errors import OperationsError
+from operations.errors import OperationsError
 
 PUSH_EVENTS = frozenset({"operation_pending", "operation_completed", "operation_rejected"})
 _OPEN, _PING, _PONG, _MESSAGE = "0", "2", "3", "4"

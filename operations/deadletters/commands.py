@@ -13,19 +13,19 @@ from typing import Any, TextIO
 import msgspec
 import orjson
 
-from ..errors import (
+from operations.deadletters.letters import MAX_PAGE, DeadLetterItem
+from operations.deadletters.redrive import RedrivePublisher, Workbench
+from operations.deadletters.store import DeadLetterStore
+from operations.errors import (
     BrokerUnavailable,
     DeadLetterNotFound,
     DeadLetterNotRedrivable,
     StoreUnavailable,
 )
-from ..listing import InvalidCursor
-from ..metrics import Registry
-from ..redis_client import open_redis
-from ..settings import Settings
-from .letters import MAX_PAGE, DeadLetterItem
-from .redrive import RedrivePublisher, Workbench
-from .store import DeadLetterStore
+from operations.listing import InvalidCursor
+from operations.metrics import Registry
+from operations.redis_client import open_redis
+from operations.settings import Settings
 
 
 async def run(

@@ -11,11 +11,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..api import Json, bearer_principal, problem
-from ..errors import DeadLetterNotFound
-from ..models import bounded_body, read_body, read_query
-from ..tokens import TokenVerifier
-from .letters import (
+from operations.api import Json, bearer_principal, problem
+from operations.deadletters.letters import (
     MAX_BODY,
     DeadLetterGroups,
     GroupDiscarded,
@@ -24,8 +21,11 @@ from .letters import (
     ListDeadLetters,
     Redriven,
 )
-from .redrive import Workbench
-from .store import DeadLetterStore
+from operations.deadletters.redrive import Workbench
+from operations.deadletters.store import DeadLetterStore
+from operations.errors import DeadLetterNotFound
+from operations.models import bounded_body, read_body, read_query
+from operations.tokens import TokenVerifier
 
 # A route's work, given the request and who asks for it (for the log of every action).
 Action = Callable[[Request, str], Awaitable[Response]]

@@ -25,7 +25,7 @@ import msgspec
 import orjson
 from msgspec import Meta
 
-from ..consumer import (
+from operations.consumer import (
     DEAD_LETTER_ID_HEADER,
     DEAD_LETTERED_AT_HEADER,
     DISPOSITION_HEADER,
@@ -33,9 +33,9 @@ from ..consumer import (
     REASON_HEADER,
     ROUTING_KEY_HEADER,
 )
-from ..envelope import header_text
-from ..timestamps import Timestamp, rfc3339
-from ..timestamps import shown as shown_time
+from operations.envelope import header_text
+from operations.timestamps import Timestamp, rfc3339
+from operations.timestamps import shown as shown_time
 
 REDRIVEN_HEADER = "x-redriven"
 MAX_PAGE = 200  # dead letters in one page of GET /dead-letters

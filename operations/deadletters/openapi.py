@@ -3,8 +3,7 @@ them in): listing, grouping, reading, redriving and discarding kept dead letters
 
 from __future__ import annotations
 
-from ..endpoints import NEEDS_TOKEN, STORE_DOWN, Answer, Endpoint, Param, problem
-from .letters import (
+from operations.deadletters.letters import (
     MAX_BODY,
     DeadLetterGroups,
     DeadLetterItem,
@@ -15,6 +14,7 @@ from .letters import (
     ListDeadLetters,
     Redriven,
 )
+from operations.endpoints import NEEDS_TOKEN, STORE_DOWN, Answer, Endpoint, Param, problem
 
 LETTER_ID = Param("id", "path", "The dead letter's id, as the list shows it.")
 FORBIDDEN = problem("`forbidden`: the token is not an admin's.")

@@ -19,12 +19,12 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aiormq.exceptions import AMQPError, PublishError
 
-from .. import tracing
-from ..envelope import header_text
-from ..errors import BrokerUnavailable, DeadLetterNotFound, DeadLetterNotRedrivable
-from ..metrics import Registry
-from .letters import REDRIVEN_HEADER, StoredLetter, untagged
-from .store import DeadLetterStore
+from operations import tracing
+from operations.deadletters.letters import REDRIVEN_HEADER, StoredLetter, untagged
+from operations.deadletters.store import DeadLetterStore
+from operations.envelope import header_text
+from operations.errors import BrokerUnavailable, DeadLetterNotFound, DeadLetterNotRedrivable
+from operations.metrics import Registry
 
 log = logging.getLogger("operations.deadletters")
 CONFIRM_WITHIN = 10.0

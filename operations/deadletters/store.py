@@ -33,16 +33,16 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ..errors import StoreUnavailable
-from ..listing import InvalidCursor
-from ..timestamps import rfc3339
-from .letters import (
+from operations.deadletters.letters import (
     DeadLetterGroup,
     DeadLetterItem,
     DeadLetterPage,
     StoredLetter,
     group_key,
 )
+from operations.errors import StoreUnavailable
+from operations.listing import InvalidCursor
+from operations.timestamps import rfc3339
 
 _LUA = resources.files("operations") / "lua"
 KEEP_SCRIPT = (_LUA / "dead_letter_keep.lua").read_text(encoding="utf-8")

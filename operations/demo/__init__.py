@@ -10,10 +10,18 @@ the way .NET Convey services do, so the order-maker saga and its demo run withou
     outcomes   each demo order followed to its end, and the line printed for it
 """
 
-from .answers import InvalidCommand
-from .failures import FailurePlan, FailurePlanError
-from .rules import AVAILABILITY, ORDERS, SERVICES, VEHICLES, Reply, SimulatedService, failable
-from .services import DemoServices, run
+from operations.demo.answers import InvalidCommand
+from operations.demo.failures import FailurePlan, FailurePlanError
+from operations.demo.rules import (
+    AVAILABILITY,
+    ORDERS,
+    SERVICES,
+    VEHICLES,
+    Reply,
+    SimulatedService,
+    failable,
+)
+from operations.demo.services import DemoServices, run
 
 __all__ = [
     "AVAILABILITY",

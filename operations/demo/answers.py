@@ -14,9 +14,9 @@ from typing import Any
 
 import orjson
 
-from ..errors import OperationsError
-from .failures import FailurePlan
-from .rules import Reply, SimulatedService
+from operations.demo.failures import FailurePlan
+from operations.demo.rules import Reply, SimulatedService
+from operations.errors import OperationsError
 
 ORDER_ID = "orderId"
 

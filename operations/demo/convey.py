@@ -14,8 +14,8 @@ import aio_pika
 import orjson
 from aio_pika.abc import HeadersType
 
-from .. import tracing
-from ..envelope import Delivered
+from operations import tracing
+from operations.envelope import Delivered
 
 FORWARDED_HEADERS = frozenset({"message_context", "saga", "traceparent", "tracestate"})
 

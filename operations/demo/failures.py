@@ -8,7 +8,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from ..errors import OperationsError
+from operations.errors import OperationsError
 
 
 class FailurePlanError(OperationsError):

@@ -12,9 +12,9 @@ import uuid
 
 import aiohttp
 
-from ..settings import Settings
-from ..tokens import mint
-from .outcomes import Outcome, follow, not_placed_line, outcome_line, say
+from operations.demo.outcomes import Outcome, follow, not_placed_line, outcome_line, say
+from operations.settings import Settings
+from operations.tokens import mint
 
 log = logging.getLogger("operations.demo.orders")
 CUSTOMERS = tuple(str(uuid.UUID(int=0xC0FFEE00 + index)) for index in range(5))

@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from ..logs import escaped
+from operations.logs import escaped
 
 log = logging.getLogger("operations.demo.orders")
 LONG_POLL_SECONDS = 30.0

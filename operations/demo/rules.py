@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..states import MessageKind
+from operations.states import MessageKind
 
 
 @dataclass(frozen=True)

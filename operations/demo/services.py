@@ -33,15 +33,15 @@ from aio_pika.abc import (
 )
 from aiormq.exceptions import AMQPError
 
-from .. import tracing
-from ..errors import QueueMismatch
-from ..queues import CLASSIC, QueueArguments
-from ..settings import Settings
-from ..topology import declared
-from .answers import Decision, VehicleAssignments, answer
-from .convey import reply_message
-from .failures import FailurePlan
-from .rules import SERVICES, SimulatedService
+from operations import tracing
+from operations.demo.answers import Decision, VehicleAssignments, answer
+from operations.demo.convey import reply_message
+from operations.demo.failures import FailurePlan
+from operations.demo.rules import SERVICES, SimulatedService
+from operations.errors import QueueMismatch
+from operations.queues import CLASSIC, QueueArguments
+from operations.settings import Settings
+from operations.topology import declared
 
 log = logging.getLogger("operations.demo")
 

@@ -6,13 +6,13 @@ persistence, an outbox, compensation and deadlines. The public API::
 See ``saga.py`` for how a saga is written, ``coordinator.py`` for how messages drive it.
 """
 
-from .coordinator import Coordinator
-from .deadlines import DeadlineWatcher
-from .instances import SagaRecord, SagaStatus
-from .memory import MemorySagaStore
-from .outbox import OutboxRelay
-from .results import Cancellation, Processed, SagaOutcome
-from .saga import (
+from operations.sagas.coordinator import Coordinator
+from operations.sagas.deadlines import DeadlineWatcher
+from operations.sagas.instances import SagaRecord, SagaStatus
+from operations.sagas.memory import MemorySagaStore
+from operations.sagas.outbox import OutboxRelay
+from operations.sagas.results import Cancellation, Processed, SagaOutcome
+from operations.sagas.saga import (
     Rejection,
     Saga,
     SagaContext,
@@ -21,7 +21,7 @@ from .saga import (
     start,
     step,
 )
-from .store import RedisSagaStore, SagaStore
+from operations.sagas.store import RedisSagaStore, SagaStore
 
 __all__ = [
     "Cancellation",

@@ -7,9 +7,9 @@ from typing import Any
 
 import orjson
 
-from .. import documents
-from ..errors import DocumentError, SagaDataError
-from .saga import Saga, SagaMessage
+from operations import documents
+from operations.errors import DocumentError, SagaDataError
+from operations.sagas.saga import Saga, SagaMessage
 
 MAX_DATA_BYTES = 65_536
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import logging
 
-from ..metrics import Registry
-from ..periodic import Periodic
-from .store import SagaStore
+from operations.metrics import Registry
+from operations.periodic import Periodic
+from operations.sagas.store import SagaStore
 
 log = logging.getLogger("operations.sagas.census")
 

@@ -24,16 +24,16 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from .. import tracing
-from ..errors import StoreUnavailable
-from ..metrics import Registry
-from .bounds import MAX_DATA_BYTES, check_data
-from .endings import with_closing
-from .instances import OutboxEntry, SagaRecord, SagaStatus, StepRecord
-from .outbox import OutboxRelay
-from .results import OUTCOME_OF, STATUS_OF, Cancellation, Processed, SagaOutcome
-from .saga import Rejection, Saga, SagaContext, SagaMessage, StepSpec
-from .store import Loaded, SagaStore
+from operations import tracing
+from operations.errors import StoreUnavailable
+from operations.metrics import Registry
+from operations.sagas.bounds import MAX_DATA_BYTES, check_data
+from operations.sagas.endings import with_closing
+from operations.sagas.instances import OutboxEntry, SagaRecord, SagaStatus, StepRecord
+from operations.sagas.outbox import OutboxRelay
+from operations.sagas.results import OUTCOME_OF, STATUS_OF, Cancellation, Processed, SagaOutcome
+from operations.sagas.saga import Rejection, Saga, SagaContext, SagaMessage, StepSpec
+from operations.sagas.store import Loaded, SagaStore
 
 log = logging.getLogger("operations.sagas")
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import logging
 import time
 
-from ..periodic import Periodic
-from .coordinator import Coordinator
+from operations.periodic import Periodic
+from operations.sagas.coordinator import Coordinator
 
 log = logging.getLogger("operations.sagas.deadlines")
 

@@ -24,9 +24,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from ..envelope import MAX_TEXT_LENGTH, Envelope, context_user_id, header
-from ..states import MessageKind, State
-from .instances import OutboxEntry, SagaRecord, SagaStatus
+from operations.envelope import MAX_TEXT_LENGTH, Envelope, context_user_id, header
+from operations.sagas.instances import OutboxEntry, SagaRecord, SagaStatus
+from operations.states import MessageKind, State
 
 _ENDINGS = {
     SagaStatus.COMPLETED: State.COMPLETED,

@@ -18,18 +18,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..api import Json, bearer_principal, not_found, operation_id_of, problem
-from ..backoff import Backoff
-from ..envelope import context_user_id
-from ..errors import InvalidBody, OperationNotFound, PayloadTooLarge
-from ..identity import Principal
-from ..metrics import Registry
-from ..models import bounded_body, read_body, read_query
-from ..store import Store
-from ..tokens import TokenVerifier
-from .coordinator import Coordinator
-from .instances import SagaRecord, SagaStatus
-from .models import (
+from operations.api import Json, bearer_principal, not_found, operation_id_of, problem
+from operations.backoff import Backoff
+from operations.envelope import context_user_id
+from operations.errors import InvalidBody, OperationNotFound, PayloadTooLarge
+from operations.identity import Principal
+from operations.metrics import Registry
+from operations.models import bounded_body, read_body, read_query
+from operations.sagas.coordinator import Coordinator
+from operations.sagas.instances import SagaRecord, SagaStatus
+from operations.sagas.models import (
     MAX_BODY_BYTES,
     Cancelled,
     CancelRequest,
@@ -39,9 +37,11 @@ from .models import (
     SagaView,
     shown_times,
 )
-from .progress import step_seconds, type_steps, waiting_for, waiting_since
-from .registry import SagaType, SagaTypes
-from .store import SagaStore
+from operations.sagas.progress import step_seconds, type_steps, waiting_for, waiting_since
+from operations.sagas.registry import SagaType, SagaTypes
+from operations.sagas.store import SagaStore
+from operations.store import Store
+from operations.tokens import TokenVerifier
 
 CANCEL_OUTCOMES = {
     202: "accepted",

@@ -8,16 +8,16 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .. import documents, envelope, tracing
-from ..attempts import described, header_count
-from ..consumer import ATTEMPTS_HEADER, ROUTING_KEY_HEADER
-from ..envelope import Delivered, header_text
-from ..errors import DocumentError, EnvelopeError, SagaDataError, StoreUnavailable
-from ..logs import handling, logged_id
-from ..settlements import Ack, DeadLetter, Failed, Retry, Settlement
-from .coordinator import Coordinator
-from .results import SagaOutcome
-from .saga import SagaContext, SagaMessage
+from operations import documents, envelope, tracing
+from operations.attempts import described, header_count
+from operations.consumer import ATTEMPTS_HEADER, ROUTING_KEY_HEADER
+from operations.envelope import Delivered, header_text
+from operations.errors import DocumentError, EnvelopeError, SagaDataError, StoreUnavailable
+from operations.logs import handling, logged_id
+from operations.sagas.coordinator import Coordinator
+from operations.sagas.results import SagaOutcome
+from operations.sagas.saga import SagaContext, SagaMessage
+from operations.settlements import Ack, DeadLetter, Failed, Retry, Settlement
 
 log = logging.getLogger("operations.sagas.inbox")
 

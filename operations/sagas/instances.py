@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ..states import State
+from operations.states import State
 
 
 class SagaStatus(StrEnum):

@@ -31,8 +31,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..shards import Shards
-from .instances import SagaStatus
+from operations.sagas.instances import SagaStatus
+from operations.shards import Shards
 
 
 def member_of(saga: str, saga_id: str) -> str:

@@ -6,9 +6,9 @@ import time
 
 import orjson
 
-from .instances import OutboxEntry, SagaRecord, SagaStatus
-from .keys import member_of, split_member
-from .store import Loaded, Pending, Swept
+from operations.sagas.instances import OutboxEntry, SagaRecord, SagaStatus
+from operations.sagas.keys import member_of, split_member
+from operations.sagas.store import Loaded, Pending, Swept
 
 
 class MemorySagaStore:

@@ -9,10 +9,10 @@ from typing import Annotated, Any, ClassVar, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from ..identity import MAX_ID_LENGTH, id_problem
-from ..timestamps import Timestamp, rfc3339
-from .instances import SagaStatus
-from .ordermaking import MAX_PARCELS
+from operations.identity import MAX_ID_LENGTH, id_problem
+from operations.sagas.instances import SagaStatus
+from operations.sagas.ordermaking import MAX_PARCELS
+from operations.timestamps import Timestamp, rfc3339
 
 MAX_BODY_BYTES = 65_536
 MAX_WAIT_SECONDS = 60

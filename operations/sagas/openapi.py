@@ -3,7 +3,7 @@ starting sagas (``POST /orders``, ``POST /sagas/{name}``), cancelling them, and 
 
 from __future__ import annotations
 
-from ..endpoints import (
+from operations.endpoints import (
     NEEDS_TOKEN,
     OPERATION_ID,
     STORE_DOWN,
@@ -13,8 +13,8 @@ from ..endpoints import (
     Param,
     problem,
 )
-from ..models import Operation
-from .models import (
+from operations.models import Operation
+from operations.sagas.models import (
     MAX_BODY_BYTES,
     MAX_REASON,
     MAX_WAIT_SECONDS,
@@ -29,7 +29,7 @@ from .models import (
     SagaTypeList,
     SagaView,
 )
-from .progress import SAMPLE_CAP, TypeSteps
+from operations.sagas.progress import SAMPLE_CAP, TypeSteps
 
 TOO_LARGE = problem(f"`payload_too_large`: the body is larger than {MAX_BODY_BYTES} bytes.")
 BROKER_DOWN = "`broker_unavailable`: the message broker is not connected."

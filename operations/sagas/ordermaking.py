@@ -18,10 +18,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..identity import id_problem
-from ..settings import read_setting, whole_number
-from ..states import State
-from .saga import Rejection, Saga, SagaContext, SagaMessage, compensates, start, step
+from operations.identity import id_problem
+from operations.sagas.saga import (
+    Rejection,
+    Saga,
+    SagaContext,
+    SagaMessage,
+    compensates,
+    start,
+    step,
+)
+from operations.settings import read_setting, whole_number
+from operations.states import State
 
 REJECTED_EVENTS = (
     "create_order_rejected",

@@ -14,15 +14,15 @@ from typing import Any, Protocol
 
 from aiormq.exceptions import AMQPError
 
-from ..errors import StoreError, StoreUnavailable
-from ..metrics import Registry
-from ..periodic import Periodic
-from ..publisher import OutgoingMessage
-from ..records import ApplyOutcome
-from ..store import Store
-from .endings import envelope_of
-from .instances import OutboxEntry
-from .store import Pending, SagaStore
+from operations.errors import StoreError, StoreUnavailable
+from operations.metrics import Registry
+from operations.periodic import Periodic
+from operations.publisher import OutgoingMessage
+from operations.records import ApplyOutcome
+from operations.sagas.endings import envelope_of
+from operations.sagas.instances import OutboxEntry
+from operations.sagas.store import Pending, SagaStore
+from operations.store import Store
 
 log = logging.getLogger("operations.sagas.outbox")
 

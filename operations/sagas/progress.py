@@ -14,10 +14,10 @@ import time
 
 import msgspec
 
-from ..timestamps import Timestamp, rfc3339
-from .instances import SagaRecord, SagaStatus
-from .registry import SagaType
-from .store import SagaStore
+from operations.sagas.instances import SagaRecord, SagaStatus
+from operations.sagas.registry import SagaType
+from operations.sagas.store import SagaStore
+from operations.timestamps import Timestamp, rfc3339
 
 SAMPLE_CAP = 200
 

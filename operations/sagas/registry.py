@@ -14,9 +14,9 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from ..catalogue import Catalogue, Subscription
-from ..errors import SagaTypeError
-from .saga import Saga
+from operations.catalogue import Catalogue, Subscription
+from operations.errors import SagaTypeError
+from operations.sagas.saga import Saga
 
 SagaType = type[Saga[Any]]
 

@@ -9,20 +9,20 @@ import aio_pika
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractRobustConnection
 
-from ..catalogue import Catalogue
-from ..consumer import Consumer
-from ..metrics import Registry
-from ..publisher import AmqpPublisher
-from ..settings import Settings
-from ..shards import Shards
-from ..store import Store
-from .census import SagaCensus
-from .coordinator import Coordinator
-from .deadlines import DeadlineWatcher
-from .inbox import SagaInbox
-from .outbox import OutboxRelay
-from .registry import SagaTypes
-from .store import RedisSagaStore
+from operations.catalogue import Catalogue
+from operations.consumer import Consumer
+from operations.metrics import Registry
+from operations.publisher import AmqpPublisher
+from operations.sagas.census import SagaCensus
+from operations.sagas.coordinator import Coordinator
+from operations.sagas.deadlines import DeadlineWatcher
+from operations.sagas.inbox import SagaInbox
+from operations.sagas.outbox import OutboxRelay
+from operations.sagas.registry import SagaTypes
+from operations.sagas.store import RedisSagaStore
+from operations.settings import Settings
+from operations.shards import Shards
+from operations.store import Store
 
 
 class SagaRuntime:

@@ -44,8 +44,8 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import msgspec
 
-from ..errors import SagaDataError
-from ..states import State
+from operations.errors import SagaDataError
+from operations.states import State
 
 D = TypeVar("D")
 Handler = Callable[[Any, "SagaMessage", "SagaContext"], Awaitable[None]]

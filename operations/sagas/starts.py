@@ -22,20 +22,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .. import tracing
-from ..api import Json, bearer_principal, problem
-from ..errors import BrokerUnavailable
-from ..feed import ChangeFeed
-from ..identity import ADMIN_ROLE, Principal, id_problem
-from ..metrics import Registry
-from ..models import Operation, bounded_body, read_body
-from ..publisher import AmqpPublisher, OutgoingMessage
-from ..states import State
-from ..store import Store
-from ..tokens import TokenVerifier
-from ..waits import Waits
-from .models import MAX_BODY_BYTES, MAX_WAIT_SECONDS, SagaStarted
-from .registry import SagaTypes
+from operations import tracing
+from operations.api import Json, bearer_principal, problem
+from operations.errors import BrokerUnavailable
+from operations.feed import ChangeFeed
+from operations.identity import ADMIN_ROLE, Principal, id_problem
+from operations.metrics import Registry
+from operations.models import Operation, bounded_body, read_body
+from operations.publisher import AmqpPublisher, OutgoingMessage
+from operations.sagas.models import MAX_BODY_BYTES, MAX_WAIT_SECONDS, SagaStarted
+from operations.sagas.registry import SagaTypes
+from operations.states import State
+from operations.store import Store
+from operations.tokens import TokenVerifier
+from operations.waits import Waits
 
 
 class SagaStarter:

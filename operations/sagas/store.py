@@ -23,10 +23,10 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from ..errors import StoreError, StoreUnavailable
-from ..shards import Shards
-from .instances import OutboxEntry, SagaRecord, SagaStatus
-from .keys import SagaKeys, member_of, split_member
+from operations.errors import StoreError, StoreUnavailable
+from operations.sagas.instances import OutboxEntry, SagaRecord, SagaStatus
+from operations.sagas.keys import SagaKeys, member_of, split_member
+from operations.shards import Shards
 
 _LUA = resources.files("operations") / "lua"
 COMMIT_SCRIPT = (_LUA / "saga_commit.lua").read_text(encoding="utf-8")
