@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from operations.identity import Principal
+from operations.auth.identity import Principal
 
 
 @dataclass

@@ -30,11 +30,11 @@ from hub.admission import Client, Deadlines, SocketsPerUser
 from hub.recovering import RECOVERY_READS, Join, Recovered, Recoveries, Recovery
 from hub.recovery import changes_since
 from hub.rooms import OPS, rooms_for, user_room
+from operations.auth.identity import Principal
+from operations.auth.tokens import TokenVerifier, Verified
 from operations.errors import StoreUnavailable, TokenError
 from operations.feed import ChangeFeed, FeedEntry
-from operations.identity import Principal
 from operations.metrics import Registry
-from operations.tokens import TokenVerifier, Verified
 
 log = logging.getLogger("hub")
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 from hub.recovery import Sync
 from hub.rooms import OPS, rooms_for, user_room
+from operations.auth.identity import Principal
 from operations.feed import FeedEntry
-from operations.identity import Principal
 
 RECOVERY_READS = 4
 """Recovery reads running at once on a process; the others wait their turn (their live changes

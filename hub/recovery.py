@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 
+from operations.auth.identity import Principal
 from operations.feed import ChangeFeed, FeedEntry
-from operations.identity import Principal
 
 
 @dataclass(frozen=True)

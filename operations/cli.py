@@ -247,8 +247,8 @@ def _serve(settings: Settings) -> int:
 def _token(
     settings: Settings, user: str, roles: tuple[str, ...], ttl: int, claim_options: tuple[str, ...]
 ) -> int:
-    from operations.claims import ClaimError, parse_claims
-    from operations.tokens import mint
+    from operations.auth.claims import ClaimError, parse_claims
+    from operations.auth.tokens import mint
 
     if ttl <= 0:
         print("operations: --ttl must be positive", file=sys.stderr)
@@ -267,8 +267,8 @@ def _demo_services(
     settings: Settings, latency_ms: int, fail: tuple[str, ...], seed: int | None
 ) -> int:
     from operations import logs, tracing
-    from operations.demo import FailurePlan, FailurePlanError, failable
-    from operations.demo import run as run_demo
+    from operations.pacco.demo import FailurePlan, FailurePlanError, failable
+    from operations.pacco.demo import run as run_demo
 
     if latency_ms < 0:
         print("operations: --latency-ms must not be negative", file=sys.stderr)
@@ -290,7 +290,7 @@ def _demo_orders(
     settings: Settings, user: str, every: float, count: int, seed: int | None, follow: float
 ) -> int:
     from operations import logs
-    from operations.demo.orders import place_orders
+    from operations.pacco.demo.orders import place_orders
 
     if every <= 0 or count <= 0:
         print("operations: --every and --count must be positive", file=sys.stderr)

@@ -19,9 +19,9 @@ from typing import Any, Protocol
 import orjson
 
 from operations import documents
-from operations.catalogue import Catalogue
+from operations.amqp.catalogue import Catalogue
+from operations.auth.identity import MAX_ID_LENGTH, normalise_id
 from operations.errors import DocumentError, EnvelopeError
-from operations.identity import MAX_ID_LENGTH, normalise_id
 from operations.states import MessageKind, State, decide
 
 MAX_TEXT_LENGTH = 2_000

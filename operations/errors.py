@@ -87,7 +87,7 @@ class TokenError(OperationsError):
 
 
 class PayloadTooLarge(OperationsError):
-    """An HTTP body over the route's size limit, known before it is read whole (models.py):
+    """An HTTP body over the route's size limit, known before it is read whole (http/models.py):
     answered ``413``."""
 
     code = "payload_too_large"
@@ -98,7 +98,7 @@ class PayloadTooLarge(OperationsError):
 
 
 class InvalidRequest(OperationsError):
-    """An HTTP request does not fit its route's model (models.py): answered ``400``.
+    """An HTTP request does not fit its route's model (http/models.py): answered ``400``.
 
     The answer carries this ``code`` and ``reason``. ``field`` is where it fails (``limit``,
     ``parcelIds[0]``), or empty for the body as a whole."""
@@ -145,7 +145,7 @@ class QueueMismatch(OperationsError):
 
 
 class OperationNotFound(OperationsError):
-    """No operation the caller may see has this id (api.py): answered ``404``.
+    """No operation the caller may see has this id (http/operations.py): answered ``404``.
 
     Answered exactly as an unknown operation, whatever the reason: an id no operation can have,
     an expired one, or another user's."""

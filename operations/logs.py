@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import orjson
 
 from operations import tracing
-from operations.identity import normalise_id
+from operations.auth.identity import normalise_id
 
 _QUIET = (
     "aio_pika",

@@ -15,14 +15,14 @@ from typing import Any
 from opentelemetry.trace import Span
 
 from operations import tracing
-from operations.catalogue import Catalogue
-from operations.consumer import EXCHANGE_HEADER, ROUTING_KEY_HEADER
+from operations.amqp.catalogue import Catalogue
+from operations.amqp.consumer import EXCHANGE_HEADER, ROUTING_KEY_HEADER
+from operations.amqp.settlements import Ack, DeadLetter, Disposition, Settlement
 from operations.envelope import Delivered, Envelope, header_text, parse
 from operations.errors import EnvelopeError, StoreError
 from operations.logs import logged_id
 from operations.metrics import Registry
 from operations.records import ApplyOutcome
-from operations.settlements import Ack, DeadLetter, Disposition, Settlement
 from operations.store import Store
 
 log = logging.getLogger("operations.pipeline")

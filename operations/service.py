@@ -22,35 +22,42 @@ from starlette.middleware.cors import CORSMiddleware
 
 from hub import Hub
 from hub.page import browser_routes
-from operations import frames, tracecontext
-from operations.api import EXCEPTION_HANDLERS, OperationsApi, Readiness
+from operations.amqp import frames
+from operations.amqp.catalogue import Catalogue
+from operations.amqp.consumer import Consumer
+from operations.amqp.publisher import AmqpPublisher
+from operations.auth.jwks import ProviderKeys
+from operations.auth.tokens import TokenVerifier
 from operations.backoff import Backoff
-from operations.catalogue import Catalogue
-from operations.consumer import Consumer
 from operations.deadletters.http import DeadLettersApi
 from operations.deadletters.intake import DeadLetterIntake
 from operations.deadletters.redrive import RedrivePublisher, Workbench
 from operations.deadletters.store import DeadLetterStore
 from operations.errors import QueueMismatch, StoreUnavailable
 from operations.feed import ChangeFeed
-from operations.jwks import ProviderKeys
+from operations.http.openapi import ENDPOINTS
+from operations.http.operations import OperationsApi, Readiness
+from operations.http.responses import EXCEPTION_HANDLERS
 from operations.keys import Keys
 from operations.metrics import Registry
-from operations.orders import OrdersApi
+from operations.pacco.openapi import ORDER_ENDPOINTS
+from operations.pacco.orders import OrdersApi
 from operations.pipeline import Pipeline
-from operations.publisher import AmqpPublisher
 from operations.redis_client import open_redis, pool_usage
 from operations.sagas.coordinator import Coordinator
 from operations.sagas.http import SagasApi
+from operations.sagas.http_start import SagaStartApi, SagaStarter
 from operations.sagas.runtime import SagaRuntime
-from operations.sagas.starts import SagaStartApi, SagaStarter
 from operations.settings import Settings
 from operations.shards import Shards
 from operations.store import LayoutMismatch, RedisStore
 from operations.sweeper import Sweeper
-from operations.tokens import TokenVerifier
-from operations.tracing_http import TracingMiddleware
+from operations.tracing import context as tracecontext
+from operations.tracing.http import TracingMiddleware
 from operations.waits import Waits
+
+SERVED_ENDPOINTS = (*ENDPOINTS, *ORDER_ENDPOINTS)
+"""The route table of what the service serves: the OpenAPI document at ``GET /openapi.json``."""
 
 log = logging.getLogger("operations.service")
 
@@ -130,6 +137,7 @@ class Service:
             ),
             self.metrics,
             anonymous_reads=settings.anonymous_reads,
+            endpoints=SERVED_ENDPOINTS,
             waits=self.waits,
         )
         self.hub = Hub(
@@ -215,7 +223,8 @@ class Service:
                 Middleware(TracingMiddleware, parent=settings.trace_http_parent),
             ],
         )
-        self.http.state.metrics = self.metrics  # counted by the 400 handler of operations.api
+        # Counted by the 400 handler of operations.http.operations.
+        self.http.state.metrics = self.metrics
         refusals = self.metrics.trace_context_refusals
         tracecontext.count_refusals(lambda source: refusals.inc(source=source))
         self.asgi = self.hub.asgi(self.http)

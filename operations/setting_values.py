@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from operations.amqp.queues import QueueType
 from operations.errors import SettingsError
-from operations.queues import QueueType
 
 T = TypeVar("T")
 

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from operations.errors import SettingsError
-from operations.queues import (
+from operations.amqp.queues import (
     DEFAULT_DELIVERY_LIMIT,
     DEFAULT_MAX_ATTEMPTS,
     QueueArguments,
     QueueType,
 )
+from operations.errors import SettingsError
 from operations.setting_values import (
     Reader,
     boolean,
@@ -47,7 +47,7 @@ DEFAULT_MESSAGES_FILE = Path(str(resources.files("operations") / "data" / "pacco
 DEV_JWT_SECRET = "operations-development-secret-change-me"
 MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key is at least as long as the hash
 CLUSTER_SHARDS = 16
-DEFAULT_SAGA_TYPES = ("operations.sagas.ordermaking:OrderMakingSaga",)
+DEFAULT_SAGA_TYPES = ("operations.pacco.ordermaking:OrderMakingSaga",)
 
 
 @dataclass(frozen=True)

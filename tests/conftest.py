@@ -16,8 +16,8 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from operations.auth.tokens import mint
 from operations.settings import Settings
-from operations.tokens import mint
 from tests.support import Publisher, RunningService, start_service
 
 # The saga, dashboard, demo-service and live-push tests share fixtures that live in their support

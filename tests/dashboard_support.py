@@ -16,7 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 from playwright.async_api import Browser, Page, expect
 
-from operations.demo import DemoServices, FailurePlan
+from operations.pacco.demo import DemoServices, FailurePlan
 from operations.sagas import (
     RedisSagaStore,
     Saga,

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 
-from operations.demo import SERVICES, DemoServices, FailurePlan, failable
+from operations.pacco.demo import SERVICES, DemoServices, FailurePlan, failable
 from tests.support import eventually, new_id
 
 

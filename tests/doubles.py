@@ -12,7 +12,7 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from operations.demo.convey import reply_message
+from operations.pacco.demo.convey import reply_message
 
 Reply = Callable[[dict[str, Any]], dict[str, Any] | None]
 

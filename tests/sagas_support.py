@@ -16,8 +16,9 @@ import pytest
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 
+from operations.amqp.publisher import OutgoingMessage
 from operations.metrics import Registry
-from operations.publisher import OutgoingMessage
+from operations.pacco.ordermaking import OrderMakingSaga
 from operations.sagas import (
     Coordinator,
     MemorySagaStore,
@@ -30,9 +31,8 @@ from operations.sagas import (
     SagaStore,
 )
 from operations.sagas import outbox as outbox_module
-from operations.sagas.instances import SagaRecord
-from operations.sagas.ordermaking import OrderMakingSaga
 from operations.sagas.outbox import OutboxRelay
+from operations.sagas.records import SagaRecord
 from operations.sagas.store import Loaded
 from operations.states import State
 from tests.sample_sagas import FAR_FUTURE, GATES, JOURNAL, TripSaga

@@ -22,7 +22,7 @@ import orjson
 import uvicorn
 from aiormq.exceptions import AMQPError
 
-from operations.catalogue import Catalogue
+from operations.amqp.catalogue import Catalogue
 from operations.envelope import Envelope
 from operations.service import Service
 from operations.settings import DEFAULT_MESSAGES_FILE, Settings

@@ -11,8 +11,9 @@ from typing import Any
 import aio_pika
 import redis.asyncio as aioredis
 
-from operations.catalogue import Catalogue
-from operations.consumer import REASON_HEADER, Consumer
+from operations.amqp.catalogue import Catalogue
+from operations.amqp.consumer import REASON_HEADER, Consumer
+from operations.amqp.topology import declare_queue
 from operations.envelope import Envelope
 from operations.errors import StoreError, StoreUnavailable
 from operations.keys import Keys
@@ -21,7 +22,6 @@ from operations.pipeline import Pipeline
 from operations.records import Change
 from operations.settings import DEFAULT_MESSAGES_FILE, Settings
 from operations.store import RedisStore
-from operations.topology import declare_queue
 from tests.support import Publisher, dead_letters, eventually
 
 PACCO = Catalogue.load(DEFAULT_MESSAGES_FILE)

@@ -14,7 +14,7 @@ import pytest
 import socketio
 from aio_pika.abc import AbstractRobustConnection
 
-from operations.demo import DemoServices
+from operations.pacco.demo import DemoServices
 from operations.settings import Settings
 from tests.doubles import ServiceDouble
 from tests.live import LiveClient

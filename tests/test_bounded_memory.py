@@ -14,9 +14,9 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from operations.demo import DemoServices
-from operations.identity import normalise_id
+from operations.auth.identity import normalise_id
 from operations.keys import Keys
+from operations.pacco.demo import DemoServices
 from operations.settings import Settings
 from tests.support import Publisher, as_text, eventually, new_id, start_service
 

@@ -1,4 +1,4 @@
-"""Unit tests for operations.catalogue.Catalogue."""
+"""Unit tests for operations.amqp.catalogue.Catalogue."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from operations.catalogue import Catalogue, Subscription
+from operations.amqp.catalogue import Catalogue, Subscription
 from operations.errors import CatalogueError, OperationsError
 from operations.settings import DEFAULT_MESSAGES_FILE
 from operations.states import MessageKind

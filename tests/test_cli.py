@@ -18,7 +18,7 @@ import httpx
 import jwt
 import pytest
 
-from operations.tokens import TokenVerifier
+from operations.auth.tokens import TokenVerifier
 from tests.support import new_id
 
 SECRET = "cli-secret-0123456789abcdef-0123456789"

@@ -20,8 +20,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
-from operations.demo import DemoServices
 from operations.keys import Keys
+from operations.pacco.demo import DemoServices
 from operations.redis_client import open_redis
 from operations.sagas import RedisSagaStore, SagaStatus
 from operations.settings import Settings

@@ -16,7 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 from playwright.async_api import Browser, Page, expect
 
-from operations.demo import FailurePlan
+from operations.pacco.demo import FailurePlan
 from operations.settings import Settings
 from tests.dashboard_support import (
     Token,

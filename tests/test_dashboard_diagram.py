@@ -12,8 +12,8 @@ from __future__ import annotations
 import httpx
 from playwright.async_api import Browser, Locator, Page, expect
 
-from operations.demo import DemoServices, FailurePlan
-from operations.sagas.ordermaking import OrderMakingSaga
+from operations.pacco.demo import DemoServices, FailurePlan
+from operations.pacco.ordermaking import OrderMakingSaga
 from operations.settings import Settings
 from tests.browser import PageWatch, screenshot, watched_page
 from tests.dashboard_support import Token, _order_through, row, uid

@@ -15,7 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 from playwright.async_api import Browser, Route, expect
 
-from operations.demo import FailurePlan
+from operations.pacco.demo import FailurePlan
 from operations.sagas import RedisSagaStore
 from operations.settings import Settings
 from operations.shards import Shards

@@ -18,7 +18,7 @@ import orjson
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractRobustConnection
 
-from operations.queues import QueueType
+from operations.amqp.queues import QueueType
 from operations.sagas import RedisSagaStore
 from operations.settings import Settings
 from operations.shards import Shards
@@ -326,7 +326,7 @@ async def test_the_bounds_drop_the_oldest_first_and_count_it(
 def test_the_openapi_document_describes_every_dead_letter_route() -> None:
     from operations.deadletters.http import DeadLettersApi
     from operations.deadletters.letters import DeadLetterItem
-    from operations.openapi import document
+    from operations.http.openapi import document
 
     spec = document()
     api = DeadLettersApi.__new__(DeadLettersApi)  # its routes need none of its parts

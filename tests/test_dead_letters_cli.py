@@ -13,8 +13,8 @@ import orjson
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractRobustConnection
 
+from operations.auth.tokens import mint
 from operations.settings import Settings
-from operations.tokens import mint
 from tests.dead_letter_support import copy_headers, put_copies
 from tests.support import eventually, run_operations, start_service
 

@@ -22,17 +22,17 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from operations.catalogue import Catalogue
-from operations.consumer import Consumer
-from operations.deliveries import ChannelConsumer, Delivery
+from operations.amqp.catalogue import Catalogue
+from operations.amqp.consumer import Consumer
+from operations.amqp.deliveries import ChannelConsumer, Delivery
+from operations.amqp.settlements import Ack, Settlement
+from operations.amqp.topology import declare_queue
 from operations.envelope import Delivered, parse
 from operations.keys import Keys
 from operations.metrics import Registry
 from operations.pipeline import Pipeline
 from operations.settings import DEFAULT_MESSAGES_FILE, Settings
-from operations.settlements import Ack, Settlement
 from operations.store import RedisStore
-from operations.topology import declare_queue
 from tests.support import Publisher, SteadyPublisher, eventually, new_id
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,7 +19,7 @@ import orjson
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
-from operations.tokens import TokenVerifier
+from operations.auth.tokens import TokenVerifier
 from tests.conftest import ROOT, SECRET
 from tests.demo_support import CUSTOMER, ORDER, Replies, simulated
 from tests.support import Publisher, RunningService, eventually, new_id, run_operations

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from operations.demo import FailurePlan, FailurePlanError, failable
+from operations.pacco.demo import FailurePlan, FailurePlanError, failable
 from tests.demo_support import ORDER, VEHICLE, WHEN, Replies, body, simulated
 from tests.support import Publisher, new_id
 

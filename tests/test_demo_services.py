@@ -12,8 +12,8 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
-from operations.demo import SERVICES
-from operations.demo.convey import forwarded_headers
+from operations.pacco.demo import SERVICES
+from operations.pacco.demo.convey import forwarded_headers
 from operations.states import MessageKind
 from tests.demo_support import CUSTOMER, ORDER, PARCEL, VEHICLE, WHEN, Replies, body, simulated
 from tests.support import PACCO, Publisher, context, new_id

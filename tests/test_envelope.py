@@ -11,10 +11,10 @@ from typing import Any
 import orjson
 import pytest
 
-from operations.catalogue import Catalogue
+from operations.amqp.catalogue import Catalogue
+from operations.auth.identity import MAX_ID_LENGTH
 from operations.envelope import MAX_TEXT_LENGTH, Envelope, parse
 from operations.errors import EnvelopeError, OperationsError
-from operations.identity import MAX_ID_LENGTH
 from operations.settings import DEFAULT_MESSAGES_FILE
 from operations.states import MessageKind, State
 

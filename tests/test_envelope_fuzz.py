@@ -17,10 +17,10 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 
-from operations.catalogue import Catalogue
+from operations.amqp.catalogue import Catalogue
+from operations.auth.identity import MAX_ID_LENGTH
 from operations.envelope import MAX_TEXT_LENGTH, Envelope, parse
 from operations.errors import EnvelopeError
-from operations.identity import MAX_ID_LENGTH
 from operations.settings import DEFAULT_MESSAGES_FILE
 from operations.states import MessageKind, State
 

@@ -28,10 +28,10 @@ import redis.asyncio as aioredis
 import socketio
 from redis.exceptions import RedisError
 
-from operations.demo import DemoServices, FailurePlan
+from operations.auth.tokens import mint
 from operations.keys import Keys
+from operations.pacco.demo import DemoServices, FailurePlan
 from operations.settings import Settings
-from operations.tokens import mint
 from tests.conftest import SECRET
 from tests.support import SteadyPublisher, as_text, eventually
 

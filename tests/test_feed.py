@@ -11,8 +11,8 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
+from operations.auth.identity import Principal
 from operations.feed import ChangeFeed, FeedEntry
-from operations.identity import Principal
 from operations.keys import Keys
 from operations.metrics import Registry
 from operations.records import ApplyOutcome, Change

@@ -22,8 +22,8 @@ from pamqp import commands, heartbeat
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
-from operations import frames
-from operations.frames import BulkFrameReceiver
+from operations.amqp import frames
+from operations.amqp.frames import BulkFrameReceiver
 from operations.service import Service
 from operations.settings import Settings
 
@@ -306,7 +306,7 @@ def test_install_replaces_aiormqs_receiver_for_compatible_versions(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(aiormq.connection, "FrameReceiver", STOCK)
-    caplog.set_level("INFO", logger="operations.frames")
+    caplog.set_level("INFO", logger="operations.amqp.frames")
     assert frames.compatible()
     assert frames.install() is True
     installed: type = aiormq.connection.FrameReceiver
@@ -321,7 +321,7 @@ def test_install_keeps_aiormqs_receiver_for_other_versions(
 ) -> None:
     monkeypatch.setattr(aiormq.connection, "FrameReceiver", STOCK)
     monkeypatch.setitem(frames.COMPATIBLE, "aiormq", "8.")
-    caplog.set_level("INFO", logger="operations.frames")
+    caplog.set_level("INFO", logger="operations.amqp.frames")
     assert frames.compatible() is False
     assert frames.install() is False
     assert aiormq.connection.FrameReceiver is STOCK

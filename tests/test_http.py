@@ -11,8 +11,8 @@ import httpx
 import jwt
 import pytest
 
+from operations.auth.tokens import mint
 from operations.settings import Settings
-from operations.tokens import mint
 from tests.conftest import SECRET
 from tests.support import Publisher, RunningService, eventually, new_id, start_service
 

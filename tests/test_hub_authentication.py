@@ -15,7 +15,7 @@ import pytest
 import socketio
 
 from hub.hub import INITIALIZE_TIMEOUT_SECONDS
-from operations.tokens import mint
+from operations.auth.tokens import mint
 from tests.conftest import SECRET
 from tests.hub_support import Token, uid
 from tests.live import LiveClient

@@ -22,9 +22,9 @@ import pytest
 import redis.asyncio as aioredis
 import socketio
 
-from operations.identity import normalise_id
+from operations.auth.identity import normalise_id
+from operations.auth.tokens import mint
 from operations.settings import Settings
-from operations.tokens import mint
 from tests.conftest import SECRET
 from tests.hub_support import uid
 from tests.identity_provider import (
@@ -276,7 +276,7 @@ async def test_a_jwks_that_is_down_means_401_a_warning_and_a_metric_then_recover
     idp.stop()
     user = uid()
     token = idp.sign(keycloak_claims(user), "rsa-1")
-    caplog.set_level(logging.WARNING, logger="operations.jwks")
+    caplog.set_level(logging.WARNING, logger="operations.auth.jwks")
     async with provider_service(settings, idp) as (running, http):
         provider = running.service.verifier.provider
         assert provider is not None
@@ -292,7 +292,7 @@ async def test_a_jwks_that_is_down_means_401_a_warning_and_a_metric_then_recover
             await live.connect({"token": token})
         await live.close()
         assert (await http.get("/health")).status_code == 200
-        warnings = [r for r in caplog.records if r.name == "operations.jwks"]
+        warnings = [r for r in caplog.records if r.name == "operations.auth.jwks"]
         assert warnings and all(r.levelno == logging.WARNING for r in warnings)
         assert idp.url in warnings[0].getMessage()
         assert await metric(http, "operations_jwks_fetch_failures_total") == len(warnings)

@@ -12,7 +12,7 @@ import httpx
 import orjson
 import pytest
 
-from operations.openapi import document
+from operations.http.openapi import document
 from tests.live import LiveClient
 from tests.support import Publisher, RunningService, eventually
 

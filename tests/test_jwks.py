@@ -1,6 +1,6 @@
-"""Tokens from an identity provider (operations.jwks with operations.tokens): RS256 and ES256 keys
-from a JWKS served over real HTTP on 127.0.0.1, rotated, rate-limited, down and back, and every
-algorithm confusion refused. Time, for the key set's age and the refetch interval, is a clock
+"""Tokens from an identity provider (operations.auth.jwks with operations.auth.tokens): RS256 and
+ES256 keys from a JWKS served over real HTTP on 127.0.0.1, rotated, rate-limited, down and back, and
+every algorithm confusion refused. Time, for the key set's age and the refetch interval, is a clock
 the tests move by hand: nothing waits on the real one."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import time
 import jwt
 import pytest
 
+from operations.auth.jwks import LIFESPAN_SECONDS, ProviderKeys
+from operations.auth.tokens import TokenVerifier, mint
 from operations.errors import TokenError
-from operations.jwks import LIFESPAN_SECONDS, ProviderKeys
 from operations.metrics import Registry
-from operations.tokens import TokenVerifier, mint
 from tests.identity_provider import (
     AUDIENCE,
     ISSUER,
@@ -129,11 +129,11 @@ async def test_a_jwks_that_is_down_refuses_logs_counts_and_recovers(
     idp.stop()  # connections refused
     clock = Clock()
     verifier = verifier_for(idp, min_refetch=0.3, clock=clock)
-    with caplog.at_level(logging.WARNING, logger="operations.jwks"):
+    with caplog.at_level(logging.WARNING, logger="operations.auth.jwks"):
         error = await refused(verifier, token)
     assert "could not be fetched" in error.reason
     assert failures(verifier) == 1
-    warnings = [r for r in caplog.records if r.name == "operations.jwks"]
+    warnings = [r for r in caplog.records if r.name == "operations.auth.jwks"]
     assert [r.levelno for r in warnings] == [logging.WARNING]
     assert idp.url in warnings[0].getMessage()
     await refused(verifier, token)

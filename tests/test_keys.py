@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 
 from operations.keys import Keys
 from operations.sagas import RedisSagaStore, SagaStatus
-from operations.sagas.instances import OutboxEntry, SagaRecord
+from operations.sagas.records import OutboxEntry, SagaRecord
 from operations.settings import Settings
 from operations.states import State
 from tests.dead_letter_support import letters

@@ -15,9 +15,9 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Locator, Page, Request, Route, expect
 
-from operations.demo import DemoServices, FailurePlan
+from operations.pacco.demo import DemoServices, FailurePlan
+from operations.pacco.ordermaking import OrderMakingSaga
 from operations.records import Operation
-from operations.sagas.ordermaking import OrderMakingSaga
 from operations.settings import Settings
 from tests.browser import chromium, screenshot, watched_page
 from tests.dashboard_support import _order_through

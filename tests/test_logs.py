@@ -16,8 +16,8 @@ import pytest
 import socketio
 
 from operations import logs
+from operations.auth.tokens import mint
 from operations.settings import Settings
-from operations.tokens import mint
 from tests.conftest import SECRET
 from tests.live import LiveClient
 from tests.support import Publisher, RunningService, eventually, new_id, serve_process
@@ -207,7 +207,7 @@ def test_json_lines_in_a_trace_carry_its_ids(restore_logging: None) -> None:
 # One event, one line: text from outside cannot forge a log line, through `operations serve`
 # with readable lines (OPERATIONS_LOG_FORMAT=text) as with JSON lines.
 
-FORGED = "2026-12-07 12:00:00,000 CRITICAL operations.api: forged"
+FORGED = "2026-12-07 12:00:00,000 CRITICAL operations.http.operations: forged"
 
 
 @pytest.mark.parametrize("form", ["text", "json"])

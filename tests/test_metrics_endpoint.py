@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import httpx
 
-from operations.demo import DemoServices
 from operations.metrics import CONTENT_TYPE
+from operations.pacco.demo import DemoServices
 from operations.settings import Settings
 from tests.live import LiveClient
 from tests.scrape import Scrape

@@ -18,10 +18,9 @@ from openapi_spec_validator import validate
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from operations import openapi
 from operations.errors import InvalidQuery
-from operations.listing import MAX_PAGE
-from operations.models import (
+from operations.http import openapi
+from operations.http.models import (
     MAX_WAIT_SECONDS,
     Health,
     History,
@@ -33,11 +32,12 @@ from operations.models import (
     encode,
     read_query,
 )
+from operations.listing import MAX_PAGE
+from operations.pacco.ordermaking import MAX_PARCELS, OrderMakingSaga
 from operations.sagas.http import saga_json, saga_model
-from operations.sagas.instances import SagaRecord, SagaStatus, StepRecord
 from operations.sagas.models import MAX_BODY_BYTES, MAX_LIMIT, SagaTypeList
-from operations.sagas.ordermaking import MAX_PARCELS, OrderMakingSaga
-from operations.service import Service
+from operations.sagas.records import SagaRecord, SagaStatus, StepRecord
+from operations.service import SERVED_ENDPOINTS, Service
 from operations.settings import Settings
 from operations.states import State
 from tests.support import Publisher, RunningService, eventually, new_id
@@ -78,20 +78,20 @@ def test_the_document_lists_exactly_the_routes_the_app_serves(settings: Settings
     routes = set(served(service.http.routes))
     assert set(BROWSER_PAGES) <= routes
     app_routes = routes - set(BROWSER_PAGES)
-    spec = openapi.document()
+    spec = openapi.document(SERVED_ENDPOINTS)
     assert app_routes - documented(spec) == set(), "served but not documented"
     assert documented(spec) - app_routes == set(), "documented but not served"
 
 
 def test_the_document_is_valid_openapi_3_1() -> None:
-    spec = openapi.document()
+    spec = openapi.document(SERVED_ENDPOINTS)
     assert spec["openapi"] == "3.1.0"
     validate(spec)  # raises on any fault
-    assert orjson.loads(openapi.encoded_document()) == spec
+    assert orjson.loads(openapi.encoded_document(SERVED_ENDPOINTS)) == spec
 
 
 def test_every_route_declares_its_path_parameters_its_token_and_its_errors() -> None:
-    spec = openapi.document()
+    spec = openapi.document(SERVED_ENDPOINTS)
     for path, item in spec["paths"].items():
         for method, operation in item.items():
             where = f"{method.upper()} {path}"
@@ -106,7 +106,9 @@ def test_every_route_declares_its_path_parameters_its_token_and_its_errors() -> 
 
 
 def parameter(method: str, path: str, name: str) -> dict[str, Any]:
-    parameters: list[dict[str, Any]] = openapi.document()["paths"][path][method]["parameters"]
+    parameters: list[dict[str, Any]] = openapi.document(SERVED_ENDPOINTS)["paths"][path][method][
+        "parameters"
+    ]
     (found,) = [p for p in parameters if p["name"] == name]
     return found
 
@@ -115,10 +117,10 @@ def test_limits_come_from_the_constants_the_code_checks() -> None:
     assert parameter("get", "/operations", "limit")["schema"]["maximum"] == MAX_PAGE
     assert parameter("get", "/sagas", "limit")["schema"]["maximum"] == MAX_LIMIT
     assert parameter("get", "/operations/{id}", "wait")["schema"]["maximum"] == MAX_WAIT_SECONDS
-    schemas = openapi.document()["components"]["schemas"]
+    schemas = openapi.document(SERVED_ENDPOINTS)["components"]["schemas"]
     assert schemas["MakeOrder"]["properties"]["parcelIds"]["maxItems"] == MAX_PARCELS
     for path in ("/orders", "/sagas/{name}"):
-        too_large = openapi.document()["paths"][path]["post"]["responses"]["413"]
+        too_large = openapi.document(SERVED_ENDPOINTS)["paths"][path]["post"]["responses"]["413"]
         assert str(MAX_BODY_BYTES) in too_large["description"]
     with pytest.raises(InvalidQuery) as refused:
         read_query({"limit": str(MAX_PAGE + 1)}, ListOperations)
@@ -226,5 +228,5 @@ async def test_the_saga_routes_answer_a_store_outage_with_the_documented_503(
     finally:
         await service.store.close()
     assert (response.status_code, response.json()["code"]) == (503, "store_unavailable")
-    documented = openapi.document()["paths"][route][method]["responses"]["503"]
+    documented = openapi.document(SERVED_ENDPOINTS)["paths"][route][method]["responses"]["503"]
     assert "store_unavailable" in documented["description"]

@@ -13,7 +13,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from operations.demo import DemoServices, FailurePlan
+from operations.pacco.demo import DemoServices, FailurePlan
 from operations.sagas import RedisSagaStore, SagaStatus
 from operations.settings import Settings
 from tests.conftest import SECRET

@@ -18,21 +18,21 @@ import pytest
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractRobustConnection
 
-from operations.attempts import FAILURES_HEADER
-from operations.consumer import REASON_HEADER, Consumer
+from operations.amqp.attempts import FAILURES_HEADER
+from operations.amqp.consumer import REASON_HEADER, Consumer
+from operations.amqp.queues import QueueArguments, QueueType
+from operations.amqp.settlements import Ack, Settlement
+from operations.amqp.topology import declare_queue
+from operations.auth.identity import normalise_id
 from operations.envelope import Delivered, Envelope
 from operations.errors import StoreError
-from operations.identity import normalise_id
 from operations.keys import Keys
 from operations.metrics import Registry
 from operations.pipeline import Pipeline
-from operations.queues import QueueArguments, QueueType
 from operations.records import Change
 from operations.sagas import Saga, SagaContext, SagaMessage, start
 from operations.settings import Settings
-from operations.settlements import Ack, Settlement
 from operations.store import RedisStore
-from operations.topology import declare_queue
 from tests.dead_letter_support import letters
 from tests.demo_support import simulated
 from tests.support import (
@@ -106,7 +106,7 @@ async def test_a_poison_saga_start_leaves_other_users_orders_finishing(
     for ever: B's orders never finished. The oversized one was committed as it was. Through a
     real ``operations serve``."""
     served = replace(settings, dead_letter_keep=True)
-    types = "operations.sagas.ordermaking:OrderMakingSaga,examples.delivery:ParcelDeliverySaga"
+    types = "operations.pacco.ordermaking:OrderMakingSaga,examples.delivery:ParcelDeliverySaga"
     admin, alice, bob = bearer(token("ops", "admin")), new_id(), new_id()
     deep, large, huge, context = new_id(), new_id(), new_id(), new_id()
     async with (

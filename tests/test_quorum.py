@@ -18,9 +18,9 @@ import pytest
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractRobustConnection
 
-from operations.consumer import ATTEMPTS_HEADER, REASON_HEADER
-from operations.demo import DemoServices
-from operations.queues import QueueType
+from operations.amqp.consumer import ATTEMPTS_HEADER, REASON_HEADER
+from operations.amqp.queues import QueueType
+from operations.pacco.demo import DemoServices
 from operations.settings import Settings
 from tests.conftest import SECRET
 from tests.support import (

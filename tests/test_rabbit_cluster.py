@@ -19,9 +19,9 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from operations.queues import QueueType
+from operations.amqp.queues import QueueType
+from operations.amqp.topology import declare_dead_letter_queue, declare_queue
 from operations.settings import Settings
-from operations.topology import declare_dead_letter_queue, declare_queue
 from tests.support import (
     PACCO,
     SERVICES,

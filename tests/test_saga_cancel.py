@@ -308,7 +308,7 @@ async def test_who_may_cancel_what(
 
 
 def test_the_openapi_document_lists_every_status_cancel_answers() -> None:
-    from operations import openapi
+    from operations.http import openapi
 
     responses = openapi.document()["paths"]["/operations/{id}/cancel"]["post"]["responses"]
     assert set(responses) == {"202", "400", "401", "404", "409", "413", "503"}

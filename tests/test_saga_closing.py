@@ -20,8 +20,8 @@ from operations.records import ApplyOutcome
 from operations.sagas import Saga, SagaContext, SagaMessage, start, step
 from operations.sagas.coordinator import Coordinator
 from operations.sagas.endings import envelope_of, with_closing
-from operations.sagas.instances import OutboxEntry, SagaRecord, SagaStatus, StepRecord
 from operations.sagas.outbox import OutboxRelay
+from operations.sagas.records import OutboxEntry, SagaRecord, SagaStatus, StepRecord
 from operations.sagas.store import RedisSagaStore
 from operations.states import State
 from operations.store import RedisStore

@@ -17,10 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from operations.amqp.settlements import DeadLetter
 from operations.errors import SagaDataError
 from operations.sagas import Saga, SagaContext, SagaMessage, SagaStore, start, step
-from operations.sagas.inbox import SagaInbox
-from operations.settlements import DeadLetter
+from operations.sagas.intake import SagaInbox
 from tests.sagas_support import Harness
 
 

@@ -18,13 +18,13 @@ import pytest
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractRobustConnection
 
-from operations.catalogue import Catalogue
+from operations.amqp.catalogue import Catalogue
+from operations.amqp.settlements import Ack
 from operations.envelope import context_trace_id, context_user_id, parse
 from operations.sagas import RedisSagaStore, Saga, SagaContext, SagaMessage, start
 from operations.sagas.http import owner_of
-from operations.sagas.inbox import SagaInbox
+from operations.sagas.intake import SagaInbox
 from operations.settings import DEFAULT_MESSAGES_FILE
-from operations.settlements import Ack
 from tests.sagas_support import Harness
 from tests.support import ServeProcess, eventually
 

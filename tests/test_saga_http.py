@@ -12,7 +12,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from operations import openapi
+from operations.http import openapi
 from operations.sagas import Processed, RedisSagaStore, SagaOutcome, SagaStatus
 from operations.settings import Settings
 from operations.shards import Shards

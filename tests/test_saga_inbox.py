@@ -18,8 +18,8 @@ import pytest
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractRobustConnection
 
-from operations.catalogue import Subscription
-from operations.consumer import (
+from operations.amqp.catalogue import Subscription
+from operations.amqp.consumer import (
     ATTEMPTS_HEADER,
     EXCHANGE_HEADER,
     REASON_HEADER,
@@ -28,7 +28,7 @@ from operations.consumer import (
 )
 from operations.sagas import RedisSagaStore, Saga, SagaContext, SagaMessage, SagaStatus, start, step
 from operations.sagas import coordinator as coordinator_module
-from operations.sagas.inbox import SagaInbox
+from operations.sagas.intake import SagaInbox
 from operations.settings import Settings
 from operations.shards import Shards
 from operations.states import MessageKind

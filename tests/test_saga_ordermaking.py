@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from operations.pacco.ordermaking import REJECTED_EVENTS
 from operations.sagas import Processed, SagaContext, SagaMessage, SagaOutcome, SagaStatus
-from operations.sagas.ordermaking import REJECTED_EVENTS
 from operations.states import State
 from tests.sagas_support import Calls, Harness, make_order, order_event
 from tests.sample_sagas import FAR_FUTURE

@@ -14,8 +14,8 @@ import pytest
 
 from operations.sagas import SagaStatus, SagaStore
 from operations.sagas import outbox as outbox_module
-from operations.sagas.instances import OutboxEntry
 from operations.sagas.outbox import OutboxRelay, step_context
+from operations.sagas.records import OutboxEntry
 from operations.states import State
 from tests.sagas_support import (
     FakePublisher,

@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from operations.sagas import Processed, RedisSagaStore, SagaOutcome, SagaStatus, SagaStore
-from operations.sagas.instances import OutboxEntry, SagaRecord
+from operations.sagas.records import OutboxEntry, SagaRecord
 from operations.sagas.store import Loaded, Pending
 from tests.sagas_support import Harness, start_trip, step_trip, until_blocked
 from tests.sample_sagas import FAR_FUTURE, GATES, JOURNAL, TallySaga, TripSaga

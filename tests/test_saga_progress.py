@@ -10,10 +10,10 @@ from typing import Any
 
 import httpx
 
+from operations.pacco.ordermaking import OrderMakingSaga
 from operations.sagas import SagaStatus
-from operations.sagas.instances import SagaRecord, StepRecord
-from operations.sagas.ordermaking import OrderMakingSaga
 from operations.sagas.progress import step_seconds, waiting_for, waiting_since
+from operations.sagas.records import SagaRecord, StepRecord
 from tests.support import RunningService, eventually
 
 Token = Callable[..., str]

@@ -15,6 +15,7 @@ import hypothesis.strategies as st
 import redis.asyncio as aioredis
 from hypothesis import given, settings
 
+from operations.pacco.ordermaking import REJECTED_EVENTS, OrderMakingSaga
 from operations.sagas import (
     MemorySagaStore,
     RedisSagaStore,
@@ -29,7 +30,6 @@ from operations.sagas import (
     start,
     step,
 )
-from operations.sagas.ordermaking import REJECTED_EVENTS, OrderMakingSaga
 from operations.states import State
 from tests.sagas_support import Harness, delete_prefix
 

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from operations import openapi
-from operations.demo import DemoServices
+from operations.http import openapi
+from operations.pacco.demo import DemoServices
 from operations.settings import Settings
 from tests.sagas_support import Wire
 from tests.support import RunningService, eventually

@@ -16,18 +16,18 @@ import pytest
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractRobustConnection
 
-from operations.catalogue import Catalogue
+from operations.amqp.catalogue import Catalogue
 from operations.errors import SagaTypeError
+from operations.pacco.ordermaking import OrderMakingSaga
 from operations.sagas import Saga, SagaContext, SagaMessage, start, step
 from operations.sagas.http import path_progress
-from operations.sagas.instances import SagaRecord, SagaStatus, StepRecord
-from operations.sagas.ordermaking import OrderMakingSaga
+from operations.sagas.records import SagaRecord, SagaStatus, StepRecord
 from operations.sagas.registry import SagaTypes
 from operations.settings import DEFAULT_MESSAGES_FILE, Settings
 from tests.doubles import Answer, ServiceDouble
 from tests.support import Publisher, eventually, run_operations, serve_process
 
-ORDER_MAKER = "operations.sagas.ordermaking:OrderMakingSaga"
+ORDER_MAKER = "operations.pacco.ordermaking:OrderMakingSaga"
 MODULE = '''
 from dataclasses import dataclass
 

@@ -11,8 +11,8 @@ import httpx
 import pytest
 import socketio
 
+from operations.auth.tokens import mint
 from operations.settings import Settings
-from operations.tokens import mint
 from tests.conftest import SECRET
 from tests.live import LiveClient
 from tests.support import Publisher, RunningService, eventually, start_service

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from operations.amqp.queues import QueueType
 from operations.errors import OperationsError, SettingsError
-from operations.queues import QueueType
-from operations.sagas.ordermaking import OrderMakingSaga
+from operations.pacco.ordermaking import OrderMakingSaga
 from operations.settings import DEFAULT_MESSAGES_FILE, DEV_JWT_SECRET, Settings
 
 
@@ -354,7 +354,7 @@ def test_saga_defaults() -> None:
     assert settings.sagas is True
     assert settings.saga_queue == "operations.sagas"
     assert settings.saga_ttl_seconds == 86_400
-    assert settings.saga_types == ("operations.sagas.ordermaking:OrderMakingSaga",)
+    assert settings.saga_types == ("operations.pacco.ordermaking:OrderMakingSaga",)
     assert settings.saga_early_retries == 5
     assert settings.saga_retry_delay_ms == 1_000
     assert settings.saga_tombstone_seconds == 7 * 86_400

@@ -16,7 +16,7 @@ from operations.keys import Keys
 from operations.listing import ListQuery
 from operations.metrics import Registry
 from operations.sagas import MemorySagaStore, Processed, RedisSagaStore, SagaOutcome, SagaStore
-from operations.sagas.instances import SagaStatus
+from operations.sagas.records import SagaStatus
 from operations.shards import Shards
 from operations.states import State
 from operations.store import RedisStore

@@ -17,8 +17,8 @@ import msgspec
 import orjson
 from aio_pika.abc import AbstractRobustConnection
 
-from operations import openapi
 from operations.deadletters.letters import DeadLetterItem, StoredLetter
+from operations.http import openapi
 from operations.settings import Settings
 from operations.timestamps import PATTERN, rfc3339
 from tests.dead_letter_support import copy_headers, letters

@@ -1,5 +1,5 @@
-"""Unit tests for operations.tokens with HS256 (the identity provider's keys are in
-test_identity_provider.py) and for operations.identity.Principal."""
+"""Unit tests for operations.auth.tokens with HS256 (the identity provider's keys are in
+test_identity_provider.py) and for operations.auth.identity.Principal."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from typing import Any
 import jwt
 import pytest
 
+from operations.auth.identity import Principal
+from operations.auth.tokens import MAX_TOKEN_LENGTH, TokenVerifier, mint, roles_at
 from operations.errors import OperationsError, TokenError
-from operations.identity import Principal
-from operations.tokens import MAX_TOKEN_LENGTH, TokenVerifier, mint, roles_at
 
 SECRET = "unit-test-secret-0123456789abcdef"
 OTHER_SECRET = "another-secret-0123456789abcdefgh"

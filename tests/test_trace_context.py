@@ -14,9 +14,9 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from operations import tracecontext
-from operations.identity import normalise_id
+from operations.auth.identity import normalise_id
 from operations.settings import Settings
+from operations.tracing import context as tracecontext
 from tests.scrape import Scrape
 from tests.support import Publisher, RunningService, eventually, new_id, start_service
 from tests.tracing_support import TRACE_ID, TRACEPARENT, finished, named

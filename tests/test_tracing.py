@@ -16,12 +16,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from operations import tracing
+from operations.auth.identity import normalise_id
 from operations.deadletters.letters import capture
 from operations.deadletters.redrive import publish_redrive
-from operations.demo import DemoServices
 from operations.errors import SettingsError
-from operations.identity import normalise_id
-from operations.sagas.instances import OutboxEntry
+from operations.pacco.demo import DemoServices
+from operations.sagas.records import OutboxEntry
 from operations.settings import Settings
 from operations.states import State
 from tests.dead_letter_support import copy_headers

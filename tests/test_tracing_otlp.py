@@ -22,8 +22,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from operations.auth.tokens import mint
 from operations.settings import Settings
-from operations.tokens import mint
 from tests.support import eventually, new_id, serve_process
 
 

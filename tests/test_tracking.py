@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from operations import logs
-from operations.consumer import (
+from operations.amqp.consumer import (
     DISPOSITION_HEADER,
     EXCHANGE_HEADER,
     REASON_HEADER,
@@ -155,7 +155,7 @@ async def test_a_message_without_correlation_id_is_ignored_and_counted(
 
 
 def _admin(read: Reader) -> str:
-    from operations.tokens import mint
+    from operations.auth.tokens import mint
     from tests.conftest import SECRET
 
     return mint(SECRET, ADMIN, ("admin",))

@@ -18,8 +18,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from operations.demo.services import DemoServices
 from operations.errors import SettingsError
+from operations.pacco.demo.services import DemoServices
 from operations.records import Operation
 from operations.sagas.store import Loaded
 from operations.settings import Settings

@@ -33,10 +33,10 @@ import aio_pika
 import orjson
 import redis.asyncio as aioredis
 
+from operations.amqp.catalogue import Catalogue
+from operations.amqp.topology import declare_queue
 from operations.bench import drain, memory, push, sink, traffic
-from operations.catalogue import Catalogue
 from operations.settings import DEV_JWT_SECRET, Settings
-from operations.topology import declare_queue
 
 LOADS = (500, 1000)
 # After publishing, the broker is still writing the messages away for a moment.

@@ -14,14 +14,14 @@ import orjson
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from operations import frames
-from operations.catalogue import Catalogue
-from operations.consumer import Consumer
+from operations.amqp import frames
+from operations.amqp.catalogue import Catalogue
+from operations.amqp.consumer import Consumer
+from operations.amqp.settlements import Settlement
 from operations.envelope import Delivered, parse
 from operations.metrics import Registry
 from operations.pipeline import Pipeline
 from operations.settings import Settings
-from operations.settlements import Settlement
 from operations.store import RedisStore
 
 

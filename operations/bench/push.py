@@ -21,12 +21,12 @@ import redis.asyncio as aioredis
 import socketio
 from aio_pika.abc import AbstractRobustConnection
 
+from operations.auth.tokens import mint
 from operations.bench import traffic
 from operations.bench.drain import Figure
 from operations.bench.probe import Arrivals, Probe
 from operations.keys import Keys
 from operations.settings import Settings
-from operations.tokens import mint
 
 _PR_SET_PDEATHSIG = 1
 PUSH_EVENTS = ("operation_pending", "operation_completed", "operation_rejected")

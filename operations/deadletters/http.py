@@ -1,6 +1,6 @@
 """The dead-letter workbench over HTTP (contract §9), for admins only. Its refusals (an unknown
 id, a letter that cannot be redriven, a broker that does not confirm, a bad cursor) are raised,
-and answered by the app's exception handlers (:data:`operations.api.REFUSAL_STATUS`)."""
+and answered by the app's exception handlers (:data:`operations.http.operations.REFUSAL_STATUS`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from operations.api import Json, bearer_principal, problem
+from operations.auth.tokens import TokenVerifier
 from operations.deadletters.letters import (
     MAX_BODY,
     DeadLetterGroups,
@@ -24,8 +24,8 @@ from operations.deadletters.letters import (
 from operations.deadletters.redrive import Workbench
 from operations.deadletters.store import DeadLetterStore
 from operations.errors import DeadLetterNotFound
-from operations.models import bounded_body, read_body, read_query
-from operations.tokens import TokenVerifier
+from operations.http.models import bounded_body, read_body, read_query
+from operations.http.responses import Json, bearer_principal, problem
 
 # A route's work, given the request and who asks for it (for the log of every action).
 Action = Callable[[Request, str], Awaitable[Response]]

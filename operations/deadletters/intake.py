@@ -23,13 +23,13 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
+from operations.amqp.queues import CLASSIC, QueueArguments
+from operations.amqp.topology import declare_dead_letter_queue
 from operations.deadletters.letters import capture
 from operations.deadletters.store import DeadLetterStore, Kept
 from operations.errors import StoreUnavailable
 from operations.metrics import Registry
 from operations.periodic import Periodic
-from operations.queues import CLASSIC, QueueArguments
-from operations.topology import declare_dead_letter_queue
 
 log = logging.getLogger("operations.deadletters.intake")
 _PROPERTIES = (

@@ -3,8 +3,9 @@ queue, and the JSON documents of its HTTP API (contract §9), as msgspec Structs
 
 What the capture reads:
 
-- the service's own dead-letter headers (:mod:`operations.consumer`): the reason, the disposition,
-  the time, the original exchange and routing key, and the stable id stamped on each copy;
+- the service's own dead-letter headers (:mod:`operations.amqp.consumer`): the reason, the
+  disposition, the time, the original exchange and routing key, and the stable id stamped on each
+  copy;
 - for a message the broker dead-lettered itself (a quorum queue's delivery limit), ``x-death``;
 - the ``x-redriven`` header, which counts the redrives the message has been through.
 
@@ -25,7 +26,7 @@ import msgspec
 import orjson
 from msgspec import Meta
 
-from operations.consumer import (
+from operations.amqp.consumer import (
     DEAD_LETTER_ID_HEADER,
     DEAD_LETTERED_AT_HEADER,
     DISPOSITION_HEADER,

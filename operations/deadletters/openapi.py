@@ -1,4 +1,4 @@
-"""The dead-letter workbench's entries of the route table (``operations/openapi.py`` merges
+"""The dead-letter workbench's entries of the route table (``operations/http/openapi.py`` merges
 them in): listing, grouping, reading, redriving and discarding kept dead letters, admins only."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from operations.deadletters.letters import (
     ListDeadLetters,
     Redriven,
 )
-from operations.endpoints import NEEDS_TOKEN, STORE_DOWN, Answer, Endpoint, Param, problem
+from operations.http.endpoints import NEEDS_TOKEN, STORE_DOWN, Answer, Endpoint, Param, problem
 
 LETTER_ID = Param("id", "path", "The dead letter's id, as the list shows it.")
 FORBIDDEN = problem("`forbidden`: the token is not an admin's.")

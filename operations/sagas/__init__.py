@@ -8,9 +8,9 @@ See ``saga.py`` for how a saga is written, ``coordinator.py`` for how messages d
 
 from operations.sagas.coordinator import Coordinator
 from operations.sagas.deadlines import DeadlineWatcher
-from operations.sagas.instances import SagaRecord, SagaStatus
 from operations.sagas.memory import MemorySagaStore
 from operations.sagas.outbox import OutboxRelay
+from operations.sagas.records import SagaRecord, SagaStatus
 from operations.sagas.results import Cancellation, Processed, SagaOutcome
 from operations.sagas.saga import (
     Rejection,

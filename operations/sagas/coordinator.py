@@ -29,8 +29,8 @@ from operations.errors import StoreUnavailable
 from operations.metrics import Registry
 from operations.sagas.bounds import MAX_DATA_BYTES, check_data
 from operations.sagas.endings import with_closing
-from operations.sagas.instances import OutboxEntry, SagaRecord, SagaStatus, StepRecord
 from operations.sagas.outbox import OutboxRelay
+from operations.sagas.records import OutboxEntry, SagaRecord, SagaStatus, StepRecord
 from operations.sagas.results import OUTCOME_OF, STATUS_OF, Cancellation, Processed, SagaOutcome
 from operations.sagas.saga import Rejection, Saga, SagaContext, SagaMessage, StepSpec
 from operations.sagas.store import Loaded, SagaStore

@@ -25,7 +25,7 @@ import uuid
 from typing import Any
 
 from operations.envelope import MAX_TEXT_LENGTH, Envelope, context_user_id, header
-from operations.sagas.instances import OutboxEntry, SagaRecord, SagaStatus
+from operations.sagas.records import OutboxEntry, SagaRecord, SagaStatus
 from operations.states import MessageKind, State
 
 _ENDINGS = {

@@ -18,15 +18,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from operations.api import Json, bearer_principal, not_found, operation_id_of, problem
+from operations.auth.identity import Principal
+from operations.auth.tokens import TokenVerifier
 from operations.backoff import Backoff
 from operations.envelope import context_user_id
 from operations.errors import InvalidBody, OperationNotFound, PayloadTooLarge
-from operations.identity import Principal
+from operations.http.models import bounded_body, read_body, read_query
+from operations.http.responses import Json, bearer_principal, not_found, operation_id_of, problem
 from operations.metrics import Registry
-from operations.models import bounded_body, read_body, read_query
 from operations.sagas.coordinator import Coordinator
-from operations.sagas.instances import SagaRecord, SagaStatus
 from operations.sagas.models import (
     MAX_BODY_BYTES,
     Cancelled,
@@ -38,10 +38,10 @@ from operations.sagas.models import (
     shown_times,
 )
 from operations.sagas.progress import step_seconds, type_steps, waiting_for, waiting_since
+from operations.sagas.records import SagaRecord, SagaStatus
 from operations.sagas.registry import SagaType, SagaTypes
 from operations.sagas.store import SagaStore
 from operations.store import Store
-from operations.tokens import TokenVerifier
 
 CANCEL_OUTCOMES = {
     202: "accepted",

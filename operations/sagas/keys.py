@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from operations.sagas.instances import SagaStatus
+from operations.sagas.records import SagaStatus
 from operations.shards import Shards
 
 

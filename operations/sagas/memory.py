@@ -6,8 +6,8 @@ import time
 
 import orjson
 
-from operations.sagas.instances import OutboxEntry, SagaRecord, SagaStatus
 from operations.sagas.keys import member_of, split_member
+from operations.sagas.records import OutboxEntry, SagaRecord, SagaStatus
 from operations.sagas.store import Loaded, Pending, Swept
 
 

@@ -1,9 +1,9 @@
-"""The saga routes' entries of the route table (``operations/openapi.py`` merges them in):
-starting sagas (``POST /orders``, ``POST /sagas/{name}``), cancelling them, and reading them."""
+"""The saga routes' entries of the route table (``operations/http/openapi.py`` merges them in):
+starting sagas (``POST /sagas/{name}``), cancelling them, and reading them."""
 
 from __future__ import annotations
 
-from operations.endpoints import (
+from operations.http.endpoints import (
     NEEDS_TOKEN,
     OPERATION_ID,
     STORE_DOWN,
@@ -13,7 +13,7 @@ from operations.endpoints import (
     Param,
     problem,
 )
-from operations.models import Operation
+from operations.http.models import Operation
 from operations.sagas.models import (
     MAX_BODY_BYTES,
     MAX_REASON,
@@ -21,8 +21,6 @@ from operations.sagas.models import (
     Cancelled,
     CancelRequest,
     ListSagas,
-    MakeOrder,
-    OrderAccepted,
     Sagas,
     SagaStartBody,
     SagaStarted,
@@ -41,25 +39,6 @@ START_HEADERS = {
 }
 
 SAGA_ENDPOINTS = (
-    Endpoint(
-        "post",
-        "/orders",
-        "Make an order: starts Pacco's order-maker saga for the caller",
-        description="Publishes MakeOrder with a new operation id and answers once the broker"
-        " confirmed it." + SAGAS_OFF,
-        body=MakeOrder,
-        answers={
-            202: Answer(
-                "Accepted: watch the operation.",
-                OrderAccepted,
-                {"Request-ID": "The operation id.", "Resource-ID": "The order id."},
-            ),
-            400: problem("`invalid_order`: the body is not a valid order; the reason names why."),
-            401: NEEDS_TOKEN,
-            413: TOO_LARGE,
-            503: problem(BROKER_DOWN),
-        },
-    ),
     Endpoint(
         "post",
         "/sagas/{name}",

@@ -14,13 +14,13 @@ from typing import Any, Protocol
 
 from aiormq.exceptions import AMQPError
 
+from operations.amqp.publisher import OutgoingMessage
 from operations.errors import StoreError, StoreUnavailable
 from operations.metrics import Registry
 from operations.periodic import Periodic
-from operations.publisher import OutgoingMessage
 from operations.records import ApplyOutcome
 from operations.sagas.endings import envelope_of
-from operations.sagas.instances import OutboxEntry
+from operations.sagas.records import OutboxEntry
 from operations.sagas.store import Pending, SagaStore
 from operations.store import Store
 

@@ -14,7 +14,7 @@ import time
 
 import msgspec
 
-from operations.sagas.instances import SagaRecord, SagaStatus
+from operations.sagas.records import SagaRecord, SagaStatus
 from operations.sagas.registry import SagaType
 from operations.sagas.store import SagaStore
 from operations.timestamps import Timestamp, rfc3339

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from operations.catalogue import Catalogue, Subscription
+from operations.amqp.catalogue import Catalogue, Subscription
 from operations.errors import SagaTypeError
 from operations.sagas.saga import Saga
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from operations.sagas.instances import SagaStatus
+from operations.sagas.records import SagaStatus
 
 
 class SagaOutcome(StrEnum):

@@ -9,14 +9,14 @@ import aio_pika
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractRobustConnection
 
-from operations.catalogue import Catalogue
-from operations.consumer import Consumer
+from operations.amqp.catalogue import Catalogue
+from operations.amqp.consumer import Consumer
+from operations.amqp.publisher import AmqpPublisher
 from operations.metrics import Registry
-from operations.publisher import AmqpPublisher
 from operations.sagas.census import SagaCensus
 from operations.sagas.coordinator import Coordinator
 from operations.sagas.deadlines import DeadlineWatcher
-from operations.sagas.inbox import SagaInbox
+from operations.sagas.intake import SagaInbox
 from operations.sagas.outbox import OutboxRelay
 from operations.sagas.registry import SagaTypes
 from operations.sagas.store import RedisSagaStore

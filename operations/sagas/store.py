@@ -24,8 +24,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from operations.errors import StoreError, StoreUnavailable
-from operations.sagas.instances import OutboxEntry, SagaRecord, SagaStatus
 from operations.sagas.keys import SagaKeys, member_of, split_member
+from operations.sagas.records import OutboxEntry, SagaRecord, SagaStatus
 from operations.shards import Shards
 
 _LUA = resources.files("operations") / "lua"

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from operations.identity import id_problem
+from operations.auth.identity import id_problem
 from operations.sagas.saga import (
     Rejection,
     Saga,
@@ -234,7 +234,7 @@ class OrderMakingSaga(Saga[OrderMakingData]):
 
 def _ids_problem(order_id: str, customer_id: str, parcel_ids: list[Any]) -> str | None:
     """Why MakeOrder's ids cannot be used, or None: at most :data:`MAX_PARCELS` parcels, and
-    every id an id by :func:`operations.identity.id_problem`."""
+    every id an id by :func:`operations.auth.identity.id_problem`."""
     if len(parcel_ids) > MAX_PARCELS:
         return f"parcelIds must hold at most {MAX_PARCELS} ids"
     named = [("orderId", order_id), ("customerId", customer_id)]

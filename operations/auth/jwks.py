@@ -27,7 +27,7 @@ from jwt import PyJWK, PyJWKClient
 from operations.errors import TokenError
 from operations.metrics import Registry
 
-log = logging.getLogger("operations.jwks")
+log = logging.getLogger("operations.auth.jwks")
 
 LIFESPAN_SECONDS = 300.0
 MIN_REFETCH_SECONDS = 10.0

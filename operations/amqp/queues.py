@@ -13,7 +13,7 @@ At-least-once dead-lettering needs ``x-overflow: reject-publish``. The service s
 limit, so the overflow behaviour never comes into play otherwise.
 
 The arguments are a queue's identity on the broker: declaring a queue again with other ones is
-refused (406 PRECONDITION_FAILED), which :mod:`operations.topology` turns into a
+refused (406 PRECONDITION_FAILED), which :mod:`operations.amqp.topology` turns into a
 :class:`~operations.errors.QueueMismatch`.
 """
 

@@ -4,33 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import msgspec
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from operations.errors import (
-    BrokerUnavailable,
-    DeadLetterNotFound,
-    DeadLetterNotRedrivable,
-    InvalidRequest,
-    OperationNotFound,
-    OperationsError,
-    PayloadTooLarge,
-    StoreUnavailable,
-    TokenError,
-)
+from operations.auth.identity import Principal, normalise_id
+from operations.auth.tokens import TokenVerifier
 from operations.feed import ChangeFeed
-from operations.identity import Principal, is_acceptable_id, normalise_id
-from operations.listing import InvalidCursor, ListQuery
-from operations.metrics import CONTENT_TYPE, Registry
-from operations.models import (
-    Error,
+from operations.http.endpoints import Endpoint
+from operations.http.models import (
     Health,
     History,
     ListOperations,
@@ -39,46 +25,19 @@ from operations.models import (
     ReadinessReport,
     ReadOperation,
     Transition,
-    encode,
     read_query,
 )
-from operations.openapi import encoded_document
+from operations.http.openapi import ENDPOINTS, encoded_document
+from operations.http.responses import Json, bearer_principal, not_found, operation_id_of, problem
+from operations.listing import InvalidCursor, ListQuery
+from operations.metrics import CONTENT_TYPE, Registry
 from operations.store import Store
-from operations.tokens import TokenVerifier
 from operations.waits import Waits
 
-log = logging.getLogger("operations.api")
+log = logging.getLogger("operations.http.operations")
 
 WAIT_RETRY_AFTER_SECONDS = 5
 """The Retry-After of a long-poll refused past its user's cap: waits last seconds, not less."""
-
-
-class Json(JSONResponse):
-    """A JSON answer encoded by msgspec: a model of :mod:`operations.models` or plain data."""
-
-    def render(self, content: Any) -> bytes:
-        return encode(content)
-
-
-def problem(status: int, code: str, reason: str, headers: dict[str, str] | None = None) -> Json:
-    return Json(Error(code, reason), status_code=status, headers=headers)
-
-
-def unauthorized(reason: str) -> Json:
-    return problem(401, "unauthorized", reason, {"WWW-Authenticate": 'Bearer realm="operations"'})
-
-
-def not_found(operation_id: str) -> Json:
-    return problem(404, "operation_not_found", OperationNotFound(operation_id).reason)
-
-
-def operation_id_of(request: Request) -> str:
-    """The path's operation id, normalised; raises :class:`OperationNotFound` (answered as an
-    unknown operation) for an id no operation can have. Call it after the token is checked."""
-    raw = request.path_params["id"]
-    if not is_acceptable_id(raw):
-        raise OperationNotFound(normalise_id(raw))
-    return normalise_id(raw)
 
 
 @dataclass
@@ -100,6 +59,7 @@ class OperationsApi:
         metrics: Registry,
         anonymous_reads: bool = False,
         waits: Waits | None = None,
+        endpoints: Sequence[Endpoint] = ENDPOINTS,
     ) -> None:
         self.store = store
         self.feed = feed
@@ -108,6 +68,7 @@ class OperationsApi:
         self.metrics = metrics
         self.anonymous_reads = anonymous_reads
         self.waits = waits or Waits(store, feed, metrics)
+        self.document = encoded_document(endpoints)
 
     @property
     def routes(self) -> list[Route]:
@@ -139,7 +100,7 @@ class OperationsApi:
         return PlainTextResponse(self.metrics.render(), media_type=CONTENT_TYPE)
 
     async def openapi(self, request: Request) -> Response:
-        return Response(encoded_document(), media_type="application/json")
+        return Response(self.document, media_type="application/json")
 
     async def _reader(self, request: Request) -> tuple[str, Principal | None]:
         """The operation asked for and who asks. The token is checked before anything is looked
@@ -234,22 +195,6 @@ class OperationsApi:
         return Json(OperationPage(page.items, page.next))
 
 
-async def bearer_principal(
-    request: Request, verifier: TokenVerifier, optional: bool = False
-) -> Principal | None:
-    """The principal of the request's bearer token; None only when optional and absent.
-    Raises TokenError (answered with 401) for a missing or bad token."""
-    header = request.headers.get("authorization")
-    if header is None:
-        if optional:
-            return None
-        raise TokenError("an Authorization: Bearer token is required")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise TokenError("the Authorization header must be 'Bearer <token>'")
-    return (await verifier.verify(token.strip())).principal
-
-
 def _answer(record: Operation, known: str | None) -> Response:
     if known is not None and _etag_matches(known, record.etag):
         return Response(status_code=304, headers={"ETag": record.etag})
@@ -259,70 +204,3 @@ def _answer(record: Operation, known: str | None) -> Response:
 def _etag_matches(header: str, etag: str) -> bool:
     candidates = {tag.strip().removeprefix("W/") for tag in header.split(",")}
     return "*" in candidates or etag in candidates
-
-
-async def on_token_error(request: Request, error: Exception) -> Response:
-    assert isinstance(error, TokenError)
-    return unauthorized(error.reason)
-
-
-async def on_invalid_request(request: Request, error: Exception) -> Response:
-    assert isinstance(error, InvalidRequest)
-    return _refused(request, error, 400)
-
-
-async def on_payload_too_large(request: Request, error: Exception) -> Response:
-    assert isinstance(error, PayloadTooLarge)
-    return _refused(request, error, 413)
-
-
-def _refused(request: Request, error: OperationsError, status: int) -> Response:
-    """A request refused for what it sent: logged, counted by its code, answered."""
-    log.info("refused %s %s: %s", request.method, request.url.path, error.reason)
-    metrics = getattr(request.app.state, "metrics", None)
-    if isinstance(metrics, Registry):
-        metrics.invalid_requests.inc(code=error.code)
-    return problem(status, error.code, error.reason)
-
-
-async def on_store_unavailable(request: Request, error: Exception) -> Response:
-    return problem(503, "store_unavailable", "the operation store is unreachable, retry later")
-
-
-# Refusals a route may let through to be answered with their own code and reason.
-REFUSAL_STATUS: dict[type[OperationsError], int] = {
-    InvalidCursor: 400,
-    OperationNotFound: 404,
-    DeadLetterNotFound: 404,
-    DeadLetterNotRedrivable: 409,
-    BrokerUnavailable: 503,
-}
-
-
-async def on_refusal(request: Request, error: Exception) -> Response:
-    assert isinstance(error, OperationsError)
-    status = next(s for kind, s in REFUSAL_STATUS.items() if isinstance(error, kind))
-    return problem(status, error.code, error.reason)
-
-
-async def on_http_error(request: Request, error: Exception) -> Response:
-    assert isinstance(error, HTTPException)
-    codes = {400: "invalid_query", 404: "not_found", 405: "method_not_allowed"}
-    code = codes.get(error.status_code, "http_error")
-    return problem(error.status_code, code, error.detail, dict(error.headers or {}))
-
-
-async def on_unexpected(request: Request, error: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
-    return problem(500, "internal_error", "the service failed to answer; it has been logged")
-
-
-EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
-    TokenError: on_token_error,
-    InvalidRequest: on_invalid_request,
-    PayloadTooLarge: on_payload_too_large,
-    StoreUnavailable: on_store_unavailable,
-    **dict.fromkeys(REFUSAL_STATUS, on_refusal),
-    HTTPException: on_http_error,
-    Exception: on_unexpected,
-}

@@ -10,9 +10,9 @@ the way .NET Convey services do, so the order-maker saga and its demo run withou
     outcomes   each demo order followed to its end, and the line printed for it
 """
 
-from operations.demo.answers import InvalidCommand
-from operations.demo.failures import FailurePlan, FailurePlanError
-from operations.demo.rules import (
+from operations.pacco.demo.answers import InvalidCommand
+from operations.pacco.demo.failures import FailurePlan, FailurePlanError
+from operations.pacco.demo.rules import (
     AVAILABILITY,
     ORDERS,
     SERVICES,
@@ -21,7 +21,7 @@ from operations.demo.rules import (
     SimulatedService,
     failable,
 )
-from operations.demo.services import DemoServices, run
+from operations.pacco.demo.services import DemoServices, run
 
 __all__ = [
     "AVAILABILITY",

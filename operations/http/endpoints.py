@@ -1,5 +1,5 @@
 """The declarative route table behind ``GET /openapi.json``: one :class:`Endpoint` per route and
-method, naming the models (:mod:`operations.models`, :mod:`operations.sagas.models`) of its
+method, naming the models (:mod:`operations.http.models`, :mod:`operations.sagas.models`) of its
 query, body and answers. :func:`build` turns a table into an OpenAPI 3.1 document; the schemas
 come from the models through ``msgspec.json.schema_components``, so a limit declared on a model
 is the one both the validation and the document use."""
@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from operations.models import Error
+from operations.http.models import Error
 
 REF = "#/components/schemas/{name}"
 

@@ -9,17 +9,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from operations import documents, envelope, tracing
-from operations.attempts import described, header_count
-from operations.consumer import ATTEMPTS_HEADER, ROUTING_KEY_HEADER
+from operations.amqp.attempts import described, header_count
+from operations.amqp.consumer import ATTEMPTS_HEADER, ROUTING_KEY_HEADER
+from operations.amqp.settlements import Ack, DeadLetter, Failed, Retry, Settlement
 from operations.envelope import Delivered, header_text
 from operations.errors import DocumentError, EnvelopeError, SagaDataError, StoreUnavailable
 from operations.logs import handling, logged_id
 from operations.sagas.coordinator import Coordinator
 from operations.sagas.results import SagaOutcome
 from operations.sagas.saga import SagaContext, SagaMessage
-from operations.settlements import Ack, DeadLetter, Failed, Retry, Settlement
 
-log = logging.getLogger("operations.sagas.inbox")
+log = logging.getLogger("operations.sagas.intake")
 
 
 class SagaInbox:

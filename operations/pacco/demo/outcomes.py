@@ -21,7 +21,7 @@ import aiohttp
 
 from operations.logs import escaped
 
-log = logging.getLogger("operations.demo.orders")
+log = logging.getLogger("operations.pacco.demo.orders")
 LONG_POLL_SECONDS = 30.0
 REASON_CHARS = 200
 

@@ -1,7 +1,7 @@
 """The AMQP side: a robust connection, the declared topology, a micro-batching worker and the
 explicit settlement of every delivery.
 
-Deliveries are taken beneath aio-pika (see :mod:`operations.deliveries`) and queued in arrival
+Deliveries are taken beneath aio-pika (see :mod:`operations.amqp.deliveries`) and queued in arrival
 order without a task of their own; one worker takes whatever has arrived (up to ``batch_size``),
 runs it through the :class:`Pipeline` in one Redis round trip, then settles it: dead-letter copies
 are published with confirms, and the batch is acknowledged with one multiple-ack per channel, on
@@ -30,19 +30,19 @@ import aio_pika
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.exceptions import AMQPError
 
-from operations.attempts import FAILURES_HEADER, Attempts, described
+from operations.amqp.attempts import FAILURES_HEADER, Attempts, described
+from operations.amqp.catalogue import Subscription
+from operations.amqp.deliveries import ChannelConsumer, Delivery
+from operations.amqp.queues import CLASSIC, DEFAULT_MAX_ATTEMPTS, QueueArguments
+from operations.amqp.settlements import Ack, DeadLetter, Failed, Retry, Settlement
+from operations.amqp.topology import declare_dead_letter_queue, declare_queue, declare_retry_queue
 from operations.backoff import Backoff
-from operations.catalogue import Subscription
-from operations.deliveries import ChannelConsumer, Delivery
 from operations.envelope import Delivered
 from operations.errors import StoreUnavailable
 from operations.logs import logged_id
 from operations.metrics import Registry
-from operations.queues import CLASSIC, DEFAULT_MAX_ATTEMPTS, QueueArguments
-from operations.settlements import Ack, DeadLetter, Failed, Retry, Settlement
-from operations.topology import declare_dead_letter_queue, declare_queue, declare_retry_queue
 
-log = logging.getLogger("operations.consumer")
+log = logging.getLogger("operations.amqp.consumer")
 
 REASON_HEADER = "x-operations-reason"
 DISPOSITION_HEADER = "x-operations-disposition"
@@ -126,7 +126,7 @@ class Consumer:
 
     @property
     def failing(self) -> bool:
-        """Its messages keep failing unexpectedly (see :mod:`operations.attempts`)."""
+        """Its messages keep failing unexpectedly (see :mod:`operations.amqp.attempts`)."""
         return self.attempts.failing
 
     async def start(self) -> None:

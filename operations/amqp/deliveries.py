@@ -28,7 +28,7 @@ from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 
 from operations.backoff import Backoff
 
-log = logging.getLogger("operations.deliveries")
+log = logging.getLogger("operations.amqp.deliveries")
 
 
 class Delivery:

@@ -1,7 +1,7 @@
 """The HTTP API's typed models (msgspec): what each route reads from its query string or body, and
 what it answers. Routes validate their input through :func:`read_query` and :func:`read_body`,
 encode their answers from these types, and ``GET /openapi.json`` is generated from them
-(:mod:`operations.openapi`). The saga routes' models are in :mod:`operations.sagas.models`.
+(:mod:`operations.http.openapi`). The saga routes' models are in :mod:`operations.sagas.models`.
 
 Every body goes through :func:`bounded_body` (a size limit, never read whole) and
 :func:`read_body` (the bounded JSON decoder, :mod:`operations.documents`, then the model), so a
@@ -23,9 +23,9 @@ from msgspec import UNSET, Meta, UnsetType
 from starlette.requests import Request
 
 from operations import documents
+from operations.auth.identity import MAX_ID_LENGTH, id_problem
 from operations.envelope import MAX_TEXT_LENGTH
 from operations.errors import DocumentError, InvalidBody, InvalidQuery, PayloadTooLarge
-from operations.identity import MAX_ID_LENGTH, id_problem
 from operations.listing import MAX_PAGE
 from operations.records import Operation as Operation  # the one record type, answered as it is
 from operations.states import State

@@ -1,6 +1,6 @@
 """What the service declares on RabbitMQ: the catalogue's topic exchanges, its own durable queue
 bound by message name, the retry queue and the dead-letter queue, each of the type
-:mod:`operations.queues` describes.
+:mod:`operations.amqp.queues` describes.
 
 A robust channel declares its queues again, with the same arguments, when it reopens."""
 
@@ -13,9 +13,9 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 from aiormq.exceptions import ChannelPreconditionFailed
 
-from operations.catalogue import Subscription
+from operations.amqp.catalogue import Subscription
+from operations.amqp.queues import CLASSIC, QueueArguments, QueueType
 from operations.errors import QueueMismatch
-from operations.queues import CLASSIC, QueueArguments, QueueType
 
 
 async def declare_exchanges(

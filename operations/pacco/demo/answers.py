@@ -14,9 +14,9 @@ from typing import Any
 
 import orjson
 
-from operations.demo.failures import FailurePlan
-from operations.demo.rules import Reply, SimulatedService
 from operations.errors import OperationsError
+from operations.pacco.demo.failures import FailurePlan
+from operations.pacco.demo.rules import Reply, SimulatedService
 
 ORDER_ID = "orderId"
 

@@ -3,7 +3,7 @@
 It publishes MakeOrder on the ``ordermaker`` exchange with a new correlation id (the operation
 id), the caller's ``message_context`` and ``Saga: Pending``, and answers ``202`` once the broker
 has confirmed it. The saga and the operation both start from that message. The publishing is
-``POST /sagas/{name}``'s (:class:`operations.sagas.starts.SagaStarter`); what is Pacco's own is
+``POST /sagas/{name}``'s (:class:`operations.sagas.http_start.SagaStarter`); what is Pacco's own is
 the body it checks and the ``Resource-ID`` it answers with.
 """
 
@@ -16,12 +16,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from operations.api import Json, bearer_principal, problem
+from operations.auth.tokens import TokenVerifier
 from operations.errors import BrokerUnavailable, InvalidBody
-from operations.models import bounded_body, read_body
-from operations.sagas.models import MAX_BODY_BYTES, MakeOrder, OrderAccepted
-from operations.sagas.starts import SagaStarter
-from operations.tokens import TokenVerifier
+from operations.http.models import bounded_body, read_body
+from operations.http.responses import Json, bearer_principal, problem
+from operations.pacco.models import MakeOrder, OrderAccepted
+from operations.sagas.http_start import SagaStarter
+from operations.sagas.models import MAX_BODY_BYTES
 
 
 class InvalidOrder(InvalidBody):

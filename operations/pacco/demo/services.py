@@ -34,16 +34,16 @@ from aio_pika.abc import (
 from aiormq.exceptions import AMQPError
 
 from operations import tracing
-from operations.demo.answers import Decision, VehicleAssignments, answer
-from operations.demo.convey import reply_message
-from operations.demo.failures import FailurePlan
-from operations.demo.rules import SERVICES, SimulatedService
+from operations.amqp.queues import CLASSIC, QueueArguments
+from operations.amqp.topology import declared
 from operations.errors import QueueMismatch
-from operations.queues import CLASSIC, QueueArguments
+from operations.pacco.demo.answers import Decision, VehicleAssignments, answer
+from operations.pacco.demo.convey import reply_message
+from operations.pacco.demo.failures import FailurePlan
+from operations.pacco.demo.rules import SERVICES, SimulatedService
 from operations.settings import Settings
-from operations.topology import declared
 
-log = logging.getLogger("operations.demo")
+log = logging.getLogger("operations.pacco.demo")
 
 _STOP_GRACE_SECONDS = 5.0
 

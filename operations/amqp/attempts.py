@@ -12,12 +12,12 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from operations.amqp.settlements import DeadLetter, Disposition, Failed, Retry, Settlement
 from operations.envelope import Delivered
 from operations.logs import logged_id
 from operations.metrics import Registry
-from operations.settlements import DeadLetter, Disposition, Failed, Retry, Settlement
 
-log = logging.getLogger("operations.consumer")
+log = logging.getLogger("operations.amqp.consumer")
 
 # How often processing a message has failed; read only on a message the service sent back to its
 # queue (an empty exchange), so that a publisher's or a redrive's copy starts again at 0.

@@ -23,18 +23,18 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from operations import tracing
-from operations.api import Json, bearer_principal, problem
+from operations.amqp.publisher import AmqpPublisher, OutgoingMessage
+from operations.auth.identity import ADMIN_ROLE, Principal, id_problem
+from operations.auth.tokens import TokenVerifier
 from operations.errors import BrokerUnavailable
 from operations.feed import ChangeFeed
-from operations.identity import ADMIN_ROLE, Principal, id_problem
+from operations.http.models import Operation, bounded_body, read_body
+from operations.http.responses import Json, bearer_principal, problem
 from operations.metrics import Registry
-from operations.models import Operation, bounded_body, read_body
-from operations.publisher import AmqpPublisher, OutgoingMessage
 from operations.sagas.models import MAX_BODY_BYTES, MAX_WAIT_SECONDS, SagaStarted
 from operations.sagas.registry import SagaTypes
 from operations.states import State
 from operations.store import Store
-from operations.tokens import TokenVerifier
 from operations.waits import Waits
 
 

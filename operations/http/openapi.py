@@ -1,15 +1,16 @@
 """The OpenAPI 3.1 document served at ``GET /openapi.json``, generated from the route table: the
 operations routes here, the saga routes in :mod:`operations.sagas.openapi`. To document a route,
-declare its models and add one :class:`~operations.endpoints.Endpoint` (docs/http-models.md)."""
+declare its models and add one :class:`~operations.http.endpoints.Endpoint`
+(docs/http-models.md)."""
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Sequence
 from typing import Any
 
 from operations import __version__
 from operations.deadletters.openapi import DEAD_LETTER_ENDPOINTS
-from operations.endpoints import (
+from operations.http.endpoints import (
     NEEDS_TOKEN,
     OPERATION_ID,
     STORE_DOWN,
@@ -20,7 +21,7 @@ from operations.endpoints import (
     build,
     problem,
 )
-from operations.models import (
+from operations.http.models import (
     Error,
     Health,
     History,
@@ -30,7 +31,7 @@ from operations.models import (
     ReadinessReport,
     ReadOperation,
 )
-from operations.models import encode as encode_json
+from operations.http.models import encode as encode_json
 from operations.sagas.openapi import SAGA_ENDPOINTS
 
 BAD_QUERY = "`invalid_query`: a query parameter does not fit its schema; the reason names it."
@@ -133,11 +134,12 @@ INFO = {
 }
 
 
-def document() -> dict[str, Any]:
-    return build(ENDPOINTS, INFO)
+def document(endpoints: Sequence[Endpoint] = ENDPOINTS) -> dict[str, Any]:
+    """The document of the routes ``endpoints`` describe: by default the generic service's; the
+    wiring adds the entries of the routes it serves besides (``POST /orders``)."""
+    return build(endpoints, INFO)
 
 
-@functools.cache
-def encoded_document() -> bytes:
-    """The document as JSON, built once."""
-    return encode_json(document())
+def encoded_document(endpoints: Sequence[Endpoint] = ENDPOINTS) -> bytes:
+    """The document as JSON."""
+    return encode_json(document(endpoints))

@@ -9,9 +9,9 @@ The W3C ``traceparent`` and ``tracestate`` headers carry a trace through RabbitM
 reads them from a delivered message's headers (str or bytes), :func:`inject` writes the current
 trace into the headers of a message about to be published, and :func:`carrier` keeps them for a
 message published later (the saga outbox). HTTP requests are traced by
-:class:`operations.tracing_http.TracingMiddleware`.
+:class:`operations.tracing.http.TracingMiddleware`.
 
-Trace context from outside is checked by :mod:`operations.tracecontext` before OpenTelemetry
+Trace context from outside is checked by :mod:`operations.tracing.context` before OpenTelemetry
 reads it.
 """
 
@@ -32,10 +32,10 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
 
-from operations import tracecontext
+from operations.amqp.settlements import Ack, Settlement
 from operations.envelope import Delivered, Envelope, header
 from operations.errors import SettingsError
-from operations.settlements import Ack, Settlement
+from operations.tracing import context as tracecontext
 
 SERVICE_NAME = "operations"
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")

@@ -12,11 +12,11 @@ import uuid
 
 import aiohttp
 
-from operations.demo.outcomes import Outcome, follow, not_placed_line, outcome_line, say
+from operations.auth.tokens import mint
+from operations.pacco.demo.outcomes import Outcome, follow, not_placed_line, outcome_line, say
 from operations.settings import Settings
-from operations.tokens import mint
 
-log = logging.getLogger("operations.demo.orders")
+log = logging.getLogger("operations.pacco.demo.orders")
 CUSTOMERS = tuple(str(uuid.UUID(int=0xC0FFEE00 + index)) for index in range(5))
 
 

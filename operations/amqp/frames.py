@@ -34,7 +34,7 @@ from pamqp.body import ContentBody
 from pamqp.exceptions import PAMQPException
 from pamqp.header import ContentHeader
 
-log = logging.getLogger("operations.frames")
+log = logging.getLogger("operations.amqp.frames")
 
 Received = tuple[int, int, Any]
 """(bytes the frame took, channel number, the pamqp frame), as aiormq's receiver yields them."""

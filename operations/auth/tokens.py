@@ -4,7 +4,7 @@ Which algorithms are accepted follows from the settings, and nothing else:
 
 - ``HS256`` with ``OPERATIONS_JWT_SECRET``, when a secret is in use;
 - ``RS256`` and ``ES256`` with the identity provider's keys, by ``kid``, when
-  ``OPERATIONS_JWT_JWKS_URL`` is set (see :mod:`operations.jwks`).
+  ``OPERATIONS_JWT_JWKS_URL`` is set (see :mod:`operations.auth.jwks`).
 
 The key is chosen by the token's ``alg`` and then PyJWT is told to accept that one algorithm
 only, so a token can never pick its own key type: an HS256 token "signed" with the provider's
@@ -14,8 +14,9 @@ PyJWT is lenient in two places, which are closed here: every segment must be can
 base64url (PyJWT ignores the unused trailing bits, so a signature had four spellings), and
 ``exp``, ``nbf`` and ``iat`` must be JSON numbers (PyJWT reads ``"nbf": "9999999999"``).
 
-A token's ``sub`` must be an id by :func:`operations.identity.id_problem` (at most 200 printable
-characters): the user id a message can carry, so every operation the token starts is its own.
+A token's ``sub`` must be an id by :func:`operations.auth.identity.id_problem` (at most 200
+printable characters): the user id a message can carry, so every operation the token starts is its
+own.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ from typing import Any
 import jwt
 import orjson
 
+from operations.auth.identity import Principal, id_problem, normalise_id
+from operations.auth.jwks import KEY_TYPES, ProviderKeys
 from operations.errors import TokenError
-from operations.identity import Principal, id_problem, normalise_id
-from operations.jwks import KEY_TYPES, ProviderKeys
 
 MAX_TOKEN_LENGTH = 8_192
 HS256 = "HS256"
