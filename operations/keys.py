@@ -1,8 +1,14 @@
-"""The Redis keys of operations, and the change streams.
+"""Every Redis key of the service, named here and nowhere else (a test fails on a key name
+written in another module; the Lua scripts build theirs from the tags passed to them).
 
-Key layout (``P`` is ``OPERATIONS_KEY_PREFIX``, default ``operations``; ``S`` is the shard of the
-operation, see :mod:`operations.shards`, always 0 with one shard; ``{S}`` is a Redis Cluster hash
-tag, so every key one script touches is in one slot):
+One scheme for every family: a frozen dataclass made from ``OPERATIONS_KEY_PREFIX`` (``P``,
+default ``operations``), and from the shards (:mod:`operations.shards`) when the family is sharded.
+A key with variable parts is a method taking them, and the caller's text (an id) is always the
+key's last part; a key with none is a property; ``tag`` is the start that every key of the family
+(of one shard) shares, and that the Lua scripts build their keys from.
+
+:class:`Keys`, the tracking path's store (``S`` is the operation's shard, always 0 with one shard;
+``{S}`` is a Redis Cluster hash tag, so every key one script touches is in one slot)::
 
     P:{S}:op:ID            hash    the record: id, userId, name, state, code, reason, version,
                                    createdAt, updatedAt, rank (creation order); and one field
@@ -17,31 +23,89 @@ tag, so every key one script touches is in one slot):
     P:{S}:changes          stream  one entry per applied change in shard S: ``op`` (the record as
                                    JSON), ``id``, ``user`` and ``state``
     P:layout               string  the shard count the data was written with
+    P:sweep-lease          string  which process takes the current sweep (expires by itself)
 
-Ids and user ids come from outside and may hold any character (``:``, ``{``, ``}``...), so each
-key family has its own fixed word and the caller's text is always the key's last part: no id
-can name another operation's key, or a key of another family. The shard tag ``{S}`` is the
-first ``{...}`` of every key, so braces in an id never move a key to another slot. (Before
-this layout the history was ``P:{S}:op:ID:history``, which the id ``ID:history`` could name.)
+:class:`SagaKeys`, the saga store (``S`` is the saga's shard, from its member ``NAME:ID``)::
+
+    P:{S}:saga:NAME:ID                hash    version, doc (the SagaRecord as JSON)
+    P:{S}:saga-outbox:NAME:ID         list    messages committed but not yet confirmed
+    P:{S}:saga-lease:NAME:ID          string  who is sending that outbox now (expires by itself)
+    P:{S}:saga-outbox                 zset    the shard's sagas with a non-empty outbox, scored by
+                                              first commit time
+    P:{S}:saga-deadlines              zset    the shard's sagas the deadline watcher must look at:
+                                              pending ones with a deadline, scored by it, and
+                                              compensating ones, scored by when their
+                                              compensation may be resumed
+    P:{S}:saga-index                  zset    the shard's sagas, scored by last commit time
+    P:{S}:saga-types                  set     the saga types committed in the shard
+    P:{S}:saga-status:NAME:STATUS     zset    the shard's sagas of type NAME in STATUS, scored by
+                                              when they expire (+inf while running)
+    P:{S}:saga-tombstones             zset    the shard's finished sagas, scored by when their
+                                              tombstone expires: a start message for one of
+                                              them starts nothing until then
+
+:class:`DeadLetterKeys`, the dead-letter store (one hash tag, ``{dead-letters}``, for all of them:
+dead letters are few next to operations, and one slot keeps each keep, bound and removal
+atomic)::
+
+    P:{dead-letters}:letters          hash    id -> the letter as JSON
+    P:{dead-letters}:index            zset    every kept id, scored by when it was dead-lettered
+    P:{dead-letters}:groups           hash    group key -> ``{"queue", "reason"}``
+    P:{dead-letters}:group:G          zset    the ids of group G (one queue, one reason)
+    P:{dead-letters}:group-of         hash    id -> its group key
+    P:{dead-letters}:seen             zset    every id kept (or judged too old) within the age
+                                              bound, scored by when
+    P:{dead-letters}:redriving:ID     string  while a redrive of ID is under way
+
+Ids, user ids and saga ids come from outside and may hold any character (``:``, ``{``, ``}``...),
+so each key family has its own fixed word and the caller's text is always the key's last part: no
+id can name another operation's or saga's key, or a key of another family (the id ``X:history`` is
+an operation of its own; the saga id ``X:outbox`` names saga ``X:outbox``'s hash, never saga
+``X``'s outbox). A saga type's name is part of the member ``NAME:ID``: the registry refuses one
+with a ``:``. The hash tag is the first ``{...}`` of every key, so braces in an id never move a
+key to another slot.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from operations.shards import Shards
 
+if TYPE_CHECKING:
+    from operations.sagas.records import SagaStatus
+
+
+def member_of(saga: str, saga_id: str) -> str:
+    """A saga's member, ``NAME:ID``: its keys' last part, and its entry in the shard's indexes."""
+    return f"{saga}:{saga_id}"
+
+
+def split_member(member: str) -> tuple[str, str]:
+    saga, _, saga_id = member.partition(":")
+    return saga, saga_id
+
 
 @dataclass(frozen=True)
-class Keys:
+class _Sharded:
     prefix: str = "operations"
     shards: Shards = field(default_factory=Shards)
-    # Each shard's key prefix, worked out once: keys are named for every message.
+    # Each shard's tag, worked out once: keys are named for every message.
     _tags: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        tags = tuple(self.shards.tag(self.prefix, shard) for shard in self.shards)
+        tags = tuple(f"{self.prefix}:{{{shard}}}" for shard in self.shards)
         object.__setattr__(self, "_tags", tags)
+
+    def tag(self, shard: int) -> str:
+        """The start of every key of ``shard``: the prefix, then the shard's hash tag."""
+        return self._tags[shard]
+
+
+@dataclass(frozen=True)
+class Keys(_Sharded):
+    """The keys of operations, their indexes and change streams, and the service's own."""
 
     def shard(self, operation_id: str) -> int:
         return self.shards.of(operation_id)
@@ -70,10 +134,6 @@ class Keys:
     def expiries(self, shard: int) -> str:
         return f"{self._tags[shard]}:expiries"
 
-    def tag(self, shard: int) -> str:
-        """The prefix every key of ``shard`` starts with."""
-        return self._tags[shard]
-
     @property
     def streams(self) -> list[str]:
         """Every shard's change stream, by shard."""
@@ -82,3 +142,79 @@ class Keys:
     @property
     def layout(self) -> str:
         return f"{self.prefix}:layout"
+
+    @property
+    def sweep_lease(self) -> str:
+        return f"{self.prefix}:sweep-lease"
+
+
+@dataclass(frozen=True)
+class SagaKeys(_Sharded):
+    """The keys of sagas: each saga's by its member ``NAME:ID``, and each shard's."""
+
+    def shard(self, member: str) -> int:
+        return self.shards.of(member)
+
+    def saga(self, member: str) -> str:
+        return f"{self._tags[self.shard(member)]}:saga:{member}"
+
+    def outbox(self, member: str) -> str:
+        return f"{self._tags[self.shard(member)]}:saga-outbox:{member}"
+
+    def lease(self, member: str) -> str:
+        return f"{self._tags[self.shard(member)]}:saga-lease:{member}"
+
+    def outbox_index(self, shard: int) -> str:
+        return f"{self._tags[shard]}:saga-outbox"
+
+    def deadlines(self, shard: int) -> str:
+        return f"{self._tags[shard]}:saga-deadlines"
+
+    def index(self, shard: int) -> str:
+        return f"{self._tags[shard]}:saga-index"
+
+    def types(self, shard: int) -> str:
+        return f"{self._tags[shard]}:saga-types"
+
+    def status_index(self, shard: int, saga: str, status: SagaStatus) -> str:
+        return f"{self._tags[shard]}:saga-status:{saga}:{status.value}"
+
+    def tombstones(self, shard: int) -> str:
+        return f"{self._tags[shard]}:saga-tombstones"
+
+
+@dataclass(frozen=True)
+class DeadLetterKeys:
+    """The keys of dead letters: one hash tag for all of them, not sharded."""
+
+    prefix: str = "operations"
+
+    @property
+    def tag(self) -> str:
+        return f"{self.prefix}:{{dead-letters}}"
+
+    @property
+    def letters(self) -> str:
+        return f"{self.tag}:letters"
+
+    @property
+    def index(self) -> str:
+        return f"{self.tag}:index"
+
+    @property
+    def groups(self) -> str:
+        return f"{self.tag}:groups"
+
+    @property
+    def group_of(self) -> str:
+        return f"{self.tag}:group-of"
+
+    @property
+    def seen(self) -> str:
+        return f"{self.tag}:seen"
+
+    def group(self, group_key: str) -> str:
+        return f"{self.tag}:group:{group_key}"
+
+    def redriving(self, letter_id: str) -> str:
+        return f"{self.tag}:redriving:{letter_id}"

@@ -6,19 +6,17 @@ Broker-free: it reads messages through the :class:`Delivered` protocol and retur
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from opentelemetry.trace import Span
 
 from operations import tracing
 from operations.amqp.catalogue import Catalogue
-from operations.amqp.consumer import EXCHANGE_HEADER, ROUTING_KEY_HEADER
+from operations.amqp.copies import as_first_sent
 from operations.amqp.settlements import Ack, DeadLetter, Disposition, Settlement
-from operations.envelope import Delivered, Envelope, header_text, parse
+from operations.envelope import Delivered, Envelope, parse
 from operations.errors import EnvelopeError, StoreError
 from operations.logs import logged_id
 from operations.metrics import Registry
@@ -64,7 +62,7 @@ class Pipeline:
         settlements: list[Settlement | None] = [None] * len(batch)
         pending: list[tuple[int, Envelope]] = []
         for position, delivered in enumerate(batch):
-            source = delivered if delivered.exchange else Returned(delivered)
+            source = as_first_sent(delivered)
             try:
                 envelope: Envelope | None = parse(source, self.catalogue, self.max_message_bytes)
                 problem = ""
@@ -134,42 +132,3 @@ class Pipeline:
             extra={"correlation_id": envelope.operation_id if envelope else logged_id(delivered)},
         )
         return DeadLetter(reason)
-
-
-class Returned:
-    """A message the consumer sent back to its queue for another attempt (through the default
-    exchange), read as if it came from the exchange and routing key it was first published to."""
-
-    __slots__ = ("_delivered",)
-
-    def __init__(self, delivered: Delivered) -> None:
-        self._delivered = delivered
-
-    @property
-    def exchange(self) -> str | None:
-        return header_text(self.headers.get(EXCHANGE_HEADER)) or self._delivered.exchange
-
-    @property
-    def routing_key(self) -> str | None:
-        original = header_text(self.headers.get(ROUTING_KEY_HEADER))
-        return original or self._delivered.routing_key
-
-    @property
-    def body(self) -> bytes:
-        return self._delivered.body
-
-    @property
-    def headers(self) -> Mapping[str, Any]:
-        return self._delivered.headers or {}
-
-    @property
-    def correlation_id(self) -> str | None:
-        return self._delivered.correlation_id
-
-    @property
-    def message_id(self) -> str | None:
-        return self._delivered.message_id
-
-    @property
-    def timestamp(self) -> dt.datetime | None:
-        return self._delivered.timestamp

@@ -39,7 +39,3 @@ class Shards:
 
     def __len__(self) -> int:
         return self.count
-
-    def tag(self, prefix: str, shard: int) -> str:
-        """The start of every key of one shard: the prefix, then the shard's hash tag."""
-        return f"{prefix}:{{{shard}}}"

@@ -56,7 +56,7 @@ class Sweeper:
         self.sagas = sagas
         self.metrics = metrics
         self.every = every
-        self.lease_key = f"{store.keys.prefix}:sweep-lease"
+        self.lease_key = store.keys.sweep_lease
         self.holder = uuid.uuid4().hex
         self._passes = Periodic("sweep", self._pass, every, log)
 

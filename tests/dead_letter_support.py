@@ -11,7 +11,7 @@ import aio_pika
 import httpx
 import orjson
 
-from operations.amqp.consumer import (
+from operations.amqp.copies import (
     DEAD_LETTER_ID_HEADER,
     DEAD_LETTERED_AT_HEADER,
     DISPOSITION_HEADER,

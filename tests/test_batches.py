@@ -12,7 +12,8 @@ import aio_pika
 import redis.asyncio as aioredis
 
 from operations.amqp.catalogue import Catalogue
-from operations.amqp.consumer import REASON_HEADER, Consumer
+from operations.amqp.consumer import Consumer
+from operations.amqp.copies import REASON_HEADER
 from operations.amqp.topology import declare_queue
 from operations.envelope import Envelope
 from operations.errors import StoreError, StoreUnavailable

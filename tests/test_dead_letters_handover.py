@@ -17,7 +17,7 @@ import orjson
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractRobustConnection
 
-from operations.deadletters.store import DeadLetterKeys
+from operations.keys import DeadLetterKeys
 from operations.settings import Settings
 from tests.dead_letter_support import copy_headers, put_copies
 from tests.support import as_text, eventually, free_port

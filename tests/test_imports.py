@@ -37,7 +37,6 @@ STORE = {
     "operations.listing",
     "operations.records",
     "operations.redis_client",
-    "operations.sagas.keys",
     "operations.sagas.store",
     "operations.shards",
     "operations.store",

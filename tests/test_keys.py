@@ -1,23 +1,27 @@
 """Ids that look like key names, against a running service on the real servers: an id never
 names another operation's or saga's key, a read never tells whether an id exists by its error,
 a script that fails leaves nothing behind (and its message can be redriven once the cause is
-gone), and an operation's history is capped."""
+gone), and an operation's history is capped. And every key is named in ``operations/keys.py``."""
 
 from __future__ import annotations
 
+import ast
+import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import redis.asyncio as aioredis
 
-from operations.keys import Keys
+from operations.keys import DeadLetterKeys, Keys, SagaKeys, member_of, split_member
 from operations.sagas import RedisSagaStore, SagaStatus
 from operations.sagas.records import OutboxEntry, SagaRecord
 from operations.settings import Settings
+from operations.shards import Shards
 from operations.states import State
 from tests.dead_letter_support import letters
 from tests.support import Publisher, RunningService, eventually, start_service
@@ -237,3 +241,129 @@ async def test_a_saga_commit_meeting_a_key_of_the_wrong_type_writes_nothing(
     assert await store.load("trip", saga_id) is None
     assert await redis_client.exists(store.keys.saga(f"trip:{saga_id}")) == 0
     assert await store.recent() == []
+
+
+ROOT = Path(__file__).resolve().parent.parent
+KEYS_MODULE = Path("operations/keys.py")
+
+
+def _texts(path: Path) -> Iterator[tuple[int, str]]:
+    """Each string literal of a module, and each literal part of its f-strings, but docstrings."""
+    tree = ast.parse((ROOT / path).read_text(encoding="utf-8"))
+    documented = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, documented)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in docstrings
+        ):
+            yield node.lineno, node.value
+
+
+def _key_words() -> set[str]:
+    """The fixed words of the key families, as ``operations/keys.py`` writes them."""
+    return {
+        word
+        for _, text in _texts(KEYS_MODULE)
+        if ":" in text
+        for word in re.findall(r"[a-z][a-z-]*", text)
+    }
+
+
+def _key_names(path: Path, words: set[str]) -> list[str]:
+    """Where ``path`` spells a key: a hash tag after a ``:``, or ``:`` and a family's word."""
+    family = "|".join(sorted(map(re.escape, words), key=len, reverse=True))
+    spelled = re.compile(rf":\{{|:(?:{family})(?=$|[:}}])")
+    return [f"{path}:{line}: {text!r}" for line, text in _texts(path) if spelled.search(text)]
+
+
+def test_no_module_but_the_keys_module_names_a_redis_key() -> None:
+    words = _key_words()
+    assert {"op", "history", "saga-outbox", "dead-letters", "sweep-lease"} <= words
+    assert len(_key_names(KEYS_MODULE, words)) > 20  # the scan finds what keys.py writes
+    modules = sorted(path.relative_to(ROOT) for path in (ROOT / "operations").rglob("*.py"))
+    found = [name for path in modules if path != KEYS_MODULE for name in _key_names(path, words)]
+    assert found == []
+
+
+def test_every_key_keeps_its_name() -> None:
+    """Stored data and the Lua scripts know these names: they are pinned byte for byte."""
+    keys = Keys("P", Shards(4))
+    op = "X:history"
+    shard = keys.shard(op)
+    assert [
+        keys.record(op),
+        keys.history(op),
+        keys.user_index("u:1", 2),
+        keys.index(1),
+        keys.expiries(3),
+        keys.changes(0),
+        keys.tag(2),
+        keys.layout,
+        keys.sweep_lease,
+        *keys.streams,
+    ] == [
+        f"P:{{{shard}}}:op:X:history",
+        f"P:{{{shard}}}:history:X:history",
+        "P:{2}:user:u:1",
+        "P:{1}:index",
+        "P:{3}:expiries",
+        "P:{0}:changes",
+        "P:{2}",
+        "P:layout",
+        "P:sweep-lease",
+        *(f"P:{{{n}}}:changes" for n in range(4)),
+    ]
+    sagas = SagaKeys("P", Shards(4))
+    member = member_of("trip", "X:outbox")
+    assert split_member(member) == ("trip", "X:outbox")
+    tag = f"P:{{{sagas.shard(member)}}}"
+    assert [
+        sagas.saga(member),
+        sagas.outbox(member),
+        sagas.lease(member),
+        sagas.outbox_index(1),
+        sagas.deadlines(1),
+        sagas.index(1),
+        sagas.types(1),
+        sagas.status_index(1, "trip", SagaStatus.COMPENSATING),
+        sagas.tombstones(1),
+    ] == [
+        f"{tag}:saga:trip:X:outbox",
+        f"{tag}:saga-outbox:trip:X:outbox",
+        f"{tag}:saga-lease:trip:X:outbox",
+        "P:{1}:saga-outbox",
+        "P:{1}:saga-deadlines",
+        "P:{1}:saga-index",
+        "P:{1}:saga-types",
+        "P:{1}:saga-status:trip:compensating",
+        "P:{1}:saga-tombstones",
+    ]
+    letters = DeadLetterKeys("P")
+    assert [
+        letters.tag,
+        letters.letters,
+        letters.index,
+        letters.groups,
+        letters.group_of,
+        letters.seen,
+        letters.group("g"),
+        letters.redriving("L:seen"),
+    ] == [
+        "P:{dead-letters}",
+        "P:{dead-letters}:letters",
+        "P:{dead-letters}:index",
+        "P:{dead-letters}:groups",
+        "P:{dead-letters}:group-of",
+        "P:{dead-letters}:seen",
+        "P:{dead-letters}:group:g",
+        "P:{dead-letters}:redriving:L:seen",
+    ]

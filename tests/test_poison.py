@@ -18,8 +18,8 @@ import pytest
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractRobustConnection
 
-from operations.amqp.attempts import FAILURES_HEADER
-from operations.amqp.consumer import REASON_HEADER, Consumer
+from operations.amqp.consumer import Consumer
+from operations.amqp.copies import FAILURES_HEADER, REASON_HEADER
 from operations.amqp.queues import QueueArguments, QueueType
 from operations.amqp.settlements import Ack, Settlement
 from operations.amqp.topology import declare_queue

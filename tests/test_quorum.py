@@ -18,7 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractRobustConnection
 
-from operations.amqp.consumer import ATTEMPTS_HEADER, REASON_HEADER
+from operations.amqp.copies import ATTEMPTS_HEADER, REASON_HEADER
 from operations.amqp.queues import QueueType
 from operations.pacco.demo import DemoServices
 from operations.settings import Settings

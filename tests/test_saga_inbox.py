@@ -19,12 +19,12 @@ import redis.asyncio as aioredis
 from aio_pika.abc import AbstractRobustConnection
 
 from operations.amqp.catalogue import Subscription
-from operations.amqp.consumer import (
+from operations.amqp.consumer import Consumer
+from operations.amqp.copies import (
     ATTEMPTS_HEADER,
     EXCHANGE_HEADER,
     REASON_HEADER,
     ROUTING_KEY_HEADER,
-    Consumer,
 )
 from operations.sagas import RedisSagaStore, Saga, SagaContext, SagaMessage, SagaStatus, start, step
 from operations.sagas import coordinator as coordinator_module

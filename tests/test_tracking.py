@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from operations import logs
-from operations.amqp.consumer import (
+from operations.amqp.copies import (
     DISPOSITION_HEADER,
     EXCHANGE_HEADER,
     REASON_HEADER,

@@ -9,9 +9,8 @@ A consumer whose messages keep failing, with no success in between, is ``failing
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any
 
+from operations.amqp.copies import failures_of
 from operations.amqp.settlements import DeadLetter, Disposition, Failed, Retry, Settlement
 from operations.envelope import Delivered
 from operations.logs import logged_id
@@ -19,9 +18,6 @@ from operations.metrics import Registry
 
 log = logging.getLogger("operations.amqp.consumer")
 
-# How often processing a message has failed; read only on a message the service sent back to its
-# queue (an empty exchange), so that a publisher's or a redrive's copy starts again at 0.
-FAILURES_HEADER = "x-operations-failures"
 # A consumer is failing while this many messages in a row failed unexpectedly.
 FAILING_AFTER = 2
 _MAX_REASON_CHARACTERS = 500
@@ -70,18 +66,6 @@ class Attempts:
             extra={"correlation_id": logged_id(delivered)},
         )
         return Retry(settlement.reason, self.retry_delay_seconds, None, failures)
-
-
-def failures_of(delivered: Delivered) -> int:
-    if delivered.exchange:  # from a publisher or a redrive, not sent back by the service
-        return 0
-    return header_count(delivered.headers, FAILURES_HEADER)
-
-
-def header_count(headers: Mapping[str, Any] | None, name: str) -> int:
-    """A count the service keeps in a header: 0 when absent or not a whole number."""
-    value = (headers or {}).get(name)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def described(error: BaseException) -> str:

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import time
-import uuid
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
@@ -30,8 +28,9 @@ import aio_pika
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.exceptions import AMQPError
 
-from operations.amqp.attempts import FAILURES_HEADER, Attempts, described
+from operations.amqp.attempts import Attempts, described
 from operations.amqp.catalogue import Subscription
+from operations.amqp.copies import copy_headers
 from operations.amqp.deliveries import ChannelConsumer, Delivery
 from operations.amqp.queues import CLASSIC, DEFAULT_MAX_ATTEMPTS, QueueArguments
 from operations.amqp.settlements import Ack, DeadLetter, Failed, Retry, Settlement
@@ -43,15 +42,6 @@ from operations.logs import logged_id
 from operations.metrics import Registry
 
 log = logging.getLogger("operations.amqp.consumer")
-
-REASON_HEADER = "x-operations-reason"
-DISPOSITION_HEADER = "x-operations-disposition"
-EXCHANGE_HEADER = "x-operations-exchange"
-ROUTING_KEY_HEADER = "x-operations-routing-key"
-ATTEMPTS_HEADER = "x-operations-attempts"
-# A stable id per dead-lettering, so that the copy's hand-over to the store is idempotent.
-DEAD_LETTER_ID_HEADER = "x-operations-dead-letter-id"
-DEAD_LETTERED_AT_HEADER = "x-operations-dead-lettered-at"
 
 # While Redis is unreachable, a batch is tried again after 0.05 s, 0.1 s, ... up to every 5 s.
 _RETRY_FIRST_SECONDS = 0.05
@@ -339,31 +329,16 @@ class Consumer:
         self, message: Delivery, settlement: DeadLetter | Retry | Failed
     ) -> None:
         assert self._channel is not None
-        headers = dict(message.headers or {})
-        if message.exchange:  # not a message already back from the retry queue
-            headers[EXCHANGE_HEADER] = message.exchange
-            headers[ROUTING_KEY_HEADER] = message.routing_key or ""
-        headers[REASON_HEADER] = settlement.reason
-        expiration: float | None = None
         assert not isinstance(settlement, Failed), "a failure is decided before it is settled"
+        headers = copy_headers(message, settlement)
+        expiration: float | None = None
         if isinstance(settlement, DeadLetter):
             target = self.dead_letter_queue
-            headers[DISPOSITION_HEADER] = settlement.disposition.value
-            headers[DEAD_LETTERED_AT_HEADER] = dt.datetime.now(dt.UTC).isoformat()
-            headers[DEAD_LETTER_ID_HEADER] = uuid.uuid4().hex
-        else:
-            # A new message to the broker: a quorum queue's count of this one's returns would
-            # be mistaken for its own.
-            headers.pop("x-delivery-count", None)
-            if settlement.attempt is not None:
-                headers[ATTEMPTS_HEADER] = settlement.attempt
-            if settlement.failures:
-                headers[FAILURES_HEADER] = settlement.failures
-            if self.retry_queue is not None:
-                target = self.retry_queue
-                expiration = settlement.delay_seconds
-            else:  # no retry queue: to the back of its own queue, at once
-                target = self.queue_name
+        elif self.retry_queue is not None:
+            target = self.retry_queue
+            expiration = settlement.delay_seconds
+        else:  # no retry queue: to the back of its own queue, at once
+            target = self.queue_name
         copy = aio_pika.Message(
             body=message.body,
             headers=headers,

@@ -164,7 +164,7 @@ async def _dead(redis: aioredis.Redis, store: RedisStore, indexes: list[tuple[st
     for index, shard in indexes:
         members: Any = await redis.zrange(index, 0, -1)
         ids = [member.decode() for member in members]
-        if index.endswith(":expiries"):
+        if index == store.keys.expiries(shard):
             ids = [_operation_of(member) for member in ids]
         async with redis.pipeline(transaction=False) as pipe:
             for operation in ids:

@@ -3,7 +3,7 @@ queue, and the JSON documents of its HTTP API (contract §9), as msgspec Structs
 
 What the capture reads:
 
-- the service's own dead-letter headers (:mod:`operations.amqp.consumer`): the reason, the
+- the service's own dead-letter headers (:mod:`operations.amqp.copies`): the reason, the
   disposition, the time, the original exchange and routing key, and the stable id stamped on each
   copy;
 - for a message the broker dead-lettered itself (a quorum queue's delivery limit), ``x-death``;
@@ -26,7 +26,7 @@ import msgspec
 import orjson
 from msgspec import Meta
 
-from operations.amqp.consumer import (
+from operations.amqp.copies import (
     DEAD_LETTER_ID_HEADER,
     DEAD_LETTERED_AT_HEADER,
     DISPOSITION_HEADER,

@@ -1,21 +1,9 @@
 """Dead letters in Redis, bounded by count and age.
 
-Key layout (``P`` is ``OPERATIONS_KEY_PREFIX``; ``{dead-letters}`` is one Redis Cluster hash tag,
-so every key a script touches is in one slot: dead letters are few next to operations, and one
-slot keeps each keep, bound and removal atomic):
-
-    P:{dead-letters}:letters     hash  id -> the letter as JSON (:class:`StoredLetter`)
-    P:{dead-letters}:index       zset  every kept id, scored by when it was dead-lettered (ms)
-    P:{dead-letters}:groups      hash  group key -> ``{"queue", "reason"}``
-    P:{dead-letters}:group:G     zset  the ids of group G (one queue, one reason), scored alike
-    P:{dead-letters}:group-of    hash  id -> its group key
-    P:{dead-letters}:seen        zset  every id kept (or judged too old) within the age bound,
-                                       scored by when; a redelivery of one is not kept twice
-    P:{dead-letters}:redriving:ID      string, while a redrive of ID is under way
-
-Every key family has its own word and at most one variable part, last: ``G`` is a hash of the
-queue and reason, and a letter id never names another key. The keep script checks the types of
-the keys it writes before its first write.
+Its keys are named by :class:`operations.keys.DeadLetterKeys`, where their layout is described.
+Every key family has its own word and at most one variable part, last: a group key is a hash of
+the queue and reason, and a letter id never names another key. The keep script checks the types
+of the keys it writes before its first write.
 
 Keeping (``lua/dead_letter_keep.lua``) is idempotent by id, and applies the bounds in the same
 step: letters older than ``OPERATIONS_DEAD_LETTER_MAX_AGE_SECONDS`` go, then the oldest beyond
@@ -41,6 +29,7 @@ from operations.deadletters.letters import (
     group_key,
 )
 from operations.errors import StoreUnavailable
+from operations.keys import DeadLetterKeys
 from operations.listing import InvalidCursor
 from operations.timestamps import rfc3339
 
@@ -60,41 +49,6 @@ class Kept:
     kept: str
     dropped_for_age: list[str]
     dropped_for_count: list[str]
-
-
-@dataclass(frozen=True)
-class DeadLetterKeys:
-    prefix: str = "operations"
-
-    @property
-    def base(self) -> str:
-        return f"{self.prefix}:{{dead-letters}}"
-
-    @property
-    def letters(self) -> str:
-        return f"{self.base}:letters"
-
-    @property
-    def index(self) -> str:
-        return f"{self.base}:index"
-
-    @property
-    def groups(self) -> str:
-        return f"{self.base}:groups"
-
-    @property
-    def group_of(self) -> str:
-        return f"{self.base}:group-of"
-
-    @property
-    def seen(self) -> str:
-        return f"{self.base}:seen"
-
-    def group(self, key: str) -> str:
-        return f"{self.base}:group:{key}"
-
-    def redriving(self, letter_id: str) -> str:
-        return f"{self.base}:redriving:{letter_id}"
 
 
 class DeadLetterStore:
@@ -132,7 +86,7 @@ class DeadLetterStore:
         try:
             reply = await self._keep(
                 keys=[keys.letters, keys.index, keys.groups, keys.group_of, keys.seen],
-                args=[keys.base, *arguments, self.max_count, oldest, now_ms],
+                args=[keys.tag, *arguments, self.max_count, oldest, now_ms],
             )
         except (RedisError, OSError) as error:
             raise StoreUnavailable(f"Redis: {error}") from error
@@ -151,7 +105,7 @@ class DeadLetterStore:
         removed = await self._call(
             self._remove(
                 keys=[keys.letters, keys.index, keys.groups, keys.group_of],
-                args=[keys.base, letter_id],
+                args=[keys.tag, letter_id],
             )
         )
         return bool(removed)

@@ -9,10 +9,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from operations import documents, envelope, tracing
-from operations.amqp.attempts import described, header_count
-from operations.amqp.consumer import ATTEMPTS_HEADER, ROUTING_KEY_HEADER
+from operations.amqp.attempts import described
+from operations.amqp.copies import as_first_sent, attempts_of
 from operations.amqp.settlements import Ack, DeadLetter, Failed, Retry, Settlement
-from operations.envelope import Delivered, header_text
+from operations.envelope import Delivered
 from operations.errors import DocumentError, EnvelopeError, SagaDataError, StoreUnavailable
 from operations.logs import handling, logged_id
 from operations.sagas.coordinator import Coordinator
@@ -43,9 +43,7 @@ class SagaInbox:
 
     async def _one(self, delivered: Delivered) -> Settlement:
         headers = delivered.headers or {}
-        name = delivered.routing_key or ""
-        if not delivered.exchange:  # back from the retry queue: the original name is kept
-            name = header_text(headers.get(ROUTING_KEY_HEADER)) or name
+        name = as_first_sent(delivered).routing_key or ""
         problems: list[str] = []
         try:
             body = documents.decode(delivered.body)
@@ -116,7 +114,7 @@ class SagaInbox:
                 )
                 return Failed(reason)
         outcomes = {result.outcome for result in results}
-        attempt = header_count(headers, ATTEMPTS_HEADER) + 1
+        attempt = attempts_of(delivered) + 1
         if SagaOutcome.EARLY in outcomes and not _in_saga_flow(headers):
             # Only messages carrying a Saga header belong to a saga's flow; the same event
             # raised outside any saga is not ours to wait for.

@@ -6,7 +6,7 @@ import time
 
 import orjson
 
-from operations.sagas.keys import member_of, split_member
+from operations.keys import member_of, split_member
 from operations.sagas.records import OutboxEntry, SagaRecord, SagaStatus
 from operations.sagas.store import Loaded, Pending, Swept
 

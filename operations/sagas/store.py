@@ -1,8 +1,7 @@
 """Where sagas live: Redis (here) for real, memory (``memory.py``) for tests; both pass the same
 contract tests.
 
-Its keys are named by :class:`operations.sagas.keys.SagaKeys`, where their layout is
-described.
+Its keys are named by :class:`operations.keys.SagaKeys`, where their layout is described.
 
 A commit is one Lua script: it checks the version read, writes the new state, moves the saga
 between the status indexes and appends the outbox in one step. A finished saga's hash expires
@@ -24,7 +23,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from operations.errors import StoreError, StoreUnavailable
-from operations.sagas.keys import SagaKeys, member_of, split_member
+from operations.keys import SagaKeys, member_of, split_member
 from operations.sagas.records import OutboxEntry, SagaRecord, SagaStatus
 from operations.shards import Shards
 
@@ -364,7 +363,7 @@ class RedisSagaStore:
                         for status in finished
                     ),
                 ]
-                tag = self.shards.tag(self.prefix, shard)
+                tag = self.keys.tag(shard)
                 for _ in range(max(1, most // batch)):
                     gone, buried, looked = await self._sweep(
                         keys=keys, args=[tag, repr(time.time()), batch]
