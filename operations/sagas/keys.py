@@ -35,13 +35,13 @@ from operations.sagas.records import SagaStatus
 from operations.shards import Shards
 
 
-def member_of(saga: str, saga_id: str) -> str:
-    return f"{saga}:{saga_id}"
+def member_of(saga_name: str, saga_id: str) -> str:
+    return f"{saga_name}:{saga_id}"
 
 
 def split_member(member: str) -> tuple[str, str]:
-    saga, _, saga_id = member.partition(":")
-    return saga, saga_id
+    saga_name, _, saga_id = member.partition(":")
+    return saga_name, saga_id
 
 
 @dataclass(frozen=True)
@@ -72,11 +72,11 @@ class SagaKeys:
     def index(self, shard: int) -> str:
         return f"{self.shards.tag(self.prefix, shard)}:saga-index"
 
-    def types(self, shard: int) -> str:
+    def saga_types(self, shard: int) -> str:
         return f"{self.shards.tag(self.prefix, shard)}:saga-types"
 
-    def status_index(self, shard: int, saga: str, status: SagaStatus) -> str:
-        return f"{self.shards.tag(self.prefix, shard)}:saga-status:{saga}:{status.value}"
+    def status_index(self, shard: int, saga_name: str, status: SagaStatus) -> str:
+        return f"{self.shards.tag(self.prefix, shard)}:saga-status:{saga_name}:{status.value}"
 
     def tombstones(self, shard: int) -> str:
         return f"{self.shards.tag(self.prefix, shard)}:saga-tombstones"
