@@ -72,7 +72,9 @@ class SagaTypes:
         self.settings = dict(settings or {})
         self._by_name: dict[str, SagaType] = {}
         for saga_type, path in zip(
-            self.in_order, paths or [k.__qualname__ for k in self.in_order], strict=True
+            self.in_order,
+            paths or [saga_type.__qualname__ for saga_type in self.in_order],
+            strict=True,
         ):
             self._check(saga_type, path)
             self._by_name[saga_type.name] = saga_type
