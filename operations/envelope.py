@@ -4,7 +4,7 @@ Parsing is total: a message either becomes an envelope, possibly with ``problems
 could not be read; the rest is still applied), or raises :class:`EnvelopeError` when nothing useful
 can be read. Nothing here touches the broker or the store.
 
-The saga inbox reads its messages' headers, ``message_context`` and ids through the same functions
+The saga intake reads its messages' headers, ``message_context`` and ids through the same functions
 (:func:`header`, :func:`message_context`, :func:`operation_id`, :func:`message_id`), so both
 consumers read one message alike.
 """

@@ -77,14 +77,14 @@ if TYPE_CHECKING:
     from operations.sagas.records import SagaStatus
 
 
-def member_of(saga: str, saga_id: str) -> str:
+def member_of(saga_name: str, saga_id: str) -> str:
     """A saga's member, ``NAME:ID``: its keys' last part, and its entry in the shard's indexes."""
-    return f"{saga}:{saga_id}"
+    return f"{saga_name}:{saga_id}"
 
 
 def split_member(member: str) -> tuple[str, str]:
-    saga, _, saga_id = member.partition(":")
-    return saga, saga_id
+    saga_name, _, saga_id = member.partition(":")
+    return saga_name, saga_id
 
 
 @dataclass(frozen=True)
@@ -173,11 +173,11 @@ class SagaKeys(_Sharded):
     def index(self, shard: int) -> str:
         return f"{self._tags[shard]}:saga-index"
 
-    def types(self, shard: int) -> str:
+    def saga_types(self, shard: int) -> str:
         return f"{self._tags[shard]}:saga-types"
 
-    def status_index(self, shard: int, saga: str, status: SagaStatus) -> str:
-        return f"{self._tags[shard]}:saga-status:{saga}:{status.value}"
+    def status_index(self, shard: int, saga_name: str, status: SagaStatus) -> str:
+        return f"{self._tags[shard]}:saga-status:{saga_name}:{status.value}"
 
     def tombstones(self, shard: int) -> str:
         return f"{self._tags[shard]}:saga-tombstones"

@@ -197,13 +197,13 @@ class Service:
                 *SagasApi(
                     self.verifier,
                     self.sagas.store,
-                    self.sagas.types,
+                    self.sagas.saga_types,
                     self.store,
                     self._coordinator,
                     self.metrics,
                 ).routes,
                 *SagaStartApi(
-                    self.verifier, self.sagas.types, starter, self.store, self.feed, self.waits
+                    self.verifier, self.sagas.saga_types, starter, self.store, self.feed, self.waits
                 ).routes,
             ]
             if self.sagas is not None

@@ -115,13 +115,13 @@ class Harness:
     def build(
         cls,
         store: SagaStore,
-        sagas: Sequence[type[Saga[Any]]],
+        saga_types: Sequence[type[Saga[Any]]],
         publisher: FakePublisher | None = None,
     ) -> Harness:
         publisher = publisher if publisher is not None else FakePublisher()
         metrics = Registry()
         relay = OutboxRelay(store, publisher, metrics)
-        coordinator = Coordinator(list(sagas), store, relay, metrics)
+        coordinator = Coordinator(list(saga_types), store, relay, metrics)
         return cls(store, publisher, relay, coordinator, metrics)
 
     async def send(
@@ -137,13 +137,13 @@ class Harness:
         context = SagaContext(correlation_id, dict(message_context or {}))
         return await self.coordinator.process(message, context)
 
-    async def load(self, saga: str, saga_id: str) -> Loaded:
-        loaded = await self.store.load(saga, saga_id)
-        assert loaded is not None, f"saga {saga}:{saga_id} is not stored"
+    async def load(self, saga_name: str, saga_id: str) -> Loaded:
+        loaded = await self.store.load(saga_name, saga_id)
+        assert loaded is not None, f"saga {saga_name}:{saga_id} is not stored"
         return loaded
 
-    async def record(self, saga: str, saga_id: str) -> SagaRecord:
-        return (await self.load(saga, saga_id)).record
+    async def record(self, saga_name: str, saga_id: str) -> SagaRecord:
+        return (await self.load(saga_name, saga_id)).record
 
 
 async def delete_prefix(client: aioredis.Redis, prefix: str) -> None:
@@ -200,8 +200,8 @@ class Calls:
         self.seen.append((message.name, context.correlation_id))
 
 
-async def snapshot(h: Harness, saga: str, saga_id: str) -> tuple[int, dict[str, Any]]:
-    loaded = await h.load(saga, saga_id)
+async def snapshot(h: Harness, saga_name: str, saga_id: str) -> tuple[int, dict[str, Any]]:
+    loaded = await h.load(saga_name, saga_id)
     return loaded.version, loaded.record.to_json()
 
 
@@ -224,7 +224,7 @@ async def nothing_stored(store: SagaStore) -> None:
         assert await store.redis.keys("t:*") == []
     else:
         assert isinstance(store, MemorySagaStore)
-        assert store.sagas == {}
+        assert store.records == {}
 
 
 async def until_blocked(trip: str, step: str) -> None:

@@ -333,7 +333,7 @@ def test_every_key_keeps_its_name() -> None:
         sagas.outbox_index(1),
         sagas.deadlines(1),
         sagas.index(1),
-        sagas.types(1),
+        sagas.saga_types(1),
         sagas.status_index(1, "trip", SagaStatus.COMPENSATING),
         sagas.tombstones(1),
     ] == [

@@ -80,8 +80,8 @@ class PausingStore:
         self.read = asyncio.Event()
         self.resume = asyncio.Event()
 
-    async def load(self, saga: str, saga_id: str) -> Loaded | None:
-        loaded = await self.inner.load(saga, saga_id)
+    async def load(self, saga_name: str, saga_id: str) -> Loaded | None:
+        loaded = await self.inner.load(saga_name, saga_id)
         if self.armed:
             self.armed = False
             self.read.set()

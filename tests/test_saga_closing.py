@@ -112,34 +112,34 @@ class QuietTripSaga(Saga[TripData]):
 class DiesAfterCommit(OutboxRelay):
     """The relay of a process that dies right after committing: it never sends anything."""
 
-    async def send(self, saga: str, saga_id: str) -> None:
+    async def send(self, saga_name: str, saga_id: str) -> None:
         return None
 
 
 async def test_a_closing_left_by_a_process_that_died_is_carried_out_by_another(
     redis_client: aioredis.Redis, no_retry_delay: None
 ) -> None:
-    sagas = RedisSagaStore(redis_client, prefix="t")
+    saga_store = RedisSagaStore(redis_client, prefix="t")
     operations = RedisStore(redis_client, 600, keys=Keys("t"))
     metrics = Registry()
-    dying = DiesAfterCommit(sagas, FakePublisher(), metrics, operations=operations)
-    coordinator = Coordinator([QuietTripSaga], sagas, dying, metrics)
+    dying = DiesAfterCommit(saga_store, FakePublisher(), metrics, operations=operations)
+    coordinator = Coordinator([QuietTripSaga], saga_store, dying, metrics)
     trip = str(uuid.uuid4())
     context = SagaContext(trip, {"user": {"id": "ann"}})
     await coordinator.process(SagaMessage("trip_booked", {}, new_id()), context)
     await coordinator.process(SagaMessage("trip_done", {}, new_id()), SagaContext(trip))
-    loaded = await sagas.load("quiet_trip", trip)
+    loaded = await saga_store.load("quiet_trip", trip)
     assert loaded is not None and loaded.record.status is SagaStatus.COMPLETED
     assert await operations.get(trip) is None  # the closing is committed, not carried out
 
     publisher = FakePublisher()
-    survivor = OutboxRelay(sagas, publisher, metrics, operations=operations)
+    survivor = OutboxRelay(saga_store, publisher, metrics, operations=operations)
     assert await survivor.flush() == 1
     record = await operations.get(trip)
     assert record is not None
     assert (record.state, record.name, record.user_id) == (State.COMPLETED, "trip_done", "ann")
     assert publisher.published == []  # a closing is applied, never sent
-    assert (await sagas.outbox("quiet_trip", trip)).entries == []
+    assert (await saga_store.outbox("quiet_trip", trip)).entries == []
 
     # Carried out again (a relay that died before acknowledging it): a duplicate.
     (closing,) = with_closing(loaded.record, [])

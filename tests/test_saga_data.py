@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from operations.amqp.settlements import DeadLetter
 from operations.errors import SagaDataError
 from operations.sagas import Saga, SagaContext, SagaMessage, SagaStore, start, step
-from operations.sagas.intake import SagaInbox
+from operations.sagas.intake import SagaIntake
 from tests.sagas_support import Harness
 
 
@@ -242,7 +242,7 @@ async def test_a_message_for_a_saga_whose_data_no_longer_fits_is_dead_lettered(
     before = Harness.build(store, [ShipmentSaga])
     await before.send("shipment_requested", {"sku": "k-1"}, correlation_id=shipment)
     after = Harness.build(store, [RenumberedSaga])
-    (settled,) = await SagaInbox(after.coordinator).process(
+    (settled,) = await SagaIntake(after.coordinator).process(
         [Delivery("shipment_packed", shipment, message_id=uuid.uuid4().hex)]
     )
     assert isinstance(settled, DeadLetter)

@@ -23,7 +23,7 @@ from operations.amqp.settlements import Ack
 from operations.envelope import context_trace_id, context_user_id, parse
 from operations.sagas import RedisSagaStore, Saga, SagaContext, SagaMessage, start
 from operations.sagas.http import owner_of
-from operations.sagas.intake import SagaInbox
+from operations.sagas.intake import SagaIntake
 from operations.settings import DEFAULT_MESSAGES_FILE
 from tests.sagas_support import Harness
 from tests.support import ServeProcess, eventually
@@ -87,7 +87,7 @@ async def test_the_inbox_reads_a_message_as_the_tracking_path_does(
     assert tracked.operation_id == str(operation)
 
     harness = Harness.build(RedisSagaStore(redis_client, prefix="t"), [HeardSaga])
-    (settled,) = await SagaInbox(harness.coordinator).process([delivery])
+    (settled,) = await SagaIntake(harness.coordinator).process([delivery])
     assert isinstance(settled, Ack), settled
 
     loaded = await harness.store.load("heard", str(operation))

@@ -24,8 +24,8 @@ from tests.support import RunningService, eventually, new_id, start_service
 pytestmark = pytest.mark.usefixtures("journal")
 
 
-def gauge(text: str, saga: str, status: str) -> float | None:
-    return Scrape(text).value("operations_saga_instances", saga=saga, status=status)
+def gauge(text: str, saga_name: str, status: str) -> float | None:
+    return Scrape(text).value("operations_saga_instances", saga=saga_name, status=status)
 
 
 async def test_compensating_and_failed_sagas_through_get_sagas_and_metrics(

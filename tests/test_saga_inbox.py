@@ -28,7 +28,7 @@ from operations.amqp.copies import (
 )
 from operations.sagas import RedisSagaStore, Saga, SagaContext, SagaMessage, SagaStatus, start, step
 from operations.sagas import coordinator as coordinator_module
-from operations.sagas.intake import SagaInbox
+from operations.sagas.intake import SagaIntake
 from operations.settings import Settings
 from operations.shards import Shards
 from operations.states import MessageKind
@@ -117,7 +117,7 @@ def rig_factory(
             queue,
             f"{queue}.dead-letter",
             bindings,
-            SagaInbox(harness.coordinator, retries, delay),
+            SagaIntake(harness.coordinator, retries, delay),
             harness.metrics,
             prefetch=16,
             batch_size=8,

@@ -100,7 +100,7 @@ async def test_when_the_broker_fails_the_state_commits_and_the_outbox_waits(
     assert h.publisher.published == []
     assert h.metrics.saga_publish_failures.value() == 2
     (pending,) = await h.store.pending(FAR_FUTURE)
-    assert (pending.saga, pending.saga_id) == ("trip", trip)
+    assert (pending.saga_name, pending.saga_id) == ("trip", trip)
     assert [entry.message for _, entry in pending.entries] == ["book_flight", "book_hotel"]
     assert {entry.correlation_id for _, entry in pending.entries} == {trip}
     waiting = [entry.message_id for _, entry in pending.entries]

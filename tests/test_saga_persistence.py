@@ -59,8 +59,8 @@ class RivalStore:
         self.rivals = 0
         self.armed = False
 
-    async def load(self, saga: str, saga_id: str) -> Loaded | None:
-        return await self.inner.load(saga, saga_id)
+    async def load(self, saga_name: str, saga_id: str) -> Loaded | None:
+        return await self.inner.load(saga_name, saga_id)
 
     async def commit(
         self,
@@ -71,7 +71,7 @@ class RivalStore:
     ) -> bool:
         if self.armed:
             self.armed = False
-            current = await self.inner.load(record.saga, record.id)
+            current = await self.inner.load(record.saga_name, record.id)
             assert current is not None
             assert await self.inner.commit(current.record, current.version, [], 60)
             self.rivals += 1
@@ -80,26 +80,26 @@ class RivalStore:
     async def pending(self, older_than: float, limit: int = 100) -> list[Pending]:
         return await self.inner.pending(older_than, limit)
 
-    async def acknowledge(self, saga: str, saga_id: str, stored: list[str]) -> None:
-        await self.inner.acknowledge(saga, saga_id, stored)
+    async def acknowledge(self, saga_name: str, saga_id: str, stored: list[str]) -> None:
+        await self.inner.acknowledge(saga_name, saga_id, stored)
 
     async def due(self, now: float, limit: int = 100) -> list[tuple[str, str]]:
         return await self.inner.due(now, limit)
 
-    async def outbox(self, saga: str, saga_id: str) -> Pending:
-        return await self.inner.outbox(saga, saga_id)
+    async def outbox(self, saga_name: str, saga_id: str) -> Pending:
+        return await self.inner.outbox(saga_name, saga_id)
 
-    async def lease_outbox(self, saga: str, saga_id: str, holder: str, seconds: float) -> bool:
-        return await self.inner.lease_outbox(saga, saga_id, holder, seconds)
+    async def lease_outbox(self, saga_name: str, saga_id: str, holder: str, seconds: float) -> bool:
+        return await self.inner.lease_outbox(saga_name, saga_id, holder, seconds)
 
-    async def release_outbox(self, saga: str, saga_id: str, holder: str) -> None:
-        await self.inner.release_outbox(saga, saga_id, holder)
+    async def release_outbox(self, saga_name: str, saga_id: str, holder: str) -> None:
+        await self.inner.release_outbox(saga_name, saga_id, holder)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    async def tombstoned(self, saga: str, saga_id: str) -> bool:
-        return await self.inner.tombstoned(saga, saga_id)
+    async def tombstoned(self, saga_name: str, saga_id: str) -> bool:
+        return await self.inner.tombstoned(saga_name, saga_id)
 
 
 async def test_a_step_that_loses_a_commit_runs_again_and_only_the_winner_publishes(

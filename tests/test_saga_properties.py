@@ -98,7 +98,7 @@ async def deliver_all(
             message_id=delivery.message_id,
             message_context={"Name": delivery.name, "User": {"Id": "u-1"}},
         )
-        assert [(r.saga, r.saga_id) for r in results] == [("order_making", saga_id)]
+        assert [(r.saga_name, r.saga_id) for r in results] == [("order_making", saga_id)]
         outcome = results[0].outcome
         assert outcome is not SagaOutcome.CONFLICT
         seen.append((delivery, outcome))
@@ -118,8 +118,8 @@ async def records_for(store: SagaStore, saga_id: str) -> int:
         assert everything == keys
         return len(keys)
     assert isinstance(store, MemorySagaStore)
-    assert set(store.sagas) <= {f"order_making:{saga_id}"}
-    return len(store.sagas)
+    assert set(store.records) <= {f"order_making:{saga_id}"}
+    return len(store.records)
 
 
 async def check_order_making(store: SagaStore, scenario: Scenario) -> None:

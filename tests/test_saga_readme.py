@@ -53,7 +53,10 @@ async def test_the_guide_s_saga_example_runs(
         await namespace["main"]()
 
         printed = capsys.readouterr().out
-        assert "Processed(saga='shipping', saga_id='op-1', outcome=<SagaOutcome.HANDLED" in printed
+        assert (
+            "Processed(saga_name='shipping', saga_id='op-1', outcome=<SagaOutcome.HANDLED"
+            in printed
+        )
         record = await RedisSagaStore(redis_client).load("shipping", "op-1")
         assert record is not None
         assert record.record.status is SagaStatus.PENDING

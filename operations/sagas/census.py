@@ -19,8 +19,8 @@ class SagaCensus:
         self._passes = Periodic("saga-census", self.refresh, every, log)
 
     async def refresh(self) -> None:
-        for (saga, status), count in (await self.store.counts()).items():
-            self.metrics.saga_instances.set(count, saga=saga, status=status.value)
+        for (saga_name, status), count in (await self.store.counts()).items():
+            self.metrics.saga_instances.set(count, saga=saga_name, status=status.value)
 
     async def start(self) -> None:
         self._passes.start()

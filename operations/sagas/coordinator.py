@@ -50,7 +50,7 @@ COMPENSATION_GRACE_SECONDS = 30.0
 class Coordinator:
     def __init__(
         self,
-        sagas: Sequence[type[Saga[Any]]],
+        saga_types: Sequence[type[Saga[Any]]],
         store: SagaStore,
         relay: OutboxRelay,
         metrics: Registry,
@@ -59,20 +59,20 @@ class Coordinator:
         compensation_grace_seconds: float = COMPENSATION_GRACE_SECONDS,
         max_data_bytes: int = MAX_DATA_BYTES,
     ) -> None:
-        self.sagas = list(sagas)
+        self.saga_types = list(saga_types)
         self.store = store
         self.relay = relay
         self.metrics = metrics
         self.finished_ttl_seconds = finished_ttl_seconds
         self.compensation_grace_seconds = compensation_grace_seconds
         self.max_data_bytes = max_data_bytes
-        self._factory = factory or (lambda kind, saga_id, data: kind(saga_id, data))
-        self._by_name = {kind.name: kind for kind in self.sagas}
+        self._factory = factory or (lambda saga_type, saga_id, data: saga_type(saga_id, data))
+        self._by_name = {saga_type.name: saga_type for saga_type in self.saga_types}
 
     @property
     def messages(self) -> set[str]:
         """Every message name some saga has a step for."""
-        return {message for kind in self.sagas for message in kind.steps}
+        return {message for saga_type in self.saga_types for message in saga_type.steps}
 
     async def process(
         self,
@@ -82,15 +82,17 @@ class Coordinator:
         on_rejected: Callback | None = None,
     ) -> list[Processed]:
         results = []
-        for kind in self.sagas:
-            spec = kind.steps.get(message.name)
+        for saga_type in self.saga_types:
+            spec = saga_type.steps.get(message.name)
             if spec is None:
                 continue
-            saga_id = self._factory(kind, "", kind.new_data()).resolve_id(message, context)
+            saga_id = self._factory(saga_type, "", saga_type.new_data()).resolve_id(
+                message, context
+            )
             if not saga_id:
                 continue
-            result = await self._process(kind, spec, saga_id, message, context)
-            self.metrics.sagas.inc(saga=kind.name, outcome=result.outcome.value)
+            result = await self._process(saga_type, spec, saga_id, message, context)
+            self.metrics.sagas.inc(saga=saga_type.name, outcome=result.outcome.value)
             results.append(result)
             if result.outcome is SagaOutcome.COMPLETED and on_completed is not None:
                 await on_completed(message, context)
@@ -104,18 +106,18 @@ class Coordinator:
     async def expire(self, saga_name: str, saga_id: str, now: float | None = None) -> Processed:
         """Reject and compensate a saga whose deadline has passed, or resume a compensation that
         has not moved for ``compensation_grace_seconds`` (its process died)."""
-        kind = self._by_name[saga_name]
+        saga_type = self._by_name[saga_name]
         moment = time.time() if now is None else now
         if not tracing.active():
-            return await self._expire(kind, saga_id, moment)
+            return await self._expire(saga_type, saga_id, moment)
         loaded = await self.store.load(saga_name, saga_id)
         stored = loaded.record.trace_context if loaded is not None else None
         attributes = {"operations.saga": saga_name, "operations.saga_id": saga_id}
         with tracing.continuing("saga deadline", stored, attributes):
-            return await self._expire(kind, saga_id, moment)
+            return await self._expire(saga_type, saga_id, moment)
 
-    async def _expire(self, kind: type[Saga[Any]], saga_id: str, moment: float) -> Processed:
-        saga_name = kind.name
+    async def _expire(self, saga_type: type[Saga[Any]], saga_id: str, moment: float) -> Processed:
+        saga_name = saga_type.name
         for _ in range(MAX_CONFLICT_RETRIES):
             loaded = await self.store.load(saga_name, saga_id)
             if loaded is None or loaded.record.status.finished:
@@ -132,18 +134,18 @@ class Coordinator:
                     extra={"correlation_id": record.correlation_id},
                 )
                 self.metrics.sagas.inc(saga=saga_name, outcome="compensation_resumed")
-                outcome = await self._compensation(kind, loaded, context)
+                outcome = await self._compensation(saga_type, loaded, context)
                 return Processed(saga_name, saga_id, outcome)
             if record.deadline is None or record.deadline > moment:
                 return Processed(saga_name, saga_id, SagaOutcome.HANDLED)
-            saga = self._restore(kind, record)
+            saga = self._restore(saga_type, record)
             saga.reject("the saga did not finish before its deadline", DEADLINE_MESSAGE)
             self._begin_compensation(saga, record, len(record.steps))
             if await self._commit(saga, record, loaded.version, context):
                 log.warning("saga %s:%s passed its deadline", saga_name, saga_id)
                 self.metrics.sagas.inc(saga=saga_name, outcome=DEADLINE_MESSAGE)
                 outcome = await self._compensation(
-                    kind, Loaded(record, loaded.version + 1), context
+                    saga_type, Loaded(record, loaded.version + 1), context
                 )
                 return Processed(saga_name, saga_id, outcome)
         return Processed(saga_name, saga_id, SagaOutcome.CONFLICT)
@@ -151,14 +153,14 @@ class Coordinator:
     async def cancel(self, saga_name: str, saga_id: str, reason: str) -> Cancellation:
         """Reject a running saga with code ``cancelled`` and mark it compensating, unless it is
         not running or refuses; the compensation is left to :meth:`compensate`."""
-        kind = self._by_name[saga_name]
+        saga_type = self._by_name[saga_name]
         for _ in range(MAX_CONFLICT_RETRIES):
             loaded = await self.store.load(saga_name, saga_id)
             if loaded is None or loaded.record.status is not SagaStatus.PENDING:
                 status = "gone" if loaded is None else loaded.record.status.value
                 return Cancellation(False, f"the saga is no longer running ({status})")
             record = loaded.record
-            saga = self._restore(kind, record)
+            saga = self._restore(saga_type, record)
             refusal = saga.refuses_cancel()
             if refusal is not None:
                 return Cancellation(False, refusal)
@@ -179,44 +181,44 @@ class Coordinator:
 
     async def compensate(self, saga_name: str, saga_id: str) -> Processed:
         """Run the compensation of a saga that is compensating (a cancelled one) to its end."""
-        kind = self._by_name[saga_name]
+        saga_type = self._by_name[saga_name]
         loaded = await self.store.load(saga_name, saga_id)
         if loaded is None or loaded.record.status is not SagaStatus.COMPENSATING:
             return Processed(saga_name, saga_id, SagaOutcome.FINISHED)
         record = loaded.record
         context = SagaContext(record.correlation_id, record.message_context)
-        outcome = await self._compensation(kind, loaded, context)
+        outcome = await self._compensation(saga_type, loaded, context)
         self.metrics.sagas.inc(saga=saga_name, outcome=outcome.value)
         return Processed(saga_name, saga_id, outcome)
 
     async def _process(
         self,
-        kind: type[Saga[Any]],
+        saga_type: type[Saga[Any]],
         spec: StepSpec,
         saga_id: str,
         message: SagaMessage,
         context: SagaContext,
     ) -> Processed:
         for _ in range(MAX_CONFLICT_RETRIES):
-            loaded = await self.store.load(kind.name, saga_id)
+            loaded = await self.store.load(saga_type.name, saga_id)
             if loaded is None:
                 if not spec.starts:
-                    return Processed(kind.name, saga_id, SagaOutcome.EARLY)
-                if await self.store.tombstoned(kind.name, saga_id):
+                    return Processed(saga_type.name, saga_id, SagaOutcome.EARLY)
+                if await self.store.tombstoned(saga_type.name, saga_id):
                     log.info(
                         "saga %s:%s finished and expired; %s starts no second one",
-                        kind.name,
+                        saga_type.name,
                         saga_id,
                         message.name,
                         extra={"correlation_id": context.correlation_id},
                     )
-                    return Processed(kind.name, saga_id, SagaOutcome.TOMBSTONED)
-                loaded = Loaded(self._new_record(kind, saga_id, context), 0)
+                    return Processed(saga_type.name, saga_id, SagaOutcome.TOMBSTONED)
+                loaded = Loaded(self._new_record(saga_type, saga_id, context), 0)
             record = loaded.record
             if record.status.finished or record.status is SagaStatus.COMPENSATING:
                 log.info(
                     "saga %s:%s is %s; ignoring %s",
-                    kind.name,
+                    saga_type.name,
                     saga_id,
                     record.status.value,
                     message.name,
@@ -224,18 +226,20 @@ class Coordinator:
                 )
                 ended = record.status.finished
                 outcome = SagaOutcome.FINISHED if ended else SagaOutcome.COMPENSATING
-                return Processed(kind.name, saga_id, outcome)
+                return Processed(saga_type.name, saga_id, outcome)
             if message.message_id is not None and message.message_id in record.seen:
-                return Processed(kind.name, saga_id, SagaOutcome.DUPLICATE)
+                return Processed(saga_type.name, saga_id, SagaOutcome.DUPLICATE)
 
-            saga = self._restore(kind, record)
+            saga = self._restore(saga_type, record)
             completed_before = len(record.steps)
             try:
                 await getattr(saga, spec.handler)(message, context)
             except Exception as error:
-                log.exception("saga %s:%s step %s failed", kind.name, saga_id, message.name)
+                log.exception("saga %s:%s step %s failed", saga_type.name, saga_id, message.name)
                 saga.outbox.clear()
-                saga.data = kind.load_data(record.data)  # what the failed step changed is undone
+                saga.data = saga_type.load_data(
+                    record.data
+                )  # what the failed step changed is undone
                 saga.reject(f"step {message.name} failed: {error}", "step_failed")
             check_data(saga, message, self.max_data_bytes)
             if message.message_id is not None:
@@ -247,8 +251,8 @@ class Coordinator:
                 self._begin_compensation(saga, record, completed_before)
                 if await self._commit(saga, record, loaded.version, context):
                     committed = Loaded(record, loaded.version + 1)
-                    outcome = await self._compensation(kind, committed, context)
-                    return Processed(kind.name, saga_id, outcome)
+                    outcome = await self._compensation(saga_type, committed, context)
+                    return Processed(saga_type.name, saga_id, outcome)
                 continue
             if saga.completed:
                 record.status = SagaStatus.COMPLETED
@@ -256,21 +260,23 @@ class Coordinator:
             else:
                 outcome = SagaOutcome.HANDLED
             if await self._commit(saga, record, loaded.version, context):
-                return Processed(kind.name, saga_id, outcome)
+                return Processed(saga_type.name, saga_id, outcome)
         log.warning(
-            "saga %s:%s: gave up after %d conflicts", kind.name, saga_id, MAX_CONFLICT_RETRIES
+            "saga %s:%s: gave up after %d conflicts", saga_type.name, saga_id, MAX_CONFLICT_RETRIES
         )
-        return Processed(kind.name, saga_id, SagaOutcome.CONFLICT)
+        return Processed(saga_type.name, saga_id, SagaOutcome.CONFLICT)
 
-    def _new_record(self, kind: type[Saga[Any]], saga_id: str, context: SagaContext) -> SagaRecord:
-        data = self._factory(kind, saga_id, kind.new_data()).dump_data()
+    def _new_record(
+        self, saga_type: type[Saga[Any]], saga_id: str, context: SagaContext
+    ) -> SagaRecord:
+        data = self._factory(saga_type, saga_id, saga_type.new_data()).dump_data()
         trace = tracing.carrier()
         return SagaRecord.begun(
-            kind.name, saga_id, data, context.correlation_id, context.message_context, trace
+            saga_type.name, saga_id, data, context.correlation_id, context.message_context, trace
         )
 
-    def _restore(self, kind: type[Saga[Any]], record: SagaRecord) -> Saga[Any]:
-        saga = self._factory(kind, record.id, kind.load_data(record.data))
+    def _restore(self, saga_type: type[Saga[Any]], record: SagaRecord) -> Saga[Any]:
+        saga = self._factory(saga_type, record.id, saga_type.load_data(record.data))
         saga.deadline = record.deadline
         return saga
 
@@ -284,13 +290,13 @@ class Coordinator:
         record.resume_at = time.time() + self.compensation_grace_seconds
 
     async def _reload(self, record: SagaRecord) -> Loaded:
-        loaded = await self.store.load(record.saga, record.id)
+        loaded = await self.store.load(record.saga_name, record.id)
         if loaded is None:
             raise StoreUnavailable(f"saga {record.key} vanished from the store")
         return loaded
 
     async def _compensation(
-        self, kind: type[Saga[Any]], loaded: Loaded, context: SagaContext
+        self, saga_type: type[Saga[Any]], loaded: Loaded, context: SagaContext
     ) -> SagaOutcome:
         """Undo a compensating saga's steps, newest first, one at a time, committing after each
         one; then run ``on_rejected`` and commit the saga as rejected or compensation_failed.
@@ -302,13 +308,13 @@ class Coordinator:
             record, version = loaded.record, loaded.version
             if record.status is not SagaStatus.COMPENSATING:
                 return OUTCOME_OF.get(record.status, SagaOutcome.FINISHED)
-            saga = self._restore(kind, record)
+            saga = self._restore(saga_type, record)
             saga.rejection = rejection = Rejection(record.reason or "", record.code)
             outcome, lost = SagaOutcome.REJECTED, False
             for entry in reversed(record.steps[: record.compensate_steps or 0]):
                 if entry.compensated or entry.compensation_error is not None:
                     continue
-                spec = kind.steps.get(entry.message)
+                spec = saga_type.steps.get(entry.message)
                 if spec is None or spec.compensation is None:
                     entry.compensated = True  # nothing to undo: committed with the next write
                     continue
@@ -317,7 +323,7 @@ class Coordinator:
                     entry.compensation_error = error
                     log.error(
                         "saga %s:%s: compensation of %s failed: %s",
-                        record.saga,
+                        record.saga_name,
                         record.id,
                         entry.message,
                         error,
@@ -339,7 +345,7 @@ class Coordinator:
                 if await self._commit(saga, record, version, context):
                     return outcome
             loaded = await self._reload(record)
-        log.warning("saga %s:%s: compensation kept conflicting", kind.name, loaded.record.id)
+        log.warning("saga %s:%s: compensation kept conflicting", saga_type.name, loaded.record.id)
         return SagaOutcome.CONFLICT
 
     async def _on_rejected(
@@ -396,5 +402,5 @@ class Coordinator:
         if outbox:
             # The whole outbox, oldest first: messages an earlier publish failed to send must
             # not be overtaken by this step's.
-            await self.relay.send(record.saga, record.id)
+            await self.relay.send(record.saga_name, record.id)
         return True

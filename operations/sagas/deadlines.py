@@ -22,8 +22,8 @@ class DeadlineWatcher:
         """Expire every saga due by ``now``; returns how many were looked at."""
         moment = time.time() if now is None else now
         due = await self.coordinator.store.due(moment)
-        for saga, saga_id in due:
-            await self.coordinator.expire(saga, saga_id, moment)
+        for saga_name, saga_id in due:
+            await self.coordinator.expire(saga_name, saga_id, moment)
         return len(due)
 
     async def start(self) -> None:

@@ -50,7 +50,7 @@ def with_closing(record: SagaRecord, outbox: list[OutboxEntry]) -> list[OutboxEn
         name = outbox[first].message
         at = first + 1 if _ends_alike(outbox[first], state, record) else first
     else:
-        name = record.steps[-1].message if record.steps else record.saga
+        name = record.steps[-1].message if record.steps else record.saga_name
         at = len(outbox)
     rejected = state is State.REJECTED
     closing = OutboxEntry(

@@ -58,11 +58,11 @@ COMPENSATION_RETRY_SECONDS = 30.0
 """How long a cancel's compensation is tried again here before it is left to the watcher."""
 
 
-def path_progress(kind: SagaType, record: SagaRecord) -> list[dict[str, str]]:
+def path_progress(saga_type: SagaType, record: SagaRecord) -> list[dict[str, str]]:
     """The type's path with this instance's progress: each message ``done``, ``compensated``,
     ``waiting`` (the next one a running saga waits for) or ``remaining``."""
     progress, waiting = [], record.status is SagaStatus.PENDING
-    for message in kind.path:
+    for message in saga_type.path:
         taken = [step for step in record.steps if step.message == message]
         if any(step.compensated for step in taken):
             status = "compensated"
@@ -77,20 +77,20 @@ def path_progress(kind: SagaType, record: SagaRecord) -> list[dict[str, str]]:
 
 
 def saga_model(
-    record: SagaRecord, kind: SagaType | None = None, cancellable: bool | None = None
+    record: SagaRecord, saga_type: SagaType | None = None, cancellable: bool | None = None
 ) -> SagaView:
-    document = saga_json(record, kind)
+    document = saga_json(record, saga_type)
     if cancellable is not None:
         document["cancellable"] = cancellable
     return msgspec.convert(document, SagaView)
 
 
-def saga_json(record: SagaRecord, kind: SagaType | None = None) -> dict[str, Any]:
+def saga_json(record: SagaRecord, saga_type: SagaType | None = None) -> dict[str, Any]:
     document = record.to_json()
-    if kind is not None:
-        document["path"] = path_progress(kind, record)
-        document["stepSeconds"] = step_seconds(kind, record)
-        document["waitingFor"] = waiting_for(kind, record)
+    if saga_type is not None:
+        document["path"] = path_progress(saga_type, record)
+        document["stepSeconds"] = step_seconds(saga_type, record)
+        document["waitingFor"] = waiting_for(saga_type, record)
         document["waitingSince"] = waiting_since(record)
     for internal in ("seen", "compensateSteps", "resumeAt", "traceContext"):  # not for readers
         document.pop(internal, None)
@@ -113,16 +113,16 @@ class SagasApi:
         self,
         verifier: TokenVerifier,
         store: SagaStore | None,
-        types: SagaTypes | None,
+        saga_types: SagaTypes | None,
         operations: Store,
         coordinator: Callable[[], Coordinator | None] = lambda: None,
         metrics: Registry | None = None,
     ) -> None:
-        """``store`` and ``types`` are None when the sagas are off: there are none to list,
+        """``store`` and ``saga_types`` are None when the sagas are off: there are none to list,
         show or cancel. ``coordinator`` is None until the sagas have connected."""
         self.verifier = verifier
         self.store = store
-        self.types = types
+        self.saga_types = saga_types
         self.operations = operations
         self.coordinator = coordinator
         self.metrics = metrics or Registry()
@@ -132,7 +132,7 @@ class SagasApi:
     def routes(self) -> list[Route]:
         return [
             Route("/sagas", self.list_sagas, methods=["GET"]),
-            Route("/sagas/types", self.saga_types, methods=["GET"]),
+            Route("/sagas/types", self.list_saga_types, methods=["GET"]),
             Route("/sagas/types/{name}/steps", self.type_steps, methods=["GET"]),
             Route("/operations/{id}/saga", self.operation_saga, methods=["GET"]),
             Route("/operations/{id}/cancel", self.cancel, methods=["POST"]),
@@ -147,19 +147,21 @@ class SagasApi:
         if self.store is None:
             return Json(Sagas([]))
         records = await self.store.recent(query.limit, query.status)
-        kinds = self.types
+        saga_types = self.saga_types
         return Json(
             Sagas(
                 [
-                    saga_model(record, None if kinds is None else kinds.get(record.saga))
+                    saga_model(
+                        record, None if saga_types is None else saga_types.get(record.saga_name)
+                    )
                     for record in records
                 ]
             )
         )
 
-    async def saga_types(self, request: Request) -> Response:
+    async def list_saga_types(self, request: Request) -> Response:
         await bearer_principal(request, self.verifier)
-        described = [] if self.types is None else self.types.describe()
+        described = [] if self.saga_types is None else self.saga_types.describe()
         return Json(msgspec.convert({"items": described}, SagaTypeList))
 
     async def type_steps(self, request: Request) -> Response:
@@ -169,33 +171,33 @@ class SagasApi:
         assert principal is not None
         if not principal.is_admin:
             return problem(403, "forbidden", "a saga type's load needs the admin role")
-        name = request.path_params["name"]
-        kind = None if self.types is None else self.types.get(name)
-        if kind is None or self.store is None:
-            return problem(404, "saga_not_found", f"no saga type is named {name!r}")
-        return Json(await type_steps(self.store, kind))
+        saga_name = request.path_params["name"]
+        saga_type = None if self.saga_types is None else self.saga_types.get(saga_name)
+        if saga_type is None or self.store is None:
+            return problem(404, "saga_not_found", f"no saga type is named {saga_name!r}")
+        return Json(await type_steps(self.store, saga_type))
 
     async def operation_saga(self, request: Request) -> Response:
         principal = await bearer_principal(request, self.verifier)
         assert principal is not None
         operation_id = operation_id_of(request)
-        if self.store is None or self.types is None:
+        if self.store is None or self.saga_types is None:
             return not_found(operation_id)
-        for kind in self.types:
-            loaded = await self.store.load(kind.name, operation_id)
+        for saga_type in self.saga_types:
+            loaded = await self.store.load(saga_type.name, operation_id)
             if loaded is None:
                 continue
             if principal.may_read(owner_of(loaded.record)):
-                cancellable = self._cancellable(kind, loaded.record)
-                return Json(saga_model(loaded.record, kind, cancellable))
+                cancellable = self._cancellable(saga_type, loaded.record)
+                return Json(saga_model(loaded.record, saga_type, cancellable))
         return not_found(operation_id)
 
-    def _cancellable(self, kind: SagaType, record: SagaRecord) -> bool:
+    def _cancellable(self, saga_type: SagaType, record: SagaRecord) -> bool:
         """Whether a cancellation would be accepted now: the saga runs and does not refuse."""
-        if record.status is not SagaStatus.PENDING or self.types is None:
+        if record.status is not SagaStatus.PENDING or self.saga_types is None:
             return False
         try:
-            saga = self.types.make(kind, record.id, kind.load_data(record.data))
+            saga = self.saga_types.make(saga_type, record.id, saga_type.load_data(record.data))
         except Exception:  # data this version cannot read: the cancel route will say why
             log.warning("saga %s cannot be restored to ask whether it may be cancelled", record.key)
             return False
@@ -226,9 +228,9 @@ class SagasApi:
             log.info("cancel of %s refused: %s", operation_id, error.reason)
             return problem(400, error.code, error.reason)
         reason = asked.reason.strip() if asked is not None and asked.reason else None
-        for kind in self.types or []:
+        for saga_type in self.saga_types or []:
             assert self.store is not None
-            loaded = await self.store.load(kind.name, operation_id)
+            loaded = await self.store.load(saga_type.name, operation_id)
             if loaded is None or not principal.may_read(owner_of(loaded.record)):
                 continue
             if loaded.record.status is not SagaStatus.PENDING:
@@ -236,10 +238,12 @@ class SagasApi:
             coordinator = self.coordinator()
             if coordinator is None:
                 return problem(503, "broker_unavailable", "the sagas are not connected yet")
-            cancellation = await coordinator.cancel(kind.name, operation_id, _by(principal, reason))
+            cancellation = await coordinator.cancel(
+                saga_type.name, operation_id, _by(principal, reason)
+            )
             if not cancellation.accepted:
                 return _not_cancellable(cancellation.reason)
-            task = asyncio.create_task(_compensate(coordinator, kind.name, operation_id))
+            task = asyncio.create_task(_compensate(coordinator, saga_type.name, operation_id))
             self._compensations.add(task)
             task.add_done_callback(self._compensations.discard)
             return Json(Cancelled(operation_id), status_code=202)
@@ -251,27 +255,27 @@ class SagasApi:
         return _not_cancellable("no saga drives this operation")
 
 
-async def _compensate(coordinator: Coordinator, saga: str, saga_id: str) -> None:
+async def _compensate(coordinator: Coordinator, saga_name: str, saga_id: str) -> None:
     """Runs a cancelled saga's compensation, trying again after a failure (Redis busy or away)
     for up to :data:`COMPENSATION_RETRY_SECONDS`; after that the deadline watcher resumes it."""
     backoff = Backoff(0.05, 2.0)
     give_up = time.monotonic() + COMPENSATION_RETRY_SECONDS
     while True:
         try:
-            await coordinator.compensate(saga, saga_id)
+            await coordinator.compensate(saga_name, saga_id)
             return
         except Exception as error:
             if time.monotonic() + backoff.delay > give_up:
                 log.exception(
                     "compensation of cancelled saga %s:%s failed; the deadline watcher"
                     " will resume it",
-                    saga,
+                    saga_name,
                     saga_id,
                 )
                 return
             log.warning(
                 "compensation of cancelled saga %s:%s failed, retrying in %.2fs: %r",
-                saga,
+                saga_name,
                 saga_id,
                 backoff.delay,
                 error,

@@ -124,14 +124,14 @@ class SagaStartApi:
     def __init__(
         self,
         verifier: TokenVerifier,
-        types: SagaTypes,
+        saga_types: SagaTypes,
         starter: SagaStarter,
         operations: Store,
         feed: ChangeFeed,
         waits: Waits | None = None,
     ) -> None:
         self.verifier = verifier
-        self.types = types
+        self.saga_types = saga_types
         self.starter = starter
         self.operations = operations
         self.feed = feed
@@ -144,17 +144,17 @@ class SagaStartApi:
     async def start_saga(self, request: Request) -> Response:
         principal = await bearer_principal(request, self.verifier)
         assert principal is not None
-        name = request.path_params["name"]
-        kind = self.types.get(name)
-        if kind is None or kind.http_start is None:
-            named = repr(name) if id_problem(name) is None else "by that name"
+        saga_name = request.path_params["name"]
+        saga_type = self.saga_types.get(saga_name)
+        if saga_type is None or saga_type.http_start is None:
+            named = repr(saga_name) if id_problem(saga_name) is None else "by that name"
             return problem(404, "saga_not_found", f"no saga type {named} starts over HTTP")
         body = read_body(await bounded_body(request, MAX_BODY_BYTES), dict)
         wait = preferred_wait(request)
-        message = kind.http_start
+        message = saga_type.http_start
         try:
             operation_id = await self.starter.start(
-                principal, self.types.exchange_of(message), message, body
+                principal, self.saga_types.exchange_of(message), message, body
             )
         except BrokerUnavailable as error:
             return problem(503, error.code, error.reason)

@@ -22,7 +22,7 @@ from operations.sagas.saga import SagaContext, SagaMessage
 log = logging.getLogger("operations.sagas.intake")
 
 
-class SagaInbox:
+class SagaIntake:
     def __init__(
         self,
         coordinator: Coordinator,

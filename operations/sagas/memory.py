@@ -17,14 +17,14 @@ class MemorySagaStore:
     def __init__(self, tombstone_seconds: int = 0) -> None:
         self.tombstone_seconds = tombstone_seconds
         self.tombstones: dict[str, float] = {}
-        self.sagas: dict[str, tuple[int, str]] = {}
+        self.records: dict[str, tuple[int, str]] = {}
         self.outboxes: dict[str, list[str]] = {}
         self.deadlines: dict[str, float] = {}
         self.first_commit: dict[str, float] = {}
         self.leases: dict[str, tuple[str, float]] = {}
         self.committed: dict[str, float] = {}
         self.expires: dict[str, float] = {}
-        self.types: set[str] = set()
+        self.saga_names: set[str] = set()
 
     def _expire(self) -> None:
         """Forget finished sagas kept past their time, as Redis expires their hashes (the
@@ -32,11 +32,11 @@ class MemorySagaStore:
         now = time.time()
         for member in [member for member, at in self.expires.items() if at <= now]:
             del self.expires[member]
-            self.sagas.pop(member, None)
+            self.records.pop(member, None)
 
-    async def load(self, saga: str, saga_id: str) -> Loaded | None:
+    async def load(self, saga_name: str, saga_id: str) -> Loaded | None:
         self._expire()
-        found = self.sagas.get(member_of(saga, saga_id))
+        found = self.records.get(member_of(saga_name, saga_id))
         if found is None:
             return None
         version, document = found
@@ -50,14 +50,14 @@ class MemorySagaStore:
         finished_ttl_seconds: int,
     ) -> bool:
         member = record.key
-        current = self.sagas.get(member, (0, ""))[0]
+        current = self.records.get(member, (0, ""))[0]
         if current != expected_version:
             return False
-        if current == 0 and await self.tombstoned(record.saga, record.id):
+        if current == 0 and await self.tombstoned(record.saga_name, record.id):
             return False
-        self.sagas[member] = (current + 1, orjson.dumps(record.to_json()).decode())
+        self.records[member] = (current + 1, orjson.dumps(record.to_json()).decode())
         self.committed[member] = time.time()
-        self.types.add(record.saga)
+        self.saga_names.add(record.saga_name)
         if record.status.finished:
             self.expires[member] = time.time() + finished_ttl_seconds
             if self.tombstone_seconds > 0:
@@ -78,10 +78,10 @@ class MemorySagaStore:
 
     async def counts(self) -> dict[tuple[str, SagaStatus], int]:
         self._expire()
-        found = {(saga, status): 0 for saga in self.types for status in SagaStatus}
-        for _, document in self.sagas.values():
+        found = {(saga_name, status): 0 for saga_name in self.saga_names for status in SagaStatus}
+        for _, document in self.records.values():
             record = SagaRecord.from_json(orjson.loads(document))
-            found[record.saga, record.status] += 1
+            found[record.saga_name, record.status] += 1
         return found
 
     async def pending(self, older_than: float, limit: int = 100) -> list[Pending]:
@@ -95,42 +95,42 @@ class MemorySagaStore:
                 found.append(Pending(saga, saga_id, entries))
         return found[:limit]
 
-    async def outbox(self, saga: str, saga_id: str) -> Pending:
-        stored = self.outboxes.get(member_of(saga, saga_id), [])
+    async def outbox(self, saga_name: str, saga_id: str) -> Pending:
+        stored = self.outboxes.get(member_of(saga_name, saga_id), [])
         return Pending(
-            saga, saga_id, [(raw, OutboxEntry.from_json(orjson.loads(raw))) for raw in stored]
+            saga_name, saga_id, [(raw, OutboxEntry.from_json(orjson.loads(raw))) for raw in stored]
         )
 
     async def recent(
-        self, limit: int = 100, status: SagaStatus | None = None, saga: str | None = None
+        self, limit: int = 100, status: SagaStatus | None = None, saga_name: str | None = None
     ) -> list[SagaRecord]:
         self._expire()
         newest = sorted(
-            ((member, at) for member, at in self.committed.items() if member in self.sagas),
+            ((member, at) for member, at in self.committed.items() if member in self.records),
             key=lambda item: item[1],
             reverse=True,
         )
         records = [
-            SagaRecord.from_json(orjson.loads(self.sagas[member][1])) for member, _ in newest
+            SagaRecord.from_json(orjson.loads(self.records[member][1])) for member, _ in newest
         ]
-        wanted = [r for r in records if saga is None or r.saga == saga]
+        wanted = [r for r in records if saga_name is None or r.saga_name == saga_name]
         return [r for r in wanted if status is None or r.status is status][:limit]
 
-    async def lease_outbox(self, saga: str, saga_id: str, holder: str, seconds: float) -> bool:
-        member = member_of(saga, saga_id)
+    async def lease_outbox(self, saga_name: str, saga_id: str, holder: str, seconds: float) -> bool:
+        member = member_of(saga_name, saga_id)
         current = self.leases.get(member)
         if current is not None and current[1] > time.monotonic() and current[0] != holder:
             return False
         self.leases[member] = (holder, time.monotonic() + seconds)
         return True
 
-    async def release_outbox(self, saga: str, saga_id: str, holder: str) -> None:
-        member = member_of(saga, saga_id)
+    async def release_outbox(self, saga_name: str, saga_id: str, holder: str) -> None:
+        member = member_of(saga_name, saga_id)
         if self.leases.get(member, ("", 0.0))[0] == holder:
             del self.leases[member]
 
-    async def acknowledge(self, saga: str, saga_id: str, stored: list[str]) -> None:
-        member = member_of(saga, saga_id)
+    async def acknowledge(self, saga_name: str, saga_id: str, stored: list[str]) -> None:
+        member = member_of(saga_name, saga_id)
         outbox = self.outboxes.get(member, [])
         for raw in stored:
             if raw in outbox:
@@ -145,8 +145,8 @@ class MemorySagaStore:
         )
         return [split_member(member) for _, member in members[:limit]]
 
-    async def tombstoned(self, saga: str, saga_id: str) -> bool:
-        return self.tombstones.get(member_of(saga, saga_id), 0.0) > time.time()
+    async def tombstoned(self, saga_name: str, saga_id: str) -> bool:
+        return self.tombstones.get(member_of(saga_name, saga_id), 0.0) > time.time()
 
     async def sweep(self) -> Swept:
         now = time.time()
@@ -154,7 +154,7 @@ class MemorySagaStore:
         for member in buried:
             del self.tombstones[member]
         self._expire()
-        gone = [member for member in self.committed if member not in self.sagas]
+        gone = [member for member in self.committed if member not in self.records]
         for member in gone:
             del self.committed[member]
         return Swept(len(gone), len(buried))

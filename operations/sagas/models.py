@@ -84,7 +84,7 @@ class SagaView(msgspec.Struct, rename="camel"):
     ``waitingSince`` are there for the saga types the service runs; ``cancellable`` only in
     ``GET /operations/{id}/saga``."""
 
-    saga: str
+    saga_name: str = msgspec.field(name="saga")
     id: str
     status: SagaStatus
     data: dict[str, Any]

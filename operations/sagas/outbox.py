@@ -75,7 +75,7 @@ class OutboxRelay:
         self.operations = operations
         self._passes = Periodic("saga-outbox", self.flush, every, log)
 
-    async def send(self, saga: str, saga_id: str) -> None:
+    async def send(self, saga_name: str, saga_id: str) -> None:
         """Send a saga's whole outbox, oldest first, as its only sender for now.
 
         The lease keeps two senders (two processes committing steps of one saga, or a step and
@@ -83,18 +83,18 @@ class OutboxRelay:
         leaves its messages to the holder, which looks at the outbox again after letting go.
         """
         holder = uuid.uuid4().hex
-        while await self.store.lease_outbox(saga, saga_id, holder, LEASE_SECONDS):
+        while await self.store.lease_outbox(saga_name, saga_id, holder, LEASE_SECONDS):
             until = time.monotonic() + LEASE_SECONDS - CONFIRM_SECONDS
             failed = False
             try:
                 while not failed and time.monotonic() < until:
-                    pending = await self.store.outbox(saga, saga_id)
+                    pending = await self.store.outbox(saga_name, saga_id)
                     if not pending.entries:
                         break
                     failed = not await self.deliver(pending, until)
             finally:
-                await self.store.release_outbox(saga, saga_id, holder)
-            if failed or not (await self.store.outbox(saga, saga_id)).entries:
+                await self.store.release_outbox(saga_name, saga_id, holder)
+            if failed or not (await self.store.outbox(saga_name, saga_id)).entries:
                 return  # a failed send is left to the background pass
 
     async def deliver(self, pending: Pending, until: float = math.inf) -> bool:
@@ -115,14 +115,14 @@ class OutboxRelay:
             failed = True
             log.warning(
                 "saga %s:%s: %d message(s) left in the outbox: %s",
-                pending.saga,
+                pending.saga_name,
                 pending.saga_id,
                 len(pending.entries) - len(confirmed),
                 error,
             )
             self.metrics.saga_publish_failures.inc()
         if confirmed:
-            await self.store.acknowledge(pending.saga, pending.saga_id, confirmed)
+            await self.store.acknowledge(pending.saga_name, pending.saga_id, confirmed)
         return not failed
 
     async def _send(self, entry: OutboxEntry) -> None:
@@ -136,7 +136,7 @@ class OutboxRelay:
             raise RuntimeError("this relay has no operation store to close operations in")
         envelope = envelope_of(closing)
         (change,) = await self.operations.apply([envelope])
-        where = (pending.saga, pending.saga_id, closing.correlation_id)
+        where = (pending.saga_name, pending.saga_id, closing.correlation_id)
         if isinstance(change, StoreError):
             # Redis refuses this one write for good (a key of another type): retrying cannot help.
             log.error("saga %s:%s could not close operation %s: %s", *where, change)
@@ -161,7 +161,7 @@ class OutboxRelay:
         """One pass over outboxes left unconfirmed for a while; returns how many were drained."""
         drained = 0
         for pending in await self.store.pending(time.time() - RETRY_AFTER_SECONDS):
-            await self.send(pending.saga, pending.saga_id)
-            if not (await self.store.outbox(pending.saga, pending.saga_id)).entries:
+            await self.send(pending.saga_name, pending.saga_id)
+            if not (await self.store.outbox(pending.saga_name, pending.saga_id)).entries:
                 drained += 1
         return drained

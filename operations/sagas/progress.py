@@ -37,7 +37,7 @@ class TypeSteps(msgspec.Struct, rename="camel"):
     """``GET /sagas/types/{name}/steps``: the type's path with its load, over ``sampled`` sagas;
     ``capped`` when some statuses held more than the sample took; ``at``: when it was counted."""
 
-    saga: str
+    saga_name: str = msgspec.field(name="saga")
     sampled: int
     capped: bool
     compensating: int
@@ -52,11 +52,11 @@ def _last_at(record: SagaRecord) -> dict[str, float]:
     return last
 
 
-def step_seconds(kind: SagaType, record: SagaRecord) -> dict[str, float]:
+def step_seconds(saga_type: SagaType, record: SagaRecord) -> dict[str, float]:
     """The time each step of the path this instance has taken took, by message."""
     last, took = _last_at(record), {}
     previous: float | None = None
-    for message in kind.path:
+    for message in saga_type.path:
         at = last.get(message)
         if at is None:
             continue
@@ -72,33 +72,33 @@ def waiting_since(record: SagaRecord) -> float | None:
     return max((step.at for step in record.steps), default=record.created_at)
 
 
-def waiting_for(kind: SagaType, record: SagaRecord) -> str | None:
+def waiting_for(saga_type: SagaType, record: SagaRecord) -> str | None:
     """The step of the path a running instance waits for next, if any."""
     if record.status is not SagaStatus.PENDING:
         return None
     taken = {step.message for step in record.steps}
-    return next((message for message in kind.path if message not in taken), None)
+    return next((message for message in saga_type.path if message not in taken), None)
 
 
-async def type_steps(store: SagaStore, kind: SagaType) -> TypeSteps:
+async def type_steps(store: SagaStore, saga_type: SagaType) -> TypeSteps:
     now = time.time()
     sampled, capped, compensating = 0, False, 0
-    waiting = {message: 0 for message in kind.path}
+    waiting = {message: 0 for message in saga_type.path}
     longest: dict[str, float] = {}
-    durations: dict[str, list[float]] = {message: [] for message in kind.path}
+    durations: dict[str, list[float]] = {message: [] for message in saga_type.path}
     for status in SagaStatus:
-        records = await store.recent(SAMPLE_CAP, status, kind.name)
+        records = await store.recent(SAMPLE_CAP, status, saga_type.name)
         sampled += len(records)
         capped = capped or len(records) >= SAMPLE_CAP
         for record in records:
             if record.status is SagaStatus.COMPENSATING:
                 compensating += 1
-            awaited = waiting_for(kind, record)
+            awaited = waiting_for(saga_type, record)
             if awaited is not None:
                 waiting[awaited] += 1
                 since = waiting_since(record) or now
                 longest[awaited] = max(longest.get(awaited, 0.0), now - since)
-            for message, seconds in step_seconds(kind, record).items():
+            for message, seconds in step_seconds(saga_type, record).items():
                 durations[message].append(seconds)
     steps = [
         StepLoad(
@@ -108,6 +108,6 @@ async def type_steps(store: SagaStore, kind: SagaType) -> TypeSteps:
             median_seconds=statistics.median(durations[message]) if durations[message] else None,
             samples=len(durations[message]),
         )
-        for message in kind.path
+        for message in saga_type.path
     ]
-    return TypeSteps(kind.name, sampled, capped, compensating, steps, rfc3339(now))
+    return TypeSteps(saga_type.name, sampled, capped, compensating, steps, rfc3339(now))

@@ -59,7 +59,7 @@ class StepRecord:
 
 @dataclass
 class SagaRecord:
-    saga: str
+    saga_name: str
     id: str
     status: SagaStatus
     data: dict[str, Any]
@@ -83,7 +83,7 @@ class SagaRecord:
     @classmethod
     def begun(
         cls,
-        saga: str,
+        saga_name: str,
         saga_id: str,
         data: dict[str, Any],
         correlation_id: str | None,
@@ -93,7 +93,7 @@ class SagaRecord:
         """A saga's record before its first step: pending, created now."""
         now = time.time()
         return cls(
-            saga,
+            saga_name,
             saga_id,
             SagaStatus.PENDING,
             data,
@@ -106,7 +106,7 @@ class SagaRecord:
 
     @property
     def key(self) -> str:
-        return f"{self.saga}:{self.id}"
+        return f"{self.saga_name}:{self.id}"
 
     @property
     def wake_at(self) -> float | None:
@@ -120,7 +120,7 @@ class SagaRecord:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "saga": self.saga,
+            "saga": self.saga_name,
             "id": self.id,
             "status": self.status.value,
             "data": self.data,
@@ -141,7 +141,7 @@ class SagaRecord:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SagaRecord:
         return cls(
-            saga=data["saga"],
+            saga_name=data["saga"],
             id=data["id"],
             status=SagaStatus(data["status"]),
             data=dict(data["data"]),

@@ -35,26 +35,26 @@ def import_saga_type(path: str) -> SagaType:
         raise SagaTypeError(
             f"{path!r}: module {module_name!r} cannot be imported ({type(error).__name__}: {error})"
         ) from None
-    kind = getattr(module, class_name, None)
-    if kind is None:
+    saga_type = getattr(module, class_name, None)
+    if saga_type is None:
         raise SagaTypeError(f"{path!r}: module {module_name!r} has no {class_name!r}")
-    if not isinstance(kind, type) or not issubclass(kind, Saga) or kind is Saga:
+    if not isinstance(saga_type, type) or not issubclass(saga_type, Saga) or saga_type is Saga:
         raise SagaTypeError(f"{path!r} is not a subclass of operations.sagas.Saga")
-    name = vars(kind).get("name", getattr(kind, "name", None))
-    if not isinstance(name, str) or not name:
+    saga_name = vars(saga_type).get("name", getattr(saga_type, "name", None))
+    if not isinstance(saga_name, str) or not saga_name:
         raise SagaTypeError(f"{path!r} sets no saga name (class attribute 'name')")
-    if not _NAME.fullmatch(name):
+    if not _NAME.fullmatch(saga_name):
         # The name is a part of every key of its sagas and of the member NAME:ID that names one:
         # a ':' or a brace there would let an id be read as part of the name.
         raise SagaTypeError(
-            f"{path!r}: saga name {name!r} must be 1 to 100 letters, digits, '_', '-' or '.'"
+            f"{path!r}: saga name {saga_name!r} must be 1 to 100 letters, digits, '_', '-' or '.'"
         )
-    data_type = getattr(kind, "data_type", None)
+    data_type = getattr(saga_type, "data_type", None)
     if not isinstance(data_type, type) or not dataclasses.is_dataclass(data_type):
         raise SagaTypeError(f"{path!r}: its data_type must be a dataclass")
-    if not any(spec.starts for spec in kind.steps.values()):
+    if not any(spec.starts for spec in saga_type.steps.values()):
         raise SagaTypeError(f"{path!r} has no @start step: nothing would ever start it")
-    return kind
+    return saga_type
 
 
 class SagaTypes:
@@ -62,71 +62,74 @@ class SagaTypes:
 
     def __init__(
         self,
-        kinds: Sequence[SagaType],
+        saga_types: Sequence[SagaType],
         catalogue: Catalogue,
         settings: Mapping[str, Any] | None = None,
         paths: Sequence[str] | None = None,
     ) -> None:
-        self.kinds = list(kinds)
+        self.in_order = list(saga_types)
         self.catalogue = catalogue
         self.settings = dict(settings or {})
         self._by_name: dict[str, SagaType] = {}
-        for kind, path in zip(
-            self.kinds, paths or [k.__qualname__ for k in self.kinds], strict=True
+        for saga_type, path in zip(
+            self.in_order,
+            paths or [saga_type.__qualname__ for saga_type in self.in_order],
+            strict=True,
         ):
-            self._check(kind, path)
-            self._by_name[kind.name] = kind
+            self._check(saga_type, path)
+            self._by_name[saga_type.name] = saga_type
 
     @classmethod
     def load(
         cls, paths: Sequence[str], catalogue: Catalogue, environ: Mapping[str, str]
     ) -> SagaTypes:
-        kinds = [import_saga_type(path) for path in paths]
-        settings = {kind.name: kind.configure(environ) for kind in kinds}
-        return cls(kinds, catalogue, settings, paths)
+        saga_types = [import_saga_type(path) for path in paths]
+        settings = {saga_type.name: saga_type.configure(environ) for saga_type in saga_types}
+        return cls(saga_types, catalogue, settings, paths)
 
-    def _check(self, kind: SagaType, path: str) -> None:
-        other = self._by_name.get(kind.name)
+    def _check(self, saga_type: SagaType, path: str) -> None:
+        other = self._by_name.get(saga_type.name)
         if other is not None:
             raise SagaTypeError(
-                f"{path!r}: two saga types are named {kind.name!r}"
+                f"{path!r}: two saga types are named {saga_type.name!r}"
                 f" ({other.__module__}:{other.__qualname__} too)"
             )
-        for message in kind.steps:
+        for message in saga_type.steps:
             if self.catalogue.lookup("", message) is None:
                 raise SagaTypeError(
-                    f"{path!r}: saga {kind.name} handles {message!r},"
+                    f"{path!r}: saga {saga_type.name} handles {message!r},"
                     " which is not in the message catalogue"
                 )
-        if kind.http_start is not None:
-            spec = kind.steps.get(kind.http_start)
+        if saga_type.http_start is not None:
+            spec = saga_type.steps.get(saga_type.http_start)
             if spec is None or not spec.starts:
+                start = saga_type.http_start
                 raise SagaTypeError(
-                    f"{path!r}: http_start {kind.http_start!r} is not one of its @start messages"
+                    f"{path!r}: http_start {start!r} is not one of its @start messages"
                 )
-        unknown = [message for message in kind.path if message not in kind.steps]
+        unknown = [message for message in saga_type.path if message not in saga_type.steps]
         if unknown:
             raise SagaTypeError(f"{path!r}: its path names messages it has no step for: {unknown}")
 
     def __iter__(self) -> Iterator[SagaType]:
-        return iter(self.kinds)
+        return iter(self.in_order)
 
     @property
     def names(self) -> list[str]:
-        return [kind.name for kind in self.kinds]
+        return [saga_type.name for saga_type in self.in_order]
 
-    def get(self, name: str) -> SagaType | None:
-        return self._by_name.get(name)
+    def get(self, saga_name: str) -> SagaType | None:
+        return self._by_name.get(saga_name)
 
-    def make(self, kind: SagaType, saga_id: str, data: Any) -> Saga[Any]:
-        """An instance of ``kind`` with its type's settings: the coordinator's factory."""
-        return kind(saga_id, data, self.settings.get(kind.name))
+    def make(self, saga_type: SagaType, saga_id: str, data: Any) -> Saga[Any]:
+        """A saga of ``saga_type`` with its type's settings: the coordinator's factory."""
+        return saga_type(saga_id, data, self.settings.get(saga_type.name))
 
     def bindings(self) -> list[Subscription]:
         """What the saga queue is bound to: every message some loaded saga type handles."""
         found: dict[tuple[str, str], Subscription] = {}
-        for kind in self.kinds:
-            for message in kind.steps:
+        for saga_type in self.in_order:
+            for message in saga_type.steps:
                 subscription = self.catalogue.lookup("", message)
                 assert subscription is not None  # checked when loaded
                 found[subscription.exchange, subscription.message] = subscription
@@ -141,13 +144,15 @@ class SagaTypes:
         """Each type's shape, message names throughout, for ``GET /sagas/types``."""
         return [
             {
-                "name": kind.name,
-                "start": [spec.message for spec in kind.steps.values() if spec.starts],
-                "path": list(kind.path),
+                "name": saga_type.name,
+                "start": [spec.message for spec in saga_type.steps.values() if spec.starts],
+                "path": list(saga_type.path),
                 "compensations": [
-                    spec.message for spec in kind.steps.values() if spec.compensation is not None
+                    spec.message
+                    for spec in saga_type.steps.values()
+                    if spec.compensation is not None
                 ],
-                "httpStart": kind.http_start,
+                "httpStart": saga_type.http_start,
             }
-            for kind in self.kinds
+            for saga_type in self.in_order
         ]

@@ -31,7 +31,7 @@ OUTCOME_OF = {status: outcome for outcome, status in STATUS_OF.items()}
 
 @dataclass(frozen=True)
 class Processed:
-    saga: str
+    saga_name: str
     saga_id: str
     outcome: SagaOutcome
 

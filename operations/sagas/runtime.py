@@ -16,7 +16,7 @@ from operations.metrics import Registry
 from operations.sagas.census import SagaCensus
 from operations.sagas.coordinator import Coordinator
 from operations.sagas.deadlines import DeadlineWatcher
-from operations.sagas.intake import SagaInbox
+from operations.sagas.intake import SagaIntake
 from operations.sagas.outbox import OutboxRelay
 from operations.sagas.registry import SagaTypes
 from operations.sagas.store import RedisSagaStore
@@ -49,7 +49,7 @@ class SagaRuntime:
         )
         self.connection: AbstractRobustConnection | None = None
         self.publisher: AmqpPublisher | None = None
-        self.types = SagaTypes.load(settings.saga_types, catalogue, environ)
+        self.saga_types = SagaTypes.load(settings.saga_types, catalogue, environ)
         self.coordinator: Coordinator | None = None
         self.watcher: DeadlineWatcher | None = None
         self.relay: OutboxRelay | None = None
@@ -57,7 +57,7 @@ class SagaRuntime:
         self.census: SagaCensus | None = None
 
     def saga_names(self) -> list[str]:
-        return self.types.names
+        return self.saga_types.names
 
     @property
     def ready(self) -> bool:
@@ -84,12 +84,12 @@ class SagaRuntime:
             self.store, self.publisher, self.metrics, operations=self.operations
         )
         self.coordinator = Coordinator(
-            self.types.kinds,
+            self.saga_types.in_order,
             self.store,
             self.relay,
             self.metrics,
             self.settings.saga_ttl_seconds,
-            factory=self.types.make,
+            factory=self.saga_types.make,
             max_data_bytes=self.settings.saga_max_data_bytes,
         )
         self.watcher = DeadlineWatcher(self.coordinator)
@@ -98,8 +98,8 @@ class SagaRuntime:
             self.settings.amqp_url,
             queue,
             f"{queue}.dead-letter",
-            self.types.bindings(),
-            SagaInbox(
+            self.saga_types.bindings(),
+            SagaIntake(
                 self.coordinator,
                 self.settings.saga_early_retries,
                 self.settings.saga_retry_delay_ms / 1000,

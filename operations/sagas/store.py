@@ -49,13 +49,13 @@ class Loaded:
 class Pending:
     """A saga's committed messages still waiting for the broker's confirm, in publish order."""
 
-    saga: str
+    saga_name: str
     saga_id: str
     entries: list[tuple[str, OutboxEntry]]  # (stored form, entry)
 
 
 class SagaStore(Protocol):
-    async def load(self, saga: str, saga_id: str) -> Loaded | None: ...
+    async def load(self, saga_name: str, saga_id: str) -> Loaded | None: ...
 
     async def commit(
         self,
@@ -69,25 +69,25 @@ class SagaStore(Protocol):
 
     async def pending(self, older_than: float, limit: int = 100) -> list[Pending]: ...
 
-    async def outbox(self, saga: str, saga_id: str) -> Pending:
+    async def outbox(self, saga_name: str, saga_id: str) -> Pending:
         """Everything in one saga's outbox, oldest first."""
         ...
 
-    async def lease_outbox(self, saga: str, saga_id: str, holder: str, seconds: float) -> bool:
+    async def lease_outbox(self, saga_name: str, saga_id: str, holder: str, seconds: float) -> bool:
         """Become the one sender of this saga's outbox, unless another holds the lease."""
         ...
 
-    async def release_outbox(self, saga: str, saga_id: str, holder: str) -> None: ...
+    async def release_outbox(self, saga_name: str, saga_id: str, holder: str) -> None: ...
 
     async def recent(
-        self, limit: int = 100, status: SagaStatus | None = None, saga: str | None = None
+        self, limit: int = 100, status: SagaStatus | None = None, saga_name: str | None = None
     ) -> list[SagaRecord]:
         """The sagas committed most recently, newest first (finished ones until they expire),
-        only those in ``status`` if given, and of type ``saga`` if given (exactly so when a status
-        is given too: the status indexes are kept per type)."""
+        only those in ``status`` if given, and of the type named ``saga_name`` if given (exactly
+        so when a status is given too: the status indexes are kept per type)."""
         ...
 
-    async def acknowledge(self, saga: str, saga_id: str, stored: list[str]) -> None: ...
+    async def acknowledge(self, saga_name: str, saga_id: str, stored: list[str]) -> None: ...
 
     async def due(self, now: float, limit: int = 100) -> list[tuple[str, str]]:
         """Sagas whose deadline, or whose orphaned compensation, is due by ``now``."""
@@ -98,7 +98,7 @@ class SagaStore(Protocol):
         expire); every status of every type seen is present."""
         ...
 
-    async def tombstoned(self, saga: str, saga_id: str) -> bool:
+    async def tombstoned(self, saga_name: str, saga_id: str) -> bool:
         """Whether this saga finished within the tombstone horizon (even if it has expired)."""
         ...
 
@@ -132,11 +132,11 @@ class RedisSagaStore:
         self._release = client.register_script(_RELEASE_SCRIPT)
 
     async def recent(
-        self, limit: int = 100, status: SagaStatus | None = None, saga: str | None = None
+        self, limit: int = 100, status: SagaStatus | None = None, saga_name: str | None = None
     ) -> list[SagaRecord]:
         """The sagas committed last, newest first, over every shard."""
         if status is not None:
-            return await self._in_status(status, limit, saga)
+            return await self._in_status(status, limit, saga_name)
         try:
             newest: list[tuple[float, int, bytes]] = []
             for shard in self.shards:
@@ -156,19 +156,19 @@ class RedisSagaStore:
         except (RedisError, OSError) as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
         records = [SagaRecord.from_json(orjson.loads(doc)) for doc in documents if doc is not None]
-        return [record for record in records if saga is None or record.saga == saga]
+        return [record for record in records if saga_name is None or record.saga_name == saga_name]
 
     async def _in_status(
-        self, status: SagaStatus, limit: int, saga: str | None = None
+        self, status: SagaStatus, limit: int, saga_name: str | None = None
     ) -> list[SagaRecord]:
         """Up to ``limit`` sagas of each type per shard from the status indexes, newest first."""
         now = f"({time.time()!r}"
         try:
             members: list[str] = []
             for shard in self.shards:
-                names: Any = await self.redis.smembers(self.keys.types(shard))
+                names: Any = await self.redis.smembers(self.keys.saga_types(shard))
                 for name in names:
-                    if saga is not None and name.decode() != saga:
+                    if saga_name is not None and name.decode() != saga_name:
                         continue
                     index = self.keys.status_index(shard, name.decode(), status)
                     found: Any = await self.redis.zrange(
@@ -185,10 +185,10 @@ class RedisSagaStore:
         chosen = [record for record in records if record.status is status]
         return sorted(chosen, key=lambda record: -record.updated_at)[:limit]
 
-    async def load(self, saga: str, saga_id: str) -> Loaded | None:
+    async def load(self, saga_name: str, saga_id: str) -> Loaded | None:
         try:
             fields: Any = await self.redis.hmget(
-                self.keys.saga(member_of(saga, saga_id)), "version", "doc"
+                self.keys.saga(member_of(saga_name, saga_id)), "version", "doc"
             )
         except ResponseError as error:
             if str(error).startswith("WRONGTYPE"):
@@ -218,7 +218,7 @@ class RedisSagaStore:
             "" if record.wake_at is None else repr(record.wake_at),
             "1" if record.status.finished else "0",
             finished_ttl_seconds,
-            record.saga,
+            record.saga_name,
             list(SagaStatus).index(record.status) + 1,
             self.tombstone_seconds,
             *(orjson.dumps(entry.to_json()).decode() for entry in outbox),
@@ -229,9 +229,9 @@ class RedisSagaStore:
             self.keys.outbox_index(shard),
             self.keys.deadlines(shard),
             self.keys.index(shard),
-            self.keys.types(shard),
+            self.keys.saga_types(shard),
             self.keys.tombstones(shard),
-            *(self.keys.status_index(shard, record.saga, status) for status in SagaStatus),
+            *(self.keys.status_index(shard, record.saga_name, status) for status in SagaStatus),
         ]
         try:
             version = await self._commit(keys=keys, args=arguments)
@@ -276,34 +276,36 @@ class RedisSagaStore:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
         return found
 
-    async def outbox(self, saga: str, saga_id: str) -> Pending:
+    async def outbox(self, saga_name: str, saga_id: str) -> Pending:
         try:
-            stored: Any = await self.redis.lrange(self.keys.outbox(member_of(saga, saga_id)), 0, -1)
+            stored: Any = await self.redis.lrange(
+                self.keys.outbox(member_of(saga_name, saga_id)), 0, -1
+            )
         except (RedisError, OSError) as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
         return Pending(
-            saga,
+            saga_name,
             saga_id,
             [(raw.decode(), OutboxEntry.from_json(orjson.loads(raw))) for raw in stored],
         )
 
-    async def lease_outbox(self, saga: str, saga_id: str, holder: str, seconds: float) -> bool:
-        key = self.keys.lease(member_of(saga, saga_id))
+    async def lease_outbox(self, saga_name: str, saga_id: str, holder: str, seconds: float) -> bool:
+        key = self.keys.lease(member_of(saga_name, saga_id))
         try:
             taken = await self.redis.set(key, holder, nx=True, px=int(seconds * 1000))
         except (RedisError, OSError) as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
         return bool(taken)
 
-    async def release_outbox(self, saga: str, saga_id: str, holder: str) -> None:
-        key = self.keys.lease(member_of(saga, saga_id))
+    async def release_outbox(self, saga_name: str, saga_id: str, holder: str) -> None:
+        key = self.keys.lease(member_of(saga_name, saga_id))
         try:
             await self._release(keys=[key], args=[holder])
         except (RedisError, OSError) as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
 
-    async def acknowledge(self, saga: str, saga_id: str, stored: list[str]) -> None:
-        member = member_of(saga, saga_id)
+    async def acknowledge(self, saga_name: str, saga_id: str, stored: list[str]) -> None:
+        member = member_of(saga_name, saga_id)
         try:
             await self._ack(
                 keys=[self.keys.outbox(member), self.keys.outbox_index(self.shards.of(member))],
@@ -322,13 +324,13 @@ class RedisSagaStore:
         now = f"({time.time()!r}"
         try:
             for shard in self.shards:
-                names: Any = await self.redis.smembers(self.keys.types(shard))
+                names: Any = await self.redis.smembers(self.keys.saga_types(shard))
                 wanted = [(name.decode(), status) for name in names for status in SagaStatus]
                 if not wanted:
                     continue
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    for saga, status in wanted:
-                        pipe.zcount(self.keys.status_index(shard, saga, status), now, "+inf")
+                    for saga_name, status in wanted:
+                        pipe.zcount(self.keys.status_index(shard, saga_name, status), now, "+inf")
                     sizes: list[Any] = await pipe.execute()
                 for key, size in zip(wanted, sizes, strict=True):
                     found[key] = found.get(key, 0) + int(size)
@@ -336,8 +338,8 @@ class RedisSagaStore:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
         return found
 
-    async def tombstoned(self, saga: str, saga_id: str) -> bool:
-        member = member_of(saga, saga_id)
+    async def tombstoned(self, saga_name: str, saga_id: str) -> bool:
+        member = member_of(saga_name, saga_id)
         try:
             until: Any = await self.redis.zscore(
                 self.keys.tombstones(self.shards.of(member)), member
@@ -353,7 +355,7 @@ class RedisSagaStore:
         finished = [status for status in SagaStatus if status.finished]
         try:
             for shard in self.shards:
-                names: Any = await self.redis.smembers(self.keys.types(shard))
+                names: Any = await self.redis.smembers(self.keys.saga_types(shard))
                 keys = [
                     self.keys.index(shard),
                     self.keys.tombstones(shard),
