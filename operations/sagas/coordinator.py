@@ -28,6 +28,7 @@ from operations import tracing
 from operations.errors import StoreUnavailable
 from operations.metrics import Registry
 from operations.sagas.bounds import MAX_DATA_BYTES, check_data
+from operations.sagas.compensation import end_rejected, undo
 from operations.sagas.endings import with_closing
 from operations.sagas.outbox import OutboxRelay
 from operations.sagas.records import OutboxEntry, SagaRecord, SagaStatus, StepRecord
@@ -39,7 +40,6 @@ log = logging.getLogger("operations.sagas")
 
 Callback = Callable[[SagaMessage, SagaContext], Awaitable[None]]
 MAX_CONFLICT_RETRIES = 20
-COMPENSATION_ATTEMPTS = 3
 DEADLINE_MESSAGE = "deadline_exceeded"
 CANCELLED = "cancelled"
 # A compensation that has committed nothing for this long is taken to be orphaned (its process
@@ -318,7 +318,7 @@ class Coordinator:
                 if spec is None or spec.compensation is None:
                     entry.compensated = True  # nothing to undo: committed with the next write
                     continue
-                error = await self._compensate(saga, spec.compensation, entry, context)
+                error = await undo(saga, spec.compensation, entry, context)
                 if error is not None:
                     entry.compensation_error = error
                     log.error(
@@ -339,7 +339,7 @@ class Coordinator:
                 saga.outbox.clear()
                 version += 1
             if not lost:
-                await self._on_rejected(saga, rejection, context)
+                await end_rejected(saga, rejection, context)
                 record.status = STATUS_OF[outcome]
                 record.resume_at = None
                 if await self._commit(saga, record, version, context):
@@ -347,34 +347,6 @@ class Coordinator:
             loaded = await self._reload(record)
         log.warning("saga %s:%s: compensation kept conflicting", saga_type.name, loaded.record.id)
         return SagaOutcome.CONFLICT
-
-    async def _on_rejected(
-        self, saga: Saga[Any], rejection: Rejection, context: SagaContext
-    ) -> None:
-        """The saga's hook; if it fails, what it queued is dropped and the saga still ends (a
-        hook that always fails must not keep the saga compensating for ever)."""
-        queued = len(saga.outbox)
-        try:
-            await saga.on_rejected(rejection, context)
-        except Exception:
-            log.exception("saga %s:%s: on_rejected failed", type(saga).name, saga.id)
-            del saga.outbox[queued:]
-
-    async def _compensate(
-        self, saga: Saga[Any], method: str, entry: StepRecord, context: SagaContext
-    ) -> str | None:
-        original = SagaMessage(entry.message, entry.body, entry.message_id)
-        error = "no attempt made"
-        for _ in range(COMPENSATION_ATTEMPTS):
-            queued, before = len(saga.outbox), saga.dump_data()
-            try:
-                await getattr(saga, method)(original, context)
-                return None
-            except Exception as failure:
-                del saga.outbox[queued:]
-                saga.data = type(saga).load_data(before)
-                error = f"{type(failure).__name__}: {failure}"
-        return error
 
     async def _commit(
         self, saga: Saga[Any], record: SagaRecord, version: int, context: SagaContext
