@@ -128,7 +128,7 @@ class SagasApi:
         self.operations = operations
         self.coordinator = coordinator
         self.metrics = metrics or Registry()
-        self._compensations = tasks or BackgroundTasks(self.metrics, log)
+        self._compensations = BackgroundTasks(self.metrics, log) if tasks is None else tasks
 
     @property
     def routes(self) -> list[Route]:
