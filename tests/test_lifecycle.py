@@ -115,6 +115,9 @@ async def test_the_parts_start_in_list_order_and_stop_in_reverse(
         assert calls == ["start first", "start last"]
         await service.stop()
     assert calls == ["start first", "start last", "stop last", "stop first"]
+    prefixes = ("operations-", "hub", "saga-", "consume")
+    left = [task.get_name() for task in asyncio.all_tasks() if task.get_name().startswith(prefixes)]
+    assert left == []  # every background task of the service has ended
 
     said = [record.getMessage() for record in caplog.records]
     started = [line.removeprefix("started the ") for line in said if line.startswith("started")]

@@ -80,8 +80,9 @@ class DeadLetterIntake:
         if self._channel is not None:
             return
         connection = await self.connections.open(Role.DEAD_LETTERS)
-        channel = await connection.channel()
+        channel: AbstractChannel | None = None
         try:
+            channel = await connection.channel()
             await channel.set_qos(prefetch_count=self.prefetch)
             for name in self.queues:
                 queue = await declare_dead_letter_queue(channel, name, self.queue_arguments)
