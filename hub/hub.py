@@ -15,7 +15,6 @@ closed then. A user has at most ``max_sockets_per_user`` sockets on a process.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -35,6 +34,7 @@ from operations.auth.tokens import TokenVerifier, Verified
 from operations.errors import StoreUnavailable, TokenError
 from operations.feed import ChangeFeed, FeedEntry
 from operations.metrics import Registry
+from operations.tasks import BackgroundTasks
 
 log = logging.getLogger("hub")
 
@@ -92,15 +92,15 @@ class Hub:
         self._jobs: asyncio.Queue[list[FeedEntry] | Join | Recovered] = asyncio.Queue()
         self._recoveries = Recoveries()
         self._reads = asyncio.Semaphore(RECOVERY_READS)
-        self._reading: set[asyncio.Task[None]] = set()
+        # The pusher and the recoveries' reads (each held until done, even once its client has
+        # left); the timers' actions apart, to count them.
+        self._tasks = BackgroundTasks(metrics, log)
         self._position: str | None = None  # the stream position of the last emitted change
         # Joins whose cursor is ahead of this process (another process pushed it further):
         # each waits, with its deadline, until this process has pushed as far.
         self._waiting: list[tuple[Join, float]] = []
         self._pusher: asyncio.Task[None] | None = None
-        # The timers' actions while they run: kept so that none is collected half-way, and
-        # cancelled on stop.
-        self._actions: set[asyncio.Task[None]] = set()
+        self._actions = BackgroundTasks(metrics, log)
 
     def asgi(self, other: Any) -> socketio.ASGIApp:
         return socketio.ASGIApp(self.server, other_asgi_app=other, socketio_path="socket.io")
@@ -111,23 +111,15 @@ class Hub:
 
     async def start(self) -> None:
         self.feed.subscribe(self._jobs.put_nowait)
-        self._pusher = asyncio.create_task(self._push(), name="hub-pusher")
+        self._pusher = self._tasks.start("hub-pusher", self._push())
 
     async def stop(self) -> None:
-        if self._pusher is not None:
-            self._pusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pusher
+        await self._tasks.cancel(self._pusher)
         for client in self._clients.values():
             client.cancel_timers()
         self._deadlines.cancel()
-        reads = list(self._reading)
-        for read in reads:
-            read.cancel()
-        await asyncio.gather(*reads, return_exceptions=True)
-        for task in self._actions:
-            task.cancel()
-        await asyncio.gather(*self._actions, return_exceptions=True)
+        await self._tasks.stop()
+        await self._actions.stop()
 
     # -- connection life cycle ------------------------------------------------------------
 
@@ -220,14 +212,7 @@ class Hub:
         client.timers.append(loop.call_later(max(delay, 0.0), self._run, action, sid))
 
     def _run(self, action: Action, sid: str) -> None:
-        task = asyncio.create_task(action(sid), name=f"hub{action.__name__}")
-        self._actions.add(task)
-        task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._actions.discard(task)
-        if not task.cancelled() and (error := task.exception()) is not None:
-            log.error("%s failed", task.get_name(), exc_info=error)
+        self._actions.start(f"hub{action.__name__}", action(sid))
 
     @property
     def actions(self) -> int:
@@ -331,9 +316,7 @@ class Hub:
         recovery = Recovery(join.sid, join.principal, join.since, self._position)
         self._recoveries.begin(recovery)
         self.metrics.recoveries.set(len(self._recoveries))
-        recovery.task = task = asyncio.create_task(self._read(recovery), name="hub-recovery")
-        self._reading.add(task)  # held until done, even once its client has left
-        task.add_done_callback(self._reading.discard)
+        recovery.task = self._tasks.start("hub-recovery", self._read(recovery))
 
     async def _read(self, recovery: Recovery) -> None:
         """Reads a recovery's sync, off the pusher, then hands it back to the pusher."""

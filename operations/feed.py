@@ -11,7 +11,6 @@ Redis server one blocking read covers every stream; on a cluster each stream has
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from operations.errors import StoreUnavailable
 from operations.keys import Keys
 from operations.metrics import Registry
 from operations.redis_client import round_trip
+from operations.tasks import BackgroundTasks
 
 __all__ = ["STREAM_FIELDS", "ChangeFeed", "FeedEntry", "Listener", "Missed", "Watch"]
 
@@ -112,7 +112,7 @@ class ChangeFeed:
         self._readers = [[shard] for shard in shards] if cluster else [shards]
         self._listeners: list[Listener] = []
         self._watchers: dict[str, set[Watch]] = defaultdict(set)
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = BackgroundTasks(metrics, log)
         self._positioned = asyncio.Event()
         self._down: set[int] = set(range(len(self._readers)))
         self._held: AbstractConnection | None = None
@@ -168,14 +168,10 @@ class ChangeFeed:
                 del self._watchers[watch.operation_id]
 
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._run(), name="operations-feed")]
+        self._tasks.start("operations-feed", self._run())
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._tasks.stop()
         if self._held is not None:
             held, self._held = self._held, None
             await self.redis.connection_pool.release(held)
@@ -199,11 +195,10 @@ class ChangeFeed:
         self._start_cursor = self.last_cursor
         self._positioned.set()
         readers = [
-            asyncio.create_task(self._read(reader, shards), name=f"operations-feed-{reader}")
+            self._tasks.start(f"operations-feed-{reader}", self._read(reader, shards))
             for reader, shards in enumerate(self._readers)
         ]
-        self._tasks.extend(readers)
-        await asyncio.gather(*readers)
+        await asyncio.wait(readers)  # a reader's failure is logged by the tasks, once
 
     async def _read(self, reader: int, shards: list[int]) -> None:
         backoff = Backoff(_RETRY_FIRST_SECONDS, _RETRY_CEILING_SECONDS)

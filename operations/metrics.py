@@ -271,6 +271,11 @@ class Registry:
             "waiting for one, and its size.",
             ("measure",),
         )
+        self.background_task_failures = Counter(
+            "operations_background_task_failures_total",
+            "Background tasks that ended with an unexpected error, by task name.",
+            ("task",),
+        )
         self.refreshers: list[Callable[[], None]] = []
         """Called before each scrape, to set gauges read from elsewhere."""
 
@@ -311,6 +316,7 @@ class Registry:
             self.waits,
             self.wait_refusals,
             self.redis_pool,
+            self.background_task_failures,
         ):
             yield from metric.collect()
 

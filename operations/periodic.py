@@ -9,11 +9,11 @@ good.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 from operations.errors import StoreUnavailable
+from operations.tasks import BackgroundTasks
 
 
 class Periodic:
@@ -28,17 +28,14 @@ class Periodic:
         self.work = work
         self.every = every
         self.log = log
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = BackgroundTasks(logger=log)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"operations-{self.name}")
+        if not self._tasks:
+            self._tasks.start(f"operations-{self.name}", self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._tasks.stop()
 
     async def _run(self) -> None:
         while True:

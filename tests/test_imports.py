@@ -22,6 +22,7 @@ HUB_USES = {
     "operations.auth.identity",
     "operations.metrics",
     "operations.auth.tokens",
+    "operations.tasks",
 }
 # Outside libraries the hub must not import: Redis is reached through the feed.
 HUB_AVOIDS = {"redis"}
@@ -46,6 +47,7 @@ STORE = {
 # for all its modules).
 HTTP = {
     "hub.page",
+    "operations.assembly",
     "operations.deadletters.http",
     "operations.deadletters.openapi",
     "operations.http",

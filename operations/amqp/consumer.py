@@ -30,6 +30,7 @@ from aiormq.exceptions import AMQPError
 
 from operations.amqp.attempts import Attempts, described
 from operations.amqp.catalogue import Subscription
+from operations.amqp.connections import Connections, Role
 from operations.amqp.copies import copy_headers
 from operations.amqp.deliveries import ChannelConsumer, Delivery
 from operations.amqp.queues import CLASSIC, DEFAULT_MAX_ATTEMPTS, QueueArguments
@@ -40,6 +41,7 @@ from operations.envelope import Delivered
 from operations.errors import StoreUnavailable
 from operations.logs import logged_id
 from operations.metrics import Registry
+from operations.tasks import BackgroundTasks
 
 log = logging.getLogger("operations.amqp.consumer")
 
@@ -58,7 +60,7 @@ class Processor(Protocol):
 class Consumer:
     def __init__(
         self,
-        amqp_url: str,
+        amqp: str | Connections,
         queue_name: str,
         dead_letter_queue: str,
         bindings: Iterable[Subscription],
@@ -71,8 +73,12 @@ class Consumer:
         queue_arguments: QueueArguments = CLASSIC,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         retry_delay_seconds: float = 1.0,
+        role: Role = Role.TRACKING,
     ) -> None:
-        self.amqp_url = amqp_url
+        """``amqp``: the service's connections (the role's one is shared), or a URL."""
+        self.connections = Connections(amqp, name) if isinstance(amqp, str) else amqp
+        self.amqp_url, self._own_connections = self.connections.amqp_url, isinstance(amqp, str)
+        self.role = role
         self.queue_name = queue_name
         self.dead_letter_queue = dead_letter_queue
         self.retry_queue = retry_queue
@@ -92,6 +98,7 @@ class Consumer:
         self._channel: AbstractRobustChannel | None = None
         self._deliveries: ChannelConsumer | None = None
         self._worker: asyncio.Task[None] | None = None
+        self._tasks = BackgroundTasks(metrics, log)
         self._store_down = False
 
     @property
@@ -120,22 +127,16 @@ class Consumer:
         return self.attempts.failing
 
     async def start(self) -> None:
-        """Connects and consumes. Once started, the robust connection and the low-level consumer
-        recover by themselves, so starting again does nothing."""
+        """Connects and consumes; once started it recovers by itself, so again does nothing."""
         if self._connection is not None:
             return
-        self._connection = await aio_pika.connect_robust(
-            self.amqp_url, client_properties={"connection_name": self.name}
-        )
+        connection = await self.connections.open(self.role)
         try:
-            await self._subscribe(self._connection)
+            await self._subscribe(connection)
         except BaseException:
-            if self._deliveries is not None:
-                await self._deliveries.stop()
-                self._deliveries = None
-            await self._connection.close()
-            self._connection = None
+            await self._release(connection)
             raise
+        self._connection = connection
 
     async def _subscribe(self, connection: AbstractRobustConnection) -> None:
         connection.reconnect_callbacks.add(self._on_reconnect)
@@ -153,7 +154,7 @@ class Consumer:
         self._deliveries = ChannelConsumer(channel, self.queue_name, self._on_delivery)
         await self._deliveries.start()
         if self._worker is None:
-            self._worker = asyncio.create_task(self._run(), name="operations-consumer")
+            self._worker = self._tasks.start(f"{self.name}-consumer", self._run())
         log.info(
             "consuming %s, a %s queue (%d bindings on %d exchanges), prefetch %d",
             self.queue_name,
@@ -164,16 +165,23 @@ class Consumer:
         )
 
     async def stop(self) -> None:
-        deliveries, worker, connection = self._deliveries, self._worker, self._connection
-        self._deliveries = self._worker = self._connection = None
+        connection, self._connection = self._connection, None
+        await self._release(connection)
+
+    async def _release(self, connection: AbstractRobustConnection | None) -> None:
+        """Stops consuming, closes its channel (and its connection if its own)."""
+        deliveries, self._deliveries, self._worker = self._deliveries, None, None
         if deliveries is not None:
             await deliveries.stop()
-        if worker is not None:
-            worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
+        await self._tasks.stop()  # the worker, before its channel goes
+        channel, self._channel = self._channel, None
         if connection is not None:
-            await connection.close()
+            connection.reconnect_callbacks.discard(self._on_reconnect)
+        if channel is not None and not channel.is_closed:
+            with contextlib.suppress(AMQPError, ConnectionError, OSError, RuntimeError):
+                await channel.close()
+        if self._own_connections:
+            await self.connections.close()
 
     def _on_reconnect(self, *_: Any) -> None:
         self.metrics.reconnects.inc(dependency="rabbitmq")

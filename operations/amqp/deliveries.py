@@ -27,6 +27,7 @@ from aiormq import spec
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 
 from operations.backoff import Backoff
+from operations.tasks import BackgroundTasks
 
 log = logging.getLogger("operations.amqp.deliveries")
 
@@ -107,8 +108,8 @@ class ChannelConsumer:
         self._tag: str | None = None
         self._lock = asyncio.Lock()
         self._stopped = False
+        self._tasks = BackgroundTasks(logger=log)
         self._retrying: asyncio.Task[None] | None = None
-        self._resetting: asyncio.Task[None] | None = None
 
     @property
     def consuming(self) -> bool:
@@ -133,11 +134,7 @@ class ChannelConsumer:
     async def stop(self) -> None:
         self._stopped = True
         self.channel.reopen_callbacks.discard(self._on_reopen)
-        for task in (self._retrying, self._resetting):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await self._tasks.stop()
         underlay, tag = self._underlay, self._tag
         self._underlay = self._tag = None
         if underlay is not None and tag is not None and not underlay.is_closed:
@@ -181,7 +178,7 @@ class ChannelConsumer:
 
     def _retry(self) -> None:
         if self._retrying is None or self._retrying.done():
-            self._retrying = asyncio.create_task(self._keep_trying(), name="consume-again")
+            self._retrying = self._tasks.start("consume-again", self._keep_trying())
 
     async def _keep_trying(self) -> None:
         backoff = Backoff(0.5, 10.0)
@@ -203,7 +200,7 @@ class ChannelConsumer:
             "the broker cancelled the consumer on %s; reopening the channel", self.queue_name
         )
         self._tag = None
-        self._resetting = asyncio.create_task(self._reset(underlay), name="consumer-reset")
+        self._tasks.start("consumer-reset", self._reset(underlay))
 
     async def _reset(self, underlay: aiormq.abc.AbstractChannel) -> None:
         with contextlib.suppress(AMQPError, ConnectionError, RuntimeError, TimeoutError):

@@ -5,6 +5,7 @@ and the W3C ``traceparent`` of the trace it belongs to (see :mod:`operations.tra
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from typing import Any
 import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aiormq.exceptions import AMQPError
 
 from operations import tracing
 from operations.states import State
@@ -56,6 +58,15 @@ class AmqpPublisher:
                     name, aio_pika.ExchangeType.TOPIC, durable=True
                 )
             return self._exchanges[name]
+
+    async def close(self) -> None:
+        """Closes its channel; the connection is its owner's to close."""
+        async with self._lock:
+            channel, self._channel = self._channel, None
+            self._exchanges.clear()
+            if channel is not None and not channel.is_closed:
+                with contextlib.suppress(AMQPError, ConnectionError, OSError, RuntimeError):
+                    await channel.close()
 
     async def publish(self, message: OutgoingMessage, *, confirm_within: float = 10.0) -> None:
         """Returns once the broker has confirmed the message; raises if it could not."""

@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
+from operations.amqp.connections import Connections, Role
 from operations.amqp.queues import CLASSIC, QueueArguments
 from operations.amqp.topology import declare_dead_letter_queue
 from operations.deadletters.letters import capture
@@ -49,7 +50,7 @@ _RETRY_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 class DeadLetterIntake:
     def __init__(
         self,
-        amqp_url: str,
+        amqp: str | Connections,
         queues: Sequence[str],
         store: DeadLetterStore,
         metrics: Registry,
@@ -58,26 +59,28 @@ class DeadLetterIntake:
         every: float = 15.0,
         prefetch: int = 32,
     ) -> None:
-        self.amqp_url = amqp_url
+        """``amqp``: the service's connections (this takes the ``dead-letters`` one), or a URL
+        for a connection of its own."""
+        self.connections = Connections(amqp) if isinstance(amqp, str) else amqp
+        self._own_connections = isinstance(amqp, str)
         self.queues = list(queues)
         self.store = store
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.queue_arguments = queue_arguments
         self.prefetch = prefetch
-        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
         self._bounds = Periodic("dead-letter bounds", self._apply_bounds, every, log)
 
     @property
     def started(self) -> bool:
-        return self._connection is not None
+        return self._channel is not None
 
     async def start(self) -> None:
-        if self._connection is not None:
+        if self._channel is not None:
             return
-        connection = await aio_pika.connect_robust(
-            self.amqp_url, client_properties={"connection_name": "operations-dead-letters"}
-        )
+        connection = await self.connections.open(Role.DEAD_LETTERS)
+        channel: AbstractChannel | None = None
         try:
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=self.prefetch)
@@ -85,17 +88,23 @@ class DeadLetterIntake:
                 queue = await declare_dead_letter_queue(channel, name, self.queue_arguments)
                 await queue.consume(self._taker(name))
         except BaseException:
-            await connection.close()
+            await self._close(channel)
             raise
-        self._connection = connection
+        self._channel = channel
         self._bounds.start()
         log.info("keeping the dead letters of %s in Redis", ", ".join(self.queues))
 
     async def stop(self) -> None:
         await self._bounds.stop()
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            await connection.close()
+        channel, self._channel = self._channel, None
+        await self._close(channel)
+
+    async def _close(self, channel: AbstractChannel | None) -> None:
+        if channel is not None and not channel.is_closed:
+            with contextlib.suppress(aio_pika.exceptions.AMQPError, ConnectionError, OSError):
+                await channel.close()
+        if self._own_connections:
+            await self.connections.close()
 
     def _taker(self, queue: str) -> Any:
         async def take(message: AbstractIncomingMessage) -> None:

@@ -11,15 +11,17 @@ seen) drop. Every redrive and discard is logged with who did it, and counted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel
 from aiormq.exceptions import AMQPError, PublishError
 
 from operations import tracing
+from operations.amqp.connections import Connections, Role
 from operations.deadletters.letters import REDRIVEN_HEADER, StoredLetter, untagged
 from operations.deadletters.store import DeadLetterStore
 from operations.envelope import header_text
@@ -31,30 +33,31 @@ CONFIRM_WITHIN = 10.0
 
 
 class RedrivePublisher:
-    """A channel with publisher confirms on its own connection, opened on first use."""
+    """A channel with publisher confirms, opened on first use, on the ``dead-letters``
+    connection of ``amqp`` (the service's connections), or of its own given a URL."""
 
-    def __init__(self, amqp_url: str) -> None:
-        self.amqp_url = amqp_url
-        self._connection: AbstractRobustConnection | None = None
+    def __init__(self, amqp: str | Connections) -> None:
+        self.connections = Connections(amqp) if isinstance(amqp, str) else amqp
+        self._own_connections = isinstance(amqp, str)
         self._channel: AbstractChannel | None = None
         self._lock = asyncio.Lock()
 
     async def channel(self) -> AbstractChannel:
         async with self._lock:
-            if self._connection is None:
-                self._connection = await aio_pika.connect_robust(
-                    self.amqp_url, client_properties={"connection_name": "operations-redrive"}
-                )
             if self._channel is None or self._channel.is_closed:
-                self._channel = await self._connection.channel(
+                connection = await self.connections.open(Role.DEAD_LETTERS)
+                self._channel = await connection.channel(
                     publisher_confirms=True, on_return_raises=True
                 )
             return self._channel
 
     async def close(self) -> None:
-        if self._connection is not None:
-            await self._connection.close()
-        self._connection = self._channel = None
+        channel, self._channel = self._channel, None
+        if channel is not None and not channel.is_closed:
+            with contextlib.suppress(AMQPError, ConnectionError, OSError, RuntimeError):
+                await channel.close()
+        if self._own_connections:
+            await self.connections.close()
 
 
 async def publish_redrive(channel: AbstractChannel, letter: StoredLetter) -> None:

@@ -7,7 +7,6 @@ path. ``POST /operations/{id}/cancel`` cancels the saga behind an operation, wit
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -42,6 +41,7 @@ from operations.sagas.records import SagaRecord, SagaStatus
 from operations.sagas.registry import SagaType, SagaTypes
 from operations.sagas.store import SagaStore
 from operations.store import Store
+from operations.tasks import BackgroundTasks
 
 CANCEL_OUTCOMES = {
     202: "accepted",
@@ -117,16 +117,18 @@ class SagasApi:
         operations: Store,
         coordinator: Callable[[], Coordinator | None] = lambda: None,
         metrics: Registry | None = None,
+        tasks: BackgroundTasks | None = None,
     ) -> None:
         """``store`` and ``saga_types`` are None when the sagas are off: there are none to list,
-        show or cancel. ``coordinator`` is None until the sagas have connected."""
+        show or cancel. ``coordinator`` is None until the sagas have connected. A cancel's
+        compensation runs in ``tasks``, which the service stops (cancelling it) at its stop."""
         self.verifier = verifier
         self.store = store
         self.saga_types = saga_types
         self.operations = operations
         self.coordinator = coordinator
         self.metrics = metrics or Registry()
-        self._compensations: set[asyncio.Task[Any]] = set()
+        self._compensations = BackgroundTasks(self.metrics, log) if tasks is None else tasks
 
     @property
     def routes(self) -> list[Route]:
@@ -243,9 +245,9 @@ class SagasApi:
             )
             if not cancellation.accepted:
                 return _not_cancellable(cancellation.reason)
-            task = asyncio.create_task(_compensate(coordinator, saga_type.name, operation_id))
-            self._compensations.add(task)
-            task.add_done_callback(self._compensations.discard)
+            self._compensations.start(
+                "saga-compensation", _compensate(coordinator, saga_type.name, operation_id)
+            )
             return Json(Cancelled(operation_id), status_code=202)
         record = await self.operations.get(operation_id)
         if record is None or not principal.may_read(record.user_id or ""):

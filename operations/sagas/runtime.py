@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import aio_pika
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractRobustConnection
 
 from operations.amqp.catalogue import Catalogue
+from operations.amqp.connections import Connections, Role
 from operations.amqp.consumer import Consumer
 from operations.amqp.publisher import AmqpPublisher
 from operations.metrics import Registry
@@ -34,11 +34,14 @@ class SagaRuntime:
         metrics: Registry,
         environ: Mapping[str, str],
         operations: Store,
+        connections: Connections,
     ) -> None:
         """Loads the saga types ``OPERATIONS_SAGA_TYPES`` names, each reading its own settings
         from ``environ``: a bad one raises ``SagaTypeError`` or ``SettingsError`` here. The
-        sagas close their operations in ``operations``."""
+        sagas close their operations in ``operations``. They consume and publish on the
+        ``sagas`` connection of ``connections``."""
         self.settings = settings
+        self.connections = connections
         self.metrics = metrics
         self.operations = operations
         self.store = RedisSagaStore(
@@ -76,9 +79,7 @@ class SagaRuntime:
             raise
 
     async def _start(self) -> None:
-        self.connection = await aio_pika.connect_robust(
-            self.settings.amqp_url, client_properties={"connection_name": "operations-sagas"}
-        )
+        self.connection = await self.connections.open(Role.SAGAS)
         self.publisher = AmqpPublisher(self.connection)
         self.relay = OutboxRelay(
             self.store, self.publisher, self.metrics, operations=self.operations
@@ -95,7 +96,7 @@ class SagaRuntime:
         self.watcher = DeadlineWatcher(self.coordinator)
         queue = self.settings.saga_queue
         self.consumer = Consumer(
-            self.settings.amqp_url,
+            self.connections,
             queue,
             f"{queue}.dead-letter",
             self.saga_types.bindings(),
@@ -113,6 +114,7 @@ class SagaRuntime:
             queue_arguments=self.settings.queue_arguments,
             max_attempts=self.settings.max_delivery_attempts,
             retry_delay_seconds=self.settings.saga_retry_delay_ms / 1000,
+            role=Role.SAGAS,
         )
         self.census = SagaCensus(self.store, self.metrics)
         await self.consumer.start()
@@ -126,6 +128,6 @@ class SagaRuntime:
                 await part.stop()
         self.census = None
         self.watcher = self.relay = self.consumer = None
-        if self.connection is not None:
-            await self.connection.close()
-            self.connection = self.publisher = None
+        if self.publisher is not None:
+            await self.publisher.close()
+        self.connection = self.publisher = None

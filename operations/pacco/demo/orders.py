@@ -15,6 +15,7 @@ import aiohttp
 from operations.auth.tokens import mint
 from operations.pacco.demo.outcomes import Outcome, follow, not_placed_line, outcome_line, say
 from operations.settings import Settings
+from operations.tasks import BackgroundTasks
 
 log = logging.getLogger("operations.pacco.demo.orders")
 CUSTOMERS = tuple(str(uuid.UUID(int=0xC0FFEE00 + index)) for index in range(5))
@@ -34,7 +35,7 @@ async def place_orders(
     token = mint(settings.signing_secret(), user, ttl_seconds=ttl)
     headers = {"Authorization": f"Bearer {token}"}
     placed = 0
-    followed: set[asyncio.Task[None]] = set()
+    followed = BackgroundTasks(logger=log)
 
     async def report(http: aiohttp.ClientSession, operation_id: str, placed_at: float) -> None:
         url = f"{base}/operations/{operation_id}"
@@ -43,38 +44,42 @@ async def place_orders(
         say(outcome_line(outcome))
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-        for _ in range(count):
-            body = {
-                "customerId": rng.choice(CUSTOMERS),
-                "parcelIds": [str(uuid.uuid4()) for _ in range(rng.randint(1, 3))],
-            }
-            placed_at = time.monotonic()
-            try:
-                async with http.post(f"{base}/orders", json=body, headers=headers) as response:
-                    answer = await response.json(content_type=None)
-                    if response.status == 202:
-                        placed += 1
-                        log.info(
-                            "order %s placed: operation %s",
-                            answer["orderId"],
-                            answer["operationId"],
-                            extra={"correlation_id": answer["operationId"]},
-                        )
-                        if follow_seconds > 0:
-                            task = asyncio.create_task(
-                                report(http, answer["operationId"], placed_at)
+        try:
+            for _ in range(count):
+                body = {
+                    "customerId": rng.choice(CUSTOMERS),
+                    "parcelIds": [str(uuid.uuid4()) for _ in range(rng.randint(1, 3))],
+                }
+                placed_at = time.monotonic()
+                try:
+                    async with http.post(f"{base}/orders", json=body, headers=headers) as response:
+                        answer = await response.json(content_type=None)
+                        if response.status == 202:
+                            placed += 1
+                            log.info(
+                                "order %s placed: operation %s",
+                                answer["orderId"],
+                                answer["operationId"],
+                                extra={"correlation_id": answer["operationId"]},
                             )
-                            followed.add(task)
-                            task.add_done_callback(followed.discard)
-                    else:
-                        log.warning("POST /orders answered %d: %s", response.status, answer)
-                        say(not_placed_line(f"POST /orders answered {response.status}: {answer}"))
-            except (aiohttp.ClientError, TimeoutError, ValueError) as error:
-                log.warning("POST /orders failed: %s", error)
-                say(not_placed_line(f"POST /orders failed: {error or type(error).__name__}"))
-            await asyncio.sleep(every_seconds)
-        if followed:
-            await asyncio.gather(*followed)
+                            if follow_seconds > 0:
+                                followed.start(
+                                    "demo-follow", report(http, answer["operationId"], placed_at)
+                                )
+                        else:
+                            log.warning("POST /orders answered %d: %s", response.status, answer)
+                            say(
+                                not_placed_line(
+                                    f"POST /orders answered {response.status}: {answer}"
+                                )
+                            )
+                except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+                    log.warning("POST /orders failed: %s", error)
+                    say(not_placed_line(f"POST /orders failed: {error or type(error).__name__}"))
+                await asyncio.sleep(every_seconds)
+            await followed.finish()
+        finally:
+            await followed.stop()
     return placed
 
 

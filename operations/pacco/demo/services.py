@@ -42,6 +42,7 @@ from operations.pacco.demo.convey import reply_message
 from operations.pacco.demo.failures import FailurePlan
 from operations.pacco.demo.rules import SERVICES, SimulatedService
 from operations.settings import Settings
+from operations.tasks import BackgroundTasks
 
 log = logging.getLogger("operations.pacco.demo")
 
@@ -59,27 +60,28 @@ class Responder:
         rng: random.Random,
         latency: float,
         assignments: VehicleAssignments,
+        tasks: BackgroundTasks,
     ) -> None:
         self.service = service
+        self._tasks = tasks
         self._exchange = exchange
         self._failures = failures
         self._rng = rng
         self._latency = latency
         self._assignments = assignments
         self._tails: dict[str | None, asyncio.Task[None]] = {}
-        self.in_flight: set[asyncio.Task[None]] = set()
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
         # No await before the task is created: decisions (and seeded draws) follow delivery order.
         decided = self._decide(message)
         key = message.correlation_id
-        task = asyncio.create_task(self._reply(message, decided, self._tails.get(key)))
+        task = self._tasks.start(
+            f"demo-{self.service.name}-reply", self._reply(message, decided, self._tails.get(key))
+        )
         self._tails[key] = task
-        self.in_flight.add(task)
         task.add_done_callback(lambda done: self._forget(key, done))
 
     def _forget(self, key: str | None, task: asyncio.Task[None]) -> None:
-        self.in_flight.discard(task)
         if self._tails.get(key) is task:
             del self._tails[key]
 
@@ -182,6 +184,7 @@ class DemoServices:
         self._connection: AbstractRobustConnection | None = None
         self._consumers: list[tuple[AbstractQueue, str]] = []
         self._responders: list[Responder] = []
+        self._tasks = BackgroundTasks(logger=log)
 
     async def start(self) -> None:
         self._connection = await aio_pika.connect_robust(
@@ -227,6 +230,7 @@ class DemoServices:
             rng or random.Random(),
             self.latency_ms / 1000,
             assignments,
+            self._tasks,
         )
         self._responders.append(responder)
         self._consumers.append((queue, await queue.consume(responder.on_message)))
@@ -238,15 +242,9 @@ class DemoServices:
             except (AMQPError, ConnectionError, RuntimeError) as error:
                 log.info("cancelling the %s consumer failed: %s", queue.name, error)
         self._consumers.clear()
-        in_flight = {task for responder in self._responders for task in responder.in_flight}
-        if in_flight:
-            # Replies under way get to finish; whatever is left is unacknowledged and redelivered.
-            _, late = await asyncio.wait(
-                in_flight, timeout=self.latency_ms / 1000 + _STOP_GRACE_SECONDS
-            )
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
+        # Replies under way get to finish; whatever is left is unacknowledged and redelivered.
+        await self._tasks.finish(self.latency_ms / 1000 + _STOP_GRACE_SECONDS)
+        await self._tasks.stop()
         self._responders.clear()
         if self._connection is not None:
             await self._connection.close()
