@@ -19,11 +19,15 @@ from typing import Any, Literal, TypeVar
 import aio_pika
 import httpx
 import orjson
+import redis.asyncio as aioredis
 import uvicorn
 from aiormq.exceptions import AMQPError
 
 from operations.amqp.catalogue import Catalogue
 from operations.envelope import Envelope
+from operations.feed import ChangeFeed, FeedEntry
+from operations.keys import Keys
+from operations.metrics import Registry
 from operations.service import Service
 from operations.settings import DEFAULT_MESSAGES_FILE, Settings
 from operations.states import MessageKind, State
@@ -55,6 +59,11 @@ def pending_command(op: str, user: str | None, name: str = "create_order") -> En
 
 def new_id() -> str:
     return uuid.uuid4().hex  # .NET's "N" format, as Pacco writes GUIDs
+
+
+def bearer(token: str, **headers: str) -> dict[str, str]:
+    """The headers of a request made with ``token`` (and any ``headers`` besides)."""
+    return {"Authorization": f"Bearer {token}", **headers}
 
 
 def context(user: str | None, name: str | None = None, style: Style = "dotnet") -> bytearray | str:
@@ -206,6 +215,39 @@ async def eventually(
         await asyncio.sleep(every)
 
 
+async def place_order(
+    http: httpx.AsyncClient, user_token: str, parcels: int = 1, **fields: Any
+) -> str:
+    """``POST /orders`` for a new customer and ``parcels`` new parcels (and any other ``fields``)
+    as the user of ``user_token``: the operation id of the 202."""
+    body = {
+        "customerId": str(uuid.uuid4()),
+        "parcelIds": [str(uuid.uuid4()) for _ in range(parcels)],
+        **fields,
+    }
+    response = await http.post("/orders", json=body, headers=bearer(user_token))
+    assert response.status_code == 202, response.text
+    return str(response.json()["operationId"])
+
+
+async def saga_started(http: httpx.AsyncClient, operation: str, user_token: str) -> None:
+    """Wait until the saga of ``operation`` is there for its owner to read."""
+
+    async def visible() -> bool:
+        saga = await http.get(f"/operations/{operation}/saga", headers=bearer(user_token))
+        return saga.status_code == 200
+
+    await eventually(visible, f"the saga of operation {operation} to start")
+
+
+async def started_order(http: httpx.AsyncClient, user_token: str) -> str:
+    """A placed order whose saga has started (and, with no simulated services running, waits for
+    OrderCreated): its operation id."""
+    operation = await place_order(http, user_token)
+    await saga_started(http, operation, user_token)
+    return operation
+
+
 async def dead_letters(
     connection: aio_pika.abc.AbstractRobustConnection,
     queue: str,
@@ -229,6 +271,28 @@ async def dead_letters(
         extra = await dlq.get(no_ack=True, fail=False)
         assert extra is None, f"more dead letters than expected: {extra.headers if extra else ''}"
     return taken
+
+
+@contextlib.asynccontextmanager
+async def listened_feed(
+    redis_url: str, keys: Keys, protocol: int, *, own_reads: bool = False
+) -> AsyncIterator[tuple[ChangeFeed, list[FeedEntry]]]:
+    """A started change feed on a client of its own speaking RESP ``protocol`` (with ``own_reads``,
+    another such client for its range reads), and the list it hands every entry to; stopped and
+    its clients closed after."""
+    client = aioredis.Redis.from_url(redis_url, protocol=protocol)
+    reads = aioredis.Redis.from_url(redis_url, protocol=protocol) if own_reads else None
+    feed = ChangeFeed(client, keys, Registry(), reads=reads)
+    received: list[FeedEntry] = []
+    feed.subscribe(received.extend)
+    await feed.start()
+    try:
+        yield feed, received
+    finally:
+        await feed.stop()
+        await client.aclose()
+        if reads is not None:
+            await reads.aclose()
 
 
 class SteadyPublisher:

@@ -19,15 +19,11 @@ from operations.settings import Settings
 from tests.doubles import ServiceDouble
 from tests.live import LiveClient
 from tests.sagas_support import Wire
-from tests.support import Publisher, RunningService, ServeProcess, eventually
+from tests.support import Publisher, RunningService, ServeProcess, bearer, eventually
 from tests.test_example_delivery import deliveries_answers
 from tests.test_example_delivery import served as served  # the example saga in `operations serve`
 
 Token = Callable[..., str]
-
-
-def bearer(token: str, **headers: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}", **headers}
 
 
 def order(**fields: Any) -> dict[str, Any]:

@@ -14,13 +14,9 @@ import pytest
 from operations.auth.tokens import mint
 from operations.settings import Settings
 from tests.conftest import SECRET
-from tests.support import Publisher, RunningService, eventually, new_id, start_service
+from tests.support import Publisher, RunningService, bearer, eventually, new_id, start_service
 
 Token = Callable[..., str]
-
-
-def bearer(value: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {value}"}
 
 
 async def created(http: httpx.AsyncClient, op: str, headers: dict[str, str]) -> httpx.Response:

@@ -37,7 +37,7 @@ from tests.identity_provider import (
 )
 from tests.live import LiveClient
 from tests.scrape import Scrape
-from tests.support import Publisher, RunningService, eventually, start_service
+from tests.support import Publisher, RunningService, bearer, eventually, start_service
 
 ROLE_CLAIM = "realm_access.roles"
 
@@ -66,10 +66,6 @@ async def provider_service(
         httpx.AsyncClient(base_url=running.url, timeout=30) as http,
     ):
         yield running, http
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def created(http: httpx.AsyncClient, op: str, token: str) -> dict[str, Any]:

@@ -14,28 +14,9 @@ import pytest
 
 from operations.http.openapi import document
 from tests.live import LiveClient
-from tests.support import Publisher, RunningService, eventually
+from tests.support import Publisher, RunningService, bearer, eventually, started_order
 
 Token = Callable[..., str]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-async def _started_order(http: httpx.AsyncClient, token: str) -> str:
-    placed = await http.post(
-        "/orders", json={"customerId": str(uuid.uuid4()), "parcelId": "p-1"}, headers=bearer(token)
-    )
-    assert placed.status_code == 202, placed.text
-    operation_id: str = placed.json()["operationId"]
-
-    async def visible() -> bool:
-        saga = await http.get(f"/operations/{operation_id}/saga", headers=bearer(token))
-        return saga.status_code == 200
-
-    await eventually(visible, "the order's saga to be visible to its owner")
-    return operation_id
 
 
 def _answer(response: httpx.Response, operation_id: str) -> tuple[int, Any]:
@@ -48,7 +29,7 @@ async def test_another_users_operation_answers_as_an_unknown_one_on_every_route(
     service: RunningService, http: httpx.AsyncClient, token: Token
 ) -> None:
     owner, other = token(str(uuid.uuid4())), token(str(uuid.uuid4()))
-    theirs = await _started_order(http, owner)
+    theirs = await started_order(http, owner)
     unknown = str(uuid.uuid4())
     wait = {**bearer(other), "If-None-Match": "*"}
     asks = [

@@ -19,7 +19,7 @@ from operations.settings import Settings
 from tests.conftest import SECRET
 from tests.live import LiveClient
 from tests.sagas_support import Sent, Wire
-from tests.support import RunningService, eventually, run_operations, start_service
+from tests.support import RunningService, bearer, eventually, run_operations, start_service
 
 Token = Callable[..., str]
 ORDER_MAKER_PATH = [
@@ -73,10 +73,6 @@ def names(records: list[dict[str, Any]]) -> list[str]:
         if not seen or seen[-1] != record["name"]:
             seen.append(record["name"])
     return seen
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def same_context(sent: Sent, started: Sent) -> bool:

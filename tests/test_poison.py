@@ -39,6 +39,7 @@ from tests.support import (
     PACCO,
     Publisher,
     RunningService,
+    bearer,
     dead_letters,
     eventually,
     new_id,
@@ -49,10 +50,6 @@ from tests.support import (
 Token = Callable[..., str]
 QUORUM = {"x-queue-type": "quorum"}
 DEFECT = "a defect this message brings out"
-
-
-def bearer(value: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {value}"}
 
 
 def nested(depth: int) -> bytes:

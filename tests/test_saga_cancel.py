@@ -32,7 +32,7 @@ from operations.settings import Settings
 from operations.states import State
 from tests.live import LiveClient
 from tests.sagas_support import Harness, Sent, Wire
-from tests.support import Publisher, RunningService, eventually
+from tests.support import Publisher, RunningService, bearer, eventually
 
 Token = Callable[..., str]
 # A step of the gated saga, once entered, waits for its saga's gate.
@@ -162,10 +162,6 @@ async def _published(h: Harness, names: list[str]) -> bool:
 
 
 # ------------------------------------------------------------------------------ over HTTP
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture

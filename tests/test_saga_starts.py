@@ -15,7 +15,7 @@ from operations.http import openapi
 from operations.pacco.demo import DemoServices
 from operations.settings import Settings
 from tests.sagas_support import Wire
-from tests.support import RunningService, eventually
+from tests.support import RunningService, bearer, eventually
 
 Token = Callable[..., str]
 
@@ -26,10 +26,6 @@ def order() -> dict[str, Any]:
         "parcelIds": [str(uuid.uuid4())],
         "orderId": f"order-{uuid.uuid4().hex[:8]}",
     }
-
-
-def bearer(token: str, **headers: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}", **headers}
 
 
 async def test_it_publishes_the_start_message_through_the_broker(

@@ -23,15 +23,19 @@ from operations.settings import Settings
 from operations.timestamps import PATTERN, rfc3339
 from tests.dead_letter_support import copy_headers, letters
 from tests.live import LiveClient
-from tests.support import Publisher, RunningService, eventually, new_id, start_service
+from tests.support import (
+    Publisher,
+    RunningService,
+    bearer,
+    eventually,
+    new_id,
+    place_order,
+    start_service,
+)
 
 Token = Callable[..., str]
 ONE_FORMAT = re.compile(PATTERN)
 assert PATTERN == r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
-
-
-def bearer(value: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {value}"}
 
 
 def assert_time(value: Any, where: str) -> None:
@@ -75,13 +79,6 @@ def test_the_openapi_document_declares_every_time_a_date_time() -> None:
         assert expected in found
 
 
-async def _order(http: httpx.AsyncClient, user_token: str) -> str:
-    body = {"customerId": str(uuid.uuid4()), "parcelIds": [str(uuid.uuid4())]}
-    response = await http.post("/orders", json=body, headers=bearer(user_token))
-    assert response.status_code == 202, response.text
-    return str(response.json()["operationId"])
-
-
 async def test_a_saga_and_its_operation_show_every_time_in_one_format(
     service: RunningService, http: httpx.AsyncClient, token: Token
 ) -> None:
@@ -89,7 +86,7 @@ async def test_a_saga_and_its_operation_show_every_time_in_one_format(
     live = LiveClient(service.url)
     await live.connect(auth={"token": token(user)})
     try:
-        operation = await _order(http, token(user))
+        operation = await place_order(http, token(user))
 
         async def saga() -> dict[str, Any] | None:
             response = await http.get(f"/operations/{operation}/saga", headers=admin)

@@ -24,13 +24,17 @@ from operations.records import Operation
 from operations.sagas.store import Loaded
 from operations.settings import Settings
 from tests.scrape import Scrape
-from tests.support import Publisher, RunningService, eventually, serve_process, start_service
+from tests.support import (
+    Publisher,
+    RunningService,
+    bearer,
+    eventually,
+    serve_process,
+    start_service,
+    started_order,
+)
 
 Token = Callable[..., str]
-
-
-def bearer(token: str, **headers: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}", **headers}
 
 
 def order() -> dict[str, Any]:
@@ -39,20 +43,6 @@ def order() -> dict[str, Any]:
         "parcelIds": [str(uuid.uuid4())],
         "orderId": f"order-{uuid.uuid4().hex[:8]}",
     }
-
-
-async def started_order(http: httpx.AsyncClient, user_token: str) -> str:
-    """An order whose saga waits for OrderCreated (no simulated services run)."""
-    response = await http.post("/orders", json=order(), headers=bearer(user_token))
-    assert response.status_code == 202, response.text
-    operation: str = response.json()["operationId"]
-
-    async def saga_started() -> bool:
-        saga = await http.get(f"/operations/{operation}/saga", headers=bearer(user_token))
-        return saga.status_code == 200
-
-    await eventually(saga_started, "the order's saga to start")
-    return operation
 
 
 async def tracked(http: httpx.AsyncClient, operation: str, user_token: str) -> dict[str, Any]:
