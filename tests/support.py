@@ -215,16 +215,27 @@ async def eventually(
         await asyncio.sleep(every)
 
 
+def order_body(parcels: int = 1, **fields: Any) -> dict[str, Any]:
+    """An order (the body of ``POST /orders``) of a new customer for ``parcels`` new parcels, with
+    any other ``fields``."""
+    return {
+        "customerId": str(uuid.uuid4()),
+        "parcelIds": [str(uuid.uuid4()) for _ in range(parcels)],
+        **fields,
+    }
+
+
+def order_with_id() -> dict[str, Any]:
+    """An order of one parcel that names its own order id."""
+    return order_body(orderId=f"order-{uuid.uuid4().hex[:8]}")
+
+
 async def place_order(
     http: httpx.AsyncClient, user_token: str, parcels: int = 1, **fields: Any
 ) -> str:
     """``POST /orders`` for a new customer and ``parcels`` new parcels (and any other ``fields``)
     as the user of ``user_token``: the operation id of the 202."""
-    body = {
-        "customerId": str(uuid.uuid4()),
-        "parcelIds": [str(uuid.uuid4()) for _ in range(parcels)],
-        **fields,
-    }
+    body = order_body(parcels, **fields)
     response = await http.post("/orders", json=body, headers=bearer(user_token))
     assert response.status_code == 202, response.text
     return str(response.json()["operationId"])
@@ -246,6 +257,16 @@ async def started_order(http: httpx.AsyncClient, user_token: str) -> str:
     operation = await place_order(http, user_token)
     await saga_started(http, operation, user_token)
     return operation
+
+
+async def recorded(http: httpx.AsyncClient, op: str, headers: dict[str, str]) -> httpx.Response:
+    """The answer to ``GET /operations/{op}`` with ``headers`` once the operation is there."""
+
+    async def read() -> httpx.Response | None:
+        response = await http.get(f"/operations/{op}", headers=headers)
+        return response if response.status_code == 200 else None
+
+    return await eventually(read, f"operation {op} to be recorded")
 
 
 async def dead_letters(

@@ -37,7 +37,7 @@ from tests.identity_provider import (
 )
 from tests.live import LiveClient
 from tests.scrape import Scrape
-from tests.support import Publisher, RunningService, bearer, eventually, start_service
+from tests.support import Publisher, RunningService, bearer, eventually, recorded, start_service
 
 ROLE_CLAIM = "realm_access.roles"
 
@@ -69,12 +69,8 @@ async def provider_service(
 
 
 async def created(http: httpx.AsyncClient, op: str, token: str) -> dict[str, Any]:
-    async def fetch() -> dict[str, Any] | None:
-        response = await http.get(f"/operations/{op}", headers=bearer(token))
-        record: dict[str, Any] | None = response.json() if response.status_code == 200 else None
-        return record
-
-    return await eventually(fetch, f"operation {op}")
+    record: dict[str, Any] = (await recorded(http, op, bearer(token))).json()
+    return record
 
 
 def refused_tokens(idp: IdentityProvider, user: str) -> dict[str, str]:

@@ -42,6 +42,14 @@ def assert_time(value: Any, where: str) -> None:
     assert isinstance(value, str) and ONE_FORMAT.match(value), f"{where}: {value!r}"
 
 
+def assert_times(
+    document: dict[str, Any], where: str, fields: tuple[str, ...] = ("createdAt", "updatedAt")
+) -> None:
+    """Each of ``fields`` of ``document`` (a record's two times by default) is in the one format."""
+    for field in fields:
+        assert_time(document[field], f"{where} {field}")
+
+
 def test_one_function_writes_every_time() -> None:
     moment = dt.datetime(2026, 12, 7, 13, 0, 0, 123456, tzinfo=dt.timezone(dt.timedelta(hours=1)))
     assert rfc3339(moment) == "2026-12-07T12:00:00.123Z"
@@ -94,23 +102,20 @@ async def test_a_saga_and_its_operation_show_every_time_in_one_format(
             return found if response.status_code == 200 and found["steps"] else None
 
         shown = await eventually(saga, "the saga to start")
-        for field in ("createdAt", "updatedAt", "deadline", "waitingSince"):
-            assert_time(shown[field], f"saga {field}")
+        assert_times(shown, "saga", ("createdAt", "updatedAt", "deadline", "waitingSince"))
         for step in shown["steps"]:
             assert_time(step["at"], "a saga step")
         assert shown["waitingSince"] == shown["steps"][-1]["at"]
 
         listed = (await http.get("/sagas", headers=admin)).json()["items"]
         (mine,) = [item for item in listed if item["correlationId"] == operation]
-        for field in ("createdAt", "updatedAt", "deadline"):
-            assert_time(mine[field], f"GET /sagas {field}")
+        assert_times(mine, "GET /sagas", ("createdAt", "updatedAt", "deadline"))
         assert_time(mine["steps"][0]["at"], "GET /sagas step")
         load = (await http.get("/sagas/types/order_making/steps", headers=admin)).json()
         assert_time(load["at"], "a type's load")
 
         record = (await http.get(f"/operations/{operation}", headers=admin)).json()
-        for field in ("createdAt", "updatedAt"):
-            assert_time(record[field], f"operation {field}")
+        assert_times(record, "operation")
         page = (await http.get("/operations", headers=bearer(token(user)))).json()
         assert_time(page["items"][0]["updatedAt"], "a listed operation")
         history = (await http.get(f"/operations/{operation}/history", headers=admin)).json()
@@ -118,8 +123,7 @@ async def test_a_saga_and_its_operation_show_every_time_in_one_format(
             assert_time(transition["at"], "a transition")
 
         pushed = await live.wait_for_state(operation, "pending")
-        for field in ("createdAt", "updatedAt"):
-            assert_time(pushed[field], f"pushed {field}")
+        assert_times(pushed, "pushed")
     finally:
         await live.close()
 
@@ -135,8 +139,7 @@ async def test_a_pushed_operation_and_a_sync_show_times_in_one_format(
         await publisher.publish("order_created", op, user=user)
         await live.wait_for_state(op, "completed")
         for pushed in live.records(op):
-            for field in ("createdAt", "updatedAt"):
-                assert_time(pushed[field], f"pushed {field}")
+            assert_times(pushed, "pushed")
         since = live.records(op)[0]["cursor"]
     finally:
         await live.close()
@@ -146,8 +149,7 @@ async def test_a_pushed_operation_and_a_sync_show_times_in_one_format(
         await again.wait_for(lambda c: bool(c.records(op)), "the sync")
         (synced,) = again.records(op)
         assert synced["state"] == "completed"
-        for field in ("createdAt", "updatedAt"):
-            assert_time(synced[field], f"synced {field}")
+        assert_times(synced, "synced")
     finally:
         await again.close()
 

@@ -29,6 +29,8 @@ from tests.support import (
     RunningService,
     bearer,
     eventually,
+    order_with_id,
+    recorded,
     serve_process,
     start_service,
     started_order,
@@ -37,20 +39,9 @@ from tests.support import (
 Token = Callable[..., str]
 
 
-def order() -> dict[str, Any]:
-    return {
-        "customerId": str(uuid.uuid4()),
-        "parcelIds": [str(uuid.uuid4())],
-        "orderId": f"order-{uuid.uuid4().hex[:8]}",
-    }
-
-
 async def tracked(http: httpx.AsyncClient, operation: str, user_token: str) -> dict[str, Any]:
-    async def read() -> dict[str, Any] | None:
-        response = await http.get(f"/operations/{operation}", headers=bearer(user_token))
-        return response.json() if response.status_code == 200 else None
-
-    return await eventually(read, f"operation {operation} to be recorded")
+    record: dict[str, Any] = (await recorded(http, operation, bearer(user_token))).json()
+    return record
 
 
 async def waits_in_progress(http: httpx.AsyncClient) -> float:
@@ -161,7 +152,9 @@ async def test_a_user_past_the_cap_of_waits_is_refused_and_others_still_wait(
         # Refused before the lookup: an id that is not even Alice's gets the same answer.
         assert (await long_poll(bobs, alice)).status_code == 429
         started = await http.post(
-            "/sagas/order_making", json=order(), headers=bearer(token(alice), Prefer="wait=20")
+            "/sagas/order_making",
+            json=order_with_id(),
+            headers=bearer(token(alice), Prefer="wait=20"),
         )
         assert started.status_code == 202, started.text
         assert "Preference-Applied" not in started.headers
@@ -203,7 +196,9 @@ async def test_prefer_wait_answers_the_final_record_without_a_read_per_change(
     monkeypatch.setattr(store, "get", counted)
     async with DemoServices(settings.amqp_url, latency_ms=0):
         response = await http.post(
-            "/sagas/order_making", json=order(), headers=bearer(token("u"), Prefer="wait=30")
+            "/sagas/order_making",
+            json=order_with_id(),
+            headers=bearer(token("u"), Prefer="wait=30"),
         )
     assert response.status_code == 200, response.text
     record = response.json()
