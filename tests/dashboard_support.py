@@ -30,7 +30,7 @@ from operations.settings import Settings
 from operations.shards import Shards
 from tests.browser import chromium
 from tests.sagas_support import Harness
-from tests.support import RunningService, eventually
+from tests.support import RunningService, bearer, eventually, place_order
 
 Token = Callable[..., str]
 
@@ -62,7 +62,7 @@ def row(page: Page, operation_id: str) -> Any:
 
 
 async def _record(http: httpx.AsyncClient, op: str, token: str) -> dict[str, Any] | None:
-    response = await http.get(f"/operations/{op}", headers={"Authorization": f"Bearer {token}"})
+    response = await http.get(f"/operations/{op}", headers=bearer(token))
     record: dict[str, Any] | None = response.json() if response.status_code == 200 else None
     return record
 
@@ -84,13 +84,7 @@ async def _order_through(
     """Places an order with the simulated services running; waits until its saga finishes."""
     final = "completed" if failures is None else "rejected"
     async with DemoServices(settings.amqp_url, latency_ms=0, failures=failures):
-        response = await http.post(
-            "/orders",
-            json={"customerId": uid(), "parcelIds": [uid(), uid()]},
-            headers={"Authorization": f"Bearer {token}"},
-        )
-        assert response.status_code == 202
-        op = str(response.json()["operationId"])
+        op = await place_order(http, token, parcels=2)
 
         async def finished() -> bool:
             record = await _record(http, op, token)

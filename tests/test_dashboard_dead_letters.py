@@ -16,7 +16,7 @@ from playwright.async_api import Browser, Locator, Page, expect
 
 from operations.settings import Settings
 from tests.dead_letter_support import copy_headers, put_copies
-from tests.support import eventually, start_service
+from tests.support import bearer, eventually, start_service
 
 Token = Callable[..., str]
 
@@ -57,9 +57,7 @@ async def test_the_failed_messages_view(
 
         async def three_kept() -> bool:
             async with httpx.AsyncClient(base_url=running.url) as http:
-                response = await http.get(
-                    "/dead-letters", headers={"Authorization": f"Bearer {admin}"}
-                )
+                response = await http.get("/dead-letters", headers=bearer(admin))
                 return len(response.json()["items"]) == 3
 
         await eventually(three_kept, "three dead letters to be kept")

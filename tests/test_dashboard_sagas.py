@@ -31,7 +31,7 @@ from tests.dashboard_support import (
     uid,
 )
 from tests.sagas_support import Harness
-from tests.support import RunningService
+from tests.support import RunningService, bearer
 
 pytestmark = pytest.mark.browser
 
@@ -47,7 +47,7 @@ async def test_the_timeline_of_a_saga_opens_with_its_steps_and_compensation(
         )
         response = await http.get(
             f"/operations/{rejected}/history",
-            headers={"Authorization": f"Bearer {token(user)}"},
+            headers=bearer(token(user)),
         )
         history = response.json()["items"]
 

@@ -15,7 +15,7 @@ from aio_pika.abc import AbstractRobustConnection
 from operations.settings import Settings
 from tests.conftest import SECRET
 from tests.demo_support import simulated
-from tests.support import RunningService, run_operations
+from tests.support import RunningService, bearer, run_operations
 
 TIME = r"\d\d:\d\d:\d\d"
 
@@ -51,7 +51,7 @@ async def read(service: RunningService, operation: str, token: Any) -> dict[str,
     async with httpx.AsyncClient(base_url=service.url) as http:
         answer = await http.get(
             f"/operations/{operation}",
-            headers={"Authorization": f"Bearer {token('demo-user')}"},
+            headers=bearer(token("demo-user")),
         )
     assert answer.status_code == 200, answer.text
     record: dict[str, Any] = answer.json()

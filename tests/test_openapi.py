@@ -217,7 +217,7 @@ async def test_the_saga_routes_answer_a_store_outage_with_the_documented_503(
     try:
         transport = httpx.ASGITransport(app=service.asgi)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            headers = {"Authorization": f"Bearer {token('ops', 'admin')}"}
+            headers = bearer(token("ops", "admin"))
             response = await client.request(method, path, headers=headers)
     finally:
         await service.store.close()

@@ -49,7 +49,7 @@ async def make_order(
         "parcelIds": [str(uuid.uuid4()) for _ in range(parcels)],
     }
     body.update(extra)
-    return await http.post("/orders", json=body, headers={"Authorization": f"Bearer {token}"})
+    return await http.post("/orders", json=body, headers=bearer(token))
 
 
 @pytest.fixture
@@ -319,15 +319,13 @@ async def test_post_orders_validates_and_needs_a_token(
         {"customerId": "c", "parcelId": "p", "orderId": 5},
     ]
     for body in bad:
-        response = await http.post(
-            "/orders", json=body, headers={"Authorization": f"Bearer {token('u')}"}
-        )
+        response = await http.post("/orders", json=body, headers=bearer(token("u")))
         assert response.status_code == 400, body
         assert response.json()["code"] == "invalid_order"
     single = await http.post(
         "/orders",
         json={"CustomerId": "c", "ParcelId": "p"},
-        headers={"Authorization": f"Bearer {token('u')}"},
+        headers=bearer(token("u")),
     )
     assert single.status_code == 202
 
