@@ -269,6 +269,14 @@ async def recorded(http: httpx.AsyncClient, op: str, headers: dict[str, str]) ->
     return await eventually(read, f"operation {op} to be recorded")
 
 
+async def answered(http: httpx.AsyncClient, path: str, headers: dict[str, str]) -> dict[str, Any]:
+    """The JSON document of the 200 answer to ``GET path`` with ``headers``."""
+    response = await http.get(path, headers=headers)
+    assert response.status_code == 200, response.text
+    document: dict[str, Any] = response.json()
+    return document
+
+
 async def dead_letters(
     connection: aio_pika.abc.AbstractRobustConnection,
     queue: str,

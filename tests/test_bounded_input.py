@@ -179,7 +179,11 @@ async def test_prefer_wait_with_any_digits_is_read_before_publishing(
     ids=["long", "newline", "nul", "bidi", "line-separator"],
 )
 async def test_a_token_whose_sub_no_message_could_carry_is_refused(
-    service: RunningService, http: httpx.AsyncClient, token: Token, wire: Wire, sub: str
+    http: httpx.AsyncClient,
+    clients: Callable[[], LiveClient],
+    token: Token,
+    wire: Wire,
+    sub: str,
 ) -> None:
     bad = token(sub)
     started = await http.post("/sagas/order_making", json=order_body(), headers=bearer(bad))
@@ -188,13 +192,10 @@ async def test_a_token_whose_sub_no_message_could_carry_is_refused(
     ordered = await http.post("/orders", json=order_body(), headers=bearer(bad))
     assert ordered.status_code == 401
     assert (await http.get("/operations", headers=bearer(bad))).status_code == 401
-    live = LiveClient(service.url)
-    try:
-        with pytest.raises(socketio.exceptions.ConnectionError):
-            await live.connect({"token": bad})
-        assert live.connect_error == {"message": "unauthorized", "data": {"code": "unauthorized"}}
-    finally:
-        await live.close()
+    live = clients()
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await live.connect({"token": bad})
+    assert live.connect_error == {"message": "unauthorized", "data": {"code": "unauthorized"}}
     await assert_nothing_published(http, wire, token)
 
 

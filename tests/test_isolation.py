@@ -57,31 +57,27 @@ async def test_another_users_operation_answers_as_an_unknown_one_on_every_route(
 
 
 async def test_a_socket_cannot_join_another_users_room_by_any_event(
-    service: RunningService, publisher: Publisher, token: Token
+    clients: Callable[[], LiveClient], publisher: Publisher, token: Token
 ) -> None:
     mallory, bob = str(uuid.uuid4()), str(uuid.uuid4())
-    hostile, victim = LiveClient(service.url), LiveClient(service.url)
-    try:
-        await hostile.connect({"token": token(mallory)})
-        await victim.connect({"token": token(bob)})
-        for event, data in [
-            ("join", {"room": f"user:{bob}"}),
-            ("enter_room", f"user:{bob}"),
-            ("join_room", "ops"),
-            ("initialize", {"token": token(bob)}),
-            ("initialize", {"token": token("ops", "admin")}),
-        ]:
-            await hostile.client.emit(event, data)
-        op = str(uuid.uuid4())
-        await publisher.publish("create_order", op, user=bob)
-        await victim.wait_for_state(op, "pending")
-        mine = str(uuid.uuid4())
-        await publisher.publish("create_order", mine, user=mallory)
-        await hostile.wait_for_state(mine, "pending")  # after bob's: the stream is in order
-        assert [record["id"] for record in hostile.records()] == [mine]
-    finally:
-        await hostile.close()
-        await victim.close()
+    hostile, victim = clients(), clients()
+    await hostile.connect({"token": token(mallory)})
+    await victim.connect({"token": token(bob)})
+    for event, data in [
+        ("join", {"room": f"user:{bob}"}),
+        ("enter_room", f"user:{bob}"),
+        ("join_room", "ops"),
+        ("initialize", {"token": token(bob)}),
+        ("initialize", {"token": token("ops", "admin")}),
+    ]:
+        await hostile.client.emit(event, data)
+    op = str(uuid.uuid4())
+    await publisher.publish("create_order", op, user=bob)
+    await victim.wait_for_state(op, "pending")
+    mine = str(uuid.uuid4())
+    await publisher.publish("create_order", mine, user=mallory)
+    await hostile.wait_for_state(mine, "pending")  # after bob's: the stream is in order
+    assert [record["id"] for record in hostile.records()] == [mine]
 
 
 def _admin_routes() -> list[tuple[str, str]]:

@@ -19,7 +19,14 @@ from operations.settings import Settings
 from tests.conftest import SECRET
 from tests.live import LiveClient
 from tests.sagas_support import Sent, Wire
-from tests.support import RunningService, bearer, eventually, run_operations, start_service
+from tests.support import (
+    RunningService,
+    answered,
+    bearer,
+    eventually,
+    run_operations,
+    start_service,
+)
 
 Token = Callable[..., str]
 ORDER_MAKER_PATH = [
@@ -82,13 +89,6 @@ def same_context(sent: Sent, started: Sent) -> bool:
     return sent.context.get("name") == sent.routing_key and without_name == started_without_name
 
 
-async def read_operation(http: httpx.AsyncClient, operation: str, token: str) -> dict[str, Any]:
-    response = await http.get(f"/operations/{operation}", headers=bearer(token))
-    assert response.status_code == 200, response.text
-    record: dict[str, Any] = response.json()
-    return record
-
-
 def agrees(read: dict[str, Any], pushed: dict[str, Any]) -> bool:
     """GET /operations/{id} answers the record the socket pushed last (which adds a cursor)."""
     return all(pushed.get(key) == value for key, value in read.items())
@@ -127,7 +127,7 @@ async def test_the_happy_path_is_watched_live_to_completed(
     assert all(r["state"] == "pending" for r in records[:-1])
     assert final["name"] == "make_order_completed"
     assert records[-1] == final, "nothing may follow the completed state"
-    read = await read_operation(http, operation, token(user))
+    read = await answered(http, f"/operations/{operation}", bearer(token(user)))
     assert read["state"] == "completed" and read["version"] == final["version"]
     assert agrees(read, final), (read, final)
 
@@ -169,7 +169,7 @@ async def assert_compensated_on_the_wire_and_over_http(
 
     records = live.records(operation)
     assert records[-1] == rejected, "nothing may follow the rejected state"
-    read = await read_operation(http, operation, user_token)
+    read = await answered(http, f"/operations/{operation}", bearer(user_token))
     assert (read["state"], read["code"], read["reason"]) == ("rejected", code, rejected["reason"])
     assert read["version"] == rejected["version"]
     assert agrees(read, rejected), (read, rejected)

@@ -32,7 +32,7 @@ from operations.settings import Settings
 from operations.states import State
 from tests.live import LiveClient
 from tests.sagas_support import Harness, Sent, Wire
-from tests.support import Publisher, RunningService, bearer, eventually
+from tests.support import Publisher, RunningService, answered, bearer, eventually
 
 Token = Callable[..., str]
 # A step of the gated saga, once entered, waits for its saga's gate.
@@ -180,10 +180,7 @@ async def order(http: httpx.AsyncClient, user_token: str) -> tuple[str, str, lis
 
 
 async def saga_status(http: httpx.AsyncClient, operation: str, user_token: str) -> dict[str, Any]:
-    response = await http.get(f"/operations/{operation}/saga", headers=bearer(user_token))
-    assert response.status_code == 200, response.text
-    document: dict[str, Any] = response.json()
-    return document
+    return await answered(http, f"/operations/{operation}/saga", bearer(user_token))
 
 
 async def test_cancel_mid_flight_compensates_on_the_wire_and_is_pushed_live(
