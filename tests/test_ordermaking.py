@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -24,6 +24,7 @@ from tests.support import (
     answered,
     bearer,
     eventually,
+    order_body,
     run_operations,
     start_service,
 )
@@ -51,26 +52,7 @@ HAPPY_STEPS = [
 async def make_order(
     http: httpx.AsyncClient, token: str, parcels: int = 2, **extra: Any
 ) -> httpx.Response:
-    body = {
-        "customerId": str(uuid.uuid4()),
-        "parcelIds": [str(uuid.uuid4()) for _ in range(parcels)],
-    }
-    body.update(extra)
-    return await http.post("/orders", json=body, headers=bearer(token))
-
-
-@pytest.fixture
-async def watcher(service: RunningService) -> AsyncIterator[Callable[[str], LiveClient]]:
-    made: list[LiveClient] = []
-
-    def make(token: str) -> LiveClient:
-        client = LiveClient(service.url)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        await client.close()
+    return await http.post("/orders", json=order_body(parcels, **extra), headers=bearer(token))
 
 
 def names(records: list[dict[str, Any]]) -> list[str]:
@@ -99,11 +81,11 @@ async def test_the_happy_path_is_watched_live_to_completed(
     settings: Settings,
     http: httpx.AsyncClient,
     token: Token,
-    watcher: Callable[[str], LiveClient],
+    clients: Callable[..., LiveClient],
     wire: Wire,
 ) -> None:
     user = str(uuid.uuid4())
-    live = watcher(token(user))
+    live = clients()
     await live.connect({"token": token(user)})
     async with DemoServices(settings.amqp_url, latency_ms=5):
         response = await make_order(http, token(user), parcels=3, orderId="order-42")
@@ -185,12 +167,12 @@ async def test_each_rejection_compensates_and_reaches_the_user(
     settings: Settings,
     http: httpx.AsyncClient,
     token: Token,
-    watcher: Callable[[str], LiveClient],
+    clients: Callable[..., LiveClient],
     wire: Wire,
     failing: str,
 ) -> None:
     user = str(uuid.uuid4())
-    live = watcher(token(user))
+    live = clients()
     await live.connect({"token": token(user)})
     plan = FailurePlan({failing: 1.0})
     async with DemoServices(settings.amqp_url, latency_ms=0, failures=plan):
@@ -256,13 +238,13 @@ async def test_demo_orders_runs_as_a_process_and_its_sagas_finish(
     settings: Settings,
     http: httpx.AsyncClient,
     token: Token,
-    watcher: Callable[[str], LiveClient],
+    clients: Callable[..., LiveClient],
 ) -> None:
     """``operations demo-orders`` (as ./scripts/run.sh starts it) places its orders over HTTP;
     with reservations failing half the time (seeded), some sagas complete and some are
     compensated, as the user sees them live and over HTTP. It stops by itself after --count."""
     user, count = f"demo-{uuid.uuid4().hex[:8]}", 6
-    live = watcher(token(user))
+    live = clients()
     await live.connect({"token": token(user)})
     env = {
         **os.environ,

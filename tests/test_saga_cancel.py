@@ -32,7 +32,7 @@ from operations.settings import Settings
 from operations.states import State
 from tests.live import LiveClient
 from tests.sagas_support import Harness, Sent, Wire
-from tests.support import Publisher, RunningService, answered, bearer, eventually
+from tests.support import Publisher, RunningService, answered, bearer, eventually, order_body
 
 Token = Callable[..., str]
 # A step of the gated saga, once entered, waits for its saga's gate.
@@ -172,11 +172,10 @@ async def live(service: RunningService) -> AsyncIterator[LiveClient]:
 
 
 async def order(http: httpx.AsyncClient, user_token: str) -> tuple[str, str, list[str]]:
-    parcels = [str(uuid.uuid4()), str(uuid.uuid4())]
-    body = {"customerId": str(uuid.uuid4()), "parcelIds": parcels}
+    body = order_body(parcels=2)
     response = await http.post("/orders", json=body, headers=bearer(user_token))
     assert response.status_code == 202, response.text
-    return response.json()["operationId"], response.json()["orderId"], parcels
+    return response.json()["operationId"], response.json()["orderId"], body["parcelIds"]
 
 
 async def saga_status(http: httpx.AsyncClient, operation: str, user_token: str) -> dict[str, Any]:
