@@ -6,7 +6,6 @@ services, and sagas for the saga view (gadget orders, parcel returns)."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +29,7 @@ from operations.settings import Settings
 from operations.shards import Shards
 from tests.browser import chromium
 from tests.sagas_support import Harness
-from tests.support import RunningService, bearer, eventually, place_order
+from tests.support import RunningService, bearer, eventually, place_order, uid
 
 Token = Callable[..., str]
 
@@ -51,10 +50,6 @@ async def live_dashboard(browser: Browser, service: RunningService, token: str) 
     page = await open_dashboard(browser, service, token)
     await expect(page.get_by_test_id("status")).to_have_text("live", timeout=15_000)
     return page
-
-
-def uid() -> str:
-    return str(uuid.uuid4())
 
 
 def row(page: Page, operation_id: str) -> Any:

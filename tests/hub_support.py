@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -18,10 +17,6 @@ from tests.live import LiveClient
 from tests.support import Publisher, RunningService
 
 Token = Callable[..., str]
-
-
-def uid() -> str:
-    return str(uuid.uuid4())
 
 
 @contextlib.asynccontextmanager

@@ -61,6 +61,11 @@ def new_id() -> str:
     return uuid.uuid4().hex  # .NET's "N" format, as Pacco writes GUIDs
 
 
+def uid() -> str:
+    """A new id in the canonical GUID form (with dashes), as the API writes ids."""
+    return str(uuid.uuid4())
+
+
 def bearer(token: str, **headers: str) -> dict[str, str]:
     """The headers of a request made with ``token`` (and any ``headers`` besides)."""
     return {"Authorization": f"Bearer {token}", **headers}

@@ -26,9 +26,8 @@ from tests.dashboard_support import (
     live_dashboard,
     open_dashboard,
     row,
-    uid,
 )
-from tests.support import Publisher, RunningService, bearer, eventually
+from tests.support import Publisher, RunningService, bearer, eventually, uid
 
 pytestmark = pytest.mark.browser
 

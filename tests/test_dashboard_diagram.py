@@ -16,8 +16,8 @@ from operations.pacco.demo import DemoServices, FailurePlan
 from operations.pacco.ordermaking import OrderMakingSaga
 from operations.settings import Settings
 from tests.browser import PageWatch, screenshot, watched_page
-from tests.dashboard_support import Token, _order_through, row, uid
-from tests.support import RunningService, place_order, saga_started
+from tests.dashboard_support import Token, _order_through, row
+from tests.support import RunningService, place_order, saga_started, uid
 
 WAIT_MS = 20_000
 PATH = OrderMakingSaga.path

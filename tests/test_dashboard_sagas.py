@@ -28,10 +28,9 @@ from tests.dashboard_support import (
     gadget_sagas,
     live_dashboard,
     row,
-    uid,
 )
 from tests.sagas_support import Harness
-from tests.support import RunningService, bearer
+from tests.support import RunningService, bearer, uid
 
 pytestmark = pytest.mark.browser
 

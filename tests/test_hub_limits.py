@@ -22,9 +22,9 @@ from hub.recovery import Sync, changes_since
 from operations.errors import SettingsError
 from operations.keys import Keys
 from operations.settings import Settings
-from tests.hub_support import Token, assert_goes_live_after, assert_monotonic, live_clients, uid
+from tests.hub_support import Token, assert_goes_live_after, assert_monotonic, live_clients
 from tests.live import LiveClient
-from tests.support import Publisher, RunningService, eventually, start_service
+from tests.support import Publisher, RunningService, eventually, start_service, uid
 
 
 async def fill_stream(redis: aioredis.Redis, settings: Settings, entries: int) -> None:

@@ -26,7 +26,7 @@ from operations.auth.identity import normalise_id
 from operations.auth.tokens import mint
 from operations.settings import Settings
 from tests.conftest import SECRET
-from tests.hub_support import live_clients, uid
+from tests.hub_support import live_clients
 from tests.identity_provider import (
     AUDIENCE,
     ISSUER,
@@ -37,7 +37,15 @@ from tests.identity_provider import (
 )
 from tests.live import LiveClient
 from tests.scrape import Scrape
-from tests.support import Publisher, RunningService, bearer, eventually, recorded, start_service
+from tests.support import (
+    Publisher,
+    RunningService,
+    bearer,
+    eventually,
+    recorded,
+    start_service,
+    uid,
+)
 
 ROLE_CLAIM = "realm_access.roles"
 

@@ -7,7 +7,6 @@ With ``OPERATIONS_SCREENSHOT_DIR`` set (``make screenshot``), it saves ``live-pa
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
@@ -21,7 +20,7 @@ from operations.records import Operation
 from operations.settings import Settings
 from tests.browser import chromium, screenshot, watched_page
 from tests.dashboard_support import _order_through
-from tests.support import Publisher, RunningService, eventually, place_order
+from tests.support import Publisher, RunningService, eventually, place_order, uid
 
 pytestmark = pytest.mark.browser
 
@@ -33,10 +32,6 @@ WAIT_MS = 15_000
 async def browser() -> AsyncIterator[Browser]:
     async with chromium() as running:
         yield running
-
-
-def uid() -> str:
-    return str(uuid.uuid4())
 
 
 async def applied(service: RunningService, op: str, version: int) -> Operation:
