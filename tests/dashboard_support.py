@@ -27,9 +27,10 @@ from operations.sagas import (
 )
 from operations.settings import Settings
 from operations.shards import Shards
+from tests.api import bearer, place_order
 from tests.browser import chromium
 from tests.sagas_support import Harness
-from tests.support import RunningService, bearer, eventually, place_order, uid
+from tests.support import RunningService, eventually, uid
 
 Token = Callable[..., str]
 

@@ -1,4 +1,5 @@
-"""Test helpers: a Convey-shaped publisher, a service running on a real port, polling."""
+"""Test helpers: ids, a Convey-shaped publisher, a service running on a real port, polling. What a
+user of the HTTP API does (a bearer header, placing an order, reading a record) is in api.py."""
 
 from __future__ import annotations
 
@@ -19,15 +20,11 @@ from typing import Any, Literal, TypeVar
 import aio_pika
 import httpx
 import orjson
-import redis.asyncio as aioredis
 import uvicorn
 from aiormq.exceptions import AMQPError
 
 from operations.amqp.catalogue import Catalogue
 from operations.envelope import Envelope
-from operations.feed import ChangeFeed, FeedEntry
-from operations.keys import Keys
-from operations.metrics import Registry
 from operations.service import Service
 from operations.settings import DEFAULT_MESSAGES_FILE, Settings
 from operations.states import MessageKind, State
@@ -64,11 +61,6 @@ def new_id() -> str:
 def uid() -> str:
     """A new id in the canonical GUID form (with dashes), as the API writes ids."""
     return str(uuid.uuid4())
-
-
-def bearer(token: str, **headers: str) -> dict[str, str]:
-    """The headers of a request made with ``token`` (and any ``headers`` besides)."""
-    return {"Authorization": f"Bearer {token}", **headers}
 
 
 def context(user: str | None, name: str | None = None, style: Style = "dotnet") -> bytearray | str:
@@ -220,68 +212,6 @@ async def eventually(
         await asyncio.sleep(every)
 
 
-def order_body(parcels: int = 1, **fields: Any) -> dict[str, Any]:
-    """An order (the body of ``POST /orders``) of a new customer for ``parcels`` new parcels, with
-    any other ``fields``."""
-    return {
-        "customerId": str(uuid.uuid4()),
-        "parcelIds": [str(uuid.uuid4()) for _ in range(parcels)],
-        **fields,
-    }
-
-
-def order_with_id() -> dict[str, Any]:
-    """An order of one parcel that names its own order id."""
-    return order_body(orderId=f"order-{uuid.uuid4().hex[:8]}")
-
-
-async def place_order(
-    http: httpx.AsyncClient, user_token: str, parcels: int = 1, **fields: Any
-) -> str:
-    """``POST /orders`` for a new customer and ``parcels`` new parcels (and any other ``fields``)
-    as the user of ``user_token``: the operation id of the 202."""
-    body = order_body(parcels, **fields)
-    response = await http.post("/orders", json=body, headers=bearer(user_token))
-    assert response.status_code == 202, response.text
-    return str(response.json()["operationId"])
-
-
-async def saga_started(http: httpx.AsyncClient, operation: str, user_token: str) -> None:
-    """Wait until the saga of ``operation`` is there for its owner to read."""
-
-    async def visible() -> bool:
-        saga = await http.get(f"/operations/{operation}/saga", headers=bearer(user_token))
-        return saga.status_code == 200
-
-    await eventually(visible, f"the saga of operation {operation} to start")
-
-
-async def started_order(http: httpx.AsyncClient, user_token: str) -> str:
-    """A placed order whose saga has started (and, with no simulated services running, waits for
-    OrderCreated): its operation id."""
-    operation = await place_order(http, user_token)
-    await saga_started(http, operation, user_token)
-    return operation
-
-
-async def recorded(http: httpx.AsyncClient, op: str, headers: dict[str, str]) -> httpx.Response:
-    """The answer to ``GET /operations/{op}`` with ``headers`` once the operation is there."""
-
-    async def read() -> httpx.Response | None:
-        response = await http.get(f"/operations/{op}", headers=headers)
-        return response if response.status_code == 200 else None
-
-    return await eventually(read, f"operation {op} to be recorded")
-
-
-async def answered(http: httpx.AsyncClient, path: str, headers: dict[str, str]) -> dict[str, Any]:
-    """The JSON document of the 200 answer to ``GET path`` with ``headers``."""
-    response = await http.get(path, headers=headers)
-    assert response.status_code == 200, response.text
-    document: dict[str, Any] = response.json()
-    return document
-
-
 async def dead_letters(
     connection: aio_pika.abc.AbstractRobustConnection,
     queue: str,
@@ -305,28 +235,6 @@ async def dead_letters(
         extra = await dlq.get(no_ack=True, fail=False)
         assert extra is None, f"more dead letters than expected: {extra.headers if extra else ''}"
     return taken
-
-
-@contextlib.asynccontextmanager
-async def listened_feed(
-    redis_url: str, keys: Keys, protocol: int, *, own_reads: bool = False
-) -> AsyncIterator[tuple[ChangeFeed, list[FeedEntry]]]:
-    """A started change feed on a client of its own speaking RESP ``protocol`` (with ``own_reads``,
-    another such client for its range reads), and the list it hands every entry to; stopped and
-    its clients closed after."""
-    client = aioredis.Redis.from_url(redis_url, protocol=protocol)
-    reads = aioredis.Redis.from_url(redis_url, protocol=protocol) if own_reads else None
-    feed = ChangeFeed(client, keys, Registry(), reads=reads)
-    received: list[FeedEntry] = []
-    feed.subscribe(received.extend)
-    await feed.start()
-    try:
-        yield feed, received
-    finally:
-        await feed.stop()
-        await client.aclose()
-        if reads is not None:
-            await reads.aclose()
 
 
 class SteadyPublisher:

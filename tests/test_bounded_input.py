@@ -16,10 +16,11 @@ from aio_pika.abc import AbstractRobustConnection
 
 from operations.pacco.demo import DemoServices
 from operations.settings import Settings
+from tests.api import bearer, order_body
 from tests.doubles import ServiceDouble
 from tests.live import LiveClient
 from tests.sagas_support import Wire
-from tests.support import Publisher, RunningService, ServeProcess, bearer, eventually, order_body
+from tests.support import Publisher, RunningService, ServeProcess, eventually
 from tests.test_example_delivery import deliveries_answers
 from tests.test_example_delivery import served as served  # the example saga in `operations serve`
 

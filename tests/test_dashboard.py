@@ -18,6 +18,7 @@ from playwright.async_api import Browser, Page, expect
 
 from operations.pacco.demo import FailurePlan
 from operations.settings import Settings
+from tests.api import bearer
 from tests.dashboard_support import (
     Token,
     _order_through,
@@ -27,7 +28,7 @@ from tests.dashboard_support import (
     open_dashboard,
     row,
 )
-from tests.support import Publisher, RunningService, bearer, eventually, uid
+from tests.support import Publisher, RunningService, eventually, uid
 
 pytestmark = pytest.mark.browser
 

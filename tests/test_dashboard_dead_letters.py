@@ -15,8 +15,9 @@ from aio_pika.abc import AbstractRobustConnection
 from playwright.async_api import Browser, Locator, Page, expect
 
 from operations.settings import Settings
+from tests.api import bearer
 from tests.dead_letter_support import copy_headers, put_copies
-from tests.support import bearer, eventually, start_service
+from tests.support import eventually, start_service
 
 Token = Callable[..., str]
 

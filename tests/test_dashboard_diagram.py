@@ -15,9 +15,10 @@ from playwright.async_api import Browser, Locator, Page, expect
 from operations.pacco.demo import DemoServices, FailurePlan
 from operations.pacco.ordermaking import OrderMakingSaga
 from operations.settings import Settings
+from tests.api import place_order, saga_started
 from tests.browser import PageWatch, screenshot, watched_page
 from tests.dashboard_support import Token, _order_through, row
-from tests.support import RunningService, place_order, saga_started, uid
+from tests.support import RunningService, uid
 
 WAIT_MS = 20_000
 PATH = OrderMakingSaga.path

@@ -20,6 +20,7 @@ from operations.sagas import RedisSagaStore
 from operations.settings import Settings
 from operations.shards import Shards
 from operations.timestamps import rfc3339
+from tests.api import bearer
 from tests.dashboard_support import (
     GATES,
     ParcelReturnSaga,
@@ -30,7 +31,7 @@ from tests.dashboard_support import (
     row,
 )
 from tests.sagas_support import Harness
-from tests.support import RunningService, bearer, uid
+from tests.support import RunningService, uid
 
 pytestmark = pytest.mark.browser
 

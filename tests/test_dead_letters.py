@@ -22,8 +22,9 @@ from operations.amqp.queues import QueueType
 from operations.sagas import RedisSagaStore
 from operations.settings import Settings
 from operations.shards import Shards
+from tests.api import bearer
 from tests.dead_letter_support import copy_headers, letters, put_copies
-from tests.support import Publisher, bearer, eventually, start_service
+from tests.support import Publisher, eventually, start_service
 
 Token = Callable[..., str]
 

@@ -15,8 +15,9 @@ from aio_pika.abc import AbstractRobustConnection
 
 from operations.auth.tokens import mint
 from operations.settings import Settings
+from tests.api import bearer
 from tests.dead_letter_support import copy_headers, put_copies
-from tests.support import bearer, eventually, run_operations, start_service
+from tests.support import eventually, run_operations, start_service
 
 
 def cli_env(settings: Settings) -> dict[str, str]:

@@ -20,9 +20,10 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 
 from operations.auth.tokens import TokenVerifier
+from tests.api import bearer
 from tests.conftest import ROOT, SECRET
 from tests.demo_support import CUSTOMER, ORDER, Replies, simulated
-from tests.support import Publisher, RunningService, bearer, eventually, new_id, run_operations
+from tests.support import Publisher, RunningService, eventually, new_id, run_operations
 
 
 async def run_cli(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:

@@ -13,9 +13,10 @@ import orjson
 from aio_pika.abc import AbstractRobustConnection
 
 from operations.settings import Settings
+from tests.api import answered, bearer
 from tests.conftest import SECRET
 from tests.demo_support import simulated
-from tests.support import RunningService, answered, bearer, run_operations
+from tests.support import RunningService, run_operations
 
 TIME = r"\d\d:\d\d:\d\d"
 

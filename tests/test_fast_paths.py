@@ -30,7 +30,8 @@ from operations.keys import Keys
 from operations.records import Change
 from operations.shards import Shards
 from operations.store import RedisStore, pack_evalsha
-from tests.support import as_text, eventually, listened_feed, new_id, pending_command
+from tests.support import as_text, eventually, new_id, pending_command
+from tests.test_feed import listened_feed
 
 APPLY_LUA = Path(operations.__file__).parent / "lua" / "apply.lua"
 

@@ -4,7 +4,9 @@ listeners once, in apply order, with its record and cursor, from one stream or f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
@@ -12,12 +14,35 @@ import pytest
 import redis.asyncio as aioredis
 
 from operations.auth.identity import Principal
-from operations.feed import FeedEntry
+from operations.feed import ChangeFeed, FeedEntry
 from operations.keys import Keys
+from operations.metrics import Registry
 from operations.records import ApplyOutcome, Change
 from operations.shards import Shards
 from operations.store import RedisStore
-from tests.support import eventually, listened_feed, new_id, pending_command
+from tests.support import eventually, new_id, pending_command
+
+
+@contextlib.asynccontextmanager
+async def listened_feed(
+    redis_url: str, keys: Keys, protocol: int, *, own_reads: bool = False
+) -> AsyncIterator[tuple[ChangeFeed, list[FeedEntry]]]:
+    """A started change feed on a client of its own speaking RESP ``protocol`` (with ``own_reads``,
+    another such client for its range reads), and the list it hands every entry to; stopped and
+    its clients closed after."""
+    client = aioredis.Redis.from_url(redis_url, protocol=protocol)
+    reads = aioredis.Redis.from_url(redis_url, protocol=protocol) if own_reads else None
+    feed = ChangeFeed(client, keys, Registry(), reads=reads)
+    received: list[FeedEntry] = []
+    feed.subscribe(received.extend)
+    await feed.start()
+    try:
+        yield feed, received
+    finally:
+        await feed.stop()
+        await client.aclose()
+        if reads is not None:
+            await reads.aclose()
 
 
 @pytest.mark.parametrize("protocol", [2, 3])

@@ -13,15 +13,9 @@ import pytest
 
 from operations.auth.tokens import mint
 from operations.settings import Settings
+from tests.api import bearer, recorded
 from tests.conftest import SECRET
-from tests.support import (
-    Publisher,
-    RunningService,
-    bearer,
-    new_id,
-    recorded,
-    start_service,
-)
+from tests.support import Publisher, RunningService, new_id, start_service
 
 Token = Callable[..., str]
 

@@ -25,6 +25,7 @@ import socketio
 from operations.auth.identity import normalise_id
 from operations.auth.tokens import mint
 from operations.settings import Settings
+from tests.api import bearer, recorded
 from tests.conftest import SECRET
 from tests.hub_support import live_clients
 from tests.identity_provider import (
@@ -37,15 +38,7 @@ from tests.identity_provider import (
 )
 from tests.live import LiveClient
 from tests.scrape import Scrape
-from tests.support import (
-    Publisher,
-    RunningService,
-    bearer,
-    eventually,
-    recorded,
-    start_service,
-    uid,
-)
+from tests.support import Publisher, RunningService, eventually, start_service, uid
 
 ROLE_CLAIM = "realm_access.roles"
 

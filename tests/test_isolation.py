@@ -13,8 +13,9 @@ import orjson
 import pytest
 
 from operations.http.openapi import document
+from tests.api import bearer, started_order
 from tests.live import LiveClient
-from tests.support import Publisher, RunningService, bearer, eventually, started_order
+from tests.support import Publisher, RunningService, eventually
 
 Token = Callable[..., str]
 

@@ -19,8 +19,9 @@ from operations.sagas import RedisSagaStore, SagaStatus
 from operations.sagas.records import OutboxEntry, SagaRecord
 from operations.settings import Settings
 from operations.states import State
+from tests.api import bearer
 from tests.dead_letter_support import letters
-from tests.support import Publisher, RunningService, bearer, eventually, start_service
+from tests.support import Publisher, RunningService, eventually, start_service
 
 Token = Callable[..., str]
 

@@ -18,9 +18,10 @@ from operations.pacco.demo import DemoServices, FailurePlan
 from operations.pacco.ordermaking import OrderMakingSaga
 from operations.records import Operation
 from operations.settings import Settings
+from tests.api import place_order
 from tests.browser import chromium, screenshot, watched_page
 from tests.dashboard_support import _order_through
-from tests.support import Publisher, RunningService, eventually, place_order, uid
+from tests.support import Publisher, RunningService, eventually, uid
 
 pytestmark = pytest.mark.browser
 

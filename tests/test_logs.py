@@ -18,17 +18,10 @@ import socketio
 from operations import logs
 from operations.auth.tokens import mint
 from operations.settings import Settings
+from tests.api import bearer, recorded
 from tests.conftest import SECRET
 from tests.live import LiveClient
-from tests.support import (
-    Publisher,
-    RunningService,
-    bearer,
-    eventually,
-    new_id,
-    recorded,
-    serve_process,
-)
+from tests.support import Publisher, RunningService, eventually, new_id, serve_process
 
 
 @pytest.fixture

@@ -10,9 +10,10 @@ import httpx
 from operations.metrics import CONTENT_TYPE
 from operations.pacco.demo import DemoServices
 from operations.settings import Settings
+from tests.api import bearer
 from tests.live import LiveClient
 from tests.scrape import Scrape
-from tests.support import Publisher, RunningService, bearer, eventually
+from tests.support import Publisher, RunningService, eventually
 
 
 async def test_metrics_after_messages_pushes_and_a_saga(

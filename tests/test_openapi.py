@@ -40,7 +40,8 @@ from operations.sagas.records import SagaRecord, SagaStatus, StepRecord
 from operations.service import SERVED_ENDPOINTS, Service
 from operations.settings import Settings
 from operations.states import State
-from tests.support import Publisher, RunningService, bearer, new_id, recorded
+from tests.api import bearer, recorded
+from tests.support import Publisher, RunningService, new_id
 
 Token = Callable[..., str]
 

@@ -16,18 +16,11 @@ import redis.asyncio as aioredis
 from operations.pacco.demo import DemoServices, FailurePlan
 from operations.sagas import RedisSagaStore, SagaStatus
 from operations.settings import Settings
+from tests.api import answered, bearer, order_body
 from tests.conftest import SECRET
 from tests.live import LiveClient
 from tests.sagas_support import Sent, Wire
-from tests.support import (
-    RunningService,
-    answered,
-    bearer,
-    eventually,
-    order_body,
-    run_operations,
-    start_service,
-)
+from tests.support import RunningService, eventually, run_operations, start_service
 
 Token = Callable[..., str]
 ORDER_MAKER_PATH = [

@@ -33,13 +33,13 @@ from operations.records import Change
 from operations.sagas import Saga, SagaContext, SagaMessage, start
 from operations.settings import Settings
 from operations.store import RedisStore
+from tests.api import bearer
 from tests.dead_letter_support import letters
 from tests.demo_support import simulated
 from tests.support import (
     PACCO,
     Publisher,
     RunningService,
-    bearer,
     dead_letters,
     eventually,
     new_id,

@@ -22,13 +22,13 @@ from operations.amqp.consumer import ATTEMPTS_HEADER, REASON_HEADER
 from operations.amqp.queues import QueueType
 from operations.pacco.demo import DemoServices
 from operations.settings import Settings
+from tests.api import bearer
 from tests.conftest import SECRET
 from tests.support import (
     SERVICES,
     Publisher,
     RunningService,
     SteadyPublisher,
-    bearer,
     broker_queues,
     dead_letters,
     eventually,

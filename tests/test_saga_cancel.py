@@ -30,9 +30,10 @@ from operations.sagas import (
 from operations.sagas.store import Loaded
 from operations.settings import Settings
 from operations.states import State
+from tests.api import answered, bearer, order_body
 from tests.live import LiveClient
 from tests.sagas_support import Harness, Sent, Wire
-from tests.support import Publisher, RunningService, answered, bearer, eventually, order_body
+from tests.support import Publisher, RunningService, eventually
 
 Token = Callable[..., str]
 # A step of the gated saga, once entered, waits for its saga's gate.

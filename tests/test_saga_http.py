@@ -16,10 +16,11 @@ from operations.http import openapi
 from operations.sagas import Processed, RedisSagaStore, SagaOutcome, SagaStatus
 from operations.settings import Settings
 from operations.shards import Shards
+from tests.api import bearer
 from tests.sagas_support import Harness, start_trip, step_trip, until_blocked
 from tests.sample_sagas import GATES, TripSaga
 from tests.scrape import Scrape
-from tests.support import RunningService, bearer, eventually, new_id, start_service
+from tests.support import RunningService, eventually, new_id, start_service
 
 pytestmark = pytest.mark.usefixtures("journal")
 

@@ -14,7 +14,8 @@ from operations.pacco.ordermaking import OrderMakingSaga
 from operations.sagas import SagaStatus
 from operations.sagas.progress import step_seconds, waiting_for, waiting_since
 from operations.sagas.records import SagaRecord, StepRecord
-from tests.support import RunningService, bearer, eventually, place_order
+from tests.api import bearer, place_order
+from tests.support import RunningService, eventually
 
 Token = Callable[..., str]
 

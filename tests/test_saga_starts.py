@@ -14,8 +14,9 @@ import pytest
 from operations.http import openapi
 from operations.pacco.demo import DemoServices
 from operations.settings import Settings
+from tests.api import bearer, order_with_id
 from tests.sagas_support import Wire
-from tests.support import RunningService, bearer, eventually, order_with_id
+from tests.support import RunningService, eventually
 
 Token = Callable[..., str]
 

@@ -13,9 +13,10 @@ import socketio
 
 from operations.auth.tokens import mint
 from operations.settings import Settings
+from tests.api import bearer
 from tests.conftest import SECRET
 from tests.live import LiveClient
-from tests.support import Publisher, RunningService, bearer, eventually, start_service
+from tests.support import Publisher, RunningService, eventually, start_service
 
 Token = Callable[..., str]
 EVIL = "http://evil.example"

@@ -21,16 +21,10 @@ from operations.deadletters.letters import DeadLetterItem, StoredLetter
 from operations.http import openapi
 from operations.settings import Settings
 from operations.timestamps import PATTERN, rfc3339
+from tests.api import bearer, place_order
 from tests.dead_letter_support import copy_headers, letters
 from tests.live import LiveClient
-from tests.support import (
-    Publisher,
-    bearer,
-    eventually,
-    new_id,
-    place_order,
-    start_service,
-)
+from tests.support import Publisher, eventually, new_id, start_service
 
 Token = Callable[..., str]
 ONE_FORMAT = re.compile(PATTERN)

@@ -17,8 +17,9 @@ from opentelemetry.trace import SpanKind
 from operations.auth.identity import normalise_id
 from operations.settings import Settings
 from operations.tracing import context as tracecontext
+from tests.api import bearer
 from tests.scrape import Scrape
-from tests.support import Publisher, RunningService, bearer, eventually, new_id, start_service
+from tests.support import Publisher, RunningService, eventually, new_id, start_service
 from tests.tracing_support import TRACE_ID, TRACEPARENT, finished, named
 
 HUGE = "00-" + "a" * 5_000 + "-00f067aa0ba902b7-01"

@@ -24,8 +24,9 @@ from operations.pacco.demo import DemoServices
 from operations.sagas.records import OutboxEntry
 from operations.settings import Settings
 from operations.states import State
+from tests.api import bearer
 from tests.dead_letter_support import copy_headers
-from tests.support import Publisher, RunningService, bearer, eventually, new_id, run_operations
+from tests.support import Publisher, RunningService, eventually, new_id, run_operations
 from tests.tracing_support import PARENT_ID, TRACE_ID, TRACEPARENT, finished, named
 
 

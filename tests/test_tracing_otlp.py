@@ -24,7 +24,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from operations.auth.tokens import mint
 from operations.settings import Settings
-from tests.support import bearer, eventually, new_id, serve_process
+from tests.api import bearer
+from tests.support import eventually, new_id, serve_process
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,9 @@ from operations.amqp.consumer import (
     ROUTING_KEY_HEADER,
 )
 from operations.settings import Settings
+from tests.api import bearer
 from tests.scrape import Scrape, Series, series
-from tests.support import Publisher, RunningService, Style, bearer, dead_letters, eventually, new_id
+from tests.support import Publisher, RunningService, Style, dead_letters, eventually, new_id
 
 Reader = Callable[..., Awaitable[dict[str, Any] | None]]
 ADMIN = "ops-admin"

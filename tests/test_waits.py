@@ -23,18 +23,9 @@ from operations.pacco.demo.services import DemoServices
 from operations.records import Operation
 from operations.sagas.store import Loaded
 from operations.settings import Settings
+from tests.api import bearer, order_with_id, recorded, started_order
 from tests.scrape import Scrape
-from tests.support import (
-    Publisher,
-    RunningService,
-    bearer,
-    eventually,
-    order_with_id,
-    recorded,
-    serve_process,
-    start_service,
-    started_order,
-)
+from tests.support import Publisher, RunningService, eventually, serve_process, start_service
 
 Token = Callable[..., str]
 
