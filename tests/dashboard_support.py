@@ -6,7 +6,6 @@ services, and sagas for the saga view (gadget orders, parcel returns)."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,9 +27,10 @@ from operations.sagas import (
 )
 from operations.settings import Settings
 from operations.shards import Shards
+from tests.api import bearer, place_order
 from tests.browser import chromium
 from tests.sagas_support import Harness
-from tests.support import RunningService, eventually
+from tests.support import RunningService, eventually, uid
 
 Token = Callable[..., str]
 
@@ -53,16 +53,12 @@ async def live_dashboard(browser: Browser, service: RunningService, token: str) 
     return page
 
 
-def uid() -> str:
-    return str(uuid.uuid4())
-
-
 def row(page: Page, operation_id: str) -> Any:
     return page.get_by_test_id("operations").locator(f'tr[data-id="{operation_id}"]')
 
 
 async def _record(http: httpx.AsyncClient, op: str, token: str) -> dict[str, Any] | None:
-    response = await http.get(f"/operations/{op}", headers={"Authorization": f"Bearer {token}"})
+    response = await http.get(f"/operations/{op}", headers=bearer(token))
     record: dict[str, Any] | None = response.json() if response.status_code == 200 else None
     return record
 
@@ -84,13 +80,7 @@ async def _order_through(
     """Places an order with the simulated services running; waits until its saga finishes."""
     final = "completed" if failures is None else "rejected"
     async with DemoServices(settings.amqp_url, latency_ms=0, failures=failures):
-        response = await http.post(
-            "/orders",
-            json={"customerId": uid(), "parcelIds": [uid(), uid()]},
-            headers={"Authorization": f"Bearer {token}"},
-        )
-        assert response.status_code == 202
-        op = str(response.json()["operationId"])
+        op = await place_order(http, token, parcels=2)
 
         async def finished() -> bool:
             record = await _record(http, op, token)

@@ -5,7 +5,8 @@ versions and check that a reconnecting client goes live after its sync."""
 
 from __future__ import annotations
 
-import uuid
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -18,23 +19,27 @@ from tests.support import Publisher, RunningService
 Token = Callable[..., str]
 
 
-def uid() -> str:
-    return str(uuid.uuid4())
+@contextlib.asynccontextmanager
+async def live_clients(url: str) -> AsyncIterator[Callable[..., LiveClient]]:
+    """Makes clients of the service at ``url`` (or of the ``url`` given to one), all closed
+    after."""
+    made: list[LiveClient] = []
+
+    def make(other: str | None = None) -> LiveClient:
+        made.append(LiveClient(other or url))
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        await asyncio.gather(*(client.close() for client in made), return_exceptions=True)
 
 
 @pytest.fixture
 async def clients(service: RunningService) -> AsyncIterator[Callable[..., LiveClient]]:
     """Makes clients of the service (or of ``url``), closed after the test."""
-    made: list[LiveClient] = []
-
-    def make(url: str | None = None) -> LiveClient:
-        client = LiveClient(url or service.url)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        await client.close()
+    async with live_clients(service.url) as make:
+        yield make
 
 
 def assert_monotonic(records: list[dict[str, Any]]) -> None:

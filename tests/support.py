@@ -1,4 +1,5 @@
-"""Test helpers: a Convey-shaped publisher, a service running on a real port, polling."""
+"""Test helpers: ids, a Convey-shaped publisher, a service running on a real port, polling. What a
+user of the HTTP API does (a bearer header, placing an order, reading a record) is in api.py."""
 
 from __future__ import annotations
 
@@ -55,6 +56,11 @@ def pending_command(op: str, user: str | None, name: str = "create_order") -> En
 
 def new_id() -> str:
     return uuid.uuid4().hex  # .NET's "N" format, as Pacco writes GUIDs
+
+
+def uid() -> str:
+    """A new id in the canonical GUID form (with dashes), as the API writes ids."""
+    return str(uuid.uuid4())
 
 
 def context(user: str | None, name: str | None = None, style: Style = "dotnet") -> bytearray | str:

@@ -4,7 +4,6 @@ off by a Redis outage is applied exactly once when Redis answers again."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,13 +22,9 @@ from operations.pipeline import Pipeline
 from operations.records import Change
 from operations.settings import DEFAULT_MESSAGES_FILE, Settings
 from operations.store import RedisStore
-from tests.support import Publisher, dead_letters, eventually
+from tests.support import Publisher, dead_letters, eventually, uid
 
 PACCO = Catalogue.load(DEFAULT_MESSAGES_FILE)
-
-
-def uid() -> str:
-    return str(uuid.uuid4())
 
 
 class CutOffStore(RedisStore):

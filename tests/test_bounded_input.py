@@ -16,6 +16,7 @@ from aio_pika.abc import AbstractRobustConnection
 
 from operations.pacco.demo import DemoServices
 from operations.settings import Settings
+from tests.api import bearer, order_body
 from tests.doubles import ServiceDouble
 from tests.live import LiveClient
 from tests.sagas_support import Wire
@@ -24,14 +25,6 @@ from tests.test_example_delivery import deliveries_answers
 from tests.test_example_delivery import served as served  # the example saga in `operations serve`
 
 Token = Callable[..., str]
-
-
-def bearer(token: str, **headers: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}", **headers}
-
-
-def order(**fields: Any) -> dict[str, Any]:
-    return {"customerId": str(uuid.uuid4()), "parcelIds": [str(uuid.uuid4())], **fields}
 
 
 def nested(levels: int) -> bytes:
@@ -47,7 +40,7 @@ def deep_field(levels: int, **fields: str) -> bytes:
 async def assert_nothing_published(http: httpx.AsyncClient, wire: Wire, token: Token) -> None:
     """No refused request reached the broker: a start made after them is the first and only
     MakeOrder on the wire."""
-    witness = await http.post("/sagas/order_making", json=order(), headers=bearer(token("w")))
+    witness = await http.post("/sagas/order_making", json=order_body(), headers=bearer(token("w")))
     assert witness.status_code == 202, witness.text
     operation = witness.json()["operationId"]
     await wire.until(operation, "make_order")
@@ -137,7 +130,7 @@ async def test_order_ids_that_cannot_be_kept_or_answered_are_refused_before_publ
     fields: dict[str, Any],
     field: str,
 ) -> None:
-    response = await http.post("/orders", json=order(**fields), headers=bearer(token("u")))
+    response = await http.post("/orders", json=order_body(**fields), headers=bearer(token("u")))
     assert (response.status_code, response.json()["code"]) == (400, "invalid_order")
     assert field in response.json()["reason"]
     await assert_nothing_published(http, wire, token)
@@ -147,7 +140,9 @@ async def test_an_order_id_of_200_printable_ascii_characters_is_answered_as_it_i
     service: RunningService, http: httpx.AsyncClient, token: Token
 ) -> None:
     order_id = "o-" + "x" * 198
-    response = await http.post("/orders", json=order(orderId=order_id), headers=bearer(token("u")))
+    response = await http.post(
+        "/orders", json=order_body(orderId=order_id), headers=bearer(token("u"))
+    )
     assert response.status_code == 202, response.text
     assert response.headers["Resource-ID"] == order_id == response.json()["orderId"]
 
@@ -158,21 +153,21 @@ async def test_prefer_wait_with_any_digits_is_read_before_publishing(
     async with DemoServices(settings.amqp_url, latency_ms=0):
         long = await http.post(
             "/sagas/order_making",
-            json=order(),
+            json=order_body(),
             headers=bearer(token("u"), Prefer="wait=" + "9" * 5_000),
         )
         assert long.status_code == 200, long.text
         assert long.headers["Preference-Applied"] == "wait=60"
         padded = await http.post(
             "/sagas/order_making",
-            json=order(),
+            json=order_body(),
             headers=bearer(token("u"), Prefer="wait=" + "0" * 5_000 + "20"),
         )
         assert padded.status_code == 200, padded.text
         assert padded.headers["Preference-Applied"] == "wait=20"
     superscript = await http.post(
         "/sagas/order_making",
-        json=order(),
+        json=order_body(),
         headers={b"Authorization": f"Bearer {token('u')}".encode(), b"Prefer": b"wait=\xb2"},
     )
     assert superscript.status_code == 202, superscript.text
@@ -185,22 +180,23 @@ async def test_prefer_wait_with_any_digits_is_read_before_publishing(
     ids=["long", "newline", "nul", "bidi", "line-separator"],
 )
 async def test_a_token_whose_sub_no_message_could_carry_is_refused(
-    service: RunningService, http: httpx.AsyncClient, token: Token, wire: Wire, sub: str
+    http: httpx.AsyncClient,
+    clients: Callable[[], LiveClient],
+    token: Token,
+    wire: Wire,
+    sub: str,
 ) -> None:
     bad = token(sub)
-    started = await http.post("/sagas/order_making", json=order(), headers=bearer(bad))
+    started = await http.post("/sagas/order_making", json=order_body(), headers=bearer(bad))
     assert (started.status_code, started.json()["code"]) == (401, "unauthorized")
     assert "sub" in started.json()["reason"]
-    ordered = await http.post("/orders", json=order(), headers=bearer(bad))
+    ordered = await http.post("/orders", json=order_body(), headers=bearer(bad))
     assert ordered.status_code == 401
     assert (await http.get("/operations", headers=bearer(bad))).status_code == 401
-    live = LiveClient(service.url)
-    try:
-        with pytest.raises(socketio.exceptions.ConnectionError):
-            await live.connect({"token": bad})
-        assert live.connect_error == {"message": "unauthorized", "data": {"code": "unauthorized"}}
-    finally:
-        await live.close()
+    live = clients()
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await live.connect({"token": bad})
+    assert live.connect_error == {"message": "unauthorized", "data": {"code": "unauthorized"}}
     await assert_nothing_published(http, wire, token)
 
 
@@ -213,7 +209,9 @@ async def test_odd_user_ids_are_kept_apart(
 ) -> None:
     owned: dict[str, str] = {}
     for user in [*ODD_USERS, str(GUID)]:
-        response = await http.post("/sagas/order_making", json=order(), headers=bearer(token(user)))
+        response = await http.post(
+            "/sagas/order_making", json=order_body(), headers=bearer(token(user))
+        )
         assert response.status_code == 202, (user, response.text)
         owned[user] = response.json()["operationId"]
 
@@ -295,7 +293,7 @@ async def test_a_cancel_reason_must_be_one_printable_line(
     service: RunningService, http: httpx.AsyncClient, token: Token
 ) -> None:
     who = bearer(token("u"))
-    started = await http.post("/orders", json=order(), headers=who)
+    started = await http.post("/orders", json=order_body(), headers=who)
     operation = started.json()["operationId"]
 
     async def running() -> bool:
@@ -344,7 +342,7 @@ async def test_the_64_kib_body_limit_holds_to_the_byte(
 
 
 async def until_started(http: httpx.AsyncClient, wire: Wire, token: Token) -> list[Any]:
-    witness = await http.post("/sagas/order_making", json=order(), headers=bearer(token("w")))
+    witness = await http.post("/sagas/order_making", json=order_body(), headers=bearer(token("w")))
     await wire.until(witness.json()["operationId"], "make_order")
     return [sent for sent in wire.seen if sent.routing_key == "make_order"]
 
@@ -357,7 +355,7 @@ async def test_an_order_for_another_customer_carries_its_caller_downstream(
     caller = str(uuid.uuid4())
     someone_else = str(uuid.uuid4())
     placed = await http.post(
-        "/orders", json=order(customerId=someone_else), headers=bearer(token(caller))
+        "/orders", json=order_body(customerId=someone_else), headers=bearer(token(caller))
     )
     assert placed.status_code == 202, placed.text
     (sent,) = [s for s in await wire.until(placed.json()["operationId"], "make_order")]

@@ -18,6 +18,7 @@ from playwright.async_api import Browser, Page, expect
 
 from operations.pacco.demo import FailurePlan
 from operations.settings import Settings
+from tests.api import bearer
 from tests.dashboard_support import (
     Token,
     _order_through,
@@ -26,9 +27,8 @@ from tests.dashboard_support import (
     live_dashboard,
     open_dashboard,
     row,
-    uid,
 )
-from tests.support import Publisher, RunningService, eventually
+from tests.support import Publisher, RunningService, eventually, uid
 
 pytestmark = pytest.mark.browser
 
@@ -214,9 +214,7 @@ async def test_the_timeline_shows_every_transition_with_its_time_step_and_messag
     await expect(transitions).to_have_count(3, timeout=15_000)
 
     async with httpx.AsyncClient(base_url=service.url) as http:
-        response = await http.get(
-            f"/operations/{op}/history", headers={"Authorization": f"Bearer {admin}"}
-        )
+        response = await http.get(f"/operations/{op}/history", headers=bearer(admin))
     history = response.json()["items"]
     assert [entry["messageId"] for entry in history] == sent
     assert len(await transitions.all()) == len(history)

@@ -15,6 +15,7 @@ from aio_pika.abc import AbstractRobustConnection
 from playwright.async_api import Browser, Locator, Page, expect
 
 from operations.settings import Settings
+from tests.api import bearer
 from tests.dead_letter_support import copy_headers, put_copies
 from tests.support import eventually, start_service
 
@@ -57,9 +58,7 @@ async def test_the_failed_messages_view(
 
         async def three_kept() -> bool:
             async with httpx.AsyncClient(base_url=running.url) as http:
-                response = await http.get(
-                    "/dead-letters", headers={"Authorization": f"Bearer {admin}"}
-                )
+                response = await http.get("/dead-letters", headers=bearer(admin))
                 return len(response.json()["items"]) == 3
 
         await eventually(three_kept, "three dead letters to be kept")

@@ -15,21 +15,13 @@ from playwright.async_api import Browser, Locator, Page, expect
 from operations.pacco.demo import DemoServices, FailurePlan
 from operations.pacco.ordermaking import OrderMakingSaga
 from operations.settings import Settings
+from tests.api import place_order, saga_started
 from tests.browser import PageWatch, screenshot, watched_page
-from tests.dashboard_support import Token, _order_through, row, uid
-from tests.support import RunningService, eventually
+from tests.dashboard_support import Token, _order_through, row
+from tests.support import RunningService, uid
 
 WAIT_MS = 20_000
 PATH = OrderMakingSaga.path
-
-
-async def _order(http: httpx.AsyncClient, user_token: str) -> str:
-    body = {"customerId": uid(), "parcelIds": [uid(), uid()]}
-    response = await http.post(
-        "/orders", json=body, headers={"Authorization": f"Bearer {user_token}"}
-    )
-    assert response.status_code == 202, response.text
-    return str(response.json()["operationId"])
 
 
 async def _dashboard(
@@ -49,16 +41,6 @@ async def marks(page: Page) -> list[str]:
     return [str(await n.get_attribute("data-status")) for n in await nodes.all()]
 
 
-async def _saga_started(http: httpx.AsyncClient, op: str, admin: str) -> None:
-    async def started() -> bool:
-        response = await http.get(
-            f"/operations/{op}/saga", headers={"Authorization": f"Bearer {admin}"}
-        )
-        return response.status_code == 200
-
-    await eventually(started, "the saga to start")
-
-
 async def test_the_diagram_marks_every_step_and_moves_live(
     service: RunningService, settings: Settings, browser: Browser, token: Token
 ) -> None:
@@ -67,7 +49,7 @@ async def test_the_diagram_marks_every_step_and_moves_live(
         page, watch = await _dashboard(browser, service, admin)
         # Slow simulated services: the saga stays a while at each step.
         async with DemoServices(settings.amqp_url, latency_ms=2500):
-            op = await _order(http, token(user))
+            op = await place_order(http, token(user), parcels=2)
             await expect(row(page, op)).to_be_visible(timeout=WAIT_MS)
             await row(page, op).click()
             await page.evaluate("window.notReloaded = true")
@@ -138,8 +120,9 @@ async def test_an_admin_cancels_a_saga_with_a_reason(
 ) -> None:
     user, admin = uid(), token("ops", "admin")
     async with httpx.AsyncClient(base_url=service.url) as http:
-        op = await _order(http, token(user))  # no simulated services: it waits for order_created
-        await _saga_started(http, op, admin)
+        # No simulated services: it waits for order_created.
+        op = await place_order(http, token(user), parcels=2)
+        await saga_started(http, op, admin)
     page, watch = await _dashboard(browser, service, admin)
     await row(page, op).click()
     diagram = page.get_by_test_id("saga-diagram")
@@ -165,9 +148,9 @@ async def test_sagas_filter_by_type_status_and_awaited_step_and_each_types_load_
     user, admin = uid(), token("ops", "admin")
     async with httpx.AsyncClient(base_url=service.url) as http:
         completed = await _order_through(http, settings, token(user), None)
-        waiting = [await _order(http, token(user)) for _ in range(2)]
+        waiting = [await place_order(http, token(user), parcels=2) for _ in range(2)]
         for op in waiting:
-            await _saga_started(http, op, admin)
+            await saga_started(http, op, admin)
     page, watch = await _dashboard(browser, service, admin)
     sagas = page.get_by_test_id("sagas").locator("tr")
     await expect(sagas).to_have_count(3, timeout=WAIT_MS)
@@ -197,7 +180,7 @@ async def test_sagas_filter_by_type_status_and_awaited_step_and_each_types_load_
     await expect(load.locator('tr[data-message="make_order"] .samples')).to_have_text("3")
     # A third order waiting shows up in the load without a reload.
     async with httpx.AsyncClient(base_url=service.url) as http:
-        await _order(http, token(user))
+        await place_order(http, token(user), parcels=2)
     await expect(created).to_have_attribute("data-waiting", "3", timeout=WAIT_MS)
     watch.assert_clean()
 

@@ -20,6 +20,7 @@ from operations.sagas import RedisSagaStore
 from operations.settings import Settings
 from operations.shards import Shards
 from operations.timestamps import rfc3339
+from tests.api import bearer
 from tests.dashboard_support import (
     GATES,
     ParcelReturnSaga,
@@ -28,10 +29,9 @@ from tests.dashboard_support import (
     gadget_sagas,
     live_dashboard,
     row,
-    uid,
 )
 from tests.sagas_support import Harness
-from tests.support import RunningService
+from tests.support import RunningService, uid
 
 pytestmark = pytest.mark.browser
 
@@ -47,7 +47,7 @@ async def test_the_timeline_of_a_saga_opens_with_its_steps_and_compensation(
         )
         response = await http.get(
             f"/operations/{rejected}/history",
-            headers={"Authorization": f"Bearer {token(user)}"},
+            headers=bearer(token(user)),
         )
         history = response.json()["items"]
 

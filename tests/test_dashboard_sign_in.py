@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from playwright.async_api import Browser, Page, Request, WebSocket, expect
 
-from tests.dashboard_support import Token, open_dashboard, row, uid
-from tests.support import Publisher, RunningService
+from tests.dashboard_support import Token, open_dashboard, row
+from tests.support import Publisher, RunningService, uid
 
 pytestmark = pytest.mark.browser
 

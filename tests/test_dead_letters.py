@@ -22,14 +22,11 @@ from operations.amqp.queues import QueueType
 from operations.sagas import RedisSagaStore
 from operations.settings import Settings
 from operations.shards import Shards
+from tests.api import bearer
 from tests.dead_letter_support import copy_headers, letters, put_copies
 from tests.support import Publisher, eventually, start_service
 
 Token = Callable[..., str]
-
-
-def bearer(value: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {value}"}
 
 
 def catalogue(path: Path, events: list[str]) -> Path:

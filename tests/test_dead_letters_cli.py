@@ -15,6 +15,7 @@ from aio_pika.abc import AbstractRobustConnection
 
 from operations.auth.tokens import mint
 from operations.settings import Settings
+from tests.api import bearer
 from tests.dead_letter_support import copy_headers, put_copies
 from tests.support import eventually, run_operations, start_service
 
@@ -88,7 +89,7 @@ async def test_list_show_redrive_and_discard_from_the_command_line(
         assert (code, out) == (0, "redriven fixable-1\n"), err
         async with httpx.AsyncClient(base_url=running.url) as http:
             token = mint(str(settings.jwt_secret), "ops", ("admin",), 60)
-            admin = {"Authorization": f"Bearer {token}"}
+            admin = bearer(token)
 
             async def applied() -> bool:
                 response = await http.get(f"/operations/{op}", headers=admin)

@@ -20,6 +20,7 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 
 from operations.auth.tokens import TokenVerifier
+from tests.api import bearer
 from tests.conftest import ROOT, SECRET
 from tests.demo_support import CUSTOMER, ORDER, Replies, simulated
 from tests.support import Publisher, RunningService, eventually, new_id, run_operations
@@ -281,7 +282,7 @@ async def test_run_sh_starts_the_demo_with_commands_the_cli_accepts(
                 env=where | {"OPERATIONS_JWT_SECRET": SECRET},
             )
         assert code == 0 and "placed" in errors, errors
-        listed = await http.get("/operations", headers={"Authorization": f"Bearer {token(user)}"})
+        listed = await http.get("/operations", headers=bearer(token(user)))
         assert [item["state"] for item in listed.json()["items"]] == ["completed"], listed.json()
         assert len(said.splitlines()) == 1 and " completed in " in said, said
 

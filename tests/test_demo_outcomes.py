@@ -13,6 +13,7 @@ import orjson
 from aio_pika.abc import AbstractRobustConnection
 
 from operations.settings import Settings
+from tests.api import answered, bearer
 from tests.conftest import SECRET
 from tests.demo_support import simulated
 from tests.support import RunningService, run_operations
@@ -49,13 +50,7 @@ def placed(logged: list[dict[str, Any]]) -> str:
 
 async def read(service: RunningService, operation: str, token: Any) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=service.url) as http:
-        answer = await http.get(
-            f"/operations/{operation}",
-            headers={"Authorization": f"Bearer {token('demo-user')}"},
-        )
-    assert answer.status_code == 200, answer.text
-    record: dict[str, Any] = answer.json()
-    return record
+        return await answered(http, f"/operations/{operation}", bearer(token("demo-user")))
 
 
 async def test_a_completed_order_gets_one_line_with_its_time(

@@ -25,13 +25,13 @@ from socketio.packet import EVENT, Packet
 
 import operations
 from hub import events
-from operations.feed import STREAM_FIELDS, ChangeFeed, FeedEntry
+from operations.feed import STREAM_FIELDS, FeedEntry
 from operations.keys import Keys
-from operations.metrics import Registry
 from operations.records import Change
 from operations.shards import Shards
 from operations.store import RedisStore, pack_evalsha
 from tests.support import as_text, eventually, new_id, pending_command
+from tests.test_feed import listened_feed
 
 APPLY_LUA = Path(operations.__file__).parent / "lua" / "apply.lua"
 
@@ -148,12 +148,7 @@ async def test_the_feeds_entries_are_what_redis_holds_by_name(
     stream entry read by field name, and agrees with the record's hash (HGETALL)."""
     keys = Keys(f"fast-{new_id()[:8]}", Shards(1))
     store = RedisStore(redis_client, ttl_seconds=60, keys=keys)
-    client = aioredis.Redis.from_url(servers[1], protocol=protocol)
-    feed = ChangeFeed(client, keys, Registry())
-    received: list[FeedEntry] = []
-    feed.subscribe(received.extend)
-    await feed.start()
-    try:
+    async with listened_feed(servers[1], keys, protocol) as (feed, received):
         await feed.start_cursor()
         names = ["create_order", "naïve ✓", "漢字 🙂", 'quote " and \\ and \n']
         batch = [
@@ -167,9 +162,6 @@ async def test_the_feeds_entries_are_what_redis_holds_by_name(
             return len(received) >= len(batch)
 
         await eventually(all_received, "every change from the feed")
-    finally:
-        await feed.stop()
-        await client.aclose()
 
     raw = await redis_client.xrange(keys.changes(0))
     by_name = {as_text(entry_id or b""): fields for entry_id, fields in raw or []}

@@ -4,7 +4,9 @@ listeners once, in apply order, with its record and cursor, from one stream or f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
@@ -21,6 +23,28 @@ from operations.store import RedisStore
 from tests.support import eventually, new_id, pending_command
 
 
+@contextlib.asynccontextmanager
+async def listened_feed(
+    redis_url: str, keys: Keys, protocol: int, *, own_reads: bool = False
+) -> AsyncIterator[tuple[ChangeFeed, list[FeedEntry]]]:
+    """A started change feed on a client of its own speaking RESP ``protocol`` (with ``own_reads``,
+    another such client for its range reads), and the list it hands every entry to; stopped and
+    its clients closed after."""
+    client = aioredis.Redis.from_url(redis_url, protocol=protocol)
+    reads = aioredis.Redis.from_url(redis_url, protocol=protocol) if own_reads else None
+    feed = ChangeFeed(client, keys, Registry(), reads=reads)
+    received: list[FeedEntry] = []
+    feed.subscribe(received.extend)
+    await feed.start()
+    try:
+        yield feed, received
+    finally:
+        await feed.stop()
+        await client.aclose()
+        if reads is not None:
+            await reads.aclose()
+
+
 @pytest.mark.parametrize("protocol", [2, 3])
 @pytest.mark.parametrize("shards", [1, 4])
 async def test_every_applied_change_reaches_the_listener_once_in_order(
@@ -29,12 +53,7 @@ async def test_every_applied_change_reaches_the_listener_once_in_order(
     keys = Keys(f"feed-{new_id()[:8]}", Shards(shards))
     store = RedisStore(redis_client, ttl_seconds=60, keys=keys)
     await store.apply([pending_command(new_id(), "before")])  # already there: not handed out
-    client = aioredis.Redis.from_url(servers[1], protocol=protocol)
-    feed = ChangeFeed(client, keys, Registry())
-    received: list[FeedEntry] = []
-    feed.subscribe(received.extend)
-    await feed.start()
-    try:
+    async with listened_feed(servers[1], keys, protocol) as (feed, received):
         start = await feed.start_cursor()
         assert len(start.split(",")) == shards
         ops = [new_id() for _ in range(40)]
@@ -71,9 +90,6 @@ async def test_every_applied_change_reaches_the_listener_once_in_order(
             mine = [e.operation_id for e in received if keys.shard(e.operation_id) == shard]
             assert mine == [op for op in ops if keys.shard(op) == shard]
         assert received[-1].cursor == feed.last_cursor
-    finally:
-        await feed.stop()
-        await client.aclose()
 
 
 def latest_of(entries: list[FeedEntry]) -> list[FeedEntry]:
@@ -96,13 +112,7 @@ async def test_what_a_reader_missed_is_read_back_as_the_feed_handed_it_out(
     of another layout or one past the other."""
     keys = Keys(f"feed-{new_id()[:8]}", Shards(shards))
     store = RedisStore(redis_client, ttl_seconds=60, keys=keys)
-    client = aioredis.Redis.from_url(servers[1], protocol=protocol)
-    reads = aioredis.Redis.from_url(servers[1], protocol=protocol)
-    feed = ChangeFeed(client, keys, Registry(), reads=reads)
-    received: list[FeedEntry] = []
-    feed.subscribe(received.extend)
-    await feed.start()
-    try:
+    async with listened_feed(servers[1], keys, protocol, own_reads=True) as (feed, received):
         since = await feed.start_cursor()
         ops = [new_id() for _ in range(12)]
         owners = {op: "alice" if index % 3 else "bob" for index, op in enumerate(ops)}
@@ -148,10 +158,6 @@ async def test_what_a_reader_missed_is_read_back_as_the_feed_handed_it_out(
 
         assert feed.ahead(until, since) and not feed.ahead(since, until)
         assert not feed.ahead("garbage", since) and not feed.ahead(until, other_layout)
-    finally:
-        await feed.stop()
-        await client.aclose()
-        await reads.aclose()
 
 
 # Modules that read the change streams besides the feed: the benchmark, which times a run from

@@ -13,22 +13,11 @@ import pytest
 
 from operations.auth.tokens import mint
 from operations.settings import Settings
+from tests.api import bearer, recorded
 from tests.conftest import SECRET
-from tests.support import Publisher, RunningService, eventually, new_id, start_service
+from tests.support import Publisher, RunningService, new_id, start_service
 
 Token = Callable[..., str]
-
-
-def bearer(value: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {value}"}
-
-
-async def created(http: httpx.AsyncClient, op: str, headers: dict[str, str]) -> httpx.Response:
-    async def fetch() -> httpx.Response | None:
-        response = await http.get(f"/operations/{op}", headers=headers)
-        return response if response.status_code == 200 else None
-
-    return await eventually(fetch, f"operation {op}")
 
 
 async def test_the_owner_reads_in_any_guid_format(
@@ -36,7 +25,7 @@ async def test_the_owner_reads_in_any_guid_format(
 ) -> None:
     user, op = uuid.uuid4(), uuid.uuid4()
     await publisher.publish("create_order", op.hex, user=user.hex)
-    response = await created(http, str(op).upper(), bearer(token(f"{{{user}}}")))
+    response = await recorded(http, str(op).upper(), bearer(token(f"{{{user}}}")))
     assert response.json()["id"] == str(op)
     assert response.json()["userId"] == str(user)
 
@@ -46,7 +35,7 @@ async def test_401_and_404_rules(
 ) -> None:
     owner, op = new_id(), new_id()
     await publisher.publish("create_order", op, user=owner)
-    await created(http, op, bearer(token(owner)))
+    await recorded(http, op, bearer(token(owner)))
 
     path = f"/operations/{op}"
     no_exp = jwt.encode({"sub": owner}, SECRET, algorithm="HS256")
@@ -88,7 +77,7 @@ async def test_etag_and_conditional_reads(
     user, op = new_id(), new_id()
     headers = bearer(token(user))
     await publisher.publish("create_order", op, user=user)
-    first = await created(http, op, headers)
+    first = await recorded(http, op, headers)
     assert first.headers["etag"] == '"1"'
     unchanged = await http.get(f"/operations/{op}", headers={**headers, "If-None-Match": '"1"'})
     assert unchanged.status_code == 304
@@ -102,7 +91,7 @@ async def test_long_poll_returns_on_the_next_change(
     user, op = new_id(), new_id()
     headers = bearer(token(user))
     await publisher.publish("create_order", op, user=user)
-    await created(http, op, headers)
+    await recorded(http, op, headers)
 
     poll = asyncio.create_task(
         http.get(f"/operations/{op}?wait=20", headers={**headers, "If-None-Match": '"1"'})
@@ -122,8 +111,8 @@ async def test_long_poll_times_out_unchanged_and_finished_returns_at_once(
     headers = bearer(token(user))
     await publisher.publish("create_order", op, user=user)
     await publisher.publish("order_created", done, user=user)
-    await created(http, op, headers)
-    await created(http, done, headers)
+    await recorded(http, op, headers)
+    await recorded(http, done, headers)
 
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -161,8 +150,8 @@ async def test_listing_is_per_user_filtered_and_paged(
         await publisher.publish(message, op, user=alice, name=f"job{index % 2}")
     bob_op = new_id()
     await publisher.publish("create_order", bob_op, user=bob)
-    await created(http, bob_op, bearer(token(bob)))
-    await created(http, alice_ops[-1], bearer(token(alice)))
+    await recorded(http, bob_op, bearer(token(bob)))
+    await recorded(http, alice_ops[-1], bearer(token(alice)))
 
     seen: list[str] = []
     url: str | None = "/operations?limit=2"
@@ -220,7 +209,7 @@ async def test_anonymous_reads_when_enabled(
         op = new_id()
         await publisher.publish("create_order", op, user=new_id())
         async with httpx.AsyncClient(base_url=running.url) as client:
-            response = await created(client, op, {})
+            response = await recorded(client, op, {})
             assert response.json()["state"] == "pending"
             bad = await client.get(f"/operations/{op}", headers=bearer("not.a.token"))
             assert bad.status_code == 401

@@ -17,9 +17,9 @@ import socketio
 from hub.hub import INITIALIZE_TIMEOUT_SECONDS
 from operations.auth.tokens import mint
 from tests.conftest import SECRET
-from tests.hub_support import Token, uid
+from tests.hub_support import Token
 from tests.live import LiveClient
-from tests.support import Publisher, RunningService, eventually
+from tests.support import Publisher, RunningService, eventually, uid
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,8 @@ connection that never brings a valid token is closed at the initialize timeout."
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -23,23 +22,9 @@ from hub.recovery import Sync, changes_since
 from operations.errors import SettingsError
 from operations.keys import Keys
 from operations.settings import Settings
-from tests.hub_support import Token, assert_goes_live_after, assert_monotonic, uid
+from tests.hub_support import Token, assert_goes_live_after, assert_monotonic, live_clients
 from tests.live import LiveClient
-from tests.support import Publisher, RunningService, eventually, start_service
-
-
-@contextlib.asynccontextmanager
-async def live_clients(url: str) -> AsyncIterator[Callable[[], LiveClient]]:
-    made: list[LiveClient] = []
-
-    def make() -> LiveClient:
-        made.append(LiveClient(url))
-        return made[-1]
-
-    try:
-        yield make
-    finally:
-        await asyncio.gather(*(client.close() for client in made), return_exceptions=True)
+from tests.support import Publisher, RunningService, eventually, start_service, uid
 
 
 async def fill_stream(redis: aioredis.Redis, settings: Settings, entries: int) -> None:

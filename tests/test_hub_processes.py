@@ -22,9 +22,9 @@ from operations.feed import ChangeFeed, FeedEntry, Listener
 from operations.service import Service
 from operations.settings import Settings
 from tests.conftest import SECRET
-from tests.hub_support import Token, assert_goes_live_after, publish_version, reached, uid, versions
+from tests.hub_support import Token, assert_goes_live_after, publish_version, reached, versions
 from tests.live import LiveClient
-from tests.support import Publisher, RunningService, eventually, start_service
+from tests.support import Publisher, RunningService, eventually, start_service, uid
 
 
 def _free_port() -> int:

@@ -23,11 +23,10 @@ from tests.hub_support import (
     assert_monotonic,
     publish_version,
     reached,
-    uid,
     versions,
 )
 from tests.live import LiveClient
-from tests.support import Publisher, RunningService, eventually
+from tests.support import Publisher, RunningService, eventually, uid
 
 
 async def test_reconnect_with_since_recovers_missed_updates(

@@ -7,9 +7,9 @@ import random
 import uuid
 from collections.abc import Callable
 
-from tests.hub_support import Token, assert_monotonic, uid
+from tests.hub_support import Token, assert_monotonic
 from tests.live import LiveClient
-from tests.support import Publisher
+from tests.support import Publisher, uid
 
 
 async def test_owner_gets_events_other_users_do_not_and_admin_gets_all(

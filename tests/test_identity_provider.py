@@ -12,7 +12,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -25,8 +25,9 @@ import socketio
 from operations.auth.identity import normalise_id
 from operations.auth.tokens import mint
 from operations.settings import Settings
+from tests.api import bearer, recorded
 from tests.conftest import SECRET
-from tests.hub_support import uid
+from tests.hub_support import live_clients
 from tests.identity_provider import (
     AUDIENCE,
     ISSUER,
@@ -37,7 +38,7 @@ from tests.identity_provider import (
 )
 from tests.live import LiveClient
 from tests.scrape import Scrape
-from tests.support import Publisher, RunningService, eventually, start_service
+from tests.support import Publisher, RunningService, eventually, start_service, uid
 
 ROLE_CLAIM = "realm_access.roles"
 
@@ -60,25 +61,19 @@ def provider_settings(settings: Settings, idp: IdentityProvider, secret: str | N
 @contextlib.asynccontextmanager
 async def provider_service(
     settings: Settings, idp: IdentityProvider, secret: str | None = SECRET
-) -> AsyncIterator[tuple[RunningService, httpx.AsyncClient]]:
+) -> AsyncIterator[tuple[RunningService, httpx.AsyncClient, Callable[[], LiveClient]]]:
+    """The service trusting ``idp``, an HTTP client of it, and a maker of its live clients."""
     async with (
         start_service(provider_settings(settings, idp, secret)) as running,
         httpx.AsyncClient(base_url=running.url, timeout=30) as http,
+        live_clients(running.url) as clients,
     ):
-        yield running, http
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+        yield running, http, clients
 
 
 async def created(http: httpx.AsyncClient, op: str, token: str) -> dict[str, Any]:
-    async def fetch() -> dict[str, Any] | None:
-        response = await http.get(f"/operations/{op}", headers=bearer(token))
-        record: dict[str, Any] | None = response.json() if response.status_code == 200 else None
-        return record
-
-    return await eventually(fetch, f"operation {op}")
+    record: dict[str, Any] = (await recorded(http, op, bearer(token))).json()
+    return record
 
 
 def refused_tokens(idp: IdentityProvider, user: str) -> dict[str, str]:
@@ -137,28 +132,22 @@ async def test_provider_tokens_read_operations_and_join_the_live_push(
     idp: IdentityProvider,
 ) -> None:
     user, other, op = uid(), uid(), uid()
-    async with provider_service(settings, idp) as (running, http):
+    async with provider_service(settings, idp) as (_, http, clients):
         rs256 = idp.sign(keycloak_claims(user), "rsa-1")
         es256 = idp.sign(keycloak_claims(user), "ec-1")
         admin = idp.sign(keycloak_claims("ops", "admin"), "ec-1")
-        live, ops = LiveClient(running.url), LiveClient(running.url)
-        try:
-            await live.connect({"token": rs256})
-            await ops.connect({"token": admin})
-            await publisher.publish("create_order", op, user=user)
-            record = await created(http, op, rs256)
-            assert record["userId"] == normalise_id(user) and record["state"] == "pending"
-            assert (await http.get(f"/operations/{op}", headers=bearer(es256))).status_code == 200
-            assert (await http.get(f"/operations/{op}", headers=bearer(admin))).status_code == 200
-            stranger = idp.sign(keycloak_claims(other), "rsa-1")
-            assert (
-                await http.get(f"/operations/{op}", headers=bearer(stranger))
-            ).status_code == 404
-            await live.wait_for_state(op, "pending")
-            await ops.wait_for_state(op, "pending")  # realm_access.roles holds admin
-        finally:
-            await live.close()
-            await ops.close()
+        live, ops = clients(), clients()
+        await live.connect({"token": rs256})
+        await ops.connect({"token": admin})
+        await publisher.publish("create_order", op, user=user)
+        record = await created(http, op, rs256)
+        assert record["userId"] == normalise_id(user) and record["state"] == "pending"
+        assert (await http.get(f"/operations/{op}", headers=bearer(es256))).status_code == 200
+        assert (await http.get(f"/operations/{op}", headers=bearer(admin))).status_code == 200
+        stranger = idp.sign(keycloak_claims(other), "rsa-1")
+        assert (await http.get(f"/operations/{op}", headers=bearer(stranger))).status_code == 404
+        await live.wait_for_state(op, "pending")
+        await ops.wait_for_state(op, "pending")  # realm_access.roles holds admin
         assert idp.fetches == 1
         # HS256 with the configured secret still works beside the provider.
         hs256 = mint(SECRET, user, issuer=ISSUER, audience=AUDIENCE)
@@ -168,32 +157,28 @@ async def test_provider_tokens_read_operations_and_join_the_live_push(
 async def test_a_provider_token_is_disconnected_when_it_expires(
     settings: Settings, redis_client: aioredis.Redis, amqp: object, idp: IdentityProvider
 ) -> None:
-    async with provider_service(settings, idp) as (running, _):
-        live = LiveClient(running.url)
-        try:
-            expires = int(time.time()) + 3
-            token = idp.sign(keycloak_claims(uid(), ttl=3), "ec-1")
-            await live.connect({"token": token})
-            await asyncio.wait_for(live.disconnected.wait(), timeout=10)
-            assert expires - 0.1 <= time.time() < expires + 2
-            assert live.events("disconnected") == [{"code": "token_expired"}]
-        finally:
-            await live.close()
+    async with provider_service(settings, idp) as (_, _, clients):
+        live = clients()
+        expires = int(time.time()) + 3
+        token = idp.sign(keycloak_claims(uid(), ttl=3), "ec-1")
+        await live.connect({"token": token})
+        await asyncio.wait_for(live.disconnected.wait(), timeout=10)
+        assert expires - 0.1 <= time.time() < expires + 2
+        assert live.events("disconnected") == [{"code": "token_expired"}]
 
 
 async def test_with_a_jwks_and_no_secret_hs256_is_refused(
     settings: Settings, redis_client: aioredis.Redis, amqp: object, idp: IdentityProvider
 ) -> None:
-    async with provider_service(settings, idp, secret=None) as (running, http):
+    async with provider_service(settings, idp, secret=None) as (_, http, clients):
         user = uid()
         hs256 = mint(SECRET, user, issuer=ISSUER, audience=AUDIENCE, extra=keycloak_claims(user))
         response = await http.get("/operations", headers=bearer(hs256))
         assert response.status_code == 401
         assert "HS256" in response.json()["reason"]
-        live = LiveClient(running.url)
+        live = clients()
         with pytest.raises(socketio.exceptions.ConnectionError):
             await live.connect({"token": hs256})
-        await live.close()
         rs256 = idp.sign(keycloak_claims(user), "rsa-1")
         assert (await http.get("/operations", headers=bearer(rs256))).status_code == 200
 
@@ -209,7 +194,7 @@ async def test_every_refused_kind_gets_401_over_http(
     idp: IdentityProvider,
 ) -> None:
     user, op = uid(), uid()
-    async with provider_service(settings, idp, secret=SECRET) as (_, http):
+    async with provider_service(settings, idp, secret=SECRET) as (_, http, _):
         await publisher.publish("create_order", op, user=user)
         await created(http, op, idp.sign(keycloak_claims(user), "rsa-1"))
         for kind, token in refused_tokens(idp, user).items():
@@ -221,42 +206,33 @@ async def test_every_refused_kind_gets_401_over_http(
 async def test_every_refused_kind_is_refused_on_connect(
     settings: Settings, redis_client: aioredis.Redis, amqp: object, idp: IdentityProvider
 ) -> None:
-    async with provider_service(settings, idp) as (running, _):
+    async with provider_service(settings, idp) as (_, _, clients):
         for kind, token in refused_tokens(idp, uid()).items():
-            live = LiveClient(running.url)
-            try:
-                with pytest.raises(socketio.exceptions.ConnectionError):
-                    await live.connect({"token": token})
-                assert live.connect_error == {
-                    "message": "unauthorized",
-                    "data": {"code": "unauthorized"},
-                }, kind
-            finally:
-                await live.close()
+            live = clients()
+            with pytest.raises(socketio.exceptions.ConnectionError):
+                await live.connect({"token": token})
+            assert live.connect_error == {
+                "message": "unauthorized",
+                "data": {"code": "unauthorized"},
+            }, kind
 
 
 async def test_every_refused_kind_is_refused_on_initialize(
     settings: Settings, redis_client: aioredis.Redis, amqp: object, idp: IdentityProvider
 ) -> None:
-    async with provider_service(settings, idp) as (running, _):
+    async with provider_service(settings, idp) as (_, _, clients):
         user = uid()
         for kind, token in refused_tokens(idp, user).items():
-            live = LiveClient(running.url)
-            try:
-                await live.connect()
-                await live.client.emit("initialize", {"token": token})
-                await asyncio.wait_for(live.disconnected.wait(), timeout=10)
-                assert live.received == [("disconnected", {"code": "unauthorized"})], kind
-            finally:
-                await live.close()
-        accepted = LiveClient(running.url)
-        try:
-            await accepted.connect()
-            await accepted.client.emit("initialize", idp.sign(keycloak_claims(user), "rsa-1"))
-            await accepted.wait_for(lambda c: bool(c.events("connected")), "connected")
-            assert accepted.events("connected") == [{"userId": normalise_id(user)}]
-        finally:
-            await accepted.close()
+            live = clients()
+            await live.connect()
+            await live.client.emit("initialize", {"token": token})
+            await asyncio.wait_for(live.disconnected.wait(), timeout=10)
+            assert live.received == [("disconnected", {"code": "unauthorized"})], kind
+        accepted = clients()
+        await accepted.connect()
+        await accepted.client.emit("initialize", idp.sign(keycloak_claims(user), "rsa-1"))
+        await accepted.wait_for(lambda c: bool(c.events("connected")), "connected")
+        assert accepted.events("connected") == [{"userId": normalise_id(user)}]
 
 
 # --- the identity provider down ----------------------------------------------------------------
@@ -277,7 +253,7 @@ async def test_a_jwks_that_is_down_means_401_a_warning_and_a_metric_then_recover
     user = uid()
     token = idp.sign(keycloak_claims(user), "rsa-1")
     caplog.set_level(logging.WARNING, logger="operations.auth.jwks")
-    async with provider_service(settings, idp) as (running, http):
+    async with provider_service(settings, idp) as (running, http, clients):
         provider = running.service.verifier.provider
         assert provider is not None
         provider.min_refetch_seconds = 0.5
@@ -287,10 +263,9 @@ async def test_a_jwks_that_is_down_means_401_a_warning_and_a_metric_then_recover
             assert response.status_code == 401, path
             assert "could not be fetched" in response.json()["reason"]
         assert time.monotonic() - started < 5, "refused promptly, not after retries"
-        live = LiveClient(running.url)
+        live = clients()
         with pytest.raises(socketio.exceptions.ConnectionError):
             await live.connect({"token": token})
-        await live.close()
         assert (await http.get("/health")).status_code == 200
         warnings = [r for r in caplog.records if r.name == "operations.auth.jwks"]
         assert warnings and all(r.levelno == logging.WARNING for r in warnings)
@@ -305,12 +280,9 @@ async def test_a_jwks_that_is_down_means_401_a_warning_and_a_metric_then_recover
 
         await eventually(accepted, "the service to accept the token once the JWKS is back")
         assert await metric(http, "operations_jwks_fetches_total") == 1
-        live = LiveClient(running.url)
-        try:
-            await live.connect({"token": token})
-            assert live.client.connected
-        finally:
-            await live.close()
+        live = clients()
+        await live.connect({"token": token})
+        assert live.client.connected
 
 
 async def test_the_metrics_page_shows_the_jwks_counters(

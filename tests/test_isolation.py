@@ -13,29 +13,11 @@ import orjson
 import pytest
 
 from operations.http.openapi import document
+from tests.api import bearer, started_order
 from tests.live import LiveClient
 from tests.support import Publisher, RunningService, eventually
 
 Token = Callable[..., str]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-async def _started_order(http: httpx.AsyncClient, token: str) -> str:
-    placed = await http.post(
-        "/orders", json={"customerId": str(uuid.uuid4()), "parcelId": "p-1"}, headers=bearer(token)
-    )
-    assert placed.status_code == 202, placed.text
-    operation_id: str = placed.json()["operationId"]
-
-    async def visible() -> bool:
-        saga = await http.get(f"/operations/{operation_id}/saga", headers=bearer(token))
-        return saga.status_code == 200
-
-    await eventually(visible, "the order's saga to be visible to its owner")
-    return operation_id
 
 
 def _answer(response: httpx.Response, operation_id: str) -> tuple[int, Any]:
@@ -48,7 +30,7 @@ async def test_another_users_operation_answers_as_an_unknown_one_on_every_route(
     service: RunningService, http: httpx.AsyncClient, token: Token
 ) -> None:
     owner, other = token(str(uuid.uuid4())), token(str(uuid.uuid4()))
-    theirs = await _started_order(http, owner)
+    theirs = await started_order(http, owner)
     unknown = str(uuid.uuid4())
     wait = {**bearer(other), "If-None-Match": "*"}
     asks = [
@@ -76,31 +58,27 @@ async def test_another_users_operation_answers_as_an_unknown_one_on_every_route(
 
 
 async def test_a_socket_cannot_join_another_users_room_by_any_event(
-    service: RunningService, publisher: Publisher, token: Token
+    clients: Callable[[], LiveClient], publisher: Publisher, token: Token
 ) -> None:
     mallory, bob = str(uuid.uuid4()), str(uuid.uuid4())
-    hostile, victim = LiveClient(service.url), LiveClient(service.url)
-    try:
-        await hostile.connect({"token": token(mallory)})
-        await victim.connect({"token": token(bob)})
-        for event, data in [
-            ("join", {"room": f"user:{bob}"}),
-            ("enter_room", f"user:{bob}"),
-            ("join_room", "ops"),
-            ("initialize", {"token": token(bob)}),
-            ("initialize", {"token": token("ops", "admin")}),
-        ]:
-            await hostile.client.emit(event, data)
-        op = str(uuid.uuid4())
-        await publisher.publish("create_order", op, user=bob)
-        await victim.wait_for_state(op, "pending")
-        mine = str(uuid.uuid4())
-        await publisher.publish("create_order", mine, user=mallory)
-        await hostile.wait_for_state(mine, "pending")  # after bob's: the stream is in order
-        assert [record["id"] for record in hostile.records()] == [mine]
-    finally:
-        await hostile.close()
-        await victim.close()
+    hostile, victim = clients(), clients()
+    await hostile.connect({"token": token(mallory)})
+    await victim.connect({"token": token(bob)})
+    for event, data in [
+        ("join", {"room": f"user:{bob}"}),
+        ("enter_room", f"user:{bob}"),
+        ("join_room", "ops"),
+        ("initialize", {"token": token(bob)}),
+        ("initialize", {"token": token("ops", "admin")}),
+    ]:
+        await hostile.client.emit(event, data)
+    op = str(uuid.uuid4())
+    await publisher.publish("create_order", op, user=bob)
+    await victim.wait_for_state(op, "pending")
+    mine = str(uuid.uuid4())
+    await publisher.publish("create_order", mine, user=mallory)
+    await hostile.wait_for_state(mine, "pending")  # after bob's: the stream is in order
+    assert [record["id"] for record in hostile.records()] == [mine]
 
 
 def _admin_routes() -> list[tuple[str, str]]:

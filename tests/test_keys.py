@@ -23,6 +23,7 @@ from operations.sagas.records import OutboxEntry, SagaRecord
 from operations.settings import Settings
 from operations.shards import Shards
 from operations.states import State
+from tests.api import bearer
 from tests.dead_letter_support import letters
 from tests.support import Publisher, RunningService, eventually, start_service
 
@@ -32,10 +33,6 @@ Token = Callable[..., str]
 def plain_id() -> str:
     """An id that is not a GUID: the service keeps it as it is."""
     return f"id-{uuid.uuid4().hex[:16]}"
-
-
-def bearer(value: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {value}"}
 
 
 async def record_of(http: httpx.AsyncClient, op: str, headers: dict[str, str]) -> dict[str, Any]:

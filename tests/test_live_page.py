@@ -7,7 +7,6 @@ With ``OPERATIONS_SCREENSHOT_DIR`` set (``make screenshot``), it saves ``live-pa
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
@@ -19,9 +18,10 @@ from operations.pacco.demo import DemoServices, FailurePlan
 from operations.pacco.ordermaking import OrderMakingSaga
 from operations.records import Operation
 from operations.settings import Settings
+from tests.api import place_order
 from tests.browser import chromium, screenshot, watched_page
 from tests.dashboard_support import _order_through
-from tests.support import Publisher, RunningService, eventually
+from tests.support import Publisher, RunningService, eventually, uid
 
 pytestmark = pytest.mark.browser
 
@@ -33,10 +33,6 @@ WAIT_MS = 15_000
 async def browser() -> AsyncIterator[Browser]:
     async with chromium() as running:
         yield running
-
-
-def uid() -> str:
-    return str(uuid.uuid4())
 
 
 async def applied(service: RunningService, op: str, version: int) -> Operation:
@@ -171,14 +167,6 @@ async def test_a_late_list_does_not_overwrite_a_newer_live_change(
     await expect(row(page, op)).to_have_attribute("data-version", "2")
 
 
-async def _order(http: httpx.AsyncClient, user_token: str) -> str:
-    body = {"customerId": uid(), "parcelIds": [uid(), uid()]}
-    headers = {"Authorization": f"Bearer {user_token}"}
-    response = await http.post("/orders", json=body, headers=headers)
-    assert response.status_code == 202, response.text
-    return str(response.json()["operationId"])
-
-
 async def segment_marks(page: Page, op: str) -> list[str]:
     segments = row(page, op).locator(".segment")
     return [str(await s.get_attribute("data-mark")) for s in await segments.all()]
@@ -195,7 +183,7 @@ async def test_a_sagas_operation_shows_its_start_name_progress_and_plain_reason(
         page, watch = await watched_page(browser, f"{service.url}/live/#token={token(user)}")
         await expect(page.locator("#status")).to_have_text("connected", timeout=WAIT_MS)
         async with DemoServices(settings.amqp_url, latency_ms=2500):
-            running = await _order(http, token(user))
+            running = await place_order(http, token(user), parcels=2)
             await expect(row(page, running).locator(".step-label")).to_have_text(
                 "step 2 of 5: waiting for order created", timeout=WAIT_MS
             )
@@ -228,7 +216,8 @@ async def test_cancel_from_the_live_page_asks_first_and_shows_the_outcome_live(
 ) -> None:
     user = uid()
     async with httpx.AsyncClient(base_url=service.url) as http:
-        op = await _order(http, token(user))  # no simulated services: it waits for order_created
+        # No simulated services: it waits for order_created.
+        op = await place_order(http, token(user), parcels=2)
     page, watch = await watched_page(browser, f"{service.url}/live/#token={token(user)}")
     await expect(row(page, op).locator("button.cancel")).to_be_visible(timeout=WAIT_MS)
 

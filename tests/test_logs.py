@@ -18,6 +18,7 @@ import socketio
 from operations import logs
 from operations.auth.tokens import mint
 from operations.settings import Settings
+from tests.api import bearer, recorded
 from tests.conftest import SECRET
 from tests.live import LiveClient
 from tests.support import Publisher, RunningService, eventually, new_id, serve_process
@@ -83,9 +84,9 @@ async def test_no_token_or_secret_reaches_the_logs(
     user_token, admin_token = token("alice"), token("ops", "admin")
     op = new_id()
     await publisher.publish("create_order", op, raw_context=bytearray(b"{broken"))
-    await http.get(f"/operations/{op}", headers={"Authorization": f"Bearer {user_token}"})
-    await http.get("/operations", headers={"Authorization": f"Bearer {admin_token}"})
-    await http.get("/operations", headers={"Authorization": "Bearer not.a.token"})
+    await http.get(f"/operations/{op}", headers=bearer(user_token))
+    await http.get("/operations", headers=bearer(admin_token))
+    await http.get("/operations", headers=bearer("not.a.token"))
     live = LiveClient(service.url)
     await live.connect({"token": admin_token})
     await live.close()
@@ -124,16 +125,11 @@ async def test_good_and_bad_tokens_never_reach_the_logs_at_debug(
         "alg none": jwt.encode({"sub": owner, "exp": 4_000_000_000}, "", algorithm="none"),
     }
     await publisher.publish("create_order", op, user=owner)
-
-    async def readable() -> bool:
-        response = await http.get(f"/operations/{op}", headers=_bearer(good))
-        return response.status_code == 200
-
-    await eventually(readable, "the operation")
+    await recorded(http, op, bearer(good))
     for path in (f"/operations/{op}", f"/operations/{op}/history", "/operations"):
-        assert (await http.get(path, headers=_bearer(good))).status_code == 200, path
+        assert (await http.get(path, headers=bearer(good))).status_code == 200, path
         for label, value in bad.items():
-            response = await http.get(path, headers=_bearer(value))
+            response = await http.get(path, headers=bearer(value))
             assert response.status_code == 401, (path, label)
     refused = LiveClient(service.url)
     with pytest.raises(socketio.exceptions.ConnectionError):
@@ -155,10 +151,6 @@ async def test_good_and_bad_tokens_never_reach_the_logs_at_debug(
     assert settings.jwt_secret is not None
     for secret in (SECRET, settings.jwt_secret, forged_secret):
         assert secret not in text
-
-
-def _bearer(value: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {value}"}
 
 
 def test_json_lines_carry_every_extra_field_and_the_stack(restore_logging: None) -> None:

@@ -10,6 +10,7 @@ import httpx
 from operations.metrics import CONTENT_TYPE
 from operations.pacco.demo import DemoServices
 from operations.settings import Settings
+from tests.api import bearer
 from tests.live import LiveClient
 from tests.scrape import Scrape
 from tests.support import Publisher, RunningService, eventually
@@ -32,7 +33,7 @@ async def test_metrics_after_messages_pushes_and_a_saga(
         order = await http.post(
             "/orders",
             json={"customerId": "c", "parcelId": "p"},
-            headers={"Authorization": f"Bearer {token('u')}"},
+            headers=bearer(token("u")),
         )
         await live.wait_for_state(order.json()["operationId"], "completed", timeout=30)
 

@@ -40,7 +40,8 @@ from operations.sagas.records import SagaRecord, SagaStatus, StepRecord
 from operations.service import SERVED_ENDPOINTS, Service
 from operations.settings import Settings
 from operations.states import State
-from tests.support import Publisher, RunningService, eventually, new_id
+from tests.api import bearer, recorded
+from tests.support import Publisher, RunningService, new_id
 
 Token = Callable[..., str]
 
@@ -170,15 +171,9 @@ async def test_answers_fit_their_models_and_bad_queries_are_counted(
     service: RunningService, publisher: Publisher, http: httpx.AsyncClient, token: Token
 ) -> None:
     user, op = str(uuid.UUID(new_id())), str(uuid.UUID(new_id()))  # as the API writes ids
-    headers = {"Authorization": f"Bearer {token(user)}"}
+    headers = bearer(token(user))
     await publisher.publish("create_order", op, user=user)
-
-    async def read() -> httpx.Response | None:
-        response = await http.get(f"/operations/{op}", headers=headers)
-        return response if response.status_code == 200 else None
-
-    answer = await eventually(read, op)
-    assert answer is not None
+    answer = await recorded(http, op, headers)
     record = msgspec.json.decode(answer.content, type=Operation)
     assert (record.id, record.user_id, record.state) == (op, user, State.PENDING)
     history = await http.get(f"/operations/{op}/history", headers=headers)
@@ -223,7 +218,7 @@ async def test_the_saga_routes_answer_a_store_outage_with_the_documented_503(
     try:
         transport = httpx.ASGITransport(app=service.asgi)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            headers = {"Authorization": f"Bearer {token('ops', 'admin')}"}
+            headers = bearer(token("ops", "admin"))
             response = await client.request(method, path, headers=headers)
     finally:
         await service.store.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from operations.pacco.demo import DemoServices, FailurePlan
 from operations.sagas import RedisSagaStore, SagaStatus
 from operations.settings import Settings
+from tests.api import answered, bearer, order_body
 from tests.conftest import SECRET
 from tests.live import LiveClient
 from tests.sagas_support import Sent, Wire
@@ -44,26 +45,7 @@ HAPPY_STEPS = [
 async def make_order(
     http: httpx.AsyncClient, token: str, parcels: int = 2, **extra: Any
 ) -> httpx.Response:
-    body = {
-        "customerId": str(uuid.uuid4()),
-        "parcelIds": [str(uuid.uuid4()) for _ in range(parcels)],
-    }
-    body.update(extra)
-    return await http.post("/orders", json=body, headers={"Authorization": f"Bearer {token}"})
-
-
-@pytest.fixture
-async def watcher(service: RunningService) -> AsyncIterator[Callable[[str], LiveClient]]:
-    made: list[LiveClient] = []
-
-    def make(token: str) -> LiveClient:
-        client = LiveClient(service.url)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        await client.close()
+    return await http.post("/orders", json=order_body(parcels, **extra), headers=bearer(token))
 
 
 def names(records: list[dict[str, Any]]) -> list[str]:
@@ -75,22 +57,11 @@ def names(records: list[dict[str, Any]]) -> list[str]:
     return seen
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 def same_context(sent: Sent, started: Sent) -> bool:
     """The saga's message carries the user's context from MakeOrder, named after the step."""
     without_name = {key: value for key, value in sent.context.items() if key != "name"}
     started_without_name = {k: v for k, v in started.context.items() if k != "name"}
     return sent.context.get("name") == sent.routing_key and without_name == started_without_name
-
-
-async def read_operation(http: httpx.AsyncClient, operation: str, token: str) -> dict[str, Any]:
-    response = await http.get(f"/operations/{operation}", headers=bearer(token))
-    assert response.status_code == 200, response.text
-    record: dict[str, Any] = response.json()
-    return record
 
 
 def agrees(read: dict[str, Any], pushed: dict[str, Any]) -> bool:
@@ -103,11 +74,11 @@ async def test_the_happy_path_is_watched_live_to_completed(
     settings: Settings,
     http: httpx.AsyncClient,
     token: Token,
-    watcher: Callable[[str], LiveClient],
+    clients: Callable[..., LiveClient],
     wire: Wire,
 ) -> None:
     user = str(uuid.uuid4())
-    live = watcher(token(user))
+    live = clients()
     await live.connect({"token": token(user)})
     async with DemoServices(settings.amqp_url, latency_ms=5):
         response = await make_order(http, token(user), parcels=3, orderId="order-42")
@@ -131,7 +102,7 @@ async def test_the_happy_path_is_watched_live_to_completed(
     assert all(r["state"] == "pending" for r in records[:-1])
     assert final["name"] == "make_order_completed"
     assert records[-1] == final, "nothing may follow the completed state"
-    read = await read_operation(http, operation, token(user))
+    read = await answered(http, f"/operations/{operation}", bearer(token(user)))
     assert read["state"] == "completed" and read["version"] == final["version"]
     assert agrees(read, final), (read, final)
 
@@ -173,7 +144,7 @@ async def assert_compensated_on_the_wire_and_over_http(
 
     records = live.records(operation)
     assert records[-1] == rejected, "nothing may follow the rejected state"
-    read = await read_operation(http, operation, user_token)
+    read = await answered(http, f"/operations/{operation}", bearer(user_token))
     assert (read["state"], read["code"], read["reason"]) == ("rejected", code, rejected["reason"])
     assert read["version"] == rejected["version"]
     assert agrees(read, rejected), (read, rejected)
@@ -189,12 +160,12 @@ async def test_each_rejection_compensates_and_reaches_the_user(
     settings: Settings,
     http: httpx.AsyncClient,
     token: Token,
-    watcher: Callable[[str], LiveClient],
+    clients: Callable[..., LiveClient],
     wire: Wire,
     failing: str,
 ) -> None:
     user = str(uuid.uuid4())
-    live = watcher(token(user))
+    live = clients()
     await live.connect({"token": token(user)})
     plan = FailurePlan({failing: 1.0})
     async with DemoServices(settings.amqp_url, latency_ms=0, failures=plan):
@@ -260,13 +231,13 @@ async def test_demo_orders_runs_as_a_process_and_its_sagas_finish(
     settings: Settings,
     http: httpx.AsyncClient,
     token: Token,
-    watcher: Callable[[str], LiveClient],
+    clients: Callable[..., LiveClient],
 ) -> None:
     """``operations demo-orders`` (as ./scripts/run.sh starts it) places its orders over HTTP;
     with reservations failing half the time (seeded), some sagas complete and some are
     compensated, as the user sees them live and over HTTP. It stops by itself after --count."""
     user, count = f"demo-{uuid.uuid4().hex[:8]}", 6
-    live = watcher(token(user))
+    live = clients()
     await live.connect({"token": token(user)})
     env = {
         **os.environ,
@@ -323,15 +294,13 @@ async def test_post_orders_validates_and_needs_a_token(
         {"customerId": "c", "parcelId": "p", "orderId": 5},
     ]
     for body in bad:
-        response = await http.post(
-            "/orders", json=body, headers={"Authorization": f"Bearer {token('u')}"}
-        )
+        response = await http.post("/orders", json=body, headers=bearer(token("u")))
         assert response.status_code == 400, body
         assert response.json()["code"] == "invalid_order"
     single = await http.post(
         "/orders",
         json={"CustomerId": "c", "ParcelId": "p"},
-        headers={"Authorization": f"Bearer {token('u')}"},
+        headers=bearer(token("u")),
     )
     assert single.status_code == 202
 

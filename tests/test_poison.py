@@ -33,6 +33,7 @@ from operations.records import Change
 from operations.sagas import Saga, SagaContext, SagaMessage, start
 from operations.settings import Settings
 from operations.store import RedisStore
+from tests.api import bearer
 from tests.dead_letter_support import letters
 from tests.demo_support import simulated
 from tests.support import (
@@ -49,10 +50,6 @@ from tests.support import (
 Token = Callable[..., str]
 QUORUM = {"x-queue-type": "quorum"}
 DEFECT = "a defect this message brings out"
-
-
-def bearer(value: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {value}"}
 
 
 def nested(depth: int) -> bytes:

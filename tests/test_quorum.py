@@ -22,6 +22,7 @@ from operations.amqp.copies import ATTEMPTS_HEADER, REASON_HEADER
 from operations.amqp.queues import QueueType
 from operations.pacco.demo import DemoServices
 from operations.settings import Settings
+from tests.api import bearer
 from tests.conftest import SECRET
 from tests.support import (
     SERVICES,
@@ -74,7 +75,7 @@ def service_queues(settings: Settings) -> dict[str, str]:
 async def tracked(
     http: httpx.AsyncClient, token: Callable[..., str], op: str, state: str
 ) -> dict[str, Any]:
-    headers = {"Authorization": f"Bearer {token('ops-admin', 'admin')}"}
+    headers = bearer(token("ops-admin", "admin"))
 
     async def read() -> dict[str, Any] | None:
         response = await http.get(f"/operations/{op}", headers=headers)
@@ -260,7 +261,7 @@ async def test_an_order_runs_its_saga_to_completed_on_quorum_queues(
         response = await http.post(
             "/orders",
             json={"customerId": str(uuid.uuid4()), "parcelIds": [str(uuid.uuid4())]},
-            headers={"Authorization": f"Bearer {token(user)}"},
+            headers=bearer(token(user)),
         )
         assert response.status_code == 202, response.text
         record = await tracked(http, token, response.json()["operationId"], "completed")

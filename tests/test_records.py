@@ -18,9 +18,10 @@ import operations
 from operations.keys import Keys
 from operations.records import RECORD_FIELDS, Operation
 from operations.store import RedisStore
-from tests.hub_support import Token, uid
+from tests.api import bearer
+from tests.hub_support import Token
 from tests.live import LiveClient
-from tests.support import Publisher, RunningService, as_text, new_id, pending_command
+from tests.support import Publisher, RunningService, as_text, new_id, pending_command, uid
 
 APPLY_LUA = (Path(operations.__file__).parent / "lua" / "apply.lua").read_text(encoding="utf-8")
 RANK = "rank"  # the hash's one field beyond the record: the operation's place in the indexes
@@ -88,7 +89,7 @@ async def test_an_answer_a_push_and_the_stored_record_are_one_document(
     last = {owned: await admin.wait_for_state(owned, "rejected")}
     last[anonymous] = await admin.wait_for_state(anonymous, "pending")
     store = service.service.store
-    headers = {"Authorization": f"Bearer {token('ops-person', 'admin')}"}
+    headers = bearer(token("ops-person", "admin"))
 
     for op, pushed in last.items():
         answer = await http.get(f"/operations/{op}", headers=headers)

@@ -30,6 +30,7 @@ from operations.sagas import (
 from operations.sagas.store import Loaded
 from operations.settings import Settings
 from operations.states import State
+from tests.api import answered, bearer, order_body
 from tests.live import LiveClient
 from tests.sagas_support import Harness, Sent, Wire
 from tests.support import Publisher, RunningService, eventually
@@ -164,10 +165,6 @@ async def _published(h: Harness, names: list[str]) -> bool:
 # ------------------------------------------------------------------------------ over HTTP
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 @pytest.fixture
 async def live(service: RunningService) -> AsyncIterator[LiveClient]:
     client = LiveClient(service.url)
@@ -176,18 +173,14 @@ async def live(service: RunningService) -> AsyncIterator[LiveClient]:
 
 
 async def order(http: httpx.AsyncClient, user_token: str) -> tuple[str, str, list[str]]:
-    parcels = [str(uuid.uuid4()), str(uuid.uuid4())]
-    body = {"customerId": str(uuid.uuid4()), "parcelIds": parcels}
+    body = order_body(parcels=2)
     response = await http.post("/orders", json=body, headers=bearer(user_token))
     assert response.status_code == 202, response.text
-    return response.json()["operationId"], response.json()["orderId"], parcels
+    return response.json()["operationId"], response.json()["orderId"], body["parcelIds"]
 
 
 async def saga_status(http: httpx.AsyncClient, operation: str, user_token: str) -> dict[str, Any]:
-    response = await http.get(f"/operations/{operation}/saga", headers=bearer(user_token))
-    assert response.status_code == 200, response.text
-    document: dict[str, Any] = response.json()
-    return document
+    return await answered(http, f"/operations/{operation}/saga", bearer(user_token))
 
 
 async def test_cancel_mid_flight_compensates_on_the_wire_and_is_pushed_live(

@@ -23,6 +23,15 @@ from tests.support import new_id
 pytestmark = pytest.mark.usefixtures("journal")
 
 
+async def refuse_for_want_of_a_visa(h: Harness, trip: str, rejected: Calls) -> list[Processed]:
+    """The coordinator handed the trip's refusal (no visa), with ``rejected`` as its hook."""
+    return await h.coordinator.process(
+        SagaMessage("trip_refused", {"reason": "no visa", "code": "visa_refused"}, new_id()),
+        SagaContext(trip),
+        on_rejected=rejected,
+    )
+
+
 async def test_rejection_compensates_completed_steps_strictly_in_reverse(h: Harness) -> None:
     trip = new_id()
     rejected = Calls()
@@ -31,11 +40,7 @@ async def test_rejection_compensates_completed_steps_strictly_in_reverse(h: Harn
     published = len(h.publisher.published)
     JOURNAL[trip].clear()
 
-    result = await h.coordinator.process(
-        SagaMessage("trip_refused", {"reason": "no visa", "code": "visa_refused"}, new_id()),
-        SagaContext(trip),
-        on_rejected=rejected,
-    )
+    result = await refuse_for_want_of_a_visa(h, trip, rejected)
 
     assert result == [Processed("trip", trip, SagaOutcome.REJECTED)]
     assert JOURNAL[trip] == [
@@ -149,11 +154,7 @@ async def test_a_compensation_that_keeps_failing_stops_the_compensation_there(h:
     published = len(h.publisher.published)
     JOURNAL[trip].clear()
 
-    result = await h.coordinator.process(
-        SagaMessage("trip_refused", {"reason": "no visa", "code": "visa_refused"}, new_id()),
-        SagaContext(trip),
-        on_rejected=rejected,
-    )
+    result = await refuse_for_want_of_a_visa(h, trip, rejected)
 
     assert result == [Processed("trip", trip, SagaOutcome.COMPENSATION_FAILED)]
     assert rejected.seen == [("trip_refused", trip)]

@@ -16,6 +16,7 @@ from operations.http import openapi
 from operations.sagas import Processed, RedisSagaStore, SagaOutcome, SagaStatus
 from operations.settings import Settings
 from operations.shards import Shards
+from tests.api import bearer
 from tests.sagas_support import Harness, start_trip, step_trip, until_blocked
 from tests.sample_sagas import GATES, TripSaga
 from tests.scrape import Scrape
@@ -40,7 +41,7 @@ async def test_compensating_and_failed_sagas_through_get_sagas_and_metrics(
     that compensation has failed for good."""
     store = RedisSagaStore(redis_client, settings.key_prefix, Shards(settings.redis_shards))
     h = Harness.build(store, [TripSaga])
-    admin = {"Authorization": f"Bearer {token('ops', 'admin')}"}
+    admin = bearer(token("ops", "admin"))
     trip, other = new_id(), new_id()
     await start_trip(h, trip, broken="trip_requested")
     await step_trip(h, trip, "flight_booked")
@@ -108,8 +109,8 @@ async def test_with_the_sagas_off_get_sagas_answers_an_empty_list_to_admins_only
         start_service(replace(settings, sagas=False)) as running,
         httpx.AsyncClient(base_url=running.url, timeout=30) as client,
     ):
-        admin = {"Authorization": f"Bearer {token('ops', 'admin')}"}
-        user = {"Authorization": f"Bearer {token('alice')}"}
+        admin = bearer(token("ops", "admin"))
+        user = bearer(token("alice"))
         listed = await client.get("/sagas", headers=admin)
         assert (listed.status_code, listed.json()) == (200, {"items": []})
         assert (await client.get("/sagas", headers=user)).status_code == 403

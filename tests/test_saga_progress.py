@@ -14,13 +14,10 @@ from operations.pacco.ordermaking import OrderMakingSaga
 from operations.sagas import SagaStatus
 from operations.sagas.progress import step_seconds, waiting_for, waiting_since
 from operations.sagas.records import SagaRecord, StepRecord
+from tests.api import bearer, place_order
 from tests.support import RunningService, eventually
 
 Token = Callable[..., str]
-
-
-def bearer(value: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {value}"}
 
 
 def test_each_step_took_the_time_from_the_step_before() -> None:
@@ -43,18 +40,11 @@ def test_each_step_took_the_time_from_the_step_before() -> None:
     assert waiting_since(record) is None
 
 
-async def _order(http: httpx.AsyncClient, user_token: str) -> str:
-    body = {"customerId": str(uuid.uuid4()), "parcelIds": [str(uuid.uuid4())]}
-    response = await http.post("/orders", json=body, headers=bearer(user_token))
-    assert response.status_code == 202, response.text
-    return str(response.json()["operationId"])
-
-
 async def test_a_types_load_counts_the_sagas_waiting_at_each_step(
     service: RunningService, http: httpx.AsyncClient, token: Token
 ) -> None:
     user, admin = str(uuid.uuid4()), token("ops", "admin")
-    operations = [await _order(http, token(user)) for _ in range(3)]
+    operations = [await place_order(http, token(user)) for _ in range(3)]
 
     async def load() -> dict[str, Any] | None:
         response = await http.get("/sagas/types/order_making/steps", headers=bearer(admin))
@@ -93,7 +83,7 @@ async def test_an_admin_cancels_with_a_reason(
     service: RunningService, http: httpx.AsyncClient, token: Token
 ) -> None:
     user, admin = str(uuid.uuid4()), token("ops", "admin")
-    operation = await _order(http, token(user))
+    operation = await place_order(http, token(user))
     url = f"/operations/{operation}/cancel"
 
     async def started() -> bool:

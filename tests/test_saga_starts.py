@@ -14,29 +14,18 @@ import pytest
 from operations.http import openapi
 from operations.pacco.demo import DemoServices
 from operations.settings import Settings
+from tests.api import bearer, order_with_id
 from tests.sagas_support import Wire
 from tests.support import RunningService, eventually
 
 Token = Callable[..., str]
 
 
-def order() -> dict[str, Any]:
-    return {
-        "customerId": str(uuid.uuid4()),
-        "parcelIds": [str(uuid.uuid4())],
-        "orderId": f"order-{uuid.uuid4().hex[:8]}",
-    }
-
-
-def bearer(token: str, **headers: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}", **headers}
-
-
 async def test_it_publishes_the_start_message_through_the_broker(
     service: RunningService, settings: Settings, http: httpx.AsyncClient, token: Token, wire: Wire
 ) -> None:
     user = str(uuid.uuid4())
-    body = order()
+    body = order_with_id()
     async with DemoServices(settings.amqp_url, latency_ms=0):
         response = await http.post("/sagas/order_making", json=body, headers=bearer(token(user)))
         assert response.status_code == 202, response.text
@@ -66,7 +55,7 @@ async def test_prefer_wait_answers_200_with_the_final_record(
     async with DemoServices(settings.amqp_url, latency_ms=0):
         response = await http.post(
             "/sagas/order_making",
-            json=order(),
+            json=order_with_id(),
             headers=bearer(token(user), Prefer="respond-async, wait=30"),
         )
     assert response.status_code == 200, response.text
@@ -88,7 +77,7 @@ async def test_prefer_wait_answers_202_when_the_operation_is_not_final_in_time(
     """No simulated services run: the saga waits for an OrderCreated that never comes."""
     began = time.monotonic()
     response = await http.post(
-        "/sagas/order_making", json=order(), headers=bearer(token("u"), Prefer="wait=1")
+        "/sagas/order_making", json=order_with_id(), headers=bearer(token("u"), Prefer="wait=1")
     )
     waited = time.monotonic() - began
     assert response.status_code == 202, response.text
@@ -102,7 +91,7 @@ async def test_prefer_wait_is_capped_at_60_and_odd_preferences_are_ignored(
 ) -> None:
     ignored = await http.post(
         "/sagas/order_making",
-        json=order(),
+        json=order_with_id(),
         headers=bearer(token("u"), Prefer="wait=soon, handling=lenient"),
     )
     assert ignored.status_code == 202 and "Preference-Applied" not in ignored.headers
@@ -138,13 +127,15 @@ async def test_bad_starts_get_their_error_codes(
 async def test_it_needs_a_token_and_a_broker(
     service: RunningService, http: httpx.AsyncClient, token: Token
 ) -> None:
-    assert (await http.post("/sagas/order_making", json=order())).status_code == 401
+    assert (await http.post("/sagas/order_making", json=order_with_id())).status_code == 401
     runtime = service.service.sagas
     assert runtime is not None
     publisher, runtime.publisher = runtime.publisher, None
     try:
-        down = await http.post("/sagas/order_making", json=order(), headers=bearer(token("u")))
-        orders = await http.post("/orders", json=order(), headers=bearer(token("u")))
+        down = await http.post(
+            "/sagas/order_making", json=order_with_id(), headers=bearer(token("u"))
+        )
+        orders = await http.post("/orders", json=order_with_id(), headers=bearer(token("u")))
     finally:
         runtime.publisher = publisher
     assert (down.status_code, down.json()["code"]) == (503, "broker_unavailable")

@@ -13,6 +13,7 @@ import socketio
 
 from operations.auth.tokens import mint
 from operations.settings import Settings
+from tests.api import bearer
 from tests.conftest import SECRET
 from tests.live import LiveClient
 from tests.support import Publisher, RunningService, eventually, start_service
@@ -90,11 +91,11 @@ async def test_issuer_and_audience_are_enforced_when_configured(
             mint(SECRET, "u", issuer="https://other.example", audience="operations"),
             mint(SECRET, "u", issuer="https://id.example", audience="billing"),
         ):
-            response = await http.get("/operations", headers={"Authorization": f"Bearer {bad}"})
+            response = await http.get("/operations", headers=bearer(bad))
             assert response.status_code == 401
             with pytest.raises(socketio.exceptions.ConnectionError):
                 await connect_from(running.url, running.url, bad)
-        ok = await http.get("/operations", headers={"Authorization": f"Bearer {good}"})
+        ok = await http.get("/operations", headers=bearer(good))
         assert ok.status_code == 200
 
 
@@ -116,16 +117,14 @@ async def test_no_operation_leaks_across_users(
     for user in users:
         mine = set(owned[user])
         assert {r["id"] for r in sockets[user].records()} == mine
-        listed = await http.get("/operations", headers={"Authorization": f"Bearer {token(user)}"})
+        listed = await http.get("/operations", headers=bearer(token(user)))
         assert {item["id"] for item in listed.json()["items"]} == mine
         for other in users:
             if other == user:
                 continue
             for op in owned[other]:
                 for path in (f"/operations/{op}", f"/operations/{op}/history"):
-                    response = await http.get(
-                        path, headers={"Authorization": f"Bearer {token(user)}"}
-                    )
+                    response = await http.get(path, headers=bearer(token(user)))
                     assert response.status_code == 404, path
         await sockets[user].close()
 
@@ -137,7 +136,7 @@ async def test_an_oversized_request_body_is_refused(
     response = await http.post(
         "/orders",
         content=body,
-        headers={"Authorization": f"Bearer {token('u')}", "Content-Type": "application/json"},
+        headers={**bearer(token("u")), "Content-Type": "application/json"},
     )
     assert response.status_code == 413
     assert response.json()["code"] == "payload_too_large"

@@ -280,15 +280,7 @@ async def test_listing_is_newest_first_with_filters_and_a_cursor(store: RedisSto
     other = new_id()
     await apply_one(store, envelope(other, State.PENDING, user="someone-else"))
 
-    seen: list[str] = []
-    cursor = None
-    while True:
-        page = await store.page(ListQuery(user_id=USER, limit=3, cursor=cursor))
-        seen.extend(record.id for record in page.items)
-        if page.next is None:
-            break
-        cursor = page.next
-    assert seen == list(reversed(ops))
+    assert await _pages(store, ListQuery(user_id=USER, limit=3)) == list(reversed(ops))
 
     completed = await store.page(ListQuery(user_id=USER, state=State.COMPLETED))
     assert {r.id for r in completed.items} == {ops[1], ops[3], ops[5]}

@@ -21,21 +21,26 @@ from operations.deadletters.letters import DeadLetterItem, StoredLetter
 from operations.http import openapi
 from operations.settings import Settings
 from operations.timestamps import PATTERN, rfc3339
+from tests.api import bearer, place_order
 from tests.dead_letter_support import copy_headers, letters
 from tests.live import LiveClient
-from tests.support import Publisher, RunningService, eventually, new_id, start_service
+from tests.support import Publisher, eventually, new_id, start_service
 
 Token = Callable[..., str]
 ONE_FORMAT = re.compile(PATTERN)
 assert PATTERN == r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
 
 
-def bearer(value: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {value}"}
-
-
 def assert_time(value: Any, where: str) -> None:
     assert isinstance(value, str) and ONE_FORMAT.match(value), f"{where}: {value!r}"
+
+
+def assert_times(
+    document: dict[str, Any], where: str, fields: tuple[str, ...] = ("createdAt", "updatedAt")
+) -> None:
+    """Each of ``fields`` of ``document`` (a record's two times by default) is in the one format."""
+    for field in fields:
+        assert_time(document[field], f"{where} {field}")
 
 
 def test_one_function_writes_every_time() -> None:
@@ -75,84 +80,63 @@ def test_the_openapi_document_declares_every_time_a_date_time() -> None:
         assert expected in found
 
 
-async def _order(http: httpx.AsyncClient, user_token: str) -> str:
-    body = {"customerId": str(uuid.uuid4()), "parcelIds": [str(uuid.uuid4())]}
-    response = await http.post("/orders", json=body, headers=bearer(user_token))
-    assert response.status_code == 202, response.text
-    return str(response.json()["operationId"])
-
-
 async def test_a_saga_and_its_operation_show_every_time_in_one_format(
-    service: RunningService, http: httpx.AsyncClient, token: Token
+    http: httpx.AsyncClient, clients: Callable[[], LiveClient], token: Token
 ) -> None:
     user, admin = str(uuid.uuid4()), bearer(token("ops", "admin"))
-    live = LiveClient(service.url)
+    live = clients()
     await live.connect(auth={"token": token(user)})
-    try:
-        operation = await _order(http, token(user))
+    operation = await place_order(http, token(user))
 
-        async def saga() -> dict[str, Any] | None:
-            response = await http.get(f"/operations/{operation}/saga", headers=admin)
-            found: dict[str, Any] = response.json()
-            return found if response.status_code == 200 and found["steps"] else None
+    async def saga() -> dict[str, Any] | None:
+        response = await http.get(f"/operations/{operation}/saga", headers=admin)
+        found: dict[str, Any] = response.json()
+        return found if response.status_code == 200 and found["steps"] else None
 
-        shown = await eventually(saga, "the saga to start")
-        for field in ("createdAt", "updatedAt", "deadline", "waitingSince"):
-            assert_time(shown[field], f"saga {field}")
-        for step in shown["steps"]:
-            assert_time(step["at"], "a saga step")
-        assert shown["waitingSince"] == shown["steps"][-1]["at"]
+    shown = await eventually(saga, "the saga to start")
+    assert_times(shown, "saga", ("createdAt", "updatedAt", "deadline", "waitingSince"))
+    for step in shown["steps"]:
+        assert_time(step["at"], "a saga step")
+    assert shown["waitingSince"] == shown["steps"][-1]["at"]
 
-        listed = (await http.get("/sagas", headers=admin)).json()["items"]
-        (mine,) = [item for item in listed if item["correlationId"] == operation]
-        for field in ("createdAt", "updatedAt", "deadline"):
-            assert_time(mine[field], f"GET /sagas {field}")
-        assert_time(mine["steps"][0]["at"], "GET /sagas step")
-        load = (await http.get("/sagas/types/order_making/steps", headers=admin)).json()
-        assert_time(load["at"], "a type's load")
+    listed = (await http.get("/sagas", headers=admin)).json()["items"]
+    (mine,) = [item for item in listed if item["correlationId"] == operation]
+    assert_times(mine, "GET /sagas", ("createdAt", "updatedAt", "deadline"))
+    assert_time(mine["steps"][0]["at"], "GET /sagas step")
+    load = (await http.get("/sagas/types/order_making/steps", headers=admin)).json()
+    assert_time(load["at"], "a type's load")
 
-        record = (await http.get(f"/operations/{operation}", headers=admin)).json()
-        for field in ("createdAt", "updatedAt"):
-            assert_time(record[field], f"operation {field}")
-        page = (await http.get("/operations", headers=bearer(token(user)))).json()
-        assert_time(page["items"][0]["updatedAt"], "a listed operation")
-        history = (await http.get(f"/operations/{operation}/history", headers=admin)).json()
-        for transition in history["items"]:
-            assert_time(transition["at"], "a transition")
+    record = (await http.get(f"/operations/{operation}", headers=admin)).json()
+    assert_times(record, "operation")
+    page = (await http.get("/operations", headers=bearer(token(user)))).json()
+    assert_time(page["items"][0]["updatedAt"], "a listed operation")
+    history = (await http.get(f"/operations/{operation}/history", headers=admin)).json()
+    for transition in history["items"]:
+        assert_time(transition["at"], "a transition")
 
-        pushed = await live.wait_for_state(operation, "pending")
-        for field in ("createdAt", "updatedAt"):
-            assert_time(pushed[field], f"pushed {field}")
-    finally:
-        await live.close()
+    pushed = await live.wait_for_state(operation, "pending")
+    assert_times(pushed, "pushed")
 
 
 async def test_a_pushed_operation_and_a_sync_show_times_in_one_format(
-    service: RunningService, publisher: Publisher, token: Token
+    clients: Callable[[], LiveClient], publisher: Publisher, token: Token
 ) -> None:
     user, op = str(uuid.UUID(new_id())), str(uuid.UUID(new_id()))
-    live = LiveClient(service.url)
+    live = clients()
     await live.connect(auth={"token": token(user)})
-    try:
-        await publisher.publish("create_order", op, user=user)
-        await publisher.publish("order_created", op, user=user)
-        await live.wait_for_state(op, "completed")
-        for pushed in live.records(op):
-            for field in ("createdAt", "updatedAt"):
-                assert_time(pushed[field], f"pushed {field}")
-        since = live.records(op)[0]["cursor"]
-    finally:
-        await live.close()
-    again = LiveClient(service.url)
+    await publisher.publish("create_order", op, user=user)
+    await publisher.publish("order_created", op, user=user)
+    await live.wait_for_state(op, "completed")
+    for pushed in live.records(op):
+        assert_times(pushed, "pushed")
+    since = live.records(op)[0]["cursor"]
+    await live.close()  # and comes back with its last cursor
+    again = clients()
     await again.connect(auth={"token": token(user), "since": since})
-    try:
-        await again.wait_for(lambda c: bool(c.records(op)), "the sync")
-        (synced,) = again.records(op)
-        assert synced["state"] == "completed"
-        for field in ("createdAt", "updatedAt"):
-            assert_time(synced[field], f"synced {field}")
-    finally:
-        await again.close()
+    await again.wait_for(lambda c: bool(c.records(op)), "the sync")
+    (synced,) = again.records(op)
+    assert synced["state"] == "completed"
+    assert_times(synced, "synced")
 
 
 async def test_a_dead_letter_shows_every_time_in_one_format(

@@ -17,6 +17,7 @@ from opentelemetry.trace import SpanKind
 from operations.auth.identity import normalise_id
 from operations.settings import Settings
 from operations.tracing import context as tracecontext
+from tests.api import bearer
 from tests.scrape import Scrape
 from tests.support import Publisher, RunningService, eventually, new_id, start_service
 from tests.tracing_support import TRACE_ID, TRACEPARENT, finished, named
@@ -104,7 +105,7 @@ async def test_bad_trace_headers_on_every_request_log_one_line_and_are_counted(
     token: Callable[..., str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    headers = {"Authorization": f"Bearer {token('alice')}", "traceparent": HUGE}
+    headers = bearer(token("alice"), traceparent=HUGE)
     with caplog.at_level(logging.INFO):
         for _ in range(40):
             assert (await http.get(f"/operations/{new_id()}", headers=headers)).status_code == 404
@@ -146,7 +147,7 @@ async def test_with_link_a_request_starts_its_own_trace_linked_to_the_callers(
 ) -> None:
     response = await linking.http.get(
         f"/operations/{new_id()}",
-        headers={"Authorization": f"Bearer {token('alice')}", "traceparent": TRACEPARENT},
+        headers=bearer(token("alice"), traceparent=TRACEPARENT),
     )
     assert response.status_code == 404
     [span] = await eventually(finished(spans, _server), "the request's span")

@@ -24,6 +24,7 @@ from operations.pacco.demo import DemoServices
 from operations.sagas.records import OutboxEntry
 from operations.settings import Settings
 from operations.states import State
+from tests.api import bearer
 from tests.dead_letter_support import copy_headers
 from tests.support import Publisher, RunningService, eventually, new_id, run_operations
 from tests.tracing_support import PARENT_ID, TRACE_ID, TRACEPARENT, finished, named
@@ -169,7 +170,7 @@ async def test_an_http_request_continues_the_callers_trace(
 ) -> None:
     response = await http.get(
         f"/operations/{new_id()}",
-        headers={"Authorization": f"Bearer {token('alice')}", "traceparent": TRACEPARENT},
+        headers=bearer(token("alice"), traceparent=TRACEPARENT),
     )
     assert response.status_code == 404
     assert (await http.get("/health")).status_code == 200
@@ -195,7 +196,7 @@ async def test_an_order_is_one_trace_across_the_simulated_services(
         response = await http.post(
             "/orders",
             json={"customerId": new_id(), "parcelIds": [new_id(), new_id()]},
-            headers={"Authorization": f"Bearer {token('alice')}"},
+            headers=bearer(token("alice")),
         )
         assert response.status_code == 202
         op: str = response.json()["operationId"]

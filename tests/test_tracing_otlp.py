@@ -24,6 +24,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from operations.auth.tokens import mint
 from operations.settings import Settings
+from tests.api import bearer
 from tests.support import eventually, new_id, serve_process
 
 
@@ -153,7 +154,7 @@ async def test_one_order_is_one_trace_exported_over_otlp_http(
         ):
             secret = settings.jwt_secret
             assert secret is not None
-            alice = {"Authorization": f"Bearer {mint(secret, 'alice')}"}
+            alice = bearer(mint(secret, "alice"))
             response = await http.post(
                 "/orders",
                 json={"customerId": new_id(), "parcelIds": [new_id()]},

@@ -22,6 +22,7 @@ from operations.amqp.copies import (
     ROUTING_KEY_HEADER,
 )
 from operations.settings import Settings
+from tests.api import bearer
 from tests.scrape import Scrape, Series, series
 from tests.support import Publisher, RunningService, Style, dead_letters, eventually, new_id
 
@@ -37,9 +38,7 @@ def read(http: httpx.AsyncClient, token: Callable[..., str]) -> Reader:
         roles = ("admin",) if user == ADMIN else ()
 
         async def fetch() -> dict[str, Any] | None:
-            response = await http.get(
-                f"/operations/{op}", headers={"Authorization": f"Bearer {token(user, *roles)}"}
-            )
+            response = await http.get(f"/operations/{op}", headers=bearer(token(user, *roles)))
             if response.status_code != 200:
                 return None
             record: dict[str, Any] = response.json()
@@ -147,7 +146,7 @@ async def test_a_message_without_correlation_id_is_ignored_and_counted(
     await settle(publisher, read)
     metrics = Scrape((await http.get("/metrics")).text)
     assert metrics.value("operations_messages_total", kind="command", outcome="ignored") == 1
-    page = await http.get("/operations", headers={"Authorization": f"Bearer {_admin(read)}"})
+    page = await http.get("/operations", headers=bearer(_admin(read)))
     assert [item["name"] for item in page.json()["items"]] == ["order_deleted"]
     async with amqp.channel() as channel:
         dlq = await channel.declare_queue(settings.dead_letter_queue, durable=True)
@@ -324,7 +323,7 @@ async def test_records_expire(
 
     async with start_service(replace(settings, operation_ttl_seconds=1)) as running:
         user, op = new_id(), new_id()
-        headers = {"Authorization": f"Bearer {token(user)}"}
+        headers = bearer(token(user))
         async with httpx.AsyncClient(base_url=running.url) as client:
             await publisher.publish("create_order", op, user=user)
 

@@ -23,44 +23,16 @@ from operations.pacco.demo.services import DemoServices
 from operations.records import Operation
 from operations.sagas.store import Loaded
 from operations.settings import Settings
+from tests.api import bearer, order_with_id, recorded, started_order
 from tests.scrape import Scrape
 from tests.support import Publisher, RunningService, eventually, serve_process, start_service
 
 Token = Callable[..., str]
 
 
-def bearer(token: str, **headers: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}", **headers}
-
-
-def order() -> dict[str, Any]:
-    return {
-        "customerId": str(uuid.uuid4()),
-        "parcelIds": [str(uuid.uuid4())],
-        "orderId": f"order-{uuid.uuid4().hex[:8]}",
-    }
-
-
-async def started_order(http: httpx.AsyncClient, user_token: str) -> str:
-    """An order whose saga waits for OrderCreated (no simulated services run)."""
-    response = await http.post("/orders", json=order(), headers=bearer(user_token))
-    assert response.status_code == 202, response.text
-    operation: str = response.json()["operationId"]
-
-    async def saga_started() -> bool:
-        saga = await http.get(f"/operations/{operation}/saga", headers=bearer(user_token))
-        return saga.status_code == 200
-
-    await eventually(saga_started, "the order's saga to start")
-    return operation
-
-
 async def tracked(http: httpx.AsyncClient, operation: str, user_token: str) -> dict[str, Any]:
-    async def read() -> dict[str, Any] | None:
-        response = await http.get(f"/operations/{operation}", headers=bearer(user_token))
-        return response.json() if response.status_code == 200 else None
-
-    return await eventually(read, f"operation {operation} to be recorded")
+    record: dict[str, Any] = (await recorded(http, operation, bearer(user_token))).json()
+    return record
 
 
 async def waits_in_progress(http: httpx.AsyncClient) -> float:
@@ -171,7 +143,9 @@ async def test_a_user_past_the_cap_of_waits_is_refused_and_others_still_wait(
         # Refused before the lookup: an id that is not even Alice's gets the same answer.
         assert (await long_poll(bobs, alice)).status_code == 429
         started = await http.post(
-            "/sagas/order_making", json=order(), headers=bearer(token(alice), Prefer="wait=20")
+            "/sagas/order_making",
+            json=order_with_id(),
+            headers=bearer(token(alice), Prefer="wait=20"),
         )
         assert started.status_code == 202, started.text
         assert "Preference-Applied" not in started.headers
@@ -213,7 +187,9 @@ async def test_prefer_wait_answers_the_final_record_without_a_read_per_change(
     monkeypatch.setattr(store, "get", counted)
     async with DemoServices(settings.amqp_url, latency_ms=0):
         response = await http.post(
-            "/sagas/order_making", json=order(), headers=bearer(token("u"), Prefer="wait=30")
+            "/sagas/order_making",
+            json=order_with_id(),
+            headers=bearer(token("u"), Prefer="wait=30"),
         )
     assert response.status_code == 200, response.text
     record = response.json()
