@@ -9,23 +9,17 @@ import asyncio
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
 import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from operations.amqp.publisher import AmqpPublisher
+from operations.amqp.publisher import AmqpPublisher, OutgoingMessage
 from operations.keys import IdempotencyKeys, SagaKeys
 from operations.pacco.demo import DemoServices
-from operations.sagas.http_start import SagaStarter
-from operations.sagas.idempotency import (
-    RESERVATION_SECONDS,
-    Idempotency,
-    IdempotentRequest,
-    Started,
-)
+from operations.sagas.idempotency import RESERVATION_SECONDS
 from operations.settings import Settings
 from tests.sagas_support import Sent, Wire
 from tests.support import RunningService, eventually, start_service
@@ -87,6 +81,8 @@ async def test_fifty_concurrent_starts_with_one_key_start_one_saga(
     assert len(operations) == 1
     (operation,) = operations
     assert sum(answer.headers.get("Idempotent-Replayed") == "true" for answer in answers) == 49
+    label = "orders" if route == "/orders" else "saga_start"
+    assert service.service.metrics.idempotent_replays.value(route=label) == 49
     if route == "/orders":
         assert len({answer.headers["Resource-ID"] for answer in answers}) == 1
     assert await published(wire) == [operation]
@@ -238,43 +234,68 @@ async def test_a_publish_the_broker_refuses_frees_the_key_for_the_retry(
     assert await published(wire) == [operation_of(retry)]
 
 
+class HeldPublisher:
+    """The service's own publisher, holding each publish until ``release`` is set: a first
+    request caught in flight, between its reservation and the broker's confirm."""
+
+    def __init__(self, inner: AmqpPublisher) -> None:
+        self.inner = inner
+        self.holding = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def publish(self, message: OutgoingMessage, *, confirm_within: float = 10.0) -> None:
+        self.holding.set()
+        await self.release.wait()
+        await self.inner.publish(message, confirm_within=confirm_within)
+
+
 async def test_a_repeat_waits_for_the_first_request_still_in_flight(
     service: RunningService,
     settings: Settings,
     http: httpx.AsyncClient,
     token: Token,
     wire: Wire,
+    redis_client: aioredis.Redis,
 ) -> None:
-    """A reservation made and confirmed as the first request's publish would: the repeat,
-    arriving in between, answers with its operation once it is confirmed, and publishes
-    nothing; one that is never confirmed is answered 409 after the wait."""
-    user, key, body = str(uuid.uuid4()), str(uuid.uuid4()), order()
-    starter = _starter(service)
-    request = IdempotentRequest.of("saga_start", "/sagas/order_making", key, body)
-    reservation = starter.reservation(user, request)
-    first = Started(str(uuid.uuid4()))
-    held = await starter._reserve(reservation, "first", request.fingerprint, first)
-    assert held is None
-
-    async def confirm_later() -> None:
-        await asyncio.sleep(0.5)
-        await starter._call(reservation, "confirm", "first", 60_000)
-
-    confirming = asyncio.create_task(confirm_later())
-    repeat = await http.post("/sagas/order_making", json=body, headers=headers(token(user), key))
-    await confirming
-    assert operation_of(repeat) == first.operation_id
-    assert repeat.headers["Idempotent-Replayed"] == "true"
-
-    stuck = IdempotentRequest.of("saga_start", "/sagas/order_making", "stuck", body)
-    stuck_key = starter.reservation(user, stuck)
-    assert await starter._reserve(stuck_key, "gone", stuck.fingerprint, Started("x")) is None
-    refused = await http.post(
-        "/sagas/order_making", json=body, headers=headers(token(user), "stuck")
-    )
-    assert (refused.status_code, refused.json()["code"]) == (409, "idempotency_key_in_flight")
-    assert await published(wire) == []
-    assert 0 < await starter.redis.ttl(stuck_key) <= RESERVATION_SECONDS
+    """A repeat that arrives while the first request is still publishing answers with the
+    first's operation once the broker has confirmed it; one still waiting after 5 s is
+    answered 409, and the first goes on to start its saga."""
+    runtime = service.service.sagas
+    assert runtime is not None and runtime.publisher is not None
+    user, body = str(uuid.uuid4()), order()
+    bearer = token(user)
+    for late in (False, True):
+        held = HeldPublisher(runtime.publisher)
+        working, runtime.publisher = runtime.publisher, cast(AmqpPublisher, held)
+        key = str(uuid.uuid4())
+        try:
+            first = asyncio.create_task(
+                http.post("/sagas/order_making", json=body, headers=headers(bearer, key))
+            )
+            await asyncio.wait_for(held.holding.wait(), 15)
+            repeat = asyncio.create_task(
+                http.post("/sagas/order_making", json=body, headers=headers(bearer, key))
+            )
+            if late:
+                refused = await repeat
+                assert refused.status_code == 409, refused.text
+                assert refused.json()["code"] == "idempotency_key_in_flight"
+                (reservation,) = await reservations(redis_client, settings)
+                assert 0 < await redis_client.ttl(reservation) <= RESERVATION_SECONDS
+            else:
+                await asyncio.sleep(0.3)  # the repeat is waiting by then; it must keep waiting
+                assert not repeat.done()
+            held.release.set()
+            started = await first
+        finally:
+            runtime.publisher = working
+        assert started.status_code == 202 and "Idempotent-Replayed" not in started.headers
+        if not late:
+            replayed = await repeat
+            assert operation_of(replayed) == operation_of(started)
+            assert replayed.headers["Idempotent-Replayed"] == "true"
+        await redis_client.delete(*await reservations(redis_client, settings))
+    assert len(await published(wire)) == 2
 
 
 async def test_a_kept_key_expires_within_the_setting(
@@ -292,14 +313,3 @@ async def test_a_kept_key_expires_within_the_setting(
         assert started.status_code == 202, started.text
     (reservation,) = await reservations(redis_client, kept)
     assert 0 < await redis_client.ttl(reservation) <= 120
-
-
-def _starter(service: RunningService) -> Idempotency:
-    """The running service's ``Idempotency-Key`` reservations (its saga starter's)."""
-    for route in service.service.http.routes:
-        endpoint = getattr(route, "endpoint", None)
-        owner = getattr(endpoint, "__self__", None)
-        starter = getattr(owner, "starter", None)
-        if isinstance(starter, SagaStarter) and starter.idempotency is not None:
-            return starter.idempotency
-    raise AssertionError("no saga starter with idempotency")
