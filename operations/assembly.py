@@ -26,13 +26,14 @@ from operations.deadletters.store import DeadLetterStore
 from operations.feed import ChangeFeed
 from operations.http.operations import OperationsApi
 from operations.http.responses import EXCEPTION_HANDLERS
-from operations.keys import Keys
+from operations.keys import IdempotencyKeys, Keys
 from operations.metrics import Registry
 from operations.pipeline import Pipeline
 from operations.redis_client import open_redis
 from operations.sagas.coordinator import Coordinator
 from operations.sagas.http import SagasApi
 from operations.sagas.http_start import SagaStartApi, SagaStarter
+from operations.sagas.idempotency import Idempotency
 from operations.sagas.runtime import SagaRuntime
 from operations.settings import Settings
 from operations.shards import Shards
@@ -146,6 +147,7 @@ def saga_routes(
     metrics: Registry,
     tasks: BackgroundTasks,
     order_routes: Callable[[SagaStarter], list[BaseRoute]],
+    idempotency: Idempotency | None = None,
 ) -> list[BaseRoute]:
     """The saga routes, and those ``order_routes`` makes (Pacco's ``POST /orders``) with the
     same starter. With the sagas off there is no POST /orders, but GET /sagas still answers (an
@@ -159,7 +161,7 @@ def saga_routes(
     def publisher() -> AmqpPublisher | None:
         return sagas.publisher
 
-    starter = SagaStarter(publisher)
+    starter = SagaStarter(publisher, idempotency)
     return [
         *order_routes(starter),
         *SagasApi(
@@ -167,6 +169,16 @@ def saga_routes(
         ).routes,
         *SagaStartApi(verifier, sagas.saga_types, starter, api.store, api.feed, api.waits).routes,
     ]
+
+
+def idempotency(settings: Settings, operations: RedisStore, metrics: Registry) -> Idempotency:
+    """The ``Idempotency-Key`` reservations of saga starts, on the store's pool."""
+    return Idempotency(
+        operations.redis,
+        IdempotencyKeys(settings.key_prefix),
+        settings.idempotency_seconds,
+        metrics,
+    )
 
 
 def http_app(
@@ -204,7 +216,20 @@ def _cors_middleware(origins: tuple[str, ...]) -> list[Middleware]:
             CORSMiddleware,
             allow_origins=list(origins),
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "If-None-Match", "Prefer"],
-            expose_headers=["ETag", "Request-ID", "Resource-ID", "Location", "Preference-Applied"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "If-None-Match",
+                "Prefer",
+                "Idempotency-Key",
+            ],
+            expose_headers=[
+                "ETag",
+                "Request-ID",
+                "Resource-ID",
+                "Location",
+                "Preference-Applied",
+                "Idempotent-Replayed",
+            ],
         )
     ]

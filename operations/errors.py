@@ -122,6 +122,27 @@ class InvalidBody(InvalidRequest):
     code = "invalid_body"
 
 
+class InvalidIdempotencyKey(InvalidRequest):
+    """An ``Idempotency-Key`` header is empty, over 255 characters, not printable ASCII, or
+    given twice (sagas/idempotency.py)."""
+
+    code = "invalid_idempotency_key"
+
+
+class IdempotencyKeyReused(OperationsError):
+    """An ``Idempotency-Key`` the caller already used on this route with another body
+    (sagas/idempotency.py): answered ``422``."""
+
+    code = "idempotency_key_reused"
+
+
+class IdempotencyKeyInFlight(OperationsError):
+    """The first request with this ``Idempotency-Key`` is still being handed to the broker after
+    the wait for it (sagas/idempotency.py): answered ``409``, to be retried."""
+
+    code = "idempotency_key_in_flight"
+
+
 class QueueMismatch(OperationsError):
     """A queue exists on RabbitMQ with another type or other arguments than declared.
 

@@ -57,6 +57,15 @@ atomic)::
                                               bound, scored by when
     P:{dead-letters}:redriving:ID     string  while a redrive of ID is under way
 
+:class:`IdempotencyKeys`, the ``Idempotency-Key`` of saga starts (not sharded: one Redis key per
+key, and every script touches that one only)::
+
+    P:idempotency:DIGEST              hash    owner, fingerprint, operationId, resourceId, state
+                                              (``reserved`` while the start message is being
+                                              published, then ``started``); DIGEST is the sha256
+                                              of the scope, the user id and the key, so no user
+                                              id or key can name another's
+
 Ids, user ids and saga ids come from outside and may hold any character (``:``, ``{``, ``}``...),
 so each key family has its own fixed word and the caller's text is always the key's last part: no
 id can name another operation's or saga's key, or a key of another family (the id ``X:history`` is
@@ -218,3 +227,13 @@ class DeadLetterKeys:
 
     def redriving(self, letter_id: str) -> str:
         return f"{self.tag}:redriving:{letter_id}"
+
+
+@dataclass(frozen=True)
+class IdempotencyKeys:
+    """The keys of ``Idempotency-Key`` reservations; the caller's text is hashed into ``digest``."""
+
+    prefix: str = "operations"
+
+    def reservation(self, digest: str) -> str:
+        return f"{self.prefix}:idempotency:{digest}"

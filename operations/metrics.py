@@ -276,6 +276,12 @@ class Registry:
             "Background tasks that ended with an unexpected error, by task name.",
             ("task",),
         )
+        self.idempotent_replays = Counter(
+            "operations_idempotent_replays_total",
+            "Saga starts answered from an earlier request with the same Idempotency-Key, by "
+            "route: saga_start or orders.",
+            ("route",),
+        )
         self.refreshers: list[Callable[[], None]] = []
         """Called before each scrape, to set gauges read from elsewhere."""
 
@@ -317,6 +323,7 @@ class Registry:
             self.wait_refusals,
             self.redis_pool,
             self.background_task_failures,
+            self.idempotent_replays,
         ):
             yield from metric.collect()
 

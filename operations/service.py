@@ -153,7 +153,13 @@ class Service:
 
         return [
             *assembly.saga_routes(
-                self.verifier, self.sagas, self.api, self.metrics, self.tasks, order_routes
+                self.verifier,
+                self.sagas,
+                self.api,
+                self.metrics,
+                self.tasks,
+                order_routes,
+                assembly.idempotency(self.settings, self.store, self.metrics),
             ),
             *self.api.routes,
             *assembly.dead_letter_routes(self.verifier, self.dead_letters, self.workbench),

@@ -103,6 +103,8 @@ class Settings:
     # No message can stall a queue: attempts at one that keeps failing, and the saga data cap.
     max_delivery_attempts: int = DEFAULT_MAX_ATTEMPTS
     saga_max_data_bytes: int = 65_536
+    # How long an Idempotency-Key of a saga start is kept (sagas/idempotency.py).
+    idempotency_seconds: int = 86_400
 
     @property
     def redis_shards(self) -> int:
@@ -276,6 +278,11 @@ class Settings:
                 "OPERATIONS_SAGA_MAX_DATA_BYTES",
                 defaults.saga_max_data_bytes,
                 integer(1_024, 1 << 27),
+            ),
+            idempotency_seconds=reader.get(
+                "OPERATIONS_IDEMPOTENCY_SECONDS",
+                defaults.idempotency_seconds,
+                integer(1, 30 * 86_400),
             ),
         )
         if settings.wait_reads >= settings.redis_pool_size:

@@ -323,7 +323,11 @@ async def test_the_openapi_document_describes_post_orders_as_it_behaves(
     reference = post["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     schema = spec["components"]["schemas"][reference.rsplit("/", 1)[-1]]
     assert {"202", "400", "401"} <= set(post["responses"])
-    assert set(post["responses"]["202"]["headers"]) == {"Request-ID", "Resource-ID"}
+    assert set(post["responses"]["202"]["headers"]) == {
+        "Request-ID",
+        "Resource-ID",
+        "Idempotent-Replayed",
+    }
     assert schema["properties"]["parcelIds"]["maxItems"] == 100  # the saga's MAX_PARCELS
     bodies: list[dict[str, Any]] = [
         {"customerId": "c", "parcelIds": ["p"]},

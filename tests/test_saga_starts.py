@@ -154,6 +154,8 @@ def test_the_openapi_document_lists_every_status_it_answers() -> None:
         "400",
         "401",
         "404",
+        "409",
         "413",
+        "422",
         "503",
     }

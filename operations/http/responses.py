@@ -18,6 +18,8 @@ from operations.errors import (
     BrokerUnavailable,
     DeadLetterNotFound,
     DeadLetterNotRedrivable,
+    IdempotencyKeyInFlight,
+    IdempotencyKeyReused,
     InvalidRequest,
     OperationNotFound,
     OperationsError,
@@ -111,6 +113,8 @@ REFUSAL_STATUS: dict[type[OperationsError], int] = {
     DeadLetterNotFound: 404,
     DeadLetterNotRedrivable: 409,
     BrokerUnavailable: 503,
+    IdempotencyKeyReused: 422,
+    IdempotencyKeyInFlight: 409,
 }
 
 

@@ -4,7 +4,8 @@ It publishes MakeOrder on the ``ordermaker`` exchange with a new correlation id 
 id), the caller's ``message_context`` and ``Saga: Pending``, and answers ``202`` once the broker
 has confirmed it. The saga and the operation both start from that message. The publishing is
 ``POST /sagas/{name}``'s (:class:`operations.sagas.http_start.SagaStarter`); what is Pacco's own is
-the body it checks and the ``Resource-ID`` it answers with.
+the body it checks and the ``Resource-ID`` it answers with. So is ``Idempotency-Key``
+(:mod:`operations.sagas.idempotency`): a repeat answers with the first order's ids.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from operations import documents
 from operations.auth.tokens import TokenVerifier
 from operations.errors import BrokerUnavailable, InvalidBody
 from operations.http.models import bounded_body, read_body
 from operations.http.responses import Json, bearer_principal, problem
 from operations.pacco.models import MakeOrder, OrderAccepted
-from operations.sagas.http_start import SagaStarter
+from operations.sagas.http_start import REPLAYED, SagaStarter
+from operations.sagas.idempotency import HEADER, IdempotentRequest, idempotency_key
 from operations.sagas.models import MAX_BODY_BYTES
 
 
@@ -43,20 +46,30 @@ class OrdersApi:
     async def make_order(self, request: Request) -> Response:
         principal = await bearer_principal(request, self.verifier)
         assert principal is not None
+        key = idempotency_key(request.headers.getlist(HEADER))
         raw = await bounded_body(request, MAX_BODY_BYTES)
         order = _order(read_body(raw, MakeOrder, InvalidOrder, lenient=True))
-        order_id = order["orderId"]
+        repeatable = (
+            None
+            if key is None
+            else IdempotentRequest.of("orders", "/orders", key, documents.decode(raw))
+        )
         try:
-            operation_id = await self.starter.start(
-                principal, "ordermaker", "make_order", order, resource_id=order_id
+            started = await self.starter.start(
+                principal,
+                "ordermaker",
+                "make_order",
+                order,
+                resource_id=order["orderId"],
+                request=repeatable,
             )
         except BrokerUnavailable as error:
             return problem(503, error.code, error.reason)
-        return Json(
-            OrderAccepted(operation_id, order_id),
-            status_code=202,
-            headers={"Request-ID": operation_id, "Resource-ID": order_id},
-        )
+        operation_id, order_id = started.operation_id, started.resource_id or order["orderId"]
+        headers = {"Request-ID": operation_id, "Resource-ID": order_id}
+        if started.replayed:
+            headers.update(REPLAYED)
+        return Json(OrderAccepted(operation_id, order_id), status_code=202, headers=headers)
 
 
 def _order(order: MakeOrder) -> dict[str, Any]:

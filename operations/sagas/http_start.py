@@ -8,10 +8,15 @@ confirm. The saga and the operation both start from that message, as from any ot
 
 ``Prefer: wait=N`` (RFC 7240, N up to 60 seconds) answers ``200`` with the operation's record if
 it is final within N seconds, and ``202`` otherwise; both carry ``Preference-Applied``.
+
+An ``Idempotency-Key`` header makes a retried start safe (:mod:`operations.sagas.idempotency`):
+a repeat with the same key and body is answered as the first was, with the same operation id,
+and ``Idempotent-Replayed: true``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from collections.abc import Callable, Mapping
@@ -31,19 +36,35 @@ from operations.feed import ChangeFeed
 from operations.http.models import Operation, bounded_body, read_body
 from operations.http.responses import Json, bearer_principal, problem
 from operations.metrics import Registry
+from operations.sagas.idempotency import (
+    HEADER,
+    Idempotency,
+    IdempotentRequest,
+    Started,
+    idempotency_key,
+)
 from operations.sagas.models import MAX_BODY_BYTES, MAX_WAIT_SECONDS, SagaStarted
 from operations.sagas.registry import SagaTypes
 from operations.states import State
 from operations.store import Store
 from operations.waits import Waits
 
+PUBLISH_SECONDS = 30
+"""The most a start message's publish may take, confirm included (the broker may hang)."""
+REPLAYED = {"Idempotent-Replayed": "true"}
+
 
 class SagaStarter:
     """Publishes a saga's start message for a caller; shared by every HTTP route that starts
     one."""
 
-    def __init__(self, publisher: Callable[[], AmqpPublisher | None]) -> None:
+    def __init__(
+        self,
+        publisher: Callable[[], AmqpPublisher | None],
+        idempotency: Idempotency | None = None,
+    ) -> None:
         self.publisher = publisher
+        self.idempotency = idempotency
 
     async def start(
         self,
@@ -52,28 +73,50 @@ class SagaStarter:
         message: str,
         body: Mapping[str, Any],
         resource_id: str | None = None,
-    ) -> str:
-        """The new operation's id, once the broker has confirmed the start message; raises
-        :class:`BrokerUnavailable` when it could not be handed over."""
+        request: IdempotentRequest | None = None,
+    ) -> Started:
+        """The new operation, once the broker has confirmed the start message; or, for a
+        ``request`` whose key was used before, the first one's (replayed). Raises
+        :class:`BrokerUnavailable` when it could not be handed over, and the refusals of
+        :meth:`Idempotency.start`."""
+        fresh = Started(str(uuid.uuid4()), resource_id)
+
+        async def publish() -> None:
+            await self._publish(principal, exchange, message, body, fresh)
+
+        if request is None or self.idempotency is None:
+            await publish()
+            return fresh
+        return await self.idempotency.start(principal.user_id, request, fresh, publish)
+
+    async def _publish(
+        self,
+        principal: Principal,
+        exchange: str,
+        message: str,
+        body: Mapping[str, Any],
+        started: Started,
+    ) -> None:
         publisher = self.publisher()
         if publisher is None:
             raise BrokerUnavailable("the message broker is not connected yet")
-        operation_id = str(uuid.uuid4())
+        operation_id = started.operation_id
+        context = caller_context(principal, operation_id, message, started.resource_id)
         try:
-            await publisher.publish(
-                OutgoingMessage(
-                    exchange,
-                    message,
-                    body,
-                    correlation_id=operation_id,
-                    message_id=uuid.uuid4().hex,
-                    message_context=caller_context(principal, operation_id, message, resource_id),
-                    saga=State.PENDING,
+            async with asyncio.timeout(PUBLISH_SECONDS):
+                await publisher.publish(
+                    OutgoingMessage(
+                        exchange,
+                        message,
+                        body,
+                        correlation_id=operation_id,
+                        message_id=uuid.uuid4().hex,
+                        message_context=context,
+                        saga=State.PENDING,
+                    )
                 )
-            )
         except (AMQPError, ConnectionError, TimeoutError, RuntimeError):
             raise BrokerUnavailable(f"{message} could not be handed to the broker") from None
-        return operation_id
 
 
 def caller_context(
@@ -149,16 +192,25 @@ class SagaStartApi:
         if saga_type is None or saga_type.http_start is None:
             named = repr(saga_name) if id_problem(saga_name) is None else "by that name"
             return problem(404, "saga_not_found", f"no saga type {named} starts over HTTP")
+        key = idempotency_key(request.headers.getlist(HEADER))
         body = read_body(await bounded_body(request, MAX_BODY_BYTES), dict)
         wait = preferred_wait(request)
         message = saga_type.http_start
+        repeatable = (
+            None
+            if key is None
+            else IdempotentRequest.of("saga_start", f"/sagas/{saga_name}", key, body)
+        )
         try:
-            operation_id = await self.starter.start(
-                principal, self.saga_types.exchange_of(message), message, body
+            started = await self.starter.start(
+                principal, self.saga_types.exchange_of(message), message, body, request=repeatable
             )
         except BrokerUnavailable as error:
             return problem(503, error.code, error.reason)
+        operation_id = started.operation_id
         headers = {"Request-ID": operation_id, "Location": f"/operations/{operation_id}"}
+        if started.replayed:
+            headers.update(REPLAYED)
         if wait is not None:
             headers["Vary"] = "Prefer"
             # Past the user's cap of waits, the preference is not applied: 202 at once.

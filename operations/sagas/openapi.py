@@ -14,6 +14,7 @@ from operations.http.endpoints import (
     problem,
 )
 from operations.http.models import Operation
+from operations.sagas.idempotency import MAX_KEY_LENGTH, WAIT_SECONDS
 from operations.sagas.models import (
     MAX_BODY_BYTES,
     MAX_REASON,
@@ -36,6 +37,30 @@ START_HEADERS = {
     "Request-ID": "The operation id.",
     "Location": "/operations/{operation id}",
     "Preference-Applied": "`wait=N` when the request preferred to wait.",
+    "Idempotent-Replayed": "`true` when the answer repeats an earlier request's with the same"
+    " Idempotency-Key.",
+}
+IDEMPOTENCY_KEY = Param(
+    "Idempotency-Key",
+    "header",
+    "A unique value per start (a UUID), sent again with each retry of it: a repeat with the"
+    " same key and body from the same user answers as the first did, with the same operation"
+    f" id, and starts nothing. At most {MAX_KEY_LENGTH} printable ASCII characters; a"
+    " Structured Field string (quoted) or a bare value. Kept OPERATIONS_IDEMPOTENCY_SECONDS.",
+    "8e03978e-40d5-43e8-bc93-6894a57f9324",
+)
+BAD_KEY = (
+    "`invalid_idempotency_key`: the Idempotency-Key is empty, over"
+    f" {MAX_KEY_LENGTH} characters, not printable ASCII, or given twice."
+)
+IDEMPOTENCY_REFUSALS = {
+    409: problem(
+        "`idempotency_key_in_flight`: the first request with this Idempotency-Key is still being"
+        f" handed to the broker after {WAIT_SECONDS:g} s; retry."
+    ),
+    422: problem(
+        "`idempotency_key_reused`: this Idempotency-Key was used on this route with another body."
+    ),
 }
 
 SAGA_ENDPOINTS = (
@@ -57,6 +82,7 @@ SAGA_ENDPOINTS = (
                 " to be final. Other or malformed preferences are ignored.",
                 "wait=10",
             ),
+            IDEMPOTENCY_KEY,
         ),
         body=SagaStartBody,
         answers={
@@ -66,13 +92,14 @@ SAGA_ENDPOINTS = (
                 {**START_HEADERS, "ETag": "The record's version, quoted."},
             ),
             202: Answer("Accepted: watch the operation.", SagaStarted, START_HEADERS),
-            400: problem("`invalid_body`: the body is not a JSON object."),
+            400: problem(f"`invalid_body`: the body is not a JSON object. {BAD_KEY}"),
             401: NEEDS_TOKEN,
             404: problem("`saga_not_found`: no such saga type, or it sets no http_start."),
+            **IDEMPOTENCY_REFUSALS,
             413: TOO_LARGE,
             503: problem(
-                f"{BROKER_DOWN} With Prefer: wait=N, also `store_unavailable` when Redis cannot"
-                " be reached."
+                f"{BROKER_DOWN} With Prefer: wait=N or an Idempotency-Key, also"
+                " `store_unavailable` when Redis cannot be reached."
             ),
         },
     ),
