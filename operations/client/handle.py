@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import aiohttp
 
@@ -82,7 +82,7 @@ class OperationHandle:
             else:
                 raise self._transport.refused(answer, self.id)
 
-    async def changes(self) -> AsyncIterator[Operation]:
+    async def changes(self) -> AsyncGenerator[Operation, None]:
         """Each change of the operation, in order, none twice, ending with the terminal one,
         over Socket.IO (see :mod:`operations.client.stream`). Closing the iteration (leaving
         ``async with contextlib.aclosing(...)``) closes the socket if nothing else uses it."""
