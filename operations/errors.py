@@ -158,7 +158,7 @@ class OperationNotFound(OperationsError):
 
 
 class OperationTimeout(OperationsError):
-    """An operation did not end within the time a client waited for it (``operations.client``).
+    """An operation did not end within the time the Python client waited for it.
 
     It may still end later: the operation goes on; only the waiting stopped."""
 

@@ -13,7 +13,7 @@ from operations.errors import OperationNotFound, OperationsError, TokenError
 
 
 class RequestRefused(OperationsError):
-    """The service refused a request of the Python client (its status, the service's code).
+    """The service refused a request of the Python client, with its status and its own code.
 
     ``status`` is the HTTP status; ``code`` and ``reason`` are the service's, as in
     ``409 not_cancellable`` or ``503 store_unavailable``; ``retry_after`` is its
