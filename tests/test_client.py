@@ -68,6 +68,14 @@ def assert_in_order(records: list[Operation], operation: str) -> None:
     assert not any(record.state.is_terminal for record in records[:-1])
 
 
+async def sockets(url: str, count: int) -> bool:
+    """Whether the service has ``count`` Socket.IO clients connected (its own gauge)."""
+    async with httpx.AsyncClient(base_url=url) as http:
+        metrics = (await http.get("/metrics")).text
+    found = re.search(r"^operations_sockets (\S+)$", metrics, re.M)
+    return found is not None and float(found[1]) == count
+
+
 # ------------------------------------------------------------------------------ result()
 
 
@@ -82,10 +90,10 @@ async def test_result_returns_the_terminal_record_of_a_started_saga_and_changes_
         OperationsClient(service.url, token=token(user)) as client,
     ):
         handle = await client.start("order_making", order())
-        following = contextlib.aclosing(handle.changes())
-        async with following as changes:
-            seen = [record async for record in changes]
-        done = await handle.result(timeout=30)
+        waiting = asyncio.create_task(handle.result(timeout=30))
+        seen = [record async for record in handle.changes()]
+        done = await waiting
+        await eventually(lambda: sockets(service.url, 0), "the socket to be closed")
     assert (done.id, done.state, done.name, done.user_id, done.reason) == (
         handle.id,
         "completed",
@@ -122,12 +130,17 @@ class CountingProxy:
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests.append(f"{request.method} {request.path}")
+        line = len(self.requests) - 1
         assert self.session is not None
         sent = {k: v for k, v in request.headers.items() if k.lower() not in {"host"}}
         async with self.session.request(
-            request.method, self.upstream + str(request.rel_url), headers=sent
+            request.method,
+            self.upstream + str(request.rel_url),
+            headers=sent,
+            data=await request.read(),
         ) as answer:
             body = await answer.read()
+            self.requests[line] += f" {answer.status}"
             kept = {"etag", "content-type", "retry-after", "cache-control"}
             headers = {k: v for k, v in answer.headers.items() if k.lower() in kept}
             return web.Response(status=answer.status, body=body or None, headers=headers)
@@ -166,9 +179,40 @@ async def test_result_waits_with_a_handful_of_requests_not_a_poll_every_moment(
         await publisher.publish("order_approved", operation, user=user, name="order_approved")
         done = await waiting
     assert done.state == "completed" and time.monotonic() - began >= 6
-    reads = [line for line in proxy.requests if line == f"GET /operations/{operation}"]
+    reads = [line for line in proxy.requests if line.startswith(f"GET /operations/{operation} ")]
     assert reads == proxy.requests
     assert 1 <= len(reads) <= 4, proxy.requests
+
+
+async def test_result_of_a_started_operation_waits_until_it_is_recorded(
+    service: RunningService,
+    settings: Settings,
+    amqp: aio_pika.abc.AbstractRobustConnection,
+    publisher: Publisher,
+    token: Token,
+) -> None:
+    """The service has published the start message but not recorded the operation yet: reads
+    answer 404, and the handle from ``start()`` waits through them. Here the tracking queue is
+    unbound from the saga's first messages, so the operation is recorded only when the test
+    publishes its end."""
+    async with amqp.channel() as channel:
+        queue = await channel.get_queue(settings.queue)
+        for exchange, message in (("ordermaker", "make_order"), ("orders", "create_order")):
+            await queue.unbind(exchange, message)
+    user = str(uuid.uuid4())
+    proxy = CountingProxy(service.url)
+    async with proxy.running() as url, OperationsClient(url, token=token(user)) as client:
+        handle = await client.start("order_making", order())
+        waiting = asyncio.create_task(handle.result(timeout=30))
+
+        async def not_found_yet() -> bool:
+            return f"GET /operations/{handle.id} 404" in proxy.requests
+
+        await eventually(not_found_yet, "a read that finds no operation yet")
+        assert not waiting.done()
+        await publisher.publish("order_approved", handle.id, user=user, name="order_approved")
+        done = await waiting
+    assert (done.id, done.state, done.version) == (handle.id, "completed", 1)
 
 
 # ---------------------------------------------------- result() and changes() across a restart
@@ -231,6 +275,25 @@ async def test_result_and_changes_ride_out_a_service_restart(
     assert done == seen[-1]
     synced = re.search(r'^operations_syncs_total\{recovered="true"\} (\S+)$', metrics, re.M)
     assert synced is not None and float(synced[1]) >= 1, metrics
+
+
+async def test_changes_closed_early_closes_the_socket_and_a_client_shares_one(
+    service: RunningService, publisher: Publisher, token: Token
+) -> None:
+    user = str(uuid.uuid4())
+    async with OperationsClient(service.url, token=token(user)) as client:
+        one = client.watch(await pending(publisher, client, user))
+        other = client.watch(await pending(publisher, client, user))
+        first, second = one.changes(), other.changes()
+        assert (await anext(first)).id == str(uuid.UUID(one.id))
+        assert (await anext(second)).id == str(uuid.UUID(other.id))
+        assert await sockets(service.url, 1)  # both on the client's one socket
+        await first.aclose()
+        await publisher.publish("order_approved", other.id, user=user, name="order_approved")
+        assert (await asyncio.wait_for(anext(second), 15)).state == "completed"
+        with pytest.raises(StopAsyncIteration):
+            await anext(second)
+        await eventually(lambda: sockets(service.url, 0), "the socket to be closed")
 
 
 # ------------------------------------------------------------------------------ cancel()

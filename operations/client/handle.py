@@ -61,7 +61,7 @@ class OperationHandle:
                 wait = float(max(1, min(POLL_SECONDS, math.ceil(left))))
             try:
                 answer = await self._transport.read(self.id, etag, wait)
-            except (aiohttp.ClientError, TimeoutError):
+            except (aiohttp.ClientError, OSError, TimeoutError):
                 await backoff.wait()  # the service restarting, or the network
                 continue
             if answer.status == 200:

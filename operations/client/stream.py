@@ -83,7 +83,7 @@ class Stream:
         watcher = Watcher(operation_id, may_be_unknown)
         self._watchers.setdefault(operation_id, []).append(watcher)
         self._stale.add(operation_id)
-        if self._task is None:
+        if self._task is None or self._task.done():  # none yet, or ended by a refused token
             self._closing.clear()
             self._task = asyncio.create_task(self._run(), name="operations-client-stream")
         else:
@@ -226,7 +226,7 @@ class Stream:
                     if not watcher.may_be_unknown:
                         watcher.fail(error)
                 continue
-            except (aiohttp.ClientError, TimeoutError, RequestRefused) as error:
+            except (aiohttp.ClientError, OSError, TimeoutError, RequestRefused) as error:
                 log.info("operations client: cannot read %s yet: %s", operation_id, error)
                 continue
             self._stale.discard(operation_id)
