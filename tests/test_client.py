@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -126,10 +128,12 @@ class CountingProxy:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.requests: list[str] = []
+        self.keys: list[str | None] = []  # each request's Idempotency-Key
         self.session: aiohttp.ClientSession | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests.append(f"{request.method} {request.path}")
+        self.keys.append(request.headers.get("Idempotency-Key"))
         line = len(self.requests) - 1
         assert self.session is not None
         sent = {k: v for k, v in request.headers.items() if k.lower() not in {"host"}}
@@ -202,7 +206,8 @@ async def test_result_of_a_started_operation_waits_until_it_is_recorded(
     user = str(uuid.uuid4())
     proxy = CountingProxy(service.url)
     async with proxy.running() as url, OperationsClient(url, token=token(user)) as client:
-        handle = await client.start("order_making", order())
+        handle = await client.start("order_making", order(), idempotency_key="order-1")
+        assert (proxy.requests[0], proxy.keys[0]) == ("POST /sagas/order_making 202", "order-1")
         waiting = asyncio.create_task(handle.result(timeout=30))
 
         async def not_found_yet() -> bool:
@@ -240,11 +245,18 @@ async def test_result_and_changes_ride_out_a_service_restart(
     """The service dies while ``result()`` long-polls and ``changes()`` holds a socket; the
     operation completes while it is down, and the service comes back on the same port.
     ``result()`` returns the completed record; ``changes()`` reconnects with its cursor and
-    gets the completion from the ``operations_sync`` (recovered), each change once, in order."""
+    gets the completion from the ``operations_sync`` (recovered), each change once, in order,
+    with a fresh token from the provider."""
     user = str(uuid.uuid4())
     port = support.free_port()
     url = f"http://127.0.0.1:{port}"
-    async with OperationsClient(url, token=token(user)) as client:
+    given: list[str] = []
+
+    async def provider() -> str:
+        given.append(token(user))
+        return given[-1]
+
+    async with OperationsClient(url, token_provider=provider) as client:
         async with served_on(port, settings, monkeypatch) as first:
             operation = await pending(publisher, client, user)
             handle = client.watch(operation)
@@ -257,6 +269,7 @@ async def test_result_and_changes_ride_out_a_service_restart(
             seen.append(await asyncio.wait_for(anext(changes), 15))  # live, with a cursor
             first.process.kill()
             await first.process.wait()
+            asked = len(given)
         await publisher.publish("order_approved", operation, user=user, name="order_approved")
         await asyncio.sleep(0.5)  # the clients meet a service that is down
         assert not waiting.done()
@@ -266,6 +279,7 @@ async def test_result_and_changes_ride_out_a_service_restart(
             async with httpx.AsyncClient(base_url=second.url) as http:
                 metrics = (await http.get("/metrics")).text
         await changes.aclose()
+    assert len(given) > asked  # a fresh token for the socket's reconnect
     assert [(record.version, record.state) for record in seen] == [
         (1, "pending"),
         (2, "pending"),
@@ -319,7 +333,7 @@ async def test_cancel_ends_a_running_saga_rejected_cancelled(
         await handle.cancel("changed my mind")
         done = await handle.result(timeout=30)
         assert (done.state, done.code) == ("rejected", "cancelled")
-        assert done.reason is not None and user in done.reason
+        assert done.reason == f"cancelled by its owner, {user}: changed my mind"
         with pytest.raises(RequestRefused) as again:
             await handle.cancel()
         assert (again.value.status, again.value.code) == (409, "not_cancellable")
@@ -401,3 +415,48 @@ async def test_a_token_provider_is_asked_again_after_a_401(
         assert (uuid.UUID(record.id), len(given)) == (uuid.UUID(operation), 2)
         await client.get(operation)
         assert len(given) == 2  # kept while the service takes it
+
+
+# ------------------------------------------------------------------------- the docs' example
+
+CLIENTS_PAGE = Path(__file__).resolve().parent.parent / "docs" / "clients.md"
+
+
+async def test_the_clients_page_example_runs_as_written(
+    service: RunningService, settings: Settings, token: Token
+) -> None:
+    """The first Python block of docs/clients.md, with the test service's address and a token,
+    follows an order to its end."""
+    section = CLIENTS_PAGE.read_text(encoding="utf-8").split("\n## Python\n", 1)[1]
+    example = re.findall(r"```python\n(.*?)```", section, re.DOTALL)[0]
+    assert example.count("http://127.0.0.1:5005") == 1 and example.count('token="..."') == 1
+    code = example.replace("http://127.0.0.1:5005", service.url).replace(
+        'token="..."', f"token={token(str(uuid.uuid4()))!r}"
+    )
+    async with DemoServices(settings.amqp_url, latency_ms=0):
+        status, out, err = await run_python(code)
+    assert status == 0, err
+    printed = [line.split() for line in out.splitlines()]  # version, state, name
+    versions = [int(line[0]) for line in printed]
+    assert versions == sorted(set(versions)), out
+    assert printed[-1][1:3] == ["completed", "make_order_completed"], out
+    assert {line[1] for line in printed[:-1]} <= {"pending"}, out
+
+
+async def run_python(code: str) -> tuple[int, str, str]:
+    """``python -c code`` to its end, without blocking the service running in this loop."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        code,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
