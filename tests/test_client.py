@@ -308,6 +308,11 @@ async def test_changes_closed_early_closes_the_socket_and_a_client_shares_one(
         with pytest.raises(StopAsyncIteration):
             await anext(second)
         await eventually(lambda: sockets(service.url, 0), "the socket to be closed")
+        lingering = one.changes()
+        assert (await anext(lingering)).state == "pending"
+    with pytest.raises(RuntimeError, match="closed"):  # not a wait for ever
+        await anext(lingering)
+    await eventually(lambda: sockets(service.url, 0), "the client's socket to be closed")
 
 
 # ------------------------------------------------------------------------------ cancel()

@@ -99,9 +99,13 @@ class Stream:
                 await self.close()
 
     async def close(self) -> None:
-        """Stops reconnecting and closes the socket."""
+        """Stops reconnecting and closes the socket; an iteration still open ends with an
+        error rather than waiting for ever."""
         task, self._task = self._task, None
         self._closing.set()
+        for watchers in self._watchers.values():
+            for watcher in watchers:
+                watcher.fail(RuntimeError("the OperationsClient was closed"))
         if task is not None:
             task.cancel()
             await asyncio.wait({task}, timeout=STOP_SECONDS)

@@ -22,7 +22,7 @@ REQUEST_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
-class Answer:
+class HttpReply:
     """An answer, read whole; its headers in any letter case."""
 
     status: int
@@ -30,7 +30,7 @@ class Answer:
     body: bytes
 
 
-class Page(msgspec.Struct):
+class ListedPage(msgspec.Struct):
     """A page of ``GET /operations``."""
 
     items: list[Operation]
@@ -45,7 +45,7 @@ class Started(msgspec.Struct, rename="camel"):
 
 
 _records = msgspec.json.Decoder(Operation)
-_pages = msgspec.json.Decoder(Page)
+_pages = msgspec.json.Decoder(ListedPage)
 _starts = msgspec.json.Decoder(Started)
 
 
@@ -72,7 +72,7 @@ class Transport:
         body: Any = None,
         headers: Mapping[str, str] | None = None,
         seconds: float = REQUEST_SECONDS,
-    ) -> Answer:
+    ) -> HttpReply:
         """One request, with the token; a ``401`` renews the token once and sends it again."""
         token = await self.credentials.token()
         answer = await self._once(method, url, token, params, body, headers, seconds)
@@ -90,7 +90,7 @@ class Transport:
         body: Any,
         headers: Mapping[str, str] | None,
         seconds: float,
-    ) -> Answer:
+    ) -> HttpReply:
         sent = dict(headers or {})
         if token is not None:
             sent["Authorization"] = f"Bearer {token}"
@@ -106,11 +106,11 @@ class Transport:
             headers=sent,
             timeout=aiohttp.ClientTimeout(total=seconds),
         ) as response:
-            return Answer(response.status, CIMultiDict(response.headers), await response.read())
+            return HttpReply(response.status, CIMultiDict(response.headers), await response.read())
 
     async def read(
         self, operation_id: str, etag: str | None = None, wait: float | None = None
-    ) -> Answer:
+    ) -> HttpReply:
         """``GET /operations/{id}``; with an ``etag`` and a ``wait``, a long-poll."""
         headers: dict[str, str] = {}
         params: dict[str, str] = {}
@@ -131,7 +131,7 @@ class Transport:
             raise self.refused(answer, operation_id)
         return record(answer)
 
-    async def page(self, query: Mapping[str, str]) -> Page:
+    async def page(self, query: Mapping[str, str]) -> ListedPage:
         answer = await self.send("GET", self.url("operations"), params=query)
         if answer.status != 200:
             raise self.refused(answer)
@@ -164,9 +164,9 @@ class Transport:
             raise self.refused(answer, operation_id)
 
     @staticmethod
-    def refused(answer: Answer, operation_id: str | None = None) -> Exception:
+    def refused(answer: HttpReply, operation_id: str | None = None) -> Exception:
         return refusal(answer.status, answer.body, operation_id, answer.headers.get("Retry-After"))
 
 
-def record(answer: Answer) -> Operation:
+def record(answer: HttpReply) -> Operation:
     return _records.decode(answer.body)
