@@ -59,6 +59,7 @@ class OperationHandle:
             if etag is not None:
                 left = POLL_SECONDS if deadline is None else deadline - time.monotonic()
                 wait = float(max(1, min(POLL_SECONDS, math.ceil(left))))
+            asked = time.monotonic()
             try:
                 answer = await self._transport.read(self.id, etag, wait)
             except (aiohttp.ClientError, OSError, TimeoutError):
@@ -71,7 +72,10 @@ class OperationHandle:
                 known, etag = True, answer.headers.get("ETag", current.etag)
                 backoff.reset()
             elif answer.status == 304:
-                backoff.reset()
+                if time.monotonic() - asked < (wait or 0.0) / 2:
+                    await backoff.wait()  # the wait was not kept (a proxy?): no busy loop
+                else:
+                    backoff.reset()
             elif answer.status == 404 and not known:
                 await backoff.wait()
             elif answer.status == 429:
