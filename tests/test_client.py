@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,14 @@ from operations.client import (
 from operations.pacco.demo import DemoServices
 from operations.settings import Settings
 from tests import support
-from tests.support import Publisher, RunningService, ServeProcess, eventually, new_id
+from tests.support import (
+    Publisher,
+    RunningService,
+    ServeProcess,
+    eventually,
+    new_id,
+    start_service,
+)
 
 Token = Callable[..., str]
 
@@ -313,6 +321,101 @@ async def test_changes_closed_early_closes_the_socket_and_a_client_shares_one(
     with pytest.raises(RuntimeError, match="closed"):  # not a wait for ever
         await anext(lingering)
     await eventually(lambda: sockets(service.url, 0), "the client's socket to be closed")
+
+
+class Gate:
+    """A TCP forwarder on loopback to the service that can cut every connection through it and
+    turn new ones away: the network failing between a client and the service, sockets
+    included."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.open = True
+        self.writers: set[asyncio.StreamWriter] = set()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[str]:
+        server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        try:
+            yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        finally:
+            self.cut()
+            server.close()
+            await server.wait_closed()
+
+    def cut(self) -> None:
+        """Closes every connection through the gate; new ones are refused until it opens."""
+        self.open = False
+        for writer in self.writers:
+            writer.close()
+        self.writers.clear()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.open:
+            writer.close()
+            return
+        upstream, up = await asyncio.open_connection("127.0.0.1", self.port)
+        self.writers |= {writer, up}
+        await asyncio.gather(_pipe(reader, up), _pipe(upstream, writer))
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(ConnectionError, OSError):
+        while chunk := await reader.read(65536):
+            writer.write(chunk)
+            await writer.drain()
+    writer.close()
+
+
+async def test_changes_after_a_cursor_too_old_to_recover_read_the_record_again(
+    settings: Settings,
+    redis_client: object,
+    amqp: aio_pika.abc.AbstractRobustConnection,
+    publisher: Publisher,
+    token: Token,
+) -> None:
+    """The network fails while the operation completes and hundreds of other changes trim the
+    change stream past the client's cursor. When the network is back, the socket reconnects
+    with that cursor, the sync says ``recovered: false``, and the client reads the record
+    again: the completion is not lost."""
+    user, other = str(uuid.uuid4()), str(uuid.uuid4())
+    async with (
+        start_service(replace(settings, stream_max_length=100)) as running,
+        httpx.AsyncClient(base_url=running.url) as http,
+    ):
+        gate = Gate(running.port)
+        async with gate.running() as url, OperationsClient(url, token=token(user)) as client:
+            operation = await pending(publisher, client, user)
+            changes = client.watch(operation).changes()
+            seen = [await asyncio.wait_for(anext(changes), 15)]
+            await publisher.publish(
+                "add_parcel_to_order", operation, user=user, name="add_parcel_to_order"
+            )
+            seen.append(await asyncio.wait_for(anext(changes), 15))  # live, with a cursor
+            gate.cut()
+            await publisher.publish("order_approved", operation, user=user, name="order_approved")
+            others = [new_id() for _ in range(400)]
+            for each in others:
+                await publisher.publish("create_order", each, user=other, name="create_order")
+
+            async def trimmed() -> bool:
+                last = await http.get(
+                    f"/operations/{others[-1]}", headers={"Authorization": f"Bearer {token(other)}"}
+                )
+                return last.status_code == 200
+
+            await eventually(trimmed, "the other changes to be applied")
+            gate.open = True
+            seen.append(await asyncio.wait_for(anext(changes), 30))
+            await changes.aclose()
+        metrics = (await http.get("/metrics")).text
+    assert [(record.version, record.state) for record in seen] == [
+        (1, "pending"),
+        (2, "pending"),
+        (3, "completed"),
+    ]
+    unrecovered = re.search(r'^operations_syncs_total\{recovered="false"\} (\S+)$', metrics, re.M)
+    assert unrecovered is not None and float(unrecovered[1]) >= 1, metrics
 
 
 # ------------------------------------------------------------------------------ cancel()
