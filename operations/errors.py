@@ -178,6 +178,19 @@ class OperationNotFound(OperationsError):
         self.operation_id = operation_id
 
 
+class OperationTimeout(OperationsError):
+    """An operation did not end within the time the Python client waited for it.
+
+    It may still end later: the operation goes on; only the waiting stopped."""
+
+    code = "operation_timeout"
+
+    def __init__(self, operation_id: str, seconds: float) -> None:
+        super().__init__(f"operation {operation_id!r} did not end within {seconds:g} s")
+        self.operation_id = operation_id
+        self.seconds = seconds
+
+
 class DeadLetterNotFound(OperationsError):
     """No kept dead letter has this id (deadletters/)."""
 

@@ -71,6 +71,18 @@ PLUMBING = {"operations.amqp", "operations.auth"}
 SAMPLE = {"operations.pacco"}
 SAMPLE_IMPORTERS = {"operations.service", "operations.cli"}
 
+# The Python client (docs/clients.md): it imports, of operations, only what a client needs, and
+# none of the server's libraries, so that a service using it carries none of the server.
+CLIENT = {"operations.client"}
+CLIENT_USES = {
+    "operations.backoff",
+    "operations.errors",
+    "operations.records",
+    "operations.states",
+    "operations.timestamps",
+}
+CLIENT_AVOIDS = {"starlette", "uvicorn", "redis", "aio_pika", "aiormq", "hub"}
+
 
 def module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
@@ -229,6 +241,7 @@ def test_a_cycle_is_found_and_shown_as_a_path() -> None:
 
 def test_every_module_the_contract_names_exists() -> None:
     named = HUB_USES | HUB_IMPORTERS | STORE | HTTP | PLUMBING | SAMPLE | SAMPLE_IMPORTERS
+    named |= CLIENT | CLIENT_USES
     assert sorted(named - set(modules())) == []
 
 
@@ -238,6 +251,7 @@ def test_the_layers_are_written_down_in_the_architecture_page() -> None:
     assert section is not None, "docs/architecture.md has no Layers section"
     named = set(re.findall(r"`([\w.]+)`", section[1]))
     rules = HUB_USES | HUB_IMPORTERS | STORE | PLUMBING | SAMPLE | {"hub"} | HUB_AVOIDS
+    rules |= CLIENT | CLIENT_USES
     assert sorted(rules - named) == []
     assert "tests/test_imports.py" in section[1]
 
@@ -306,3 +320,23 @@ def test_only_the_wiring_and_the_command_line_import_the_order_making_sample() -
         if in_layer(target, SAMPLE)
     }
     assert sorted(wrong) == []
+
+
+def test_the_client_reaches_only_what_a_client_needs_and_none_of_the_server() -> None:
+    graph = internal()
+    client = {name for name in graph if in_layer(name, CLIENT)}
+    assert len(client) > 3
+    reached, queue = set(client), deque(client)
+    while queue:
+        for target in graph[queue.popleft()] - reached:
+            reached.add(target)
+            queue.append(target)
+    assert sorted(name for name in reached if not in_layer(name, CLIENT | CLIENT_USES)) == []
+    outside = {
+        (name, target)
+        for name, targets in imports().items()
+        if name in reached
+        for target in targets
+        if target.split(".")[0] in CLIENT_AVOIDS
+    }
+    assert sorted(outside) == []
