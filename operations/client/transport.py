@@ -37,7 +37,7 @@ class ListedPage(msgspec.Struct):
     next: str | None = None
 
 
-class Started(msgspec.Struct, rename="camel"):
+class _StartAnswer(msgspec.Struct, rename="camel"):
     """The answer of ``POST /sagas/{name}``: ``202 {"operationId"}``, or the record (``200``)."""
 
     operation_id: str | None = None
@@ -46,7 +46,7 @@ class Started(msgspec.Struct, rename="camel"):
 
 _records = msgspec.json.Decoder(Operation)
 _pages = msgspec.json.Decoder(ListedPage)
-_starts = msgspec.json.Decoder(Started)
+_starts = msgspec.json.Decoder(_StartAnswer)
 
 
 class Transport:
