@@ -121,6 +121,15 @@ class Hub:
         await self._tasks.stop()
         await self._actions.stop()
 
+    def close_connections(self) -> None:
+        """Closes every connection as the service begins to stop, at the engine.io level: a
+        client sees its transport close, reconnects (to another process, or to this one once
+        it is back) and recovers from its cursor. A Socket.IO disconnect would tell it not to
+        reconnect, and an engine.io long-poll left open would hold the stop for its ping
+        interval."""
+        for eio_sid in list(self.server.eio.sockets):
+            self._run(self._close, eio_sid)
+
     # -- connection life cycle ------------------------------------------------------------
 
     async def _eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import socket
 import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
@@ -228,7 +229,21 @@ def _serve(settings: Settings) -> int:
         lifespan="on",
         access_log=False,
     )
-    server = uvicorn.Server(config)
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, which tells the service it begins to stop before it waits for the
+        requests in flight. uvicorn runs the lifespan shutdown only once every request has
+        ended, so a long-poll would hold a SIGTERM for its whole wait (up to 60 s). Its
+        ``shutdown`` runs in the event loop once a signal (or ``on_fatal``) has asked the
+        server to exit; the waits woken here answer only after it has closed the listening
+        sockets and told every connection not to keep alive, which it does before it first
+        awaits."""
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            service.begin_stop()
+            await super().shutdown(sockets)
+
+    server = Server(config)
 
     def stop() -> None:
         server.should_exit = True

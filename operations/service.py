@@ -221,8 +221,17 @@ class Service:
             return True
         raise error
 
+    def begin_stop(self) -> None:
+        """What must happen as soon as the service begins to stop, before the server waits for
+        the requests in flight to end: every long-poll and ``Prefer: wait`` start answers now as
+        one whose wait ran out, later ones do not wait, and the Socket.IO clients are
+        disconnected so that they reconnect elsewhere with their cursor."""
+        self.waits.stop()
+        self.hub.close_connections()
+
     async def stop(self) -> None:
         """Stops the parts in reverse order; no part may hold up the rest for long."""
+        self.waits.stop()
         await self.parts.stop()
 
     @contextlib.asynccontextmanager

@@ -6,6 +6,10 @@ record's snapshot (:class:`~operations.feed.Watch`), so however many waiters one
 none of them reads Redis for it. The reads a wait still makes, the first one and a re-read every
 :data:`REREAD_SECONDS` or so as a safety net, share at most ``OPERATIONS_WAIT_READS``
 connections. A user may have ``OPERATIONS_MAX_WAITS_PER_USER`` waits at once in one process.
+
+When the service begins to stop (:meth:`Waits.stop`), every wait ends at once and answers as a
+wait that ran out does, and a wait that begins after that does not wait: a long-poll must not
+hold a restart for its whole wait.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import contextlib
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 from operations.feed import ChangeFeed
 from operations.metrics import Registry
@@ -47,6 +51,16 @@ class Waits:
         self._reads = asyncio.Semaphore(reads)
         self._by_user: Counter[str] = Counter()
         self._by_route: Counter[str] = Counter()
+        self._stopping = False
+        self._waiting: set[asyncio.Timeout] = set()
+
+    def stop(self) -> None:
+        """Ends every wait now, each with the record as it last saw it, and makes later waits
+        answer at once. Called in the event loop when the service begins to stop."""
+        self._stopping = True
+        now = asyncio.get_running_loop().time()
+        for waiting in self._waiting:
+            waiting.reschedule(now)
 
     @contextlib.contextmanager
     def admitted(self, who: str, route: str) -> Iterator[bool]:
@@ -92,25 +106,47 @@ class Waits:
             current = await self.read(operation_id)
             if check is not None:
                 current = await check(current)
-            while until_created if current is None else not _done(current, settled):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                snapshot = await watch.changed(min(remaining, self._reread()))
-                if snapshot is not None:
-                    fresh: Operation | None = Operation.from_snapshot(snapshot)
-                elif time.monotonic() < deadline:
-                    fresh = await self.read(operation_id)
-                else:
-                    break
-                if fresh is None and until_created:
-                    continue
-                if fresh is not None and current is not None and fresh.version <= current.version:
-                    continue
-                current = fresh if check is None else await check(fresh)
+            if self._stopping:
+                return current
+            async with self._ended_by_stop():
+                while until_created if current is None else not _done(current, settled):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    snapshot = await watch.changed(min(remaining, self._reread()))
+                    if snapshot is not None:
+                        fresh: Operation | None = Operation.from_snapshot(snapshot)
+                    elif time.monotonic() < deadline:
+                        fresh = await self.read(operation_id)
+                    else:
+                        break
+                    if fresh is None and until_created:
+                        continue
+                    if (
+                        fresh is not None
+                        and current is not None
+                        and fresh.version <= current.version
+                    ):
+                        continue
+                    current = fresh if check is None else await check(fresh)
         finally:
             self.feed.unwatch(watch)
         return current
+
+    @contextlib.asynccontextmanager
+    async def _ended_by_stop(self) -> AsyncIterator[None]:
+        """The block, ended early and quietly by :meth:`stop`, whatever it awaits then. A
+        timeout with no deadline of its own, that :meth:`stop` moves to now."""
+        try:
+            async with asyncio.timeout(None) as stopped:
+                self._waiting.add(stopped)
+                try:
+                    yield
+                finally:
+                    self._waiting.discard(stopped)
+        except TimeoutError:
+            if not stopped.expired():
+                raise
 
     def _reread(self) -> float:
         return self.reread_seconds * random.uniform(0.75, 1.25)
