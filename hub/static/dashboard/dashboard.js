@@ -97,6 +97,7 @@
       sync.operations.forEach((record) => upsert(record, false));
       if (sync.cursor) cursor = sync.cursor;
       render();
+      if (!sync.recovered) reload(); // the cursor was too old: only a fresh read is the full answer
     });
     ["operation_pending", "operation_completed", "operation_rejected"].forEach((name) => {
       socket.on(name, (record) => {
@@ -111,6 +112,18 @@
         }
       });
     });
+  }
+
+  // What the page shows, read again: the operations, the sagas and the open timeline.
+  function reload() {
+    const asked = token;
+    api("/operations?limit=200").then((page) => {
+      if (token !== asked) return;
+      page.items.slice().reverse().forEach((record) => upsert(record, false));
+      render();
+      if (selected) openTimeline(selected);
+    }).catch(() => {});
+    refreshSagas();
   }
 
   function upsert(record, live) {
