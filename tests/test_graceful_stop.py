@@ -24,7 +24,7 @@ from operations.settings import Settings
 from tests import support
 from tests.api import bearer, recorded
 from tests.scrape import Scrape
-from tests.support import Publisher, ServeProcess, eventually, new_id
+from tests.support import Publisher, RunningService, ServeProcess, eventually, new_id
 
 Token = Callable[..., str]
 
@@ -162,3 +162,28 @@ async def test_result_rides_out_a_graceful_restart(
         "completed",
         2,
     )
+
+
+async def test_a_wait_that_arrives_while_the_service_stops_does_not_wait(
+    service: RunningService, publisher: Publisher, token: Token
+) -> None:
+    """Once the service has begun to stop, a long-poll answers 304 at once and a start that
+    prefers to wait answers 202 at once, as waits that ran out."""
+    user = str(uuid.uuid4())
+    operation = new_id()
+    async with httpx.AsyncClient(base_url=service.url, timeout=60) as http:
+        await publisher.publish("create_order", operation, user=user, name="create_order")
+        etag = (await recorded(http, operation, bearer(token(user)))).headers["ETag"]
+        service.service.begin_stop()
+        began = time.monotonic()
+        poll = await http.get(
+            f"/operations/{operation}?wait=30",
+            headers=bearer(token(user), **{"If-None-Match": etag}),
+        )
+        start = await http.post(
+            "/sagas/order_making", json=order(), headers=bearer(token(user), Prefer="wait=30")
+        )
+        took = time.monotonic() - began
+    assert (poll.status_code, poll.headers.get("ETag")) == (304, etag)
+    assert (start.status_code, start.headers.get("Preference-Applied")) == (202, "wait=30")
+    assert took < 10, f"the two requests took {took:.1f}s"

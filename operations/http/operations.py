@@ -135,8 +135,9 @@ class OperationsApi:
         wait: float,
     ) -> Response:
         """Long-poll: answer once the record's ETag differs from ``known``, it is finished, or
-        ``wait`` seconds have passed. The token is checked again at every change. Past the
-        user's cap of waits, 429 at once, before the operation is looked up."""
+        ``wait`` seconds have passed, or the service begins to stop. The token is
+        checked again at every change. Past the user's cap of waits, 429 at once, before the
+        operation is looked up."""
         if principal is not None:
             who = principal.user_id
         else:  # anonymous reads: each client address is one user

@@ -7,7 +7,8 @@ caller as ``message_context.user`` and ``Saga: Pending``, and the answer waits f
 confirm. The saga and the operation both start from that message, as from any other.
 
 ``Prefer: wait=N`` (RFC 7240, N up to 60 seconds) answers ``200`` with the operation's record if
-it is final within N seconds, and ``202`` otherwise; both carry ``Preference-Applied``.
+it is final within N seconds, and ``202`` otherwise (at once when the service begins to stop);
+both carry ``Preference-Applied``.
 
 An ``Idempotency-Key`` header makes a retried start safe (:mod:`operations.sagas.idempotency`):
 a repeat with the same key and body is answered as the first was, with the same operation id,
