@@ -57,6 +57,8 @@ class Waits:
     def stop(self) -> None:
         """Ends every wait now, each with the record as it last saw it, and makes later waits
         answer at once. Called in the event loop when the service begins to stop."""
+        if self._stopping:  # every wait has been ended, and none has begun since
+            return
         self._stopping = True
         now = asyncio.get_running_loop().time()
         for waiting in self._waiting:
