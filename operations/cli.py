@@ -237,7 +237,8 @@ def _serve(settings: Settings) -> int:
         ``shutdown`` runs in the event loop once a signal (or ``on_fatal``) has asked the
         server to exit; the waits woken here answer only after it has closed the listening
         sockets and told every connection not to keep alive, which it does before it first
-        awaits."""
+        awaits. A signal handler of our own would be replaced by uvicorn's, and would run
+        between any two bytecodes rather than in the loop."""
 
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             service.begin_stop()
