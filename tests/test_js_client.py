@@ -27,10 +27,33 @@ Token = Callable[..., str]
 
 PACKAGE = Path(__file__).resolve().parent.parent / "clients" / "js"
 
-pytestmark = pytest.mark.skipif(
+needs_node = pytest.mark.skipif(
     shutil.which("node") is None or shutil.which("npm") is None,
     reason="node and npm are missing (scripts/setup.sh installs them: Debian's nodejs and npm)",
 )
+
+
+async def test_the_service_serves_the_module_its_types_and_what_it_imports(
+    http: httpx.AsyncClient,
+) -> None:
+    """Each with its content type, and the same bytes as the package's files (one copy)."""
+    source = PACKAGE.parent.parent / "hub" / "static" / "client"
+    types = {
+        "operations.js": "text/javascript",
+        "client.js": "text/javascript",
+        "socket.io.esm.min.js": "text/javascript",
+        "operations.d.ts": "application/typescript",
+        "socket.io-client.LICENSE": "text/plain",
+    }
+    for name, media_type in types.items():
+        answer = await http.get(f"/client/{name}")
+        assert answer.status_code == 200, name
+        assert answer.headers["content-type"].split(";")[0] == media_type, name
+        assert answer.content == (source / name).read_bytes()
+    module = (await http.get("/client/operations.js")).text
+    assert 'from "./socket.io.esm.min.js"' in module and 'from "./client.js"' in module
+    assert (await http.get("/client/node_modules")).status_code == 404
+    assert (await http.get("/client/..%2Fpage.py")).status_code == 404
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +162,7 @@ console.log(JSON.stringify(out));
 """
 
 
+@needs_node
 async def test_start_with_an_idempotency_key_and_watch_a_saga_to_its_end(
     installed: Path, service: RunningService, settings: Settings, token: Token
 ) -> None:
@@ -189,6 +213,7 @@ console.log(JSON.stringify({ id: handle.id, cancelled, final, again }));
 """
 
 
+@needs_node
 async def test_cancel_ends_a_running_saga_rejected_cancelled(
     installed: Path, service: RunningService, token: Token
 ) -> None:
@@ -228,6 +253,7 @@ console.log(JSON.stringify(out));
 """
 
 
+@needs_node
 async def test_list_pages_and_get_reads_one(
     installed: Path, service: RunningService, publisher: Publisher, token: Token
 ) -> None:
@@ -267,6 +293,7 @@ console.log(JSON.stringify({ first: first.version, afterHttp, afterSocket, chang
 """
 
 
+@needs_node
 async def test_get_token_is_asked_again_after_a_refusal(
     installed: Path, service: RunningService, publisher: Publisher, token: Token
 ) -> None:
