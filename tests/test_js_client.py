@@ -289,7 +289,14 @@ changes.push((await iterator.next()).value);
 const afterSocket = asked;
 handle.close();
 client.close();
-console.log(JSON.stringify({ first: first.version, afterHttp, afterSocket, changes }));
+// A client whose first use is the socket: refused "unauthorized", it asks again and connects.
+asked = 0;
+const second = connect({ url: process.env.URL, getToken });
+const record = (await second.watch(process.env.OPERATION)[Symbol.asyncIterator]().next()).value;
+const bySocket = { version: record.version, asked, status: second.status };
+second.close();
+const out = { first: first.version, afterHttp, afterSocket, changes, bySocket };
+console.log(JSON.stringify(out));
 """
 
 
@@ -299,7 +306,8 @@ async def test_get_token_is_asked_again_after_a_refusal(
 ) -> None:
     """The first token is signed with another key, as a stale token is refused: the request is
     refused 401, the client asks getToken again and retries with the new one. The socket then
-    connects with the token kept."""
+    connects with the token kept. A second client meets the stale token on its socket first:
+    refused ``unauthorized``, it asks again and connects."""
     user = str(uuid.uuid4())
     operation = new_id()
     await publisher.publish("create_order", operation, user=user, name="create_order")
@@ -310,3 +318,4 @@ async def test_get_token_is_asked_again_after_a_refusal(
     [out] = await node(installed, GET_TOKEN, URL=service.url, TOKENS=tokens, OPERATION=operation)
     assert (out["first"], out["afterHttp"], out["afterSocket"]) == (1, 2, 2)
     assert [change["version"] for change in out["changes"]] == [1]
+    assert out["bySocket"] == {"version": 1, "asked": 2, "status": "open"}
