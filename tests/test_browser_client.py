@@ -233,14 +233,19 @@ async def test_a_cursor_older_than_the_stream_reads_the_watched_operations_again
 ) -> None:
     """The network fails while the operation completes and hundreds of other changes trim the
     change stream past the page's cursor; when it is back, the sync says ``recovered: false``
-    and the client reads what it watches again: the completion is not lost."""
-    user, other, operation = str(uuid.uuid4()), str(uuid.uuid4()), new_id()
+    and the client reads what it watches and what it listed again: neither completion is lost,
+    the listed operation's coming as a change."""
+    user, other, operation, listed = str(uuid.uuid4()), str(uuid.uuid4()), new_id(), new_id()
     async with start_service(replace(settings, stream_max_length=100)) as running:
         gate = Gate(running.port)
         async with gate.running() as url:
             page = await open_page(browser, url, lambda: token(user))
+            await publisher.publish("create_order", listed, user=user, name="create_order")
             await publisher.publish("create_order", operation, user=user, name="create_order")
             await recorded(running.url, token(user), operation, 1)
+            await recorded(running.url, token(user), listed, 1)
+            page_listed = await page.value("client.list().then((page) => page.items.length)")
+            assert page_listed == 2
             await page.value(f"window.handle = follow({json.dumps(operation)})")
             await page.watched(1)
             await publisher.publish(
@@ -249,6 +254,7 @@ async def test_a_cursor_older_than_the_stream_reads_the_watched_operations_again
             await page.watched(2)
             gate.cut()
             await publisher.publish("order_approved", operation, user=user, name="order_approved")
+            await publisher.publish("order_approved", listed, user=user, name="order_approved")
             others = [new_id() for _ in range(400)]
             for each in others:
                 await publisher.publish("create_order", each, user=other, name="create_order")
@@ -256,7 +262,19 @@ async def test_a_cursor_older_than_the_stream_reads_the_watched_operations_again
             gate.open = True
             final = await page.value("window.handle.result()")
             seen = await page.watched(3)
+            await page.page.wait_for_function(
+                "(id) => changes.some((r) => r.version === 2 && r.id.replaceAll('-', '') === id)",
+                arg=uuid.UUID(listed).hex,
+                timeout=30_000,
+            )
+            changes = await page.value("window.changes")
         unrecovered = await syncs(running.url, "false")
+    of_listed = [
+        (record["version"], record["state"])
+        for record in changes
+        if uuid.UUID(record["id"]) == uuid.UUID(listed)
+    ]  # its first version pushed, or not yet when the page's socket opened
+    assert of_listed in ([(1, "pending"), (2, "completed")], [(2, "completed")])
     assert versions(seen) == [(1, "pending"), (2, "pending"), (3, "completed")]
     assert final == seen[-1]
     assert unrecovered >= 1

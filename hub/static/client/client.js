@@ -7,6 +7,7 @@ const PUSHES = ["operation_pending", "operation_completed", "operation_rejected"
 const RENEW_AHEAD_MS = 30_000; // a token is renewed this long before its exp (half its life if shorter)
 const NOT_FOUND_WAIT_MS = 30_000; // how long watch() waits for an operation not recorded yet
 const REMEMBERED_IDS = 1000; // the operations whose changes seen are kept for a new watch()
+const REMEMBERED_LISTS = 50; // the list() queries read again after a gap (the live page reads 25)
 
 /** A refusal from the service: its HTTP status and its `{code, reason}`. */
 export class OperationsError extends Error {
@@ -130,6 +131,8 @@ class Client {
     this._listeners = { change: new Set(), status: new Set() };
     this._handles = new Map(); // key -> Set of Handle
     this._seen = new Map(); // key -> the records seen of it, rising versions
+    this._lists = new Map(); // the list() queries made, to read again after a gap
+    this._listed = new Map(); // key -> the version list() gave (no change for a re-read of it)
     this._cursor = null;
     this._opened = null;
     this._closed = false;
@@ -251,14 +254,33 @@ class Client {
     return (await this._request("GET", `/operations/${encodeURIComponent(id)}`)).body;
   }
 
-  async list({ state, name, limit, cursor } = {}) {
+  async list(options = {}) {
+    const text = this._query(options);
+    const page = (await this._request("GET", `/operations${text ? "?" + text : ""}`)).body;
+    this._lists.delete(text); // re-inserted last: the oldest queries are forgotten first
+    this._lists.set(text, true);
+    if (this._lists.size > REMEMBERED_LISTS) this._lists.delete(this._lists.keys().next().value);
+    this._noteListed(page);
+    return page;
+  }
+
+  _noteListed(page) {
+    for (const record of (page && page.items) || []) {
+      const key = idKey(record.id);
+      const version = Math.max(this._listed.get(key) || 0, record.version);
+      this._listed.delete(key); // re-inserted last: the oldest ids are forgotten first
+      this._listed.set(key, version);
+      if (this._listed.size > REMEMBERED_IDS * 5) this._listed.delete(this._listed.keys().next().value);
+    }
+  }
+
+  _query({ state, name, limit, cursor } = {}) {
     const query = new URLSearchParams();
     if (state) query.set("state", state);
     if (name) query.set("name", name);
     if (limit) query.set("limit", String(limit));
     if (cursor) query.set("cursor", cursor);
-    const text = query.toString();
-    return (await this._request("GET", `/operations${text ? "?" + text : ""}`)).body;
+    return query.toString();
   }
 
   async cancel(id, reason) {
@@ -323,10 +345,23 @@ class Client {
     }
   }
 
-  _refetchWatched() {
+  // After a gap the sync cannot fill: every watched operation and every list read again; a
+  // record newer than the one seen (or listed) is a change.
+  _refetch() {
     for (const handles of this._handles.values()) {
       const handle = handles.values().next().value;
       if (handle) this._read(handle);
+    }
+    for (const text of this._lists.keys()) {
+      this._request("GET", `/operations${text ? "?" + text : ""}`).then(
+        ({ body }) => {
+          for (const record of (body && body.items) || []) {
+            if (record.version > (this._listed.get(idKey(record.id)) || 0)) this._apply(record);
+          }
+          this._noteListed(body);
+        },
+        () => {}, // the next gap reads it again
+      );
     }
   }
 
@@ -370,10 +405,12 @@ class Client {
       },
     });
     this._socket = socket;
+    let reconnect = false;
     socket.on("connect", () => {
       this._setStatus("open");
-      // Without a cursor there is no operations_sync: what is watched is read again.
-      if (!this._cursor) this._refetchWatched();
+      // Without a cursor there is no operations_sync: what is watched or listed is read again.
+      if (reconnect && !this._cursor) this._refetch();
+      reconnect = true;
       open();
     });
     socket.on("connect_error", (error) => {
@@ -402,7 +439,7 @@ class Client {
     socket.on("operations_sync", (sync) => {
       (sync.operations || []).forEach((record) => this._apply(record));
       this._keepCursor(sync.cursor);
-      if (!sync.recovered) this._refetchWatched(); // the cursor was too old: read again
+      if (!sync.recovered) this._refetch(); // the cursor was too old: read again
     });
     for (const name of PUSHES) {
       socket.on(name, (record) => {
