@@ -295,7 +295,12 @@ const second = connect({ url: process.env.URL, getToken });
 const record = (await second.watch(process.env.OPERATION)[Symbol.asyncIterator]().next()).value;
 const bySocket = { version: record.version, asked, status: second.status };
 second.close();
-const out = { first: first.version, afterHttp, afterSocket, changes, bySocket };
+// Without getToken, a refused token fails what waits on the socket, typed.
+const third = connect({ url: process.env.URL, token: tokens[0] });
+const refused = await third.watch(process.env.OPERATION).result().catch((e) => [e.status, e.code]);
+const closed = third.status;
+third.close();
+const out = { first: first.version, afterHttp, afterSocket, changes, bySocket, refused, closed };
 console.log(JSON.stringify(out));
 """
 
@@ -307,7 +312,8 @@ async def test_get_token_is_asked_again_after_a_refusal(
     """The first token is signed with another key, as a stale token is refused: the request is
     refused 401, the client asks getToken again and retries with the new one. The socket then
     connects with the token kept. A second client meets the stale token on its socket first:
-    refused ``unauthorized``, it asks again and connects."""
+    refused ``unauthorized``, it asks again and connects. A third, with that token and no
+    getToken, fails its watch with a typed 401."""
     user = str(uuid.uuid4())
     operation = new_id()
     await publisher.publish("create_order", operation, user=user, name="create_order")
@@ -319,3 +325,4 @@ async def test_get_token_is_asked_again_after_a_refusal(
     assert (out["first"], out["afterHttp"], out["afterSocket"]) == (1, 2, 2)
     assert [change["version"] for change in out["changes"]] == [1]
     assert out["bySocket"] == {"version": 1, "asked": 2, "status": "open"}
+    assert (out["refused"], out["closed"]) == ([401, "unauthorized"], "closed")

@@ -7,6 +7,7 @@ const PUSHES = ["operation_pending", "operation_completed", "operation_rejected"
 const RENEW_AHEAD_MS = 30_000; // a token is renewed this long before its exp (half its life if shorter)
 const NOT_FOUND_WAIT_MS = 30_000; // how long watch() waits for an operation not recorded yet
 const REMEMBERED_IDS = 1000; // the operations whose changes seen are kept for a new watch()
+const START_WAITS_FOR_SOCKET_MS = 10_000; // start() is sent once the socket is open, or after this
 const REMEMBERED_LISTS = 50; // the list() queries read again after a gap (the live page reads 25)
 
 /** A refusal from the service: its HTTP status and its `{code, reason}`. */
@@ -290,7 +291,7 @@ class Client {
 
   async start(sagaName, body, { idempotencyKey, wait } = {}) {
     this._ensureSocket();
-    await this._opened; // pushes from here on reach the handle
+    await Promise.race([this._opened, sleep(START_WAITS_FOR_SOCKET_MS)]); // then pushes reach it
     const headers = {};
     if (idempotencyKey !== undefined && idempotencyKey !== null) headers["Idempotency-Key"] = idempotencyKey;
     if (wait) headers.Prefer = `wait=${Math.ceil(wait)}`;
@@ -418,9 +419,16 @@ class Client {
       this._setStatus("reconnecting");
       const code = error && error.data && error.data.code;
       if (socket.active) return; // a transport error: Socket.IO tries again by itself
+      if (code === "unauthorized" && !this._getToken) {
+        // No other token to try: what waits on the socket fails, as a request would.
+        const refused = new OperationsError(401, "unauthorized", "the token was refused");
+        for (const handles of [...this._handles.values()]) [...handles].forEach((handle) => handle._fail(refused));
+        this._setStatus("closed");
+        return;
+      }
       // Refused by the service: not retried by Socket.IO, so here, with a new token if refused.
-      const retry = code === "unauthorized" && this._getToken ? this._renew().catch(() => sleep(5_000)) : sleep(code === "unauthorized" ? 5_000 : 2_000);
-      if (code === "unauthorized") this._token = this._getToken ? null : this._token;
+      if (code === "unauthorized") this._token = null;
+      const retry = code === "unauthorized" ? this._renew().catch(() => sleep(5_000)) : sleep(2_000);
       retry.then(() => sleep(250)).then(() => {
         if (!this._closed && !socket.connected) socket.connect();
       });
