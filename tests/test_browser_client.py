@@ -18,7 +18,7 @@ from typing import Any
 import aio_pika
 import httpx
 import pytest
-from playwright.async_api import Browser, Page
+from playwright.async_api import Browser, Page, expect
 
 from operations.pacco.demo import DemoServices
 from operations.settings import Settings
@@ -315,3 +315,62 @@ def assert_clean(watch: PageWatch) -> None:
 
 async def _at_least(given: list[str], count: int) -> bool:
     return len(given) >= count
+
+
+# ------------------------------------------------------------- the service's pages on the client
+
+
+@pytest.mark.parametrize(
+    ("path", "ready", "admin"),
+    [("/live/", "connected", False), ("/dashboard/", "live", True)],
+    ids=["live", "dashboard"],
+)
+async def test_both_pages_take_the_recovered_false_path(
+    path: str,
+    ready: str,
+    admin: bool,
+    settings: Settings,
+    redis_client: object,
+    amqp: aio_pika.abc.AbstractRobustConnection,
+    publisher: Publisher,
+    browser: Browser,
+    token: Token,
+) -> None:
+    """The live page and the dashboard, built on the client: the network fails while an
+    operation completes and 150 other changes trim the change stream past the page's cursor.
+    When it is back, the sync says ``recovered: false``, and the page's row still ends
+    completed: the client read the list again."""
+    user, other, operation = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+    jwt = token("ops", "admin") if admin else token(user)
+    others = [str(uuid.uuid4()) for _ in range(150)]
+    async with start_service(replace(settings, stream_max_length=100)) as running:
+        for each in others:
+            await publisher.publish("create_order", each, user=other, name="create_order")
+        await publisher.publish("create_order", operation, user=user, name="create_order")
+        await recorded(running.url, token(other), others[-1], 1)
+        await recorded(running.url, token(user), operation, 1)
+        gate = Gate(running.port)
+        async with gate.running() as url:
+            page = await browser.new_page(viewport={"width": 1400, "height": 900})
+            await page.goto(f"{url}{path}#token={jwt}")
+            await expect(page.locator("#status")).to_have_text(ready, timeout=15_000)
+            row = page.locator(f'#operations tr[data-id="{operation}"]')
+            await expect(row).to_have_attribute("data-state", "pending", timeout=15_000)
+            await publisher.publish(
+                "add_parcel_to_order", operation, user=user, name="add_parcel_to_order"
+            )
+            await page.wait_for_function(  # pushed, so the client holds a cursor
+                "(id) => [...document.querySelectorAll('#operations tr')].some((tr) =>"
+                " tr.dataset.id === id && tr.textContent.includes('add_parcel_to_order'))",
+                arg=operation,
+                timeout=15_000,
+            )
+            gate.cut()
+            await publisher.publish("order_approved", operation, user=user, name="order_approved")
+            for each in others:
+                await publisher.publish("order_approved", each, user=other, name="order_approved")
+            await recorded(running.url, token(other), others[-1], 2)
+            await recorded(running.url, token(user), operation, 3)
+            gate.open = True
+            await expect(row).to_have_attribute("data-state", "completed", timeout=30_000)
+        assert await syncs(running.url, "false") >= 1

@@ -251,6 +251,11 @@ class Client {
     }
   }
 
+  /** Any other route of the service, with the token: its JSON answer (null when empty). */
+  async request(method, path, body) {
+    return (await this._request(method, path, { body })).body;
+  }
+
   async get(id) {
     return (await this._request("GET", `/operations/${encodeURIComponent(id)}`)).body;
   }

@@ -67,6 +67,9 @@ export interface OperationsClient {
   cancel(id: string, reason?: string): Promise<{ operationId: string; cancelled: boolean }>;
   get(id: string): Promise<OperationRecord>;
   list(query?: ListQuery): Promise<Page>;
+  /** Another route of the service (such as /sagas or /operations/{id}/history), with the token
+   * and the same renewal and typed errors: its JSON answer, or null when it has none. */
+  request(method: string, path: string, body?: unknown): Promise<any>;
   on(event: "change", fn: (record: OperationRecord) => void): () => void;
   on(event: "status", fn: (status: Status) => void): () => void;
   close(): void;
