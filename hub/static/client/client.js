@@ -175,7 +175,8 @@ class Client {
     const exp = claims(this._token).exp;
     if (typeof exp !== "number") return;
     const left = exp * 1000 - Date.now();
-    const delay = Math.max(0, left - Math.min(RENEW_AHEAD_MS, left / 2));
+    // at least a second apart, should getToken() keep giving a token about to expire
+    const delay = Math.max(1_000, left - Math.min(RENEW_AHEAD_MS, left / 2));
     this._renewTimer = setTimeout(() => {
       this._renewTimer = null;
       this._renew()
@@ -231,8 +232,11 @@ class Client {
         body: body === undefined ? undefined : JSON.stringify(body),
       });
       if (response.status === 401 && this._getToken && attempt === 0) {
-        if (this._token === token) this._token = null;
-        await this._renew();
+        // Requests refused together share one new token.
+        if (this._token === token) {
+          this._token = null;
+          await this._renew();
+        }
         continue;
       }
       const text = await response.text();
