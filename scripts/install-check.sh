@@ -53,6 +53,18 @@ if failures:
 print(f"install-check: imported {count} modules of operations and hub")
 PY
 
+"$venv_python" - <<'PY' || fail "the browser client's files in the installed package"
+from pathlib import Path
+
+from hub.page import CLIENT_FILES, STATIC
+
+for name in CLIENT_FILES:  # what GET /client/{name} serves
+    path = Path(STATIC, "client", name)
+    if not path.is_file() or path.stat().st_size == 0:
+        raise SystemExit(f"{path} is missing: GET /client/{name} would answer 404")
+print(f"install-check: GET /client/ has {', '.join(CLIENT_FILES)}")
+PY
+
 commands=$("$venv_python" -c "from operations.cli import commands; print(' '.join(commands()))") ||
   fail "listing the CLI's commands"
 [ -n "$commands" ] || fail "the CLI lists no commands"

@@ -30,6 +30,10 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 scripts/services.sh install
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  # The JavaScript client's package (clients/js) is packed and tested in Node.
+  apt_install nodejs npm
+fi
 if [ "${1:-}" = "--browser" ] && ! command -v chromium >/dev/null 2>&1; then
   # The browser tests drive Debian's Chromium headless; Playwright brings no browser of its own.
   apt_install chromium

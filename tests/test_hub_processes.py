@@ -101,10 +101,11 @@ async def test_fan_out_across_processes_over_websocket_without_sticky_sessions(
 async def test_the_browser_page_and_its_client_are_served(service: RunningService) -> None:
     async with httpx.AsyncClient(base_url=service.url, follow_redirects=True) as http:
         page = await http.get("/")
-        assert page.status_code == 200 and "socket.io-4.8.4.min.js" in page.text
-        script = await http.get("/live/vendor/socket.io-4.8.4.min.js")
+        assert page.status_code == 200 and '<script type="module" src="live.js">' in page.text
+        module = await http.get("/live/live.js")
+        assert module.status_code == 200 and 'from "/client/operations.js"' in module.text
+        script = await http.get("/client/socket.io.esm.min.js")
         assert script.status_code == 200 and len(script.content) > 10_000
-        assert (await http.get("/live/live.js")).status_code == 200
 
 
 async def stored(service: Service, ops: list[str], version: int) -> None:

@@ -51,6 +51,7 @@ Token = Callable[..., str]
 BROWSER_PAGES = {
     ("/", "get"): "redirects to the live page",
     ("/dashboard", "get"): "redirects to the dashboard's static page",
+    ("/client/{name}", "get"): "the browser client module, its types and what it imports",
 }
 
 

@@ -1,28 +1,23 @@
 // The dashboard's "Failed messages" view: the dead letters the service keeps, counted by queue
 // and reason (polled every two seconds, so the counts follow new failures live), listed newest
 // first, one at a time with its headers and body pretty-printed, and redriven or discarded, one
-// or a whole group, after a confirmation. The admin token comes from dashboard.js, which
-// announces it with a "dashboard:token" event; it is kept in memory and sent only in headers.
+// or a whole group, after a confirmation. Requests go through the dashboard's client
+// (/client/operations.js), which dashboard.js announces with a "dashboard:client" event once
+// signed in; the client keeps the token in memory and sends it only in headers.
 (function () {
   "use strict";
   const $ = (id) => document.getElementById(id);
   const POLL_MS = 2000;
-  let token = null;
+  let client = null; // the dashboard's, once signed in
   let group = null; // {queue, reason} the list is narrowed to, or null for every dead letter
   let selected = null; // the id of the dead letter shown whole
   let pending = null; // the action waiting for its confirmation
 
+  // Through the dashboard's client (/client/operations.js), which holds the token.
   function call(method, path, body) {
-    const headers = { Authorization: "Bearer " + token };
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    return fetch(path, { method: method, headers: headers, body: body === undefined ? undefined : JSON.stringify(body) })
-      .then((response) => {
-        if (response.status === 204) return null;
-        return response.json().catch(() => ({})).then((document) => {
-          if (!response.ok) throw new Error(document.reason || response.statusText);
-          return document;
-        });
-      });
+    return client.request(method, path, body).catch((error) => {
+      throw new Error(error.reason || error.message);
+    });
   }
 
   function text(tag, value, className) {
@@ -61,7 +56,7 @@
   }
 
   function refresh() {
-    if (!token) return Promise.resolve();
+    if (!client) return Promise.resolve();
     return call("GET", "/dead-letters/groups").then((found) => {
       renderGroups(found.items);
       if ($("failed").hidden) return null;
@@ -184,9 +179,9 @@
     confirmAction("Discard dead letter " + id + "? It cannot be brought back.",
       () => call("DELETE", "/dead-letters/" + encodeURIComponent(id)).then(() => "Discarded " + id));
   });
-  document.addEventListener("dashboard:token", (event) => {
-    token = event.detail;
-    if (token) refresh();
+  document.addEventListener("dashboard:client", (event) => {
+    client = event.detail;
+    if (client) refresh();
   });
   setInterval(refresh, POLL_MS);
 })();
