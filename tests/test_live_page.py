@@ -14,6 +14,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Locator, Page, Request, Route, expect
 
+from operations.auth.tokens import mint
 from operations.pacco.demo import DemoServices, FailurePlan
 from operations.pacco.ordermaking import OrderMakingSaga
 from operations.records import Operation
@@ -238,3 +239,15 @@ async def test_cancel_from_the_live_page_asks_first_and_shows_the_outcome_live(
     await expect(row(page, op).locator("button")).to_have_count(0)
     await expect(row(page, op)).to_have_attribute("data-saga", "rejected", timeout=WAIT_MS)
     watch.assert_clean()
+
+
+async def test_a_refused_token_is_named_on_the_page(
+    service: RunningService, browser: Browser
+) -> None:
+    """The client passes on why the service refused its socket, and the page says it in words."""
+    forged = mint("another secret, long enough to sign with", uid(), (), 600)
+    page = await open_live(browser, service, forged)
+    try:
+        await expect(page.locator("#status")).to_have_text("token refused", timeout=WAIT_MS)
+    finally:
+        await page.close()

@@ -213,6 +213,12 @@ async function load() {
   }
 }
 
+// Why the service refused the socket, in words that say what to do.
+const REFUSED = {
+  unauthorized: "token refused",
+  too_many_sockets: "too many connections for this user: close another tab",
+};
+
 // What the client's status means to a reader.
 const STATUS = {
   connecting: "connecting…",
@@ -238,9 +244,9 @@ function connect(value) {
     .then((types) => { if (mine === session && types && types.items.length === 0) sagasRun = false; })
     .catch(() => {});
   let listed = false;
-  client.on("status", (now) => {
+  client.on("status", (now, code) => {
     if (mine !== session) return;
-    status.textContent = STATUS[now] || now;
+    status.textContent = REFUSED[code] || STATUS[now] || now;
     // The list is read once the service has taken the socket in, so a change either is in the
     // list or arrives live. After a gap the sync cannot fill, the client reads it again itself.
     if (now === "open" && !listed) {

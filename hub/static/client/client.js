@@ -129,6 +129,7 @@ class Client {
     this._renewTimer = null;
     this._socket = null;
     this._status = "closed";
+    this._statusCode = null;
     this._listeners = { change: new Set(), status: new Set() };
     this._handles = new Map(); // key -> Set of Handle
     this._seen = new Map(); // key -> the records seen of it, rising versions
@@ -390,10 +391,13 @@ class Client {
 
   // ------------------------------------------------------------------------ Socket.IO
 
-  _setStatus(status) {
-    if (this._status === status) return;
+  // The status, and why when the service refused the socket (its connect error's code, e.g.
+  // "unauthorized" or "too_many_sockets"), so a page can say what to do about it.
+  _setStatus(status, code = null) {
+    if (this._status === status && this._statusCode === code) return;
     this._status = status;
-    this._emit("status", status);
+    this._statusCode = code;
+    this._emit("status", status, code);
   }
 
   _ensureSocket() {
@@ -425,14 +429,14 @@ class Client {
     });
     socket.on("connect_error", (error) => {
       if (this._closed) return;
-      this._setStatus("reconnecting");
-      const code = error && error.data && error.data.code;
+      const code = (error && error.data && error.data.code) || null;
+      this._setStatus("reconnecting", code);
       if (socket.active) return; // a transport error: Socket.IO tries again by itself
       if (code === "unauthorized" && !this._getToken) {
         // No other token to try: what waits on the socket fails, as a request would.
         const refused = new OperationsError(401, "unauthorized", "the token was refused");
         for (const handles of [...this._handles.values()]) [...handles].forEach((handle) => handle._fail(refused));
-        this._setStatus("closed");
+        this._setStatus("closed", code);
         return;
       }
       // Refused by the service: not retried by Socket.IO, so here, with a new token if refused.
@@ -486,10 +490,10 @@ class Client {
     return () => listeners.delete(fn);
   }
 
-  _emit(event, value) {
+  _emit(event, value, detail) {
     for (const fn of [...this._listeners[event]]) {
       try {
-        fn(value);
+        fn(value, detail);
       } catch (error) {
         setTimeout(() => {
           throw error;

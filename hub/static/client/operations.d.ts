@@ -71,7 +71,8 @@ export interface OperationsClient {
    * and the same renewal and typed errors: its JSON answer, or null when it has none. */
   request(method: string, path: string, body?: unknown): Promise<any>;
   on(event: "change", fn: (record: OperationRecord) => void): () => void;
-  on(event: "status", fn: (status: Status) => void): () => void;
+  /** `code` names why the service refused the socket ("unauthorized", "too_many_sockets"), else null. */
+  on(event: "status", fn: (status: Status, code: string | null) => void): () => void;
   close(): void;
 }
 
