@@ -401,3 +401,25 @@ async def serve_process(settings: Settings, env: dict[str, str]) -> AsyncIterato
                 process.kill()
                 await process.wait()
         log.close()
+
+
+async def run_to_end(
+    *argv: str, cwd: Path | None = None, env: dict[str, str] | None = None, seconds: float = 60
+) -> tuple[int, str, str]:
+    """Runs a program to its end without blocking the service running in this loop, killed past
+    ``seconds``; its exit status, standard output and standard error."""
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=cwd,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout=seconds)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()

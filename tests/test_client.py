@@ -40,6 +40,7 @@ from tests.support import (
     ServeProcess,
     eventually,
     new_id,
+    run_to_end,
     start_service,
 )
 
@@ -553,18 +554,4 @@ async def test_the_clients_page_example_runs_as_written(
 
 async def run_python(code: str) -> tuple[int, str, str]:
     """``python -c code`` to its end, without blocking the service running in this loop."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        code,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), timeout=60)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    return await run_to_end(sys.executable, "-c", code)

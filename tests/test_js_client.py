@@ -5,7 +5,6 @@ follow a saga to its end, an idempotency key starts one saga, ``cancel`` ends on
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -21,7 +20,7 @@ import pytest
 from operations.auth.tokens import mint
 from operations.pacco.demo import DemoServices
 from operations.settings import Settings
-from tests.support import Publisher, RunningService, eventually, new_id
+from tests.support import Publisher, RunningService, eventually, new_id, run_to_end
 
 Token = Callable[..., str]
 
@@ -90,24 +89,11 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def node(app: Path, script: str, **env: str) -> list[Any]:
     """Runs ``script`` (an ES module importing ``@operations/client``) in ``app``; returns what
     it printed, one JSON value a line."""
-    process = await asyncio.create_subprocess_exec(
-        "node",
-        "--input-type=module",
-        "-e",
-        script,
-        cwd=app,
-        env={**os.environ, **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    status, out, err = await run_to_end(
+        "node", "--input-type=module", "-e", script, cwd=app, env={**os.environ, **env}
     )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), timeout=60)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode == 0, err.decode()
-    return [json.loads(line) for line in out.decode().splitlines() if line.strip()]
+    assert status == 0, err
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
 async def recorded(service: RunningService, token: str, operation: str, state: str) -> None:
