@@ -243,6 +243,9 @@ def _serve(settings: Settings) -> int:
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             service.begin_stop()
             await super().shutdown(sockets)
+            # After a signal uvicorn raises it again once serving ends, which ends the process
+            # before any ``finally`` below: the spans still buffered are exported here.
+            await asyncio.to_thread(tracing.shutdown)
 
     server = Server(config)
 

@@ -187,3 +187,30 @@ async def test_one_order_is_one_trace_exported_over_otlp_http(
         assert all(span.parent_id for span in spans), "every message span has a parent"
         operation_ids = {span.attributes.get("operations.operation_id") for span in spans}
         assert op in operation_ids
+
+
+async def test_spans_still_buffered_are_exported_when_the_service_is_stopped(
+    settings: Settings, amqp: object, redis_client: object
+) -> None:
+    """The batch processor holds spans for a minute here; SIGTERM must export them, though
+    uvicorn ends the process by raising the signal again once it has stopped."""
+    async with receiver() as received:
+        otel = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": received.url,
+            "OTEL_BSP_SCHEDULE_DELAY": "60000",
+        }
+        async with serve_process(settings, otel) as serving:
+            secret = settings.jwt_secret
+            assert secret is not None
+            async with httpx.AsyncClient(base_url=serving.url, timeout=30) as http:
+                response = await http.post(
+                    "/orders",
+                    json={"customerId": new_id(), "parcelIds": [new_id()]},
+                    headers=bearer(mint(secret, "alice")),
+                )
+            assert response.status_code == 202
+            assert not [span for span in received.spans if span.name == "POST /orders"]
+            serving.process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(serving.process.wait(), 30)
+        exported = [span for span in received.spans if span.name == "POST /orders"]
+        assert len(exported) == 1, serving.logs()
