@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractRobustConnection
@@ -303,3 +304,23 @@ def test_a_subclass_keeps_its_parents_declared_path_and_a_plain_saga_gets_the_de
         async def made(self, message: SagaMessage, context: SagaContext) -> None: ...
 
     assert Plain.path == ["make_order", "order_created"]
+
+
+def test_a_types_plain_words_for_its_codes_come_with_its_sagas() -> None:
+    """``Saga.reasons``: the order maker's words for Pacco's codes are served with the saga
+    (``plainReason``), so the pages need not know them; a code it has no words for gets none."""
+    from operations.sagas.http import saga_model
+
+    record = SagaRecord.begun("order_making", str(uuid.uuid4()), {}, None, {}, {})
+    record.status, record.code = SagaStatus.REJECTED, "reserve_resource_failed"
+    shown = saga_model(record, OrderMakingSaga)
+    assert shown.plain_reason == "The vehicle could not be reserved for the order."
+    record.code = "something_else_failed"
+    assert saga_model(record, OrderMakingSaga).plain_reason is msgspec.UNSET
+    catalogue = Catalogue.load(DEFAULT_MESSAGES_FILE)
+    with pytest.raises(SagaTypeError, match="its reasons must map codes to plain words"):
+
+        class Wordless(OrderMakingSaga):
+            reasons = {"create_order_failed": ""}  # noqa: RUF012
+
+        SagaTypes([Wordless], catalogue)

@@ -3,18 +3,11 @@
 // step, the reason for a rejection in plain words, and whether it can still be cancelled.
 (function () {
   "use strict";
-  // Reason codes in plain words; a code ending in _failed that is not here reads "<words> failed".
+  // The service's own codes in plain words. A saga type's own codes come with the saga, in its
+  // type's words (plainReason); a code ending in _failed found in neither reads "<words> failed".
   const PLAIN = {
     cancelled: "It was cancelled.",
     deadline_exceeded: "It did not finish in time.",
-    create_order_failed: "The order could not be created.",
-    add_parcel_to_order_failed: "A parcel could not be added to the order.",
-    assign_vehicle_to_order_failed: "No vehicle could be assigned to the order.",
-    reserve_resource_failed: "The vehicle could not be reserved for the order.",
-    approve_order_failed: "The order could not be approved.",
-    invalid_order: "The order was incomplete.",
-    order_not_found: "The order could not be found.",
-    invalid_command: "A service could not understand the request.",
   };
 
   function words(message) {
@@ -39,6 +32,7 @@
     const code = record.code || (saga && saga.code) || "";
     let sentence;
     if (code === "cancelled") sentence = cancelledBy((saga && saga.reason) || record.reason);
+    else if (saga && saga.plainReason && saga.code === code) sentence = saga.plainReason;
     else if (PLAIN[code]) sentence = PLAIN[code];
     else if (/^[a-z_]+_failed$/.test(code)) sentence = capital(words(code.slice(0, -7))) + " failed.";
     else sentence = record.reason || (saga && saga.reason) || words(code); // as it came

@@ -78,6 +78,17 @@ class OrderMakingSaga(Saga[OrderMakingData]):
         "vehicle_assigned_to_order",
         "order_approved",
     ]
+    # The codes Pacco's services reject with, in words for the owner of the order.
+    reasons = {  # noqa: RUF012 - the class's declared shape, never changed
+        "create_order_failed": "The order could not be created.",
+        "add_parcel_to_order_failed": "A parcel could not be added to the order.",
+        "assign_vehicle_to_order_failed": "No vehicle could be assigned to the order.",
+        "reserve_resource_failed": "The vehicle could not be reserved for the order.",
+        "approve_order_failed": "The order could not be approved.",
+        "invalid_order": "The order was incomplete.",
+        "order_not_found": "The order could not be found.",
+        "invalid_command": "A service could not understand the request.",
+    }
     settings: OrderMakingSettings
 
     @classmethod

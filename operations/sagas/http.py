@@ -92,6 +92,8 @@ def saga_json(record: SagaRecord, saga_type: SagaType | None = None) -> dict[str
         document["stepSeconds"] = step_seconds(saga_type, record)
         document["waitingFor"] = waiting_for(saga_type, record)
         document["waitingSince"] = waiting_since(record)
+        if record.code is not None and record.code in saga_type.reasons:
+            document["plainReason"] = saga_type.reasons[record.code]
     for internal in ("seen", "compensateSteps", "resumeAt", "traceContext"):  # not for readers
         document.pop(internal, None)
     document["messageContext"] = {

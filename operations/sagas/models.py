@@ -81,8 +81,8 @@ class SagaView(msgspec.Struct, rename="camel"):
     """A saga instance as it is shown. Times are RFC 3339 in UTC with milliseconds, as in every
     answer (:mod:`operations.timestamps`). ``messageContext`` holds the start message's user,
     name, resourceId and correlationId. ``path``, ``stepSeconds``, ``waitingFor`` and
-    ``waitingSince`` are there for the saga types the service runs; ``cancellable`` only in
-    ``GET /operations/{id}/saga``."""
+    ``waitingSince`` are there for the saga types the service runs, and ``plainReason`` when its
+    type has words for its code; ``cancellable`` only in ``GET /operations/{id}/saga``."""
 
     saga_name: str = msgspec.field(name="saga")
     id: str
@@ -112,6 +112,13 @@ class SagaView(msgspec.Struct, rename="camel"):
     ) = UNSET
     cancellable: (
         Annotated[bool, Meta(description="Whether a cancellation would be accepted now.")]
+        | UnsetType
+    ) = UNSET
+    plain_reason: (
+        Annotated[
+            str,
+            Meta(description="The saga type's plain words for its code, if it declares them."),
+        ]
         | UnsetType
     ) = UNSET
 

@@ -57,6 +57,10 @@ def import_saga_type(path: str) -> SagaType:
     return saga_type
 
 
+MAX_REASON_TEXT = 500
+"""The length of a saga type's plain words for one code (``Saga.reasons``)."""
+
+
 class SagaTypes:
     """The loaded saga types, in the order they were named, with each one's settings."""
 
@@ -110,6 +114,15 @@ class SagaTypes:
         unknown = [message for message in saga_type.path if message not in saga_type.steps]
         if unknown:
             raise SagaTypeError(f"{path!r}: its path names messages it has no step for: {unknown}")
+        reasons = saga_type.reasons
+        if not isinstance(reasons, dict) or not all(
+            isinstance(code, str) and isinstance(text, str) and 0 < len(text) <= MAX_REASON_TEXT
+            for code, text in reasons.items()
+        ):
+            raise SagaTypeError(
+                f"{path!r}: its reasons must map codes to plain words"
+                f" (1 to {MAX_REASON_TEXT} characters each)"
+            )
 
     def __iter__(self) -> Iterator[SagaType]:
         return iter(self.in_order)

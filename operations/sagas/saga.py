@@ -142,6 +142,8 @@ class Saga(Generic[D]):
     steps: ClassVar[dict[str, StepSpec]] = {}
     http_start: ClassVar[str | None] = None
     path: ClassVar[list[str]] = []
+    # Plain words for the codes its sagas may end rejected with, shown to their users.
+    reasons: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
