@@ -39,10 +39,13 @@ class Part:
     name: str
     start: Callable[[], Awaitable[None]] = _nothing
     stop: Callable[[], Awaitable[object]] = _nothing
+    stop_seconds: float = STOP_SECONDS
+    """How long its stop may take; a part made of parts takes as long as they may, together."""
 
     @classmethod
     def of(cls, name: str, component: Component) -> Part:
-        return cls(name, component.start, component.stop)
+        seconds = getattr(component, "stop_seconds", STOP_SECONDS)
+        return cls(name, component.start, component.stop, seconds)
 
 
 class Parts:
@@ -69,12 +72,14 @@ class Parts:
             await _bounded(part)
 
 
-async def _bounded(part: Part, seconds: float = STOP_SECONDS) -> None:
+async def _bounded(part: Part) -> None:
     try:
-        await asyncio.wait_for(part.stop(), timeout=seconds)
+        await asyncio.wait_for(part.stop(), timeout=part.stop_seconds)
     except TimeoutError:
         log.warning(
-            "stopping the %s took longer than %.0fs; going on without it", part.name, seconds
+            "stopping the %s took longer than %.0fs; going on without it",
+            part.name,
+            part.stop_seconds,
         )
     except Exception:
         log.exception("stopping the %s failed", part.name)
@@ -100,6 +105,13 @@ class Retrying:
         self.tasks = tasks
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def stop_seconds(self) -> float:
+        """As long as its parts may take to stop, one after the other: a bound of its own,
+        shorter, would cut a later part's stop short and leave its tasks running on after the
+        connections they use have closed."""
+        return STOP_SECONDS + sum(part.stop_seconds for part in self.parts.parts)
 
     async def start(self) -> None:
         self._stopping.clear()

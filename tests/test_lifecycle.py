@@ -19,6 +19,7 @@ import orjson
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
+from operations import lifecycle
 from operations.lifecycle import Part
 from operations.metrics import Registry
 from operations.sagas import Saga, SagaContext, SagaMessage, compensates, start
@@ -279,3 +280,34 @@ async def _connections(vhost: str) -> dict[str, str]:
         properties = {name: value for name, _, value in connection["client_properties"]}
         named[connection["name"]] = str(properties.get("connection_name", ""))
     return named
+
+
+async def test_parts_made_of_parts_stop_every_one_of_them_though_together_they_take_longer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each stop is bounded, but the broker's parts stop inside one part: its bound is theirs
+    together, so a slow first stop never leaves a later part (and the tasks it holds) running."""
+    monkeypatch.setattr(lifecycle, "STOP_SECONDS", 0.3)
+    stopped: list[str] = []
+
+    def slow(name: str) -> Part:
+        async def stop() -> None:
+            await asyncio.sleep(0.2)
+            stopped.append(name)
+
+        return Part(name, stop=stop, stop_seconds=0.3)
+
+    retrying = lifecycle.Retrying(
+        "starting",
+        [slow("consumer"), slow("sagas"), slow("intake")],
+        lambda *_: False,
+        BackgroundTasks(),
+    )
+    broker = Part.of("broker parts", retrying)
+    assert broker.stop_seconds >= 3 * 0.3, "the bound of parts made of parts is theirs together"
+    parts = lifecycle.Parts([broker])
+    await parts.start()
+    await retrying.tasks.finish(5)
+    assert retrying.parts.started == ["consumer", "sagas", "intake"]
+    await parts.stop()
+    assert stopped == ["intake", "sagas", "consumer"]
