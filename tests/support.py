@@ -356,10 +356,13 @@ class ServeProcess:
 
 
 @contextlib.asynccontextmanager
-async def serve_process(settings: Settings, env: dict[str, str]) -> AsyncIterator[ServeProcess]:
-    """``operations serve`` as a process on a free port, with the test's Redis, RabbitMQ, queue
-    and key prefix, and ``env`` on top; ready (broker and Redis connected) when yielded."""
-    port = free_port()
+async def serve_process(
+    settings: Settings, env: dict[str, str], port: int | None = None
+) -> AsyncIterator[ServeProcess]:
+    """``operations serve`` as a process on ``port`` (a free one by default: give the same one
+    again for a restarted service), with the test's Redis, RabbitMQ, queue and key prefix, and
+    ``env`` on top; ready (broker and Redis connected) when yielded."""
+    port = free_port() if port is None else port
     log = tempfile.TemporaryFile()  # noqa: SIM115 - closed below, after the process ends
     process = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "operations", "serve"),

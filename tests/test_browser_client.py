@@ -24,8 +24,15 @@ from operations.pacco.demo import DemoServices
 from operations.settings import Settings
 from tests import support
 from tests.browser import PageWatch, chromium
-from tests.support import Publisher, RunningService, eventually, new_id, start_service
-from tests.test_client import Gate, served_on
+from tests.support import (
+    Publisher,
+    RunningService,
+    eventually,
+    new_id,
+    serve_process,
+    start_service,
+)
+from tests.test_client import Gate
 
 pytestmark = pytest.mark.browser
 
@@ -157,7 +164,6 @@ async def test_a_service_restart_mid_saga_loses_and_repeats_nothing(
     publisher: Publisher,
     browser: Browser,
     token: Token,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The service is killed while the page watches; the operation completes while it is down,
     and the service comes back on the same port: the socket reconnects with its cursor and the
@@ -165,7 +171,7 @@ async def test_a_service_restart_mid_saga_loses_and_repeats_nothing(
     user, operation = str(uuid.uuid4()), new_id()
     port = support.free_port()
     url = f"http://127.0.0.1:{port}"
-    async with served_on(port, settings, monkeypatch) as first:
+    async with serve_process(settings, {}, port=port) as first:
         page = await open_page(browser, url, lambda: token(user))
         await publisher.publish("create_order", operation, user=user, name="create_order")
         await recorded(url, token(user), operation, 1)
@@ -179,7 +185,7 @@ async def test_a_service_restart_mid_saga_loses_and_repeats_nothing(
         await first.process.wait()
     await publisher.publish("order_approved", operation, user=user, name="order_approved")
     await page.page.wait_for_function("window.statuses.includes('reconnecting')")
-    async with served_on(port, settings, monkeypatch):
+    async with serve_process(settings, {}, port=port):
         final = await page.value("window.handle.result()")
         seen = await page.watched(3)
         await asyncio.sleep(0.5)  # anything repeated would arrive now

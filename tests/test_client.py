@@ -37,7 +37,6 @@ from tests import support
 from tests.support import (
     Publisher,
     RunningService,
-    ServeProcess,
     eventually,
     new_id,
     run_to_end,
@@ -232,24 +231,12 @@ async def test_result_of_a_started_operation_waits_until_it_is_recorded(
 # ---------------------------------------------------- result() and changes() across a restart
 
 
-@contextlib.asynccontextmanager
-async def served_on(
-    port: int, settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[ServeProcess]:
-    """``operations serve`` on ``port``: the same address each time, as a restarted service."""
-    with monkeypatch.context() as patch:
-        patch.setattr(support, "free_port", lambda: port)
-        async with support.serve_process(settings, {}) as served:
-            yield served
-
-
 async def test_result_and_changes_ride_out_a_service_restart(
     settings: Settings,
     redis_client: object,
     amqp: aio_pika.abc.AbstractRobustConnection,
     publisher: Publisher,
     token: Token,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The service dies while ``result()`` long-polls and ``changes()`` holds a socket; the
     operation completes while it is down, and the service comes back on the same port.
@@ -266,7 +253,7 @@ async def test_result_and_changes_ride_out_a_service_restart(
         return given[-1]
 
     async with OperationsClient(url, token_provider=provider) as client:
-        async with served_on(port, settings, monkeypatch) as first:
+        async with support.serve_process(settings, {}, port=port) as first:
             operation = await pending(publisher, client, user)
             handle = client.watch(operation)
             changes = handle.changes()
@@ -282,7 +269,7 @@ async def test_result_and_changes_ride_out_a_service_restart(
         await publisher.publish("order_approved", operation, user=user, name="order_approved")
         await asyncio.sleep(0.5)  # the clients meet a service that is down
         assert not waiting.done()
-        async with served_on(port, settings, monkeypatch) as second:
+        async with support.serve_process(settings, {}, port=port) as second:
             seen.append(await asyncio.wait_for(anext(changes), 30))
             done = await asyncio.wait_for(waiting, 30)
             async with httpx.AsyncClient(base_url=second.url) as http:

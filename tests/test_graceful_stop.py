@@ -10,12 +10,11 @@ import contextlib
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aio_pika
 import httpx
-import pytest
 import redis.asyncio as aioredis
 import socketio
 
@@ -115,24 +114,12 @@ async def test_sigterm_answers_every_wait_at_once_and_the_process_exits_in_secon
     assert started.headers["Location"] == f"/operations/{started.json()['operationId']}"
 
 
-@contextlib.asynccontextmanager
-async def served_on(
-    port: int, settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[ServeProcess]:
-    """``operations serve`` on ``port``: the same address each time, as a restarted service."""
-    with monkeypatch.context() as patch:
-        patch.setattr(support, "free_port", lambda: port)
-        async with support.serve_process(settings, {}) as served:
-            yield served
-
-
 async def test_result_rides_out_a_graceful_restart(
     settings: Settings,
     redis_client: aioredis.Redis,
     amqp: aio_pika.abc.AbstractRobustConnection,
     publisher: Publisher,
     token: Token,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """``result()`` long-polls while the service is stopped with SIGTERM: the process exits
     in seconds, the operation completes while it is down, and once the service is back on the
@@ -141,7 +128,7 @@ async def test_result_rides_out_a_graceful_restart(
     port = support.free_port()
     operation = new_id()
     async with OperationsClient(f"http://127.0.0.1:{port}", token=token(user)) as client:
-        async with served_on(port, settings, monkeypatch) as first:
+        async with support.serve_process(settings, {}, port=port) as first:
             await publisher.publish("create_order", operation, user=user, name="create_order")
             async with httpx.AsyncClient(base_url=first.url) as http:
                 await recorded(http, operation, bearer(token(user)))
@@ -155,7 +142,7 @@ async def test_result_rides_out_a_graceful_restart(
         assert took < 10, f"the process took {took:.1f}s to stop"
         await publisher.publish("order_approved", operation, user=user, name="order_approved")
         assert not result.done()
-        async with served_on(port, settings, monkeypatch):
+        async with support.serve_process(settings, {}, port=port):
             done = await asyncio.wait_for(result, 30)
     assert (uuid.UUID(done.id), done.state, done.version) == (
         uuid.UUID(operation),
