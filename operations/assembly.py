@@ -77,7 +77,7 @@ def tracking_consumer(
         connections,
         settings.queue,
         settings.dead_letter_queue,
-        catalogue,
+        catalogue.bindings,
         Pipeline(catalogue, operations, metrics, settings.max_message_bytes),
         metrics,
         prefetch=settings.prefetch,

@@ -1,8 +1,10 @@
-"""From a delivered AMQP message to an :class:`Envelope`: everything the service reads from it.
+"""The :class:`Envelope`: everything the service reads from a delivered AMQP message, whatever
+bus wrote it, and the readers of its parts that every wire format shares.
 
-Parsing is total: a message either becomes an envelope, possibly with ``problems`` (the parts that
-could not be read; the rest is still applied), or raises :class:`EnvelopeError` when nothing useful
-can be read. Nothing here touches the broker or the store.
+Reading is total: a message either becomes an envelope, possibly with ``problems`` (the parts
+that could not be read; the rest is still applied), or raises :class:`EnvelopeError` when nothing
+useful can be read. Each bus's format (:mod:`operations.formats`) builds envelopes with these
+readers. Nothing here touches the broker or the store.
 
 The saga intake reads its messages' headers, ``message_context`` and ids through the same functions
 (:func:`header`, :func:`message_context`, :func:`operation_id`, :func:`message_id`), so both
@@ -19,10 +21,9 @@ from typing import Any, Protocol
 import orjson
 
 from operations import documents
-from operations.amqp.catalogue import Catalogue
 from operations.auth.identity import MAX_ID_LENGTH, normalise_id
 from operations.errors import DocumentError, EnvelopeError
-from operations.states import MessageKind, State, decide
+from operations.states import MessageKind, State
 
 MAX_TEXT_LENGTH = 2_000
 _DEPTH = documents.MAX_DEPTH
@@ -45,6 +46,8 @@ class Delivered(Protocol):
     def message_id(self) -> str | None: ...
     @property
     def timestamp(self) -> dt.datetime | None: ...
+    @property
+    def content_type(self) -> str | None: ...
 
 
 @dataclass(slots=True)
@@ -66,53 +69,6 @@ class Envelope:
     problems: tuple[str, ...] = ()
     trace_id: str | None = None
     """``message_context.traceId`` as sent (a trace to link to when no traceparent came)."""
-
-
-def parse(delivered: Delivered, catalogue: Catalogue, max_bytes: int) -> Envelope:
-    exchange = delivered.exchange or ""
-    message = delivered.routing_key or ""
-    subscription = catalogue.lookup(exchange, message)
-    if subscription is None:
-        raise EnvelopeError(
-            "routing_key", f"{message!r} on exchange {exchange!r} is not in the catalogue"
-        )
-
-    problems: list[str] = []
-    headers = delivered.headers or {}
-    context = _folded(message_context(headers, max_bytes, problems))
-    saga = _saga_state(header(headers, "Saga"), problems)
-    state = decide(subscription.kind, saga)
-    user = _user_id(context, problems)
-    name = _text_field(context, "name", "message_context.name", problems) or message
-
-    body = delivered.body
-    if len(body) > max_bytes:
-        problems.append(f"body: {len(body)} bytes exceeds the limit of {max_bytes}, not read")
-        fields: Mapping[str, Any] = {}
-    else:
-        fields = _folded(_json_object(body, "body", problems))
-
-    trace_id = context.get("traceid")
-    code = reason = None
-    if state is State.REJECTED:
-        code = _text_field(fields, "code", "body.code", problems)
-        reason = _text_field(fields, "reason", "body.reason", problems)
-
-    return Envelope(
-        message=message,
-        exchange=exchange,
-        kind=subscription.kind,
-        state=state,
-        operation_id=operation_id(delivered.correlation_id),
-        message_id=message_id(delivered.message_id),
-        user_id=user,
-        name=name,
-        code=code,
-        reason=reason,
-        sent_at=delivered.timestamp,
-        problems=tuple(problems),
-        trace_id=trace_id if isinstance(trace_id, str) else None,
-    )
 
 
 def operation_id(raw: str | None) -> str | None:
@@ -160,7 +116,7 @@ def header_text(value: Any) -> str | None:
     return None
 
 
-def _as_text(value: Any) -> str | None:
+def as_text(value: Any) -> str | None:
     if isinstance(value, str):
         return value
     if isinstance(value, bytes | bytearray | memoryview):
@@ -171,10 +127,10 @@ def _as_text(value: Any) -> str | None:
     return None
 
 
-def _saga_state(raw: Any, problems: list[str]) -> State | None:
+def saga_state(raw: Any, problems: list[str]) -> State | None:
     if raw is None:
         return None
-    text = _as_text(raw)
+    text = as_text(raw)
     if text is None:
         problems.append(f"headers.Saga: expected UTF-8 text, got {type(raw).__name__}")
         return None
@@ -207,7 +163,7 @@ def message_context(
             if isinstance(value, dict):
                 return value
     size = len(raw) if isinstance(raw, bytes | bytearray | memoryview) else None
-    text = _as_text(raw)
+    text = as_text(raw)
     if text is None:
         problems.append("headers.message_context: expected UTF-8 JSON text")
         return {}
@@ -217,7 +173,7 @@ def message_context(
         return {}
     if kept:
         return _kept(text, problems)
-    return _json_object(text, "headers.message_context", problems, bounded=False)
+    return json_object(text, "headers.message_context", problems, bounded=False)
 
 
 def _kept(text: str, problems: list[str]) -> dict[str, Any]:
@@ -246,7 +202,7 @@ def _table(raw: Mapping[Any, Any], problems: list[str]) -> dict[str, Any]:
     return _kept(text, problems)
 
 
-def _json_object(
+def json_object(
     raw: str | bytes, field: str, problems: list[str], bounded: bool = True
 ) -> dict[str, Any]:
     """``bounded``: held to the document bounds (a body is; the context, of which only a few
@@ -276,16 +232,16 @@ def _may_nest_too_deep(raw: str | bytes | bytearray) -> bool:
     return raw.count(b"[") + raw.count(b"{") > _DEPTH
 
 
-def _folded(mapping: Mapping[Any, Any]) -> dict[str, Any]:
+def folded(mapping: Mapping[Any, Any]) -> dict[str, Any]:
     """Keys folded to lower case, so camelCase and PascalCase read alike."""
     return {str(key).lower(): value for key, value in mapping.items()}
 
 
-def _text_field(fields: Mapping[str, Any], key: str, label: str, problems: list[str]) -> str | None:
+def text_field(fields: Mapping[str, Any], key: str, label: str, problems: list[str]) -> str | None:
     value = fields.get(key)
     if value is None:
         return None
-    text = _as_text(value)
+    text = as_text(value)
     if text is None:
         problems.append(f"{label}: expected a string, got {type(value).__name__}")
         return None
@@ -296,21 +252,28 @@ def _text_field(fields: Mapping[str, Any], key: str, label: str, problems: list[
     return text or None
 
 
-def _user_id(context: Mapping[str, Any], problems: list[str]) -> str | None:
+def context_user(context: Mapping[str, Any], problems: list[str]) -> str | None:
     user = context.get("user")
     if user is None:
         return None
     if not isinstance(user, Mapping):
         problems.append(f"message_context.user: expected an object, got {type(user).__name__}")
         return None
-    raw = _text_field(_folded(user), "id", "message_context.user.id", problems)
+    return user_id(
+        text_field(folded(user), "id", "message_context.user.id", problems),
+        "message_context.user.id",
+        problems,
+    )
+
+
+def user_id(raw: str | None, label: str, problems: list[str]) -> str | None:
+    """A user id as read from a message (``label`` names where): the operation's owner, or None
+    when there is none or it breaks the rule a token's ``sub`` is held to, so that no one could
+    sign in as that user (the reason then goes to ``problems``)."""
     if raw is None:
         return None
     if len(raw) > MAX_ID_LENGTH or not raw.isprintable():
-        # The rule a token's sub is held to: no one could sign in as that user.
-        problems.append(
-            f"message_context.user.id: not printable, or longer than {MAX_ID_LENGTH} characters"
-        )
+        problems.append(f"{label}: not printable, or longer than {MAX_ID_LENGTH} characters")
         return None
     return normalise_id(raw)
 
@@ -318,7 +281,7 @@ def _user_id(context: Mapping[str, Any], problems: list[str]) -> str | None:
 def context_user_id(context: Mapping[str, Any]) -> str | None:
     """``user.id`` of a ``message_context`` object (keys as sent), read as :func:`parse` reads
     it: the operation's owner, or None."""
-    return _user_id(_folded(context), [])
+    return context_user(folded(context), [])
 
 
 def context_trace_id(context: Mapping[str, Any]) -> str | None:

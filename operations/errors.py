@@ -143,10 +143,31 @@ class IdempotencyKeyInFlight(OperationsError):
     code = "idempotency_key_in_flight"
 
 
-class QueueMismatch(OperationsError):
-    """A queue exists on RabbitMQ with another type or other arguments than declared.
+class TopologyMismatch(OperationsError):
+    """Something the service declares on RabbitMQ exists there declared otherwise.
 
-    RabbitMQ's 406 PRECONDITION_FAILED. Start-up stops: retrying cannot help."""
+    RabbitMQ's 406 PRECONDITION_FAILED. Start-up stops with exit code 2: retrying cannot help."""
+
+    code = "topology_mismatch"
+
+
+class ExchangeMismatch(TopologyMismatch):
+    """An exchange the catalogue names exists on RabbitMQ with another type."""
+
+    code = "exchange_mismatch"
+
+    def __init__(self, exchange: str, declared: str, refusal: str) -> None:
+        self.exchange = exchange
+        super().__init__(
+            f"exchange {exchange!r} already exists on RabbitMQ with another type or other"
+            f" arguments than the durable {declared} exchange this service declares for it;"
+            f" the broker refused the declaration: {refusal}. Check the catalogue entry that"
+            " lists it (its format decides the exchange's type), or the exchange's owner."
+        )
+
+
+class QueueMismatch(TopologyMismatch):
+    """A queue exists on RabbitMQ with another type or other arguments than declared."""
 
     code = "queue_mismatch"
 

@@ -16,7 +16,7 @@ from operations import tracing
 from operations.amqp.catalogue import Catalogue
 from operations.amqp.copies import as_first_sent
 from operations.amqp.settlements import Ack, DeadLetter, Disposition, Settlement
-from operations.envelope import Delivered, Envelope, parse
+from operations.envelope import Delivered, Envelope
 from operations.errors import EnvelopeError, StoreError
 from operations.logs import logged_id
 from operations.metrics import Registry
@@ -64,7 +64,7 @@ class Pipeline:
         for position, delivered in enumerate(batch):
             source = as_first_sent(delivered)
             try:
-                envelope: Envelope | None = parse(source, self.catalogue, self.max_message_bytes)
+                envelope: Envelope | None = self.catalogue.read(source, self.max_message_bytes)
                 problem = ""
             except EnvelopeError as error:
                 envelope, problem = None, error.reason

@@ -28,7 +28,7 @@ from operations.amqp import frames
 from operations.amqp.catalogue import Catalogue
 from operations.amqp.connections import Connections
 from operations.deadletters.redrive import RedrivePublisher, Workbench
-from operations.errors import QueueMismatch, StoreUnavailable
+from operations.errors import StoreUnavailable, TopologyMismatch
 from operations.http.openapi import ENDPOINTS
 from operations.http.operations import OperationsApi, Readiness
 from operations.lifecycle import Part, Parts, Retrying
@@ -85,7 +85,7 @@ class Service:
         self.asgi = self.hub.asgi(self.http)
         self.parts = Parts(self._parts())
         self._layout_error: LayoutMismatch | None = None
-        self.fatal: QueueMismatch | None = None
+        self.fatal: TopologyMismatch | None = None
         self.on_fatal: Callable[[], None] = lambda: None
         metrics.refreshers.append(self._count_pool)
         refusals = metrics.trace_context_refusals
@@ -202,13 +202,13 @@ class Service:
 
     def _retry(self, error: Exception, delay: float) -> bool:
         """Whether starting the broker parts again may help. With the wrong shard count nothing
-        is consumed, and /ready says so. A queue that exists with another type or other
-        arguments stops the service (see ``on_fatal``): no retry helps."""
+        is consumed, and /ready says so. A queue or an exchange that exists with another
+        type or other arguments stops the service (see ``on_fatal``): no retry helps."""
         if isinstance(error, LayoutMismatch):
             log.critical("not consuming: %s", error)
             self._layout_error = error
             return False
-        if isinstance(error, QueueMismatch):
+        if isinstance(error, TopologyMismatch):
             log.critical("stopping: %s", error)
             self.fatal = error
             self.on_fatal()

@@ -48,7 +48,7 @@ async def prefill(
     amqp: aio_pika.abc.AbstractRobustConnection, publisher: Publisher, queue: str, ops: list[str]
 ) -> None:
     async with amqp.channel() as channel:
-        await declare_queue(channel, PACCO, queue)
+        await declare_queue(channel, PACCO.bindings, queue)
     for op in ops:
         await publisher.publish("create_order", op, user="u")
 
@@ -59,7 +59,7 @@ def consumer_for(settings: Settings, store: RedisStore, metrics: Registry) -> Co
         settings.amqp_url,
         settings.queue,
         settings.dead_letter_queue,
-        PACCO,
+        PACCO.bindings,
         pipeline,
         metrics,
         prefetch=256,

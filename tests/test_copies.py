@@ -73,6 +73,7 @@ class Message:
     correlation_id: str | None = "op-1"
     message_id: str | None = "m-1"
     timestamp: dt.datetime | None = None
+    content_type: str | None = None
 
 
 def test_a_copy_sent_back_reads_as_first_published_with_its_counts() -> None:

@@ -27,7 +27,7 @@ from operations.amqp.consumer import Consumer
 from operations.amqp.deliveries import ChannelConsumer, Delivery
 from operations.amqp.settlements import Ack, Settlement
 from operations.amqp.topology import declare_queue
-from operations.envelope import Delivered, parse
+from operations.envelope import Delivered
 from operations.keys import Keys
 from operations.metrics import Registry
 from operations.pipeline import Pipeline
@@ -121,7 +121,7 @@ async def test_a_delivery_reads_like_aio_pikas_incoming_message(
 
 def _envelope(delivered: Delivered) -> Any:
     try:
-        return parse(delivered, PACCO, 64 * 1024)
+        return PACCO.read(delivered, 64 * 1024)
     except Exception as error:  # the same error either way
         return repr(error)
 
@@ -212,7 +212,7 @@ def consumer(
         settings.amqp_url,
         settings.queue,
         settings.dead_letter_queue,
-        PACCO,
+        PACCO.bindings,
         processor,
         metrics,
         prefetch=prefetch,
@@ -232,7 +232,7 @@ def consuming_on(running: Consumer) -> tuple[ChannelConsumer, aiormq.abc.Abstrac
 
 async def declared(amqp: Any, settings: Settings) -> None:
     async with amqp.channel() as channel:
-        await declare_queue(channel, PACCO, settings.queue)
+        await declare_queue(channel, PACCO.bindings, settings.queue)
 
 
 async def test_prefetch_and_one_registration_hold_on_a_reopened_channel_and_acks_stay_on_theirs(

@@ -13,7 +13,7 @@ import pytest
 
 from operations.amqp.catalogue import Catalogue
 from operations.auth.identity import MAX_ID_LENGTH
-from operations.envelope import MAX_TEXT_LENGTH, Envelope, parse
+from operations.envelope import MAX_TEXT_LENGTH, Envelope
 from operations.errors import EnvelopeError, OperationsError
 from operations.settings import DEFAULT_MESSAGES_FILE
 from operations.states import MessageKind, State
@@ -36,10 +36,11 @@ class Delivery:
     correlation_id: str | None = OPERATION
     message_id: str | None = "message-1"
     timestamp: dt.datetime | None = None
+    content_type: str | None = None
 
 
 def read(delivery: Delivery, max_bytes: int = LIMIT) -> Envelope:
-    return parse(delivery, PACCO, max_bytes)
+    return PACCO.read(delivery, max_bytes)
 
 
 def dotnet_context(user: str | None = USER.hex, name: str | None = None) -> bytearray:

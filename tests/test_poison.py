@@ -400,7 +400,7 @@ async def test_a_failed_tracking_message_is_applied_when_it_comes_back(
     ops = [new_id() for _ in range(8)]
     async with Publisher(amqp) as publisher:
         async with amqp.channel() as channel:
-            await declare_queue(channel, PACCO, settings.queue)
+            await declare_queue(channel, PACCO.bindings, settings.queue)
         for op in ops:
             await publisher.publish("create_order", op, user="u")
     metrics = Registry()
@@ -409,7 +409,7 @@ async def test_a_failed_tracking_message_is_applied_when_it_comes_back(
         settings.amqp_url,
         settings.queue,
         settings.dead_letter_queue,
-        PACCO,
+        PACCO.bindings,
         Pipeline(PACCO, store, metrics, settings.max_message_bytes),
         metrics,
         batch_size=64,

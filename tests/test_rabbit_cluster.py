@@ -136,7 +136,9 @@ async def test_tracking_goes_on_while_the_node_of_a_queue_leader_is_stopped(
     async with await aio_pika.connect(url(third)) as connection:
         channel = await connection.channel()
         await declare_dead_letter_queue(channel, clustered.dead_letter_queue, arguments)
-        await declare_queue(channel, PACCO, clustered.queue, arguments, clustered.dead_letter_queue)
+        await declare_queue(
+            channel, PACCO.bindings, clustered.queue, arguments, clustered.dead_letter_queue
+        )
     queues = await broker_queues("rabbit-cluster-ctl", str(first))
     assert queues[clustered.queue]["leader"] == node(third)
 

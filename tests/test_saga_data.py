@@ -218,6 +218,7 @@ class Delivery:
     headers: Mapping[str, Any] = field(default_factory=lambda: {"Saga": "Pending"})
     message_id: str | None = None
     timestamp: dt.datetime | None = None
+    content_type: str | None = None
 
 
 async def test_a_message_for_a_saga_whose_data_no_longer_fits_is_dead_lettered(

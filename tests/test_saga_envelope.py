@@ -20,7 +20,7 @@ from aio_pika.abc import AbstractRobustConnection
 
 from operations.amqp.catalogue import Catalogue
 from operations.amqp.settlements import Ack
-from operations.envelope import context_trace_id, context_user_id, parse
+from operations.envelope import context_trace_id, context_user_id
 from operations.sagas import RedisSagaStore, Saga, SagaContext, SagaMessage, start
 from operations.sagas.http import owner_of
 from operations.sagas.intake import SagaIntake
@@ -58,6 +58,7 @@ class Delivery:
     body: bytes = b'{"deliveryId":"d-1","parcelId":"p-1"}'
     message_id: str | None = field(default_factory=lambda: uuid.uuid4().hex)
     timestamp: dt.datetime | None = None
+    content_type: str | None = None
 
 
 def contexts(user: uuid.UUID) -> dict[str, tuple[str, Any]]:
@@ -83,7 +84,7 @@ async def test_the_inbox_reads_a_message_as_the_tracking_path_does(
     )
     name, value = contexts(user)[way]
     delivery = Delivery(correlation_id, {name: value, "Saga": "Pending"})
-    tracked = parse(delivery, PACCO, LIMIT)
+    tracked = PACCO.read(delivery, LIMIT)
     assert tracked.operation_id == str(operation)
 
     harness = Harness.build(RedisSagaStore(redis_client, prefix="t"), [HeardSaga])

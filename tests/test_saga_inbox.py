@@ -18,7 +18,6 @@ import pytest
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractRobustConnection
 
-from operations.amqp.catalogue import Subscription
 from operations.amqp.consumer import Consumer
 from operations.amqp.copies import (
     ATTEMPTS_HEADER,
@@ -31,7 +30,7 @@ from operations.sagas import coordinator as coordinator_module
 from operations.sagas.intake import SagaIntake
 from operations.settings import Settings
 from operations.shards import Shards
-from operations.states import MessageKind
+from operations.wire import Binding, ExchangeKind
 from tests.sagas_support import Harness
 from tests.support import Publisher, RunningService, dead_letters, eventually, start_service
 
@@ -111,7 +110,7 @@ def rig_factory(
     async def make(retries: int, delay: float) -> Rig:
         queue = f"saga-inbox-test-{uuid.uuid4().hex[:8]}"
         harness = Harness.build(RedisSagaStore(redis_client, prefix="t"), [ParcelSaga])
-        bindings = [Subscription(EXCHANGE, name, MessageKind.EVENT) for name in MESSAGES]
+        bindings = [Binding(EXCHANGE, ExchangeKind.TOPIC, name) for name in MESSAGES]
         consumer = Consumer(
             amqp_url,
             queue,

@@ -168,7 +168,7 @@ async def test_a_bad_setting_of_a_saga_type_stops_serve_with_exit_code_2(
 def test_the_saga_queue_is_bound_to_the_loaded_types_messages() -> None:
     catalogue = Catalogue.load(DEFAULT_MESSAGES_FILE)
     types = SagaTypes.load([ORDER_MAKER], catalogue, {})
-    bound = {(s.exchange, s.message) for s in types.bindings()}
+    bound = {(b.exchange, b.routing_key) for b in types.bindings()}
     assert bound == {(catalogue.lookup("", m).exchange, m) for m in OrderMakingSaga.steps}  # type: ignore[union-attr]
     assert ("ordermaker", "make_order") in bound and ("orders", "order_created") in bound
     with pytest.raises(SagaTypeError, match="is not one of its @start messages"):

@@ -29,7 +29,6 @@ from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.exceptions import AMQPError
 
 from operations.amqp.attempts import Attempts, described
-from operations.amqp.catalogue import Subscription
 from operations.amqp.connections import Connections, Role
 from operations.amqp.copies import copy_headers
 from operations.amqp.deliveries import ChannelConsumer, Delivery
@@ -42,6 +41,7 @@ from operations.errors import StoreUnavailable
 from operations.logs import logged_id
 from operations.metrics import Registry
 from operations.tasks import BackgroundTasks
+from operations.wire import Binding
 
 log = logging.getLogger("operations.amqp.consumer")
 
@@ -63,7 +63,7 @@ class Consumer:
         amqp: str | Connections,
         queue_name: str,
         dead_letter_queue: str,
-        bindings: Iterable[Subscription],
+        bindings: Iterable[Binding],
         processor: Processor,
         metrics: Registry,
         prefetch: int = 512,

@@ -116,3 +116,7 @@ class Returned:
     @property
     def timestamp(self) -> dt.datetime | None:
         return self._delivered.timestamp
+
+    @property
+    def content_type(self) -> str | None:
+        return self._delivered.content_type

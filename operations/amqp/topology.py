@@ -1,6 +1,6 @@
-"""What the service declares on RabbitMQ: the catalogue's topic exchanges, its own durable queue
-bound by message name, the retry queue and the dead-letter queue, each of the type
-:mod:`operations.amqp.queues` describes.
+"""What the service declares on RabbitMQ: the exchanges the catalogue's formats publish to (topic
+or fanout), its own durable queue bound to them, the retry queue and the dead-letter queue, each
+of the type :mod:`operations.amqp.queues` describes.
 
 A robust channel declares its queues again, with the same arguments, when it reopens."""
 
@@ -13,39 +13,47 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 from aiormq.exceptions import ChannelPreconditionFailed
 
-from operations.amqp.catalogue import Subscription
 from operations.amqp.queues import CLASSIC, QueueArguments, QueueType
-from operations.errors import QueueMismatch
+from operations.errors import ExchangeMismatch, QueueMismatch
+from operations.wire import Binding
 
 
 async def declare_exchanges(
-    channel: AbstractChannel, names: list[str]
+    channel: AbstractChannel, bindings: Iterable[Binding]
 ) -> dict[str, AbstractExchange]:
-    exchanges = {}
-    for name in names:
-        exchanges[name] = await channel.declare_exchange(
-            name, aio_pika.ExchangeType.TOPIC, durable=True
-        )
+    """Each exchange of ``bindings``, durable, of its kind. One that exists with the same kind is
+    left as it is; one of another kind is an :class:`ExchangeMismatch`."""
+    exchanges: dict[str, AbstractExchange] = {}
+    for binding in bindings:
+        if binding.exchange in exchanges:
+            continue
+        try:
+            exchanges[binding.exchange] = await channel.declare_exchange(
+                binding.exchange, aio_pika.ExchangeType(binding.kind.value), durable=True
+            )
+        except ChannelPreconditionFailed as error:
+            refusal = str(error).removeprefix("PRECONDITION_FAILED - ")
+            raise ExchangeMismatch(binding.exchange, binding.kind.value, refusal) from error
     return exchanges
 
 
 async def declare_queue(
     channel: AbstractChannel,
-    bindings: Iterable[Subscription],
+    bindings: Iterable[Binding],
     queue_name: str,
     arguments: QueueArguments = CLASSIC,
     dead_letter_queue: str | None = None,
 ) -> AbstractQueue:
-    """The consumed queue, bound by message name. With quorum queues, a message delivered more
-    often than the delivery limit goes to ``dead_letter_queue`` (``<queue>.dead-letter`` if not
-    given)."""
-    subscriptions = list(bindings)
-    exchanges = await declare_exchanges(channel, sorted({s.exchange for s in subscriptions}))
+    """The consumed queue, bound as ``bindings`` say. With quorum queues, a message delivered
+    more often than the delivery limit goes to ``dead_letter_queue`` (``<queue>.dead-letter`` if
+    not given)."""
+    bound = list(bindings)
+    exchanges = await declare_exchanges(channel, bound)
     queue = await declared(
         channel, queue_name, arguments.consumed(dead_letter_queue or f"{queue_name}.dead-letter")
     )
-    for subscription in subscriptions:
-        await queue.bind(exchanges[subscription.exchange], routing_key=subscription.message)
+    for binding in bound:
+        await queue.bind(exchanges[binding.exchange], routing_key=binding.routing_key)
     return queue
 
 

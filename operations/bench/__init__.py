@@ -136,7 +136,7 @@ async def _run(
     try:
         async with connection.channel() as channel:
             for name in queues.values():
-                await declare_queue(channel, catalogue, name)
+                await declare_queue(channel, catalogue.bindings, name)
         print(
             f"publishing {messages} messages to {len(queues)} identically bound queues ...",
             flush=True,

@@ -18,7 +18,7 @@ from operations.amqp import frames
 from operations.amqp.catalogue import Catalogue
 from operations.amqp.consumer import Consumer
 from operations.amqp.settlements import Settlement
-from operations.envelope import Delivered, parse
+from operations.envelope import Delivered
 from operations.metrics import Registry
 from operations.pipeline import Pipeline
 from operations.settings import Settings
@@ -105,7 +105,7 @@ async def baseline(
         async with one_at_a_time:
             if first is None:
                 first = time.perf_counter()
-            envelope = parse(message, catalogue, settings.max_message_bytes)
+            envelope = catalogue.read(message, settings.max_message_bytes)
             key = f"{prefix}:{envelope.operation_id}"
             record: Any = await redis.hgetall(key)
             state = record.get(b"state", b"").decode()
@@ -152,7 +152,7 @@ async def service(
         settings.amqp_url,
         settings.queue,
         settings.dead_letter_queue,
-        catalogue,
+        catalogue.bindings,
         pipeline,
         metrics,
         prefetch=settings.prefetch,

@@ -14,9 +14,11 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from operations.amqp.catalogue import Catalogue, Subscription
+from operations.amqp.catalogue import Catalogue
 from operations.errors import SagaTypeError
+from operations.formats import DEFAULT_FORMAT
 from operations.sagas.saga import Saga
+from operations.wire import Binding, ExchangeKind
 
 SagaType = type[Saga[Any]]
 
@@ -99,6 +101,12 @@ class SagaTypes:
                 f" ({other.__module__}:{other.__qualname__} too)"
             )
         for message in saga_type.steps:
+            listed_as = self.catalogue.format_of(message)
+            if listed_as is not None and listed_as != DEFAULT_FORMAT:
+                raise SagaTypeError(
+                    f"{path!r}: saga {saga_type.name} handles {message!r}, a {listed_as}"
+                    " message; sagas take and send Convey messages only"
+                )
             if self.catalogue.lookup("", message) is None:
                 raise SagaTypeError(
                     f"{path!r}: saga {saga_type.name} handles {message!r},"
@@ -138,15 +146,15 @@ class SagaTypes:
         """A saga of ``saga_type`` with its type's settings: the coordinator's factory."""
         return saga_type(saga_id, data, self.settings.get(saga_type.name))
 
-    def bindings(self) -> list[Subscription]:
+    def bindings(self) -> list[Binding]:
         """What the saga queue is bound to: every message some loaded saga type handles."""
-        found: dict[tuple[str, str], Subscription] = {}
+        found: dict[Binding, None] = {}
         for saga_type in self.in_order:
             for message in saga_type.steps:
                 subscription = self.catalogue.lookup("", message)
                 assert subscription is not None  # checked when loaded
-                found[subscription.exchange, subscription.message] = subscription
-        return list(found.values())
+                found[Binding(subscription.exchange, ExchangeKind.TOPIC, message)] = None
+        return list(found)
 
     def exchange_of(self, message: str) -> str:
         subscription = self.catalogue.lookup("", message)

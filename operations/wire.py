@@ -1,0 +1,111 @@
+"""What a wire format is: the seam between the catalogue and the readers of each bus's messages.
+
+A message on RabbitMQ says what the pipeline needs (its operation id, its own id, its type, its
+user, its time, a ``Saga`` state) in a way that depends on who published it. Each catalogue entry
+names its ``format`` (contract §16); a :class:`WireFormat` for that name:
+
+- checks the entry (:meth:`WireFormat.check`): its type names and options;
+- says what the service's queue binds to (:meth:`WireFormat.bindings`);
+- reads one delivered message of the entry into an :class:`~operations.envelope.Envelope`
+  (:meth:`WireFormat.read`), or raises :class:`~operations.errors.EnvelopeError` naming what is
+  wrong, and the message is dead-lettered with that reason.
+
+The formats live in :mod:`operations.formats`, one module each. A new one is a module with a
+``FORMAT`` object of this shape, listed in :data:`operations.formats.FORMATS`, and a test file.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from operations.envelope import Delivered, Envelope
+from operations.states import MessageKind
+
+
+class ExchangeKind(enum.StrEnum):
+    TOPIC = "topic"
+    FANOUT = "fanout"
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One binding of the service's queue: an exchange of a kind, and a routing key."""
+
+    exchange: str
+    kind: ExchangeKind
+    routing_key: str = ""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One service of the catalogue: its format, the types it lists by kind, and its options as
+    written (None when absent; the format gives the default)."""
+
+    service: str
+    format: str
+    kinds: Mapping[str, MessageKind] = field(hash=False)
+    exchange: str | None = None
+    operation_id: str | None = None
+    user_header: str | None = None
+    routing_keys: tuple[str, ...] | None = None
+
+    @property
+    def where(self) -> str:
+        return f"service {self.service!r} ({self.format})"
+
+
+OPTIONS = {
+    "exchange": "exchange",
+    "operationId": "operation_id",
+    "userHeader": "user_header",
+    "routingKeys": "routing_keys",
+}
+"""The options an entry may carry beside its lists, by their name in the file."""
+
+
+class WireFormat(Protocol):
+    """One bus's way of writing messages, as the service reads it."""
+
+    @property
+    def name(self) -> str:
+        """The entry's ``format``."""
+
+    @property
+    def options(self) -> frozenset[str]:
+        """The options of :data:`OPTIONS` (by their name in the file) it takes; an entry that
+        gives any other is refused."""
+
+    def check(self, entry: Entry) -> str | None:
+        """What is wrong with ``entry``'s names or options, or None."""
+
+    def bindings(self, entry: Entry) -> list[Binding]:
+        """What the service's queue binds to for ``entry``."""
+
+    def read(self, delivered: Delivered, entry: Entry, max_bytes: int) -> Envelope:
+        """``delivered``, which came through one of ``entry``'s bindings, as an envelope; raises
+        :class:`~operations.errors.EnvelopeError` when it cannot be read as this format's."""
+
+
+def snake_case(type_name: str) -> str:
+    """A type's short name in snake_case, the operation's display name: ``Orders.OrderSubmitted``
+    and ``Orders.Shop+OrderSubmitted`` both read ``order_submitted``."""
+    short = re.split(r"[.+]", type_name)[-1]
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", short)
+    return words.lower()
+
+
+DOTNET_TYPE = re.compile(
+    r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+(\+[A-Za-z_][A-Za-z0-9_]*)*"
+)
+"""A .NET full type name, ``Namespace.TypeName`` (a nested type: ``Namespace.Outer+Inner``)."""
+
+
+def dotnet_exchange(type_name: str) -> str:
+    """The fanout exchange MassTransit and NServiceBus publish ``Namespace.TypeName`` to:
+    ``Namespace:TypeName``."""
+    namespace, _, short = type_name.rpartition(".")
+    return f"{namespace}:{short}"
