@@ -110,7 +110,8 @@ class SagaTypes:
             if self.catalogue.lookup("", message) is None:
                 raise SagaTypeError(
                     f"{path!r}: saga {saga_type.name} handles {message!r},"
-                    " which is not in the message catalogue"
+                    " which is not in the message catalogue (with a catalogue of your own, run"
+                    " your own saga types, or none with OPERATIONS_SAGAS=false)"
                 )
         if saga_type.http_start is not None:
             spec = saga_type.steps.get(saga_type.http_start)
