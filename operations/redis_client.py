@@ -17,6 +17,7 @@ from typing import Any, NamedTuple, cast
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 POOL_WAIT_SECONDS = 5.0
@@ -25,11 +26,28 @@ POOL_WAIT_SECONDS = 5.0
 
 class SharedPool(BlockingConnectionPool):
     """A bounded pool that queues callers when all its connections are in use, and counts
-    them, so that :func:`pool_usage` can tell a saturated pool."""
+    them, so that :func:`pool_usage` can tell a saturated pool.
+
+    Once closed (the client's ``aclose``) it stays closed: a caller still running then gets a
+    ``ConnectionError`` instead of a new connection, and a connection handed back then (a
+    release the pool finishes in the background) is closed, not kept, so that no socket
+    outlives the pool."""
 
     waiting = 0
+    closed = False
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        self.closed = True
+        await super().disconnect(inuse_connections)
+
+    async def release(self, connection: AbstractConnection) -> None:
+        await super().release(connection)
+        if self.closed:
+            await connection.disconnect(nowait=True)
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
+        if self.closed:
+            raise RedisConnectionError("the Redis client is closed")
         queued = not self.can_get_connection()  # else it takes or opens one without waiting
         self.waiting += queued
         try:
