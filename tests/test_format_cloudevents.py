@@ -265,7 +265,7 @@ async def test_the_time_is_read_as_utc(deliver: Deliver, sent: str, expected: dt
     assert message.headers is not None
     message.headers["ce-time"] = sent
     envelope = await read(deliver, message)
-    assert envelope.sent_at == expected and envelope.sent_at.tzinfo is not None
+    assert envelope.sent_at == expected and envelope.sent_at.tzinfo is dt.UTC
     assert envelope.problems == ()
 
 
@@ -376,6 +376,11 @@ BAD: dict[str, tuple[Callable[[], aio_pika.Message], str]] = {
         batch_message,
         "content_type: a batch of CloudEvents (application/cloudevents-batch+json), which is not"
         " read: publish each event as a message of its own",
+    ),
+    "structured, not JSON format": (
+        lambda: aio_pika.Message(b"\x00", content_type="application/cloudevents+avro"),
+        "content_type: a structured CloudEvent as 'application/cloudevents+avro', which is not"
+        " read: only application/cloudevents+json",
     ),
     "structured, not JSON": (
         lambda: aio_pika.Message(b"specversion=1.0", content_type=JSON.CONTENT_TYPE),
