@@ -70,8 +70,10 @@ class CloudEvents:
     def check(self, entry: Entry) -> str | None:
         if entry.exchange is None:
             return "needs a string 'exchange' (the topic exchange its events are published to)"
-        if not EXCHANGE.fullmatch(entry.exchange) or len(entry.exchange.encode()) > 255:
+        if not EXCHANGE.fullmatch(entry.exchange):
             return f"has an invalid exchange name {entry.exchange!r}"
+        if entry.routing_keys == ():
+            return "has an empty 'routingKeys': name at least one, or leave it out for every type"
         for name in entry.kinds:
             if not _printable(name):
                 return f"invalid event type {name!r}: non-empty, printable, at most 255 bytes"
