@@ -220,6 +220,19 @@ async def test_an_event_without_a_json_object_for_data_has_no_reason(deliver: De
     assert envelope.problems == ("data: expected a JSON object, got list",)
 
 
+async def test_a_datacontenttype_header_stands_for_a_missing_content_type(
+    deliver: Deliver,
+) -> None:
+    # As Spring AMQP writes it (io.cloudevents.spring.amqp.CloudEventsHeaders.CONTENT_TYPE,
+    # cloudevents/sdk-java spring/src/main/java/io/cloudevents/spring/amqp/CloudEventsHeaders.java).
+    message = amqp_binary(event(REJECTED, "out of stock", datacontenttype="text/plain"))
+    assert message.content_type == "text/plain" and message.headers is not None
+    message.content_type = None
+    message.headers["cloudEvents_datacontenttype"] = "text/plain"
+    envelope = await read(deliver, message)
+    assert (envelope.state, envelope.reason, envelope.problems) == (State.REJECTED, None, ())
+
+
 async def test_a_version_0_3_event_is_read(deliver: Deliver) -> None:
     ce = CloudEventV03({"type": CREATED, "source": "/orders", "time": SENT}, {"orderId": "o"})
     envelope = await read(deliver, rabbitmq_structured(ce, correlation_id=OP))

@@ -108,7 +108,7 @@ class CloudEvents:
             )
         else:
             attributes = _binary(headers)
-            data_type = media or None
+            data_type = media or attributes.get("datacontenttype")
 
         version = _required(attributes, "specversion", delivered, media)
         if version not in VERSIONS:
@@ -124,7 +124,7 @@ class CloudEvents:
 
         state = decide(kind, saga_state(header(headers, "Saga"), problems))
         correlation = delivered.correlation_id
-        if not correlation:
+        if correlation is None or not correlation.strip():
             correlation = _text(attributes, "correlationid", problems)
         user = user_id(_text(attributes, "authid", problems), "authid", problems)
         sent_at = _time(attributes.get("time"), problems)
