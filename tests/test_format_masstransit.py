@@ -216,6 +216,13 @@ def test_raw_json_takes_the_first_listed_of_its_types_and_reads_a_saga_header() 
     )
 
 
+def test_raw_json_rejected_events_carry_the_bodys_code_and_reason() -> None:
+    sent = raw(REJECTED, order(code="no_stock", Reason=7), conversation_id=guid())
+    envelope = read(sent)
+    assert (envelope.state, envelope.code, envelope.reason) == (State.REJECTED, "no_stock", None)
+    assert envelope.problems == ("body.reason: expected a string, got int",)
+
+
 def test_raw_json_over_the_limit_is_read_from_its_headers_in_part() -> None:
     sent = raw(REJECTED, order(reason="x" * 500), conversation_id=guid())
     envelope = read(sent, max_bytes=200)

@@ -174,7 +174,7 @@ def _from_envelope(delivered: Delivered, entry: Entry, max_bytes: int) -> Envelo
         fault,
         ids,
         headers,
-        message,
+        ("message", message),
         _sent_at(document.get("sentTime"), "sentTime", problems),
         problems,
     )
@@ -203,7 +203,7 @@ def _from_raw(delivered: Delivered, entry: Entry, max_bytes: int) -> Envelope:
         fault,
         _ids(raw_id, raw_operation, entry.operation_id or "conversationId"),
         headers,
-        message,
+        ("body", message),
         delivered.timestamp,
         problems,
     )
@@ -216,11 +216,14 @@ def _envelope(
     fault: bool,
     ids: tuple[str, str | None],
     headers: Mapping[str, Any],
-    message: Mapping[str, Any],
+    message: tuple[str, Mapping[str, Any]],
     sent_at: dt.datetime | None,
     problems: list[str],
 ) -> Envelope:
+    """``message``: where the message's own fields are (the envelope's ``message``, a raw
+    message's body), and they."""
     the_id, the_operation = ids
+    where, fields = message[0], folded(message[1])
     user_header = entry.user_header or DEFAULT_USER_HEADER
     raw_user = header(headers, user_header)
     user_text = as_text(raw_user)
@@ -232,7 +235,7 @@ def _envelope(
         # The faulted message's headers ride on its fault, its Saga header among them: the
         # fault itself always rejects.
         kind, state = MessageKind.REJECTED_EVENT, State.REJECTED
-        code, reason = _exception(message, problems)
+        code, reason = _exception(fields, where, problems)
         shown, name, the_id = (
             f"MassTransit.Fault[{type_name}]",
             f"{snake_case(type_name)}_fault",
@@ -243,9 +246,8 @@ def _envelope(
         state = decide(kind, saga_state(header(headers, "Saga"), problems))
         shown, name = type_name, snake_case(type_name)
         if state is State.REJECTED:
-            fields = folded(message)
-            code = text_field(fields, "code", "message.code", problems)
-            reason = text_field(fields, "reason", "message.reason", problems)
+            code = text_field(fields, "code", f"{where}.code", problems)
+            reason = text_field(fields, "reason", f"{where}.reason", problems)
     return Envelope(
         message=shown,
         exchange=delivered.exchange or "",
@@ -301,15 +303,18 @@ def _type(urns: Sequence[object], entry: Entry) -> tuple[str, bool]:
     )
 
 
-def _exception(message: Mapping[str, Any], problems: list[str]) -> tuple[str | None, str | None]:
+def _exception(
+    fields: Mapping[str, Any], where: str, problems: list[str]
+) -> tuple[str | None, str | None]:
     """A fault's first exception: the short name of its type, and its message."""
-    exceptions = folded(message).get("exceptions")
+    exceptions = fields.get("exceptions")
     if not isinstance(exceptions, list) or not exceptions or not isinstance(exceptions[0], Mapping):
-        problems.append("message.exceptions: expected a list of exceptions")
+        problems.append(f"{where}.exceptions: expected a list of exceptions")
         return None, None
     first = folded(exceptions[0])
-    reason = text_field(first, "message", "message.exceptions[0].message", problems)
-    full = text_field(first, "exceptiontype", "message.exceptions[0].exceptionType", problems)
+    label = f"{where}.exceptions[0]"
+    reason = text_field(first, "message", f"{label}.message", problems)
+    full = text_field(first, "exceptiontype", f"{label}.exceptionType", problems)
     code = None
     if full is not None:
         code = re.split(r"[<\[`]", full, maxsplit=1)[0].rsplit(".", 1)[-1].rsplit("+", 1)[-1]
