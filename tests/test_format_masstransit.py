@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from aio_pika.abc import AbstractRobustConnection
 
 from operations.amqp.catalogue import Catalogue
+from operations.amqp.queues import QueueType
 from operations.envelope import Envelope
 from operations.errors import CatalogueError, EnvelopeError
 from operations.settings import Settings
@@ -513,12 +514,18 @@ def catalogue_file(path: Path, namespace: str = "Shop.Orders") -> Path:
     return path
 
 
-@pytest.fixture
+@pytest.fixture(params=[QueueType.CLASSIC, QueueType.QUORUM])
 async def running(
-    settings: Settings, amqp: AbstractRobustConnection, redis_client: aioredis.Redis, tmp_path: Path
+    request: pytest.FixtureRequest,
+    settings: Settings,
+    amqp: AbstractRobustConnection,
+    redis_client: aioredis.Redis,
+    tmp_path: Path,
 ) -> AsyncIterator[RunningService]:
+    """The service reading MassTransit's messages, on a classic or a quorum queue."""
     tracked = replace(
         settings,
+        queue_type=request.param,
         sagas=False,
         dead_letter_keep=True,
         max_message_bytes=4096,
