@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from operations.formats import cloudevents, convey
+from operations.formats import cloudevents, convey, masstransit
 from operations.wire import WireFormat
 
 DEFAULT_FORMAT = "convey"
 
 FORMATS: Mapping[str, WireFormat] = {
-    wire.name: wire for wire in (convey.FORMAT, cloudevents.FORMAT)
+    wire.name: wire for wire in (convey.FORMAT, masstransit.FORMAT, cloudevents.FORMAT)
 }
