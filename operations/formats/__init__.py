@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from operations.formats import convey
+from operations.formats import convey, nservicebus
 from operations.wire import WireFormat
 
 DEFAULT_FORMAT = "convey"
 
-FORMATS: Mapping[str, WireFormat] = {wire.name: wire for wire in (convey.FORMAT,)}
+FORMATS: Mapping[str, WireFormat] = {
+    wire.name: wire for wire in (convey.FORMAT, nservicebus.FORMAT)
+}
