@@ -163,6 +163,18 @@ def test_the_correlation_id_option_reads_nservicebus_correlation_id() -> None:
     assert read(delivery("order_placed"), conversation).operation_id == CONVERSATION
 
 
+def test_ids_come_from_the_headers_not_the_amqp_properties() -> None:
+    # the transport copies them to message_id and correlation_id; the contract names the headers
+    envelope = read(delivery("order_placed", message_id="amqp-id", correlation_id="amqp-corr"))
+    assert (envelope.message_id, envelope.operation_id) == (
+        "7a2b3c4d-5e6f-4071-8a9b-b1a4011e2f55",
+        CONVERSATION,
+    )
+    assert "no NServiceBus.MessageId header" in refused(
+        delivery("order_placed", {"NServiceBus.MessageId": None}, message_id="amqp-id")
+    )
+
+
 def test_the_operation_id_is_a_guid_in_one_spelling() -> None:
     upper = delivery("order_placed", {"NServiceBus.ConversationId": CONVERSATION.upper()})
     assert read(upper).operation_id == CONVERSATION
