@@ -21,6 +21,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from operations.amqp.catalogue import Catalogue
+from operations.amqp.queues import QueueType
 from operations.envelope import Envelope
 from operations.errors import CatalogueError, EnvelopeError
 from operations.formats import FORMATS
@@ -457,14 +458,25 @@ def test_an_entry_is_checked(change: dict[str, Any], words: str) -> None:
 # --- through a running service -------------------------------------------------------------
 
 
-@pytest.fixture
+@pytest.fixture(params=list(QueueType))
 async def shop(
-    settings: Settings, redis_client: aioredis.Redis, amqp: object, tmp_path: Path
+    request: pytest.FixtureRequest,
+    settings: Settings,
+    redis_client: aioredis.Redis,
+    amqp: object,
+    tmp_path: Path,
 ) -> AsyncIterator[RunningService]:
-    """The service reading the shop's NServiceBus messages, keeping its dead letters."""
+    """The service reading the shop's NServiceBus messages, keeping its dead letters, on classic
+    and quorum queues."""
     path = tmp_path / "messages.json"
     path.write_text(json.dumps({"shop": SHOP}), encoding="utf-8")
-    kept = replace(settings, messages_file=path, dead_letter_keep=True, sagas=False)
+    kept = replace(
+        settings,
+        messages_file=path,
+        dead_letter_keep=True,
+        sagas=False,
+        queue_type=request.param,
+    )
     async with start_service(kept) as running:
         yield running
 
