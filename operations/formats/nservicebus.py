@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from operations.envelope import (
@@ -134,44 +134,46 @@ def exchange_of(type_name: str) -> str:
     return f"{namespace}:{short.rpartition('+')[2]}"
 
 
-def full_names(enclosed: str) -> list[str]:
+def full_names(enclosed: str) -> Iterator[str]:
     """The full names of ``NServiceBus.EnclosedMessageTypes``' assembly-qualified names, in order.
 
     A generic's name holds its arguments' own assembly-qualified names in brackets
     (``Ns.Envelope`1[[Ns.Order, Shop, Version=1.0.0.0, ...]], Shop, ...``), so a name ends at the
     first comma outside brackets."""
-    names = []
     for qualified in enclosed.split(";"):
-        depth = 0
-        end = len(qualified)
-        for at, char in enumerate(qualified):
-            if char == "[":
-                depth += 1
-            elif char == "]":
-                depth -= 1
-            elif char == "," and depth == 0:
-                end = at
-                break
-        name = qualified[:end].strip()
+        if "[" in qualified:
+            name = qualified[: _end_of_name(qualified)].strip()
+        else:
+            name = qualified.partition(",")[0].strip()
         if name:
-            names.append(name)
-    return names
+            yield name
+
+
+def _end_of_name(qualified: str) -> int:
+    depth = 0
+    for at, char in enumerate(qualified):
+        if char == "[":
+            depth += 1
+        elif char == "]":
+            depth -= 1
+        elif char == "," and depth == 0:
+            return at
+    return len(qualified)
 
 
 def _listed_type(raw: Any, entry: Entry, exchange: str) -> str:
-    enclosed = as_text(raw)
-    if enclosed is None or not enclosed.strip():
-        raise EnvelopeError(
-            "headers",
-            f"no {ENCLOSED_TYPES} header: the message's type is unknown (on {exchange!r})",
-        )
-    names = full_names(enclosed)
-    for name in names:
+    enclosed = as_text(raw) or ""
+    for name in full_names(enclosed):
         if name in entry.kinds:
             return name
-    shown = ", ".join(names)[:300]
+    names = ", ".join(full_names(enclosed))
+    if not names:
+        raise EnvelopeError(
+            "headers", f"no {ENCLOSED_TYPES}: the message's type is unknown (on {exchange!r})"
+        )
     raise EnvelopeError(
-        "headers", f"{ENCLOSED_TYPES}: none of {shown!r} on {exchange!r} is in the catalogue"
+        "headers",
+        f"{ENCLOSED_TYPES}: none of {names[:300]!r} on {exchange!r} is in the catalogue",
     )
 
 
