@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from operations.formats import cloudevents, convey, masstransit
+from operations.formats import cloudevents, convey, masstransit, nservicebus
 from operations.wire import WireFormat
 
 DEFAULT_FORMAT = "convey"
 
 FORMATS: Mapping[str, WireFormat] = {
-    wire.name: wire for wire in (convey.FORMAT, masstransit.FORMAT, cloudevents.FORMAT)
+    wire.name: wire
+    for wire in (convey.FORMAT, masstransit.FORMAT, nservicebus.FORMAT, cloudevents.FORMAT)
 }
