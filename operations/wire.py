@@ -8,7 +8,9 @@ names its ``format`` (contract §16); a :class:`WireFormat` for that name:
 - says what the service's queue binds to (:meth:`WireFormat.bindings`);
 - reads one delivered message of the entry into an :class:`~operations.envelope.Envelope`
   (:meth:`WireFormat.read`), or raises :class:`~operations.errors.EnvelopeError` naming what is
-  wrong, and the message is dead-lettered with that reason.
+  wrong, and the message is dead-lettered with that reason;
+- tells its own messages by their marks (:meth:`WireFormat.recognises`), for those that reach
+  the queue through an exchange the bus bound to a listed type's.
 
 The formats live in :mod:`operations.formats`, one module each. A new one is a module with a
 ``FORMAT`` object of this shape, listed in :data:`operations.formats.FORMATS`, and a test file.
@@ -89,6 +91,12 @@ class WireFormat(Protocol):
         """``delivered``, which came through one of ``entry``'s bindings, as an envelope; raises
         :class:`~operations.errors.EnvelopeError` when it cannot be read as this format's."""
 
+    def recognises(self, delivered: Delivered) -> bool:
+        """Whether ``delivered`` bears this format's own marks. Asked only of a message that
+        arrived on an exchange no entry binds: a type published as another, whose exchange the
+        bus bound to a listed type's (a subclass, an interface). One the format recognises is
+        read with each of its entries in turn, until one lists its type."""
+
 
 def snake_case(type_name: str) -> str:
     """A type's short name in snake_case, the operation's display name: ``Orders.OrderSubmitted``
@@ -105,7 +113,7 @@ DOTNET_TYPE = re.compile(
 
 
 def dotnet_exchange(type_name: str) -> str:
-    """The fanout exchange MassTransit and NServiceBus publish ``Namespace.TypeName`` to:
-    ``Namespace:TypeName``."""
+    """``Namespace:TypeName``, the fanout exchange MassTransit and NServiceBus publish a type
+    ``Namespace.TypeName`` to; each names a nested type in its own way."""
     namespace, _, short = type_name.rpartition(".")
     return f"{namespace}:{short}"

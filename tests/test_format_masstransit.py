@@ -721,3 +721,38 @@ async def test_fanout_exchanges_that_already_exist_are_used_as_they_are(
     async with amqp.channel() as channel:
         for name in (exchange(command), exchange(event), fault_exchange(command)):
             await channel.exchange_delete(name)
+
+
+async def test_a_type_published_as_one_that_implements_a_listed_type_is_read_as_the_listed_one(
+    running: RunningService, amqp: AbstractRobustConnection, token: Token
+) -> None:
+    """MassTransit publishes a class to its own exchange and binds that exchange to the ones of
+    its interfaces and base types: the message arrives on an exchange no entry binds."""
+    op, user = guid(), guid()
+    owner = bearer(token(user))
+    derived = "Shop.Orders.ExpressOrderSubmitted"
+    async with amqp.channel() as channel:
+        source = await channel.declare_exchange(
+            exchange(derived), aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        listed = await channel.get_exchange(exchange(SUBMITTED))
+        await listed.bind(source)
+    try:
+        async with httpx.AsyncClient(base_url=running.url, timeout=30) as http:
+            command = published(SUBMIT, order(), conversation_id=op, headers={"UserId": user})
+            await publish(amqp, command)
+            await in_state(http, op, owner, "pending")
+            event = published(
+                derived,
+                order(),
+                conversation_id=op,
+                message_types=[urn(derived), urn(SUBMITTED)],
+            )
+            await publish(amqp, event)
+            completed = await in_state(http, op, owner, "completed")
+            assert completed["name"] == "order_submitted"
+            history = (await http.get(f"/operations/{op}/history", headers=owner)).json()
+            assert history["items"][-1]["message"] == SUBMITTED
+    finally:
+        async with amqp.channel() as channel:
+            await channel.exchange_delete(exchange(derived))

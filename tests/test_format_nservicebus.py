@@ -209,6 +209,24 @@ def test_the_first_listed_of_several_enclosed_types_decides() -> None:
     assert read(message, both).message == "Shop.Messages.ExpressOrderPlaced"
 
 
+def test_a_subclass_on_its_own_exchange_is_read_as_the_first_listed_of_its_types() -> None:
+    # The transport binds the subclass's exchange to its ancestors', so it reaches the queue
+    # through Shop.Messages:OrderPlaced while arriving under its own exchange's name.
+    message = delivery("express_order_placed")
+    assert CATALOGUE.bindings and all(
+        binding.exchange != message.exchange for binding in CATALOGUE.bindings
+    )
+    envelope = read(message)
+    assert (envelope.message, envelope.state, envelope.exchange) == (
+        "Shop.Messages.OrderPlaced",
+        State.COMPLETED,
+        "Shop.Messages:ExpressOrderPlaced",
+    )
+    # Unmarked, the same message is no NServiceBus message: not read.
+    unmarked = delivery("express_order_placed", {"NServiceBus.MessageId": None})
+    assert "is not in the catalogue" in refused(unmarked)
+
+
 def test_enclosed_types_split_on_semicolons_and_end_at_the_first_comma_outside_brackets() -> None:
     generic = "Shop.Messages.Envelope`1[[Shop.Messages.OrderPlaced" + QUALIFIED + "]]" + QUALIFIED
     nested = "Shop.Messages.Orders+Placed" + QUALIFIED

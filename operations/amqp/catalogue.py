@@ -48,6 +48,7 @@ class Catalogue:
         self._by_message: dict[str, Subscription] = {}
         self._readers: dict[str, tuple[WireFormat, Entry]] = {}
         self._bindings: dict[Binding, None] = {}
+        self._others = [(FORMATS[e.format], e) for e in entries if e.format != DEFAULT_FORMAT]
         kinds: dict[str, tuple[str, Binding]] = {}
         conveyed: dict[str, dict[str, MessageKind]] = {}
         for entry in entries:
@@ -135,9 +136,11 @@ class Catalogue:
         return None
 
     def read(self, delivered: Delivered, max_bytes: int) -> Envelope:
-        """``delivered`` read in the format of the entry whose exchange it arrived on; a Convey
-        message also by its name alone (a copy sent back through the default exchange, a
-        publisher's own exchange). Raises :class:`EnvelopeError` when it cannot be read."""
+        """``delivered`` read in the format of the entry whose exchange it arrived on. On any
+        other exchange, a Convey message is found by its name alone (a copy sent back through
+        the default exchange, a publisher's own exchange), and another bus's by its marks and
+        its type (a type published as another, through the bus's exchange-to-exchange
+        bindings). Raises :class:`EnvelopeError` when it cannot be read."""
         exchange = delivered.exchange or ""
         reader = self._readers.get(exchange)
         if reader is not None:
@@ -146,11 +149,20 @@ class Catalogue:
                 return wire.read(delivered, entry, max_bytes)
         message = delivered.routing_key or ""
         subscription = self._by_message.get(message)
-        if subscription is None:
-            raise EnvelopeError(
-                "routing_key", f"{message!r} on exchange {exchange!r} is not in the catalogue"
-            )
-        return _CONVEY.read(delivered, self._readers[subscription.exchange][1], max_bytes)
+        if subscription is not None:
+            return _CONVEY.read(delivered, self._readers[subscription.exchange][1], max_bytes)
+        refusal: EnvelopeError | None = None
+        for wire, entry in self._others:
+            if wire.recognises(delivered):
+                try:
+                    return wire.read(delivered, entry, max_bytes)
+                except EnvelopeError as error:
+                    refusal = refusal or error
+        if refusal is not None:
+            raise refusal
+        raise EnvelopeError(
+            "routing_key", f"{message!r} on exchange {exchange!r} is not in the catalogue"
+        )
 
 
 def _entry(service: str, value: object, source: str) -> Entry:

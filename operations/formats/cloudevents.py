@@ -154,6 +154,11 @@ class CloudEvents:
             problems=tuple(problems),
         )
 
+    def recognises(self, delivered: Delivered) -> bool:
+        if _media_type(delivered.content_type) == STRUCTURED:
+            return True
+        return "specversion" in _binary(delivered.headers or {})
+
 
 def _printable(name: str) -> bool:
     return name != "" and name.isprintable() and len(name.encode()) <= MAX_NAME_BYTES

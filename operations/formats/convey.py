@@ -113,6 +113,10 @@ class Convey:
             trace_id=trace_id if isinstance(trace_id, str) else None,
         )
 
+    def recognises(self, delivered: Delivered) -> bool:
+        """Never: a Convey message on another exchange is found by its name alone."""
+        return False
+
 
 def _foreign(delivered: Delivered) -> str | None:
     """Which other bus's message this is, by the marks only that bus sets; None for Convey's."""

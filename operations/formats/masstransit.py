@@ -125,6 +125,10 @@ class MassTransit:
             f" and no {TYPES_HEADER} header)",
         )
 
+    def recognises(self, delivered: Delivered) -> bool:
+        content_type = (delivered.content_type or "").partition(";")[0].strip().lower()
+        return content_type == ENVELOPE_TYPE or TYPES_HEADER in (delivered.headers or {})
+
 
 def exchange(type_name: str) -> str:
     """The fanout exchange MassTransit publishes ``type_name`` to (its RabbitMQ entity name

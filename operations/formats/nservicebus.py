@@ -126,6 +126,12 @@ class NServiceBus:
             problems=tuple(problems),
         )
 
+    def recognises(self, delivered: Delivered) -> bool:
+        headers = delivered.headers or {}
+        return (
+            header(headers, MESSAGE_ID) is not None and header(headers, ENCLOSED_TYPES) is not None
+        )
+
 
 def exchange_of(type_name: str) -> str:
     """The fanout exchange NServiceBus publishes ``type_name`` to: ``Type.Namespace + ":" +
