@@ -18,10 +18,6 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
-from cloudevents.core.base import BaseCloudEvent
-from cloudevents.core.bindings import amqp as amqp_binding
-from cloudevents.core.bindings import rabbitmq
-from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v03.event import CloudEvent as CloudEventV03
 from cloudevents.core.v1.event import CloudEvent
 
@@ -34,6 +30,14 @@ from operations.states import MessageKind, State
 from operations.wire import Binding, ExchangeKind
 from tests.api import bearer
 from tests.dead_letter_support import letters
+from tests.fixtures.cloudevents import (
+    JSON,
+    MODES,
+    amqp_binary,
+    amqp_structured,
+    rabbitmq_binary,
+    rabbitmq_structured,
+)
 from tests.live import LiveClient
 from tests.support import eventually, start_service
 
@@ -53,7 +57,6 @@ ENTRY: dict[str, Any] = {
 }
 CATALOGUE = Catalogue.from_document({"orders": ENTRY})
 LIMIT = 64 * 1024
-JSON = JSONFormat()
 OP = "5f2b0d3c6a1e4b8f9c7d2e1a0b3c4d5e"
 OP_ID = "5f2b0d3c-6a1e-4b8f-9c7d-2e1a0b3c4d5e"
 SENT = dt.datetime(2026, 12, 7, 12, 30, 5, 250000, tzinfo=dt.UTC)
@@ -63,64 +66,6 @@ def event(type_: str = CREATE, data: Any = None, **attributes: Any) -> CloudEven
     """A CloudEvent as a producer builds it with the SDK (it fills in id and time)."""
     given = {"type": type_, "source": "/orders", "time": SENT, **attributes}
     return CloudEvent(given, data)
-
-
-# The four ways a producer writes an event, mapped to aio-pika as each binding's message says:
-# cloudevents/core/bindings/rabbitmq.py (headers, content_type, body) and
-# cloudevents/core/bindings/amqp.py (application properties as headers, the "content-type"
-# property as content_type, application data as body), sdk-python 2.2.0.
-
-
-def rabbitmq_binary(ce: BaseCloudEvent, **properties: Any) -> aio_pika.Message:
-    sent = rabbitmq.to_binary(ce, JSON)
-    return aio_pika.Message(
-        sent.body, headers=dict(sent.headers), content_type=sent.content_type, **properties
-    )
-
-
-def rabbitmq_structured(ce: BaseCloudEvent, **properties: Any) -> aio_pika.Message:
-    sent = rabbitmq.to_structured(ce, JSON)
-    return aio_pika.Message(
-        sent.body, headers=dict(sent.headers), content_type=sent.content_type, **properties
-    )
-
-
-def amqp_binary(
-    ce: BaseCloudEvent, prefix: str = "cloudEvents_", **properties: Any
-) -> aio_pika.Message:
-    """``prefix`` ``cloudEvents:``: as an AMQP 1.0 client names them (the binding's other
-    spelling, amqp-protocol-binding.md 3.1.3.1)."""
-    sent = amqp_binding.to_binary(ce, JSON)
-    headers = {
-        prefix + key.removeprefix("cloudEvents_"): value
-        for key, value in sent.application_properties.items()
-    }
-    return aio_pika.Message(
-        sent.application_data,
-        headers=headers,
-        content_type=sent.properties.get("content-type"),
-        **properties,
-    )
-
-
-def amqp_structured(ce: BaseCloudEvent, **properties: Any) -> aio_pika.Message:
-    sent = amqp_binding.to_structured(ce, JSON)
-    return aio_pika.Message(
-        sent.application_data,
-        headers=dict(sent.application_properties),
-        content_type=sent.properties["content-type"],
-        **properties,
-    )
-
-
-Mode = Callable[..., aio_pika.Message]
-MODES: dict[str, Mode] = {
-    "rabbitmq-binary": rabbitmq_binary,
-    "rabbitmq-structured": rabbitmq_structured,
-    "amqp-binary": amqp_binary,
-    "amqp-binary-colon": lambda ce, **p: amqp_binary(ce, "cloudEvents:", **p),
-    "amqp-structured": amqp_structured,
-}
 
 
 def without(message: aio_pika.Message, attribute: str) -> aio_pika.Message:
