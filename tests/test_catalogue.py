@@ -12,6 +12,7 @@ from operations.errors import CatalogueError, OperationsError
 from operations.settings import DEFAULT_MESSAGES_FILE
 from operations.states import MessageKind
 
+ROOT = Path(__file__).resolve().parent.parent
 PACCO = Catalogue.load(DEFAULT_MESSAGES_FILE)
 PACCO_EXCHANGES = [
     "availability",
@@ -207,3 +208,22 @@ def test_name_with_trailing_whitespace_is_invalid(name: str) -> None:
     """A routing key is matched exactly; a trailing newline is not part of a valid name."""
     error = refused({"svc": {"exchange": "orders", "commands": [name]}})
     assert repr(name) in str(error)
+
+
+def test_the_example_catalogue_of_four_buses_binds_as_the_wire_format_page_says() -> None:
+    catalogue = Catalogue.load(ROOT / "examples" / "any-bus-messages.json")
+    bound = {(b.exchange, b.kind.value, b.routing_key) for b in catalogue.bindings}
+    assert bound == {
+        ("orders", "topic", "create_order"),
+        ("orders", "topic", "order_created"),
+        ("orders", "topic", "create_order_rejected"),
+        ("Shop.Payments:CapturePayment", "fanout", ""),
+        ("Shop.Payments:PaymentCaptured", "fanout", ""),
+        ("Shop.Payments:PaymentDeclined", "fanout", ""),
+        ("MassTransit:Fault--Shop.Payments:CapturePayment--", "fanout", ""),
+        ("Shop.Shipping:ShipOrder", "fanout", ""),
+        ("Shop.Shipping:OrderShipped", "fanout", ""),
+        ("notifications", "topic", "com.example.notifications.#"),
+    }
+    assert {s.format for s in catalogue} == {"convey", "masstransit", "nservicebus", "cloudevents"}
+    assert "examples/any-bus-messages.json" in (ROOT / "docs" / "wire-format.md").read_text()
