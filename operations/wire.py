@@ -117,3 +117,58 @@ def dotnet_exchange(type_name: str) -> str:
     ``Namespace.TypeName`` to; each names a nested type in its own way."""
     namespace, _, short = type_name.rpartition(".")
     return f"{namespace}:{short}"
+
+
+_CONTENT_MARKS = (
+    ("application/vnd.masstransit", "masstransit", "a MassTransit message"),
+    ("application/cloudevents", "cloudevents", "a CloudEvent"),
+)
+_HEADER_MARKS = {
+    "message_context": ("convey", "a Convey message"),
+    "MT-MessageType": ("masstransit", "a MassTransit message"),
+    "NServiceBus.MessageId": ("nservicebus", "an NServiceBus message"),
+    "ce-specversion": ("cloudevents", "a CloudEvent"),
+    "cloudEvents_specversion": ("cloudevents", "a CloudEvent"),
+    "cloudEvents:specversion": ("cloudevents", "a CloudEvent"),
+}
+
+
+def written_by(delivered: Delivered, besides: tuple[str, ...]) -> str | None:
+    """What other bus's message ``delivered`` is, by a mark only that bus sets (a content type, a
+    header), leaving out the marks of the formats ``besides``; None when it bears none. Each
+    format asks it, so that a message mis-sent to its exchange is refused, not misread."""
+    content_type = delivered.content_type
+    if content_type:
+        lowered = content_type.lower()
+        for prefix, bus, what in _CONTENT_MARKS:
+            if bus not in besides and lowered.startswith(prefix):
+                return what
+    headers = delivered.headers
+    if headers:
+        for key, (bus, what) in _HEADER_MARKS.items():
+            if bus not in besides and key in headers:
+                return what
+    return None
+
+
+DOTNET_OPERATION_IDS = ("conversationId", "correlationId")
+MAX_HEADER_NAME = 200
+
+
+def check_dotnet_entry(entry: Entry) -> str | None:
+    """What is wrong with an entry of a .NET bus (MassTransit, NServiceBus): its type names, its
+    ``operationId`` and its ``userHeader``; None when nothing is."""
+    for name in entry.kinds:
+        if not DOTNET_TYPE.fullmatch(name):
+            return f"invalid .NET type name {name!r}: expected Namespace.TypeName"
+    if entry.operation_id is not None and entry.operation_id not in DOTNET_OPERATION_IDS:
+        return (
+            f"has an invalid 'operationId' {entry.operation_id!r}:"
+            " 'conversationId' (the default) or 'correlationId'"
+        )
+    user = entry.user_header
+    if user is not None and (
+        not user.strip() or len(user) > MAX_HEADER_NAME or not user.isprintable()
+    ):
+        return f"has an invalid 'userHeader' {user!r}: a header name"
+    return None

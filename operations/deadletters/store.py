@@ -116,30 +116,47 @@ class DeadLetterStore:
     async def page(
         self, queue: str | None, reason: str | None, limit: int, cursor: str | None
     ) -> DeadLetterPage:
-        """Newest first. The cursor is ``<ms>:<id>`` of the last item of the page before."""
+        """Newest first. The cursor is ``<ms>:<id>`` of the last item of the page before.
+
+        It reads on from the last member it read, by score, not by offset: a letter kept
+        meanwhile (the newest, at the top) shifts no offset, so none is listed twice or left
+        out."""
         source = self.keys.index
         if queue is not None and reason is not None:
             source = self.keys.group(group_key(queue, reason))
-        top: str = "+inf"
         after: tuple[int, str] | None = None
+        top: int | None = None  # the highest score still to read (inclusive); None: +inf
         if cursor is not None:
             after = _cursor(cursor)
-            top = str(after[0])
+            top = after[0]
+        skip = 0  # how many members scored ``top`` were read already
+        read: set[str] = set()
         items: list[DeadLetterItem] = []
         positions: list[tuple[int, str]] = []
-        offset = 0
         while len(items) <= limit:
             chunk = await self._call(
                 self.redis.zrevrangebyscore(
-                    source, top, "-inf", start=offset, num=_CHUNK, withscores=True
+                    source,
+                    "+inf" if top is None else top,
+                    "-inf",
+                    start=skip,
+                    num=_CHUNK,
+                    withscores=True,
                 )
             )
             if not chunk:
                 break
-            offset += len(chunk)
             candidates = [(int(score), _str(member)) for member, score in chunk]
-            if after is not None:
-                candidates = [c for c in candidates if c[0] < after[0] or c[1] < after[1]]
+            last = candidates[-1][0]
+            at_last = sum(1 for score, _ in candidates if score == last)
+            skip = skip + at_last if last == top else at_last
+            top = last
+            candidates = [
+                c
+                for c in candidates
+                if c[1] not in read and (after is None or c[0] < after[0] or c[1] < after[1])
+            ]
+            read.update(member for _, member in candidates)
             if not candidates:
                 continue
             documents = await self._call(
@@ -156,8 +173,8 @@ class DeadLetterStore:
                     positions.append(position)
         following = None
         if len(items) > limit:
-            last = positions[limit - 1]
-            following = f"{last[0]}:{last[1]}"
+            score, member = positions[limit - 1]
+            following = f"{score}:{member}"
         return DeadLetterPage(items[:limit], following)
 
     async def groups(self) -> list[DeadLetterGroup]:

@@ -44,7 +44,7 @@ from operations.envelope import (
 )
 from operations.errors import EnvelopeError
 from operations.states import State, decide
-from operations.wire import Binding, Entry, ExchangeKind, snake_case
+from operations.wire import Binding, Entry, ExchangeKind, snake_case, written_by
 
 EXCHANGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,254}")
 """What an exchange may be: Convey's rule widened to upper case and ``:``, within AMQP's 255."""
@@ -56,11 +56,6 @@ BATCH = "application/cloudevents-batch+json"
 REQUIRED = ("id", "source", "type")
 
 _PREFIXES = ("cloudevents_", "cloudevents:")
-_FOREIGN_HEADERS = {
-    "message_context": "a Convey message",
-    "MT-MessageType": "a MassTransit message",
-    "NServiceBus.MessageId": "an NServiceBus message",
-}
 
 
 class CloudEvents:
@@ -125,8 +120,8 @@ class CloudEvents:
         state = decide(kind, saga_state(header(headers, "Saga"), problems))
         correlation = delivered.correlation_id
         if correlation is None or not correlation.strip():
-            correlation = _text(attributes, "correlationid", problems)
-        user = user_id(_text(attributes, "authid", problems), "authid", problems)
+            correlation = text_field(attributes, "correlationid", "correlationid", problems)
+        user = user_id(text_field(attributes, "authid", "authid", problems), "authid", problems)
         sent_at = _time(attributes.get("time"), problems)
 
         code = reason = None
@@ -215,29 +210,11 @@ def _no_version(delivered: Delivered, media: str) -> str:
     """Why a message without ``specversion`` is not read, naming what it seems to be."""
     if media == STRUCTURED:
         return f"a structured CloudEvent ({STRUCTURED}) without specversion"
-    what = "a message"
-    if media.startswith("application/vnd.masstransit"):
-        what = "a MassTransit message"
-    else:
-        for key, named in _FOREIGN_HEADERS.items():
-            if header(delivered.headers or {}, key) is not None:
-                what = named
-                break
+    what = written_by(delivered, ("cloudevents",)) or "a message"
     return (
         f"not a CloudEvent: {what} with no specversion (no ce-, cloudEvents_ or cloudEvents:"
         f" header, and content type {delivered.content_type or 'none'!s}, not {STRUCTURED})"
     )
-
-
-def _text(attributes: Mapping[str, Any], key: str, problems: list[str]) -> str | None:
-    value = attributes.get(key)
-    if value is None:
-        return None
-    text = as_text(value)
-    if text is None:
-        problems.append(f"{key}: expected a string, got {type(value).__name__}")
-        return None
-    return text.strip() or None
 
 
 def _time(value: Any, problems: list[str]) -> dt.datetime | None:

@@ -27,22 +27,10 @@ from operations.envelope import (
 )
 from operations.errors import EnvelopeError
 from operations.states import State, decide
-from operations.wire import Binding, Entry, ExchangeKind
+from operations.wire import Binding, Entry, ExchangeKind, written_by
 
 NAME = re.compile(r"[a-z0-9][a-z0-9_.\-]*")
 """What an exchange and a message name may be."""
-
-FOREIGN_CONTENT_TYPES = (
-    "application/vnd.masstransit",
-    "application/cloudevents",
-)
-FOREIGN_HEADERS = {
-    "MT-MessageType": "a MassTransit message",
-    "NServiceBus.MessageId": "an NServiceBus message",
-    "ce-specversion": "a CloudEvent",
-    "cloudEvents_specversion": "a CloudEvent",
-    "cloudEvents:specversion": "a CloudEvent",
-}
 
 
 class Convey:
@@ -71,7 +59,7 @@ class Convey:
             raise EnvelopeError(
                 "routing_key", f"{message!r} on exchange {exchange!r} is not in the catalogue"
             )
-        foreign = _foreign(delivered)
+        foreign = written_by(delivered, (self.name,))
         if foreign is not None:
             raise EnvelopeError(
                 "format", f"{foreign} on {exchange!r}, which the catalogue lists as Convey's"
@@ -116,19 +104,6 @@ class Convey:
     def recognises(self, delivered: Delivered) -> bool:
         """Never: a Convey message on another exchange is found by its name alone."""
         return False
-
-
-def _foreign(delivered: Delivered) -> str | None:
-    """Which other bus's message this is, by the marks only that bus sets; None for Convey's."""
-    content_type = delivered.content_type
-    if content_type and content_type.startswith(FOREIGN_CONTENT_TYPES):
-        return f"a message of content type {content_type!r}"
-    headers = delivered.headers
-    if headers:
-        for key, what in FOREIGN_HEADERS.items():
-            if key in headers:
-                return what
-    return None
 
 
 FORMAT = Convey()

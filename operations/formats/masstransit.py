@@ -38,7 +38,15 @@ from operations.envelope import (
 )
 from operations.errors import EnvelopeError
 from operations.states import MessageKind, State, decide
-from operations.wire import DOTNET_TYPE, Binding, Entry, ExchangeKind, dotnet_exchange, snake_case
+from operations.wire import (
+    Binding,
+    Entry,
+    ExchangeKind,
+    check_dotnet_entry,
+    dotnet_exchange,
+    snake_case,
+    written_by,
+)
 
 ENVELOPE_TYPE = "application/vnd.masstransit+json"
 RAW_TYPE = "application/json"
@@ -48,9 +56,7 @@ VENDOR_TYPE = "application/vnd.masstransit"
 TYPES_HEADER = "MT-MessageType"
 URN = "urn:message:"
 FAULT = "MassTransit:Fault[["
-OPERATION_IDS = ("conversationId", "correlationId")
 DEFAULT_USER_HEADER = "UserId"
-MAX_HEADER_NAME = 200
 SHOWN_TYPES = 5
 
 SENT_TIME = re.compile(
@@ -60,34 +66,13 @@ SENT_TIME = re.compile(
 """ISO 8601 as .NET writes a ``DateTime``: up to seven fractional digits (ticks), which
 ``datetime.fromisoformat`` does not take before Python 3.11."""
 
-FOREIGN_HEADERS = {
-    "message_context": "a Convey message",
-    "NServiceBus.MessageId": "an NServiceBus message",
-    "ce-specversion": "a CloudEvent",
-    "cloudEvents_specversion": "a CloudEvent",
-    "cloudEvents:specversion": "a CloudEvent",
-}
-
 
 class MassTransit:
     name = "masstransit"
     options = frozenset({"operationId", "userHeader"})
 
     def check(self, entry: Entry) -> str | None:
-        for name in entry.kinds:
-            if not DOTNET_TYPE.fullmatch(name):
-                return f"invalid .NET type name {name!r}: expected Namespace.TypeName"
-        if entry.operation_id is not None and entry.operation_id not in OPERATION_IDS:
-            return (
-                f"has an invalid 'operationId' {entry.operation_id!r}:"
-                " 'conversationId' (the default) or 'correlationId'"
-            )
-        user = entry.user_header
-        if user is not None and (
-            not user.strip() or len(user) > MAX_HEADER_NAME or not user.isprintable()
-        ):
-            return f"has an invalid 'userHeader' {user!r}: a header name"
-        return None
+        return check_dotnet_entry(entry)
 
     def bindings(self, entry: Entry) -> list[Binding]:
         found = [Binding(exchange(name), ExchangeKind.FANOUT) for name in entry.kinds]
@@ -353,12 +338,9 @@ def _sent_at(raw: object, label: str, problems: list[str]) -> dt.datetime | None
 def _looks_like(delivered: Delivered) -> str:
     """What a message that is not MassTransit's seems to be, for the reason given."""
     content_type = delivered.content_type
-    if content_type and content_type.startswith("application/cloudevents"):
-        return "a CloudEvent"
-    headers = delivered.headers or {}
-    for key, what in FOREIGN_HEADERS.items():
-        if key in headers:
-            return what
+    found = written_by(delivered, ("masstransit",))
+    if found is not None:
+        return found
     return f"a message of content type {content_type!r}" if content_type else "a message"
 
 

@@ -29,7 +29,14 @@ from operations.envelope import (
 )
 from operations.errors import EnvelopeError
 from operations.states import State, decide
-from operations.wire import DOTNET_TYPE, Binding, Entry, ExchangeKind, snake_case
+from operations.wire import (
+    Binding,
+    Entry,
+    ExchangeKind,
+    check_dotnet_entry,
+    snake_case,
+    written_by,
+)
 
 MESSAGE_ID = "NServiceBus.MessageId"
 ENCLOSED_TYPES = "NServiceBus.EnclosedMessageTypes"
@@ -44,34 +51,13 @@ DEFAULT_USER_HEADER = "UserId"
 # DateTimeOffsetHelper's wire format, "yyyy-MM-dd HH:mm:ss:ffffff Z", always UTC.
 TIME = re.compile(r"(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d):(\d{6}) Z", re.ASCII)
 
-FOREIGN_CONTENT_TYPES = {
-    "application/vnd.masstransit": "a MassTransit message",
-    "application/cloudevents": "a CloudEvent",
-}
-FOREIGN_HEADERS = {
-    "MT-MessageType": "a MassTransit message",
-    "ce-specversion": "a CloudEvent",
-    "cloudEvents_specversion": "a CloudEvent",
-    "cloudEvents:specversion": "a CloudEvent",
-}
-
 
 class NServiceBus:
     name = "nservicebus"
     options = frozenset({"operationId", "userHeader"})
 
     def check(self, entry: Entry) -> str | None:
-        for type_name in entry.kinds:
-            if not DOTNET_TYPE.fullmatch(type_name):
-                return f"invalid .NET type name {type_name!r}: expected Namespace.TypeName"
-        if entry.operation_id is not None and entry.operation_id not in OPERATION_HEADERS:
-            return (
-                f"has an invalid 'operationId' {entry.operation_id!r}:"
-                " 'conversationId' or 'correlationId'"
-            )
-        if entry.user_header is not None and not entry.user_header.strip():
-            return "has an empty 'userHeader'"
-        return None
+        return check_dotnet_entry(entry)
 
     def bindings(self, entry: Entry) -> list[Binding]:
         exchanges = dict.fromkeys(exchange_of(type_name) for type_name in entry.kinds)
@@ -80,7 +66,7 @@ class NServiceBus:
     def read(self, delivered: Delivered, entry: Entry, max_bytes: int) -> Envelope:
         exchange = delivered.exchange or ""
         headers = delivered.headers or {}
-        foreign = _foreign(delivered, headers)
+        foreign = written_by(delivered, (self.name, "convey"))
         if foreign is not None:
             raise EnvelopeError(
                 "format", f"{foreign} on {exchange!r}, which the catalogue lists as NServiceBus's"
@@ -226,20 +212,6 @@ def _time_sent(raw: Any, problems: list[str]) -> dt.datetime | None:
         except ValueError:
             pass
     problems.append(f"headers.{TIME_SENT}: not a time as 'yyyy-MM-dd HH:mm:ss:ffffff Z'")
-    return None
-
-
-def _foreign(delivered: Delivered, headers: Mapping[str, Any]) -> str | None:
-    """Which other bus's message this is, by the marks only that bus sets; None otherwise."""
-    content_type = delivered.content_type
-    if content_type:
-        for prefix, what in FOREIGN_CONTENT_TYPES.items():
-            if content_type.startswith(prefix):
-                return f"{what} (content type {content_type!r})"
-    if headers:
-        for key, what in FOREIGN_HEADERS.items():
-            if key in headers:
-                return what
     return None
 
 
