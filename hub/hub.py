@@ -364,18 +364,23 @@ class Hub:
             elif sync is not None and sync.too_far:
                 self.metrics.recoveries_given_up.inc(reason="entries")
             assert self._position is not None
-            payload = {"operations": [], "cursor": self._position, "recovered": False}
+            await self._send(recovery.sid, events.synced([], self._position, recovered=False))
+            self.metrics.syncs.inc(recovered="false")
             held = []
         else:
-            payload = sync.to_json()
-        await self.server.emit(events.SYNC, payload, to=recovery.sid)
-        self.metrics.syncs.inc(recovered=str(payload["recovered"]).lower())
-        eio_sid = self.server.manager.eio_sid_from_sid(recovery.sid, "/")
+            await self._send(recovery.sid, events.synced(sync.entries, sync.cursor, recovered=True))
+            self.metrics.syncs.inc(recovered="true")
         for entry in held:
-            packet = EngineIOPacket(EIO_MESSAGE, data=events.encoded(entry))
-            await self.server.eio.send_packet(eio_sid, packet)
+            await self._send(recovery.sid, events.encoded(entry))
         self.metrics.push_packets.inc(len(held))
         await self._enter_rooms(recovery.sid, recovery.principal)
+
+    async def _send(self, sid: str, packet: str) -> None:
+        """Sends one encoded Socket.IO packet to one client, as ``emit(..., to=sid)`` would;
+        nothing to a client that has left."""
+        eio_sid = self.server.manager.eio_sid_from_sid(sid, "/")
+        if eio_sid is not None:
+            await self.server.eio.send_packet(eio_sid, EngineIOPacket(EIO_MESSAGE, data=packet))
 
     async def _enter_rooms(self, sid: str, principal: Principal) -> None:
         await self.server.enter_room(sid, user_room(principal.user_id))
