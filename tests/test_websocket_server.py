@@ -15,11 +15,19 @@ from typing import Any
 import aio_pika
 import orjson
 import pytest
+import socketio
 from websockets.asyncio.client import ClientConnection, connect
 
 from operations import logs
 from operations.settings import Settings
-from tests.support import Publisher, ServeProcess, new_id, serve_process
+from tests.support import (
+    Publisher,
+    RunningService,
+    ServeProcess,
+    eventually,
+    new_id,
+    serve_process,
+)
 
 DEFLATE = "permessage-deflate"
 WEBSOCKET_LINES = ('"WebSocket /socket.io/', "connection open", "connection closed")
@@ -140,3 +148,41 @@ def test_the_servers_other_lines_are_kept_as_they_are(restore_logging: None) -> 
         ("warning", "connection open"),
     ]
     assert sum(isinstance(f, logs.WebSocketLifecycle) for f in server.filters) == 1
+
+
+@pytest.mark.parametrize(
+    "transports",
+    [
+        # Its disconnect waits out a long-poll, and the service's stop another: 45 s.
+        pytest.param(["polling"], marks=pytest.mark.slow),
+        ["polling", "websocket"],
+    ],
+)
+async def test_a_long_polling_client_is_admitted_and_pushed_to(
+    service: RunningService,
+    publisher: Publisher,
+    token: Callable[..., str],
+    transports: list[str],
+) -> None:
+    """Its CONNECT comes in a POST's body, read from that request's own environ: the opening
+    request's body reader, which the hub drops, is not needed for it."""
+    op = new_id()
+    client = socketio.AsyncClient(reconnection=False)
+    pushed: list[dict[str, Any]] = []
+
+    async def pending(record: dict[str, Any]) -> None:
+        pushed.append(record)
+
+    client.on("operation_pending", pending)
+    await client.connect(service.url, auth={"token": token("carol")}, transports=transports)
+    try:
+        await publisher.publish("create_order", op, user="carol", name="create_order")
+
+        async def arrived() -> bool:
+            return bool(pushed)
+
+        await eventually(arrived, "the push over long-polling")
+        assert client.transport() == transports[-1]
+    finally:
+        await client.disconnect()
+    assert [record["id"] for record in pushed] == [str(uuid.UUID(op))]
