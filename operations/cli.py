@@ -8,10 +8,13 @@ import contextlib
 import socket
 import sys
 from collections.abc import Coroutine, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from operations.errors import CatalogueError, SagaTypeError, SettingsError
 from operations.settings import Settings
+
+if TYPE_CHECKING:
+    import uvicorn
 
 
 def parser() -> argparse.ArgumentParser:
@@ -212,6 +215,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
+def server_config(app: Any, settings: Settings, host: str, port: int) -> uvicorn.Config:
+    """How uvicorn serves the service, here and in the tests that start it in process.
+
+    permessage-deflate only with ``OPERATIONS_WS_COMPRESSION``: uvicorn would otherwise negotiate
+    it with every client that offers it (browsers do) and keep a compressor and a decompressor
+    per connection. No WebSocket pings of uvicorn's own: engine.io already pings every client and
+    closes one that does not answer (every 25 s, 20 s to answer), so a second heartbeat would
+    only cost a timer per connection and twice the traffic."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        lifespan="on",
+        access_log=False,
+        ws_per_message_deflate=settings.ws_compression,
+        ws_ping_interval=None,
+        ws_ping_timeout=None,
+    )
+
+
 def _serve(settings: Settings) -> int:
     import uvicorn
 
@@ -221,14 +247,7 @@ def _serve(settings: Settings) -> int:
     logs.configure(settings.log_level, form=settings.log_format)
     tracing.configure()  # a SettingsError for an exporter that is not installed
     service = Service(settings)
-    config = uvicorn.Config(
-        service.asgi,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        lifespan="on",
-        access_log=False,
-    )
+    config = server_config(service.asgi, settings, settings.host, settings.port)
 
     class Server(uvicorn.Server):
         """uvicorn's server, which tells the service it begins to stop before it waits for the

@@ -159,6 +159,23 @@ class TextFormatter(logging.Formatter):
         return f"{text} [correlation_id={escaped(str(correlation))}]" if correlation else text
 
 
+class WebSocketLifecycle(logging.Filter):
+    """uvicorn and the websockets library log every WebSocket's accepted handshake, opening and
+    closing at ``INFO``: three lines per Socket.IO client, noise and cost with thousands of
+    them. Those lines are ``DEBUG`` here, shown only when the level is ``DEBUG``; everything
+    else of that logger (refused handshakes, errors) is left as it is."""
+
+    LINES = frozenset({'%s - "WebSocket %s" [accepted]', "connection open", "connection closed"})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or record.msg not in self.LINES:
+            return True
+        if not logging.getLogger().isEnabledFor(logging.DEBUG):
+            return False
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
 def configure(level: str, stream: object = None, form: str = "auto") -> None:
     """Logs at ``level`` to ``stream`` (standard error), as ``form``: ``text``, ``json``, or
     ``auto``, readable lines on a terminal and JSON otherwise."""
@@ -176,4 +193,8 @@ def configure(level: str, stream: object = None, form: str = "auto") -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     # uvicorn hands this logger of its own to the websockets library, which logs every frame at
     # DEBUG, Socket.IO's CONNECT frame and its token included; its INFO lines are worth keeping.
-    logging.getLogger("uvicorn.error").setLevel(max(logging.INFO, root.level))
+    server = logging.getLogger("uvicorn.error")
+    server.setLevel(max(logging.INFO, root.level))
+    for installed in [f for f in server.filters if isinstance(f, WebSocketLifecycle)]:
+        server.removeFilter(installed)
+    server.addFilter(WebSocketLifecycle())

@@ -99,6 +99,8 @@ class Settings:
     wait_reads: int = 16
     max_waits_per_user: int = 50
     max_sockets_per_user: int = 20
+    # permessage-deflate on WebSockets: a compressor and a decompressor per connection.
+    ws_compression: bool = False
     recovery_max_entries: int = 10_000
     # No message can stall a queue: attempts at one that keeps failing, and the saga data cap.
     max_delivery_attempts: int = DEFAULT_MAX_ATTEMPTS
@@ -263,6 +265,9 @@ class Settings:
                 "OPERATIONS_MAX_SOCKETS_PER_USER",
                 defaults.max_sockets_per_user,
                 integer(1, 1_000_000),
+            ),
+            ws_compression=reader.get(
+                "OPERATIONS_WS_COMPRESSION", defaults.ws_compression, boolean
             ),
             recovery_max_entries=reader.get(
                 "OPERATIONS_RECOVERY_MAX_ENTRIES",

@@ -24,6 +24,7 @@ import uvicorn
 from aiormq.exceptions import AMQPError
 
 from operations.amqp.catalogue import Catalogue
+from operations.cli import server_config
 from operations.envelope import Envelope
 from operations.service import Service
 from operations.settings import DEFAULT_MESSAGES_FILE, Settings
@@ -162,14 +163,7 @@ async def start_service(
 ) -> AsyncIterator[RunningService]:
     """The service in this process; ``environ`` is where its saga types read their settings."""
     service = Service(settings, environ or {})
-    config = uvicorn.Config(
-        service.asgi,
-        host="127.0.0.1",
-        port=settings.port,
-        lifespan="on",
-        log_config=None,
-        access_log=False,
-    )
+    config = server_config(service.asgi, settings, "127.0.0.1", settings.port)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     await eventually(lambda: _started(server), "the HTTP server to start")

@@ -123,6 +123,41 @@ def test_the_spliced_packet_is_what_socketio_encodes(record: dict[str, Any], cur
     assert decoded.data == Packet(encoded_packet=library_packet(entry, orjson_module=False)).data
 
 
+def library_encoded(event: str, data: Any) -> str:
+    """python-socketio's own EVENT packet for ``emit(event, data)``, with the hub's JSON module."""
+    packet = Packet(EVENT, data=[event, data])
+    packet.json = events.OrjsonModule
+    encoded = packet.encode()
+    assert isinstance(encoded, str)
+    return encoded
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    changes=st.lists(
+        st.tuples(records(), st.text(alphabet="0123456789-,", min_size=3, max_size=60)),
+        max_size=6,
+    ),
+    cursor=st.text(alphabet="0123456789-,", min_size=3, max_size=60),
+    recovered=st.booleans(),
+)
+def test_the_spliced_sync_is_what_socketio_encodes(
+    changes: list[tuple[dict[str, Any], str]], cursor: str, recovered: bool
+) -> None:
+    entries = [
+        FeedEntry(at, record["id"], record["userId"], record["state"], orjson.dumps(record))
+        for record, at in changes
+    ]
+    payload = {
+        "operations": [{**record, "cursor": at} for record, at in changes],
+        "cursor": cursor,
+        "recovered": recovered,
+    }
+    spliced = events.synced(entries, cursor, recovered)
+    assert spliced == library_encoded(events.SYNC, payload)
+    assert Packet(encoded_packet=spliced).data == [events.SYNC, payload]
+
+
 def test_the_engineio_frame_is_the_librarys_own() -> None:
     """The hub hands the spliced text to engine.io's own Packet: a MESSAGE frame, not spliced."""
     entry = FeedEntry("1-0", "op", None, "pending", b'{"id":"op","name":"x \xc3\xa9"}')
