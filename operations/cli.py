@@ -96,6 +96,12 @@ def parser() -> argparse.ArgumentParser:
         default=200.0,
         help="extra clients connecting and disconnecting a second meanwhile (0: none)",
     )
+    bench.add_argument(
+        "--fanout-profile",
+        metavar="FILE",
+        default=None,
+        help="run the fan-out's service process under cProfile, its statistics written to FILE",
+    )
 
     demo = subcommands.add_parser(
         "demo-services",
@@ -190,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         args.fanout_seconds,
                         args.fanout_churn,
                         args.fanout_rate,
+                        args.fanout_profile,
                     )
                 )
             if args.memory or args.memory_soak > 0:

@@ -14,9 +14,10 @@ line:
    "warm_up": count}``, each
    change by its index (an operation's command ``2n``, its event ``2n + 1``, the operation id's
    last twelve hex digits being ``n``). Churn stops; the crowd waits until its clients have every
-   change they should have, or ``wait`` seconds, and answers with what each kind of client was
-   due and got, and the latency histograms (:class:`Receipts`) of every change but the first
-   ``warm_up``;
+   change they should have, or until none has received anything for ``wait`` seconds (late
+   changes still count; lost ones never come), at most ``MAX_SETTLE_SECONDS``, and answers
+   with what each kind of client was due and got, and the latency histograms
+   (:class:`Receipts`) of every change but the first ``warm_up``;
 4. the bench closes the crowd's standard input: the crowd disconnects its clients and exits.
 """
 
@@ -43,6 +44,7 @@ CONNECT_BATCH = 50
 CONNECT_TIMEOUT = 30.0
 CHURN_DWELL_SECONDS = 1.0
 BUCKET_MS = 0.1
+MAX_SETTLE_SECONDS = 600.0
 
 
 def user_name(number: int) -> str:
@@ -190,9 +192,15 @@ class Crowd:
     ) -> dict[str, Any]:
         owned = collections.Counter(owner for owner, _ in changes)
         due = [len(changes) if member.owner is None else owned[member.owner] for member in self]
-        deadline = time.monotonic() + wait
+        deadline = time.monotonic() + MAX_SETTLE_SECONDS
+        received, quiet_since = -1, time.monotonic()
         while time.monotonic() < deadline:
             if all(len(member.indexes) >= d for member, d in zip(self, due, strict=True)):
+                break
+            now_received = sum(len(member.indexes) for member in self)
+            if now_received != received:
+                received, quiet_since = now_received, time.monotonic()
+            elif time.monotonic() - quiet_since > wait:
                 break
             await asyncio.sleep(0.1)
         users, admins = Receipts(), Receipts()
@@ -210,6 +218,14 @@ class Crowd:
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def rss_kib() -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS line")
 
 
 def raise_file_limit() -> int:
@@ -268,6 +284,7 @@ async def main() -> int:
         result["churn_cycles"] = crowd.churn_cycles
         result["churn_failed"] = crowd.churn_failed
         result["cpu_seconds"] = cpu_seconds() - started
+        result["rss_kib"] = rss_kib()
         _say(out, result)
         await reader.read()  # until the bench closes our input
     finally:
