@@ -130,7 +130,10 @@ async def measure(
     try:
         async with connection.channel() as channel:
             await declare_queue(channel, catalogue.bindings, settings.queue)
-        async with push.service_process(settings, _free_port(), profile) as service:
+        # With thousands of clients the service takes a while to stop (python-socketio's
+        # disconnect looks through every room), under the profiler minutes.
+        stop_seconds = 900.0 if profile else 120.0
+        async with push.service_process(settings, _free_port(), profile, stop_seconds) as service:
             return await _fan_out(
                 settings, service, connection, (asked, users, admins), seconds, churn, rate, limit
             )

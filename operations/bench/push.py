@@ -47,10 +47,11 @@ class ServiceProcess:
 
 @contextlib.asynccontextmanager
 async def service_process(
-    settings: Settings, port: int, profile: str | None = None
+    settings: Settings, port: int, profile: str | None = None, stop_seconds: float = 30.0
 ) -> AsyncIterator[ServiceProcess]:
     """With ``profile``, the service runs under cProfile, which writes its statistics to that
-    file when the service stops (on SIGINT, so that the profiler's ``finally`` runs)."""
+    file when the service stops (on SIGINT, so that the profiler's ``finally`` runs). A service
+    still stopping after ``stop_seconds`` is killed."""
     env = {
         **os.environ,
         "OPERATIONS_AMQP_URL": settings.amqp_url,
@@ -98,7 +99,12 @@ async def service_process(
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGINT if profile else signal.SIGTERM)
-            await asyncio.wait_for(process.wait(), timeout=120 if profile else 30)
+            try:
+                await asyncio.wait_for(process.wait(), timeout=stop_seconds)
+            except TimeoutError:
+                print(f"the service process did not stop within {stop_seconds:g} s: killed")
+                process.kill()
+                await process.wait()
 
 
 def _die_with_parent() -> None:
