@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 from typing import Any
@@ -38,6 +39,33 @@ def test_a_change_is_known_by_its_operation_and_state() -> None:
     operation = "0123abcd-0000-4000-8000-00000000002a"
     assert change_index({"id": operation, "state": "pending"}) == 84
     assert change_index({"id": operation, "state": "completed"}) == 85
+
+
+def test_the_fanout_bench_says_so_and_lowers_the_users_when_the_file_limit_is_too_low() -> None:
+    """In a process whose hard limit is 1,000 open files: 2,000 users cannot fit."""
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (500, 1_000))
+
+    script = (
+        "from operations.bench.fanout import fit_file_limit;"
+        "print(fit_file_limit(2000, 10, 10.0));"
+        "print(fit_file_limit(300, 10, 10.0))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        preexec_fn=low_limit,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "the hard limit is 1000 per process" in lines[0]
+    assert "lowering the users to 714" in lines[0]  # 1,000 - 10 admins - 20 churning - 256
+    assert lines[1] == "(714, 1000)"
+    assert lines[2] == "open files: 1000 allowed per process, 586 needed by the service"
+    assert lines[3] == "(300, 1000)"
 
 
 @pytest.mark.slow
