@@ -81,6 +81,30 @@ def parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="instead, soak Redis with steady traffic for SECONDS and show its memory over time",
     )
+    bench.add_argument(
+        "--fanout",
+        action="store_true",
+        help="only the fan-out: users and admins connected from client processes, a steady"
+        " stream of changes pushed to them, and connection churn",
+    )
+    bench.add_argument("--fanout-users", type=int, default=15_000, help="users connected")
+    bench.add_argument("--fanout-admins", type=int, default=10, help="admins connected")
+    bench.add_argument(
+        "--fanout-seconds", type=float, default=60.0, help="how long the changes are published"
+    )
+    bench.add_argument("--fanout-rate", type=int, default=1_000, help="changes a second")
+    bench.add_argument(
+        "--fanout-churn",
+        type=float,
+        default=200.0,
+        help="extra clients connecting and disconnecting a second meanwhile (0: none)",
+    )
+    bench.add_argument(
+        "--fanout-profile",
+        metavar="FILE",
+        default=None,
+        help="run the fan-out's service process under cProfile, its statistics written to FILE",
+    )
 
     demo = subcommands.add_parser(
         "demo-services",
@@ -164,6 +188,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.memory_operations < 1:
                 print("operations: --memory-operations must be positive", file=sys.stderr)
                 return 2
+            if args.fanout:
+                from operations.bench import fanout
+
+                return _run_fast(
+                    fanout.run(
+                        settings,
+                        args.fanout_users,
+                        args.fanout_admins,
+                        args.fanout_seconds,
+                        args.fanout_churn,
+                        args.fanout_rate,
+                        args.fanout_profile,
+                    )
+                )
             if args.memory or args.memory_soak > 0:
                 return _run_fast(run_memory(settings, args.memory_soak, args.memory_operations))
             return _run_fast(

@@ -60,11 +60,13 @@ class Probe(Arrivals):
         self._socket: ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
 
-    async def connect(self, token: str, since: str | None = None) -> None:
+    async def connect(self, token: str, since: str | None = None, **options: Any) -> None:
+        """``options`` go to websockets' ``connect`` (and on to the loop's
+        ``create_connection``), e.g. ``ping_interval=None`` or ``local_addr``."""
         auth: dict[str, Any] = {"token": token}
         if since is not None:
             auth["since"] = since
-        socket = await connect(self.url, max_size=None, compression=None)
+        socket = await connect(self.url, max_size=None, compression=None, **options)
         opening = await socket.recv()
         if not isinstance(opening, str) or not opening.startswith(_OPEN):
             await socket.close()

@@ -46,7 +46,12 @@ class ServiceProcess:
 
 
 @contextlib.asynccontextmanager
-async def service_process(settings: Settings, port: int) -> AsyncIterator[ServiceProcess]:
+async def service_process(
+    settings: Settings, port: int, profile: str | None = None, stop_seconds: float = 30.0
+) -> AsyncIterator[ServiceProcess]:
+    """With ``profile``, the service runs under cProfile, which writes its statistics to that
+    file when the service stops (on SIGINT, so that the profiler's ``finally`` runs). A service
+    still stopping after ``stop_seconds`` is killed."""
     env = {
         **os.environ,
         "OPERATIONS_AMQP_URL": settings.amqp_url,
@@ -64,8 +69,10 @@ async def service_process(settings: Settings, port: int) -> AsyncIterator[Servic
         "OPERATIONS_SAGAS": "false",
         "OPERATIONS_AMQP_BULK_FRAMES": "true" if settings.amqp_bulk_frames else "false",
     }
+    profiler = ["-m", "cProfile", "-o", profile] if profile else []
     process = await asyncio.create_subprocess_exec(
         sys.executable,
+        *profiler,
         "-m",
         "operations",
         "serve",
@@ -91,8 +98,13 @@ async def service_process(settings: Settings, port: int) -> AsyncIterator[Servic
         yield ServiceProcess(process, url)
     finally:
         if process.returncode is None:
-            process.terminate()
-            await asyncio.wait_for(process.wait(), timeout=30)
+            process.send_signal(signal.SIGINT if profile else signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), timeout=stop_seconds)
+            except TimeoutError:
+                print(f"the service process did not stop within {stop_seconds:g} s: killed")
+                process.kill()
+                await process.wait()
 
 
 def _die_with_parent() -> None:

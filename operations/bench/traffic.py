@@ -18,12 +18,14 @@ KINDS = (
 ADMIN_USER = "bench-admin"
 
 
-def message(index: int, operation_id: str | None = None) -> tuple[str, str, aio_pika.Message]:
+def message(
+    index: int, operation_id: str | None = None, user: str | None = None
+) -> tuple[str, str, aio_pika.Message]:
     exchange, name, body = KINDS[index % len(KINDS)]
     context = {
         "CorrelationId": uuid.uuid4().hex,
         "Name": name,
-        "User": {"Id": f"bench-user-{index % 100}", "IsAuthenticated": True},
+        "User": {"Id": user or f"bench-user-{index % 100}", "IsAuthenticated": True},
     }
     return (
         exchange,
