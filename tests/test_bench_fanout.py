@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from operations.bench.crowd import Member, Receipts, change_index
-from operations.bench.fanout import _percentile
+from operations.bench.crowd import Member, Receipts, change_index, percentile
 
 SECRET = "fanout-secret-0123456789abcdef-0123456789"
 
@@ -31,8 +30,8 @@ def test_a_tally_counts_each_change_once_for_its_owner_only() -> None:
     assert (tally.expected, tally.delivered) == (3, 3)
     assert (tally.duplicates, tally.misrouted) == (1, 1)
     assert sorted(tally.buckets.elements()) == [20, 200]  # 2 ms and 20 ms, in 0.1 ms buckets
-    assert _percentile(dict(tally.buckets), 0.50) == 2.1
-    assert _percentile(dict(tally.buckets), 0.99) == 20.1
+    assert percentile(dict(tally.buckets), 0.50) == 2.1
+    assert percentile(dict(tally.buckets), 0.99) == 20.1
 
 
 def test_a_change_is_known_by_its_operation_and_state() -> None:

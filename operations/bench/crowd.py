@@ -27,6 +27,7 @@ import array
 import asyncio
 import collections
 import contextlib
+import math
 import os
 import random
 import resource
@@ -298,3 +299,31 @@ if __name__ == "__main__":
     except ImportError:
         sys.exit(asyncio.run(main()))
     sys.exit(uvloop.run(main()))
+
+
+def merged(results: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    """The tallies of ``kind`` (users or admins) of every client process, added up."""
+    merged: dict[str, Any] = {"expected": 0, "delivered": 0, "duplicates": 0, "misrouted": 0}
+    buckets: dict[int, int] = {}
+    for result in results:
+        tally = result[kind]
+        for key in ("expected", "delivered", "duplicates", "misrouted"):
+            merged[key] += tally[key]
+        for bucket, count in tally["buckets"].items():
+            buckets[int(bucket)] = buckets.get(int(bucket), 0) + count
+    merged["buckets"] = buckets
+    return merged
+
+
+def percentile(buckets: dict[int, int], fraction: float) -> float:
+    """The upper edge (ms) of the bucket holding that fraction of the samples."""
+    total = sum(buckets.values())
+    if not total:
+        return 0.0
+    wanted = max(1, math.ceil(fraction * total))
+    seen = 0
+    for bucket in sorted(buckets):
+        seen += buckets[bucket]
+        if seen >= wanted:
+            return round((bucket + 1) * BUCKET_MS, 1)
+    raise AssertionError("unreachable")

@@ -38,7 +38,7 @@ import redis.asyncio as aioredis
 from operations.amqp.catalogue import Catalogue
 from operations.amqp.topology import declare_queue
 from operations.bench import crowd, drain, push, traffic
-from operations.bench.crowd import BUCKET_MS, raise_file_limit
+from operations.bench.crowd import raise_file_limit
 from operations.settings import DEV_JWT_SECRET, Settings
 
 # Descriptors a process needs besides its clients: Redis, RabbitMQ, the listening socket, ...
@@ -207,7 +207,7 @@ async def _fan_out(
     finally:
         await _end_crowds(crowds)
 
-    users_tally, admins_tally = _merge(results, "users"), _merge(results, "admins")
+    users_tally, admins_tally = crowd.merged(results, "users"), crowd.merged(results, "admins")
     expected = users_tally["expected"] + admins_tally["expected"]
     delivered = users_tally["delivered"] + admins_tally["delivered"]
     client_cpu = sum(result["cpu_seconds"] for result in results)
@@ -228,10 +228,10 @@ async def _fan_out(
         "fanout_delivered_pct": round(100 * delivered / expected, 3) if expected else 0.0,
         "fanout_duplicates": users_tally["duplicates"] + admins_tally["duplicates"],
         "fanout_misrouted": users_tally["misrouted"] + admins_tally["misrouted"],
-        "fanout_p50_ms_users": _percentile(users_tally["buckets"], 0.50),
-        "fanout_p99_ms_users": _percentile(users_tally["buckets"], 0.99),
-        "fanout_p50_ms_admins": _percentile(admins_tally["buckets"], 0.50),
-        "fanout_p99_ms_admins": _percentile(admins_tally["buckets"], 0.99),
+        "fanout_p50_ms_users": crowd.percentile(users_tally["buckets"], 0.50),
+        "fanout_p99_ms_users": crowd.percentile(users_tally["buckets"], 0.99),
+        "fanout_p50_ms_admins": crowd.percentile(admins_tally["buckets"], 0.50),
+        "fanout_p99_ms_admins": crowd.percentile(admins_tally["buckets"], 0.99),
         "fanout_rss_kib_per_client": round(
             (rss_connected - rss_idle) / (len(connected) + admins_connected), 1
         ),
@@ -350,33 +350,6 @@ def _runqueue_seconds(pid: int) -> float:
     shared machine, the time other processes took from the service."""
     with open(f"/proc/{pid}/schedstat", encoding="ascii") as schedstat:
         return int(schedstat.read().split()[1]) / 1e9
-
-
-def _merge(results: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    merged: dict[str, Any] = {"expected": 0, "delivered": 0, "duplicates": 0, "misrouted": 0}
-    buckets: dict[int, int] = {}
-    for result in results:
-        tally = result[kind]
-        for key in ("expected", "delivered", "duplicates", "misrouted"):
-            merged[key] += tally[key]
-        for bucket, count in tally["buckets"].items():
-            buckets[int(bucket)] = buckets.get(int(bucket), 0) + count
-    merged["buckets"] = buckets
-    return merged
-
-
-def _percentile(buckets: dict[int, int], fraction: float) -> float:
-    """The upper edge (ms) of the bucket holding that fraction of the samples."""
-    total = sum(buckets.values())
-    if not total:
-        return 0.0
-    wanted = max(1, math.ceil(fraction * total))
-    seen = 0
-    for bucket in sorted(buckets):
-        seen += buckets[bucket]
-        if seen >= wanted:
-            return round((bucket + 1) * BUCKET_MS, 1)
-    raise AssertionError("unreachable")
 
 
 def _print(figures: dict[str, Any], wall: float) -> None:
