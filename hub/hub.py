@@ -26,6 +26,7 @@ from engineio.packet import Packet as EngineIOPacket
 
 from hub import events
 from hub.admission import Client, Deadlines, SocketsPerUser
+from hub.membership import IndexedRooms
 from hub.recovering import RECOVERY_READS, Join, Recovered, Recoveries, Recovery
 from hub.recovery import changes_since
 from hub.rooms import OPS, rooms_for, user_room
@@ -72,6 +73,7 @@ class Hub:
         self.initialize_timeout = initialize_timeout
         self.recovery_max_entries = recovery_max_entries
         self.server = socketio.AsyncServer(
+            client_manager=IndexedRooms(),
             async_mode="asgi",
             json=events.OrjsonModule,
             # No origins configured: only the service's own origin (engine.io's same-origin check).
