@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
+import orjson
 from msgspec import Meta
 
 from operations.states import State
@@ -74,6 +75,56 @@ def _nullable(model: type[msgspec.Struct]) -> frozenset[str]:
 
 _NULLABLE = _nullable(Operation)
 _snapshots = msgspec.json.Decoder(Operation)
+
+
+# A history entry's fields, in the order of the JSON arrays an earlier version stored in a list.
+HISTORY_FIELDS = (
+    "version",
+    "state",
+    "name",
+    "message",
+    "messageId",
+    "code",
+    "reason",
+    "at",
+    "sentAt",
+)
+# The record hash's history parts, named ``<version><letter>`` by apply.lua.
+_PARTS = {"s": "state", "n": "name", "m": "message", "c": "code", "r": "reason", "a": "at"}
+_PARTS["t"] = "sentAt"
+
+
+def history_of(earlier: list[bytes], fields: dict[bytes, bytes], most: int) -> list[dict[str, Any]]:
+    """An operation's history, oldest first, its newest ``most`` entries: those in the record
+    hash (``fields``, as apply.lua writes them) after any an earlier version kept in a list of
+    its own (``earlier``, JSON arrays of :data:`HISTORY_FIELDS`)."""
+    entries: dict[int, dict[str, Any]] = {}
+    for raw in earlier:
+        entry = dict(zip(HISTORY_FIELDS, orjson.loads(raw), strict=False))
+        entries[int(entry["version"])] = entry
+    parts: dict[int, dict[str, str]] = {}
+    message_ids: dict[int, str] = {}
+    for name, value in fields.items():
+        if name[:1].isdigit():
+            version, part = int(name[:-1]), _PARTS.get(name[-1:].decode())
+            if part is not None:
+                parts.setdefault(version, {})[part] = value.decode()
+        elif name.startswith(b"m:") and value:
+            message_ids[int(value)] = name[2:].decode()
+    for version, found in parts.items():
+        if "state" in found and "message" in found and "at" in found:
+            entries[version] = {
+                "version": version,
+                "state": found["state"],
+                "name": found.get("name", found["message"]),
+                "message": found["message"],
+                "messageId": message_ids.get(version),
+                "code": found.get("code"),
+                "reason": found.get("reason"),
+                "at": found["at"],
+                "sentAt": found.get("sentAt"),
+            }
+    return [entries[version] for version in sorted(entries)][-most:]
 
 
 class ApplyOutcome(StrEnum):

@@ -31,7 +31,14 @@ from operations.envelope import Envelope
 from operations.errors import StoreError, StoreUnavailable
 from operations.keys import Keys
 from operations.listing import Listing, ListQuery, Page
-from operations.records import RECORD_FIELDS, ApplyOutcome, Change, Operation
+from operations.records import HISTORY_FIELDS as HISTORY_FIELDS
+from operations.records import (
+    RECORD_FIELDS,
+    ApplyOutcome,
+    Change,
+    Operation,
+    history_of,
+)
 from operations.redis_client import open_redis, round_trip
 from operations.shards import Shards
 from operations.timestamps import rfc3339
@@ -40,18 +47,6 @@ _LUA = resources.files("operations") / "lua"
 APPLY_SCRIPT = (_LUA / "apply.lua").read_text(encoding="utf-8")
 SWEEP_SCRIPT = (_LUA / "sweep.lua").read_text(encoding="utf-8")
 PRUNE_SCRIPT = (_LUA / "prune.lua").read_text(encoding="utf-8")
-# A history entry is stored as a JSON array of these, in this order (apply.lua writes them).
-HISTORY_FIELDS = (
-    "version",
-    "state",
-    "name",
-    "message",
-    "messageId",
-    "code",
-    "reason",
-    "at",
-    "sentAt",
-)
 DEFAULT_MAX_HISTORY = 1_000
 SWEEP_BATCH = 500
 SWEEP_MOST = 50_000
@@ -253,15 +248,25 @@ class RedisStore:
         return Operation.from_fields(fields)
 
     async def history(self, operation_id: str) -> list[dict[str, Any]]:
+        """The history, oldest first: in the record hash, after any entries an earlier version
+        kept in a list of its own (read as long as that list lives)."""
         try:
-            entries: Any = await self.redis.lrange(self.keys.history(operation_id), 0, -1)
-        except ResponseError as error:
-            if wrong_type(error):
-                return []
-            raise StoreUnavailable(f"Redis failed: {error}") from error
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.lrange(self.keys.history(operation_id), 0, -1)
+                pipe.hgetall(self.keys.record(operation_id))
+                replies: list[Any] = await pipe.execute(raise_on_error=False)
         except RedisError as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
-        return [dict(zip(HISTORY_FIELDS, orjson.loads(entry), strict=False)) for entry in entries]
+        read: list[Any] = []
+        empties: tuple[Any, Any] = ([], {})
+        for reply, empty in zip(replies, empties, strict=True):
+            if isinstance(reply, ResponseError) and wrong_type(reply):
+                reply = empty
+            elif isinstance(reply, Exception):
+                raise StoreUnavailable(f"Redis failed: {reply}")
+            read.append(reply)
+        earlier, fields = read
+        return history_of(earlier, fields, self._max_history)
 
     async def page(self, query: ListQuery) -> Page:
         """One page, newest first, merged over the shards (see :mod:`operations.listing`)."""

@@ -153,7 +153,6 @@ async def test_every_key_expires_after_the_last_update(
     keys = store.keys
     for key in (
         keys.record(op),
-        keys.history(op),
         keys.user_index(USER, keys.shard(op)),
         keys.expiries(keys.shard(op)),
     ):
@@ -179,7 +178,6 @@ def _operation_keys(store: RedisStore, op: str) -> list[str]:
     shard = keys.shard(op)
     return [
         keys.record(op),
-        keys.history(op),
         keys.user_index(USER, shard),
         keys.index(shard),
         keys.expiries(shard),

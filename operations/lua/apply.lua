@@ -1,6 +1,7 @@
 -- Applies one message to one operation, atomically (contract §3).
 --
--- KEYS[1] record hash      KEYS[2] history list    KEYS[3] the message's user's index
+-- KEYS[1] record hash      KEYS[2] history list of earlier versions (never created now)
+-- KEYS[3] the message's user's index
 -- KEYS[4] global index     KEYS[5] change stream   KEYS[6] expiries (zset)
 -- ARGV[1]: one JSON array (one argument packs and parses faster than thirteen):
 --   [operation id, message id, state, name, user id, code, reason, message name,
@@ -9,7 +10,16 @@
 -- with outcome one of applied, duplicate, stale.
 --
 -- The message ids already applied or judged live in the record hash itself, as fields
--- 'm:<message id>' with empty values: they expire with the record and cost no key of their own.
+-- 'm:<message id>': they expire with the record and cost no key of their own. The value is the
+-- version the message made, or empty when it changed nothing (or was applied by a version of
+-- the service that kept the history in a list of its own: the key KEYS[2]).
+-- The history lives in the record hash too, one short field per part of each entry, named by
+-- the version and a letter (none of the record's field names starts with a digit):
+--   <v>s state   <v>m message name   <v>a applied at   and only when present or different:
+--   <v>n display name (when not the message name)   <v>c code   <v>r reason   <v>t sent at
+-- Short values keep the hash in Redis's compact encoding (a listpack); a history list of its
+-- own cost a key, and its entries repeated the message id. Lists written before (KEYS[2]) are
+-- still read, and live as long as their record.
 -- The expiries zset holds one member per live operation, '<length of owner>:<owner><operation id>',
 -- scored by when the record expires (ms, the stream's clock): the sweep (sweep.lua) removes
 -- the operation from the indexes once that time has passed.
@@ -58,7 +68,6 @@ if current_state then
   end
 end
 
--- The history is the first key written: its own push refuses it (below), unchecked here.
 local refused = expect(index, 'zset') or expect(stream, 'stream') or expect(expiries, 'zset')
 if refused then return refused end
 
@@ -84,25 +93,7 @@ local snapshot = cjson.encode({
   version = version, createdAt = created_at, updatedAt = now_iso,
 })
 
--- Writes from here on, the history first: a history of another type fails its push before
--- anything is written. Entries are stored as arrays, in the order of HISTORY_FIELDS in
--- store.py; only the newest max_history are kept.
-local pushed = redis.pcall('RPUSH', history, cjson.encode({
-  version, state, name, message, nullable(msg_id),
-  terminal and nullable(code) or cjson.null, terminal and nullable(reason) or cjson.null,
-  now_iso, nullable(sent_at),
-}))
-if type(pushed) == 'table' and pushed.err then
-  return expect(history, 'list') or redis.error_reply(pushed.err)
-end
-if pushed > max_history then
-  redis.call('LTRIM', history, -max_history, -1)
-end
-
-if msg_id ~= '' then
-  redis.call('HSET', record, 'm:' .. msg_id, '')
-end
-
+-- Writes from here on.
 local entry = redis.call('XADD', stream, 'MAXLEN', '~', max_length, '*',
   'op', snapshot, 'id', op_id, 'user', owner, 'state', state)
 local ms, seq = string.match(entry, '^(%d+)-(%d+)$')
@@ -116,8 +107,32 @@ redis.call('HSET', record,
   'code', terminal and code or '', 'reason', terminal and reason or '',
   'version', version, 'createdAt', created_at, 'updatedAt', now_iso, 'rank', rank)
 
+-- This change's history entry, and its message id seen (the version links the two).
+local entry_fields = {version .. 's', state, version .. 'm', message, version .. 'a', now_iso}
+local function add(field, value)
+  entry_fields[#entry_fields + 1] = version .. field
+  entry_fields[#entry_fields + 1] = value
+end
+if name ~= message then add('n', name) end
+if terminal and code ~= '' then add('c', code) end
+if terminal and reason ~= '' then add('r', reason) end
+if sent_at ~= '' then add('t', sent_at) end
+if msg_id ~= '' then
+  entry_fields[#entry_fields + 1] = 'm:' .. msg_id
+  entry_fields[#entry_fields + 1] = version
+end
+redis.call('HSET', record, unpack(entry_fields))
+-- Only the newest max_history entries are kept (each change adds one, so one goes).
+local dropped = version - max_history
+if dropped >= 1 then
+  redis.call('HDEL', record, dropped .. 's', dropped .. 'm', dropped .. 'a', dropped .. 'n',
+    dropped .. 'c', dropped .. 'r', dropped .. 't')
+end
+
 redis.call('EXPIRE', record, ttl)
-redis.call('EXPIRE', history, ttl)
+if current_state then
+  redis.call('EXPIRE', history, ttl)  -- a list an earlier version wrote lives with its record
+end
 
 if owner ~= '' then
   redis.call('ZADD', owner_index, rank, op_id)
