@@ -1,0 +1,99 @@
+"""Operations written by an earlier version of the service, read and updated by this one.
+
+The earlier layout is written by that version's own apply script (kept verbatim in
+``tests/fixtures/layouts/``): its history in a list of its own, its message ids seen as ``m:``
+fields with empty values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import redis.asyncio as aioredis
+
+from operations.envelope import Envelope
+from operations.keys import Keys
+from operations.listing import ListQuery
+from operations.records import ApplyOutcome, Change
+from operations.states import MessageKind, State
+from operations.store import RedisStore, now
+from tests.support import new_id
+
+HISTORY_LIST_SCRIPT = (
+    Path(__file__).parent / "fixtures" / "layouts" / "apply-history-list.lua"
+).read_text(encoding="utf-8")
+USER = "0b9d7c54-0000-4000-8000-00000000002a"
+
+
+async def _apply_as_before(
+    redis: aioredis.Redis, keys: Keys, op: str, state: State, message: str, message_id: str
+) -> None:
+    """One message applied by the earlier script, with the keys and argument it was given."""
+    shard = keys.shard(op)
+    arguments = [op, message_id, state.value, "create_order", USER, "", "", message, now(), ""]
+    reply = await redis.eval(
+        HISTORY_LIST_SCRIPT,
+        6,
+        keys.record(op),
+        keys.history(op),
+        keys.user_index(USER, shard),
+        keys.index(shard),
+        keys.changes(shard),
+        keys.expiries(shard),
+        orjson.dumps([*arguments, 600, 1_000, 1_000]),
+    )
+    assert reply[0] == b"applied"
+
+
+def _envelope(op: str, state: State, message: str, message_id: str) -> Envelope:
+    kind = MessageKind.COMMAND if state is State.PENDING else MessageKind.EVENT
+    return Envelope(message, "orders", kind, state, op, message_id, USER, "create_order")
+
+
+async def test_an_operation_written_with_its_history_in_a_list_reads_and_moves_on(
+    redis_client: aioredis.Redis,
+) -> None:
+    keys = Keys("layouts")
+    store = RedisStore(redis_client, ttl_seconds=60, keys=keys)
+    op = new_id()
+    await _apply_as_before(redis_client, keys, op, State.PENDING, "create_order", "m-1")
+    assert await redis_client.llen(keys.history(op)) == 1
+
+    record = await store.get(op)
+    assert record is not None
+    assert (record.id, record.user_id, record.state, record.version) == (
+        op,
+        USER,
+        State.PENDING,
+        1,
+    )
+    (first,) = await store.history(op)
+    assert (first["version"], first["state"], first["message"], first["messageId"]) == (
+        1,
+        "pending",
+        "create_order",
+        "m-1",
+    )
+    assert [item.id for item in (await store.page(ListQuery(user_id=USER))).items] == [op]
+
+    # A message the earlier version applied is still a duplicate.
+    (again,) = await store.apply([_envelope(op, State.PENDING, "create_order", "m-1")])
+    assert isinstance(again, Change) and again.outcome is ApplyOutcome.DUPLICATE
+
+    await redis_client.expire(keys.history(op), 5)
+    (done,) = await store.apply([_envelope(op, State.COMPLETED, "order_created", "m-2")])
+    assert isinstance(done, Change) and done.outcome is ApplyOutcome.APPLIED
+    history = await store.history(op)
+    assert [(entry["version"], entry["message"], entry["messageId"]) for entry in history] == [
+        (1, "create_order", "m-1"),
+        (2, "order_created", "m-2"),
+    ]
+    assert history[0] == first
+    assert set(history[1]) == set(first)
+    # The earlier list lives as long as its record now, and nothing writes to it any more.
+    assert 55 < await redis_client.ttl(keys.history(op)) <= 60
+    assert await redis_client.llen(keys.history(op)) == 1
+    record = await store.get(op)
+    assert record is not None and (record.state, record.version) == (State.COMPLETED, 2)
+    assert [item.id for item in (await store.page(ListQuery(user_id=USER))).items] == [op]
+    assert [item.id for item in (await store.page(ListQuery())).items][:1] == [op]
