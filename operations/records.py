@@ -43,22 +43,27 @@ class Operation(msgspec.Struct, rename="camel", frozen=True, gc=False):
         return _snapshots.decode(snapshot)
 
     @classmethod
-    def from_fields(cls, values: list[bytes | None]) -> Operation | None:
-        """The record from its hash's values, read in the order of :data:`RECORD_FIELDS`; None
-        when the hash holds no record (no state). The hash keeps an empty string for null."""
+    def from_fields(cls, operation_id: str, values: list[bytes | None]) -> Operation | None:
+        """The record from its hash's values, read in the order of :data:`STORED_FIELDS`; None
+        when the hash holds no record (no state). The hash keeps an empty string for null, and
+        not the id, which its key names."""
         if values[_STATE] is None:
             return None
-        document = {
+        document: dict[str, str | None] = {
             field: None if value is None or (not value and field in _NULLABLE) else value.decode()
-            for field, value in zip(RECORD_FIELDS, values, strict=True)
+            for field, value in zip(STORED_FIELDS, values, strict=True)
         }
+        document["id"] = operation_id
         return msgspec.convert(document, cls, strict=False)
 
 
 RECORD_FIELDS: tuple[str, ...] = Operation.__struct_encode_fields__
-"""The record's fields as stored and sent (camelCase), in the struct's order."""
+"""The record's fields as sent (camelCase), in the struct's order."""
 
-_STATE = RECORD_FIELDS.index("state")
+STORED_FIELDS: tuple[str, ...] = tuple(field for field in RECORD_FIELDS if field != "id")
+"""The record's fields as its hash stores them: all but the id, in the struct's order."""
+
+_STATE = STORED_FIELDS.index("state")
 
 
 def _nullable(model: type[msgspec.Struct]) -> frozenset[str]:
@@ -111,8 +116,13 @@ def history_of(earlier: list[bytes], fields: dict[bytes, bytes], most: int) -> l
                 parts.setdefault(version, {})[part] = value.decode()
         elif name.startswith(b"m:") and value:
             message_ids[int(value)] = name[2:].decode()
+    # The first entry's time is the record's createdAt, the newest one's its updatedAt.
+    times = {1: fields.get(b"createdAt", b"").decode()}
+    if b"version" in fields:
+        times[int(fields[b"version"])] = fields.get(b"updatedAt", b"").decode()
     for version, found in parts.items():
-        if "state" in found and "message" in found and "at" in found:
+        at = found.get("at") or times.get(version)
+        if "state" in found and "message" in found and at:
             entries[version] = {
                 "version": version,
                 "state": found["state"],
@@ -121,7 +131,7 @@ def history_of(earlier: list[bytes], fields: dict[bytes, bytes], most: int) -> l
                 "messageId": message_ids.get(version),
                 "code": found.get("code"),
                 "reason": found.get("reason"),
-                "at": found["at"],
+                "at": at,
                 "sentAt": found.get("sentAt"),
             }
     return [entries[version] for version in sorted(entries)][-most:]

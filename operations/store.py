@@ -33,7 +33,7 @@ from operations.keys import Keys
 from operations.listing import Listing, ListQuery, Page
 from operations.records import HISTORY_FIELDS as HISTORY_FIELDS
 from operations.records import (
-    RECORD_FIELDS,
+    STORED_FIELDS,
     ApplyOutcome,
     Change,
     Operation,
@@ -238,14 +238,14 @@ class RedisStore:
         else (written by another layout or by hand): a read never tells that apart."""
         try:
             # The hash also holds one ``m:`` field per message id seen, which a read never needs.
-            fields: Any = await self.redis.hmget(self.keys.record(operation_id), RECORD_FIELDS)
+            fields: Any = await self.redis.hmget(self.keys.record(operation_id), STORED_FIELDS)
         except ResponseError as error:
             if wrong_type(error):
                 return None
             raise StoreUnavailable(f"Redis failed: {error}") from error
         except RedisError as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
-        return Operation.from_fields(fields)
+        return Operation.from_fields(operation_id, fields)
 
     async def history(self, operation_id: str) -> list[dict[str, Any]]:
         """The history, oldest first: in the record hash, after any entries an earlier version
@@ -275,16 +275,16 @@ class RedisStore:
     async def _records(self, operation_ids: list[str]) -> list[Operation | None]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for operation_id in operation_ids:
-                pipe.hmget(self.keys.record(operation_id), RECORD_FIELDS)
+                pipe.hmget(self.keys.record(operation_id), STORED_FIELDS)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
         records: list[Operation | None] = []
-        for fields in replies:
+        for operation_id, fields in zip(operation_ids, replies, strict=True):
             if isinstance(fields, ResponseError) and wrong_type(fields):
                 records.append(None)
             elif isinstance(fields, Exception):
                 raise fields
             else:
-                records.append(Operation.from_fields(fields))
+                records.append(Operation.from_fields(operation_id, fields))
         return records
 
     async def sweep(self, batch: int = SWEEP_BATCH, most: int = SWEEP_MOST) -> int:

@@ -6,6 +6,7 @@ fields with empty values."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -97,3 +98,34 @@ async def test_an_operation_written_with_its_history_in_a_list_reads_and_moves_o
     assert record is not None and (record.state, record.version) == (State.COMPLETED, 2)
     assert [item.id for item in (await store.page(ListQuery(user_id=USER))).items] == [op]
     assert [item.id for item in (await store.page(ListQuery())).items][:1] == [op]
+
+
+async def test_each_history_entry_keeps_the_time_it_was_applied(
+    redis_client: aioredis.Redis,
+) -> None:
+    """The newest entry's time is the record's updatedAt; the entry before it keeps that time
+    when a newer one comes."""
+    store = RedisStore(redis_client, ttl_seconds=60, keys=Keys("layouts"))
+    op = new_id()
+    times = []
+    for state, message, message_id in (
+        (State.PENDING, "create_order", "m-1"),
+        (State.PENDING, "add_parcel_to_order", "m-2"),
+        (State.PENDING, "approve_order", "m-3"),
+        (State.COMPLETED, "order_approved", "m-4"),
+    ):
+        envelope = _envelope(op, state, message, message_id)
+        (change,) = await store.apply([replace(envelope, name=message)])
+        assert isinstance(change, Change) and change.record is not None
+        times.append(change.record.updated_at)
+        history = await store.history(op)
+        assert [entry["at"] for entry in history] == times
+        assert [entry["messageId"] for entry in history][-1] == message_id
+    assert [entry["message"] for entry in history] == [
+        "create_order",
+        "add_parcel_to_order",
+        "approve_order",
+        "order_approved",
+    ]
+    record = await store.get(op)
+    assert record is not None and times[0] == record.created_at

@@ -15,8 +15,10 @@
 -- the service that kept the history in a list of its own: the key KEYS[2]).
 -- The history lives in the record hash too, one short field per part of each entry, named by
 -- the version and a letter (none of the record's field names starts with a digit):
---   <v>s state   <v>m message name   <v>a applied at   and only when present or different:
+--   <v>s state   <v>m message name   and only when present or different:
 --   <v>n display name (when not the message name)   <v>c code   <v>r reason   <v>t sent at
+--   <v>a applied at (not for version 1, whose time is createdAt, nor for the newest entry,
+--        whose time is updatedAt)
 -- Short values keep the hash in Redis's compact encoding (a listpack); a history list of its
 -- own cost a key, and its entries repeated the message id. Lists written before (KEYS[2]) are
 -- still read, and live as long as their record.
@@ -50,7 +52,8 @@ end
 -- HMGET fails on a record of another type before anything is written; the other keys are
 -- checked once the message is known to change the record (duplicates and stale ones touch
 -- only the record).
-local current = redis.call('HMGET', record, 'state', 'name', 'userId', 'createdAt', 'rank', 'version')
+local current = redis.call('HMGET', record,
+  'state', 'name', 'userId', 'createdAt', 'rank', 'version', 'updatedAt')
 local current_state, current_name = current[1], current[2]
 
 -- A record without a state holds nothing applied: message ids seen there count only with one.
@@ -101,17 +104,24 @@ if not rank then
   -- Newest-first order for the indexes: the creating entry's id, ms * 1000 + sequence, fits a double.
   rank = string.format('%d', tonumber(ms) * 1000 + math.min(tonumber(seq), 999))
 end
--- The record's fields in the order of records.Operation (as the snapshot above), then the rank.
+-- The record's fields in the order of records.Operation (as the snapshot above) but the id,
+-- which the key names, then the rank.
 redis.call('HSET', record,
-  'id', op_id, 'userId', owner, 'name', name, 'state', state,
+  'userId', owner, 'name', name, 'state', state,
   'code', terminal and code or '', 'reason', terminal and reason or '',
   'version', version, 'createdAt', created_at, 'updatedAt', now_iso, 'rank', rank)
 
 -- This change's history entry, and its message id seen (the version links the two).
-local entry_fields = {version .. 's', state, version .. 'm', message, version .. 'a', now_iso}
+-- Its time is the record's updatedAt (and version 1's its createdAt): the entry before it,
+-- no longer the newest, gets its own.
+local entry_fields = {version .. 's', state, version .. 'm', message}
 local function add(field, value)
   entry_fields[#entry_fields + 1] = version .. field
   entry_fields[#entry_fields + 1] = value
+end
+if version > 2 and current[7] then
+  entry_fields[#entry_fields + 1] = (version - 1) .. 'a'
+  entry_fields[#entry_fields + 1] = current[7]
 end
 if name ~= message then add('n', name) end
 if terminal and code ~= '' then add('c', code) end
