@@ -10,12 +10,17 @@ key's last part; a key with none is a property; ``tag`` is the start that every 
 :class:`Keys`, the tracking path's store (``S`` is the operation's shard, always 0 with one shard;
 ``{S}`` is a Redis Cluster hash tag, so every key one script touches is in one slot)::
 
-    P:{S}:op:ID            hash    the record: id, userId, name, state, code, reason, version,
-                                   createdAt, updatedAt, rank (creation order); and one field
-                                   ``m:MESSAGE-ID`` per message applied or judged (drops
-                                   duplicates)
-    P:{S}:history:ID       list    transitions, oldest first, each a JSON array of
-                                   ``HISTORY_FIELDS``; the newest ``OPERATIONS_MAX_HISTORY``
+    P:{S}:op:ID            hash    the record: userId, name, state, code, reason, version,
+                                   createdAt, updatedAt, rank (creation order), not the id (the
+                                   key's); one field ``m:MESSAGE-ID`` per message applied (the
+                                   version it made) or judged (empty), which drops duplicates;
+                                   the history, the newest ``OPERATIONS_MAX_HISTORY`` entries,
+                                   one field per part: ``VERSIONs`` state, ``VERSIONm`` message,
+                                   and when needed ``VERSIONn`` name, ``VERSIONc`` code,
+                                   ``VERSIONr`` reason, ``VERSIONt`` sent at, ``VERSIONa`` at
+    P:{S}:history:ID       list    written by earlier versions only (the history had a key of
+                                   its own): their transitions, each a JSON array of
+                                   ``HISTORY_FIELDS``; read, and kept as long as the record
     P:{S}:user:USER        zset    the user's operation ids in shard S, by creation order (rank)
     P:{S}:index            zset    every operation id in shard S, by creation order (rank)
     P:{S}:expiries         zset    one member per operation of shard S, ``LEN:OWNER`` followed by
