@@ -5,8 +5,8 @@ The keys are named by :class:`operations.keys.Keys`, where their layout is descr
 Every key of an operation expires ``OPERATIONS_OPERATION_TTL_SECONDS`` after its last applied
 change; reads never extend it. The indexes expire with their newest operation. Within them, an
 operation's id is removed by the sweep (:mod:`operations.sweeper`, ``lua/sweep.lua``) soon after
-its record expires, found through the expiries zset; a listing that meets an expired id before
-the sweep does drops it too.
+its record expires, found through its owner's index, which the shard's owners zset schedules; a
+listing that meets an expired id before the sweep does drops it too.
 
 Each message is applied by one Lua script (``lua/apply.lua``); a batch of messages is sent as one
 round trip, in delivery order, on one connection. Listing (:mod:`operations.listing`) merges the
@@ -177,7 +177,7 @@ class RedisStore:
                     keys.user_index(user, shard),
                     keys.index(shard),
                     keys.changes(shard),
-                    keys.expiries(shard),
+                    keys.owners(shard),
                     arguments,
                 )
             )
@@ -293,11 +293,12 @@ class RedisStore:
         removed = 0
         try:
             for shard in self.keys.shards:
-                keys = [self.keys.expiries(shard), self.keys.index(shard)]
+                keys = [self.keys.owners(shard), self.keys.index(shard), self.keys.expiries(shard)]
+                arguments = [self.keys.tag(shard), batch, self._ttl]
                 for _ in range(max(1, most // batch)):
-                    gone, looked = await self._sweep(keys=keys, args=[self.keys.tag(shard), batch])
+                    gone, more = await self._sweep(keys=keys, args=arguments)
                     removed += int(gone)
-                    if int(looked) < batch:
+                    if not int(more):
                         break
         except (RedisError, OSError) as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
@@ -318,7 +319,7 @@ class RedisStore:
             return False
 
 
-# The apply script's keys (record, history, owner's index, index, stream, expiries) and argument.
+# The apply script's keys (record, history, owner's index, index, stream, owners) and argument.
 _Call = tuple[str, str, str, str, str, str, bytes]
 
 

@@ -123,7 +123,8 @@ async def footprint(
         ("history (list)", keys.history(operation), None),
         ("owner's index (zset)", keys.user_index(user, shard), redis.zcard),
         ("global index (zset)", keys.index(shard), redis.zcard),
-        ("expiries (zset)", keys.expiries(shard), redis.zcard),
+        ("owners (zset)", keys.owners(shard), redis.zcard),
+        ("expiries (zset, earlier)", keys.expiries(shard), redis.zcard),
         ("change stream, capped", keys.changes(shard), redis.xlen),
     ]
     shares = []

@@ -2,7 +2,7 @@
 --
 -- KEYS[1] record hash      KEYS[2] history list of earlier versions (never created now)
 -- KEYS[3] the message's user's index
--- KEYS[4] global index     KEYS[5] change stream   KEYS[6] expiries (zset)
+-- KEYS[4] global index     KEYS[5] change stream   KEYS[6] owners (zset)
 -- ARGV[1]: one JSON array (one argument packs and parses faster than thirteen):
 --   [operation id, message id, state, name, user id, code, reason, message name,
 --    now (ISO 8601), sent at (ISO 8601 or ''), ttl (s), stream max length, most history entries]
@@ -22,14 +22,14 @@
 -- Short values keep the hash in Redis's compact encoding (a listpack); a history list of its
 -- own cost a key, and its entries repeated the message id. Lists written before (KEYS[2]) are
 -- still read, and live as long as their record.
--- The expiries zset holds one member per live operation, '<length of owner>:<owner><operation id>',
--- scored by when the record expires (ms, the stream's clock): the sweep (sweep.lua) removes
--- the operation from the indexes once that time has passed.
+-- Every operation is in its owner's index, 'user:<owner>', or in 'user:' while it has none.
+-- The owners zset names each owner with an index, scored by when the sweep (sweep.lua) must
+-- look at that index next (ms, the stream's clock): no later than its newest operation expires.
 --
 -- Every read and check comes before the first write: a key of the wrong type (only possible
 -- when something else wrote it) fails the script with an error and leaves nothing behind.
 
-local record, history, owner_index, index, stream, expiries =
+local record, history, owner_index, index, stream, owners =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local args = cjson.decode(ARGV[1])
 local op_id, msg_id, state, name, user_id = args[1], args[2], args[3], args[4], args[5]
@@ -71,16 +71,20 @@ if current_state then
   end
 end
 
-local refused = expect(index, 'zset') or expect(stream, 'stream') or expect(expiries, 'zset')
+local refused = expect(index, 'zset') or expect(stream, 'stream') or expect(owners, 'zset')
 if refused then return refused end
 
 local previous_owner = current[3] or ''
 local owner = previous_owner
 if owner == '' then owner = user_id end
-if owner ~= '' then
-  -- Whoever sent the message, the owner's index must live as long as the operation does.
-  if owner ~= user_id then owner_index = string.sub(index, 1, -6) .. 'user:' .. owner end
-  refused = expect(owner_index, 'zset')
+-- Whoever sent the message, the owner's index must live as long as the operation does.
+local users = string.sub(index, 1, -6) .. 'user:'
+if owner ~= user_id then owner_index = users .. owner end
+refused = expect(owner_index, 'zset')
+if refused then return refused end
+local moved = current_state and previous_owner ~= owner
+if moved then
+  refused = expect(users .. previous_owner, 'zset')
   if refused then return refused end
 end
 local created_at, rank = current[4], current[5]
@@ -144,17 +148,16 @@ if current_state then
   redis.call('EXPIRE', history, ttl)  -- a list an earlier version wrote lives with its record
 end
 
-if owner ~= '' then
-  redis.call('ZADD', owner_index, rank, op_id)
-  redis.call('EXPIRE', owner_index, ttl)
+-- The owners' indexes, and the owners zset, live twice as long as their newest operation: the
+-- sweep finds expired operations through them, so they must still be there when it comes.
+redis.call('ZADD', owner_index, rank, op_id)
+redis.call('EXPIRE', owner_index, 2 * ttl)
+if moved then
+  redis.call('ZREM', users .. previous_owner, op_id)
 end
 redis.call('ZADD', index, rank, op_id)
 redis.call('EXPIRE', index, ttl)
-
-if current_state and previous_owner ~= owner then
-  redis.call('ZREM', expiries, string.len(previous_owner) .. ':' .. previous_owner .. op_id)
-end
-redis.call('ZADD', expiries, tonumber(ms) + ttl * 1000, string.len(owner) .. ':' .. owner .. op_id)
-redis.call('EXPIRE', expiries, ttl)
+redis.call('ZADD', owners, 'LT', tonumber(ms) + ttl * 1000, owner)
+redis.call('EXPIRE', owners, 2 * ttl)
 
 return {'applied', snapshot, entry}
