@@ -294,7 +294,7 @@ class RedisStore:
         try:
             for shard in self.keys.shards:
                 keys = [self.keys.owners(shard), self.keys.index(shard), self.keys.expiries(shard)]
-                arguments = [self.keys.tag(shard), batch, self._ttl]
+                arguments: list[str | int] = [self.keys.tag(shard), batch, self._ttl]
                 for _ in range(max(1, most // batch)):
                     gone, more = await self._sweep(keys=keys, args=arguments)
                     removed += int(gone)

@@ -137,10 +137,11 @@ async def test_a_rabbitmq_restart_mid_stream_loses_no_message(
         store = RedisStore(redis_client, settings.operation_ttl_seconds, keys=keys)
         lost = {}
         for op, ids in operations.items():
-            version = await redis_client.hget(keys.record(op), "version")
+            record = await store.get(op)
+            version = record.version if record is not None else 0
             recorded = tuple(entry["messageId"] for entry in await store.history(op))
-            if (int(version), recorded) != (2, ids):
-                lost[op] = (int(version), recorded, ids)
+            if (version, recorded) != (2, ids):
+                lost[op] = (version, recorded, ids)
         assert not lost, f"{len(lost)} operations lack a message, e.g. {next(iter(lost.items()))}"
         counted = running.service.metrics.messages
         assert counted.value(kind="command", outcome="applied") == len(operations)
