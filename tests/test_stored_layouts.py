@@ -6,6 +6,7 @@ fields with empty values."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,7 +28,13 @@ USER = "0b9d7c54-0000-4000-8000-00000000002a"
 
 
 async def _apply_as_before(
-    redis: aioredis.Redis, keys: Keys, op: str, state: State, message: str, message_id: str
+    redis: aioredis.Redis,
+    keys: Keys,
+    op: str,
+    state: State,
+    message: str,
+    message_id: str,
+    ttl: int = 600,
 ) -> None:
     """One message applied by the earlier script, with the keys and argument it was given."""
     shard = keys.shard(op)
@@ -41,7 +48,7 @@ async def _apply_as_before(
         keys.index(shard),
         keys.changes(shard),
         keys.expiries(shard),
-        orjson.dumps([*arguments, 600, 1_000, 1_000]),
+        orjson.dumps([*arguments, ttl, 1_000, 1_000]),
     )
     assert reply[0] == b"applied"
 
@@ -129,3 +136,29 @@ async def test_each_history_entry_keeps_the_time_it_was_applied(
     ]
     record = await store.get(op)
     assert record is not None and times[0] == record.created_at
+
+
+async def test_an_operation_an_earlier_version_scheduled_in_its_expiries_set_is_swept(
+    redis_client: aioredis.Redis,
+) -> None:
+    """Earlier versions scheduled the sweep with one expiries member per operation; the sweep
+    still reads them, and keeps their set for as long as it has members."""
+    keys = Keys("layouts")
+    short = RedisStore(redis_client, ttl_seconds=2, keys=keys)
+    lasting = RedisStore(redis_client, ttl_seconds=60, keys=keys)
+    op = new_id()
+    await _apply_as_before(redis_client, keys, op, State.PENDING, "create_order", "m-1", ttl=2)
+    keeper = new_id()  # one shard: its indexes outlive the earlier operation
+    await lasting.apply([_envelope(keeper, State.PENDING, "create_order", "m-2")])
+    shard = keys.shard(op)
+    expiries = keys.expiries(shard)
+    assert await redis_client.zcard(expiries) == 1
+    assert await short.sweep() == 0  # not expired yet; the set is kept past its own expiry
+    assert await redis_client.pttl(expiries) > 2_500
+    await asyncio.sleep(2.3)
+    assert await short.get(op) is None
+    assert await short.sweep() == 1
+    for index in (keys.index(shard), keys.user_index(USER, shard)):
+        assert await redis_client.zscore(index, op) is None
+        assert await redis_client.zscore(index, keeper) is not None
+    assert await redis_client.exists(expiries) == 0

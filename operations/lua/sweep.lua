@@ -49,6 +49,12 @@ for _, member in ipairs(due) do
   end
 end
 if #due == batch then more = 1 end
+-- Nothing refreshes that set's time to live any more: it must last until its last member is due.
+local last = redis.call('ZRANGE', expiries, -1, -1, 'WITHSCORES')
+if last[2] then
+  local keep = math.floor(tonumber(last[2]) - now) + ttl
+  if redis.call('PTTL', expiries) < keep then redis.call('PEXPIRE', expiries, keep) end
+end
 
 -- Ranks up to this one belong to operations created a time to live ago or more.
 local oldest = string.format('%d', (now - ttl) * 1000 + 999)
