@@ -116,17 +116,21 @@ def history_of(earlier: list[bytes], fields: dict[bytes, bytes], most: int) -> l
                 parts.setdefault(version, {})[part] = value.decode()
         elif name.startswith(b"m:") and value:
             message_ids[int(value)] = name[2:].decode()
-    # The first entry's time is the record's createdAt, the newest one's its updatedAt.
+    # The first entry's time is the record's createdAt; the newest one's time is its updatedAt,
+    # and its name the record's name.
     times = {1: fields.get(b"createdAt", b"").decode()}
+    names = {}
     if b"version" in fields:
-        times[int(fields[b"version"])] = fields.get(b"updatedAt", b"").decode()
+        newest = int(fields[b"version"])
+        times[newest] = fields.get(b"updatedAt", b"").decode()
+        names[newest] = fields.get(b"name", b"").decode()
     for version, found in parts.items():
         at = found.get("at") or times.get(version)
         if "state" in found and "message" in found and at:
             entries[version] = {
                 "version": version,
                 "state": found["state"],
-                "name": found.get("name", found["message"]),
+                "name": found.get("name") or names.get(version) or found["message"],
                 "message": found["message"],
                 "messageId": message_ids.get(version),
                 "code": found.get("code"),

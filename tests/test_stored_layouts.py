@@ -107,27 +107,29 @@ async def test_an_operation_written_with_its_history_in_a_list_reads_and_moves_o
     assert [item.id for item in (await store.page(ListQuery())).items][:1] == [op]
 
 
-async def test_each_history_entry_keeps_the_time_it_was_applied(
+async def test_each_history_entry_keeps_its_time_and_name(
     redis_client: aioredis.Redis,
 ) -> None:
-    """The newest entry's time is the record's updatedAt; the entry before it keeps that time
-    when a newer one comes."""
+    """The newest entry's time and name are the record's updatedAt and name; the entry before it
+    keeps them when a newer one comes."""
     store = RedisStore(redis_client, ttl_seconds=60, keys=Keys("layouts"))
     op = new_id()
     times = []
-    for state, message, message_id in (
-        (State.PENDING, "create_order", "m-1"),
-        (State.PENDING, "add_parcel_to_order", "m-2"),
-        (State.PENDING, "approve_order", "m-3"),
-        (State.COMPLETED, "order_approved", "m-4"),
-    ):
+    steps = (
+        (State.PENDING, "create_order", "create_order", "m-1"),
+        (State.PENDING, "add_parcel_to_order", "adding a parcel", "m-2"),
+        (State.PENDING, "approve_order", "approve_order", "m-3"),
+        (State.COMPLETED, "order_approved", "approved", "m-4"),
+    )
+    for state, message, name, message_id in steps:
         envelope = _envelope(op, state, message, message_id)
-        (change,) = await store.apply([replace(envelope, name=message)])
+        (change,) = await store.apply([replace(envelope, name=name)])
         assert isinstance(change, Change) and change.record is not None
         times.append(change.record.updated_at)
         history = await store.history(op)
         assert [entry["at"] for entry in history] == times
         assert [entry["messageId"] for entry in history][-1] == message_id
+        assert [entry["name"] for entry in history] == [step[2] for step in steps[: len(times)]]
     assert [entry["message"] for entry in history] == [
         "create_order",
         "add_parcel_to_order",

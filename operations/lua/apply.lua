@@ -16,7 +16,8 @@
 -- The history lives in the record hash too, one short field per part of each entry, named by
 -- the version and a letter (none of the record's field names starts with a digit):
 --   <v>s state   <v>m message name   and only when present or different:
---   <v>n display name (when not the message name)   <v>c code   <v>r reason   <v>t sent at
+--   <v>n display name (not for the newest entry, whose name is the record's, nor when it is
+--        the message name)   <v>c code   <v>r reason   <v>t sent at
 --   <v>a applied at (not for version 1, whose time is createdAt, nor for the newest entry,
 --        whose time is updatedAt)
 -- Short values keep the hash in Redis's compact encoding (a listpack); a history list of its
@@ -127,7 +128,15 @@ if version > 2 and current[7] then
   entry_fields[#entry_fields + 1] = (version - 1) .. 'a'
   entry_fields[#entry_fields + 1] = current[7]
 end
-if name ~= message then add('n', name) end
+-- Its display name is the record's name. The entry before, no longer the newest, gets its own
+-- when it is not that entry's message name.
+if version > 1 then
+  local before = redis.call('HGET', record, (version - 1) .. 'm')
+  if before and before ~= current_name then
+    entry_fields[#entry_fields + 1] = (version - 1) .. 'n'
+    entry_fields[#entry_fields + 1] = current_name
+  end
+end
 if terminal and code ~= '' then add('c', code) end
 if terminal and reason ~= '' then add('r', reason) end
 if sent_at ~= '' then add('t', sent_at) end
