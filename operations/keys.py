@@ -10,16 +10,25 @@ key's last part; a key with none is a property; ``tag`` is the start that every 
 :class:`Keys`, the tracking path's store (``S`` is the operation's shard, always 0 with one shard;
 ``{S}`` is a Redis Cluster hash tag, so every key one script touches is in one slot)::
 
-    P:{S}:op:ID            hash    the record: id, userId, name, state, code, reason, version,
-                                   createdAt, updatedAt, rank (creation order); and one field
-                                   ``m:MESSAGE-ID`` per message applied or judged (drops
-                                   duplicates)
-    P:{S}:history:ID       list    transitions, oldest first, each a JSON array of
-                                   ``HISTORY_FIELDS``; the newest ``OPERATIONS_MAX_HISTORY``
-    P:{S}:user:USER        zset    the user's operation ids in shard S, by creation order (rank)
+    P:{S}:op:ID            hash    the record: userId, name, state, code, reason, version,
+                                   createdAt, updatedAt, rank (creation order), not the id (the
+                                   key's); one field ``m:MESSAGE-ID`` per message applied (the
+                                   version it made) or judged (empty), which drops duplicates;
+                                   the history, the newest ``OPERATIONS_MAX_HISTORY`` entries,
+                                   one field per part: ``VERSIONs`` state, ``VERSIONm`` message,
+                                   and when needed ``VERSIONn`` name, ``VERSIONc`` code,
+                                   ``VERSIONr`` reason, ``VERSIONt`` sent at, ``VERSIONa`` at
+    P:{S}:history:ID       list    written by earlier versions only (the history had a key of
+                                   its own): their transitions, each a JSON array of
+                                   ``HISTORY_FIELDS``; read, and kept as long as the record
+    P:{S}:user:USER        zset    the user's operation ids in shard S, by creation order (rank);
+                                   ``P:{S}:user:`` (no user) those that have no owner
     P:{S}:index            zset    every operation id in shard S, by creation order (rank)
-    P:{S}:expiries         zset    one member per operation of shard S, ``LEN:OWNER`` followed by
-                                   its id, scored by when its record expires (ms)
+    P:{S}:owners           zset    every owner (USER, or empty) with an index in shard S, scored by
+                                   when the sweep must next look at that index (ms)
+    P:{S}:expiries         zset    written by earlier versions only, swept until empty: one member
+                                   per operation, ``LEN:OWNER`` followed by its id, scored by when
+                                   its record expires (ms)
     P:{S}:changes          stream  one entry per applied change in shard S: ``op`` (the record as
                                    JSON), ``id``, ``user`` and ``state``
     P:layout               string  the shard count the data was written with
@@ -142,6 +151,9 @@ class Keys(_Sharded):
 
     def expiries(self, shard: int) -> str:
         return f"{self._tags[shard]}:expiries"
+
+    def owners(self, shard: int) -> str:
+        return f"{self._tags[shard]}:owners"
 
     @property
     def streams(self) -> list[str]:

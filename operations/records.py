@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
+import orjson
 from msgspec import Meta
 
 from operations.states import State
@@ -42,22 +43,27 @@ class Operation(msgspec.Struct, rename="camel", frozen=True, gc=False):
         return _snapshots.decode(snapshot)
 
     @classmethod
-    def from_fields(cls, values: list[bytes | None]) -> Operation | None:
-        """The record from its hash's values, read in the order of :data:`RECORD_FIELDS`; None
-        when the hash holds no record (no state). The hash keeps an empty string for null."""
+    def from_fields(cls, operation_id: str, values: list[bytes | None]) -> Operation | None:
+        """The record from its hash's values, read in the order of :data:`STORED_FIELDS`; None
+        when the hash holds no record (no state). The hash keeps an empty string for null, and
+        not the id, which its key names."""
         if values[_STATE] is None:
             return None
-        document = {
+        document: dict[str, str | None] = {
             field: None if value is None or (not value and field in _NULLABLE) else value.decode()
-            for field, value in zip(RECORD_FIELDS, values, strict=True)
+            for field, value in zip(STORED_FIELDS, values, strict=True)
         }
+        document["id"] = operation_id
         return msgspec.convert(document, cls, strict=False)
 
 
 RECORD_FIELDS: tuple[str, ...] = Operation.__struct_encode_fields__
-"""The record's fields as stored and sent (camelCase), in the struct's order."""
+"""The record's fields as sent (camelCase), in the struct's order."""
 
-_STATE = RECORD_FIELDS.index("state")
+STORED_FIELDS: tuple[str, ...] = tuple(field for field in RECORD_FIELDS if field != "id")
+"""The record's fields as its hash stores them: all but the id, in the struct's order."""
+
+_STATE = STORED_FIELDS.index("state")
 
 
 def _nullable(model: type[msgspec.Struct]) -> frozenset[str]:
@@ -74,6 +80,65 @@ def _nullable(model: type[msgspec.Struct]) -> frozenset[str]:
 
 _NULLABLE = _nullable(Operation)
 _snapshots = msgspec.json.Decoder(Operation)
+
+
+# A history entry's fields, in the order of the JSON arrays an earlier version stored in a list.
+HISTORY_FIELDS = (
+    "version",
+    "state",
+    "name",
+    "message",
+    "messageId",
+    "code",
+    "reason",
+    "at",
+    "sentAt",
+)
+# The record hash's history parts, named ``<version><letter>`` by apply.lua.
+_PARTS = {"s": "state", "n": "name", "m": "message", "c": "code", "r": "reason", "a": "at"}
+_PARTS["t"] = "sentAt"
+
+
+def history_of(earlier: list[bytes], fields: dict[bytes, bytes], most: int) -> list[dict[str, Any]]:
+    """An operation's history, oldest first, its newest ``most`` entries: those in the record
+    hash (``fields``, as apply.lua writes them) after any an earlier version kept in a list of
+    its own (``earlier``, JSON arrays of :data:`HISTORY_FIELDS`)."""
+    entries: dict[int, dict[str, Any]] = {}
+    for raw in earlier:
+        entry = dict(zip(HISTORY_FIELDS, orjson.loads(raw), strict=False))
+        entries[int(entry["version"])] = entry
+    parts: dict[int, dict[str, str]] = {}
+    message_ids: dict[int, str] = {}
+    for name, value in fields.items():
+        if name[:1].isdigit():
+            version, part = int(name[:-1]), _PARTS.get(name[-1:].decode())
+            if part is not None:
+                parts.setdefault(version, {})[part] = value.decode()
+        elif name.startswith(b"m:") and value:
+            message_ids[int(value)] = name[2:].decode()
+    # The first entry's time is the record's createdAt; the newest one's time is its updatedAt,
+    # and its name the record's name.
+    times = {1: fields.get(b"createdAt", b"").decode()}
+    names = {}
+    if b"version" in fields:
+        newest = int(fields[b"version"])
+        times[newest] = fields.get(b"updatedAt", b"").decode()
+        names[newest] = fields.get(b"name", b"").decode()
+    for version, found in parts.items():
+        at = found.get("at") or times.get(version)
+        if "state" in found and "message" in found and at:
+            entries[version] = {
+                "version": version,
+                "state": found["state"],
+                "name": found.get("name") or names.get(version) or found["message"],
+                "message": found["message"],
+                "messageId": message_ids.get(version),
+                "code": found.get("code"),
+                "reason": found.get("reason"),
+                "at": at,
+                "sentAt": found.get("sentAt"),
+            }
+    return [entries[version] for version in sorted(entries)][-most:]
 
 
 class ApplyOutcome(StrEnum):

@@ -5,8 +5,8 @@ The keys are named by :class:`operations.keys.Keys`, where their layout is descr
 Every key of an operation expires ``OPERATIONS_OPERATION_TTL_SECONDS`` after its last applied
 change; reads never extend it. The indexes expire with their newest operation. Within them, an
 operation's id is removed by the sweep (:mod:`operations.sweeper`, ``lua/sweep.lua``) soon after
-its record expires, found through the expiries zset; a listing that meets an expired id before
-the sweep does drops it too.
+its record expires, found through its owner's index, which the shard's owners zset schedules; a
+listing that meets an expired id before the sweep does drops it too.
 
 Each message is applied by one Lua script (``lua/apply.lua``); a batch of messages is sent as one
 round trip, in delivery order, on one connection. Listing (:mod:`operations.listing`) merges the
@@ -31,7 +31,14 @@ from operations.envelope import Envelope
 from operations.errors import StoreError, StoreUnavailable
 from operations.keys import Keys
 from operations.listing import Listing, ListQuery, Page
-from operations.records import RECORD_FIELDS, ApplyOutcome, Change, Operation
+from operations.records import HISTORY_FIELDS as HISTORY_FIELDS
+from operations.records import (
+    STORED_FIELDS,
+    ApplyOutcome,
+    Change,
+    Operation,
+    history_of,
+)
 from operations.redis_client import open_redis, round_trip
 from operations.shards import Shards
 from operations.timestamps import rfc3339
@@ -40,18 +47,6 @@ _LUA = resources.files("operations") / "lua"
 APPLY_SCRIPT = (_LUA / "apply.lua").read_text(encoding="utf-8")
 SWEEP_SCRIPT = (_LUA / "sweep.lua").read_text(encoding="utf-8")
 PRUNE_SCRIPT = (_LUA / "prune.lua").read_text(encoding="utf-8")
-# A history entry is stored as a JSON array of these, in this order (apply.lua writes them).
-HISTORY_FIELDS = (
-    "version",
-    "state",
-    "name",
-    "message",
-    "messageId",
-    "code",
-    "reason",
-    "at",
-    "sentAt",
-)
 DEFAULT_MAX_HISTORY = 1_000
 SWEEP_BATCH = 500
 SWEEP_MOST = 50_000
@@ -182,7 +177,7 @@ class RedisStore:
                     keys.user_index(user, shard),
                     keys.index(shard),
                     keys.changes(shard),
-                    keys.expiries(shard),
+                    keys.owners(shard),
                     arguments,
                 )
             )
@@ -243,25 +238,35 @@ class RedisStore:
         else (written by another layout or by hand): a read never tells that apart."""
         try:
             # The hash also holds one ``m:`` field per message id seen, which a read never needs.
-            fields: Any = await self.redis.hmget(self.keys.record(operation_id), RECORD_FIELDS)
+            fields: Any = await self.redis.hmget(self.keys.record(operation_id), STORED_FIELDS)
         except ResponseError as error:
             if wrong_type(error):
                 return None
             raise StoreUnavailable(f"Redis failed: {error}") from error
         except RedisError as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
-        return Operation.from_fields(fields)
+        return Operation.from_fields(operation_id, fields)
 
     async def history(self, operation_id: str) -> list[dict[str, Any]]:
+        """The history, oldest first: in the record hash, after any entries an earlier version
+        kept in a list of its own (read as long as that list lives)."""
         try:
-            entries: Any = await self.redis.lrange(self.keys.history(operation_id), 0, -1)
-        except ResponseError as error:
-            if wrong_type(error):
-                return []
-            raise StoreUnavailable(f"Redis failed: {error}") from error
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.lrange(self.keys.history(operation_id), 0, -1)
+                pipe.hgetall(self.keys.record(operation_id))
+                replies: list[Any] = await pipe.execute(raise_on_error=False)
         except RedisError as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
-        return [dict(zip(HISTORY_FIELDS, orjson.loads(entry), strict=False)) for entry in entries]
+        read: list[Any] = []
+        empties: tuple[Any, Any] = ([], {})
+        for reply, empty in zip(replies, empties, strict=True):
+            if isinstance(reply, ResponseError) and wrong_type(reply):
+                reply = empty
+            elif isinstance(reply, Exception):
+                raise StoreUnavailable(f"Redis failed: {reply}")
+            read.append(reply)
+        earlier, fields = read
+        return history_of(earlier, fields, self._max_history)
 
     async def page(self, query: ListQuery) -> Page:
         """One page, newest first, merged over the shards (see :mod:`operations.listing`)."""
@@ -270,16 +275,16 @@ class RedisStore:
     async def _records(self, operation_ids: list[str]) -> list[Operation | None]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for operation_id in operation_ids:
-                pipe.hmget(self.keys.record(operation_id), RECORD_FIELDS)
+                pipe.hmget(self.keys.record(operation_id), STORED_FIELDS)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
         records: list[Operation | None] = []
-        for fields in replies:
+        for operation_id, fields in zip(operation_ids, replies, strict=True):
             if isinstance(fields, ResponseError) and wrong_type(fields):
                 records.append(None)
             elif isinstance(fields, Exception):
                 raise fields
             else:
-                records.append(Operation.from_fields(fields))
+                records.append(Operation.from_fields(operation_id, fields))
         return records
 
     async def sweep(self, batch: int = SWEEP_BATCH, most: int = SWEEP_MOST) -> int:
@@ -288,11 +293,12 @@ class RedisStore:
         removed = 0
         try:
             for shard in self.keys.shards:
-                keys = [self.keys.expiries(shard), self.keys.index(shard)]
+                keys = [self.keys.owners(shard), self.keys.index(shard), self.keys.expiries(shard)]
+                arguments: list[str | int] = [self.keys.tag(shard), batch, self._ttl]
                 for _ in range(max(1, most // batch)):
-                    gone, looked = await self._sweep(keys=keys, args=[self.keys.tag(shard), batch])
+                    gone, more = await self._sweep(keys=keys, args=arguments)
                     removed += int(gone)
-                    if int(looked) < batch:
+                    if not int(more):
                         break
         except (RedisError, OSError) as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
@@ -313,7 +319,7 @@ class RedisStore:
             return False
 
 
-# The apply script's keys (record, history, owner's index, index, stream, expiries) and argument.
+# The apply script's keys (record, history, owner's index, index, stream, owners) and argument.
 _Call = tuple[str, str, str, str, str, str, bytes]
 
 

@@ -5,7 +5,8 @@ members cannot: each index would keep the id of every operation and saga ever se
 ``OPERATIONS_SWEEP_SECONDS`` one process sweeps:
 
 - the operations whose record has expired leave the global and per-user indexes
-  (:meth:`RedisStore.sweep`, found through each shard's expiries zset);
+  (:meth:`RedisStore.sweep`, found through the owners' indexes, which each shard's owners zset
+  schedules);
 - the finished sagas whose hash has expired leave the saga index and status indexes, and
   tombstones past their horizon are dropped (:meth:`SagaStore.sweep`).
 

@@ -44,7 +44,7 @@ async def dead_members(client: aioredis.Redis, settings: Settings) -> dict[str, 
     async for raw in client.scan_iter(match=f"{settings.key_prefix}:*", count=1_000):
         key = raw.decode()
         kind = as_text(await client.type(key))
-        if kind not in ("zset", "set") or key.endswith(("saga-types", "saga-tombstones")):
+        if kind not in ("zset", "set") or key.endswith(("saga-types", "saga-tombstones", "owners")):
             continue
         values: Any = await (client.zrange(key, 0, -1) if kind == "zset" else client.smembers(key))
         for value in (member.decode() for member in values):

@@ -76,6 +76,7 @@ def test_every_script_names_keys_of_one_slot() -> None:
             keys.record(op),
             keys.history(op),
             keys.expiries(shard),
+            keys.owners(shard),
             keys.user_index(user, shard),
             keys.index(shard),
             keys.changes(shard),

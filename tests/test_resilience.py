@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 
 from operations.keys import Keys
 from operations.settings import Settings
-from operations.store import HISTORY_FIELDS
+from operations.store import RedisStore
 from tests.live import LiveClient
 from tests.scrape import Scrape
 from tests.support import Publisher, SteadyPublisher, eventually, new_id, start_service
@@ -134,19 +134,14 @@ async def test_a_rabbitmq_restart_mid_stream_loses_no_message(
 
         await eventually(all_completed, "every operation to complete after the restart", 60)
         assert running.service.metrics.reconnects.value(dependency="rabbitmq") >= 1
-        async with redis_client.pipeline(transaction=False) as pipe:
-            for op in operations:
-                pipe.hget(keys.record(op), "version")
-                pipe.lrange(keys.history(op), 0, -1)
-            replies = await pipe.execute()
+        store = RedisStore(redis_client, settings.operation_ttl_seconds, keys=keys)
         lost = {}
-        for (op, ids), version, history in zip(
-            operations.items(), replies[::2], replies[1::2], strict=True
-        ):
-            message_id = HISTORY_FIELDS.index("messageId")
-            recorded = tuple(orjson.loads(entry)[message_id] for entry in history)
-            if (int(version), recorded) != (2, ids):
-                lost[op] = (int(version), recorded, ids)
+        for op, ids in operations.items():
+            record = await store.get(op)
+            version = record.version if record is not None else 0
+            recorded = tuple(entry["messageId"] for entry in await store.history(op))
+            if (version, recorded) != (2, ids):
+                lost[op] = (version, recorded, ids)
         assert not lost, f"{len(lost)} operations lack a message, e.g. {next(iter(lost.items()))}"
         counted = running.service.metrics.messages
         assert counted.value(kind="command", outcome="applied") == len(operations)

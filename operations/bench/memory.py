@@ -8,7 +8,9 @@ hyphenated GUID per operation, per message and per user) for 100 users.
 - ``bytes_per_operation``: Redis's ``used_memory`` before and after N operations, divided by N,
   after a warm-up that fills the change stream to its cap (so the stream's share, bounded by
   ``OPERATIONS_STREAM_MAX_LENGTH``, is not counted) and creates the users' indexes. Nothing else
-  writes to that Redis meanwhile; each figure is the median of three runs.
+  writes to that Redis meanwhile; each figure is the median of three runs. It prints where the
+  bytes go (:func:`footprint`): Redis's ``MEMORY USAGE`` and ``OBJECT ENCODING`` of each key the
+  last operation of the last run touches, a set's or stream's share divided by its members.
 - ``steady``: a burst of operations, then a steady trickle with a short time to live, with the
   sweep running as the service runs it; afterwards, how many members the indexes and the
   expiries set hold, against how many operations still live.
@@ -84,10 +86,72 @@ async def bytes_per_operation(
         store = RedisStore(redis, 3_600, STREAM_CAP, Keys(f"{prefix}-{run}"))
         await apply(store, _operations(max(2 * STREAM_CAP, USERS * 10)))  # warm-up
         before = await used_memory(redis)
-        await apply(store, _operations(operations))
+        measured = _operations(operations)
+        await apply(store, measured)
         figures.append((await used_memory(redis) - before) / operations)
+        if run == runs - 1:
+            print_footprint(await footprint(redis, store, *measured[-1]))
         await _delete(redis, f"{prefix}-{run}:*")
     return statistics.median(figures)
+
+
+@dataclass(frozen=True)
+class Share:
+    """One key's part of an operation: ``MEMORY USAGE`` (value, key name and its entry in the
+    keyspace) divided by ``members`` when the key is shared: a set's members, a stream's entries,
+    the owners set's operations (those of the shard's global index)."""
+
+    what: str
+    key: str
+    encoding: str  # OBJECT ENCODING, or "-" when the key is absent
+    usage: int
+    members: int
+
+    @property
+    def bytes(self) -> float:
+        return self.usage / self.members if self.members else 0.0
+
+
+async def footprint(
+    redis: aioredis.Redis, store: RedisStore, operation: str, user: str
+) -> list[Share]:
+    """Each key ``operation`` (owned by ``user``) has stored, with its share of the memory."""
+    keys = store.keys
+    shard = keys.shard(operation)
+    named = [
+        ("record (hash)", keys.record(operation), None),
+        ("history (list)", keys.history(operation), None),
+        ("owner's index (zset)", keys.user_index(user, shard), redis.zcard),
+        ("global index (zset)", keys.index(shard), redis.zcard),
+        # One member per owner, not per operation: its share is per operation of the shard.
+        ("owners (zset)", keys.owners(shard), lambda _: redis.zcard(keys.index(shard))),
+        ("expiries (zset, earlier)", keys.expiries(shard), redis.zcard),
+        ("change stream, capped", keys.changes(shard), redis.xlen),
+    ]
+    shares = []
+    for what, key, count in named:
+        usage: Any = await redis.memory_usage(key, samples=0)
+        if usage is None:
+            shares.append(Share(what, key, "-", 0, 0))
+            continue
+        encoding: Any = await redis.object("encoding", key)
+        members = 1 if count is None else int(await count(key))
+        text = encoding.decode() if isinstance(encoding, bytes) else str(encoding)
+        shares.append(Share(what, key, text, int(usage), members))
+    return shares
+
+
+def print_footprint(shares: list[Share]) -> None:
+    """The table of docs/performance.md's "Where the bytes go"; the stream is not counted in
+    ``redis_bytes_per_operation`` (it is capped)."""
+    print("where one operation's bytes go (MEMORY USAGE, a shared key's over the last column):")
+    print(f"  {'key':<24} {'encoding':<10} {'bytes':>8} {'over':>8}")
+    counted = 0.0
+    for share in shares:
+        print(f"  {share.what:<24} {share.encoding:<10} {share.bytes:>8.0f} {share.members:>8}")
+        if not share.what.startswith("change stream"):
+            counted += share.bytes
+    print(f"  {'sum but the stream':<24} {'':<10} {counted:>8.0f}")
 
 
 @dataclass(frozen=True)

@@ -1,20 +1,39 @@
--- Removes expired operations from their shard's indexes (see apply.lua for the expiries zset).
+-- Removes expired operations from their shard's indexes (see apply.lua for the owners zset).
 --
--- KEYS[1] expiries (zset)   KEYS[2] global index (zset)
--- ARGV[1] the shard's key prefix ('P:{S}'), ARGV[2] at most this many members per call
--- Returns {operations removed, members looked at}: fewer looked at than asked means the shard
--- has nothing more to sweep now.
+-- KEYS[1] owners (zset)   KEYS[2] global index (zset)   KEYS[3] expiries (zset, earlier versions)
+-- ARGV[1] the shard's key prefix ('P:{S}'), ARGV[2] at most about this many operations removed
+-- per call, ARGV[3] the operations' time to live (s)
+-- Returns {operations removed, 1 when there may be more to sweep now, else 0}.
 --
--- A member whose record still lives (its expiry was scored on another clock) is scored again
--- by the record's own time to live; one whose record has no expiry is looked at again later.
+-- An owner is due when the score the apply script or the last sweep gave it has passed. Its
+-- index is read from the oldest entry up to those created a time to live ago (an operation
+-- cannot expire earlier; the rank is its creation time in ms * 1000); each whose record is gone
+-- leaves the owner's index and the global index. The owner is then scored by the soonest of: the
+-- expiry of each of those still living (updated since), and the creation of the first younger
+-- one plus the time to live; an owner whose index is empty leaves the owners zset.
+--
+-- The expiries zset is what versions before wrote: one member per operation, its owner and id,
+-- scored by its record's expiry. Its members are swept the same way until none is left.
 
-local expiries, index = KEYS[1], KEYS[2]
-local tag, batch = ARGV[1], tonumber(ARGV[2])
+local owners, index, expiries = KEYS[1], KEYS[2], KEYS[3]
+local tag, batch, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]) * 1000
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local removed, more = 0, 0
+local PAGE = 100
 
+local function forget(owner, op_id)
+  redis.call('ZREM', index, op_id)
+  -- An owner's index of another type (written by hand) is left alone, not a failed sweep.
+  local owner_index = tag .. ':user:' .. owner
+  if redis.call('TYPE', owner_index)['ok'] == 'zset' then
+    redis.call('ZREM', owner_index, op_id)
+  end
+  removed = removed + 1
+end
+
+-- What versions before left: their expiries zset.
 local due = redis.call('ZRANGE', expiries, '-inf', now, 'BYSCORE', 'LIMIT', 0, batch)
-local removed = 0
 for _, member in ipairs(due) do
   local length, rest = string.match(member, '^(%d+):(.*)$')
   length = tonumber(length)
@@ -25,14 +44,65 @@ for _, member in ipairs(due) do
   elseif left == -1 then
     redis.call('ZADD', expiries, now + 60000, member)
   else
-    redis.call('ZREM', index, op_id)
-    -- An owner's index of another type (written by hand) is left alone, not a failed sweep.
-    local owner_index = tag .. ':user:' .. owner
-    if owner ~= '' and redis.call('TYPE', owner_index)['ok'] == 'zset' then
-      redis.call('ZREM', owner_index, op_id)
-    end
+    forget(owner, op_id)
     redis.call('ZREM', expiries, member)
-    removed = removed + 1
   end
 end
-return {removed, #due}
+if #due == batch then more = 1 end
+-- Nothing refreshes that set's time to live any more: it must last until its last member is due.
+local last = redis.call('ZRANGE', expiries, -1, -1, 'WITHSCORES')
+if last[2] then
+  local keep = math.floor(tonumber(last[2]) - now) + ttl
+  if redis.call('PTTL', expiries) < keep then redis.call('PEXPIRE', expiries, keep) end
+end
+
+-- Ranks up to this one belong to operations created a time to live ago or more.
+local oldest = string.format('%d', (now - ttl) * 1000 + 999)
+local due_owners = redis.call('ZRANGE', owners, '-inf', now, 'BYSCORE', 'LIMIT', 0, batch)
+for _, owner in ipairs(due_owners) do
+  if removed >= batch then
+    more = 1
+    break
+  end
+  local owner_index = tag .. ':user:' .. owner
+  if redis.call('TYPE', owner_index)['ok'] ~= 'zset' then
+    redis.call('ZREM', owners, owner)  -- expired whole, or not ours
+  else
+    local next_look, offset, finished = nil, 0, true
+    while true do
+      local ids = redis.call('ZRANGE', owner_index, '-inf', oldest, 'BYSCORE', 'LIMIT', offset, PAGE)
+      for _, op_id in ipairs(ids) do
+        local left = redis.call('PTTL', tag .. ':op:' .. op_id)
+        if left == -2 then
+          redis.call('ZREM', owner_index, op_id)
+          redis.call('ZREM', index, op_id)
+          removed = removed + 1
+        else
+          if left == -1 then left = 60000 end  -- no expiry: looked at again later
+          if not next_look or now + left < next_look then next_look = now + left end
+          offset = offset + 1
+        end
+      end
+      if #ids < PAGE then break end
+      if removed >= batch then
+        finished, more = false, 1  -- stays due: the next call goes on
+        break
+      end
+    end
+    if finished then
+      local younger = redis.call('ZRANGE', owner_index, '(' .. oldest, '+inf', 'BYSCORE',
+        'LIMIT', 0, 1, 'WITHSCORES')
+      if younger[2] then
+        local due_at = math.floor(tonumber(younger[2]) / 1000) + ttl
+        if not next_look or due_at < next_look then next_look = due_at end
+      end
+      if next_look then
+        redis.call('ZADD', owners, next_look, owner)
+      else
+        redis.call('ZREM', owners, owner)
+      end
+    end
+  end
+end
+if #due_owners == batch then more = 1 end
+return {removed, more}
