@@ -266,6 +266,26 @@ def context_user(context: Mapping[str, Any], problems: list[str]) -> str | None:
     )
 
 
+def header_user(raw: Any, label: str, problems: list[str]) -> str | None:
+    """A user id carried as a header's value (``label`` names where): text, else a problem."""
+    if raw is None:
+        return None
+    text = as_text(raw)
+    if text is None:
+        problems.append(f"{label}: expected a string, got {type(raw).__name__}")
+        return None
+    return user_id(text.strip() or None, label, problems)
+
+
+def rejection(
+    fields: Mapping[str, Any], where: str, problems: list[str]
+) -> tuple[str | None, str | None]:
+    """A rejected message's ``code`` and ``reason``, from its own fields (keys folded) found at
+    ``where`` (the body, a MassTransit envelope's message, a CloudEvent's data)."""
+    code = text_field(fields, "code", f"{where}.code", problems)
+    return code, text_field(fields, "reason", f"{where}.reason", problems)
+
+
 def user_id(raw: str | None, label: str, problems: list[str]) -> str | None:
     """A user id as read from a message (``label`` names where): the operation's owner, or None
     when there is none or it breaks the rule a token's ``sub`` is held to, so that no one could

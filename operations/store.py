@@ -31,7 +31,6 @@ from operations.envelope import Envelope
 from operations.errors import StoreError, StoreUnavailable
 from operations.keys import Keys
 from operations.listing import Listing, ListQuery, Page
-from operations.records import HISTORY_FIELDS as HISTORY_FIELDS
 from operations.records import (
     STORED_FIELDS,
     ApplyOutcome,

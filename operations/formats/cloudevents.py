@@ -38,6 +38,7 @@ from operations.envelope import (
     json_object,
     message_id,
     operation_id,
+    rejection,
     saga_state,
     text_field,
     user_id,
@@ -131,8 +132,7 @@ class CloudEvents:
             )
         elif state is State.REJECTED:
             fields = folded(_data(attributes, delivered.body, media, data_type, problems))
-            code = text_field(fields, "code", "data.code", problems)
-            reason = text_field(fields, "reason", "data.reason", problems)
+            code, reason = rejection(fields, "data", problems)
 
         return Envelope(
             message=event_type,

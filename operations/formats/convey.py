@@ -22,6 +22,7 @@ from operations.envelope import (
     message_context,
     message_id,
     operation_id,
+    rejection,
     saga_state,
     text_field,
 )
@@ -82,8 +83,7 @@ class Convey:
         trace_id = context.get("traceid")
         code = reason = None
         if state is State.REJECTED:
-            code = text_field(fields, "code", "body.code", problems)
-            reason = text_field(fields, "reason", "body.reason", problems)
+            code, reason = rejection(fields, "body", problems)
 
         return Envelope(
             message=message,

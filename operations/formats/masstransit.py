@@ -25,16 +25,16 @@ from typing import Any
 from operations.envelope import (
     Delivered,
     Envelope,
-    as_text,
     folded,
     header,
     header_text,
+    header_user,
     json_object,
     message_id,
     operation_id,
+    rejection,
     saga_state,
     text_field,
-    user_id,
 )
 from operations.errors import EnvelopeError
 from operations.states import MessageKind, State, decide
@@ -214,11 +214,7 @@ def _envelope(
     the_id, the_operation = ids
     where, fields = message[0], folded(message[1])
     user_header = entry.user_header or DEFAULT_USER_HEADER
-    raw_user = header(headers, user_header)
-    user_text = as_text(raw_user)
-    if raw_user is not None and user_text is None:
-        problems.append(f"headers.{user_header}: expected a string, got {type(raw_user).__name__}")
-    user = user_id(user_text, f"headers.{user_header}", problems)
+    user = header_user(header(headers, user_header), f"headers.{user_header}", problems)
     code = reason = None
     if fault:
         # The faulted message's headers ride on its fault, its Saga header among them: the
@@ -235,8 +231,7 @@ def _envelope(
         state = decide(kind, saga_state(header(headers, "Saga"), problems))
         shown, name = type_name, snake_case(type_name)
         if state is State.REJECTED:
-            code = text_field(fields, "code", f"{where}.code", problems)
-            reason = text_field(fields, "reason", f"{where}.reason", problems)
+            code, reason = rejection(fields, where, problems)
     return Envelope(
         message=shown,
         exchange=delivered.exchange or "",

@@ -20,12 +20,12 @@ from operations.envelope import (
     as_text,
     folded,
     header,
+    header_user,
     json_object,
     message_id,
     operation_id,
+    rejection,
     saga_state,
-    text_field,
-    user_id,
 )
 from operations.errors import EnvelopeError
 from operations.states import State, decide
@@ -85,7 +85,7 @@ class NServiceBus:
         state = decide(kind, saga_state(header(headers, "Saga"), problems))
         which = OPERATION_HEADERS[entry.operation_id or DEFAULT_OPERATION_ID]
         user_header = entry.user_header or DEFAULT_USER_HEADER
-        user = _user(header(headers, user_header), user_header, problems)
+        user = header_user(header(headers, user_header), f"headers.{user_header}", problems)
         sent_at = _time_sent(header(headers, TIME_SENT), problems)
 
         code = reason = None
@@ -94,8 +94,7 @@ class NServiceBus:
             problems.append(f"body: {len(body)} bytes exceeds the limit of {max_bytes}, not read")
         elif state is State.REJECTED:
             fields: Mapping[str, Any] = folded(json_object(body, "body", problems))
-            code = text_field(fields, "code", "body.code", problems)
-            reason = text_field(fields, "reason", "body.reason", problems)
+            code, reason = rejection(fields, "body", problems)
 
         return Envelope(
             message=message,
@@ -188,16 +187,6 @@ def _id(
         return read(_id_text(headers, name))
     except EnvelopeError as error:
         raise EnvelopeError(f"headers.{name}", str(error).partition(": ")[2]) from None
-
-
-def _user(raw: Any, name: str, problems: list[str]) -> str | None:
-    if raw is None:
-        return None
-    text = as_text(raw)
-    if text is None:
-        problems.append(f"headers.{name}: expected UTF-8 text, got {type(raw).__name__}")
-        return None
-    return user_id(text.strip() or None, f"headers.{name}", problems)
 
 
 def _time_sent(raw: Any, problems: list[str]) -> dt.datetime | None:
