@@ -27,6 +27,7 @@ from engineio.packet import Packet as EngineIOPacket
 from hub import events
 from hub.admission import Client, Deadlines, SocketsPerUser
 from hub.membership import IndexedRooms
+from hub.outlets import Outlets, WriterQueue
 from hub.recovering import RECOVERY_READS, Join, Recovered, Recoveries, Recovery
 from hub.recovery import changes_since
 from hub.rooms import OPS, rooms_for, user_room
@@ -91,6 +92,8 @@ class Hub:
         self.server.eio.on("connect", self._eio_connect)
         self.server.eio.on("disconnect", self._eio_disconnect)
         self._clients: dict[str, Client] = {}
+        self.server.eio.create_queue = WriterQueue
+        self._outlets = Outlets(self.server.eio.sockets)
         self._jobs: asyncio.Queue[list[FeedEntry] | Join | Recovered] = asyncio.Queue()
         self._recoveries = Recoveries()
         self._reads = asyncio.Semaphore(RECOVERY_READS)
@@ -137,6 +140,7 @@ class Hub:
     async def _eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
         """An engine.io connection opens: it has the initialize timeout to be admitted."""
         self._deadlines.opened(eio_sid, self.initialize_timeout)
+        self._outlets.opened(eio_sid, environ)
         self._count_sockets()
         # engine.io keeps the opening request's environ as long as the connection lasts. Its
         # body reader is never read again (a long-poll's later POSTs each bring their own), and
@@ -146,6 +150,7 @@ class Hub:
 
     async def _eio_disconnect(self, eio_sid: str, *args: Any) -> Any:
         self._deadlines.closed(eio_sid)
+        self._outlets.closed(eio_sid)
         self._count_sockets()
         return await self._closed(eio_sid, *args)
 
@@ -290,24 +295,22 @@ class Hub:
                 log.exception("push failed")
 
     async def _emit(self, entries: list[FeedEntry]) -> None:
-        """Each change's packet is encoded once and queued to every recipient's socket in
-        stream order; the sockets' own writers send them. Recovering clients have it held."""
+        """Each change's packet is encoded once and sent to every recipient in stream order
+        (straight to its connection where it can be, see :mod:`hub.outlets`). Recovering
+        clients have it held."""
         manager = self.server.manager
-        send = self.server.eio.send_packet
         recovering = self._recoveries
-        packets = 0
+        batch = self._outlets.batch()
         for entry in entries:
-            recipients = list(manager.get_participants("/", rooms_for(entry.user_id)))
-            if recipients:
-                packet = EngineIOPacket(EIO_MESSAGE, data=events.encoded(entry))
-                for _, eio_sid in recipients:
-                    await send(eio_sid, packet)
-                packets += len(recipients)
+            recipients = manager.get_participants("/", rooms_for(entry.user_id))
+            batch.add([eio_sid for _, eio_sid in recipients], events.encoded(entry))
             if recovering:
                 recovering.hold(entry)
             self._position = entry.cursor
+        await batch.send(self.server.eio.send_packet)
         self.metrics.pushes.inc(len(entries))
-        self.metrics.push_packets.inc(packets)
+        self.metrics.push_packets.inc(batch.packets)
+        self.metrics.push_writes.inc(batch.written)
 
     async def _retry_waiting(self) -> None:
         waiting, self._waiting = self._waiting, []

@@ -155,8 +155,14 @@ class Registry:
         )
         self.push_packets = Counter(
             "operations_push_packets_total",
-            "Socket.IO packets queued to client sockets for applied changes: one per change and"
+            "Socket.IO packets sent to client sockets for applied changes: one per change and"
             " recipient.",
+            (),
+        )
+        self.push_writes = Counter(
+            "operations_push_packets_written_total",
+            "Of those packets, the ones the hub wrote straight to a client's WebSocket"
+            " connection rather than through engine.io's queue.",
             (),
         )
         self.syncs = Counter(
@@ -305,6 +311,7 @@ class Registry:
             self.recoveries_given_up,
             self.pushes,
             self.push_packets,
+            self.push_writes,
             self.syncs,
             self.sagas,
             self.saga_instances,
