@@ -279,12 +279,14 @@ def server_config(app: Any, settings: Settings, host: str, port: int) -> uvicorn
 def _serve(settings: Settings) -> int:
     import uvicorn
 
-    from operations import logs, tracing
+    from operations import garbage, logs, tracing
     from operations.service import Service
 
     logs.configure(settings.log_level, form=settings.log_format)
     tracing.configure()  # a SettingsError for an exporter that is not installed
+    garbage.tune(settings.gc_thresholds)
     service = Service(settings)
+    garbage.Pauses(service.metrics.gc_pauses).install()
     config = server_config(service.asgi, settings, settings.host, settings.port)
 
     class Server(uvicorn.Server):

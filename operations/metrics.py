@@ -116,6 +116,12 @@ class Registry:
             "Time to interpret, apply and settle one batch of deliveries.",
             (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
         )
+        self.gc_pauses = Histogram(
+            "operations_gc_pause_seconds",
+            "Time the garbage collector stopped the process, one observation per collection"
+            " (operations serve only).",
+            (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        )
         self.reconnects = Counter(
             "operations_reconnects_total",
             "Reconnections to a dependency, by dependency.",
@@ -299,6 +305,7 @@ class Registry:
             self.messages,
             self.dead_letters,
             self.batch_seconds,
+            self.gc_pauses,
             self.reconnects,
             self.store_retries,
             self.message_failures,

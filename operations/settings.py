@@ -25,6 +25,7 @@ from operations.setting_values import (
     boolean,
     choice,
     existing_file,
+    gc_thresholds,
     import_paths,
     integer,
     jwks_url,
@@ -101,6 +102,8 @@ class Settings:
     max_sockets_per_user: int = 20
     # permessage-deflate on WebSockets: a compressor and a decompressor per connection.
     ws_compression: bool = False
+    # The cycle collector's thresholds in `operations serve` (see operations/garbage.py).
+    gc_thresholds: tuple[int, int, int] = (50_000, 20, 100)
     recovery_max_entries: int = 10_000
     # No message can stall a queue: attempts at one that keeps failing, and the saga data cap.
     max_delivery_attempts: int = DEFAULT_MAX_ATTEMPTS
@@ -268,6 +271,9 @@ class Settings:
             ),
             ws_compression=reader.get(
                 "OPERATIONS_WS_COMPRESSION", defaults.ws_compression, boolean
+            ),
+            gc_thresholds=reader.get(
+                "OPERATIONS_GC_THRESHOLDS", defaults.gc_thresholds, gc_thresholds
             ),
             recovery_max_entries=reader.get(
                 "OPERATIONS_RECOVERY_MAX_ENTRIES",
