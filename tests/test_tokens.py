@@ -3,6 +3,7 @@ test_identity_provider.py) and for operations.auth.identity.Principal."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -14,6 +15,7 @@ from typing import Any
 import jwt
 import pytest
 
+from operations.auth import tokens
 from operations.auth.identity import Principal
 from operations.auth.tokens import MAX_TOKEN_LENGTH, TokenVerifier, mint, roles_at
 from operations.errors import OperationsError, TokenError
@@ -449,3 +451,46 @@ def test_empty_owner_is_readable_only_by_an_admin() -> None:
 
 def test_role_names_are_case_sensitive_in_principal() -> None:
     assert not Principal("u", frozenset({"Admin"})).is_admin
+
+
+async def test_a_token_verified_lately_is_not_decoded_again() -> None:
+    verifier = TokenVerifier(SECRET)
+    token = mint(SECRET, "alice", ("admin",))
+    first = await verifier.verify(token)
+    assert await verifier.verify(token) is first
+    assert first.principal == Principal("alice", frozenset({"admin"}))
+
+
+async def test_a_kept_token_is_refused_once_it_expires() -> None:
+    verifier = TokenVerifier(SECRET)
+    token = mint(SECRET, "alice", ttl_seconds=2, now=time.time() - 1)  # 1 s left
+    await verifier.verify(token)
+    await asyncio.sleep(1.2)
+    with pytest.raises(TokenError, match="expired"):
+        await verifier.verify(token)
+    assert verifier.kept == 0
+
+
+async def test_a_refused_token_is_not_kept() -> None:
+    verifier = TokenVerifier(SECRET)
+    with pytest.raises(TokenError):
+        await verifier.verify(mint(OTHER_SECRET, "mallory"))
+    assert verifier.kept == 0
+
+
+async def test_the_tokens_kept_are_bounded_the_one_used_longest_ago_dropped_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(tokens, "MAX_VERIFIED", 3)
+    verifier = TokenVerifier(SECRET)
+    a, b, c, d = (mint(SECRET, user) for user in ("a", "b", "c", "d"))
+    kept_a = await verifier.verify(a)
+    first_b = await verifier.verify(b)
+    await verifier.verify(c)
+    assert await verifier.verify(a) is kept_a  # used again: now the newest
+    await verifier.verify(d)  # b, used longest ago, goes
+    assert verifier.kept == 3
+    assert await verifier.verify(a) is kept_a
+    kept_b = await verifier.verify(b)  # verified anew (c goes), then kept
+    assert kept_b is not first_b and kept_b == first_b
+    assert await verifier.verify(b) is kept_b and verifier.kept == 3
