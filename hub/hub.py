@@ -27,7 +27,7 @@ from engineio.packet import Packet as EngineIOPacket
 from hub import events
 from hub.admission import Client, Deadlines, SocketsPerUser
 from hub.membership import IndexedRooms
-from hub.outlets import Outlets, WriterQueue
+from hub.outlets import Outlets
 from hub.recovering import RECOVERY_READS, Join, Recovered, Recoveries, Recovery
 from hub.recovery import changes_since
 from hub.rooms import OPS, rooms_for, user_room
@@ -92,14 +92,13 @@ class Hub:
         self.server.eio.on("connect", self._eio_connect)
         self.server.eio.on("disconnect", self._eio_disconnect)
         self._clients: dict[str, Client] = {}
-        self.server.eio.create_queue = WriterQueue
-        self._outlets = Outlets(self.server.eio.sockets)
         self._jobs: asyncio.Queue[list[FeedEntry] | Join | Recovered] = asyncio.Queue()
         self._recoveries = Recoveries()
         self._reads = asyncio.Semaphore(RECOVERY_READS)
         # The pusher and the recoveries' reads (each held until done, even once its client has
         # left); the timers' actions apart, to count them.
         self._tasks = BackgroundTasks(metrics, log)
+        self._outlets = Outlets(self.server.eio.sockets, self._tasks)
         self._position: str | None = None  # the stream position of the last emitted change
         # Joins whose cursor is ahead of this process (another process pushed it further):
         # each waits, with its deadline, until this process has pushed as far.
@@ -256,12 +255,16 @@ class Hub:
     async def _close(self, eio_sid: str) -> None:
         """Closes a connection and its WebSocket now. engine.io's close only sends its close
         packet and leaves the WebSocket to the client, which a hostile one keeps open until the
-        ping timeout (45 s): the writer is told to stop, and it closes the WebSocket."""
+        ping timeout (45 s): the WebSocket is closed once the close packet is written."""
         socket = self.server.eio.sockets.get(eio_sid)
+        outlet = self._outlets.get(eio_sid)
         await self.server.eio.disconnect(eio_sid)
+        if outlet is not None:
+            outlet.shut()
+            return
         queue = getattr(socket, "queue", None)
         if getattr(socket, "upgraded", False) and queue is not None:
-            queue.put_nowait(None)
+            queue.put_nowait(None)  # the writer stops, and closes the WebSocket
 
     async def _token_expired(self, sid: str) -> None:
         if sid in self._clients:

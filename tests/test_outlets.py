@@ -6,20 +6,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from types import SimpleNamespace
-from typing import Any
 
 import httpx
+import orjson
 import pytest
-from engineio.packet import Packet as EngineIOPacket
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
-from websockets.protocol import State
 
-from hub.outlets import Outlets, WriterQueue, message_frame, text_frame
+from hub.outlets import message_frame, text_frame
 from tests.hub_support import Token
 from tests.live import LiveClient
 from tests.scrape import Scrape
-from tests.support import Publisher, eventually, uid
+from tests.support import Publisher, RunningService, eventually, uid
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70_000])
@@ -71,84 +70,56 @@ async def test_each_client_gets_every_change_once_in_order_on_either_path(
     assert page.value("operations_push_packets_written_total") == 2 * changes
 
 
-class Transport:
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(data)
-
-    def is_closing(self) -> bool:
-        return False
-
-
-def connection(queued: int = 0, writable: bool = True) -> tuple[Any, Any]:
-    """An engine.io socket and uvicorn's connection behind it, as the hub sees them."""
-    queue = WriterQueue()
-    for _ in range(queued):
-        queue.put_nowait("older packet")
-    socket = SimpleNamespace(
-        upgraded=True, upgrading=False, closing=False, closed=False, queue=queue
-    )
-    event = asyncio.Event()
-    if writable:
-        event.set()
-    protocol = SimpleNamespace(
-        conn=SimpleNamespace(state=State.OPEN, extensions=[]),
-        transport=Transport(),
-        close_sent=False,
-        disconnected=False,
-        writable=event,
-        handshake_complete=True,
-        initial_response=None,
-        send=None,
-    )
-    return socket, protocol
+async def raw_socket(url: str, token: str) -> ClientConnection:
+    """A bare engine.io WebSocket client, admitted with a token: every packet it gets is seen."""
+    socket = await connect(url.replace("http", "ws", 1) + "/socket.io/?EIO=4&transport=websocket")
+    opening = await socket.recv()
+    assert isinstance(opening, str) and opening.startswith("0{")
+    await socket.send("40" + orjson.dumps({"token": token}).decode())
+    admitted = await socket.recv()
+    assert isinstance(admitted, str) and admitted.startswith("40{"), admitted
+    return socket
 
 
-async def test_a_batch_writes_once_per_ready_connection_and_queues_the_rest_in_order() -> None:
-    ready, behind, held = connection(), connection(queued=1), connection(writable=False)
-    sockets = {"ready": ready[0], "behind": behind[0], "held": held[0]}
-    outlets = Outlets(sockets)
-    for eio_sid, (_, protocol) in zip(sockets, (ready, behind, held), strict=True):
-        protocol.send = SimpleNamespace(__self__=protocol)
-        outlets.opened(eio_sid, {"asgi.scope": {"type": "websocket"}, "asgi.send": protocol.send})
-    assert len(outlets) == 3
-
-    sent: list[tuple[str, str]] = []
-
-    async def send_packet(eio_sid: str, packet: EngineIOPacket) -> None:
-        sent.append((eio_sid, packet.data))
-
-    batch = outlets.batch()
-    for n in range(3):
-        batch.add(["ready", "behind", "held"], f'2["operation_pending",{{"n":{n}}}]')
-    await batch.send(send_packet)
-
-    packets = [f'2["operation_pending",{{"n":{n}}}]' for n in range(3)]
-    assert ready[1].transport.writes == [b"".join(message_frame(p) for p in packets)]
-    # Something older waits in engine.io's queue, or writes are held back: the same path as it.
-    assert behind[1].transport.writes == [] and held[1].transport.writes == []
-    assert sent == [(sid, p) for p in packets for sid in ("behind", "held")]
-    assert (batch.packets, batch.written) == (9, 3)
+ENGINEIO_TASKS = {"_send_ping", "writer", "websocket_wait"}
 
 
-def test_a_long_poll_has_no_outlet() -> None:
-    outlets = Outlets({})
-    outlets.opened("polling", {"asgi.scope": {"type": "http"}, "asgi.send": None})
-    assert len(outlets) == 0 and outlets.ready("polling") is None
+def task_names() -> list[str]:
+    return [task.get_coro().__qualname__ for task in asyncio.all_tasks()]  # type: ignore[union-attr]
 
 
-async def test_the_writer_queue_says_when_its_writer_may_still_hold_packets() -> None:
-    queue = WriterQueue()
-    assert queue.settled()
-    queue.put_nowait("a")
-    queue.put_nowait("b")
-    assert not queue.settled()
-    # As engine.io's writer takes them: one get, then get_nowait while there are more.
-    assert [await queue.get(), queue.get_nowait()] == ["a", "b"]
-    assert queue.empty() and not queue.settled()  # taken, not written yet
-    asking = asyncio.create_task(queue.get())  # written, and asking for more
-    await asyncio.sleep(0)
-    assert queue.settled()
-    asking.cancel()
+def engineio_tasks() -> list[str]:
+    """Tasks of engine.io's own per-socket machinery running now."""
+    return [name for name in task_names() if name.rsplit(".", 1)[-1] in ENGINEIO_TASKS]
+
+
+async def test_an_idle_websocket_client_has_no_task_of_its_own_on_the_service(
+    service: RunningService, token: Token
+) -> None:
+    sockets = [await raw_socket(service.url, token(uid())) for _ in range(10)]
+    try:
+        assert engineio_tasks() == []
+        # Each client's request has its task on the service, which reads the client's packets.
+        serving = [name for name in task_names() if name.endswith("run_asgi")]
+        assert len(serving) == len(sockets), task_names()
+    finally:
+        for socket in sockets:
+            await socket.close()
+
+
+async def test_pings_are_sent_on_a_timer_and_a_client_that_stops_answering_is_closed(
+    service: RunningService, token: Token
+) -> None:
+    engineio = service.service.hub.server.eio
+    engineio.ping_interval, engineio.ping_timeout = 0.3, 0.5
+    socket = await raw_socket(service.url, token(uid()))
+    async with asyncio.timeout(10):
+        for _ in range(3):
+            assert await socket.recv() == "2"  # engine.io's ping
+            await socket.send("3")
+        assert await socket.recv() == "2"
+        # No answer: the socket is closed, with engine.io's close packet when it says it.
+        with pytest.raises(ConnectionClosed):
+            while True:
+                assert await socket.recv() in ("1", "2")
+    assert engineio_tasks() == []
