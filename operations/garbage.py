@@ -3,12 +3,16 @@ measured.
 
 CPython's cycle collector stops the process while it runs, and a full collection walks every
 tracked object. Each connected Socket.IO client holds about 170 of them, so at 15,000 clients a
-full collection walks 2.5 million objects and stops every push for more than a second; with
-the interpreter's thresholds (700, 10, 10) it runs every few seconds while connections are
-opened. The service's thresholds (``OPERATIONS_GC_THRESHOLDS``, 50,000, 20 and 100 by default)
-collect the young generation once 50,000 more objects are alive than after the last collection,
-which a steady stream of changes (whose objects are freed by reference counting) seldom
-reaches, and a full collection seldom. Every collection's pause is observed in
+full collection walks 2.5 million objects and stops every push for more than a second. With the
+interpreter's thresholds (700, 10, 10) the young generation is collected every 700 new objects,
+so the objects of changes still in flight are promoted again and again, and full collections
+ran every few seconds under a steady stream of changes. The service's thresholds
+(``OPERATIONS_GC_THRESHOLDS``, 50,000, 20 and 10 by default) collect the young generation once
+50,000 more objects are alive than after the last collection, which a steady stream of changes
+(whose objects are freed by reference counting) seldom reaches. A full collection still comes
+once the objects promoted since the last one pass a quarter of those that survived it
+(CPython's own rule), so what closed connections leave in cycles is reclaimed, later than with
+the interpreter's thresholds. Every collection's pause is observed in
 ``operations_gc_pause_seconds``.
 """
 

@@ -72,7 +72,7 @@ def gc_thresholds(raw: str) -> tuple[int, int, int]:
         return (700, 10, 10)
     parts = [part.strip() for part in raw.split(",")]
     if len(parts) != 3 or not all(part.isdigit() for part in parts):
-        raise ValueError("must be three whole numbers, such as 50000,20,100, or python")
+        raise ValueError("must be three whole numbers, such as 50000,20,10, or python")
     young, middle, old = (int(part) for part in parts)
     if not (1 <= young <= 10_000_000 and 1 <= middle <= 10_000 and 1 <= old <= 10_000):
         raise ValueError("must be 1 to 10000000, then 1 to 10000 twice")

@@ -103,7 +103,7 @@ class Settings:
     # permessage-deflate on WebSockets: a compressor and a decompressor per connection.
     ws_compression: bool = False
     # The cycle collector's thresholds in `operations serve` (see operations/garbage.py).
-    gc_thresholds: tuple[int, int, int] = (50_000, 20, 100)
+    gc_thresholds: tuple[int, int, int] = (50_000, 20, 10)
     recovery_max_entries: int = 10_000
     # No message can stall a queue: attempts at one that keeps failing, and the saga data cap.
     max_delivery_attempts: int = DEFAULT_MAX_ATTEMPTS

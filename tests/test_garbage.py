@@ -17,7 +17,7 @@ from tests.support import eventually, serve_process
 
 
 def test_the_thresholds_default_to_the_services_own() -> None:
-    assert Settings.from_env({}).gc_thresholds == (50_000, 20, 100)
+    assert Settings.from_env({}).gc_thresholds == (50_000, 20, 10)
 
 
 @pytest.mark.parametrize(
