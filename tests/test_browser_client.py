@@ -157,6 +157,7 @@ async def test_start_and_watch_follow_a_saga_to_its_end(
     assert_clean(page.watch)
 
 
+@pytest.mark.slow
 async def test_a_service_restart_mid_saga_loses_and_repeats_nothing(
     settings: Settings,
     redis_client: object,
@@ -286,6 +287,7 @@ async def test_a_cursor_older_than_the_stream_reads_the_watched_operations_again
     assert unrecovered >= 1
 
 
+@pytest.mark.slow
 async def test_get_token_is_asked_again_before_a_short_token_expires_and_the_socket_stays_up(
     service: RunningService, publisher: Publisher, browser: Browser, token: Token
 ) -> None:
@@ -326,6 +328,7 @@ async def _at_least(given: list[str], count: int) -> bool:
 # ------------------------------------------------------------- the service's pages on the client
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("path", "ready", "admin"),
     [("/live/", "connected", False), ("/dashboard/", "live", True)],

@@ -174,6 +174,7 @@ class CountingProxy:
             await runner.cleanup()
 
 
+@pytest.mark.slow
 async def test_result_waits_with_a_handful_of_requests_not_a_poll_every_moment(
     service: RunningService, publisher: Publisher, token: Token
 ) -> None:
@@ -231,6 +232,7 @@ async def test_result_of_a_started_operation_waits_until_it_is_recorded(
 # ---------------------------------------------------- result() and changes() across a restart
 
 
+@pytest.mark.slow
 async def test_result_and_changes_ride_out_a_service_restart(
     settings: Settings,
     redis_client: object,

@@ -150,6 +150,7 @@ console.log(JSON.stringify(out));
 """
 
 
+@pytest.mark.slow
 @needs_node
 async def test_start_with_an_idempotency_key_and_watch_a_saga_to_its_end(
     installed: Path, service: RunningService, settings: Settings, token: Token
@@ -201,6 +202,7 @@ console.log(JSON.stringify({ id: handle.id, cancelled, final, again }));
 """
 
 
+@pytest.mark.slow
 @needs_node
 async def test_cancel_ends_a_running_saga_rejected_cancelled(
     installed: Path, service: RunningService, token: Token
