@@ -131,18 +131,29 @@ async def test_result_gives_up_on_time_with_operation_timeout(
 
 
 class CountingProxy:
-    """A reverse proxy on loopback that counts the requests it passes to the service."""
+    """A reverse proxy on loopback that counts the requests it passes to the service, and
+    answers the first ones itself with the ``refusals`` given (status, code, headers)."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(
+        self, upstream: str, refusals: list[tuple[int, str, dict[str, str]]] | None = None
+    ) -> None:
         self.upstream = upstream
+        self.refusals = list(refusals or [])
         self.requests: list[str] = []
+        self.times: list[float] = []  # when each request arrived (time.monotonic())
         self.keys: list[str | None] = []  # each request's Idempotency-Key
         self.session: aiohttp.ClientSession | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests.append(f"{request.method} {request.path}")
+        self.times.append(time.monotonic())
         self.keys.append(request.headers.get("Idempotency-Key"))
         line = len(self.requests) - 1
+        if self.refusals:
+            status, code, headers = self.refusals.pop(0)
+            self.requests[line] += f" {status}"
+            problem = {"code": code, "reason": "refused by the proxy"}
+            return web.json_response(problem, status=status, headers=headers)
         assert self.session is not None
         sent = {k: v for k, v in request.headers.items() if k.lower() not in {"host"}}
         async with self.session.request(
@@ -195,6 +206,40 @@ async def test_result_waits_with_a_handful_of_requests_not_a_poll_every_moment(
     reads = [line for line in proxy.requests if line.startswith(f"GET /operations/{operation} ")]
     assert reads == proxy.requests
     assert 1 <= len(reads) <= 4, proxy.requests
+
+
+async def test_result_rides_out_503_and_429_and_returns_the_final_record(
+    service: RunningService, publisher: Publisher, token: Token
+) -> None:
+    """Three ``503 store_unavailable`` and a ``429 too_many_waits`` with ``Retry-After: 1``
+    come before the service is reached: ``result()`` tries again with back-off, waits the
+    second the 429 asks for, then long-polls and returns the completed record."""
+    user = str(uuid.uuid4())
+    async with OperationsClient(service.url, token=token(user)) as owner:
+        operation = await pending(publisher, owner, user)
+    unavailable = (503, "store_unavailable", {})
+    refusals = [unavailable] * 3 + [(429, "too_many_waits", {"Retry-After": "1"})]
+    proxy = CountingProxy(service.url, refusals)
+    read = f"GET /operations/{operation}"
+    async with proxy.running() as url, OperationsClient(url, token=token(user)) as client:
+        waiting = asyncio.create_task(client.watch(operation).result(timeout=30))
+
+        async def read_through() -> bool:
+            return f"{read} 200" in proxy.requests
+
+        await eventually(read_through, "a read the proxy passes to the service")
+        assert not waiting.done()
+        await publisher.publish("order_approved", operation, user=user, name="order_approved")
+        done = await waiting
+    assert (uuid.UUID(done.id), done.state, done.name, done.version) == (
+        uuid.UUID(operation),
+        "completed",
+        "order_approved",
+        2,
+    )
+    assert proxy.requests[:5] == [f"{read} 503"] * 3 + [f"{read} 429", f"{read} 200"]
+    assert len(proxy.requests) <= 7, proxy.requests
+    assert proxy.times[4] - proxy.times[3] >= 1.0  # the Retry-After kept
 
 
 async def test_result_of_a_started_operation_waits_until_it_is_recorded(
