@@ -217,7 +217,7 @@ async def test_result_rides_out_503_and_429_and_returns_the_final_record(
     user = str(uuid.uuid4())
     async with OperationsClient(service.url, token=token(user)) as owner:
         operation = await pending(publisher, owner, user)
-    unavailable = (503, "store_unavailable", {})
+    unavailable: tuple[int, str, dict[str, str]] = (503, "store_unavailable", {})
     refusals = [unavailable] * 3 + [(429, "too_many_waits", {"Retry-After": "1"})]
     proxy = CountingProxy(service.url, refusals)
     read = f"GET /operations/{operation}"
