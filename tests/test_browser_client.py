@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -24,6 +23,7 @@ from operations.pacco.demo import DemoServices
 from operations.settings import Settings
 from tests import support
 from tests.browser import PageWatch, chromium
+from tests.scrape import Scrape
 from tests.support import (
     Publisher,
     RunningService,
@@ -124,11 +124,8 @@ async def recorded(url: str, token: str, operation: str, version: int) -> None:
 
 async def syncs(url: str, recovered: str) -> float:
     async with httpx.AsyncClient(base_url=url) as http:
-        metrics = (await http.get("/metrics")).text
-    found = re.search(
-        rf'^operations_syncs_total\{{recovered="{recovered}"\}} (\S+)$', metrics, re.M
-    )
-    return float(found[1]) if found else 0.0
+        metrics = Scrape((await http.get("/metrics")).text)
+    return metrics.value("operations_syncs_total", recovered=recovered) or 0.0
 
 
 def versions(records: list[dict[str, Any]]) -> list[tuple[int, str]]:

@@ -34,6 +34,7 @@ from operations.client import (
 from operations.pacco.demo import DemoServices
 from operations.settings import Settings
 from tests import support
+from tests.scrape import Scrape
 from tests.support import (
     Publisher,
     RunningService,
@@ -81,9 +82,8 @@ def assert_in_order(records: list[Operation], operation: str) -> None:
 async def sockets(url: str, count: int) -> bool:
     """Whether the service has ``count`` Socket.IO clients connected (its own gauge)."""
     async with httpx.AsyncClient(base_url=url) as http:
-        metrics = (await http.get("/metrics")).text
-    found = re.search(r"^operations_sockets (\S+)$", metrics, re.M)
-    return found is not None and float(found[1]) == count
+        metrics = Scrape((await http.get("/metrics")).text)
+    return metrics.value("operations_sockets") == count
 
 
 # ------------------------------------------------------------------------------ result()
@@ -320,7 +320,7 @@ async def test_result_and_changes_ride_out_a_service_restart(
             seen.append(await asyncio.wait_for(anext(changes), 30))
             done = await asyncio.wait_for(waiting, 30)
             async with httpx.AsyncClient(base_url=second.url) as http:
-                metrics = (await http.get("/metrics")).text
+                metrics = Scrape((await http.get("/metrics")).text)
         await changes.aclose()
     assert len(given) > asked  # a fresh token for the socket's reconnect
     assert [(record.version, record.state) for record in seen] == [
@@ -330,8 +330,7 @@ async def test_result_and_changes_ride_out_a_service_restart(
     ]
     assert_in_order(seen, operation)
     assert done == seen[-1]
-    synced = re.search(r'^operations_syncs_total\{recovered="true"\} (\S+)$', metrics, re.M)
-    assert synced is not None and float(synced[1]) >= 1, metrics
+    assert (metrics.value("operations_syncs_total", recovered="true") or 0) >= 1, metrics.text
 
 
 async def test_changes_closed_early_closes_the_socket_and_a_client_shares_one(
@@ -443,14 +442,14 @@ async def test_changes_after_a_cursor_too_old_to_recover_read_the_record_again(
             gate.open = True
             seen.append(await asyncio.wait_for(anext(changes), 30))
             await changes.aclose()
-        metrics = (await http.get("/metrics")).text
+        metrics = Scrape((await http.get("/metrics")).text)
     assert [(record.version, record.state) for record in seen] == [
         (1, "pending"),
         (2, "pending"),
         (3, "completed"),
     ]
-    unrecovered = re.search(r'^operations_syncs_total\{recovered="false"\} (\S+)$', metrics, re.M)
-    assert unrecovered is not None and float(unrecovered[1]) >= 1, metrics
+    unrecovered = metrics.value("operations_syncs_total", recovered="false")
+    assert (unrecovered or 0) >= 1, metrics.text
 
 
 # ------------------------------------------------------------------------------ cancel()
