@@ -1,6 +1,7 @@
 """The browser pages: ``/live/``, a user's operations as they change, and ``/dashboard/``, the ops
 dashboard for admins; and ``/client/``, the browser client module (``operations.js``, its types
-and what it imports). They load the vendored Socket.IO client; nothing comes from a CDN."""
+and what it imports, the vendored Socket.IO client among them). The pages import the client
+module; nothing comes from a CDN."""
 
 from __future__ import annotations
 

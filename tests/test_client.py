@@ -34,6 +34,7 @@ from operations.client import (
 from operations.pacco.demo import DemoServices
 from operations.settings import Settings
 from tests import support
+from tests.scrape import Scrape
 from tests.support import (
     Publisher,
     RunningService,
@@ -81,9 +82,8 @@ def assert_in_order(records: list[Operation], operation: str) -> None:
 async def sockets(url: str, count: int) -> bool:
     """Whether the service has ``count`` Socket.IO clients connected (its own gauge)."""
     async with httpx.AsyncClient(base_url=url) as http:
-        metrics = (await http.get("/metrics")).text
-    found = re.search(r"^operations_sockets (\S+)$", metrics, re.M)
-    return found is not None and float(found[1]) == count
+        metrics = Scrape((await http.get("/metrics")).text)
+    return metrics.value("operations_sockets") == count
 
 
 # ------------------------------------------------------------------------------ result()
@@ -131,18 +131,29 @@ async def test_result_gives_up_on_time_with_operation_timeout(
 
 
 class CountingProxy:
-    """A reverse proxy on loopback that counts the requests it passes to the service."""
+    """A reverse proxy on loopback that counts the requests it passes to the service, and
+    answers the first ones itself with the ``refusals`` given (status, code, headers)."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(
+        self, upstream: str, refusals: list[tuple[int, str, dict[str, str]]] | None = None
+    ) -> None:
         self.upstream = upstream
+        self.refusals = list(refusals or [])
         self.requests: list[str] = []
+        self.times: list[float] = []  # when each request arrived (time.monotonic())
         self.keys: list[str | None] = []  # each request's Idempotency-Key
         self.session: aiohttp.ClientSession | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests.append(f"{request.method} {request.path}")
+        self.times.append(time.monotonic())
         self.keys.append(request.headers.get("Idempotency-Key"))
         line = len(self.requests) - 1
+        if self.refusals:
+            status, code, headers = self.refusals.pop(0)
+            self.requests[line] += f" {status}"
+            problem = {"code": code, "reason": "refused by the proxy"}
+            return web.json_response(problem, status=status, headers=headers)
         assert self.session is not None
         sent = {k: v for k, v in request.headers.items() if k.lower() not in {"host"}}
         async with self.session.request(
@@ -174,6 +185,7 @@ class CountingProxy:
             await runner.cleanup()
 
 
+@pytest.mark.slow
 async def test_result_waits_with_a_handful_of_requests_not_a_poll_every_moment(
     service: RunningService, publisher: Publisher, token: Token
 ) -> None:
@@ -194,6 +206,40 @@ async def test_result_waits_with_a_handful_of_requests_not_a_poll_every_moment(
     reads = [line for line in proxy.requests if line.startswith(f"GET /operations/{operation} ")]
     assert reads == proxy.requests
     assert 1 <= len(reads) <= 4, proxy.requests
+
+
+async def test_result_rides_out_503_and_429_and_returns_the_final_record(
+    service: RunningService, publisher: Publisher, token: Token
+) -> None:
+    """Three ``503 store_unavailable`` and a ``429 too_many_waits`` with ``Retry-After: 1``
+    come before the service is reached: ``result()`` tries again with back-off, waits the
+    second the 429 asks for, then long-polls and returns the completed record."""
+    user = str(uuid.uuid4())
+    async with OperationsClient(service.url, token=token(user)) as owner:
+        operation = await pending(publisher, owner, user)
+    unavailable: tuple[int, str, dict[str, str]] = (503, "store_unavailable", {})
+    refusals = [unavailable] * 3 + [(429, "too_many_waits", {"Retry-After": "1"})]
+    proxy = CountingProxy(service.url, refusals)
+    read = f"GET /operations/{operation}"
+    async with proxy.running() as url, OperationsClient(url, token=token(user)) as client:
+        waiting = asyncio.create_task(client.watch(operation).result(timeout=30))
+
+        async def read_through() -> bool:
+            return f"{read} 200" in proxy.requests
+
+        await eventually(read_through, "a read the proxy passes to the service")
+        assert not waiting.done()
+        await publisher.publish("order_approved", operation, user=user, name="order_approved")
+        done = await waiting
+    assert (uuid.UUID(done.id), done.state, done.name, done.version) == (
+        uuid.UUID(operation),
+        "completed",
+        "order_approved",
+        2,
+    )
+    assert proxy.requests[:5] == [f"{read} 503"] * 3 + [f"{read} 429", f"{read} 200"]
+    assert len(proxy.requests) <= 7, proxy.requests
+    assert proxy.times[4] - proxy.times[3] >= 1.0  # the Retry-After kept
 
 
 async def test_result_of_a_started_operation_waits_until_it_is_recorded(
@@ -231,6 +277,7 @@ async def test_result_of_a_started_operation_waits_until_it_is_recorded(
 # ---------------------------------------------------- result() and changes() across a restart
 
 
+@pytest.mark.slow
 async def test_result_and_changes_ride_out_a_service_restart(
     settings: Settings,
     redis_client: object,
@@ -273,7 +320,7 @@ async def test_result_and_changes_ride_out_a_service_restart(
             seen.append(await asyncio.wait_for(anext(changes), 30))
             done = await asyncio.wait_for(waiting, 30)
             async with httpx.AsyncClient(base_url=second.url) as http:
-                metrics = (await http.get("/metrics")).text
+                metrics = Scrape((await http.get("/metrics")).text)
         await changes.aclose()
     assert len(given) > asked  # a fresh token for the socket's reconnect
     assert [(record.version, record.state) for record in seen] == [
@@ -283,8 +330,7 @@ async def test_result_and_changes_ride_out_a_service_restart(
     ]
     assert_in_order(seen, operation)
     assert done == seen[-1]
-    synced = re.search(r'^operations_syncs_total\{recovered="true"\} (\S+)$', metrics, re.M)
-    assert synced is not None and float(synced[1]) >= 1, metrics
+    assert (metrics.value("operations_syncs_total", recovered="true") or 0) >= 1, metrics.text
 
 
 async def test_changes_closed_early_closes_the_socket_and_a_client_shares_one(
@@ -396,14 +442,14 @@ async def test_changes_after_a_cursor_too_old_to_recover_read_the_record_again(
             gate.open = True
             seen.append(await asyncio.wait_for(anext(changes), 30))
             await changes.aclose()
-        metrics = (await http.get("/metrics")).text
+        metrics = Scrape((await http.get("/metrics")).text)
     assert [(record.version, record.state) for record in seen] == [
         (1, "pending"),
         (2, "pending"),
         (3, "completed"),
     ]
-    unrecovered = re.search(r'^operations_syncs_total\{recovered="false"\} (\S+)$', metrics, re.M)
-    assert unrecovered is not None and float(unrecovered[1]) >= 1, metrics
+    unrecovered = metrics.value("operations_syncs_total", recovered="false")
+    assert (unrecovered or 0) >= 1, metrics.text
 
 
 # ------------------------------------------------------------------------------ cancel()

@@ -249,6 +249,7 @@ class HeldPublisher:
         await self.inner.publish(message, confirm_within=confirm_within)
 
 
+@pytest.mark.slow
 async def test_a_repeat_waits_for_the_first_request_still_in_flight(
     service: RunningService,
     settings: Settings,

@@ -216,6 +216,56 @@ async def test_cancel_ends_a_running_saga_rejected_cancelled(
     assert out["again"] == {"status": 409, "code": "not_cancellable", "reason": "string"}
 
 
+CLOSE = """
+import { connect } from "@operations/client";
+const client = connect({ url: process.env.URL, token: process.env.TOKEN });
+const unknown = client.watch(process.env.UNKNOWN); // answered 404: read again after pauses
+const started = await client.start("order_making", JSON.parse(process.env.ORDER));
+const handle = client.watch(started.id);
+let first = null;
+for await (const record of handle) {
+  first = record;
+  break;
+}
+let timer;
+const afterBreak = await Promise.race([
+  handle.result().then(() => "a result", (error) => error.code),
+  new Promise((resolve) => (timer = setTimeout(() => resolve("still waiting"), 2_000))),
+]);
+clearTimeout(timer);
+// Time for the reads of the unknown operation to back off to pauses of a second or so.
+await new Promise((resolve) => setTimeout(resolve, 1_500));
+const closedAt = Date.now();
+client.close();
+const unknownEnd = await unknown.result().catch((error) => error.code);
+const startedEnd = await started.result().catch((error) => error.code);
+const out = { first: first.version, afterBreak, unknownEnd, startedEnd, status: client.status };
+process.on("exit", () => console.log(JSON.stringify({ ...out, lingered: Date.now() - closedAt })));
+"""
+
+
+@needs_node
+async def test_node_exits_once_the_client_closes_and_a_loop_left_early_closes_its_handle(
+    installed: Path, service: RunningService, token: Token
+) -> None:
+    """``start()`` waited for the socket with a 10 s timer it never cleared, and the reads of an
+    operation not recorded yet pause between tries: once the client is closed, no timer keeps
+    Node up. A ``break`` out of a ``for await`` over a handle closes it (a ``result()`` of it
+    is rejected ``closed`` at once, not left waiting)."""
+    user = str(uuid.uuid4())
+    [out] = await node(
+        installed,
+        CLOSE,
+        URL=service.url,
+        TOKEN=token(user),
+        ORDER=json.dumps(order()),
+        UNKNOWN=new_id(),
+    )
+    assert (out["first"], out["afterBreak"]) == (1, "closed")
+    assert (out["unknownEnd"], out["startedEnd"], out["status"]) == ("closed", "closed", "closed")
+    assert out["lingered"] < 1_000, out
+
+
 LIST = """
 import { connect } from "@operations/client";
 const client = connect({ url: process.env.URL, token: process.env.TOKEN });

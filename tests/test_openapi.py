@@ -35,6 +35,7 @@ from operations.http.models import (
 from operations.listing import MAX_PAGE
 from operations.pacco.ordermaking import MAX_PARCELS, OrderMakingSaga
 from operations.sagas.http import saga_json, saga_model
+from operations.sagas.idempotency import MAX_KEY_LENGTH
 from operations.sagas.models import MAX_BODY_BYTES, MAX_LIMIT, SagaTypeList
 from operations.sagas.records import SagaRecord, SagaStatus, StepRecord
 from operations.service import SERVED_ENDPOINTS, Service
@@ -131,6 +132,25 @@ def test_limits_come_from_the_constants_the_code_checks() -> None:
         f"limit must be a whole number from 1 to {MAX_PAGE}",
     )
     assert read_query({"limit": str(MAX_PAGE), "unknown": "x"}, ListOperations).limit == MAX_PAGE
+
+
+@pytest.mark.parametrize("path", ["/sagas/{name}", "/orders"])
+async def test_the_starts_declare_the_idempotency_key_header_with_its_bounds(
+    path: str, http: httpx.AsyncClient
+) -> None:
+    """As ``GET /openapi.json`` serves it: the optional header, the bounds the code checks
+    (:data:`MAX_KEY_LENGTH`), how long a key is kept, and the refusals a key can bring."""
+    start = (await http.get("/openapi.json")).json()["paths"][path]["post"]
+    (key,) = [p for p in start["parameters"] if p["name"] == "Idempotency-Key"]
+    assert (key["in"], key["required"], key["schema"]["type"]) == ("header", False, "string")
+    assert f"At most {MAX_KEY_LENGTH} printable ASCII characters" in key["description"]
+    assert "Kept OPERATIONS_IDEMPOTENCY_SECONDS" in key["description"]
+    answers = start["responses"]
+    refusal = f"`invalid_idempotency_key`: the Idempotency-Key is empty, over {MAX_KEY_LENGTH}"
+    assert refusal in answers["400"]["description"]
+    assert answers["409"]["description"].startswith("`idempotency_key_in_flight`")
+    assert answers["422"]["description"].startswith("`idempotency_key_reused`")
+    assert "Idempotent-Replayed" in answers["202"]["headers"]
 
 
 def test_the_models_encode_records_exactly_as_before() -> None:

@@ -475,3 +475,28 @@ def test_bad_queue_type(value: str) -> None:
 @pytest.mark.parametrize("value", ["0", "-1", "1000001", "twenty"])
 def test_bad_delivery_limit(value: str) -> None:
     bad("OPERATIONS_QUEUE_DELIVERY_LIMIT", value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(None, 86_400), (" 1 ", 1), ("2592000", 2_592_000)]
+)
+def test_idempotency_keys_are_kept_a_day_unless_set(value: str | None, expected: int) -> None:
+    environ = {} if value is None else {"OPERATIONS_IDEMPOTENCY_SECONDS": value}
+    settings = Settings.from_env(environ)
+    assert settings.idempotency_seconds == expected
+    assert settings == replace(Settings(), idempotency_seconds=expected)  # nothing else moves
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("0", "must be between 1 and 2592000"),
+        ("-1", "must be between 1 and 2592000"),
+        ("2592001", "must be between 1 and 2592000"),
+        ("1.5", "must be a whole number"),
+        ("a day", "must be a whole number"),
+    ],
+)
+def test_idempotency_seconds_outside_their_bounds_are_refused(value: str, reason: str) -> None:
+    error = bad("OPERATIONS_IDEMPOTENCY_SECONDS", value)
+    assert reason in str(error)

@@ -44,8 +44,6 @@ function storage() {
   }
 }
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
 // The records of one operation, in rising versions, for one watch() or start().
 class Handle {
   constructor(client, id, notFoundWait) {
@@ -59,6 +57,8 @@ class Handle {
     this._failure = null;
     this._final = null;
     this._results = [];
+    this._iterations = 0;
+    this._ended = new Promise((resolve) => (this._end = resolve)); // its end, however it came
   }
 
   get _version() {
@@ -72,6 +72,7 @@ class Handle {
       this._final = record;
       this._results.splice(0).forEach(({ resolve }) => resolve(record));
       this._client._forget(this);
+      this._end();
     }
     this._wake.splice(0).forEach((wake) => wake());
   }
@@ -81,6 +82,7 @@ class Handle {
     this._failure = error;
     this._results.splice(0).forEach(({ reject }) => reject(error));
     this._client._forget(this);
+    this._end();
     this._wake.splice(0).forEach((wake) => wake());
   }
 
@@ -102,16 +104,24 @@ class Handle {
     this._closed = true;
   }
 
+  // A loop left early (break, return, a throw) closes the handle, unless another loop over it
+  // or a result() still waits for it: nothing is left following an operation nobody reads.
   async *[Symbol.asyncIterator]() {
-    let next = 0;
-    for (;;) {
-      if (next < this._records.length) {
-        yield this._records[next++];
-        continue;
+    this._iterations += 1;
+    try {
+      let next = 0;
+      for (;;) {
+        if (next < this._records.length) {
+          yield this._records[next++];
+          continue;
+        }
+        if (this._final || this._closed) return;
+        if (this._failure) throw this._failure;
+        await new Promise((wake) => this._wake.push(wake));
       }
-      if (this._final || this._closed) return;
-      if (this._failure) throw this._failure;
-      await new Promise((wake) => this._wake.push(wake));
+    } finally {
+      this._iterations -= 1;
+      if (!this._iterations && !this._results.length) this.close();
     }
   }
 }
@@ -138,7 +148,24 @@ class Client {
     this._cursor = null;
     this._opened = null;
     this._closed = false;
+    this._pauses = new Set(); // the ends of the pauses under way, which close() cuts short
     this._scheduleRenewal();
+  }
+
+  // A pause of `ms`, or until `until` settles: its timer is cleared either way, and close() ends
+  // every pause, so a closed client holds no timer (Node exits at once).
+  _pause(ms, until) {
+    if (this._closed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const end = () => {
+        clearTimeout(timer);
+        this._pauses.delete(end);
+        resolve();
+      };
+      const timer = setTimeout(end, ms);
+      this._pauses.add(end);
+      if (until) until.then(end, end);
+    });
   }
 
   // ------------------------------------------------------------------------ the token
@@ -182,7 +209,7 @@ class Client {
       this._renewTimer = null;
       this._renew()
         .then(() => this._reconnect())
-        .catch(() => setTimeout(() => this._scheduleRenewal(), 5_000));
+        .catch(() => this._pause(5_000).then(() => this._scheduleRenewal()));
     }, delay);
   }
 
@@ -301,7 +328,8 @@ class Client {
 
   async start(sagaName, body, { idempotencyKey, wait } = {}) {
     this._ensureSocket();
-    await Promise.race([this._opened, sleep(START_WAITS_FOR_SOCKET_MS)]); // then pushes reach it
+    await this._pause(START_WAITS_FOR_SOCKET_MS, this._opened); // then pushes reach it
+    if (this._closed) throw new OperationsError(0, "closed", "the client is closed");
     const headers = {};
     if (idempotencyKey !== undefined && idempotencyKey !== null) headers["Idempotency-Key"] = idempotencyKey;
     if (wait) headers.Prefer = `wait=${Math.ceil(wait)}`;
@@ -352,7 +380,7 @@ class Client {
           return;
         }
       }
-      await sleep(pause);
+      await this._pause(pause, handle._ended);
     }
   }
 
@@ -441,8 +469,8 @@ class Client {
       }
       // Refused by the service: not retried by Socket.IO, so here, with a new token if refused.
       if (code === "unauthorized") this._token = null;
-      const retry = code === "unauthorized" ? this._renew().catch(() => sleep(5_000)) : sleep(2_000);
-      retry.then(() => sleep(250)).then(() => {
+      const retry = code === "unauthorized" ? this._renew().catch(() => this._pause(5_000)) : this._pause(2_000);
+      retry.then(() => this._pause(250)).then(() => {
         if (!this._closed && !socket.connected) socket.connect();
       });
     });
@@ -451,7 +479,7 @@ class Client {
       this._setStatus("reconnecting");
       if (reason === "io server disconnect") {
         // put out by the service (its token expired): back with a new one
-        const renewed = this._getToken ? this._renew().catch(() => sleep(5_000)) : sleep(2_000);
+        const renewed = this._getToken ? this._renew().catch(() => this._pause(5_000)) : this._pause(2_000);
         renewed.then(() => {
           if (!this._closed && !socket.connected) socket.connect();
         });
@@ -514,6 +542,7 @@ class Client {
     if (this._closed) return;
     this._closed = true;
     clearTimeout(this._renewTimer);
+    [...this._pauses].forEach((end) => end());
     for (const handles of [...this._handles.values()]) [...handles].forEach((handle) => handle.close());
     if (this._socket) this._socket.disconnect();
     this._status = "closing";

@@ -23,14 +23,26 @@ export interface Page {
   next: string | null;
 }
 
-export interface ConnectOptions {
+interface ConnectBase {
   /** The service's base URL; the page's origin by default. */
   url?: string;
-  /** A token (JWT); with getToken, the first one. */
-  token?: string;
-  /** Called for a token at first, when the service refuses one, and before one's exp. */
-  getToken?: () => Promise<string>;
 }
+
+/** A token, getToken, or both (the token is then the first one): connect() throws with neither. */
+export type ConnectOptions = ConnectBase &
+  (
+    | {
+        /** A token (JWT). */
+        token: string;
+        /** Called when the service refuses the token, and before its exp. */
+        getToken?: () => Promise<string>;
+      }
+    | {
+        token?: string;
+        /** Called for a token at first, when the service refuses one, and before one's exp. */
+        getToken: () => Promise<string>;
+      }
+  );
 
 export interface StartOptions {
   /** Sent as the Idempotency-Key header: the same key starts one saga however often sent. */
@@ -53,7 +65,8 @@ export interface OperationHandle extends AsyncIterable<OperationRecord> {
   readonly id: string;
   /** The terminal record (completed or rejected). */
   result(): Promise<OperationRecord>;
-  /** Stops following: iterations end, and a waiting result() is rejected. */
+  /** Stops following: iterations end, and a waiting result() is rejected. A `for await` left
+   * early (break) closes the handle too, unless another loop or a result() still waits on it. */
   close(): void;
 }
 
@@ -83,4 +96,4 @@ export declare class OperationsError extends Error {
   readonly reason: string;
 }
 
-export declare function connect(options?: ConnectOptions): OperationsClient;
+export declare function connect(options: ConnectOptions): OperationsClient;
