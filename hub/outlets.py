@@ -105,12 +105,14 @@ class Outlet:
 
     def ready(self) -> bool:
         """Whether a frame written now keeps the order and the connection's state."""
+        return not self.backlog and self.writing is None and self._open()
+
+    def _open(self) -> bool:
+        """Accepted, open, uncompressed, and not holding writes back."""
         protocol = self.protocol
         conn = protocol.conn
         return (
             self.ws is not None
-            and not self.backlog
-            and self.writing is None
             and not self.shutting
             and not self.socket.closed
             and conn.state is State.OPEN
@@ -184,6 +186,10 @@ class Outlet:
         server = socket.server
         socket.connected = socket.upgraded = True
         self.ws = ws
+        if self.backlog and self.writing is None and self._open():
+            # What was sent before the WebSocket was accepted (the OPEN, at least), at once.
+            self.write(b"".join(packet_frame(packet) for packet in self.backlog))
+            self.backlog.clear()
         if self.backlog or self.shutting:
             self._write_later()
         timeout = server.ping_interval + server.ping_timeout
