@@ -74,8 +74,6 @@ def test_every_script_names_keys_of_one_slot() -> None:
         used.add(shard)
         apply_keys = [
             keys.record(op),
-            keys.history(op),
-            keys.expiries(shard),
             keys.owners(shard),
             keys.user_index(user, shard),
             keys.index(shard),

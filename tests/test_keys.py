@@ -73,7 +73,6 @@ async def test_an_id_ending_in_history_is_an_operation_of_its_own(
     for op in (forged, target):
         key = keys.record(op)  # the history is in the record
         assert 0 < await redis_client.ttl(key) <= settings.operation_ttl_seconds, key
-        assert await redis_client.exists(keys.history(op)) == 0
 
 
 async def test_forged_ids_get_the_same_404_as_unknown_ones_on_every_route(
@@ -152,25 +151,6 @@ async def test_a_key_of_the_wrong_type_dead_letters_the_message_and_writes_nothi
         record = await record_of(http, op, bearer(token(owner)))
         assert (record["state"], record["version"]) == ("pending", 1)
         assert await redis_client.ttl(keys.record(op)) > 0
-
-
-async def test_a_record_left_half_written_by_an_earlier_version_applies_its_message(
-    service: RunningService,
-    publisher: Publisher,
-    http: httpx.AsyncClient,
-    token: Token,
-    settings: Settings,
-    redis_client: aioredis.Redis,
-) -> None:
-    """What a failed script of an earlier version left: the message's id seen, no state, no
-    time to live. The message, redriven, is applied, not taken for a duplicate."""
-    keys = Keys(settings.key_prefix)
-    op, owner = plain_id(), plain_id()
-    await redis_client.hset(keys.record(op), "m:m-left", "")
-    await publisher.publish("create_order", op, user=owner, message_id="m-left")
-    record = await record_of(http, op, bearer(token(owner)))
-    assert (record["state"], record["version"]) == ("pending", 1)
-    assert await redis_client.ttl(keys.record(op)) > 0
 
 
 async def test_the_history_keeps_the_newest_transitions_up_to_the_cap(
@@ -286,7 +266,7 @@ def _key_names(path: Path, words: set[str]) -> list[str]:
 
 def test_no_module_but_the_keys_module_names_a_redis_key() -> None:
     words = _key_words()
-    assert {"op", "history", "saga-outbox", "dead-letters", "sweep-lease"} <= words
+    assert {"op", "owners", "saga-outbox", "dead-letters", "sweep-lease"} <= words
     assert len(_key_names(KEYS_MODULE, words)) > 20  # the scan finds what keys.py writes
     modules = sorted(path.relative_to(ROOT) for path in (ROOT / "operations").rglob("*.py"))
     found = [name for path in modules if path != KEYS_MODULE for name in _key_names(path, words)]
@@ -296,14 +276,12 @@ def test_no_module_but_the_keys_module_names_a_redis_key() -> None:
 def test_every_key_keeps_its_name() -> None:
     """Stored data and the Lua scripts know these names: they are pinned byte for byte."""
     keys = Keys("P", Shards(4))
-    op = "X:history"
+    op = "X:index"
     shard = keys.shard(op)
     assert [
         keys.record(op),
-        keys.history(op),
         keys.user_index("u:1", 2),
         keys.index(1),
-        keys.expiries(3),
         keys.owners(3),
         keys.changes(0),
         keys.tag(2),
@@ -311,11 +289,9 @@ def test_every_key_keeps_its_name() -> None:
         keys.sweep_lease,
         *keys.streams,
     ] == [
-        f"P:{{{shard}}}:op:X:history",
-        f"P:{{{shard}}}:history:X:history",
+        f"P:{{{shard}}}:op:X:index",
         "P:{2}:user:u:1",
         "P:{1}:index",
-        "P:{3}:expiries",
         "P:{3}:owners",
         "P:{0}:changes",
         "P:{2}",
