@@ -100,10 +100,13 @@ class Service:
             # After the consumers: they declare the dead-letter queues' arguments first.
             *([Part.of("dead-letter intake", self.intake)] if self.intake is not None else []),
         ]
+        provider = self.verifier.provider
         return [
             Part("store connection", stop=self.store.close),
             Part("feed connection", stop=self.feed.redis.aclose),
             Part("AMQP connections", stop=self.connections.close),
+            # Stopped after the hub and the routes, which verify tokens with its keys.
+            *([Part.of("identity provider keys", provider)] if provider is not None else []),
             Part.of("feed", self.feed),
             Part.of("hub", self.hub),
             Part.of("sweeper", self.sweeper),
