@@ -115,6 +115,8 @@ class Service:
                 "broker parts", Retrying("operations-connect", broker, self._retry, self.tasks)
             ),
             Part("background tasks", stop=self.tasks.stop),
+            # The first to stop: every wait answers at once, before what it reads from stops.
+            Part.of("waits", self.waits),
         ]
 
     def _socket_hub(self) -> Hub:
@@ -229,12 +231,11 @@ class Service:
         the requests in flight to end: every long-poll and ``Prefer: wait`` start answers now as
         one whose wait ran out, later ones do not wait, and the Socket.IO clients are
         disconnected so that they reconnect elsewhere with their cursor."""
-        self.waits.stop()
+        self.waits.end()
         self.hub.close_connections()
 
     async def stop(self) -> None:
         """Stops the parts in reverse order; no part may hold up the rest for long."""
-        self.waits.stop()
         await self.parts.stop()
 
     @contextlib.asynccontextmanager

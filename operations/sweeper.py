@@ -59,7 +59,7 @@ class Sweeper:
         self.every = every
         self.lease_key = store.keys.sweep_lease
         self.holder = uuid.uuid4().hex
-        self._passes = Periodic("sweep", self._pass, every, log)
+        self._passes = Periodic("sweep", self._pass, every, log, metrics)
 
     async def start(self) -> None:
         self._passes.start()

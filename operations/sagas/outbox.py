@@ -73,7 +73,7 @@ class OutboxRelay:
         self.publisher = publisher
         self.metrics = metrics
         self.operations = operations
-        self._passes = Periodic("saga-outbox", self.flush, every, log)
+        self._passes = Periodic("saga-outbox", self.flush, every, log, metrics)
 
     async def send(self, saga_name: str, saga_id: str) -> None:
         """Send a saga's whole outbox, oldest first, as its only sender for now.
