@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from aiormq.exceptions import AMQPError
 
 from operations.amqp.publisher import OutgoingMessage
+from operations.envelope import named_fields
 from operations.errors import StoreError, StoreUnavailable
 from operations.metrics import Registry
 from operations.periodic import Periodic
@@ -39,7 +40,7 @@ class Publisher(Protocol):
 
 def step_context(context: Mapping[str, Any], message: str) -> dict[str, Any]:
     """The originating context, named after the message, so the operation shows the step."""
-    named = {key: value for key, value in context.items() if key.lower() != "name"}
+    named = named_fields(context, ("name",), keep=False)
     named["name"] = message
     return named
 
