@@ -35,11 +35,11 @@ from operations.lifecycle import Part, Parts, Retrying
 from operations.metrics import Registry
 from operations.pacco.openapi import ORDER_ENDPOINTS
 from operations.pacco.orders import OrdersApi
-from operations.redis_client import pool_usage
 from operations.sagas.http_start import SagaStarter
 from operations.settings import Settings
-from operations.store import LayoutMismatch
-from operations.sweeper import Sweeper
+from operations.store.redis_client import pool_usage
+from operations.store.redis_store import LayoutMismatch
+from operations.store.sweeper import Sweeper
 from operations.tasks import BackgroundTasks
 from operations.tracing import context as tracecontext
 from operations.waits import Waits

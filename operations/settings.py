@@ -37,7 +37,7 @@ from operations.setting_values import (
     url_of,
     whole_number,
 )
-from operations.shards import MAX_SHARDS
+from operations.store.shards import MAX_SHARDS
 
 __all__ = ["Settings", "read_setting", "whole_number"]
 

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from operations.feed import ChangeFeed
 from operations.metrics import Registry
 from operations.records import Operation
-from operations.store import Store
+from operations.store.redis_store import Store
 
 REREAD_SECONDS = 10.0
 """About how often a waiter reads its record again all the same (spread by a quarter either

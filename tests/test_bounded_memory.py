@@ -15,9 +15,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from operations.auth.identity import normalise_id
-from operations.keys import Keys
 from operations.pacco.demo import DemoServices
 from operations.settings import Settings
+from operations.store.keys import Keys
 from tests.support import Publisher, as_text, eventually, new_id, start_service
 
 TTL = 3

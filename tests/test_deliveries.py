@@ -28,11 +28,11 @@ from operations.amqp.deliveries import ChannelConsumer, Delivery
 from operations.amqp.settlements import Ack, Settlement
 from operations.amqp.topology import declare_queue
 from operations.envelope import Delivered
-from operations.keys import Keys
 from operations.metrics import Registry
 from operations.pipeline import Pipeline
 from operations.settings import DEFAULT_MESSAGES_FILE, Settings
-from operations.store import RedisStore
+from operations.store.keys import Keys
+from operations.store.redis_store import RedisStore
 from tests.support import Publisher, SteadyPublisher, eventually, new_id
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -26,14 +26,14 @@ from socketio.packet import EVENT, Packet
 import operations
 from hub import events
 from operations.feed import STREAM_FIELDS, FeedEntry
-from operations.keys import Keys
 from operations.records import Change
-from operations.shards import Shards
-from operations.store import RedisStore, pack_evalsha
+from operations.store.keys import Keys
+from operations.store.redis_store import RedisStore, pack_evalsha
+from operations.store.shards import Shards
 from tests.support import as_text, eventually, new_id, pending_command
 from tests.test_feed import listened_feed
 
-APPLY_LUA = Path(operations.__file__).parent / "lua" / "apply.lua"
+APPLY_LUA = Path(operations.__file__).parent / "store" / "lua" / "apply.lua"
 
 # Text of every kind: ASCII, accents, scripts outside the BMP, RESP's own \r\n and $, quotes.
 text = st.text(

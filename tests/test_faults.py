@@ -28,9 +28,9 @@ import socketio
 from redis.exceptions import RedisError
 
 from operations.auth.tokens import mint
-from operations.keys import Keys
 from operations.pacco.demo import DemoServices, FailurePlan
 from operations.settings import Settings
+from operations.store.keys import Keys
 from tests.conftest import SECRET
 from tests.support import SteadyPublisher, as_text, eventually, free_port
 

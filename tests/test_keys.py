@@ -1,7 +1,8 @@
 """Ids that look like key names, against a running service on the real servers: an id never
 names another operation's or saga's key, a read never tells whether an id exists by its error,
 a script that fails leaves nothing behind (and its message can be redriven once the cause is
-gone), and an operation's history is capped. And every key is named in ``operations/keys.py``."""
+gone), and an operation's history is capped. And every key is named in
+``operations/store/keys.py``."""
 
 from __future__ import annotations
 
@@ -17,12 +18,12 @@ import httpx
 import orjson
 import redis.asyncio as aioredis
 
-from operations.keys import DeadLetterKeys, Keys, SagaKeys, member_of, split_member
 from operations.sagas import RedisSagaStore, SagaStatus
 from operations.sagas.records import OutboxEntry, SagaRecord
 from operations.settings import Settings
-from operations.shards import Shards
 from operations.states import State
+from operations.store.keys import DeadLetterKeys, Keys, SagaKeys, member_of, split_member
+from operations.store.shards import Shards
 from tests.api import bearer
 from tests.dead_letter_support import letters
 from tests.support import Publisher, RunningService, eventually, start_service
@@ -223,7 +224,7 @@ async def test_a_saga_commit_meeting_a_key_of_the_wrong_type_writes_nothing(
 
 
 ROOT = Path(__file__).resolve().parent.parent
-KEYS_MODULE = Path("operations/keys.py")
+KEYS_MODULE = Path("operations/store/keys.py")
 
 
 def _texts(path: Path) -> Iterator[tuple[int, str]]:
@@ -248,7 +249,7 @@ def _texts(path: Path) -> Iterator[tuple[int, str]]:
 
 
 def _key_words() -> set[str]:
-    """The fixed words of the key families, as ``operations/keys.py`` writes them."""
+    """The fixed words of the key families, as ``operations/store/keys.py`` writes them."""
     return {
         word
         for _, text in _texts(KEYS_MODULE)

@@ -29,7 +29,7 @@ from operations.sagas import RedisSagaStore, Saga, SagaContext, SagaMessage, Sag
 from operations.sagas import coordinator as coordinator_module
 from operations.sagas.intake import SagaIntake
 from operations.settings import Settings
-from operations.shards import Shards
+from operations.store.shards import Shards
 from operations.wire import Binding, ExchangeKind
 from tests.sagas_support import Harness
 from tests.support import Publisher, RunningService, dead_letters, eventually, start_service

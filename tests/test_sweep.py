@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from operations.keys import Keys
-from operations.listing import ListQuery
 from operations.metrics import Registry
 from operations.sagas import MemorySagaStore, Processed, RedisSagaStore, SagaOutcome, SagaStore
 from operations.sagas.records import SagaStatus
-from operations.shards import Shards
 from operations.states import State
-from operations.store import RedisStore
-from operations.sweeper import Sweeper
+from operations.store.keys import Keys
+from operations.store.listing import ListQuery
+from operations.store.redis_store import RedisStore
+from operations.store.shards import Shards
+from operations.store.sweeper import Sweeper
 from tests.sagas_support import FakePublisher, Harness, delete_prefix, start_trip, step_trip
 from tests.sample_sagas import TripSaga
 from tests.support import as_text, eventually, new_id

@@ -29,11 +29,11 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from operations.envelope import Envelope
-from operations.keys import Keys
 from operations.metrics import Registry
 from operations.states import MessageKind, State
-from operations.store import RedisStore
-from operations.sweeper import Sweeper
+from operations.store.keys import Keys
+from operations.store.redis_store import RedisStore
+from operations.store.sweeper import Sweeper
 
 USERS = 100
 BATCH = 256

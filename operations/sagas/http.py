@@ -40,7 +40,7 @@ from operations.sagas.progress import step_seconds, type_steps, waiting_for, wai
 from operations.sagas.records import SagaRecord, SagaStatus
 from operations.sagas.registry import SagaType, SagaTypes
 from operations.sagas.store import SagaStore
-from operations.store import Store
+from operations.store.redis_store import Store
 from operations.tasks import BackgroundTasks
 
 CANCEL_OUTCOMES = {

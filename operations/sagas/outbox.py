@@ -23,7 +23,7 @@ from operations.records import ApplyOutcome
 from operations.sagas.endings import envelope_of
 from operations.sagas.records import OutboxEntry
 from operations.sagas.store import Pending, SagaStore
-from operations.store import Store
+from operations.store.redis_store import Store
 
 log = logging.getLogger("operations.sagas.outbox")
 

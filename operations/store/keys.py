@@ -2,10 +2,10 @@
 written in another module; the Lua scripts build theirs from the tags passed to them).
 
 One scheme for every family: a frozen dataclass made from ``OPERATIONS_KEY_PREFIX`` (``P``,
-default ``operations``), and from the shards (:mod:`operations.shards`) when the family is sharded.
-A key with variable parts is a method taking them, and the caller's text (an id) is always the
-key's last part; a key with none is a property; ``tag`` is the start that every key of the family
-(of one shard) shares, and that the Lua scripts build their keys from.
+default ``operations``), and from the shards (:mod:`operations.store.shards`) when the family is
+sharded. A key with variable parts is a method taking them, and the caller's text (an id) is
+always the key's last part; a key with none is a property; ``tag`` is the start that every key of
+the family (of one shard) shares, and that the Lua scripts build their keys from.
 
 :class:`Keys`, the tracking path's store (``S`` is the operation's shard, always 0 with one shard;
 ``{S}`` is a Redis Cluster hash tag, so every key one script touches is in one slot)::
@@ -83,7 +83,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from operations.shards import Shards
+from operations.store.shards import Shards
 
 if TYPE_CHECKING:
     from operations.sagas.records import SagaStatus

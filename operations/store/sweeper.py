@@ -31,9 +31,9 @@ from operations.errors import StoreUnavailable
 from operations.metrics import Registry
 from operations.periodic import Periodic
 from operations.sagas.store import SagaStore
-from operations.store import RedisStore
+from operations.store.redis_store import RedisStore
 
-log = logging.getLogger("operations.sweeper")
+log = logging.getLogger("operations.store.sweeper")
 
 
 @dataclass(frozen=True)

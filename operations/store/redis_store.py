@@ -1,16 +1,16 @@
 """Operation records in Redis.
 
-The keys are named by :class:`operations.keys.Keys`, where their layout is described.
+The keys are named by :class:`operations.store.keys.Keys`, where their layout is described.
 
 Every key of an operation expires ``OPERATIONS_OPERATION_TTL_SECONDS`` after its last applied
 change; reads never extend it. The indexes expire with their newest operation. Within them, an
-operation's id is removed by the sweep (:mod:`operations.sweeper`, ``lua/sweep.lua``) soon after
-its record expires, found through its owner's index, which the shard's owners zset schedules; a
-listing that meets an expired id before the sweep does drops it too.
+operation's id is removed by the sweep (:mod:`operations.store.sweeper`, ``lua/sweep.lua``) soon
+after its record expires, found through its owner's index, which the shard's owners zset
+schedules; a listing that meets an expired id before the sweep does drops it too.
 
 Each message is applied by one Lua script (``lua/apply.lua``); a batch of messages is sent as one
-round trip, in delivery order, on one connection. Listing (:mod:`operations.listing`) merges the
-shards' indexes, newest first.
+round trip, in delivery order, on one connection. Listing (:mod:`operations.store.listing`) merges
+the shards' indexes, newest first.
 """
 
 from __future__ import annotations
@@ -29,8 +29,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from operations.envelope import Envelope
 from operations.errors import StoreError, StoreUnavailable
-from operations.keys import Keys
-from operations.listing import Listing, ListQuery, Page
 from operations.records import (
     STORED_FIELDS,
     ApplyOutcome,
@@ -38,11 +36,13 @@ from operations.records import (
     Operation,
     history_of,
 )
-from operations.redis_client import open_redis, round_trip
-from operations.shards import Shards
+from operations.store.keys import Keys
+from operations.store.listing import Listing, ListQuery, Page
+from operations.store.redis_client import open_redis, round_trip
+from operations.store.shards import Shards
 from operations.timestamps import rfc3339
 
-_LUA = resources.files("operations") / "lua"
+_LUA = resources.files("operations.store") / "lua"
 APPLY_SCRIPT = (_LUA / "apply.lua").read_text(encoding="utf-8")
 SWEEP_SCRIPT = (_LUA / "sweep.lua").read_text(encoding="utf-8")
 PRUNE_SCRIPT = (_LUA / "prune.lua").read_text(encoding="utf-8")
@@ -258,7 +258,7 @@ class RedisStore:
         return history_of(fields, self._max_history)
 
     async def page(self, query: ListQuery) -> Page:
-        """One page, newest first, merged over the shards (see :mod:`operations.listing`)."""
+        """One page, newest first, merged over the shards (see :mod:`operations.store.listing`)."""
         return await self._listing.page(query)
 
     async def _records(self, operation_ids: list[str]) -> list[Operation | None]:
