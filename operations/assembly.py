@@ -26,18 +26,18 @@ from operations.deadletters.store import DeadLetterStore
 from operations.feed import ChangeFeed
 from operations.http.operations import OperationsApi
 from operations.http.responses import EXCEPTION_HANDLERS
-from operations.keys import IdempotencyKeys, Keys
 from operations.metrics import Registry
 from operations.pipeline import Pipeline
-from operations.redis_client import open_redis
 from operations.sagas.coordinator import Coordinator
 from operations.sagas.http import SagasApi
 from operations.sagas.http_start import SagaStartApi, SagaStarter
 from operations.sagas.idempotency import Idempotency
 from operations.sagas.runtime import SagaRuntime
 from operations.settings import Settings
-from operations.shards import Shards
-from operations.store import RedisStore
+from operations.store.keys import IdempotencyKeys, Keys
+from operations.store.redis_client import open_redis
+from operations.store.redis_store import RedisStore
+from operations.store.shards import Shards
 from operations.tasks import BackgroundTasks
 from operations.tracing.http import TracingMiddleware
 

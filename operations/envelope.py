@@ -14,7 +14,7 @@ consumers read one message alike.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -104,6 +104,19 @@ def header(headers: Mapping[str, Any], name: str) -> Any:
         if isinstance(key, str) and key.lower() == wanted:
             return candidate
     return None
+
+
+def named_fields(
+    fields: Mapping[str, Any], names: Iterable[str], keep: bool = True
+) -> dict[str, Any]:
+    """The entries of ``fields`` (AMQP headers, or a ``message_context`` object), keys as sent,
+    whose names, in any letter case, are among ``names``; with ``keep=False``, the others."""
+    wanted = {name.lower() for name in names}
+    return {
+        key: value
+        for key, value in fields.items()
+        if (isinstance(key, str) and key.lower() in wanted) is keep
+    }
 
 
 def header_text(value: Any) -> str | None:

@@ -2,9 +2,9 @@
 in apply order, to its listeners (the Socket.IO hub) and to long-polling HTTP readers; and it
 reads back what a reader missed between two cursors (the hub's recovery after a reconnect).
 
-There is one stream per shard (see :mod:`operations.shards`); one operation's changes are all in
-one, in order. A change's cursor is the position of the feed just after it (see
-:mod:`operations.changes`, which reads the entries and makes and parses the cursors). On one
+There is one stream per shard (see :mod:`operations.store.shards`); one operation's changes are
+all in one, in order. A change's cursor is the position of the feed just after it (see
+:mod:`operations.store.changes`, which reads the entries and makes and parses the cursors). On one
 Redis server one blocking read covers every stream; on a cluster each stream has its own.
 """
 
@@ -21,7 +21,9 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
 from operations.backoff import Backoff
-from operations.changes import (
+from operations.errors import StoreUnavailable
+from operations.metrics import Registry
+from operations.store.changes import (
     STREAM_FIELDS,
     FeedEntry,
     Missed,
@@ -32,10 +34,8 @@ from operations.changes import (
     is_ahead,
     parse_cursor,
 )
-from operations.errors import StoreUnavailable
-from operations.keys import Keys
-from operations.metrics import Registry
-from operations.redis_client import round_trip
+from operations.store.keys import Keys
+from operations.store.redis_client import round_trip
 from operations.tasks import BackgroundTasks
 
 __all__ = ["STREAM_FIELDS", "ChangeFeed", "FeedEntry", "Listener", "Missed", "Watch"]

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from operations.errors import StoreUnavailable
+from operations.metrics import Registry
 from operations.tasks import BackgroundTasks
 
 
@@ -23,12 +24,13 @@ class Periodic:
         work: Callable[[], Awaitable[object]],
         every: float,
         log: logging.Logger,
+        metrics: Registry,
     ) -> None:
         self.name = name
         self.work = work
         self.every = every
         self.log = log
-        self._tasks = BackgroundTasks(logger=log)
+        self._tasks = BackgroundTasks(metrics, log)
 
     def start(self) -> None:
         if not self._tasks:

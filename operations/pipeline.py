@@ -21,7 +21,7 @@ from operations.errors import EnvelopeError, StoreError
 from operations.logs import logged_id
 from operations.metrics import Registry
 from operations.records import ApplyOutcome
-from operations.store import Store
+from operations.store.redis_store import Store
 
 log = logging.getLogger("operations.pipeline")
 

@@ -12,7 +12,6 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import msgspec
-import orjson
 from msgspec import Meta
 
 from operations.states import State
@@ -82,31 +81,15 @@ _NULLABLE = _nullable(Operation)
 _snapshots = msgspec.json.Decoder(Operation)
 
 
-# A history entry's fields, in the order of the JSON arrays an earlier version stored in a list.
-HISTORY_FIELDS = (
-    "version",
-    "state",
-    "name",
-    "message",
-    "messageId",
-    "code",
-    "reason",
-    "at",
-    "sentAt",
-)
 # The record hash's history parts, named ``<version><letter>`` by apply.lua.
 _PARTS = {"s": "state", "n": "name", "m": "message", "c": "code", "r": "reason", "a": "at"}
 _PARTS["t"] = "sentAt"
 
 
-def history_of(earlier: list[bytes], fields: dict[bytes, bytes], most: int) -> list[dict[str, Any]]:
-    """An operation's history, oldest first, its newest ``most`` entries: those in the record
-    hash (``fields``, as apply.lua writes them) after any an earlier version kept in a list of
-    its own (``earlier``, JSON arrays of :data:`HISTORY_FIELDS`)."""
+def history_of(fields: dict[bytes, bytes], most: int) -> list[dict[str, Any]]:
+    """An operation's history, oldest first, its newest ``most`` entries, from the record hash's
+    ``fields`` as apply.lua writes them."""
     entries: dict[int, dict[str, Any]] = {}
-    for raw in earlier:
-        entry = dict(zip(HISTORY_FIELDS, orjson.loads(raw), strict=False))
-        entries[int(entry["version"])] = entry
     parts: dict[int, dict[str, str]] = {}
     message_ids: dict[int, str] = {}
     for name, value in fields.items():

@@ -35,11 +35,11 @@ from operations.lifecycle import Part, Parts, Retrying
 from operations.metrics import Registry
 from operations.pacco.openapi import ORDER_ENDPOINTS
 from operations.pacco.orders import OrdersApi
-from operations.redis_client import pool_usage
 from operations.sagas.http_start import SagaStarter
 from operations.settings import Settings
-from operations.store import LayoutMismatch
-from operations.sweeper import Sweeper
+from operations.store.redis_client import pool_usage
+from operations.store.redis_store import LayoutMismatch
+from operations.store.sweeper import Sweeper
 from operations.tasks import BackgroundTasks
 from operations.tracing import context as tracecontext
 from operations.waits import Waits
@@ -100,10 +100,13 @@ class Service:
             # After the consumers: they declare the dead-letter queues' arguments first.
             *([Part.of("dead-letter intake", self.intake)] if self.intake is not None else []),
         ]
+        provider = self.verifier.provider
         return [
             Part("store connection", stop=self.store.close),
             Part("feed connection", stop=self.feed.redis.aclose),
             Part("AMQP connections", stop=self.connections.close),
+            # Stopped after the hub and the routes, which verify tokens with its keys.
+            *([Part.of("identity provider keys", provider)] if provider is not None else []),
             Part.of("feed", self.feed),
             Part.of("hub", self.hub),
             Part.of("sweeper", self.sweeper),
@@ -112,6 +115,8 @@ class Service:
                 "broker parts", Retrying("operations-connect", broker, self._retry, self.tasks)
             ),
             Part("background tasks", stop=self.tasks.stop),
+            # The first to stop: every wait answers at once, before what it reads from stops.
+            Part.of("waits", self.waits),
         ]
 
     def _socket_hub(self) -> Hub:
@@ -226,12 +231,11 @@ class Service:
         the requests in flight to end: every long-poll and ``Prefer: wait`` start answers now as
         one whose wait ran out, later ones do not wait, and the Socket.IO clients are
         disconnected so that they reconnect elsewhere with their cursor."""
-        self.waits.stop()
+        self.waits.end()
         self.hub.close_connections()
 
     async def stop(self) -> None:
         """Stops the parts in reverse order; no part may hold up the rest for long."""
-        self.waits.stop()
         await self.parts.stop()
 
     @contextlib.asynccontextmanager

@@ -38,13 +38,14 @@ from operations.setting_values import (
     url_of,
     whole_number,
 )
-from operations.shards import MAX_SHARDS
+from operations.store.shards import MAX_SHARDS
 
 __all__ = ["Settings", "read_setting", "whole_number"]
 
 T = TypeVar("T")
 
-DEFAULT_MESSAGES_FILE = Path(str(resources.files("operations") / "data" / "pacco-messages.json"))
+# Pacco's catalogue lies beside its sample saga; a path only: settings import nothing of the sample.
+DEFAULT_MESSAGES_FILE = Path(str(resources.files("operations") / "pacco" / "pacco-messages.json"))
 DEV_JWT_SECRET = "operations-development-secret-change-me"
 MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key is at least as long as the hash
 CLUSTER_SHARDS = 16

@@ -7,7 +7,7 @@ none of them reads Redis for it. The reads a wait still makes, the first one and
 :data:`REREAD_SECONDS` or so as a safety net, share at most ``OPERATIONS_WAIT_READS``
 connections. A user may have ``OPERATIONS_MAX_WAITS_PER_USER`` waits at once in one process.
 
-When the service begins to stop (:meth:`Waits.stop`), every wait ends at once and answers as a
+When the service begins to stop (:meth:`Waits.end`), every wait ends at once and answers as a
 wait that ran out does, and a wait that begins after that does not wait: a long-poll must not
 hold a restart for its whole wait.
 """
@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from operations.feed import ChangeFeed
 from operations.metrics import Registry
 from operations.records import Operation
-from operations.store import Store
+from operations.store.redis_store import Store
 
 REREAD_SECONDS = 10.0
 """About how often a waiter reads its record again all the same (spread by a quarter either
@@ -54,7 +54,14 @@ class Waits:
         self._stopping = False
         self._waiting: set[asyncio.Timeout] = set()
 
-    def stop(self) -> None:
+    async def start(self) -> None:
+        self._stopping = False
+
+    async def stop(self) -> None:
+        """As a part of the service: the first to stop, before what the waits read from."""
+        self.end()
+
+    def end(self) -> None:
         """Ends every wait now, each with the record as it last saw it, and makes later waits
         answer at once. Called in the event loop when the service begins to stop."""
         if self._stopping:  # every wait has been ended, and none has begun since
@@ -137,8 +144,8 @@ class Waits:
 
     @contextlib.asynccontextmanager
     async def _ended_by_stop(self) -> AsyncIterator[None]:
-        """The block, ended early and quietly by :meth:`stop`, whatever it awaits then. A
-        timeout with no deadline of its own, that :meth:`stop` moves to now."""
+        """The block, ended early and quietly by :meth:`end`, whatever it awaits then. A
+        timeout with no deadline of its own, that :meth:`end` moves to now."""
         try:
             async with asyncio.timeout(None) as stopped:
                 self._waiting.add(stopped)

@@ -65,6 +65,14 @@ for name in CLIENT_FILES:  # what GET /client/{name} serves
 print(f"install-check: GET /client/ has {', '.join(CLIENT_FILES)}")
 PY
 
+"$venv_python" - <<'PY' || fail "the default message catalogue in the installed package"
+from operations.amqp.catalogue import Catalogue
+from operations.settings import DEFAULT_MESSAGES_FILE
+
+catalogue = Catalogue.load(DEFAULT_MESSAGES_FILE)
+print(f"install-check: the default catalogue {DEFAULT_MESSAGES_FILE.name} has {len(list(catalogue))} entries")
+PY
+
 commands=$("$venv_python" -c "from operations.cli import commands; print(' '.join(commands()))") ||
   fail "listing the CLI's commands"
 [ -n "$commands" ] || fail "the CLI lists no commands"

@@ -5,6 +5,7 @@ clean-up of queues and keys."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import subprocess
 import uuid
@@ -147,3 +148,17 @@ def token() -> object:
 async def http(service: RunningService) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=service.url, timeout=30) as client:
         yield client
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """The root logger's handlers and level, and uvicorn's server logger's filters and level, as
+    they were before a test that configures logging."""
+    root, server = logging.getLogger(), logging.getLogger("uvicorn.error")
+    handlers, level = root.handlers[:], root.level
+    filters, server_level = server.filters[:], server.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    server.filters[:] = filters
+    server.setLevel(server_level)

@@ -26,7 +26,7 @@ from operations.sagas import (
     step,
 )
 from operations.settings import Settings
-from operations.shards import Shards
+from operations.store.shards import Shards
 from tests.api import bearer, place_order
 from tests.browser import chromium
 from tests.sagas_support import Harness

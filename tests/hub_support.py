@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from operations.changes import is_ahead, parse_cursor
+from operations.store.changes import is_ahead, parse_cursor
 from tests.live import LiveClient
 from tests.support import Publisher, RunningService
 

@@ -34,21 +34,8 @@ from operations.sagas import outbox as outbox_module
 from operations.sagas.outbox import OutboxRelay
 from operations.sagas.records import SagaRecord
 from operations.sagas.store import Loaded
-from operations.states import State
 from tests.sample_sagas import FAR_FUTURE, GATES, JOURNAL, TripSaga
 from tests.support import eventually, new_id
-
-
-@dataclass(frozen=True)
-class Published:
-    exchange: str
-    routing_key: str
-    body: dict[str, Any]
-    correlation_id: str | None
-    message_id: str
-    message_context: dict[str, Any]
-    saga: State | None
-    trace_context: dict[str, str] = field(default_factory=dict)
 
 
 class BrokerDown(ConnectionError):
@@ -62,7 +49,7 @@ class FakePublisher:
     ``failing`` makes every publish raise; ``fail_after`` lets that many more messages through,
     then fails every one after them."""
 
-    published: list[Published] = field(default_factory=list)
+    published: list[OutgoingMessage] = field(default_factory=list)
     attempts: int = 0
     failing: bool = False
     fail_after: int | None = None
@@ -75,18 +62,7 @@ class FakePublisher:
             if self.fail_after <= 0:
                 raise BrokerDown("the broker went down")
             self.fail_after -= 1
-        self.published.append(
-            Published(
-                message.exchange,
-                message.routing_key,
-                dict(message.body),
-                message.correlation_id,
-                message.message_id,
-                dict(message.message_context),
-                message.saga,
-                dict(message.trace_context or {}),
-            )
-        )
+        self.published.append(message)
 
     def recover(self) -> None:
         self.failing = False
@@ -96,7 +72,7 @@ class FakePublisher:
     def names(self) -> list[str]:
         return [message.routing_key for message in self.published]
 
-    def named(self, name: str) -> list[Published]:
+    def named(self, name: str) -> list[OutgoingMessage]:
         return [message for message in self.published if message.routing_key == name]
 
     def since(self, count: int) -> list[str]:

@@ -16,12 +16,12 @@ from operations.amqp.copies import REASON_HEADER
 from operations.amqp.topology import declare_queue
 from operations.envelope import Envelope
 from operations.errors import StoreError, StoreUnavailable
-from operations.keys import Keys
 from operations.metrics import Registry
 from operations.pipeline import Pipeline
 from operations.records import Change
 from operations.settings import DEFAULT_MESSAGES_FILE, Settings
-from operations.store import RedisStore
+from operations.store.keys import Keys
+from operations.store.redis_store import RedisStore
 from tests.support import Publisher, dead_letters, eventually, uid
 
 PACCO = Catalogue.load(DEFAULT_MESSAGES_FILE)

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import jwt
 import pytest
 
 from operations.auth.tokens import TokenVerifier
-from tests.support import new_id
+from tests.support import free_port, new_id
 
 SECRET = "cli-secret-0123456789abcdef-0123456789"
 
@@ -161,14 +160,8 @@ def test_a_broken_catalogue_stops_start_up(tmp_path: object) -> None:
     assert "exchange" in result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_serve_runs_as_a_process(servers: tuple[str, str]) -> None:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "OPERATIONS_AMQP_URL": servers[0],

@@ -20,13 +20,13 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
-from operations.keys import Keys
 from operations.pacco.demo import DemoServices
-from operations.redis_client import open_redis
 from operations.sagas import RedisSagaStore, SagaStatus
 from operations.settings import Settings
-from operations.shards import Shards
-from operations.store import RedisStore
+from operations.store.keys import Keys
+from operations.store.redis_client import open_redis
+from operations.store.redis_store import RedisStore
+from operations.store.shards import Shards
 from tests.live import LiveClient
 from tests.sagas_support import Harness, start_trip
 from tests.sample_sagas import TripSaga
@@ -74,8 +74,6 @@ def test_every_script_names_keys_of_one_slot() -> None:
         used.add(shard)
         apply_keys = [
             keys.record(op),
-            keys.history(op),
-            keys.expiries(shard),
             keys.owners(shard),
             keys.user_index(user, shard),
             keys.index(shard),

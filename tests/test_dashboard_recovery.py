@@ -11,8 +11,8 @@ import pytest
 import redis.asyncio as aioredis
 from playwright.async_api import Browser, WebSocketRoute, expect
 
-from operations.keys import Keys
 from operations.settings import Settings
+from operations.store.keys import Keys
 from tests.dashboard_support import Token, applied, row
 from tests.scrape import Scrape
 from tests.support import Publisher, RunningService, uid

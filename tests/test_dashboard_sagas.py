@@ -18,7 +18,7 @@ from playwright.async_api import Browser, Route, expect
 from operations.pacco.demo import FailurePlan
 from operations.sagas import RedisSagaStore
 from operations.settings import Settings
-from operations.shards import Shards
+from operations.store.shards import Shards
 from operations.timestamps import rfc3339
 from tests.api import bearer
 from tests.dashboard_support import (

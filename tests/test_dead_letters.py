@@ -21,7 +21,7 @@ from aio_pika.abc import AbstractRobustConnection
 from operations.amqp.queues import QueueType
 from operations.sagas import RedisSagaStore
 from operations.settings import Settings
-from operations.shards import Shards
+from operations.store.shards import Shards
 from tests.api import bearer
 from tests.dead_letter_support import copy_headers, letters, put_copies
 from tests.support import Publisher, eventually, start_service

@@ -17,8 +17,8 @@ import orjson
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractRobustConnection
 
-from operations.keys import DeadLetterKeys
 from operations.settings import Settings
+from operations.store.keys import DeadLetterKeys
 from tests.dead_letter_support import copy_headers, put_copies
 from tests.support import as_text, eventually, free_port
 

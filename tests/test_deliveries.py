@@ -28,11 +28,11 @@ from operations.amqp.deliveries import ChannelConsumer, Delivery
 from operations.amqp.settlements import Ack, Settlement
 from operations.amqp.topology import declare_queue
 from operations.envelope import Delivered
-from operations.keys import Keys
 from operations.metrics import Registry
 from operations.pipeline import Pipeline
 from operations.settings import DEFAULT_MESSAGES_FILE, Settings
-from operations.store import RedisStore
+from operations.store.keys import Keys
+from operations.store.redis_store import RedisStore
 from tests.support import Publisher, SteadyPublisher, eventually, new_id
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -416,6 +416,33 @@ async def test_consumes_on_after_its_queue_is_deleted(
 
         await eventually(all_seen, "messages published after the deletion")
         assert consumers_on(second) == 1 and deliveries.registrations == 2
+    finally:
+        await running.stop()
+
+
+async def test_consuming_again_that_fails_unexpectedly_is_logged_and_counted(
+    settings: Settings, amqp: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The task that consumes again after the broker cancelled the consumer belongs to the
+    consumer's background tasks: a failure it ends with is counted in the process's metrics."""
+    await declared(amqp, settings)
+    metrics = Registry()
+    running = consumer(settings, Holding(hold=False), metrics, prefetch=10, name=f"t-{new_id()}")
+    await running.start()
+    try:
+        deliveries, _ = consuming_on(running)
+
+        async def broken() -> None:
+            raise ValueError("not a broker error")
+
+        deliveries._consume = broken  # type: ignore[method-assign]
+        await queue_deleted(running)
+
+        async def counted() -> bool:
+            return metrics.background_task_failures.value(task="consume-again") == 1
+
+        await eventually(counted, "the failure to be counted")
+        assert "background task consume-again failed" in caplog.text
     finally:
         await running.stop()
 

@@ -1,5 +1,5 @@
 """What the README and the docs pages name exists: every path into the repository
-(``operations/listing.py``, ``scripts/run.sh``), every module file named alone (``sweep.lua``,
+(``operations/store/listing.py``, ``scripts/run.sh``), every module file named alone (``sweep.lua``,
 ``sagas/bounds.py``), every dotted name (``operations.sagas.Saga``, a logger, a span attribute),
 every constant (```MAX_PAGE```, and those in the pages' Python examples) and every
 ``OPERATIONS_*`` setting. A rename that leaves a page behind fails here, not in a reader's hands."""
@@ -181,20 +181,20 @@ def test_every_setting_named_is_read(page: Path) -> None:
 def test_the_checks_find_what_they_look_for() -> None:
     """Each pattern matches on the pages, so no check passes for want of anything to check."""
     everything = {page.name: page for page in PAGES}
-    assert "operations/listing.py" in names(PATH, everything["http-models.md"])
+    assert "operations/store/listing.py" in names(PATH, everything["http-models.md"])
     assert "lua/sweep.lua" in names(MODULE_FILE, everything["operating.md"])
     assert "operations.sagas.Saga" in names(DOTTED, everything["sagas-guide.md"])
     assert "MAX_PAGE" in constants(everything["http-models.md"])
     assert "OPERATIONS_AMQP_URL" in SETTING.findall(text(everything["configuration.md"]))
-    assert not is_python_name("operations.listing.NO_SUCH_LIMIT")
+    assert not is_python_name("operations.store.listing.NO_SUCH_LIMIT")
     assert not is_defined("NO_SUCH_LIMIT")
 
 
 def test_the_layout_lists_every_lua_script() -> None:
-    """docs/contributing.md lists the folder operations/lua/, no script more or less."""
+    """docs/contributing.md lists the folder operations/store/lua/, no script more or less."""
     layout = text(ROOT / "docs" / "contributing.md").split("## Layout\n", 1)[1].split("```")[1]
     listed = re.findall(r"^ {4}(\w+\.lua) ", layout, re.M)
     assert len(listed) == len(set(listed)), "a script is listed twice"
     assert sorted(listed) == sorted(
-        path.name for path in (ROOT / "operations" / "lua").glob("*.lua")
+        path.name for path in (ROOT / "operations" / "store" / "lua").glob("*.lua")
     )

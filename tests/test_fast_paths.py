@@ -26,14 +26,14 @@ from socketio.packet import EVENT, Packet
 import operations
 from hub import events
 from operations.feed import STREAM_FIELDS, FeedEntry
-from operations.keys import Keys
 from operations.records import Change
-from operations.shards import Shards
-from operations.store import RedisStore, pack_evalsha
+from operations.store.keys import Keys
+from operations.store.redis_store import RedisStore, pack_evalsha
+from operations.store.shards import Shards
 from tests.support import as_text, eventually, new_id, pending_command
 from tests.test_feed import listened_feed
 
-APPLY_LUA = Path(operations.__file__).parent / "lua" / "apply.lua"
+APPLY_LUA = Path(operations.__file__).parent / "store" / "lua" / "apply.lua"
 
 # Text of every kind: ASCII, accents, scripts outside the BMP, RESP's own \r\n and $, quotes.
 text = st.text(
@@ -44,7 +44,7 @@ text = st.text(
     max_size=40,
 )
 calls = st.lists(
-    st.tuples(text, text, text, text, text, text, st.binary(max_size=300)),
+    st.tuples(text, text, text, text, text, st.binary(max_size=300)),
     min_size=1,
     max_size=12,
 )
@@ -53,15 +53,15 @@ calls = st.lists(
 # -- the store's RESP ---------------------------------------------------------------------------
 
 
-def redis_py_packed(sha: str, batch: list[tuple[str, str, str, str, str, str, bytes]]) -> bytes:
-    commands = [("EVALSHA", sha, 6, *call) for call in batch]
+def redis_py_packed(sha: str, batch: list[tuple[str, str, str, str, str, bytes]]) -> bytes:
+    commands = [("EVALSHA", sha, 5, *call) for call in batch]
     return b"".join(Connection().pack_commands(commands))
 
 
 @settings(max_examples=150, deadline=None)
 @given(sha=st.text(alphabet="0123456789abcdef", min_size=40, max_size=40), batch=calls)
 def test_the_stores_resp_is_byte_for_byte_what_redis_py_packs(
-    sha: str, batch: list[tuple[str, str, str, str, str, str, bytes]]
+    sha: str, batch: list[tuple[str, str, str, str, str, bytes]]
 ) -> None:
     assert pack_evalsha(sha, batch) == redis_py_packed(sha, batch)
 
@@ -69,10 +69,10 @@ def test_the_stores_resp_is_byte_for_byte_what_redis_py_packs(
 def test_the_stores_resp_matches_redis_pys_python_serializer_too() -> None:
     """The connection packs with hiredis when it can; the pure-Python serializer agrees."""
     sha = "a" * 40
-    batch = [("k:é", "k:漢字", "", "k\r\n", "$5", "🙂", bytes(range(256)) * 30)]
+    batch = [("k:é", "k:漢字", "k\r\n", "$5", "🙂", bytes(range(256)) * 30)]
     serializer = PythonRespSerializer(6000, Connection().encoder.encode)
     pack: Callable[..., list[bytes]] = serializer.pack
-    expected = b"".join(pack("EVALSHA", sha, 6, *batch[0]))
+    expected = b"".join(pack("EVALSHA", sha, 5, *batch[0]))
     assert pack_evalsha(sha, batch) == expected
 
 

@@ -15,7 +15,6 @@ import contextlib
 import os
 import random
 import signal
-import socket
 import sys
 import uuid
 from dataclasses import dataclass, field
@@ -29,11 +28,11 @@ import socketio
 from redis.exceptions import RedisError
 
 from operations.auth.tokens import mint
-from operations.keys import Keys
 from operations.pacco.demo import DemoServices, FailurePlan
 from operations.settings import Settings
+from operations.store.keys import Keys
 from tests.conftest import SECRET
-from tests.support import SteadyPublisher, as_text, eventually
+from tests.support import SteadyPublisher, as_text, eventually, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAIN_OPERATIONS = 300
@@ -41,17 +40,11 @@ ORDERS = 24
 MALFORMED_EVERY = 20
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class ServiceProcess:
     """``operations serve`` as its own process, which the suite may SIGKILL and start again."""
 
     def __init__(self, settings: Settings) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
             **os.environ,

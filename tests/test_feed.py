@@ -15,11 +15,11 @@ import redis.asyncio as aioredis
 
 from operations.auth.identity import Principal
 from operations.feed import ChangeFeed, FeedEntry
-from operations.keys import Keys
 from operations.metrics import Registry
 from operations.records import ApplyOutcome, Change
-from operations.shards import Shards
-from operations.store import RedisStore
+from operations.store.keys import Keys
+from operations.store.redis_store import RedisStore
+from operations.store.shards import Shards
 from tests.support import eventually, new_id, pending_command
 
 
@@ -175,4 +175,4 @@ def test_only_the_feed_reads_the_change_streams() -> None:
         for path in (root / package).rglob("*.py")
         if reads.search(path.read_text(encoding="utf-8"))
     }
-    assert readers - STREAM_READERS_OUTSIDE == {"operations/changes.py", "operations/feed.py"}
+    assert readers - STREAM_READERS_OUTSIDE == {"operations/store/changes.py", "operations/feed.py"}

@@ -20,8 +20,8 @@ from hub import hub as hub_module
 from hub import recovering
 from hub.recovery import Sync, changes_since
 from operations.errors import SettingsError
-from operations.keys import Keys
 from operations.settings import Settings
+from operations.store.keys import Keys
 from tests.hub_support import Token, assert_goes_live_after, assert_monotonic, live_clients
 from tests.live import LiveClient
 from tests.support import Publisher, RunningService, eventually, start_service, uid

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 
@@ -24,19 +23,13 @@ from operations.settings import Settings
 from tests.conftest import SECRET
 from tests.hub_support import Token, assert_goes_live_after, publish_version, reached, versions
 from tests.live import LiveClient
-from tests.support import Publisher, RunningService, eventually, start_service, uid
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support import Publisher, RunningService, eventually, free_port, start_service, uid
 
 
 @contextlib.asynccontextmanager
 async def other_process(settings: Settings) -> AsyncIterator[str]:
     """A separate `operations serve` on the same queue and keys; yields its URL once it is ready."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "OPERATIONS_AMQP_URL": settings.amqp_url,

@@ -15,8 +15,8 @@ import redis.asyncio as aioredis
 from hub import hub as hub_module
 from hub.recovery import Sync, changes_since
 from operations.feed import ChangeFeed, FeedEntry
-from operations.keys import Keys
 from operations.settings import Settings
+from operations.store.keys import Keys
 from tests.hub_support import (
     Token,
     assert_goes_live_after,

@@ -17,10 +17,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from operations.amqp.publisher import AmqpPublisher, OutgoingMessage
-from operations.keys import IdempotencyKeys, SagaKeys
 from operations.pacco.demo import DemoServices
 from operations.sagas.idempotency import RESERVATION_SECONDS
 from operations.settings import Settings
+from operations.store.keys import IdempotencyKeys, SagaKeys
 from tests.sagas_support import Sent, Wire
 from tests.support import RunningService, eventually, start_service
 

@@ -24,6 +24,7 @@ from tests.identity_provider import (
     claims,
     hand_signed_hs256,
 )
+from tests.support import eventually
 
 SECRET = "jwks-test-secret-0123456789abcdef"
 
@@ -310,3 +311,33 @@ async def test_roles_come_from_the_configured_claim_path(
     verifier = verifier_for(idp, role_claim=path)
     verified = await verifier.verify(idp.sign({**claims("alice"), **extra}, "rsa-1"))
     assert verified.principal.is_admin is admin
+
+
+def fetches_in_flight() -> list[asyncio.Task[object]]:
+    return [task for task in asyncio.all_tasks() if task.get_name() == "operations-jwks-fetch"]
+
+
+async def test_stopping_cancels_the_fetch_in_flight_and_starts_none_after(
+    idp: IdentityProvider,
+) -> None:
+    """A verification waiting on a hanging JWKS is refused at stop, not left pending, and the
+    fetch's task has ended; a later verification is refused without a fetch."""
+    idp.mode = "hang"
+    verifier = verifier_for(idp, timeout=20.0)
+    assert verifier.provider is not None
+    waiting = asyncio.create_task(verifier.verify(idp.sign(claims(), "rsa-1")))
+
+    async def in_flight() -> bool:
+        return len(fetches_in_flight()) == 1
+
+    await eventually(in_flight, "the fetch to start")
+    started = time.monotonic()
+    await verifier.provider.stop()
+    assert time.monotonic() - started < 2.0
+    assert fetches_in_flight() == []
+    with pytest.raises(TokenError):
+        await asyncio.wait_for(waiting, 2.0)
+    await refused(verifier, idp.sign(claims(), "ec-1"))
+    assert fetches_in_flight() == []
+    assert failures(verifier) == 0  # cancelled, not failed
+    idp.released.set()

@@ -1,7 +1,8 @@
 """Ids that look like key names, against a running service on the real servers: an id never
 names another operation's or saga's key, a read never tells whether an id exists by its error,
 a script that fails leaves nothing behind (and its message can be redriven once the cause is
-gone), and an operation's history is capped. And every key is named in ``operations/keys.py``."""
+gone), and an operation's history is capped. And every key is named in
+``operations/store/keys.py``."""
 
 from __future__ import annotations
 
@@ -17,12 +18,12 @@ import httpx
 import orjson
 import redis.asyncio as aioredis
 
-from operations.keys import DeadLetterKeys, Keys, SagaKeys, member_of, split_member
 from operations.sagas import RedisSagaStore, SagaStatus
 from operations.sagas.records import OutboxEntry, SagaRecord
 from operations.settings import Settings
-from operations.shards import Shards
 from operations.states import State
+from operations.store.keys import DeadLetterKeys, Keys, SagaKeys, member_of, split_member
+from operations.store.shards import Shards
 from tests.api import bearer
 from tests.dead_letter_support import letters
 from tests.support import Publisher, RunningService, eventually, start_service
@@ -73,7 +74,6 @@ async def test_an_id_ending_in_history_is_an_operation_of_its_own(
     for op in (forged, target):
         key = keys.record(op)  # the history is in the record
         assert 0 < await redis_client.ttl(key) <= settings.operation_ttl_seconds, key
-        assert await redis_client.exists(keys.history(op)) == 0
 
 
 async def test_forged_ids_get_the_same_404_as_unknown_ones_on_every_route(
@@ -154,25 +154,6 @@ async def test_a_key_of_the_wrong_type_dead_letters_the_message_and_writes_nothi
         assert await redis_client.ttl(keys.record(op)) > 0
 
 
-async def test_a_record_left_half_written_by_an_earlier_version_applies_its_message(
-    service: RunningService,
-    publisher: Publisher,
-    http: httpx.AsyncClient,
-    token: Token,
-    settings: Settings,
-    redis_client: aioredis.Redis,
-) -> None:
-    """What a failed script of an earlier version left: the message's id seen, no state, no
-    time to live. The message, redriven, is applied, not taken for a duplicate."""
-    keys = Keys(settings.key_prefix)
-    op, owner = plain_id(), plain_id()
-    await redis_client.hset(keys.record(op), "m:m-left", "")
-    await publisher.publish("create_order", op, user=owner, message_id="m-left")
-    record = await record_of(http, op, bearer(token(owner)))
-    assert (record["state"], record["version"]) == ("pending", 1)
-    assert await redis_client.ttl(keys.record(op)) > 0
-
-
 async def test_the_history_keeps_the_newest_transitions_up_to_the_cap(
     settings: Settings, publisher: Publisher, token: Token
 ) -> None:
@@ -243,7 +224,7 @@ async def test_a_saga_commit_meeting_a_key_of_the_wrong_type_writes_nothing(
 
 
 ROOT = Path(__file__).resolve().parent.parent
-KEYS_MODULE = Path("operations/keys.py")
+KEYS_MODULE = Path("operations/store/keys.py")
 
 
 def _texts(path: Path) -> Iterator[tuple[int, str]]:
@@ -268,7 +249,7 @@ def _texts(path: Path) -> Iterator[tuple[int, str]]:
 
 
 def _key_words() -> set[str]:
-    """The fixed words of the key families, as ``operations/keys.py`` writes them."""
+    """The fixed words of the key families, as ``operations/store/keys.py`` writes them."""
     return {
         word
         for _, text in _texts(KEYS_MODULE)
@@ -286,7 +267,7 @@ def _key_names(path: Path, words: set[str]) -> list[str]:
 
 def test_no_module_but_the_keys_module_names_a_redis_key() -> None:
     words = _key_words()
-    assert {"op", "history", "saga-outbox", "dead-letters", "sweep-lease"} <= words
+    assert {"op", "owners", "saga-outbox", "dead-letters", "sweep-lease"} <= words
     assert len(_key_names(KEYS_MODULE, words)) > 20  # the scan finds what keys.py writes
     modules = sorted(path.relative_to(ROOT) for path in (ROOT / "operations").rglob("*.py"))
     found = [name for path in modules if path != KEYS_MODULE for name in _key_names(path, words)]
@@ -296,14 +277,12 @@ def test_no_module_but_the_keys_module_names_a_redis_key() -> None:
 def test_every_key_keeps_its_name() -> None:
     """Stored data and the Lua scripts know these names: they are pinned byte for byte."""
     keys = Keys("P", Shards(4))
-    op = "X:history"
+    op = "X:index"
     shard = keys.shard(op)
     assert [
         keys.record(op),
-        keys.history(op),
         keys.user_index("u:1", 2),
         keys.index(1),
-        keys.expiries(3),
         keys.owners(3),
         keys.changes(0),
         keys.tag(2),
@@ -311,11 +290,9 @@ def test_every_key_keeps_its_name() -> None:
         keys.sweep_lease,
         *keys.streams,
     ] == [
-        f"P:{{{shard}}}:op:X:history",
-        f"P:{{{shard}}}:history:X:history",
+        f"P:{{{shard}}}:op:X:index",
         "P:{2}:user:u:1",
         "P:{1}:index",
-        "P:{3}:expiries",
         "P:{3}:owners",
         "P:{0}:changes",
         "P:{2}",

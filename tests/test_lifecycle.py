@@ -20,6 +20,7 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 
 from operations import lifecycle
+from operations.errors import TokenError
 from operations.lifecycle import Part
 from operations.metrics import Registry
 from operations.sagas import Saga, SagaContext, SagaMessage, compensates, start
@@ -27,6 +28,7 @@ from operations.service import Service
 from operations.settings import Settings
 from operations.tasks import BackgroundTasks
 from tests.dead_letter_support import copy_headers, letters, put_copies
+from tests.identity_provider import IdentityProvider, claims
 from tests.support import SERVICES, eventually, serve_process, start_service
 
 Token = Callable[..., str]
@@ -135,6 +137,31 @@ def _true(check: Callable[[], bool]) -> Callable[[], Any]:
         return check()
 
     return checked
+
+
+# -- a fetch of the identity provider's keys is cancelled when the service stops -------------
+
+
+async def test_stopping_the_service_cancels_a_jwks_fetch_in_flight(
+    settings: Settings, redis_client: object, amqp: object, idp: IdentityProvider
+) -> None:
+    """Before, the fetch was a bare task: one hanging on the provider outlived the service."""
+    idp.mode = "hang"
+    fetching = "operations-jwks-fetch"
+    try:
+        async with start_service(replace(settings, jwt_jwks_url=idp.url)) as running:
+            verifier = running.service.verifier
+            waiting = asyncio.create_task(verifier.verify(idp.sign(claims(), "rsa-1")))
+
+            async def in_flight() -> bool:
+                return any(task.get_name() == fetching for task in asyncio.all_tasks())
+
+            await eventually(in_flight, "the fetch to start")
+        assert [task for task in asyncio.all_tasks() if task.get_name() == fetching] == []
+        with pytest.raises(TokenError):
+            await asyncio.wait_for(waiting, 2.0)
+    finally:
+        idp.released.set()
 
 
 # -- a cancel's compensation is cancelled when the service stops ---------------------------

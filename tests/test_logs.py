@@ -7,7 +7,7 @@ import io
 import json
 import logging
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import aio_pika
 import httpx
@@ -22,15 +22,6 @@ from tests.api import bearer, recorded
 from tests.conftest import SECRET
 from tests.live import LiveClient
 from tests.support import Publisher, RunningService, eventually, new_id, serve_process
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def test_json_lines_carry_the_correlation_id(restore_logging: None) -> None:

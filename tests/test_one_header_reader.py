@@ -1,6 +1,8 @@
 """One header reader: a case-insensitive lookup of an AMQP header (or of a ``message_context``
 field) is written once, in ``operations/envelope.py`` (``header``), and every other module calls
-it. A hand-written lookup (a loop over a mapping's keys comparing ``key.lower()``) fails here."""
+it, as every filter of fields by name in any letter case calls ``named_fields``. A hand-written
+lookup or filter (a loop over a mapping's keys comparing ``key.lower()`` to a name, or looking it
+up in a set of names) fails here."""
 
 from __future__ import annotations
 
@@ -15,8 +17,6 @@ ALLOWED = {
     (Path("operations/sagas/saga.py"), "get"),
     # A setting's value matched against its options.
     (Path("operations/setting_values.py"), "parse"),
-    # Drops the context's own name, in whatever case it came, before naming it after the step.
-    (Path("operations/sagas/outbox.py"), "step_context"),
 }
 
 
@@ -54,9 +54,13 @@ def hand_written_lookups(path: Path) -> list[str]:
         for node in ast.walk(function):
             if id(node) in inner or not isinstance(node, ast.Compare):
                 continue
-            if not all(isinstance(op, ast.Eq | ast.NotEq) for op in node.ops):
+            if all(isinstance(op, ast.In | ast.NotIn) for op in node.ops):
+                sides: tuple[ast.expr, ...] = (node.left,)  # ``key.lower() in names``
+            elif all(isinstance(op, ast.Eq | ast.NotEq) for op in node.ops):
+                sides = (node.left, *node.comparators)
+            else:
                 continue
-            for side in (node.left, *node.comparators):
+            for side in sides:
                 if _lowered_name(side) in loops:
                     found.append(f"{path}:{node.lineno} in {function.name}")
     return found

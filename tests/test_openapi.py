@@ -32,7 +32,6 @@ from operations.http.models import (
     encode,
     read_query,
 )
-from operations.listing import MAX_PAGE
 from operations.pacco.ordermaking import MAX_PARCELS, OrderMakingSaga
 from operations.sagas.http import saga_json, saga_model
 from operations.sagas.idempotency import MAX_KEY_LENGTH
@@ -41,6 +40,7 @@ from operations.sagas.records import SagaRecord, SagaStatus, StepRecord
 from operations.service import SERVED_ENDPOINTS, Service
 from operations.settings import Settings
 from operations.states import State
+from operations.store.listing import MAX_PAGE
 from tests.api import bearer, recorded
 from tests.support import Publisher, RunningService, new_id
 

@@ -26,13 +26,13 @@ from operations.amqp.topology import declare_queue
 from operations.auth.identity import normalise_id
 from operations.envelope import Delivered, Envelope
 from operations.errors import StoreError
-from operations.keys import Keys
 from operations.metrics import Registry
 from operations.pipeline import Pipeline
 from operations.records import Change
 from operations.sagas import Saga, SagaContext, SagaMessage, start
 from operations.settings import Settings
-from operations.store import RedisStore
+from operations.store.keys import Keys
+from operations.store.redis_store import RedisStore
 from tests.api import bearer
 from tests.dead_letter_support import letters
 from tests.demo_support import simulated

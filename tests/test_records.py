@@ -15,15 +15,17 @@ import orjson
 import redis.asyncio as aioredis
 
 import operations
-from operations.keys import Keys
 from operations.records import RECORD_FIELDS, STORED_FIELDS, Operation
-from operations.store import RedisStore
+from operations.store.keys import Keys
+from operations.store.redis_store import RedisStore
 from tests.api import bearer
 from tests.hub_support import Token
 from tests.live import LiveClient
 from tests.support import Publisher, RunningService, as_text, new_id, pending_command, uid
 
-APPLY_LUA = (Path(operations.__file__).parent / "lua" / "apply.lua").read_text(encoding="utf-8")
+APPLY_LUA = (Path(operations.__file__).parent / "store" / "lua" / "apply.lua").read_text(
+    encoding="utf-8"
+)
 RANK = "rank"  # the hash's one field beyond the record: the operation's place in the indexes
 
 

@@ -7,7 +7,7 @@ import pytest
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from operations.redis_client import SharedPool, open_redis
+from operations.store.redis_client import SharedPool, open_redis
 
 
 async def test_a_closed_client_opens_no_connection_and_closes_one_handed_back_late(

@@ -18,9 +18,9 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from operations.keys import Keys
 from operations.settings import Settings
-from operations.store import RedisStore
+from operations.store.keys import Keys
+from operations.store.redis_store import RedisStore
 from tests.live import LiveClient
 from tests.scrape import Scrape
 from tests.support import Publisher, SteadyPublisher, eventually, new_id, start_service

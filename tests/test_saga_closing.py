@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 
-from operations.keys import Keys
 from operations.metrics import Registry
 from operations.records import ApplyOutcome
 from operations.sagas import Saga, SagaContext, SagaMessage, start, step
@@ -24,7 +23,8 @@ from operations.sagas.outbox import OutboxRelay
 from operations.sagas.records import OutboxEntry, SagaRecord, SagaStatus, StepRecord
 from operations.sagas.store import RedisSagaStore
 from operations.states import State
-from operations.store import RedisStore
+from operations.store.keys import Keys
+from operations.store.redis_store import RedisStore
 from tests.sagas_support import FakePublisher
 from tests.support import ServeProcess, eventually, new_id
 

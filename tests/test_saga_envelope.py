@@ -1,4 +1,4 @@
-"""One AMQP message, one reading: the saga inbox reads a message's ``message_context``, its
+"""One AMQP message, one reading: the saga intake reads a message's ``message_context``, its
 ``Saga`` header and its ids as the tracking path's envelope does (PascalCase or camelCase, str,
 bytes or an AMQP table, any GUID spelling), so a saga and the operation it drives agree on the
 operation's id and its owner."""
@@ -75,7 +75,7 @@ def contexts(user: uuid.UUID) -> dict[str, tuple[str, Any]]:
 
 @pytest.mark.parametrize("way", ["pascal-case bytes", "camel-case text", "amqp table", "not utf-8"])
 @pytest.mark.parametrize("spelling", ["N upper", "braced", "D"])
-async def test_the_inbox_reads_a_message_as_the_tracking_path_does(
+async def test_the_intake_reads_a_message_as_the_tracking_path_does(
     redis_client: aioredis.Redis, way: str, spelling: str
 ) -> None:
     user, operation = uuid.uuid4(), uuid.uuid4()

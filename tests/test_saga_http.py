@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from operations.http import openapi
 from operations.sagas import Processed, RedisSagaStore, SagaOutcome, SagaStatus
 from operations.settings import Settings
-from operations.shards import Shards
+from operations.store.shards import Shards
 from tests.api import bearer
 from tests.sagas_support import Harness, start_trip, step_trip, until_blocked
 from tests.sample_sagas import GATES, TripSaga

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from operations.amqp.publisher import OutgoingMessage
 from operations.sagas import SagaStatus, SagaStore
 from operations.sagas import outbox as outbox_module
 from operations.sagas.outbox import OutboxRelay, step_context
@@ -20,7 +21,6 @@ from operations.states import State
 from tests.sagas_support import (
     FakePublisher,
     Harness,
-    Published,
     make_order,
     start_trip,
     step_trip,
@@ -59,7 +59,7 @@ async def test_published_messages_carry_the_correlation_id_context_and_saga_stat
 
     original = {key: value for key, value in context.items() if key != "Name"}
     first, second = h.publisher.published[:2]
-    assert first == Published(
+    assert first == OutgoingMessage(
         exchange="trips",
         routing_key="book_flight",
         body={"trip": trip, "traveller": "ann"},
@@ -67,6 +67,7 @@ async def test_published_messages_carry_the_correlation_id_context_and_saga_stat
         message_id=first.message_id,
         message_context={**original, "name": "book_flight"},
         saga=State.PENDING,
+        trace_context={},
     )
     assert first.message_context == step_context(context, "book_flight")
     assert second.message_context == {**original, "name": "book_hotel"}

@@ -148,7 +148,7 @@ async def test_two_processes_lose_no_update(
         assert sorted(loaded.record.data["items"]) == sorted(handled)
         assert loaded.version == 1 + len(handled)
 
-        # A CONFLICT goes back to the queue, as the inbox's Retry does, until every one is in.
+        # A CONFLICT goes back to the queue, as the intake's Retry does, until every one is in.
         waiting = sorted(set(messages) - handled)
         for _ in range(10):
             if not waiting:

@@ -11,12 +11,12 @@ import redis.asyncio as aioredis
 
 from operations.envelope import Envelope
 from operations.errors import StoreUnavailable
-from operations.keys import Keys
-from operations.listing import ListQuery
 from operations.records import ApplyOutcome, Change
-from operations.shards import Shards
 from operations.states import MessageKind, State
-from operations.store import RedisStore
+from operations.store.keys import Keys
+from operations.store.listing import ListQuery
+from operations.store.redis_store import RedisStore
+from operations.store.shards import Shards
 from tests.support import as_text, new_id
 
 USER = "7f0b2c1e-0000-4000-8000-000000000001"

@@ -21,10 +21,10 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 
 from operations.envelope import Envelope
-from operations.keys import Keys
 from operations.records import ApplyOutcome, Change, Operation
 from operations.states import MessageKind, State
-from operations.store import RedisStore
+from operations.store.keys import Keys
+from operations.store.redis_store import RedisStore
 
 NAMES = ("create_order", "add_parcel_to_order", "order_created", "create_order_rejected")
 MESSAGE_IDS = ("m-1", "m-2", "m-3", "m-4")  # a small pool, so distinct messages can share an id

@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from operations.keys import Keys
-from operations.listing import ListQuery
 from operations.metrics import Registry
 from operations.sagas import MemorySagaStore, Processed, RedisSagaStore, SagaOutcome, SagaStore
 from operations.sagas.records import SagaStatus
-from operations.shards import Shards
 from operations.states import State
-from operations.store import RedisStore
-from operations.sweeper import Sweeper
+from operations.store.keys import Keys
+from operations.store.listing import ListQuery
+from operations.store.redis_store import RedisStore
+from operations.store.shards import Shards
+from operations.store.sweeper import Sweeper
 from tests.sagas_support import FakePublisher, Harness, delete_prefix, start_trip, step_trip
 from tests.sample_sagas import TripSaga
 from tests.support import as_text, eventually, new_id
@@ -64,10 +64,7 @@ async def indexed_operations(client: aioredis.Redis, store: RedisStore) -> set[s
     for key, values in (await members(client, "t:*")).items():
         if key.endswith(":owners"):
             continue  # owners, not operations
-        if key.endswith(":expiries"):
-            ids |= {value.split(":", 1)[1][int(value.split(":", 1)[0]) :] for value in values}
-        else:
-            ids |= values
+        ids |= values
     return ids
 
 
@@ -125,20 +122,6 @@ def neighbour(store: RedisStore, op: str) -> str:
         other = new_id()
         if store.keys.shard(other) == store.keys.shard(op):
             return other
-
-
-async def test_a_member_scored_on_a_fast_clock_is_kept_while_its_record_lives(
-    short: RedisStore, redis_client: aioredis.Redis
-) -> None:
-    op = new_id()
-    await apply_one(short, envelope(op, State.PENDING))
-    shard = short.keys.shard(op)
-    member = f"{len(USER)}:{USER}{op}"
-    await redis_client.zadd(short.keys.expiries(shard), {member: 1})
-    assert await short.sweep() == 0
-    score = await redis_client.zscore(short.keys.expiries(shard), member)
-    assert score is not None and score > time.time() * 1000
-    assert [r.id for r in (await short.page(ListQuery(user_id=USER))).items] == [op]
 
 
 async def test_listing_keeps_order_and_cursor_while_the_sweep_runs_between_pages(
@@ -329,7 +312,7 @@ async def _swept(metrics: Registry) -> bool:
 async def test_ids_indexed_under_an_earlier_layout_are_left_to_their_ttl(
     redis_client: aioredis.Redis, short: RedisStore, lasting: RedisStore
 ) -> None:
-    """No migration: an id some earlier version indexed without an expiries member is neither
+    """No migration: an id some earlier version indexed without its owner's index is neither
     read nor removed by the sweeper, whose pass is seen to run (it sweeps an expired one)."""
     op = new_id()
     await apply_one(short, envelope(op, State.PENDING))

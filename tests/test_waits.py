@@ -205,7 +205,7 @@ async def test_ready_fails_while_the_redis_pool_is_saturated(
         start_service(replace(settings, redis_pool_size=6, wait_reads=2)) as running,
         httpx.AsyncClient(base_url=running.url, timeout=30) as http,
     ):
-        from operations.redis_client import pool_usage
+        from operations.store.redis_client import pool_usage
 
         client = running.service.store.redis
         pool = client.connection_pool

@@ -9,7 +9,7 @@ import io
 import json
 import logging
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import aio_pika
@@ -115,18 +115,6 @@ async def test_at_debug_each_websocket_is_logged_at_debug(
     assert any(line["message"].endswith('" [accepted]') for line in found)
     assert {line["level"] for line in found} == {"debug"}
     assert all(line["logger"] == "uvicorn.error" for line in found)
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root, server = logging.getLogger(), logging.getLogger("uvicorn.error")
-    handlers, level = root.handlers[:], root.level
-    filters, server_level = server.filters[:], server.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    server.filters[:] = filters
-    server.setLevel(server_level)
 
 
 def test_the_servers_other_lines_are_kept_as_they_are(restore_logging: None) -> None:

@@ -151,7 +151,9 @@ class Consumer:
         await declare_queue(
             channel, self.bindings, self.queue_name, arguments, self.dead_letter_queue
         )
-        self._deliveries = ChannelConsumer(channel, self.queue_name, self._on_delivery)
+        self._deliveries = ChannelConsumer(
+            channel, self.queue_name, self._on_delivery, self.metrics
+        )
         await self._deliveries.start()
         if self._worker is None:
             self._worker = self._tasks.start(f"{self.name}-consumer", self._run())

@@ -27,6 +27,7 @@ from aiormq import spec
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 
 from operations.backoff import Backoff
+from operations.metrics import Registry
 from operations.tasks import BackgroundTasks
 
 log = logging.getLogger("operations.amqp.deliveries")
@@ -97,6 +98,7 @@ class ChannelConsumer:
         channel: AbstractRobustChannel,
         queue_name: str,
         on_delivery: Callable[[Delivery], None],
+        metrics: Registry,
         timeout: float = 10.0,
     ) -> None:
         self.channel = channel
@@ -108,7 +110,7 @@ class ChannelConsumer:
         self._tag: str | None = None
         self._lock = asyncio.Lock()
         self._stopped = False
-        self._tasks = BackgroundTasks(logger=log)
+        self._tasks = BackgroundTasks(metrics, log)
         self._retrying: asyncio.Task[None] | None = None
 
     @property

@@ -12,6 +12,10 @@ of the last good fetch are kept on the loop, so verifying a token needs no threa
   (``operations_jwks_fetch_failures_total``); the keys already known stay in use, and a token whose
   key is unknown is refused with a :class:`TokenError`, answered with ``401``.
 
+The fetch is a background task (:class:`operations.tasks.BackgroundTasks`);
+:meth:`ProviderKeys.stop`, called when the service stops, cancels one in flight (verifications
+waiting for it are refused) and starts no other.
+
 Ages are read from ``clock`` (monotonic seconds), which tests replace to move time on by hand.
 """
 
@@ -26,6 +30,7 @@ from jwt import PyJWK, PyJWKClient
 
 from operations.errors import TokenError
 from operations.metrics import Registry
+from operations.tasks import BackgroundTasks
 
 log = logging.getLogger("operations.auth.jwks")
 
@@ -65,6 +70,8 @@ class ProviderKeys:
         self._fetched_at: float | None = None
         self._attempted_at: float | None = None
         self._fetching: asyncio.Task[None] | None = None
+        self._tasks = BackgroundTasks(metrics, log)
+        self._stopped = False
 
     async def key(self, kid: object, algorithm: str) -> PyJWK:
         """The key that signed a token with this ``kid`` and ``alg``, or a TokenError."""
@@ -88,15 +95,31 @@ class ProviderKeys:
         """Waits for the fetch under way, or starts one if none started lately."""
         if self._fetching is None:
             now = self.clock()
-            if (
+            if self._stopped or (
                 self._attempted_at is not None
                 and now - self._attempted_at < self.min_refetch_seconds
             ):
                 return
             self._attempted_at = now
-            self._fetching = asyncio.create_task(self._fetch(), name="operations-jwks-fetch")
-        # Shielded: a client that goes away must not cancel the fetch others are waiting for.
-        await asyncio.shield(self._fetching)
+            self._fetching = self._tasks.start("operations-jwks-fetch", self._fetch())
+        fetching = self._fetching
+        try:
+            # Shielded: a client that goes away must not cancel the fetch others are waiting for.
+            await asyncio.shield(fetching)
+        except asyncio.CancelledError:
+            waiter = asyncio.current_task()
+            if not fetching.cancelled() or (waiter is not None and waiter.cancelling()):
+                raise
+            # The fetch was cancelled by stop(): the keys known so far answer.
+
+    async def start(self) -> None:
+        self._stopped = False
+
+    async def stop(self) -> None:
+        """Cancels a fetch in flight and waits for it to end; none starts after."""
+        self._stopped = True
+        await self._tasks.stop()
+        self._fetching = None
 
     async def _fetch(self) -> None:
         try:

@@ -22,7 +22,7 @@ from operations.envelope import Delivered
 from operations.metrics import Registry
 from operations.pipeline import Pipeline
 from operations.settings import Settings
-from operations.store import RedisStore
+from operations.store.redis_store import RedisStore
 
 
 @dataclass

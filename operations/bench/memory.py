@@ -12,8 +12,8 @@ hyphenated GUID per operation, per message and per user) for 100 users.
   bytes go (:func:`footprint`): Redis's ``MEMORY USAGE`` and ``OBJECT ENCODING`` of each key the
   last operation of the last run touches, a set's or stream's share divided by its members.
 - ``steady``: a burst of operations, then a steady trickle with a short time to live, with the
-  sweep running as the service runs it; afterwards, how many members the indexes and the
-  expiries set hold, against how many operations still live.
+  sweep running as the service runs it; afterwards, how many members the indexes hold, against
+  how many operations still live.
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from operations.envelope import Envelope
-from operations.keys import Keys
 from operations.metrics import Registry
 from operations.states import MessageKind, State
-from operations.store import RedisStore
-from operations.sweeper import Sweeper
+from operations.store.keys import Keys
+from operations.store.redis_store import RedisStore
+from operations.store.sweeper import Sweeper
 
 USERS = 100
 BATCH = 256
@@ -120,12 +120,10 @@ async def footprint(
     shard = keys.shard(operation)
     named = [
         ("record (hash)", keys.record(operation), None),
-        ("history (list)", keys.history(operation), None),
         ("owner's index (zset)", keys.user_index(user, shard), redis.zcard),
         ("global index (zset)", keys.index(shard), redis.zcard),
         # One member per owner, not per operation: its share is per operation of the shard.
         ("owners (zset)", keys.owners(shard), lambda _: redis.zcard(keys.index(shard))),
-        ("expiries (zset, earlier)", keys.expiries(shard), redis.zcard),
         ("change stream, capped", keys.changes(shard), redis.xlen),
     ]
     shares = []
@@ -157,7 +155,7 @@ def print_footprint(shares: list[Share]) -> None:
 @dataclass(frozen=True)
 class Steady:
     burst: int
-    index_members: int  # members of the indexes and the expiries set, at the end
+    index_members: int  # members of the indexes, at the end
     dead_members: int  # of those, the ones naming an operation whose record has expired
     live_operations: int  # operations whose record still lives, at the end
     samples: list[tuple[float, int, int]]  # (seconds, used_memory, index members)
@@ -204,7 +202,7 @@ async def steady(
 async def _members(
     redis: aioredis.Redis, store: RedisStore, users: list[str]
 ) -> dict[tuple[str, int], int]:
-    """Each index and expiries set the run writes, with its size (no keyspace scan: the
+    """Each index the run writes, with its size (no keyspace scan: the
     figures must not depend on what else the Redis holds)."""
     keys = store.keys
     names = [
@@ -212,7 +210,6 @@ async def _members(
         for shard in keys.shards
         for name in (
             keys.index(shard),
-            keys.expiries(shard),
             *(keys.user_index(user, shard) for user in users),
         )
     ]
@@ -228,20 +225,12 @@ async def _dead(redis: aioredis.Redis, store: RedisStore, indexes: list[tuple[st
     for index, shard in indexes:
         members: Any = await redis.zrange(index, 0, -1)
         ids = [member.decode() for member in members]
-        if index == store.keys.expiries(shard):
-            ids = [_operation_of(member) for member in ids]
         async with redis.pipeline(transaction=False) as pipe:
             for operation in ids:
                 pipe.exists(store.keys.record_in(shard, operation))
             found: list[Any] = await pipe.execute()
         dead += sum(1 for exists in found if not exists)
     return dead
-
-
-def _operation_of(member: str) -> str:
-    """The operation id in an expiries member, ``LEN:OWNER`` followed by the id."""
-    length, rest = member.split(":", 1)
-    return rest[int(length) :]
 
 
 async def _live(redis: aioredis.Redis, store: RedisStore) -> int:

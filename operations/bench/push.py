@@ -25,8 +25,8 @@ from operations.auth.tokens import mint
 from operations.bench import traffic
 from operations.bench.drain import Figure
 from operations.bench.probe import Arrivals, Probe
-from operations.keys import Keys
 from operations.settings import Settings
+from operations.store.keys import Keys
 
 _PR_SET_PDEATHSIG = 1
 PUSH_EVENTS = ("operation_pending", "operation_completed", "operation_rejected")

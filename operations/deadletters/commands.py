@@ -22,10 +22,10 @@ from operations.errors import (
     DeadLetterNotRedrivable,
     StoreUnavailable,
 )
-from operations.listing import InvalidCursor
 from operations.metrics import Registry
-from operations.redis_client import open_redis
 from operations.settings import Settings
+from operations.store.listing import InvalidCursor
+from operations.store.redis_client import open_redis
 
 
 async def run(

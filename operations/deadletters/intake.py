@@ -70,7 +70,7 @@ class DeadLetterIntake:
         self.queue_arguments = queue_arguments
         self.prefetch = prefetch
         self._channel: AbstractChannel | None = None
-        self._bounds = Periodic("dead-letter bounds", self._apply_bounds, every, log)
+        self._bounds = Periodic("dead-letter bounds", self._apply_bounds, every, log, metrics)
 
     @property
     def started(self) -> bool:

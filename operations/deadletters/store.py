@@ -1,9 +1,9 @@
 """Dead letters in Redis, bounded by count and age.
 
-Its keys are named by :class:`operations.keys.DeadLetterKeys`, where their layout is described.
-Every key family has its own word and at most one variable part, last: a group key is a hash of
-the queue and reason, and a letter id never names another key. The keep script checks the types
-of the keys it writes before its first write.
+Its keys are named by :class:`operations.store.keys.DeadLetterKeys`, where their layout is
+described. Every key family has its own word and at most one variable part, last: a group key is
+a hash of the queue and reason, and a letter id never names another key. The keep script checks
+the types of the keys it writes before its first write.
 
 Keeping (``lua/dead_letter_keep.lua``) is idempotent by id, and applies the bounds in the same
 step: letters older than ``OPERATIONS_DEAD_LETTER_MAX_AGE_SECONDS`` go, then the oldest beyond
@@ -29,11 +29,11 @@ from operations.deadletters.letters import (
     group_key,
 )
 from operations.errors import StoreUnavailable
-from operations.keys import DeadLetterKeys
-from operations.listing import InvalidCursor
+from operations.store.keys import DeadLetterKeys
+from operations.store.listing import InvalidCursor
 from operations.timestamps import rfc3339
 
-_LUA = resources.files("operations") / "lua"
+_LUA = resources.files("operations.store") / "lua"
 KEEP_SCRIPT = (_LUA / "dead_letter_keep.lua").read_text(encoding="utf-8")
 REMOVE_SCRIPT = (_LUA / "dead_letter_remove.lua").read_text(encoding="utf-8")
 _CHUNK = 256

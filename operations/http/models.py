@@ -26,9 +26,9 @@ from operations import documents
 from operations.auth.identity import MAX_ID_LENGTH, id_problem
 from operations.envelope import MAX_TEXT_LENGTH
 from operations.errors import DocumentError, InvalidBody, InvalidQuery, PayloadTooLarge
-from operations.listing import MAX_PAGE
 from operations.records import Operation as Operation  # the one record type, answered as it is
 from operations.states import State
+from operations.store.listing import MAX_PAGE
 from operations.timestamps import Timestamp
 
 MAX_WAIT_SECONDS = 60

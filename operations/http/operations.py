@@ -29,9 +29,9 @@ from operations.http.models import (
 )
 from operations.http.openapi import ENDPOINTS, encoded_document
 from operations.http.responses import Json, bearer_principal, not_found, operation_id_of, problem
-from operations.listing import InvalidCursor, ListQuery
 from operations.metrics import CONTENT_TYPE, Registry
-from operations.store import Store
+from operations.store.listing import InvalidCursor, ListQuery
+from operations.store.redis_store import Store
 from operations.waits import Waits
 
 log = logging.getLogger("operations.http.operations")

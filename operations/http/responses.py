@@ -28,8 +28,8 @@ from operations.errors import (
     TokenError,
 )
 from operations.http.models import Error, encode
-from operations.listing import InvalidCursor
 from operations.metrics import Registry
+from operations.store.listing import InvalidCursor
 
 log = logging.getLogger("operations.http.responses")
 

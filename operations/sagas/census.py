@@ -16,7 +16,7 @@ class SagaCensus:
     def __init__(self, store: SagaStore, metrics: Registry, every: float = 1.0) -> None:
         self.store = store
         self.metrics = metrics
-        self._passes = Periodic("saga-census", self.refresh, every, log)
+        self._passes = Periodic("saga-census", self.refresh, every, log, metrics)
 
     async def refresh(self) -> None:
         for (saga_name, status), count in (await self.store.counts()).items():

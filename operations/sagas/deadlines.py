@@ -16,7 +16,7 @@ log = logging.getLogger("operations.sagas.deadlines")
 class DeadlineWatcher:
     def __init__(self, coordinator: Coordinator, every: float = 0.25) -> None:
         self.coordinator = coordinator
-        self._passes = Periodic("saga-deadlines", self.sweep, every, log)
+        self._passes = Periodic("saga-deadlines", self.sweep, every, log, coordinator.metrics)
 
     async def sweep(self, now: float | None = None) -> int:
         """Expire every saga due by ``now``; returns how many were looked at."""

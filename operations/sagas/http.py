@@ -20,7 +20,7 @@ from starlette.routing import Route
 from operations.auth.identity import Principal
 from operations.auth.tokens import TokenVerifier
 from operations.backoff import Backoff
-from operations.envelope import context_user_id
+from operations.envelope import context_user_id, named_fields
 from operations.errors import InvalidBody, OperationNotFound, PayloadTooLarge
 from operations.http.models import bounded_body, read_body, read_query
 from operations.http.responses import Json, bearer_principal, not_found, operation_id_of, problem
@@ -40,7 +40,7 @@ from operations.sagas.progress import step_seconds, type_steps, waiting_for, wai
 from operations.sagas.records import SagaRecord, SagaStatus
 from operations.sagas.registry import SagaType, SagaTypes
 from operations.sagas.store import SagaStore
-from operations.store import Store
+from operations.store.redis_store import Store
 from operations.tasks import BackgroundTasks
 
 CANCEL_OUTCOMES = {
@@ -96,11 +96,9 @@ def saga_json(record: SagaRecord, saga_type: SagaType | None = None) -> dict[str
             document["plainReason"] = saga_type.reasons[record.code]
     for internal in ("seen", "compensateSteps", "resumeAt", "traceContext"):  # not for readers
         document.pop(internal, None)
-    document["messageContext"] = {
-        key: value
-        for key, value in record.message_context.items()
-        if key.lower() in {"user", "name", "resourceid", "correlationid"}
-    }
+    document["messageContext"] = named_fields(
+        record.message_context, ("user", "name", "resourceId", "correlationId")
+    )
     return shown_times(document)
 
 

@@ -47,7 +47,7 @@ from operations.sagas.idempotency import (
 from operations.sagas.models import MAX_BODY_BYTES, MAX_WAIT_SECONDS, SagaStarted
 from operations.sagas.registry import SagaTypes
 from operations.states import State
-from operations.store import Store
+from operations.store.redis_store import Store
 from operations.waits import Waits
 
 PUBLISH_SECONDS = 30

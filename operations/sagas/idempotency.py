@@ -39,12 +39,14 @@ from operations.errors import (
     InvalidIdempotencyKey,
     StoreUnavailable,
 )
-from operations.keys import IdempotencyKeys
 from operations.metrics import Registry
+from operations.store.keys import IdempotencyKeys
 
 log = logging.getLogger("operations.sagas.idempotency")
 
-SCRIPT = (resources.files("operations") / "lua" / "idempotency.lua").read_text(encoding="utf-8")
+SCRIPT = (resources.files("operations.store") / "lua" / "idempotency.lua").read_text(
+    encoding="utf-8"
+)
 HEADER = "idempotency-key"
 MAX_KEY_LENGTH = 255
 RESERVATION_SECONDS = 60

@@ -6,9 +6,9 @@ import time
 
 import orjson
 
-from operations.keys import member_of, split_member
 from operations.sagas.records import OutboxEntry, SagaRecord, SagaStatus
 from operations.sagas.store import Loaded, Pending, Swept
+from operations.store.keys import member_of, split_member
 
 
 class MemorySagaStore:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from aiormq.exceptions import AMQPError
 
 from operations.amqp.publisher import OutgoingMessage
+from operations.envelope import named_fields
 from operations.errors import StoreError, StoreUnavailable
 from operations.metrics import Registry
 from operations.periodic import Periodic
@@ -22,7 +23,7 @@ from operations.records import ApplyOutcome
 from operations.sagas.endings import envelope_of
 from operations.sagas.records import OutboxEntry
 from operations.sagas.store import Pending, SagaStore
-from operations.store import Store
+from operations.store.redis_store import Store
 
 log = logging.getLogger("operations.sagas.outbox")
 
@@ -39,7 +40,7 @@ class Publisher(Protocol):
 
 def step_context(context: Mapping[str, Any], message: str) -> dict[str, Any]:
     """The originating context, named after the message, so the operation shows the step."""
-    named = {key: value for key, value in context.items() if key.lower() != "name"}
+    named = named_fields(context, ("name",), keep=False)
     named["name"] = message
     return named
 
@@ -73,7 +74,7 @@ class OutboxRelay:
         self.publisher = publisher
         self.metrics = metrics
         self.operations = operations
-        self._passes = Periodic("saga-outbox", self.flush, every, log)
+        self._passes = Periodic("saga-outbox", self.flush, every, log, metrics)
 
     async def send(self, saga_name: str, saga_id: str) -> None:
         """Send a saga's whole outbox, oldest first, as its only sender for now.

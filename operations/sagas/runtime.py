@@ -21,8 +21,8 @@ from operations.sagas.outbox import OutboxRelay
 from operations.sagas.registry import SagaTypes
 from operations.sagas.store import RedisSagaStore
 from operations.settings import Settings
-from operations.shards import Shards
-from operations.store import Store
+from operations.store.redis_store import Store
+from operations.store.shards import Shards
 
 
 class SagaRuntime:

@@ -1,7 +1,7 @@
 """Where sagas live: Redis (here) for real, memory (``memory.py``) for tests; both pass the same
 contract tests.
 
-Its keys are named by :class:`operations.keys.SagaKeys`, where their layout is described.
+Its keys are named by :class:`operations.store.keys.SagaKeys`, where their layout is described.
 
 A commit is one Lua script: it checks the version read, writes the new state, moves the saga
 between the status indexes and appends the outbox in one step. A finished saga's hash expires
@@ -23,11 +23,11 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from operations.errors import StoreError, StoreUnavailable
-from operations.keys import SagaKeys, member_of, split_member
 from operations.sagas.records import OutboxEntry, SagaRecord, SagaStatus
-from operations.shards import Shards
+from operations.store.keys import SagaKeys, member_of, split_member
+from operations.store.shards import Shards
 
-_LUA = resources.files("operations") / "lua"
+_LUA = resources.files("operations.store") / "lua"
 COMMIT_SCRIPT = (_LUA / "saga_commit.lua").read_text(encoding="utf-8")
 ACK_SCRIPT = (_LUA / "outbox_ack.lua").read_text(encoding="utf-8")
 SWEEP_SCRIPT = (_LUA / "saga_sweep.lua").read_text(encoding="utf-8")

@@ -15,7 +15,7 @@ import orjson
 from aio_pika.abc import HeadersType
 
 from operations import tracing
-from operations.envelope import Delivered
+from operations.envelope import Delivered, named_fields
 
 FORWARDED_HEADERS = frozenset({"message_context", "saga", "traceparent", "tracestate"})
 
@@ -39,8 +39,8 @@ def forwarded_headers(headers: Mapping[str, Any]) -> HeadersType:
 
     pamqp can encode a ``bytearray`` but not ``bytes`` (which it decodes from a non-UTF-8 long
     string), so bytes go back out as the same octets in a bytearray."""
-    forwarded: HeadersType = {}
-    for key, value in headers.items():
-        if isinstance(key, str) and key.lower() in FORWARDED_HEADERS:
-            forwarded[key] = bytearray(value) if isinstance(value, bytes) else value
+    forwarded: HeadersType = {
+        key: bytearray(value) if isinstance(value, bytes) else value
+        for key, value in named_fields(headers, FORWARDED_HEADERS).items()
+    }
     return forwarded

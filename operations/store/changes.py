@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from operations.redis_client import round_trip
+from operations.store.redis_client import round_trip
 
 STREAM_FIELDS = ("op", "id", "user", "state")
 """The fields of a change stream entry, in the order apply.lua's XADD writes them: they are

@@ -1,4 +1,4 @@
-"""The sagas' inbox over the real RabbitMQ and Redis: early messages go round the `.retry` queue
+"""The saga intake over the real RabbitMQ and Redis: early messages go round the `.retry` queue
 with the configured delay a bounded number of times and are then dead-lettered with the reason and
 attempt count, or handled once their saga starts; a message outside any saga's flow is acked; a
 step that keeps losing its commit is retried the same way."""
@@ -29,7 +29,7 @@ from operations.sagas import RedisSagaStore, Saga, SagaContext, SagaMessage, Sag
 from operations.sagas import coordinator as coordinator_module
 from operations.sagas.intake import SagaIntake
 from operations.settings import Settings
-from operations.shards import Shards
+from operations.store.shards import Shards
 from operations.wire import Binding, ExchangeKind
 from tests.sagas_support import Harness
 from tests.support import Publisher, RunningService, dead_letters, eventually, start_service
@@ -108,7 +108,7 @@ def rig_factory(
     amqp: AbstractRobustConnection, amqp_url: str, redis_client: aioredis.Redis
 ) -> Callable[[int, float], Awaitable[Rig]]:
     async def make(retries: int, delay: float) -> Rig:
-        queue = f"saga-inbox-test-{uuid.uuid4().hex[:8]}"
+        queue = f"saga-intake-test-{uuid.uuid4().hex[:8]}"
         harness = Harness.build(RedisSagaStore(redis_client, prefix="t"), [ParcelSaga])
         bindings = [Binding(EXCHANGE, ExchangeKind.TOPIC, name) for name in MESSAGES]
         consumer = Consumer(
@@ -121,7 +121,7 @@ def rig_factory(
             prefetch=16,
             batch_size=8,
             retry_queue=f"{queue}.retry",
-            name="saga-inbox-test",
+            name="saga-intake-test",
         )
         await consumer.start()
         channel = await amqp.channel(publisher_confirms=True)

@@ -1,6 +1,6 @@
 -- Removes expired operations from their shard's indexes (see apply.lua for the owners zset).
 --
--- KEYS[1] owners (zset)   KEYS[2] global index (zset)   KEYS[3] expiries (zset, earlier versions)
+-- KEYS[1] owners (zset)   KEYS[2] global index (zset)
 -- ARGV[1] the shard's key prefix ('P:{S}'), ARGV[2] at most about this many operations removed
 -- per call, ARGV[3] the operations' time to live (s)
 -- Returns {operations removed, 1 when there may be more to sweep now, else 0}.
@@ -11,50 +11,13 @@
 -- leaves the owner's index and the global index. The owner is then scored by the soonest of: the
 -- expiry of each of those still living (updated since), and the creation of the first younger
 -- one plus the time to live; an owner whose index is empty leaves the owners zset.
---
--- The expiries zset is what versions before wrote: one member per operation, its owner and id,
--- scored by its record's expiry. Its members are swept the same way until none is left.
 
-local owners, index, expiries = KEYS[1], KEYS[2], KEYS[3]
+local owners, index = KEYS[1], KEYS[2]
 local tag, batch, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]) * 1000
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local removed, more = 0, 0
 local PAGE = 100
-
-local function forget(owner, op_id)
-  redis.call('ZREM', index, op_id)
-  -- An owner's index of another type (written by hand) is left alone, not a failed sweep.
-  local owner_index = tag .. ':user:' .. owner
-  if redis.call('TYPE', owner_index)['ok'] == 'zset' then
-    redis.call('ZREM', owner_index, op_id)
-  end
-  removed = removed + 1
-end
-
--- What versions before left: their expiries zset.
-local due = redis.call('ZRANGE', expiries, '-inf', now, 'BYSCORE', 'LIMIT', 0, batch)
-for _, member in ipairs(due) do
-  local length, rest = string.match(member, '^(%d+):(.*)$')
-  length = tonumber(length)
-  local owner, op_id = string.sub(rest, 1, length), string.sub(rest, length + 1)
-  local left = redis.call('PTTL', tag .. ':op:' .. op_id)
-  if left > 0 then
-    redis.call('ZADD', expiries, now + left, member)
-  elseif left == -1 then
-    redis.call('ZADD', expiries, now + 60000, member)
-  else
-    forget(owner, op_id)
-    redis.call('ZREM', expiries, member)
-  end
-end
-if #due == batch then more = 1 end
--- Nothing refreshes that set's time to live any more: it must last until its last member is due.
-local last = redis.call('ZRANGE', expiries, -1, -1, 'WITHSCORES')
-if last[2] then
-  local keep = math.floor(tonumber(last[2]) - now) + ttl
-  if redis.call('PTTL', expiries) < keep then redis.call('PEXPIRE', expiries, keep) end
-end
 
 -- Ranks up to this one belong to operations created a time to live ago or more.
 local oldest = string.format('%d', (now - ttl) * 1000 + 999)

@@ -2,10 +2,10 @@
 written in another module; the Lua scripts build theirs from the tags passed to them).
 
 One scheme for every family: a frozen dataclass made from ``OPERATIONS_KEY_PREFIX`` (``P``,
-default ``operations``), and from the shards (:mod:`operations.shards`) when the family is sharded.
-A key with variable parts is a method taking them, and the caller's text (an id) is always the
-key's last part; a key with none is a property; ``tag`` is the start that every key of the family
-(of one shard) shares, and that the Lua scripts build their keys from.
+default ``operations``), and from the shards (:mod:`operations.store.shards`) when the family is
+sharded. A key with variable parts is a method taking them, and the caller's text (an id) is
+always the key's last part; a key with none is a property; ``tag`` is the start that every key of
+the family (of one shard) shares, and that the Lua scripts build their keys from.
 
 :class:`Keys`, the tracking path's store (``S`` is the operation's shard, always 0 with one shard;
 ``{S}`` is a Redis Cluster hash tag, so every key one script touches is in one slot)::
@@ -18,17 +18,11 @@ key's last part; a key with none is a property; ``tag`` is the start that every 
                                    one field per part: ``VERSIONs`` state, ``VERSIONm`` message,
                                    and when needed ``VERSIONn`` name, ``VERSIONc`` code,
                                    ``VERSIONr`` reason, ``VERSIONt`` sent at, ``VERSIONa`` at
-    P:{S}:history:ID       list    written by earlier versions only (the history had a key of
-                                   its own): their transitions, each a JSON array of
-                                   ``HISTORY_FIELDS``; read, and kept as long as the record
     P:{S}:user:USER        zset    the user's operation ids in shard S, by creation order (rank);
                                    ``P:{S}:user:`` (no user) those that have no owner
     P:{S}:index            zset    every operation id in shard S, by creation order (rank)
     P:{S}:owners           zset    every owner (USER, or empty) with an index in shard S, scored by
                                    when the sweep must next look at that index (ms)
-    P:{S}:expiries         zset    written by earlier versions only, swept until empty: one member
-                                   per operation, ``LEN:OWNER`` followed by its id, scored by when
-                                   its record expires (ms)
     P:{S}:changes          stream  one entry per applied change in shard S: ``op`` (the record as
                                    JSON), ``id``, ``user`` and ``state``
     P:layout               string  the shard count the data was written with
@@ -77,7 +71,7 @@ key, and every script touches that one only)::
 
 Ids, user ids and saga ids come from outside and may hold any character (``:``, ``{``, ``}``...),
 so each key family has its own fixed word and the caller's text is always the key's last part: no
-id can name another operation's or saga's key, or a key of another family (the id ``X:history`` is
+id can name another operation's or saga's key, or a key of another family (the id ``X:index`` is
 an operation of its own; the saga id ``X:outbox`` names saga ``X:outbox``'s hash, never saga
 ``X``'s outbox). A saga type's name is part of the member ``NAME:ID``: the registry refuses one
 with a ``:``. The hash tag is the first ``{...}`` of every key, so braces in an id never move a
@@ -89,7 +83,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from operations.shards import Shards
+from operations.store.shards import Shards
 
 if TYPE_CHECKING:
     from operations.sagas.records import SagaStatus
@@ -134,12 +128,6 @@ class Keys(_Sharded):
     def record_in(self, shard: int, operation_id: str) -> str:
         return f"{self._tags[shard]}:op:{operation_id}"
 
-    def history(self, operation_id: str) -> str:
-        return self.history_in(self.shard(operation_id), operation_id)
-
-    def history_in(self, shard: int, operation_id: str) -> str:
-        return f"{self._tags[shard]}:history:{operation_id}"
-
     def user_index(self, user_id: str, shard: int) -> str:
         return f"{self._tags[shard]}:user:{user_id}"
 
@@ -148,9 +136,6 @@ class Keys(_Sharded):
 
     def changes(self, shard: int) -> str:
         return f"{self._tags[shard]}:changes"
-
-    def expiries(self, shard: int) -> str:
-        return f"{self._tags[shard]}:expiries"
 
     def owners(self, shard: int) -> str:
         return f"{self._tags[shard]}:owners"

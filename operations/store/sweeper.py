@@ -31,9 +31,9 @@ from operations.errors import StoreUnavailable
 from operations.metrics import Registry
 from operations.periodic import Periodic
 from operations.sagas.store import SagaStore
-from operations.store import RedisStore
+from operations.store.redis_store import RedisStore
 
-log = logging.getLogger("operations.sweeper")
+log = logging.getLogger("operations.store.sweeper")
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class Sweeper:
         self.every = every
         self.lease_key = store.keys.sweep_lease
         self.holder = uuid.uuid4().hex
-        self._passes = Periodic("sweep", self._pass, every, log)
+        self._passes = Periodic("sweep", self._pass, every, log, metrics)
 
     async def start(self) -> None:
         self._passes.start()

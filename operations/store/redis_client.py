@@ -1,7 +1,7 @@
 """Connections to Redis: one server, or a Redis Cluster (``OPERATIONS_REDIS_CLUSTER``).
 
 Both give the same asyncio client interface; the store's keys are sharded so that every command
-and script that names several keys names keys of one slot (see :mod:`operations.shards`).
+and script that names several keys names keys of one slot (see :mod:`operations.store.shards`).
 
 On one server, the client the store, the sagas, the dead letters and the hub share draws on a
 :class:`SharedPool` of at most ``OPERATIONS_REDIS_POOL_SIZE`` connections: past it, a caller

@@ -1,16 +1,16 @@
 """Operation records in Redis.
 
-The keys are named by :class:`operations.keys.Keys`, where their layout is described.
+The keys are named by :class:`operations.store.keys.Keys`, where their layout is described.
 
 Every key of an operation expires ``OPERATIONS_OPERATION_TTL_SECONDS`` after its last applied
 change; reads never extend it. The indexes expire with their newest operation. Within them, an
-operation's id is removed by the sweep (:mod:`operations.sweeper`, ``lua/sweep.lua``) soon after
-its record expires, found through its owner's index, which the shard's owners zset schedules; a
-listing that meets an expired id before the sweep does drops it too.
+operation's id is removed by the sweep (:mod:`operations.store.sweeper`, ``lua/sweep.lua``) soon
+after its record expires, found through its owner's index, which the shard's owners zset
+schedules; a listing that meets an expired id before the sweep does drops it too.
 
 Each message is applied by one Lua script (``lua/apply.lua``); a batch of messages is sent as one
-round trip, in delivery order, on one connection. Listing (:mod:`operations.listing`) merges the
-shards' indexes, newest first.
+round trip, in delivery order, on one connection. Listing (:mod:`operations.store.listing`) merges
+the shards' indexes, newest first.
 """
 
 from __future__ import annotations
@@ -29,8 +29,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from operations.envelope import Envelope
 from operations.errors import StoreError, StoreUnavailable
-from operations.keys import Keys
-from operations.listing import Listing, ListQuery, Page
 from operations.records import (
     STORED_FIELDS,
     ApplyOutcome,
@@ -38,11 +36,13 @@ from operations.records import (
     Operation,
     history_of,
 )
-from operations.redis_client import open_redis, round_trip
-from operations.shards import Shards
+from operations.store.keys import Keys
+from operations.store.listing import Listing, ListQuery, Page
+from operations.store.redis_client import open_redis, round_trip
+from operations.store.shards import Shards
 from operations.timestamps import rfc3339
 
-_LUA = resources.files("operations") / "lua"
+_LUA = resources.files("operations.store") / "lua"
 APPLY_SCRIPT = (_LUA / "apply.lua").read_text(encoding="utf-8")
 SWEEP_SCRIPT = (_LUA / "sweep.lua").read_text(encoding="utf-8")
 PRUNE_SCRIPT = (_LUA / "prune.lua").read_text(encoding="utf-8")
@@ -172,7 +172,6 @@ class RedisStore:
             calls.append(
                 (
                     record,
-                    keys.history_in(shard, op),
                     keys.user_index(user, shard),
                     keys.index(shard),
                     keys.changes(shard),
@@ -206,7 +205,7 @@ class RedisStore:
         return changes
 
     async def _evalsha_direct(self, calls: list[_Call]) -> list[Any]:
-        """One EVALSHA per call (six keys, one argument) on one server, in one round trip.
+        """One EVALSHA per call (five keys, one argument) on one server, in one round trip.
 
         The batch is encoded as RESP here and written at once, and the replies are read straight
         off the connection: the same wire traffic as a pipeline, without a pipeline's work per
@@ -228,7 +227,7 @@ class RedisStore:
             for call in calls:
                 # EVALSHA through execute_command: a Redis Cluster pipeline routes it by its
                 # keys (all of one slot) but refuses the evalsha() shortcut.
-                pipe.execute_command("EVALSHA", self._sha, 6, *call)
+                pipe.execute_command("EVALSHA", self._sha, 5, *call)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies
 
@@ -247,28 +246,19 @@ class RedisStore:
         return Operation.from_fields(operation_id, fields)
 
     async def history(self, operation_id: str) -> list[dict[str, Any]]:
-        """The history, oldest first: in the record hash, after any entries an earlier version
-        kept in a list of its own (read as long as that list lives)."""
+        """The history, oldest first, from the record hash."""
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.lrange(self.keys.history(operation_id), 0, -1)
-                pipe.hgetall(self.keys.record(operation_id))
-                replies: list[Any] = await pipe.execute(raise_on_error=False)
+            fields: Any = await self.redis.hgetall(self.keys.record(operation_id))
+        except ResponseError as error:
+            if wrong_type(error):
+                return []
+            raise StoreUnavailable(f"Redis failed: {error}") from error
         except RedisError as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
-        read: list[Any] = []
-        empties: tuple[Any, Any] = ([], {})
-        for reply, empty in zip(replies, empties, strict=True):
-            if isinstance(reply, ResponseError) and wrong_type(reply):
-                reply = empty
-            elif isinstance(reply, Exception):
-                raise StoreUnavailable(f"Redis failed: {reply}")
-            read.append(reply)
-        earlier, fields = read
-        return history_of(earlier, fields, self._max_history)
+        return history_of(fields, self._max_history)
 
     async def page(self, query: ListQuery) -> Page:
-        """One page, newest first, merged over the shards (see :mod:`operations.listing`)."""
+        """One page, newest first, merged over the shards (see :mod:`operations.store.listing`)."""
         return await self._listing.page(query)
 
     async def _records(self, operation_ids: list[str]) -> list[Operation | None]:
@@ -292,7 +282,7 @@ class RedisStore:
         removed = 0
         try:
             for shard in self.keys.shards:
-                keys = [self.keys.owners(shard), self.keys.index(shard), self.keys.expiries(shard)]
+                keys = [self.keys.owners(shard), self.keys.index(shard)]
                 arguments: list[str | int] = [self.keys.tag(shard), batch, self._ttl]
                 for _ in range(max(1, most // batch)):
                     gone, more = await self._sweep(keys=keys, args=arguments)
@@ -318,14 +308,14 @@ class RedisStore:
             return False
 
 
-# The apply script's keys (record, history, owner's index, index, stream, owners) and argument.
-_Call = tuple[str, str, str, str, str, str, bytes]
+# The apply script's keys (record, owner's index, index, stream, owners) and argument.
+_Call = tuple[str, str, str, str, str, bytes]
 
 
 def pack_evalsha(sha: str, calls: Sequence[_Call]) -> bytes:
-    """``EVALSHA sha 6 key... argument`` for each call, encoded as RESP: byte for byte what
+    """``EVALSHA sha 5 key... argument`` for each call, encoded as RESP: byte for byte what
     redis-py's ``pack_commands`` makes of the same commands (a test holds it to that)."""
-    head = b"*10\r\n$7\r\nEVALSHA\r\n$%d\r\n%s\r\n$1\r\n6\r\n" % (len(sha), sha.encode())
+    head = b"*9\r\n$7\r\nEVALSHA\r\n$%d\r\n%s\r\n$1\r\n5\r\n" % (len(sha), sha.encode())
     chunks: list[bytes] = []
     for *keys, arguments in calls:
         chunks.append(head)

@@ -1,8 +1,7 @@
 -- Applies one message to one operation, atomically (contract §3).
 --
--- KEYS[1] record hash      KEYS[2] history list of earlier versions (never created now)
--- KEYS[3] the message's user's index
--- KEYS[4] global index     KEYS[5] change stream   KEYS[6] owners (zset)
+-- KEYS[1] record hash      KEYS[2] the message's user's index
+-- KEYS[3] global index     KEYS[4] change stream   KEYS[5] owners (zset)
 -- ARGV[1]: one JSON array (one argument packs and parses faster than thirteen):
 --   [operation id, message id, state, name, user id, code, reason, message name,
 --    now (ISO 8601), sent at (ISO 8601 or ''), ttl (s), stream max length, most history entries]
@@ -11,8 +10,7 @@
 --
 -- The message ids already applied or judged live in the record hash itself, as fields
 -- 'm:<message id>': they expire with the record and cost no key of their own. The value is the
--- version the message made, or empty when it changed nothing (or was applied by a version of
--- the service that kept the history in a list of its own: the key KEYS[2]).
+-- version the message made, or empty when it changed nothing.
 -- The history lives in the record hash too, one short field per part of each entry, named by
 -- the version and a letter (none of the record's field names starts with a digit):
 --   <v>s state   <v>m message name   and only when present or different:
@@ -21,8 +19,7 @@
 --   <v>a applied at (not for version 1, whose time is createdAt, nor for the newest entry,
 --        whose time is updatedAt)
 -- Short values keep the hash in Redis's compact encoding (a listpack); a history list of its
--- own cost a key, and its entries repeated the message id. Lists written before (KEYS[2]) are
--- still read, and live as long as their record.
+-- own would cost a key, and its entries would repeat the message id.
 -- Every operation is in its owner's index, 'user:<owner>', or in 'user:' while it has none.
 -- The owners zset names each owner with an index, scored by when the sweep (sweep.lua) must
 -- look at that index next (ms, the stream's clock): no later than its newest operation expires.
@@ -30,8 +27,7 @@
 -- Every read and check comes before the first write: a key of the wrong type (only possible
 -- when something else wrote it) fails the script with an error and leaves nothing behind.
 
-local record, history, owner_index, index, stream, owners =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local record, owner_index, index, stream, owners = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local args = cjson.decode(ARGV[1])
 local op_id, msg_id, state, name, user_id = args[1], args[2], args[3], args[4], args[5]
 local code, reason, message = args[6], args[7], args[8]
@@ -57,8 +53,7 @@ local current = redis.call('HMGET', record,
   'state', 'name', 'userId', 'createdAt', 'rank', 'version', 'updatedAt')
 local current_state, current_name = current[1], current[2]
 
--- A record without a state holds nothing applied: message ids seen there count only with one.
-if msg_id ~= '' and current_state and redis.call('HEXISTS', record, 'm:' .. msg_id) == 1 then
+if msg_id ~= '' and redis.call('HEXISTS', record, 'm:' .. msg_id) == 1 then
   return {'duplicate', false, false}
 end
 
@@ -153,9 +148,6 @@ if dropped >= 1 then
 end
 
 redis.call('EXPIRE', record, ttl)
-if current_state then
-  redis.call('EXPIRE', history, ttl)  -- a list an earlier version wrote lives with its record
-end
 
 -- The owners' indexes, and the owners zset, live twice as long as their newest operation: the
 -- sweep finds expired operations through them, so they must still be there when it comes.

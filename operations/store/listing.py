@@ -25,7 +25,7 @@ from operations.records import Operation
 from operations.states import State
 
 if TYPE_CHECKING:
-    from operations.keys import Keys
+    from operations.store.keys import Keys
 
 MAX_PAGE = 200
 _SCAN_FACTOR = 20
