@@ -10,7 +10,9 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import orjson
 import pytest
+from websockets.asyncio.client import ClientConnection, connect
 
 from operations.store.changes import is_ahead, parse_cursor
 from tests.live import LiveClient
@@ -81,3 +83,15 @@ def assert_goes_live_after(client: LiveClient, sync: dict[str, Any]) -> None:
         position = parse_cursor(record["cursor"], len(synced))
         assert position is not None and is_ahead(position, synced), (record, sync)
         assert not is_ahead(synced, position), (record, sync)
+
+
+async def engineio_client(url: str, token: str) -> ClientConnection:
+    """A WebSocket that offers permessage-deflate, as browsers and socket.io-client do (python-
+    socketio's client does not), connected to the hub with a token."""
+    socket = await connect(url.replace("http", "ws", 1) + "/socket.io/?EIO=4&transport=websocket")
+    opening = await socket.recv()
+    assert isinstance(opening, str) and opening.startswith("0{")
+    await socket.send("40" + orjson.dumps({"token": token}).decode())
+    admitted = await socket.recv()
+    assert isinstance(admitted, str) and admitted.startswith("40{"), admitted
+    return socket

@@ -8,14 +8,12 @@ import asyncio
 from collections.abc import Callable
 
 import httpx
-import orjson
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 
 from hub.outlets import message_frame, text_frame
-from tests.hub_support import Token
+from tests.hub_support import Token, engineio_client
 from tests.live import LiveClient
 from tests.scrape import Scrape
 from tests.support import Publisher, RunningService, eventually, uid
@@ -70,17 +68,6 @@ async def test_each_client_gets_every_change_once_in_order_on_either_path(
     assert page.value("operations_push_packets_written_total") == 2 * changes
 
 
-async def raw_socket(url: str, token: str) -> ClientConnection:
-    """A bare engine.io WebSocket client, admitted with a token: every packet it gets is seen."""
-    socket = await connect(url.replace("http", "ws", 1) + "/socket.io/?EIO=4&transport=websocket")
-    opening = await socket.recv()
-    assert isinstance(opening, str) and opening.startswith("0{")
-    await socket.send("40" + orjson.dumps({"token": token}).decode())
-    admitted = await socket.recv()
-    assert isinstance(admitted, str) and admitted.startswith("40{"), admitted
-    return socket
-
-
 ENGINEIO_TASKS = {"_send_ping", "writer", "websocket_wait"}
 
 
@@ -96,7 +83,7 @@ def engineio_tasks() -> list[str]:
 async def test_an_idle_websocket_client_has_no_task_of_its_own_on_the_service(
     service: RunningService, token: Token
 ) -> None:
-    sockets = [await raw_socket(service.url, token(uid())) for _ in range(10)]
+    sockets = [await engineio_client(service.url, token(uid())) for _ in range(10)]
     try:
         assert engineio_tasks() == []
         # Each client's request has its task on the service, which reads the client's packets.
@@ -112,7 +99,7 @@ async def test_pings_are_sent_on_a_timer_and_a_client_that_stops_answering_is_cl
 ) -> None:
     engineio = service.service.hub.server.eio
     engineio.ping_interval, engineio.ping_timeout = 0.3, 0.5
-    socket = await raw_socket(service.url, token(uid()))
+    socket = await engineio_client(service.url, token(uid()))
     async with asyncio.timeout(10):
         for _ in range(3):
             assert await socket.recv() == "2"  # engine.io's ping

@@ -16,10 +16,11 @@ import aio_pika
 import orjson
 import pytest
 import socketio
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 
 from operations import logs
 from operations.settings import Settings
+from tests.hub_support import engineio_client
 from tests.support import (
     Publisher,
     RunningService,
@@ -31,18 +32,6 @@ from tests.support import (
 
 DEFLATE = "permessage-deflate"
 WEBSOCKET_LINES = ('"WebSocket /socket.io/', "connection open", "connection closed")
-
-
-async def engineio_client(url: str, token: str) -> ClientConnection:
-    """A WebSocket that offers permessage-deflate, as browsers and socket.io-client do (python-
-    socketio's client does not), connected to the hub with a token."""
-    socket = await connect(url.replace("http", "ws", 1) + "/socket.io/?EIO=4&transport=websocket")
-    opening = await socket.recv()
-    assert isinstance(opening, str) and opening.startswith("0{")
-    await socket.send("40" + orjson.dumps({"token": token}).decode())
-    admitted = await socket.recv()
-    assert isinstance(admitted, str) and admitted.startswith("40{"), admitted
-    return socket
 
 
 def extensions(socket: ClientConnection) -> str:
