@@ -27,8 +27,8 @@ import operations
 from hub import events
 from operations.feed import STREAM_FIELDS, FeedEntry
 from operations.records import Change
-from operations.store.keys import Keys
-from operations.store.layout import STORED, unpack_id
+from operations.store.keys import Keys, unpack_id
+from operations.store.layout import STORED
 from operations.store.redis_store import RedisStore, pack_evalsha
 from operations.store.shards import Shards
 from tests.support import as_text, eventually, new_id, pending_command
@@ -46,13 +46,14 @@ text = st.text(
 )
 calls = st.lists(
     st.tuples(
-        text,
+        st.one_of(text, st.binary(max_size=60)),
         text,
         text,
         text,
         text,
         st.binary(max_size=300),
         st.binary(max_size=40),
+        st.binary(max_size=20),
         st.binary(max_size=20),
     ),
     min_size=1,
@@ -65,7 +66,7 @@ RECORD_NAMES = {name.encode() for name in STORED if name != "u"}
 
 
 def redis_py_packed(
-    sha: str, batch: list[tuple[str, str, str, str, str, bytes, bytes, bytes]]
+    sha: str, batch: list[tuple[bytes | str, str, str, str, str, bytes, bytes, bytes, bytes]]
 ) -> bytes:
     commands = [("EVALSHA", sha, 5, *call) for call in batch]
     return b"".join(Connection().pack_commands(commands))
@@ -74,7 +75,7 @@ def redis_py_packed(
 @settings(max_examples=150, deadline=None)
 @given(sha=st.text(alphabet="0123456789abcdef", min_size=40, max_size=40), batch=calls)
 def test_the_stores_resp_is_byte_for_byte_what_redis_py_packs(
-    sha: str, batch: list[tuple[str, str, str, str, str, bytes, bytes, bytes]]
+    sha: str, batch: list[tuple[bytes | str, str, str, str, str, bytes, bytes, bytes, bytes]]
 ) -> None:
     assert pack_evalsha(sha, batch) == redis_py_packed(sha, batch)
 
@@ -82,7 +83,19 @@ def test_the_stores_resp_is_byte_for_byte_what_redis_py_packs(
 def test_the_stores_resp_matches_redis_pys_python_serializer_too() -> None:
     """The connection packs with hiredis when it can; the pure-Python serializer agrees."""
     sha = "a" * 40
-    batch = [("k:é", "k:漢字", "k\r\n", "$5", "🙂", bytes(range(256)) * 30, b"\x01\r\n", b"")]
+    batch = [
+        (
+            "k:é",
+            "k:漢字",
+            "k\r\n",
+            "$5",
+            "🙂",
+            bytes(range(256)) * 30,
+            b"\x01\r\n",
+            b"",
+            b"\x00\xff",
+        )
+    ]
     serializer = PythonRespSerializer(6000, Connection().encoder.encode)
     pack: Callable[..., list[bytes]] = serializer.pack
     expected = b"".join(pack("EVALSHA", sha, 5, *batch[0]))

@@ -69,7 +69,7 @@ async def test_the_stored_hash_and_the_snapshot_hold_exactly_the_records_fields(
     assert set(stored) == {
         *(name.encode() for name in STORED if name not in ("c", "r")),
         message_field(command.message_id),
-        b"1m",
+        b"1",
     }
     assert await store.get(op) == change.record == Operation.from_snapshot(change.snapshot)
 

@@ -169,7 +169,7 @@ async def test_reads_do_not_extend_the_ttl(store: RedisStore, redis_client: aior
     assert await redis_client.ttl(store.keys.record(op)) <= 5
 
 
-def _operation_keys(store: RedisStore, op: str) -> dict[str, int]:
+def _operation_keys(store: RedisStore, op: str) -> dict[bytes | str, int]:
     """The keys an operation's change writes, with how many lifetimes each lives: the owner's
     index and the owners set live two, so that the sweep finds them."""
     keys = store.keys
@@ -182,7 +182,7 @@ def _operation_keys(store: RedisStore, op: str) -> dict[str, int]:
     }
 
 
-async def _age(redis_client: aioredis.Redis, keys: list[str], left_ms: int) -> None:
+async def _age(redis_client: aioredis.Redis, keys: list[bytes | str], left_ms: int) -> None:
     """As if time had passed: every key has only ``left_ms`` to live."""
     for key in keys:
         assert await redis_client.pexpire(key, left_ms), key

@@ -80,6 +80,8 @@ key to another slot.
 
 from __future__ import annotations
 
+import re
+import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -87,6 +89,29 @@ from operations.store.shards import Shards
 
 if TYPE_CHECKING:
     from operations.sagas.records import SagaStatus
+
+
+_HYPHENATED = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def pack_id(text: str) -> bytes:
+    """An id as stored (an operation's in its key's name and in the indexes, an owner's in the
+    record): a GUID in its one spelling (lower case, hyphenated) as its 16 bytes; any other id
+    as its UTF-8 text, after a zero byte when that text is 16 bytes long (ids are printable, so
+    none starts with one)."""
+    if len(text) == 36 and _HYPHENATED.fullmatch(text):
+        return uuid.UUID(text).bytes
+    data = text.encode()
+    return b"\x00" + data if len(data) == 16 else data
+
+
+def unpack_id(data: bytes) -> str:
+    """The id :func:`pack_id` stored as ``data``."""
+    if len(data) == 16:
+        return str(uuid.UUID(bytes=data))
+    if data[:1] == b"\x00":
+        return data[1:].decode()
+    return data.decode()
 
 
 def member_of(saga_name: str, saga_id: str) -> str:
@@ -122,11 +147,15 @@ class Keys(_Sharded):
     def shard(self, operation_id: str) -> int:
         return self.shards.of(operation_id)
 
-    def record(self, operation_id: str) -> str:
+    def record(self, operation_id: str) -> bytes:
         return self.record_in(self.shard(operation_id), operation_id)
 
-    def record_in(self, shard: int, operation_id: str) -> str:
-        return f"{self._tags[shard]}:op:{operation_id}"
+    def record_in(self, shard: int, operation_id: str) -> bytes:
+        return self.record_of(shard, pack_id(operation_id))
+
+    def record_of(self, shard: int, member: bytes) -> bytes:
+        """The record of the operation named ``member`` in ``shard``'s indexes."""
+        return f"{self._tags[shard]}:op:".encode() + member
 
     def user_index(self, user_id: str, shard: int) -> str:
         return f"{self._tags[shard]}:user:{user_id}"

@@ -2,17 +2,20 @@
 field names, and compact forms of ids and times, so that the hash of a usual operation stays a
 small listpack (docs/performance.md, "Redis bytes per operation").
 
-- The record's own fields are one letter each (:data:`FIELDS`). Times (``createdAt``,
-  ``updatedAt``, the history's times) are integers, milliseconds since the epoch, which a
-  listpack stores in a few bytes; they are shown as RFC 3339 on the way out.
-- The owner's id is :func:`pack_id`'s form: a GUID in its one spelling as its 16 bytes.
+- The record's own fields are one letter each (:data:`FIELDS`). Times are integers, which a
+  listpack stores in a few bytes: ``createdAt`` and the history's times in milliseconds since
+  the epoch, ``updatedAt`` in milliseconds after ``createdAt``; they are shown as RFC 3339 on
+  the way out.
+- The owner's id is :func:`operations.store.keys.pack_id`'s form: a GUID in its one spelling
+  as its 16 bytes, like the operation's in its key's name and in the indexes.
 - A message id seen is a field named by :func:`message_field`: a GUID in either of its two
   usual lower-case spellings as a tag byte (one per spelling) and its 16 bytes, any other id as
   ``m:`` and its text; so the same string always names the same field, and different strings
   different fields.
-- The history: ``<version><letter>`` fields (``s`` state, ``m`` message, ``n`` name, ``c`` code,
-  ``r`` reason, ``t`` sent at, ``a`` at). The newest entry's state, name and time are the
-  record's; the first entry's time is ``createdAt``.
+- The history: a ``<version>`` field (the message name), and when needed ``<version><letter>``
+  fields (``n`` name, ``c`` code, ``r`` reason, ``t`` sent at, ``a`` at). The newest entry's
+  state, name and time are the record's, and every other entry's state is pending (a change to
+  any other state is final); the first entry's time is ``createdAt``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import uuid
 from typing import Any
 
 from operations.records import NULLABLE, RECORD_FIELDS, Operation
+from operations.store.keys import unpack_id
 from operations.timestamps import rfc3339
 
 FIELDS: dict[str, str] = {
@@ -42,32 +46,14 @@ STORED: tuple[str, ...] = tuple(FIELDS[name] for name in RECORD_FIELDS if name !
 """The hash's names of the record's fields, in the struct's order (what a read asks for)."""
 
 _STORED_NAMES = tuple(name for name in RECORD_FIELDS if name != "id")
-_TIMES = frozenset({"createdAt", "updatedAt"})
 _NULLABLE = NULLABLE
 _STATE = _STORED_NAMES.index("state")
+_CREATED = _STORED_NAMES.index("createdAt")
 _HYPHENATED = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _DIGITS_ONLY = re.compile(r"[0-9a-f]{32}")
 # A message id's field: its spelling's tag, then the GUID's 16 bytes.
 _TAG_HYPHENATED, _TAG_DIGITS = b"\x01", b"\x02"
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
-def pack_id(text: str) -> bytes:
-    """An id as stored: a GUID in its one spelling (lower case, hyphenated) as its 16 bytes;
-    any other id as its UTF-8 text, after a zero byte when that text is 16 bytes long (ids are
-    printable, so none starts with one)."""
-    if len(text) == 36 and _HYPHENATED.fullmatch(text):
-        return uuid.UUID(text).bytes
-    data = text.encode()
-    return b"\x00" + data if len(data) == 16 else data
-
-
-def unpack_id(data: bytes) -> str:
-    if len(data) == 16:
-        return str(uuid.UUID(bytes=data))
-    if data[:1] == b"\x00":
-        return data[1:].decode()
-    return data.decode()
 
 
 def message_field(message_id: str) -> bytes:
@@ -98,7 +84,7 @@ def milliseconds(moment: dt.datetime) -> int:
     return (moment - _EPOCH) // dt.timedelta(milliseconds=1)
 
 
-def shown(stored: bytes | str) -> str:
+def shown(stored: bytes | str | int) -> str:
     """A stored time (milliseconds since the epoch) in the one format of the answers."""
     return rfc3339(_EPOCH + dt.timedelta(milliseconds=int(stored)))
 
@@ -109,11 +95,14 @@ def operation_of(operation_id: str, values: list[bytes | None]) -> Operation | N
     if values[_STATE] is None:
         return None
     document: dict[str, Any] = {"id": operation_id}
+    created = int(values[_CREATED] or 0)
     for name, value in zip(_STORED_NAMES, values, strict=True):
         if value is None or (not value and name in _NULLABLE):
             document[name] = None
-        elif name in _TIMES:
-            document[name] = shown(value)
+        elif name == "createdAt":
+            document[name] = shown(created)
+        elif name == "updatedAt":
+            document[name] = shown(created + int(value))
         elif name == "userId":
             document[name] = unpack_id(value)
         else:
@@ -121,8 +110,7 @@ def operation_of(operation_id: str, values: list[bytes | None]) -> Operation | N
     return Operation.from_document(document)
 
 
-_PARTS = {"s": "state", "n": "name", "m": "message", "c": "code", "r": "reason", "a": "at"}
-_PARTS["t"] = "sentAt"
+_PARTS = {"n": "name", "c": "code", "r": "reason", "a": "at", "t": "sentAt"}
 
 
 def history_of(fields: dict[bytes, bytes], most: int) -> list[dict[str, Any]]:
@@ -132,7 +120,9 @@ def history_of(fields: dict[bytes, bytes], most: int) -> list[dict[str, Any]]:
     parts: dict[int, dict[str, str]] = {}
     message_ids: dict[int, str] = {}
     for name, value in fields.items():
-        if name[:1].isdigit():
+        if name.isdigit():
+            parts.setdefault(int(name), {})["message"] = value.decode()
+        elif name[:1].isdigit():
             version, part = int(name[:-1]), _PARTS.get(name[-1:].decode())
             if part is not None:
                 text = value.decode()
@@ -142,22 +132,20 @@ def history_of(fields: dict[bytes, bytes], most: int) -> list[dict[str, Any]]:
         elif value and (message_id := message_id_of(name)) is not None:
             message_ids[int(value)] = message_id
     # The first entry's time is the record's createdAt; the newest one's time, name and state
-    # are the record's.
+    # are the record's; every other entry's state is pending.
     times: dict[int, str] = {}
-    if b"b" in fields:
-        times[1] = shown(fields[b"b"])
-    newest: dict[str, str] = {}
-    if b"v" in fields:
-        version = int(fields[b"v"])
-        if b"t" in fields:
-            times[version] = shown(fields[b"t"])
-        newest = {"name": fields.get(b"n", b"").decode(), "state": fields.get(b"s", b"").decode()}
-        parts.setdefault(version, {})
-        for part, text in newest.items():
-            parts[version].setdefault(f"record-{part}", text)
+    newest, record_name, record_state = 0, "", ""
+    if b"b" in fields and b"v" in fields and b"t" in fields:
+        created = int(fields[b"b"])
+        newest = int(fields[b"v"])
+        times = {1: shown(created), newest: shown(created + int(fields[b"t"]))}
+        record_name = fields.get(b"n", b"").decode()
+        record_state = fields.get(b"s", b"").decode()
     for version, found in parts.items():
         at = found.get("at") or times.get(version)
-        state = found.get("state") or found.get("record-state")
+        if version == newest:
+            found.setdefault("record-name", record_name)
+        state = record_state if version == newest else "pending"
         if state and "message" in found and at:
             entries[version] = {
                 "version": version,

@@ -30,15 +30,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from operations.envelope import Envelope
 from operations.errors import StoreError, StoreUnavailable
 from operations.records import ApplyOutcome, Change, Operation
-from operations.store.keys import Keys
-from operations.store.layout import (
-    STORED,
-    history_of,
-    message_field,
-    milliseconds,
-    operation_of,
-    pack_id,
-)
+from operations.store.keys import Keys, pack_id
+from operations.store.layout import STORED, history_of, message_field, milliseconds, operation_of
 from operations.store.listing import Listing, ListQuery, Page
 from operations.store.redis_client import open_redis, round_trip
 from operations.store.shards import Shards
@@ -176,10 +169,10 @@ class RedisStore:
                     self._max_history,
                 ]
             )
-            record = keys.record_in(shard, op)
+            member = pack_id(op)
             calls.append(
                 (
-                    record,
+                    keys.record_of(shard, member),
                     keys.user_index(user, shard),
                     keys.index(shard),
                     keys.changes(shard),
@@ -187,6 +180,7 @@ class RedisStore:
                     arguments,
                     message_field(envelope.message_id) if envelope.message_id else b"",
                     packed,
+                    member,
                 )
             )
         if isinstance(self.redis, RedisCluster):
@@ -215,7 +209,7 @@ class RedisStore:
         return changes
 
     async def _evalsha_direct(self, calls: list[_Call]) -> list[Any]:
-        """One EVALSHA per call (five keys, three arguments) on one server, in one round trip.
+        """One EVALSHA per call (five keys, four arguments) on one server, in one round trip.
 
         The batch is encoded as RESP here and written at once, and the replies are read straight
         off the connection: the same wire traffic as a pipeline, without a pipeline's work per
@@ -303,12 +297,13 @@ class RedisStore:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
         return removed
 
-    async def prune(self, index: str, shard: int, operation_ids: Sequence[str]) -> int:
-        """Removes from ``index`` (of ``shard``) those of ``operation_ids`` whose record is gone,
-        in one script, so that one created again meanwhile stays listed."""
-        if not operation_ids:
+    async def prune(self, index: str, shard: int, members: Sequence[bytes]) -> int:
+        """Removes from ``index`` (of ``shard``) those of ``members`` (operation ids as the
+        indexes hold them) whose record is gone, in one script, so that one created again
+        meanwhile stays listed."""
+        if not members:
             return 0
-        removed = await self._prune(keys=[index], args=[self.keys.tag(shard), *operation_ids])
+        removed = await self._prune(keys=[index], args=[self.keys.tag(shard), *members])
         return int(removed)
 
     async def ping(self) -> bool:
@@ -319,21 +314,21 @@ class RedisStore:
 
 
 # The apply script's keys (record, owner's index, index, stream, owners) and arguments (the
-# JSON one, the message id's field, the user id's stored form).
-_Call = tuple[str, str, str, str, str, bytes, bytes, bytes]
+# JSON one, the message id's field, the user id's and the operation id's stored forms).
+_Call = tuple[bytes | str, str, str, str, str, bytes, bytes, bytes, bytes]
 
 
 def pack_evalsha(sha: str, calls: Sequence[_Call]) -> bytes:
     """``EVALSHA sha 5 key... argument...`` for each call, encoded as RESP: byte for byte what
     redis-py's ``pack_commands`` makes of the same commands (a test holds it to that)."""
-    head = b"*11\r\n$7\r\nEVALSHA\r\n$%d\r\n%s\r\n$1\r\n5\r\n" % (len(sha), sha.encode())
+    head = b"*12\r\n$7\r\nEVALSHA\r\n$%d\r\n%s\r\n$1\r\n5\r\n" % (len(sha), sha.encode())
     chunks: list[bytes] = []
-    for *keys, arguments, seen, user in calls:
+    for record, *keys, arguments, seen, user, member in calls:
         chunks.append(head)
-        for key in keys:
-            data = key.encode()
+        for key in (record, *keys):
+            data = key.encode() if isinstance(key, str) else key
             chunks.append(b"$%d\r\n%s\r\n" % (len(data), data))
-        for data in (arguments, seen, user):
+        for data in (arguments, seen, user, member):
             chunks.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(chunks)
 

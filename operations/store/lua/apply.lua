@@ -7,19 +7,22 @@
 --    now (ms), sent at (ms, or ''), ttl (s), stream max length, most history entries]
 -- ARGV[2]: the field that says the message id was seen ('' when the message has none)
 -- ARGV[3]: the user id's stored form ('' when there is none)
--- (both made by operations/store/layout.py, which describes the hash and reads it)
+-- ARGV[4]: the operation id's stored form, its member in the indexes (as its key names it)
+-- (made by operations/store/layout.py and keys.py, which describe the hash and the keys)
 -- Returns {outcome, snapshot JSON or false, stream entry id or false}
 -- with outcome one of applied, duplicate, stale.
 --
 -- The record's fields have one-letter names: u owner (its stored form), n name, s state,
--- c code and r reason (only when set), v version, b created at, t updated at (times in ms).
+-- c code and r reason (only when set), v version, b created at (ms since the epoch), t updated
+-- at (ms after b: a small integer takes fewer bytes).
 -- The message ids already applied or judged live in the record hash itself, one field each:
 -- they expire with the record and cost no key of their own. The value is the version the
 -- message made, or empty when it changed nothing.
 -- The history lives in the record hash too, one short field per part of each entry, named by
 -- the version and a letter (none of the record's field names starts with a digit):
---   <v>m message name   and only when present or different:
---   <v>s state (not for the newest entry, whose state is the record's)
+--   <v> (the version alone, which a listpack stores as a small integer) message name
+--   and only when present or different (an entry's state is the record's for the newest
+--   entry, and pending for every other: a change to any other state is final):
 --   <v>n display name (not for the newest entry, whose name is the record's, nor when it is
 --        the message name)   <v>c code   <v>r reason   <v>t sent at (ms)
 --   <v>a applied at (ms; not for version 1, whose time is createdAt, nor for the newest
@@ -35,7 +38,7 @@
 
 local record, owner_index, index, stream, owners = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local args = cjson.decode(ARGV[1])
-local seen, user_packed = ARGV[2], ARGV[3]
+local seen, user_packed, member = ARGV[2], ARGV[3], ARGV[4]
 local op_id, state, name, user_id = args[1], args[2], args[3], args[4]
 local code, reason, message = args[5], args[6], args[7]
 local now_iso, now_ms, sent_at = args[8], args[9], args[10]
@@ -124,11 +127,12 @@ if moved then
   refused = expect(users .. previous_owner, 'zset')
   if refused then return refused end
 end
-local created_ms, created_at, rank = now_ms, now_iso, nil
+local created_ms, created_at, updated_ms, rank = now_ms, now_iso, nil, nil
 if current_state then
   created_ms = tonumber(current[4])
+  updated_ms = created_ms + tonumber(current[6])
   created_at = iso(created_ms)
-  rank = redis.call('ZSCORE', index, op_id)
+  rank = redis.call('ZSCORE', index, member)
 end
 local terminal = state ~= 'pending'
 local version = (tonumber(current[5]) or 0) + 1
@@ -165,21 +169,20 @@ fields[#fields + 1] = version
 fields[#fields + 1] = 'b'
 fields[#fields + 1] = string.format('%d', created_ms)
 fields[#fields + 1] = 't'
-fields[#fields + 1] = string.format('%d', now_ms)
+fields[#fields + 1] = string.format('%d', now_ms - created_ms)
 
 -- This change's history entry, and its message id seen (the version links the two).
 -- Its state, time and name are the record's (and version 1's time its createdAt): the entry
--- before it, no longer the newest, gets its own.
+-- before it, no longer the newest, gets its own time and name (its state is pending).
 local function add(field, value)
   fields[#fields + 1] = field
   fields[#fields + 1] = value
 end
-add(version .. 'm', message)
+add(tostring(version), message)
 if version > 1 then
-  add((version - 1) .. 's', current_state)
-  if version > 2 and current[6] then add((version - 1) .. 'a', current[6]) end
+  if version > 2 then add((version - 1) .. 'a', string.format('%d', updated_ms)) end
   -- Its display name, when it is not that entry's message name.
-  local before = redis.call('HGET', record, (version - 1) .. 'm')
+  local before = redis.call('HGET', record, tostring(version - 1))
   if before and before ~= current_name then add((version - 1) .. 'n', current_name) end
 end
 if terminal and code ~= '' then add(version .. 'c', code) end
@@ -190,20 +193,20 @@ redis.call('HSET', record, unpack(fields))
 -- Only the newest max_history entries are kept (each change adds one, so one goes).
 local dropped = version - max_history
 if dropped >= 1 then
-  redis.call('HDEL', record, dropped .. 's', dropped .. 'm', dropped .. 'a', dropped .. 'n',
-    dropped .. 'c', dropped .. 'r', dropped .. 't')
+  redis.call('HDEL', record, tostring(dropped), dropped .. 'a', dropped .. 'n', dropped .. 'c',
+    dropped .. 'r', dropped .. 't')
 end
 
 redis.call('EXPIRE', record, ttl)
 
 -- The owners' indexes, and the owners zset, live twice as long as their newest operation: the
 -- sweep finds expired operations through them, so they must still be there when it comes.
-redis.call('ZADD', owner_index, rank, op_id)
+redis.call('ZADD', owner_index, rank, member)
 redis.call('EXPIRE', owner_index, 2 * ttl)
 if moved then
-  redis.call('ZREM', users .. previous_owner, op_id)
+  redis.call('ZREM', users .. previous_owner, member)
 end
-redis.call('ZADD', index, rank, op_id)
+redis.call('ZADD', index, rank, member)
 redis.call('EXPIRE', index, ttl)
 redis.call('ZADD', owners, 'LT', tonumber(ms) + ttl * 1000, owner)
 redis.call('EXPIRE', owners, 2 * ttl)
