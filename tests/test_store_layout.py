@@ -13,7 +13,7 @@ from operations.envelope import Envelope
 from operations.records import ApplyOutcome, Change
 from operations.states import MessageKind, State
 from operations.store.keys import Keys, pack_id, unpack_id
-from operations.store.layout import message_field, message_id_of
+from operations.store.layout import message_field, message_id_of, milliseconds
 from operations.store.redis_store import RedisStore
 from operations.timestamps import rfc3339
 from tests.support import new_id
@@ -103,3 +103,24 @@ async def test_ids_of_any_shape_come_back_as_they_were(redis_client: aioredis.Re
         assert done.record is not None and done.record.user_id == owner
         assert (await store.get(op)) == done.record
     assert len({pack_id(owner) for owner in owners}) == len(set(owners))
+
+
+async def test_the_snapshot_shows_a_stored_creation_time_of_any_day(
+    redis_client: aioredis.Redis,
+) -> None:
+    """apply.lua writes createdAt into each change's snapshot from the stored milliseconds, as
+    operations.timestamps.rfc3339 would: today's by the time of day, any other by the date."""
+    store = RedisStore(redis_client, ttl_seconds=60, keys=Keys("layout"))
+    moments = [
+        dt.datetime(2024, 2, 29, 23, 59, 59, 999_000, tzinfo=dt.UTC),
+        dt.datetime(1999, 12, 31, 0, 0, 0, 7_000, tzinfo=dt.UTC),
+        dt.datetime(2100, 3, 1, 12, 30, 45, 500_000, tzinfo=dt.UTC),
+        dt.datetime.now(dt.UTC) - dt.timedelta(milliseconds=1),
+    ]
+    for moment in moments:
+        op = new_id()
+        await apply(store, message(op, State.PENDING, "create_order", None, None))
+        await redis_client.hset(store.keys.record(op), mapping={"b": milliseconds(moment)})
+        done = await apply(store, message(op, State.COMPLETED, "order_created", None, None))
+        assert done.record is not None and done.record.created_at == rfc3339(moment)
+        assert await store.get(op) == done.record

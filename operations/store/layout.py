@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import uuid
 from typing import Any
 
 from operations.records import NULLABLE, RECORD_FIELDS, Operation
-from operations.store.keys import unpack_id
+from operations.store.keys import hyphenated, unpack_id
 from operations.timestamps import rfc3339
 
 FIELDS: dict[str, str] = {
@@ -59,7 +58,7 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 def message_field(message_id: str) -> bytes:
     """The record's field that says ``message_id`` was seen."""
     if len(message_id) == 36 and _HYPHENATED.fullmatch(message_id):
-        return _TAG_HYPHENATED + uuid.UUID(message_id).bytes
+        return _TAG_HYPHENATED + bytes.fromhex(message_id.replace("-", ""))
     if len(message_id) == 32 and _DIGITS_ONLY.fullmatch(message_id):
         return _TAG_DIGITS + bytes.fromhex(message_id)
     return b"m:" + message_id.encode()
@@ -70,7 +69,7 @@ def message_id_of(field: bytes) -> str | None:
     if field.startswith(b"m:"):
         return field[2:].decode()
     if len(field) == 17 and field[:1] == _TAG_HYPHENATED:
-        return str(uuid.UUID(bytes=field[1:]))
+        return hyphenated(field[1:])
     if len(field) == 17 and field[:1] == _TAG_DIGITS:
         return field[1:].hex()
     return None

@@ -64,6 +64,13 @@ end
 -- A time in ms since the epoch as RFC 3339 with milliseconds (days to a date: H. Hinnant's
 -- civil_from_days), as operations.timestamps.rfc3339 writes it.
 local function iso(ms)
+  local today = tonumber(now_ms)
+  if math.floor(ms / 86400000) == math.floor(today / 86400000) then
+    local clock = ms % 86400000  -- the same day as now: only the time of day is new
+    return string.format('%s%02d:%02d:%02d.%03dZ', string.sub(now_iso, 1, 11),
+      math.floor(clock / 3600000), math.floor(clock % 3600000 / 60000),
+      math.floor(clock % 60000 / 1000), clock % 1000)
+  end
   local seconds = math.floor(ms / 1000)
   local days = math.floor(seconds / 86400)
   local clock = seconds - days * 86400
@@ -155,30 +162,18 @@ if not rank then
 end
 -- The record's fields in the order of records.Operation (as the snapshot above) but the id,
 -- which the key names; the code and reason only when set (a record that has them is final).
-local fields = {'u', owner_packed, 'n', name, 's', state}
-if terminal and code ~= '' then
-  fields[#fields + 1] = 'c'
-  fields[#fields + 1] = code
-end
-if terminal and reason ~= '' then
-  fields[#fields + 1] = 'r'
-  fields[#fields + 1] = reason
-end
-fields[#fields + 1] = 'v'
-fields[#fields + 1] = version
-fields[#fields + 1] = 'b'
-fields[#fields + 1] = string.format('%d', created_ms)
-fields[#fields + 1] = 't'
-fields[#fields + 1] = string.format('%d', now_ms - created_ms)
-
--- This change's history entry, and its message id seen (the version links the two).
+-- Then this change's history entry, and its message id seen (the version links the two).
 -- Its state, time and name are the record's (and version 1's time its createdAt): the entry
 -- before it, no longer the newest, gets its own time and name (its state is pending).
+local fields = {'u', owner_packed, 'n', name, 's', state, 'v', version,
+  'b', string.format('%d', created_ms), 't', now_ms - created_ms, tostring(version), message}
+local n = #fields
 local function add(field, value)
-  fields[#fields + 1] = field
-  fields[#fields + 1] = value
+  n = n + 2
+  fields[n - 1], fields[n] = field, value
 end
-add(tostring(version), message)
+if terminal and code ~= '' then add('c', code) end
+if terminal and reason ~= '' then add('r', reason) end
 if version > 1 then
   if version > 2 then add((version - 1) .. 'a', string.format('%d', updated_ms)) end
   -- Its display name, when it is not that entry's message name.
