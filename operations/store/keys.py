@@ -4,23 +4,21 @@ written in another module; the Lua scripts build theirs from the tags passed to 
 One scheme for every family: a frozen dataclass made from ``OPERATIONS_KEY_PREFIX`` (``P``,
 default ``operations``), and from the shards (:mod:`operations.store.shards`) when the family is
 sharded. A key with variable parts is a method taking them, and the caller's text (an id) is
-always the key's last part; a key with none is a property; ``tag`` is the start that every key of
+always the key's last part (an operation's id in its stored form, :func:`pack_id`: a GUID as its
+16 bytes, so an operation's record key is bytes); a key with none is a property; ``tag`` is the start that every key of
 the family (of one shard) shares, and that the Lua scripts build their keys from.
 
 :class:`Keys`, the tracking path's store (``S`` is the operation's shard, always 0 with one shard;
 ``{S}`` is a Redis Cluster hash tag, so every key one script touches is in one slot)::
 
-    P:{S}:op:ID            hash    the record: userId, name, state, code, reason, version,
-                                   createdAt, updatedAt, rank (creation order), not the id (the
-                                   key's); one field ``m:MESSAGE-ID`` per message applied (the
-                                   version it made) or judged (empty), which drops duplicates;
-                                   the history, the newest ``OPERATIONS_MAX_HISTORY`` entries,
-                                   one field per part: ``VERSIONs`` state, ``VERSIONm`` message,
-                                   and when needed ``VERSIONn`` name, ``VERSIONc`` code,
-                                   ``VERSIONr`` reason, ``VERSIONt`` sent at, ``VERSIONa`` at
-    P:{S}:user:USER        zset    the user's operation ids in shard S, by creation order (rank);
-                                   ``P:{S}:user:`` (no user) those that have no owner
-    P:{S}:index            zset    every operation id in shard S, by creation order (rank)
+    P:{S}:op:ID            hash    the record, not the id (the key's), in the compact layout of
+                                   :mod:`operations.store.layout`: one-letter fields, one field
+                                   per message applied (the version it made) or judged (empty),
+                                   which drops duplicates, and the history, the newest
+                                   ``OPERATIONS_MAX_HISTORY`` entries
+    P:{S}:user:USER        zset    the user's operation ids (as ID) in shard S, by creation order
+                                   (rank); ``P:{S}:user:`` (no user) those that have no owner
+    P:{S}:index            zset    every operation id (as ID) in shard S, by creation order (rank)
     P:{S}:owners           zset    every owner (USER, or empty) with an index in shard S, scored by
                                    when the sweep must next look at that index (ms)
     P:{S}:changes          stream  one entry per applied change in shard S: ``op`` (the record as
