@@ -23,7 +23,7 @@ from redis.crc import key_slot
 from operations.pacco.demo import DemoServices
 from operations.sagas import RedisSagaStore, SagaStatus
 from operations.settings import Settings
-from operations.store.keys import Keys
+from operations.store.keys import Keys, unpack_id
 from operations.store.redis_client import open_redis
 from operations.store.redis_store import RedisStore
 from operations.store.shards import Shards
@@ -327,7 +327,7 @@ async def test_the_sweep_runs_on_a_redis_cluster(cluster: RedisCluster) -> None:
     for shard in keys.shards:
         for key in (keys.index(shard), keys.user_index(user, shard)):
             members = cast(list[bytes], await cluster.zrange(key, 0, -1))
-            indexed |= {member.decode() for member in members}
+            indexed |= {unpack_id(member) for member in members}  # GUIDs as their bytes
         assert await cluster.zcard(sagas.keys.index(shard)) == 0
     assert indexed == {str(uuid.UUID(op)) for op in late}
     assert all([await sagas.tombstoned("trip", trip) for trip in trips])
