@@ -102,6 +102,12 @@ async def test_ids_of_any_shape_come_back_as_they_were(redis_client: aioredis.Re
         done = await apply(store, message(op, State.COMPLETED, "order_created", None, "other"))
         assert done.record is not None and done.record.user_id == owner
         assert (await store.get(op)) == done.record
+    guid = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f0"
+    near = [guid.upper(), guid.replace("-", ""), " " + guid[1:], guid[:-2] + " f", guid[:-1] + "g"]
+    near += [guid[:8] + " " + guid[9:], "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f\t"]
+    for text in [*owners, guid, *near]:
+        assert unpack_id(pack_id(text)) == text
+    assert len(pack_id(guid)) == 16 and all(len(pack_id(text)) != 16 for text in near)
     assert len({pack_id(owner) for owner in owners}) == len(set(owners))
 
 

@@ -25,7 +25,7 @@ import re
 from typing import Any
 
 from operations.records import NULLABLE, RECORD_FIELDS, Operation
-from operations.store.keys import hyphenated, unpack_id
+from operations.store.keys import guid_bytes, hyphenated, unpack_id
 from operations.timestamps import rfc3339
 
 FIELDS: dict[str, str] = {
@@ -48,7 +48,6 @@ _STORED_NAMES = tuple(name for name in RECORD_FIELDS if name != "id")
 _NULLABLE = NULLABLE
 _STATE = _STORED_NAMES.index("state")
 _CREATED = _STORED_NAMES.index("createdAt")
-_HYPHENATED = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _DIGITS_ONLY = re.compile(r"[0-9a-f]{32}")
 # A message id's field: its spelling's tag, then the GUID's 16 bytes.
 _TAG_HYPHENATED, _TAG_DIGITS = b"\x01", b"\x02"
@@ -57,8 +56,9 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 def message_field(message_id: str) -> bytes:
     """The record's field that says ``message_id`` was seen."""
-    if len(message_id) == 36 and _HYPHENATED.fullmatch(message_id):
-        return _TAG_HYPHENATED + bytes.fromhex(message_id.replace("-", ""))
+    guid = guid_bytes(message_id)
+    if guid is not None:
+        return _TAG_HYPHENATED + guid
     if len(message_id) == 32 and _DIGITS_ONLY.fullmatch(message_id):
         return _TAG_DIGITS + bytes.fromhex(message_id)
     return b"m:" + message_id.encode()
