@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from operations.auth.identity import normalise_id
 from operations.pacco.demo import DemoServices
 from operations.settings import Settings
-from operations.store.keys import Keys
+from operations.store.keys import Keys, unpack_id
 from tests.support import Publisher, as_text, eventually, new_id, start_service
 
 TTL = 3
@@ -42,13 +42,18 @@ async def dead_members(client: aioredis.Redis, settings: Settings) -> dict[str, 
     tag = keys.tag(0)
     dead: dict[str, set[str]] = {}
     async for raw in client.scan_iter(match=f"{settings.key_prefix}:*", count=1_000):
-        key = raw.decode()
-        kind = as_text(await client.type(key))
+        # A record's key names a GUID by its 16 bytes: not text, and not a set either.
+        key = raw.decode(errors="backslashreplace")
+        kind = as_text(await client.type(raw))
         if kind not in ("zset", "set") or key.endswith(("saga-types", "saga-tombstones", "owners")):
             continue
-        values: Any = await (client.zrange(key, 0, -1) if kind == "zset" else client.smembers(key))
-        for value in (member.decode() for member in values):
-            stored = f"{tag}:saga:{value}" if ":saga" in key else f"{tag}:op:{value}"
+        values: Any = await (client.zrange(raw, 0, -1) if kind == "zset" else client.smembers(raw))
+        for member in values:
+            # An operation's member is its id's stored form (a GUID's 16 bytes), as its key's.
+            if ":saga" in key:
+                value, stored = member.decode(), f"{tag}:saga:{member.decode()}".encode()
+            else:
+                value, stored = unpack_id(member), keys.record_of(0, member)
             if not await client.exists(stored):
                 dead.setdefault(key, set()).add(value)
     return dead

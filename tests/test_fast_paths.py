@@ -27,7 +27,8 @@ import operations
 from hub import events
 from operations.feed import STREAM_FIELDS, FeedEntry
 from operations.records import Change
-from operations.store.keys import Keys
+from operations.store.keys import Keys, unpack_id
+from operations.store.layout import STORED
 from operations.store.redis_store import RedisStore, pack_evalsha
 from operations.store.shards import Shards
 from tests.support import as_text, eventually, new_id, pending_command
@@ -44,16 +45,29 @@ text = st.text(
     max_size=40,
 )
 calls = st.lists(
-    st.tuples(text, text, text, text, text, st.binary(max_size=300)),
+    st.tuples(
+        st.one_of(text, st.binary(max_size=60)),
+        text,
+        text,
+        text,
+        text,
+        st.binary(max_size=300),
+        st.binary(max_size=40),
+        st.binary(max_size=20),
+        st.binary(max_size=20),
+    ),
     min_size=1,
     max_size=12,
 )
 
+RECORD_NAMES = {name.encode() for name in STORED if name != "u"}
 
 # -- the store's RESP ---------------------------------------------------------------------------
 
 
-def redis_py_packed(sha: str, batch: list[tuple[str, str, str, str, str, bytes]]) -> bytes:
+def redis_py_packed(
+    sha: str, batch: list[tuple[bytes | str, str, str, str, str, bytes, bytes, bytes, bytes]]
+) -> bytes:
     commands = [("EVALSHA", sha, 5, *call) for call in batch]
     return b"".join(Connection().pack_commands(commands))
 
@@ -61,7 +75,7 @@ def redis_py_packed(sha: str, batch: list[tuple[str, str, str, str, str, bytes]]
 @settings(max_examples=150, deadline=None)
 @given(sha=st.text(alphabet="0123456789abcdef", min_size=40, max_size=40), batch=calls)
 def test_the_stores_resp_is_byte_for_byte_what_redis_py_packs(
-    sha: str, batch: list[tuple[str, str, str, str, str, bytes]]
+    sha: str, batch: list[tuple[bytes | str, str, str, str, str, bytes, bytes, bytes, bytes]]
 ) -> None:
     assert pack_evalsha(sha, batch) == redis_py_packed(sha, batch)
 
@@ -69,7 +83,19 @@ def test_the_stores_resp_is_byte_for_byte_what_redis_py_packs(
 def test_the_stores_resp_matches_redis_pys_python_serializer_too() -> None:
     """The connection packs with hiredis when it can; the pure-Python serializer agrees."""
     sha = "a" * 40
-    batch = [("k:é", "k:漢字", "k\r\n", "$5", "🙂", bytes(range(256)) * 30)]
+    batch = [
+        (
+            "k:é",
+            "k:漢字",
+            "k\r\n",
+            "$5",
+            "🙂",
+            bytes(range(256)) * 30,
+            b"\x01\r\n",
+            b"",
+            b"\x00\xff",
+        )
+    ]
     serializer = PythonRespSerializer(6000, Connection().encoder.encode)
     pack: Callable[..., list[bytes]] = serializer.pack
     expected = b"".join(pack("EVALSHA", sha, 5, *batch[0]))
@@ -209,8 +235,10 @@ async def test_the_feeds_entries_are_what_redis_holds_by_name(
         assert (entry.user_id or "") == as_text(fields["user"])
         assert entry.state == as_text(fields["state"])
         stored = await redis_client.hgetall(keys.record(entry.operation_id))
-        record = {as_text(k): as_text(v) for k, v in stored.items()}
-        # The record's key names its id; the hash holds no copy of it.
-        assert "id" not in record and record["state"] == entry.state
-        assert record.get("userId", "") == (entry.user_id or "")
-        assert orjson.loads(entry.snapshot)["name"] == record["name"]
+        # The record's one-letter fields (the message ids seen are binary); the key names its
+        # id, the hash holds no copy of it.
+        record = {as_text(k): as_text(v) for k, v in stored.items() if k in RECORD_NAMES}
+        assert "id" not in record and record["s"] == entry.state
+        owner = stored.get(b"u", b"")
+        assert isinstance(owner, bytes) and unpack_id(owner) == (entry.user_id or "")
+        assert orjson.loads(entry.snapshot)["name"] == record["n"]

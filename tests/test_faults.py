@@ -338,7 +338,7 @@ async def test_nothing_is_lost_or_regressed_under_faults(
                 try:
                     async with redis_client.pipeline(transaction=False) as pipe:
                         for op in [*plan.finals, *orders]:
-                            pipe.hget(keys.record(op), "state")
+                            pipe.hget(keys.record(op), "s")
                         states = await pipe.execute()
                 except RedisError:  # the connection from before Redis restarted
                     return False
@@ -348,7 +348,7 @@ async def test_nothing_is_lost_or_regressed_under_faults(
 
         states: dict[str, str] = {}
         for op in [*plan.finals, *orders]:
-            state = await redis_client.hget(keys.record(op), "state")
+            state = await redis_client.hget(keys.record(op), "s")
             states[op] = as_text(state) if state else "missing"
 
         async def pushed() -> bool:  # the last pushes may still be in flight

@@ -50,7 +50,7 @@ async def test_reconnect_with_since_recovers_missed_updates(
     keys = Keys(settings.key_prefix)
 
     async def applied() -> bool:
-        first_version = await redis_client.hget(keys.record(first), "version")
+        first_version = await redis_client.hget(keys.record(first), "v")
         return first_version == b"3" and await redis_client.exists(keys.record(second)) == 1
 
     await eventually(applied, "the missed changes to be applied")

@@ -290,7 +290,7 @@ def test_every_key_keeps_its_name() -> None:
         keys.sweep_lease,
         *keys.streams,
     ] == [
-        f"P:{{{shard}}}:op:X:index",
+        f"P:{{{shard}}}:op:X:index".encode(),
         "P:{2}:user:u:1",
         "P:{1}:index",
         "P:{3}:owners",
@@ -300,6 +300,13 @@ def test_every_key_keeps_its_name() -> None:
         "P:sweep-lease",
         *(f"P:{{{n}}}:changes" for n in range(4)),
     ]
+    # A GUID's record is named by its 16 bytes; a text of 16 bytes by a zero byte and itself.
+    guid = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f0"
+    assert keys.record(guid) == f"P:{{{keys.shard(guid)}}}:op:".encode() + bytes.fromhex(
+        guid.replace("-", "")
+    )
+    sixteen = "order-0000000001"
+    assert keys.record(sixteen) == f"P:{{{keys.shard(sixteen)}}}:op:\x00{sixteen}".encode()
     sagas = SagaKeys("P", Shards(4))
     member = member_of("trip", "X:outbox")
     assert split_member(member) == ("trip", "X:outbox")

@@ -15,18 +15,18 @@ import orjson
 import redis.asyncio as aioredis
 
 import operations
-from operations.records import RECORD_FIELDS, STORED_FIELDS, Operation
+from operations.records import RECORD_FIELDS, Operation
 from operations.store.keys import Keys
+from operations.store.layout import FIELDS, STORED, message_field
 from operations.store.redis_store import RedisStore
 from tests.api import bearer
 from tests.hub_support import Token
 from tests.live import LiveClient
-from tests.support import Publisher, RunningService, as_text, new_id, pending_command, uid
+from tests.support import Publisher, RunningService, new_id, pending_command, uid
 
 APPLY_LUA = (Path(operations.__file__).parent / "store" / "lua" / "apply.lua").read_text(
     encoding="utf-8"
 )
-RANK = "rank"  # the hash's one field beyond the record: the operation's place in the indexes
 
 
 def lua_block(opening: str) -> str:
@@ -39,38 +39,40 @@ def test_apply_lua_writes_the_records_fields_in_the_structs_order() -> None:
     snapshot = lua_block("local snapshot = cjson.encode({")
     snapshot_keys = re.findall(r"\b(\w+) = ", snapshot.split("{", 1)[1])
     assert snapshot_keys == list(RECORD_FIELDS)
-
-    (written,) = [
-        block
-        for block in re.findall(r"redis\.call\('HSET', record,(.*?)\)\n", APPLY_LUA, re.DOTALL)
-        if "'userId'" in block
-    ]
-    names = re.findall(r"'(\w+)', ", written + ", ")
-    assert names == [*STORED_FIELDS, RANK]
-    assert tuple(field for field in RECORD_FIELDS if field != "id") == STORED_FIELDS
-
-    read = re.findall(r"'(\w+)'", lua_block("redis.call('HMGET', record,").split(",", 1)[1])
-    assert read and set(read) <= {*STORED_FIELDS, RANK}
     assert (
         tuple(msgspec.json.schema(Operation)["$defs"]["Operation"]["properties"]) == RECORD_FIELDS
     )
+    # The hash's one-letter names, written in the struct's order (all but the id; the code and
+    # reason, only when set, come after).
+    start = APPLY_LUA.index("local fields = {'u'")
+    written = APPLY_LUA[start : APPLY_LUA.index("if version > 1 then", start)]
+    names = re.findall(r"'(\w)'", written)
+    assert set(names) == set(STORED) and len(names) == len(STORED)
+    assert [name for name in names if name not in "cr"] == [n for n in STORED if n not in "cr"]
+    assert tuple(FIELDS[field] for field in RECORD_FIELDS if field != "id") == STORED
+    assert len(set(STORED)) == len(STORED)
+    read = re.findall(r"'(\w)'", lua_block("local current = redis.call('HMGET', record,"))
+    assert read and set(read) <= set(STORED)
 
 
 async def test_the_stored_hash_and_the_snapshot_hold_exactly_the_records_fields(
     redis_client: aioredis.Redis,
 ) -> None:
     store = RedisStore(redis_client, ttl_seconds=60, keys=Keys("records"))
-    op = new_id()
-    command = pending_command(op, "user-1", "create_order")
+    op, user = new_id(), new_id()
+    command = pending_command(op, user, "create_order")
     (change,) = await store.apply([command])
     assert not isinstance(change, Exception) and change.snapshot is not None
     assert set(orjson.loads(change.snapshot)) == set(RECORD_FIELDS)
     stored = await redis_client.hgetall(store.keys.record(op))
-    fields = {as_text(name) for name in stored}
-    # Beside the record: the message ids seen (m:ID) and the history (VERSION and a letter).
-    record = {field for field in fields if not field.startswith("m:") and not field[0].isdigit()}
-    assert record == {*STORED_FIELDS, RANK}  # the id is the key's
-    assert fields - record == {f"m:{command.message_id}", "1s", "1m"}
+    assert command.message_id is not None
+    # The record's fields (no code nor reason while pending; the id is the key's), the message
+    # id seen, and the history's one entry (its state and time are the record's).
+    assert set(stored) == {
+        *(name.encode() for name in STORED if name not in ("c", "r")),
+        message_field(command.message_id),
+        b"1",
+    }
     assert await store.get(op) == change.record == Operation.from_snapshot(change.snapshot)
 
 

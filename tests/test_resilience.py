@@ -79,7 +79,7 @@ async def test_two_instances_racing_never_regress(
         async def all_final() -> bool:
             async with redis_client.pipeline(transaction=False) as pipe:
                 for op in operations:
-                    pipe.hget(keys.record(op), "state")
+                    pipe.hget(keys.record(op), "s")
                 states = await pipe.execute()
             return all(
                 state is not None and state.decode() == operations[op]
@@ -128,7 +128,7 @@ async def test_a_rabbitmq_restart_mid_stream_loses_no_message(
         async def all_completed() -> bool:
             async with redis_client.pipeline(transaction=False) as pipe:
                 for op in operations:
-                    pipe.hget(keys.record(op), "state")
+                    pipe.hget(keys.record(op), "s")
                 states = await pipe.execute()
             return all(state == b"completed" for state in states)
 
@@ -198,8 +198,8 @@ async def test_a_redis_outage_is_retried_counted_and_recovered_from(
                 assert await asyncio.wait_for(started.wait(), timeout=60) == 0
 
             await live.wait_for_state(during, "pending", timeout=30)
-            assert await redis_client.hget(keys.record(during), "version") == b"1"
-            assert await redis_client.hget(keys.record(before), "version") == b"1"
+            assert await redis_client.hget(keys.record(during), "v") == b"1"
+            assert await redis_client.hget(keys.record(before), "v") == b"1"
 
             async def recovered() -> bool:
                 return (await http.get("/ready")).status_code == 200

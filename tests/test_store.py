@@ -14,6 +14,7 @@ from operations.errors import StoreUnavailable
 from operations.records import ApplyOutcome, Change
 from operations.states import MessageKind, State
 from operations.store.keys import Keys
+from operations.store.layout import message_field
 from operations.store.listing import ListQuery
 from operations.store.redis_store import RedisStore
 from operations.store.shards import Shards
@@ -168,7 +169,7 @@ async def test_reads_do_not_extend_the_ttl(store: RedisStore, redis_client: aior
     assert await redis_client.ttl(store.keys.record(op)) <= 5
 
 
-def _operation_keys(store: RedisStore, op: str) -> dict[str, int]:
+def _operation_keys(store: RedisStore, op: str) -> dict[bytes | str, int]:
     """The keys an operation's change writes, with how many lifetimes each lives: the owner's
     index and the owners set live two, so that the sweep finds them."""
     keys = store.keys
@@ -181,7 +182,7 @@ def _operation_keys(store: RedisStore, op: str) -> dict[str, int]:
     }
 
 
-async def _age(redis_client: aioredis.Redis, keys: list[str], left_ms: int) -> None:
+async def _age(redis_client: aioredis.Redis, keys: list[bytes | str], left_ms: int) -> None:
     """As if time had passed: every key has only ``left_ms`` to live."""
     for key in keys:
         assert await redis_client.pexpire(key, left_ms), key
@@ -248,7 +249,7 @@ async def test_ids_seen_are_kept_in_the_record_and_expire_with_it(
     stale = await apply_one(store, envelope(op, State.PENDING, message_id="late"))
     assert stale.outcome is ApplyOutcome.STALE
     assert 0 < await redis_client.pttl(store.keys.record(op)) <= 5_000
-    assert await redis_client.hexists(store.keys.record(op), "m:late")
+    assert await redis_client.hexists(store.keys.record(op), message_field("late"))
     again = await apply_one(store, envelope(op, State.PENDING, message_id="late"))
     assert again.outcome is ApplyOutcome.DUPLICATE
     record = await store.get(op)
@@ -310,7 +311,7 @@ async def test_listing_merges_the_shards_in_one_total_order(
     # own order for equal ranks (member descending).
     ranks: dict[str, int] = {}
     for op in ops:
-        rank = await redis_client.hget(store.keys.record(op), "rank")
+        rank = await redis_client.zscore(store.keys.index(store.keys.shard(op)), op)
         assert rank is not None
         ranks[op] = int(rank)
     expected = sorted(ops, reverse=True)

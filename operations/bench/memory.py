@@ -118,7 +118,7 @@ async def footprint(
     """Each key ``operation`` (owned by ``user``) has stored, with its share of the memory."""
     keys = store.keys
     shard = keys.shard(operation)
-    named = [
+    named: list[tuple[str, bytes | str, Any]] = [
         ("record (hash)", keys.record(operation), None),
         ("owner's index (zset)", keys.user_index(user, shard), redis.zcard),
         ("global index (zset)", keys.index(shard), redis.zcard),
@@ -130,13 +130,17 @@ async def footprint(
     for what, key, count in named:
         usage: Any = await redis.memory_usage(key, samples=0)
         if usage is None:
-            shares.append(Share(what, key, "-", 0, 0))
+            shares.append(Share(what, _shown(key), "-", 0, 0))
             continue
         encoding: Any = await redis.object("encoding", key)
         members = 1 if count is None else int(await count(key))
         text = encoding.decode() if isinstance(encoding, bytes) else str(encoding)
-        shares.append(Share(what, key, text, int(usage), members))
+        shares.append(Share(what, _shown(key), text, int(usage), members))
     return shares
+
+
+def _shown(key: bytes | str) -> str:
+    return key if isinstance(key, str) else key.decode(errors="backslashreplace")
 
 
 def print_footprint(shares: list[Share]) -> None:
@@ -224,10 +228,9 @@ async def _dead(redis: aioredis.Redis, store: RedisStore, indexes: list[tuple[st
     dead = 0
     for index, shard in indexes:
         members: Any = await redis.zrange(index, 0, -1)
-        ids = [member.decode() for member in members]
         async with redis.pipeline(transaction=False) as pipe:
-            for operation in ids:
-                pipe.exists(store.keys.record_in(shard, operation))
+            for member in members:
+                pipe.exists(store.keys.record_of(shard, member))
             found: list[Any] = await pipe.execute()
         dead += sum(1 for exists in found if not exists)
     return dead
@@ -240,7 +243,7 @@ async def _live(redis: aioredis.Redis, store: RedisStore) -> int:
         members: Any = await redis.zrange(store.keys.index(shard), 0, -1)
         async with redis.pipeline(transaction=False) as pipe:
             for member in members:
-                pipe.exists(store.keys.record_in(shard, member.decode()))
+                pipe.exists(store.keys.record_of(shard, member))
             found: list[Any] = await pipe.execute()
         live += sum(1 for exists in found if exists)
     return live

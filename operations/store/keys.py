@@ -4,23 +4,22 @@ written in another module; the Lua scripts build theirs from the tags passed to 
 One scheme for every family: a frozen dataclass made from ``OPERATIONS_KEY_PREFIX`` (``P``,
 default ``operations``), and from the shards (:mod:`operations.store.shards`) when the family is
 sharded. A key with variable parts is a method taking them, and the caller's text (an id) is
-always the key's last part; a key with none is a property; ``tag`` is the start that every key of
+always the key's last part (an operation's id in its stored form, :func:`pack_id`: a GUID as its
+16 bytes, so an operation's record key is bytes); a key with none is a property; ``tag`` is the
+start that every key of
 the family (of one shard) shares, and that the Lua scripts build their keys from.
 
 :class:`Keys`, the tracking path's store (``S`` is the operation's shard, always 0 with one shard;
 ``{S}`` is a Redis Cluster hash tag, so every key one script touches is in one slot)::
 
-    P:{S}:op:ID            hash    the record: userId, name, state, code, reason, version,
-                                   createdAt, updatedAt, rank (creation order), not the id (the
-                                   key's); one field ``m:MESSAGE-ID`` per message applied (the
-                                   version it made) or judged (empty), which drops duplicates;
-                                   the history, the newest ``OPERATIONS_MAX_HISTORY`` entries,
-                                   one field per part: ``VERSIONs`` state, ``VERSIONm`` message,
-                                   and when needed ``VERSIONn`` name, ``VERSIONc`` code,
-                                   ``VERSIONr`` reason, ``VERSIONt`` sent at, ``VERSIONa`` at
-    P:{S}:user:USER        zset    the user's operation ids in shard S, by creation order (rank);
-                                   ``P:{S}:user:`` (no user) those that have no owner
-    P:{S}:index            zset    every operation id in shard S, by creation order (rank)
+    P:{S}:op:ID            hash    the record, not the id (the key's), in the compact layout of
+                                   :mod:`operations.store.layout`: one-letter fields, one field
+                                   per message applied (the version it made) or judged (empty),
+                                   which drops duplicates, and the history, the newest
+                                   ``OPERATIONS_MAX_HISTORY`` entries
+    P:{S}:user:USER        zset    the user's operation ids (as ID) in shard S, by creation order
+                                   (rank); ``P:{S}:user:`` (no user) those that have no owner
+    P:{S}:index            zset    every operation id (as ID) in shard S, by creation order (rank)
     P:{S}:owners           zset    every owner (USER, or empty) with an index in shard S, scored by
                                    when the sweep must next look at that index (ms)
     P:{S}:changes          stream  one entry per applied change in shard S: ``op`` (the record as
@@ -89,6 +88,47 @@ if TYPE_CHECKING:
     from operations.sagas.records import SagaStatus
 
 
+def guid_bytes(text: str) -> bytes | None:
+    """The 16 bytes of a GUID written in its one spelling (lower case, hyphenated), or None
+    for any other text; the same as matching ``[0-9a-f]{8}-[0-9a-f]{4}-...-[0-9a-f]{12}``
+    and ``uuid.UUID(text).bytes``, in a third of the time."""
+    if len(text) != 36 or text[8] != "-" or text[13] != "-" or text[18] != "-" or text[23] != "-":
+        return None
+    try:
+        data = bytes.fromhex(text.replace("-", ""))
+    except ValueError:
+        return None
+    # Sixteen bytes from 32 characters: hex digits only (fromhex skips whitespace).
+    return data if len(data) == 16 and text == text.lower() else None
+
+
+def pack_id(text: str) -> bytes:
+    """An id as stored (an operation's in its key's name and in the indexes, an owner's in the
+    record): a GUID in its one spelling (lower case, hyphenated) as its 16 bytes; any other id
+    as its UTF-8 text, after a zero byte when that text is 16 bytes long (ids are printable, so
+    none starts with one)."""
+    guid = guid_bytes(text)
+    if guid is not None:
+        return guid
+    data = text.encode()
+    return b"\x00" + data if len(data) == 16 else data
+
+
+def unpack_id(data: bytes) -> str:
+    """The id :func:`pack_id` stored as ``data``."""
+    if len(data) == 16:
+        return hyphenated(data)
+    if data[:1] == b"\x00":
+        return data[1:].decode()
+    return data.decode()
+
+
+def hyphenated(data: bytes) -> str:
+    """16 bytes as a GUID's one spelling: what ``str(uuid.UUID(bytes=data))`` is, faster."""
+    h = data.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def member_of(saga_name: str, saga_id: str) -> str:
     """A saga's member, ``NAME:ID``: its keys' last part, and its entry in the shard's indexes."""
     return f"{saga_name}:{saga_id}"
@@ -119,14 +159,26 @@ class _Sharded:
 class Keys(_Sharded):
     """The keys of operations, their indexes and change streams, and the service's own."""
 
+    # Each shard's start of a record's key, worked out once.
+    _records: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        records = tuple(f"{tag}:op:".encode() for tag in self._tags)
+        object.__setattr__(self, "_records", records)
+
     def shard(self, operation_id: str) -> int:
         return self.shards.of(operation_id)
 
-    def record(self, operation_id: str) -> str:
+    def record(self, operation_id: str) -> bytes:
         return self.record_in(self.shard(operation_id), operation_id)
 
-    def record_in(self, shard: int, operation_id: str) -> str:
-        return f"{self._tags[shard]}:op:{operation_id}"
+    def record_in(self, shard: int, operation_id: str) -> bytes:
+        return self.record_of(shard, pack_id(operation_id))
+
+    def record_of(self, shard: int, member: bytes) -> bytes:
+        """The record of the operation named ``member`` in ``shard``'s indexes."""
+        return self._records[shard] + member
 
     def user_index(self, user_id: str, shard: int) -> str:
         return f"{self._tags[shard]}:user:{user_id}"

@@ -3,10 +3,10 @@
 The shards' indexes are read from the cursor's position, a page's worth each, in one round trip;
 the merge takes them in total order (rank descending, then shard, then the index's own order),
 and the cursor remembers where it stopped: the last rank, its shard, and how many entries of
-the last id taken there. Equal ranks in one shard come in the index's own order, by id
-(reversed), so the cursor needs no count of entries behind it: an entry removed between two
-pages (expired, swept or pruned) never makes the next page skip a live one. An id whose record
-has expired is skipped and pruned.
+the last id taken there. Equal ranks in one shard come in the index's own order, by id as the
+index holds it (:func:`operations.store.keys.pack_id`), reversed, so the cursor needs no count
+of entries behind it: an entry removed between two pages (expired, swept or pruned) never makes
+the next page skip a live one. An id whose record has expired is skipped and pruned.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 from operations.errors import StoreError, StoreUnavailable
 from operations.records import Operation
 from operations.states import State
+from operations.store.keys import unpack_id
 
 if TYPE_CHECKING:
     from operations.store.keys import Keys
@@ -55,7 +56,7 @@ class Listing:
         redis: aioredis.Redis,
         keys: Keys,
         read: Callable[[list[str]], Awaitable[list[Operation | None]]],
-        prune: Callable[[str, int, Sequence[str]], Awaitable[int]],
+        prune: Callable[[str, int, Sequence[bytes]], Awaitable[int]],
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -73,8 +74,8 @@ class Listing:
                 chunk = limit - len(items)
                 rows = await self._rows_after(query.user_id, position, chunk)
                 taken = rows[:chunk]
-                records = await self._read([member for _, _, member in taken])
-                expired: dict[int, list[str]] = {}
+                records = await self._read([unpack_id(member) for _, _, member in taken])
+                expired: dict[int, list[bytes]] = {}
                 for (rank, shard, member), record in zip(taken, records, strict=True):
                     scanned += 1
                     position = _Position(rank, shard, member)
@@ -116,7 +117,7 @@ class Listing:
         for shard, rows in enumerate(replies):
             merged.more = merged.more or len(rows) == count + (shard == position.shard)
             for member, score in rows:
-                row = (int(score), shard, member.decode())
+                row = (int(score), shard, bytes(member))
                 if position.before(row):
                     merged.append(row)
         # Stable: within a rank and shard, the index's own order (ids reversed) is kept.
@@ -130,20 +131,22 @@ def _matches(record: Operation, query: ListQuery) -> bool:
     return query.name is None or record.name == query.name
 
 
-class _Rows(list[tuple[int, int, str]]):
-    """Index entries as (rank, shard, operation id); ``more`` when some shard may hold more."""
+class _Rows(list[tuple[int, int, bytes]]):
+    """Index entries as (rank, shard, member: the operation id as the index holds it);
+    ``more`` when some shard may hold more."""
 
     more: bool = False
 
 
 @dataclass(frozen=True)
 class _Position:
-    """Where a listing stopped: at id ``member`` of rank ``rank`` in shard ``shard``, after
-    everything ranked higher, or ranked the same in a lower shard."""
+    """Where a listing stopped: at ``member`` (an operation id as the index holds it) of rank
+    ``rank`` in shard ``shard``, after everything ranked higher, or ranked the same in a lower
+    shard."""
 
     rank: int | None = None  # None: before the newest entry
     shard: int = 0
-    member: str = ""
+    member: bytes = b""
 
     def top(self, shard: int) -> str:
         """The highest rank to read in ``shard`` (a ``(`` makes it exclusive)."""
@@ -151,7 +154,7 @@ class _Position:
             return "+inf"
         return f"({self.rank}" if shard < self.shard else str(self.rank)
 
-    def before(self, row: tuple[int, int, str]) -> bool:
+    def before(self, row: tuple[int, int, bytes]) -> bool:
         """Whether an index entry comes after this position (is still to be listed)."""
         rank, shard, member = row
         if self.rank is None or rank < self.rank:
@@ -163,8 +166,8 @@ class _Position:
         return member < self.member  # equal ranks come by id, reversed
 
     def encode(self) -> str:
-        text = f"{self.rank}:{self.shard}:{self.member}"
-        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+        data = b"%s:%d:%s" % (str(self.rank).encode(), self.shard, self.member)
+        return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
 def _decode_cursor(cursor: str | None) -> _Position:
@@ -172,9 +175,9 @@ def _decode_cursor(cursor: str | None) -> _Position:
         return _Position()
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        rank, shard, member = base64.urlsafe_b64decode(padded).decode().split(":", 2)
+        rank, shard, member = base64.urlsafe_b64decode(padded).split(b":", 2)
         position = _Position(int(rank), int(shard), member)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, binascii.Error):
         raise InvalidCursor(cursor) from None
     if position.shard < 0:
         raise InvalidCursor(cursor)

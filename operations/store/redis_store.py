@@ -29,14 +29,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from operations.envelope import Envelope
 from operations.errors import StoreError, StoreUnavailable
-from operations.records import (
-    STORED_FIELDS,
-    ApplyOutcome,
-    Change,
-    Operation,
-    history_of,
-)
-from operations.store.keys import Keys
+from operations.records import ApplyOutcome, Change, Operation
+from operations.store.keys import Keys, pack_id
+from operations.store.layout import STORED, history_of, message_field, milliseconds, operation_of
 from operations.store.listing import Listing, ListQuery, Page
 from operations.store.redis_client import open_redis, round_trip
 from operations.store.shards import Shards
@@ -141,20 +136,25 @@ class RedisStore:
     async def _apply_batch(self, envelopes: Sequence[Envelope]) -> list[Change | StoreError]:
         if self._sha is None:
             self._sha = str(await self.redis.script_load(APPLY_SCRIPT))
-        now_iso = now()
+        moment = dt.datetime.now(dt.UTC)
+        now_iso, now_ms = rfc3339(moment), milliseconds(moment)
         keys = self.keys
         calls: list[_Call] = []
-        # AMQP timestamps are whole seconds: most of a batch shares a handful of them.
-        sent_texts: dict[dt.datetime, str] = {}
+        # AMQP timestamps are whole seconds, and a batch has few users: most of a batch shares
+        # a handful of each.
+        sent_times: dict[dt.datetime, int] = {}
+        users: dict[str, bytes] = {}
         for envelope in envelopes:
             op = envelope.operation_id
             assert op is not None
             shard = keys.shard(op)
             user = envelope.user_id or ""
+            packed = users.get(user)
+            if packed is None:
+                packed = users[user] = pack_id(user) if user else b""
             arguments = orjson.dumps(
                 [
                     op,
-                    envelope.message_id or "",
                     envelope.state.value,
                     envelope.name,
                     user,
@@ -162,21 +162,25 @@ class RedisStore:
                     envelope.reason or "",
                     envelope.message,
                     now_iso,
-                    _sent_iso(envelope.sent_at, sent_texts),
+                    now_ms,
+                    _sent_ms(envelope.sent_at, sent_times),
                     self._ttl,
                     self._max_length,
                     self._max_history,
                 ]
             )
-            record = keys.record_in(shard, op)
+            member = pack_id(op)
             calls.append(
                 (
-                    record,
+                    keys.record_of(shard, member),
                     keys.user_index(user, shard),
                     keys.index(shard),
                     keys.changes(shard),
                     keys.owners(shard),
                     arguments,
+                    message_field(envelope.message_id) if envelope.message_id else b"",
+                    packed,
+                    member,
                 )
             )
         if isinstance(self.redis, RedisCluster):
@@ -205,7 +209,7 @@ class RedisStore:
         return changes
 
     async def _evalsha_direct(self, calls: list[_Call]) -> list[Any]:
-        """One EVALSHA per call (five keys, one argument) on one server, in one round trip.
+        """One EVALSHA per call (five keys, four arguments) on one server, in one round trip.
 
         The batch is encoded as RESP here and written at once, and the replies are read straight
         off the connection: the same wire traffic as a pipeline, without a pipeline's work per
@@ -236,14 +240,14 @@ class RedisStore:
         else (written by another layout or by hand): a read never tells that apart."""
         try:
             # The hash also holds one ``m:`` field per message id seen, which a read never needs.
-            fields: Any = await self.redis.hmget(self.keys.record(operation_id), STORED_FIELDS)
+            fields: Any = await self.redis.hmget(self.keys.record(operation_id), STORED)
         except ResponseError as error:
             if wrong_type(error):
                 return None
             raise StoreUnavailable(f"Redis failed: {error}") from error
         except RedisError as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
-        return Operation.from_fields(operation_id, fields)
+        return operation_of(operation_id, fields)
 
     async def history(self, operation_id: str) -> list[dict[str, Any]]:
         """The history, oldest first, from the record hash."""
@@ -264,7 +268,7 @@ class RedisStore:
     async def _records(self, operation_ids: list[str]) -> list[Operation | None]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for operation_id in operation_ids:
-                pipe.hmget(self.keys.record(operation_id), STORED_FIELDS)
+                pipe.hmget(self.keys.record(operation_id), STORED)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
         records: list[Operation | None] = []
         for operation_id, fields in zip(operation_ids, replies, strict=True):
@@ -273,7 +277,7 @@ class RedisStore:
             elif isinstance(fields, Exception):
                 raise fields
             else:
-                records.append(Operation.from_fields(operation_id, fields))
+                records.append(operation_of(operation_id, fields))
         return records
 
     async def sweep(self, batch: int = SWEEP_BATCH, most: int = SWEEP_MOST) -> int:
@@ -293,12 +297,13 @@ class RedisStore:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
         return removed
 
-    async def prune(self, index: str, shard: int, operation_ids: Sequence[str]) -> int:
-        """Removes from ``index`` (of ``shard``) those of ``operation_ids`` whose record is gone,
-        in one script, so that one created again meanwhile stays listed."""
-        if not operation_ids:
+    async def prune(self, index: str, shard: int, members: Sequence[bytes]) -> int:
+        """Removes from ``index`` (of ``shard``) those of ``members`` (operation ids as the
+        indexes hold them) whose record is gone, in one script, so that one created again
+        meanwhile stays listed."""
+        if not members:
             return 0
-        removed = await self._prune(keys=[index], args=[self.keys.tag(shard), *operation_ids])
+        removed = await self._prune(keys=[index], args=[self.keys.tag(shard), *members])
         return int(removed)
 
     async def ping(self) -> bool:
@@ -308,21 +313,28 @@ class RedisStore:
             return False
 
 
-# The apply script's keys (record, owner's index, index, stream, owners) and argument.
-_Call = tuple[str, str, str, str, str, bytes]
+# The apply script's keys (record, owner's index, index, stream, owners) and arguments (the
+# JSON one, the message id's field, the user id's and the operation id's stored forms).
+_Call = tuple[bytes | str, str, str, str, str, bytes, bytes, bytes, bytes]
 
 
 def pack_evalsha(sha: str, calls: Sequence[_Call]) -> bytes:
-    """``EVALSHA sha 5 key... argument`` for each call, encoded as RESP: byte for byte what
+    """``EVALSHA sha 5 key... argument...`` for each call, encoded as RESP: byte for byte what
     redis-py's ``pack_commands`` makes of the same commands (a test holds it to that)."""
-    head = b"*9\r\n$7\r\nEVALSHA\r\n$%d\r\n%s\r\n$1\r\n5\r\n" % (len(sha), sha.encode())
+    head = b"*12\r\n$7\r\nEVALSHA\r\n$%d\r\n%s\r\n$1\r\n5\r\n" % (len(sha), sha.encode())
+    # One formatting per call: its nine bulk strings at once.
+    bulk = head.replace(b"%", b"%%") + b"$%d\r\n%s\r\n" * 9
     chunks: list[bytes] = []
-    for *keys, arguments in calls:
-        chunks.append(head)
-        for key in keys:
-            data = key.encode()
-            chunks.append(b"$%d\r\n%s\r\n" % (len(data), data))
-        chunks.append(b"$%d\r\n%s\r\n" % (len(arguments), arguments))
+    for record, owner_index, index, stream, owners, arguments, seen, user, member in calls:
+        key = record.encode() if isinstance(record, str) else record
+        k2, k3, k4, k5 = owner_index.encode(), index.encode(), stream.encode(), owners.encode()
+        chunks.append(
+            bulk
+            % (
+                len(key), key, len(k2), k2, len(k3), k3, len(k4), k4, len(k5), k5,
+                len(arguments), arguments, len(seen), seen, len(user), user, len(member), member,
+            )
+        )  # fmt: skip
     return b"".join(chunks)
 
 
@@ -331,13 +343,13 @@ def wrong_type(error: ResponseError) -> bool:
     return str(error).startswith("WRONGTYPE")
 
 
-def _sent_iso(sent_at: dt.datetime | None, known: dict[dt.datetime, str]) -> str:
+def _sent_ms(sent_at: dt.datetime | None, known: dict[dt.datetime, int]) -> int | str:
     if sent_at is None:
         return ""
-    text = known.get(sent_at)
-    if text is None:
-        text = known[sent_at] = rfc3339(sent_at)
-    return text
+    stored = known.get(sent_at)
+    if stored is None:
+        stored = known[sent_at] = milliseconds(sent_at)
+    return stored
 
 
 def _socket_timeout(client: aioredis.Redis) -> float:

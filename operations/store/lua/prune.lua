@@ -2,7 +2,7 @@
 -- operation created again between a reader's look and this script stays listed.
 --
 -- KEYS[1] an index (zset) of one shard
--- ARGV[1] the shard's key prefix ('P:{S}'), ARGV[2..] operation ids
+-- ARGV[1] the shard's key prefix ('P:{S}'), ARGV[2..] operation ids as the index holds them
 -- Returns how many were removed.
 
 local index, tag = KEYS[1], ARGV[1]

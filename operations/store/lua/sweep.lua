@@ -8,6 +8,7 @@
 -- An owner is due when the score the apply script or the last sweep gave it has passed. Its
 -- index is read from the oldest entry up to those created a time to live ago (an operation
 -- cannot expire earlier; the rank is its creation time in ms * 1000); each whose record is gone
+-- (its key is the shard's prefix, ':op:' and the member, the id's stored form)
 -- leaves the owner's index and the global index. The owner is then scored by the soonest of: the
 -- expiry of each of those still living (updated since), and the creation of the first younger
 -- one plus the time to live; an owner whose index is empty leaves the owners zset.
