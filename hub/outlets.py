@@ -54,10 +54,6 @@ def frame(payload: bytes, first: int = TEXT_FIN) -> bytes:
     return struct.pack("!BBQ", first, 127, size) + payload
 
 
-def text_frame(payload: bytes) -> bytes:
-    return frame(payload)
-
-
 def message_frame(packet: str) -> bytes:
     """The frame of an engine.io MESSAGE carrying an encoded Socket.IO packet."""
     return frame(b"4" + packet.encode())
@@ -256,8 +252,7 @@ class Batch:
 
     def __init__(self, outlets: Outlets) -> None:
         self._outlets = outlets
-        self._frames: dict[str, list[bytes]] = {}  # by engine.io sid, for ready outlets
-        self._ready: dict[str, Outlet] = {}
+        self._ready: dict[str, tuple[Outlet, list[bytes]]] = {}  # by engine.io sid, its frames
         self._later: set[str] = set()
         self._queued: list[tuple[str, EngineIOPacket]] = []
         self.packets = 0
@@ -268,17 +263,16 @@ class Batch:
         message: bytes | None = None
         packet: EngineIOPacket | None = None
         for eio_sid in recipients:
-            frames = self._frames.get(eio_sid)
-            if frames is None and eio_sid not in self._later:
+            ready = self._ready.get(eio_sid)
+            if ready is None and eio_sid not in self._later:
                 outlet = self._outlets.get(eio_sid)
                 if outlet is None or not outlet.ready():
                     self._later.add(eio_sid)
                 else:
-                    self._ready[eio_sid] = outlet
-                    frames = self._frames[eio_sid] = []
-            if frames is not None:
+                    ready = self._ready[eio_sid] = (outlet, [])
+            if ready is not None:
                 message = message or message_frame(encoded)
-                frames.append(message)
+                ready[1].append(message)
             else:
                 packet = packet or EngineIOPacket(EIO_MESSAGE, data=encoded)
                 self._queued.append((eio_sid, packet))
@@ -287,8 +281,8 @@ class Batch:
     async def send(self, send_packet: Any) -> None:
         """Writes each ready outlet's frames (nothing was awaited since it was found ready, so
         it still is), then sends the rest through engine.io's ``send_packet``."""
-        for eio_sid, frames in self._frames.items():
-            self._ready[eio_sid].write(frames[0] if len(frames) == 1 else b"".join(frames))
+        for outlet, frames in self._ready.values():
+            outlet.write(frames[0] if len(frames) == 1 else b"".join(frames))
             self.written += len(frames)
         for eio_sid, packet in self._queued:
             await send_packet(eio_sid, packet)

@@ -140,14 +140,19 @@ def as_text(value: Any) -> str | None:
     return None
 
 
+def text_or_problem(raw: Any, label: str, problems: list[str], expected: str) -> str | None:
+    """``raw`` as text; else a problem naming ``label`` and what was ``expected``, and None."""
+    text = as_text(raw)
+    if text is None:
+        problems.append(f"{label}: expected {expected}, got {type(raw).__name__}")
+    return text
+
+
 def saga_state(raw: Any, problems: list[str]) -> State | None:
     if raw is None:
         return None
-    text = as_text(raw)
-    if text is None:
-        problems.append(f"headers.Saga: expected UTF-8 text, got {type(raw).__name__}")
-        return None
-    return State.from_saga_header(text)
+    text = text_or_problem(raw, "headers.Saga", problems, "UTF-8 text")
+    return None if text is None else State.from_saga_header(text)
 
 
 def message_context(
@@ -254,9 +259,8 @@ def text_field(fields: Mapping[str, Any], key: str, label: str, problems: list[s
     value = fields.get(key)
     if value is None:
         return None
-    text = as_text(value)
+    text = text_or_problem(value, label, problems, "a string")
     if text is None:
-        problems.append(f"{label}: expected a string, got {type(value).__name__}")
         return None
     text = text.strip()
     if len(text) > MAX_TEXT_LENGTH:
@@ -283,11 +287,8 @@ def header_user(raw: Any, label: str, problems: list[str]) -> str | None:
     """A user id carried as a header's value (``label`` names where): text, else a problem."""
     if raw is None:
         return None
-    text = as_text(raw)
-    if text is None:
-        problems.append(f"{label}: expected a string, got {type(raw).__name__}")
-        return None
-    return user_id(text.strip() or None, label, problems)
+    text = text_or_problem(raw, label, problems, "a string")
+    return None if text is None else user_id(text.strip() or None, label, problems)
 
 
 def rejection(

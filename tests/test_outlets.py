@@ -12,7 +12,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 
-from hub.outlets import message_frame, text_frame
+from hub.outlets import frame, message_frame
 from tests.hub_support import Token, engineio_client
 from tests.live import LiveClient
 from tests.scrape import Scrape
@@ -23,12 +23,12 @@ from tests.support import Publisher, RunningService, eventually, uid
 def test_a_frame_is_what_the_websockets_library_writes(size: int) -> None:
     payload = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
     expected = Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
-    assert text_frame(payload) == expected
+    assert frame(payload) == expected
 
 
 def test_a_message_frame_carries_the_engineio_message_type() -> None:
     packet = '2["operation_pending",{"id":"é"}]'
-    assert message_frame(packet) == text_frame(("4" + packet).encode())
+    assert message_frame(packet) == frame(("4" + packet).encode())
 
 
 async def test_each_client_gets_every_change_once_in_order_on_either_path(
