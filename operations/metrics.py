@@ -294,6 +294,30 @@ class Registry:
             "route: saga_start or orders.",
             ("route",),
         )
+        self.ready = Gauge(
+            "operations_ready",
+            "1 while every check of GET /ready passes, else 0; set by each /ready and by a pass "
+            "every few seconds.",
+            (),
+        )
+        self.queue_messages = Gauge(
+            "operations_queue_messages",
+            "Messages ready for delivery in each queue this process consumes and in their "
+            "dead-letter queues, by queue, as the broker counted them at the last pass.",
+            ("queue",),
+        )
+        self.dead_letters_waiting = Gauge(
+            "operations_dead_letters_waiting",
+            "Dead letters kept in the workbench now, waiting to be redriven or discarded "
+            "(counted in Redis: the same on every process).",
+            (),
+        )
+        self.sagas_overdue = Gauge(
+            "operations_sagas_overdue",
+            "Running sagas of each type waiting for a message longer than that step's "
+            "objective, by saga and the message (step) they wait for.",
+            ("saga", "step"),
+        )
         self.refreshers: list[Callable[[], None]] = []
         """Called before each scrape, to set gauges read from elsewhere."""
 
@@ -338,6 +362,10 @@ class Registry:
             self.redis_pool,
             self.background_task_failures,
             self.idempotent_replays,
+            self.ready,
+            self.queue_messages,
+            self.dead_letters_waiting,
+            self.sagas_overdue,
         ):
             yield from metric.collect()
 
