@@ -61,7 +61,7 @@ async def test_the_messages_waiting_in_each_queue_and_its_dead_letter_queue(
         await publisher.publish("create_order", str(uuid.uuid4()), user="u")
     await put_copies(amqp, dead_letter_queue, [copy_headers(), copy_headers()])
 
-    async def waiting() -> tuple[float | None, float | None]:
+    async def waiting() -> tuple[float | None, float | None] | None:
         tracking = await scraped(http, "operations_queue_messages", queue=queue)
         dead = await scraped(http, "operations_queue_messages", queue=dead_letter_queue)
         return (tracking, dead) if (tracking, dead) == (3, 2) else None
