@@ -36,7 +36,8 @@ class _Labelled(Generic[Client]):
 
     def __init__(self, name: str, help_text: str, labels: Iterable[str]) -> None:
         self.name, self.help = name, help_text
-        self._metric: Client = self._make(tuple(labels))
+        self.label_names = tuple(labels)
+        self._metric: Client = self._make(self.label_names)
         self._children: dict[frozenset[tuple[str, str]], Client] = {}
 
     def _make(self, labels: tuple[str, ...]) -> Client:
