@@ -4,6 +4,7 @@ queues, and the dead letters waiting in the workbench."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import replace
 
@@ -12,6 +13,9 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from operations.amqp.connections import Connections
+from operations.amqp.depths import QueueDepths
+from operations.metrics import Registry
 from operations.settings import Settings
 from tests.dead_letter_support import copy_headers, put_copies
 from tests.scrape import Scrape
@@ -89,3 +93,30 @@ async def test_the_dead_letters_waiting_in_the_workbench(
         # Taken off the queue: the queue's own count goes back to none.
         queue = kept.dead_letter_queue
         assert await scraped(http, "operations_queue_messages", queue=queue) == 0
+
+
+async def test_a_queue_that_cannot_be_counted_is_logged_once_and_counted_once_it_is_back(
+    settings: Settings,
+    amqp: aio_pika.abc.AbstractRobustConnection,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    connections = Connections(settings.amqp_url)
+    metrics = Registry()
+    depths = QueueDepths(connections, [settings.queue], metrics)
+    try:
+        with caplog.at_level(logging.INFO, logger="operations.amqp.depths"):
+            await depths.refresh()  # the queue does not exist yet: the broker says 404
+            await depths.refresh()
+            async with amqp.channel() as channel:
+                await channel.declare_queue(settings.queue, durable=True)
+                for _ in range(2):
+                    message = aio_pika.Message(b"{}")
+                    await channel.default_exchange.publish(message, routing_key=settings.queue)
+            await depths.refresh()
+    finally:
+        await depths.stop()
+        await connections.close()
+    said = [record.getMessage() for record in caplog.records]
+    assert sum(line.startswith("cannot count the messages") for line in said) == 1, said
+    assert f"counting the messages in {settings.queue} again" in said
+    assert metrics.queue_messages.value(queue=settings.queue) == 2
