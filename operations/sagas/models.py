@@ -203,7 +203,9 @@ class BulkRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
 
 
 class BulkSample(msgspec.Struct, rename="camel"):
-    saga: str
+    """A saga a bulk action matched, and the step it waits for."""
+
+    saga_name: str = msgspec.field(name="saga")
     id: str
     operation_id: str | None
     waiting_for: str | None

@@ -47,16 +47,16 @@ class Objectives:
         """``operator``: seconds by ``type`` or ``type.step``; a name that is no saga type or
         no step of its path raises :class:`SagaTypeError`."""
         self._of: dict[tuple[str, str], float] = {}
-        types = {saga_type.name: saga_type for saga_type in saga_types}
+        by_name = {saga_type.name: saga_type for saga_type in saga_types}
         for name in operator:
             saga_name, _, message = name.partition(".")
-            saga_type = types.get(saga_name)
+            saga_type = by_name.get(saga_name)
             if saga_type is None or (message and message not in saga_type.path):
                 raise SagaTypeError(
                     f"OPERATIONS_SAGA_OBJECTIVES names {name!r}, which is no saga type the"
                     " service runs, nor a step of one's path"
                 )
-        for saga_type in types.values():
+        for saga_type in by_name.values():
             for message in saga_type.path:
                 spec = saga_type.steps.get(message)
                 if spec is None or spec.starts:
