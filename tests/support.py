@@ -11,6 +11,7 @@ import socket
 import sys
 import tempfile
 import time
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -300,14 +301,16 @@ async def run_operations(*args: str, env: dict[str, str]) -> tuple[int, str, str
     return process.returncode, stdout.decode(), stderr.decode()
 
 
-async def broker_queues(*where: str) -> dict[str, dict[str, Any]]:
-    """The queues RabbitMQ has, by name, with their type, arguments, members and leader, as
-    ``rabbitmqctl list_queues`` tells them: ``where`` is ``rabbitmqctl`` for the test node, or
-    ``rabbit-cluster-ctl PORT`` for a node of the test cluster (see scripts/services.sh)."""
+async def broker_queues(*where: str, vhost: str = "/") -> dict[str, dict[str, Any]]:
+    """The queues RabbitMQ has on ``vhost``, by name, with their type, arguments, members and
+    leader, as ``rabbitmqctl list_queues`` tells them: ``where`` is ``rabbitmqctl`` for the test
+    node, or ``rabbit-cluster-ctl PORT`` for a node of the test cluster (scripts/services.sh)."""
     process = await asyncio.create_subprocess_exec(
         str(SERVICES),
         *where,
         "list_queues",
+        "-p",
+        vhost,
         "name",
         "type",
         "arguments",
@@ -325,6 +328,11 @@ async def broker_queues(*where: str) -> dict[str, dict[str, Any]]:
         queue["arguments"] = {name: value for name, _, value in queue["arguments"]}
         queues[queue["name"]] = queue
     return queues
+
+
+def vhost_of(amqp_url: str) -> str:
+    """The virtual host an AMQP URL names (``/`` when it names none)."""
+    return urllib.parse.unquote(urllib.parse.urlsplit(amqp_url).path.removeprefix("/")) or "/"
 
 
 def free_port() -> int:

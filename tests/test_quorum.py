@@ -35,6 +35,7 @@ from tests.support import (
     new_id,
     run_operations,
     start_service,
+    vhost_of,
 )
 
 QUORUM = {"x-queue-type": "quorum"}
@@ -93,7 +94,7 @@ async def test_every_queue_the_service_declares_is_a_quorum_queue(
     publisher: Publisher,
     token: Callable[..., str],
 ) -> None:
-    queues = await broker_queues("rabbitmqctl")
+    queues = await broker_queues("rabbitmqctl", vhost=vhost_of(quorum.amqp_url))
     for name, target in service_queues(quorum).items():
         queue = queues[name]
         assert queue["type"] == "quorum", name
@@ -207,7 +208,7 @@ async def test_after_a_lost_connection_the_quorum_queues_are_declared_again_alik
 ) -> None:
     """The robust connection declares its queues again on reconnecting, with the same arguments,
     so the broker accepts them and the service is ready again."""
-    before = await broker_queues("rabbitmqctl")
+    before = await broker_queues("rabbitmqctl", vhost=vhost_of(quorum.amqp_url))
     process = await asyncio.create_subprocess_exec(
         str(SERVICES),
         "rabbitmqctl",
@@ -227,7 +228,7 @@ async def test_after_a_lost_connection_the_quorum_queues_are_declared_again_alik
         return all((await service.api.readiness.report()).values())
 
     await eventually(ready, "the service to be ready again", timeout=30)
-    after = await broker_queues("rabbitmqctl")
+    after = await broker_queues("rabbitmqctl", vhost=vhost_of(quorum.amqp_url))
     for name in service_queues(quorum):
         assert after[name]["arguments"] == before[name]["arguments"]
     op = new_id()
@@ -265,7 +266,7 @@ async def test_an_order_runs_its_saga_to_completed_on_quorum_queues(
         )
         assert response.status_code == 202, response.text
         record = await tracked(http, token, response.json()["operationId"], "completed")
-        queues = await broker_queues("rabbitmqctl")
+        queues = await broker_queues("rabbitmqctl", vhost=vhost_of(quorum.amqp_url))
     assert record["name"] == "make_order_completed"
     assert record["userId"] == user
     for name in ("demo.orders", "demo.vehicles", "demo.availability"):
