@@ -113,7 +113,8 @@ async def test_a_bulk_cancel_is_confirmed_with_the_dry_runs_count_and_sample(
         await expect(dialog).to_be_visible(timeout=WAIT_MS)
         await expect(page.get_by_test_id("bulk-count")).to_have_text("2")
         await expect(page.get_by_test_id("bulk-question")).to_contain_text(
-            f"Cancel 2 sagas of type order_making, holding “{customer}” in a business key?"
+            "Cancel 2 sagas that match: of type order_making,"
+            f" holding “{customer}” in a business key?"
         )
         sample = page.get_by_test_id("bulk-sample").locator("tr")
         await expect(sample).to_have_count(2)

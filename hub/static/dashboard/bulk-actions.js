@@ -6,8 +6,8 @@
 import { $, cell, option, text, timeOfDay } from "./dom.js";
 
 const VERBS = {
-  cancel: { ask: "Cancel", done: "Cancelled", button: "Yes, cancel them" },
-  retry: { ask: "Retry the awaited step of", done: "Retried", button: "Yes, retry them" },
+  cancel: { ask: "Cancel", done: "Cancelled", button: "Yes, cancel " },
+  retry: { ask: "Retry the awaited step of", done: "Retried", button: "Yes, retry " },
 };
 let context = null; // {request(method, path, body), kinds(), changed()}, set by setUp
 let pending = null; // {action, body} waiting for its confirmation
@@ -116,7 +116,8 @@ function ask(action, body, dry) {
   const count = text("bulk-count", dry.matched);
   count.dataset.testid = "bulk-count";
   $("bulk-question").replaceChildren(
-    VERBS[action].ask + " ", count, " saga" + (dry.matched === 1 ? "" : "s") + " " + described(body.filter) + "?",
+    VERBS[action].ask + " ", count, " saga" + (dry.matched === 1 ? " that matches: " : "s that match: ") +
+      described(body.filter) + "?",
   );
   const skips = Object.entries(dry.skippedWhy || {}).map(([why, n]) => n + " " + why.replace(/_/g, " ")).join(", ");
   $("bulk-skips").textContent = dry.skipped
@@ -132,7 +133,7 @@ function ask(action, body, dry) {
     );
     return tr;
   }));
-  $("bulk-yes").textContent = VERBS[action].button;
+  $("bulk-yes").textContent = VERBS[action].button + (dry.matched === 1 ? "it" : "them");
   $("bulk-confirm").showModal();
 }
 
