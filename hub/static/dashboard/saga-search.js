@@ -64,10 +64,11 @@ function search(value) {
     ? context.api("/operations/" + encodeURIComponent(value.replace(/[{}]/g, "")) + "/saga")
       .then((saga) => [saga], (error) => { if (error.status === 404) return []; throw error; })
     : Promise.resolve([]);
-  return Promise.all([byOperation, byKey]).then(([mine1, keyed]) => {
+  return Promise.all([byOperation, byKey]).then(([ofOperation, keyed]) => {
     if (mine !== asked) return;
-    const seen = new Set();
-    found = [...mine1, ...keyed].filter((saga) => !seen.has(saga.id) && seen.add(saga.id));
+    const byId = new Map();
+    [...ofOperation, ...keyed].forEach((saga) => { if (!byId.has(saga.id)) byId.set(saga.id, saga); });
+    found = Array.from(byId.values());
     $("saga-found-table").hidden = !found.length;
     $("saga-found").replaceChildren(...found.map(foundRow));
     $("saga-found-note").textContent = found.length
