@@ -52,6 +52,8 @@ class ParcelDeliverySaga(Saga[DeliveryData]):
     data_type = DeliveryData
     http_start = "start_delivery"  # POST /sagas/parcel_delivery publishes it
     path = ["start_delivery", "delivery_started", "registration_added_to_delivery"]  # noqa: RUF012
+    business_keys = ("delivery_id", "parcel_id")  # GET /sagas?key=<a delivery or parcel id>
+    objective_seconds = 3_600.0  # a saga waiting longer for a step is flagged overdue
     settings: DeliverySettings
 
     @classmethod
@@ -82,7 +84,7 @@ class ParcelDeliverySaga(Saga[DeliveryData]):
             saga_state=State.REJECTED,
         )
 
-    @step("delivery_started")
+    @step("delivery_started", objective=60)
     async def started(self, message: SagaMessage, context: SagaContext) -> None:
         self.data.stage = Stage.ON_ITS_WAY
         self.data.started_at = dt.datetime.now(dt.UTC)

@@ -1,15 +1,11 @@
 """The Socket.IO hub: authenticated clients in per-user rooms (admins also in the ops room), fed
-in stream order by one pusher task.
-
-Every process tails the same change stream, so each emits every applied change to its own
-clients: a change consumed by any process reaches a user wherever the user is connected, and in
-the order it was applied. Joins are handled by the same pusher task, between two emits; a
-reconnecting client's ``operations_sync`` is read off the pusher (see :mod:`hub.recovering`) and
-covers the stream exactly up to the point from which it receives live events, so nothing is lost
-or doubled in between, and no client's recovery holds up the others' pushes.
-
-Each engine.io connection has the initialize timeout to bring a valid token; one that has not is
-closed then. A user has at most ``max_sockets_per_user`` sockets on a process.
+in stream order by one pusher task. Every process tails the same change stream, so a change
+consumed by any process reaches a user wherever the user is connected, in the order it was
+applied. Joins are handled by the same pusher task, between two emits; a reconnecting client's
+``operations_sync`` is read off the pusher (see :mod:`hub.recovering`) and covers the stream
+exactly up to where its live events start: nothing lost or doubled, no pushes held up. Each
+engine.io connection has the initialize timeout to bring a valid token; a user has at most
+``max_sockets_per_user`` sockets on a process.
 """
 
 from __future__ import annotations
@@ -108,6 +104,10 @@ class Hub:
 
     def asgi(self, other: Any) -> socketio.ASGIApp:
         return socketio.ASGIApp(self.server, other_asgi_app=other, socketio_path="socket.io")
+
+    async def tell_ops(self, event: str, payload: dict[str, Any]) -> None:
+        """An event for the admins connected here (the ops room), e.g. an overdue saga."""
+        await self.server.emit(event, payload, room=OPS)
 
     @property
     def connected(self) -> int:

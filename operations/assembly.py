@@ -30,8 +30,10 @@ from operations.metrics import Registry
 from operations.pipeline import Pipeline
 from operations.sagas.coordinator import Coordinator
 from operations.sagas.http import SagasApi
+from operations.sagas.http_bulk import BulkApi
 from operations.sagas.http_start import SagaStartApi, SagaStarter
 from operations.sagas.idempotency import Idempotency
+from operations.sagas.overdue import Tell
 from operations.sagas.runtime import SagaRuntime
 from operations.settings import Settings
 from operations.store.keys import IdempotencyKeys, Keys
@@ -105,12 +107,14 @@ def sagas(
     metrics: Registry,
     environ: Mapping[str, str],
     connections: Connections,
+    tell: Tell | None = None,
 ) -> SagaRuntime | None:
-    """The sagas, if they are on; their types read their own settings from ``environ``."""
+    """The sagas, if they are on; their types read their own settings from ``environ``;
+    ``tell`` tells the ops room of overdue sagas."""
     if not settings.sagas:
         return None
     return SagaRuntime(
-        settings, catalogue, operations.redis, metrics, environ, operations, connections
+        settings, catalogue, operations.redis, metrics, environ, operations, connections, tell
     )
 
 
@@ -153,7 +157,8 @@ def saga_routes(
     same starter. With the sagas off there is no POST /orders, but GET /sagas still answers (an
     empty list, to admins only), so the dashboard and ops tools need not tell the two apart."""
     if sagas is None:
-        return list(SagasApi(verifier, None, None, api.store).routes)
+        none = BulkApi(verifier, None, None, lambda: None, lambda *_: None, metrics)
+        return [*none.routes, *SagasApi(verifier, None, None, api.store).routes]
 
     def coordinator() -> Coordinator | None:
         return sagas.coordinator
@@ -162,11 +167,22 @@ def saga_routes(
         return sagas.publisher
 
     starter = SagaStarter(publisher, idempotency)
+    sagas_api = SagasApi(
+        verifier, sagas.store, sagas.saga_types, api.store, coordinator, metrics, tasks
+    )
+    bulk = BulkApi(
+        verifier,
+        sagas.store,
+        sagas.saga_types,
+        coordinator,
+        sagas_api.compensate_all,
+        metrics,
+        sagas.settings.saga_retry_window_seconds,
+    )
     return [
         *order_routes(starter),
-        *SagasApi(
-            verifier, sagas.store, sagas.saga_types, api.store, coordinator, metrics, tasks
-        ).routes,
+        *bulk.routes,
+        *sagas_api.routes,
         *SagaStartApi(verifier, sagas.saga_types, starter, api.store, api.feed, api.waits).routes,
     ]
 

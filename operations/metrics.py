@@ -187,6 +187,18 @@ class Registry:
             "(finished ones until they expire).",
             ("saga", "status"),
         )
+        self.sagas_overdue = Gauge(
+            "operations_sagas_overdue",
+            "Running sagas waiting for a step longer than its objective, by saga and step, "
+            "counted in Redis across processes.",
+            ("saga", "step"),
+        )
+        self.saga_operator_actions = Counter(
+            "operations_saga_operator_actions_total",
+            "Sagas an admin cancelled or retried (POST /sagas/cancel, /sagas/retry, "
+            "/operations/{id}/saga/retry), by action and outcome: acted, or why it was skipped.",
+            ("action", "outcome"),
+        )
         self.saga_messages_published = Counter(
             "operations_saga_messages_published_total",
             "Messages published by saga steps and confirmed by the broker, by message.",
@@ -322,6 +334,8 @@ class Registry:
             self.syncs,
             self.sagas,
             self.saga_instances,
+            self.sagas_overdue,
+            self.saga_operator_actions,
             self.saga_messages_published,
             self.saga_publish_failures,
             self.saga_cancels,

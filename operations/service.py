@@ -73,7 +73,7 @@ class Service:
         self.hub = self._socket_hub()
         environ = os.environ if environ is None else environ
         self.sagas = assembly.sagas(
-            settings, catalogue, self.store, metrics, environ, self.connections
+            settings, catalogue, self.store, metrics, environ, self.connections, self.hub.tell_ops
         )
         sagas = self.sagas.store if self.sagas is not None else None
         self.sweeper = Sweeper(self.store.redis, self.store, sagas, metrics, settings.sweep_seconds)

@@ -132,6 +132,23 @@ def import_paths(raw: str) -> tuple[str, ...]:
     return paths
 
 
+def objectives(raw: str) -> tuple[tuple[str, float], ...]:
+    """``type=seconds`` or ``type.step=seconds`` pairs, comma-separated."""
+    found: dict[str, float] = {}
+    for pair in filter(None, (part.strip() for part in raw.split(","))):
+        name, equals, seconds = (piece.strip() for piece in pair.partition("="))
+        if not equals or not name or not all(c.isalnum() or c in "_.-" for c in name):
+            raise ValueError(f"{pair!r} is not type=seconds or type.step=seconds")
+        try:
+            value = float(seconds)
+        except ValueError:
+            raise ValueError(f"{pair!r}: {seconds!r} is not a number of seconds") from None
+        if not 0 < value <= 30 * 86_400:
+            raise ValueError(f"{pair!r}: seconds must be more than 0 and at most 30 days")
+        found[name] = value
+    return tuple(found.items())
+
+
 def origins(raw: str) -> tuple[str, ...]:
     origins = tuple(origin.strip().rstrip("/") for origin in raw.split(",") if origin.strip())
     for origin in origins:

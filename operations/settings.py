@@ -31,6 +31,7 @@ from operations.setting_values import (
     jwks_url,
     key_prefix,
     log_level,
+    objectives,
     origins,
     queue_name,
     queue_type,
@@ -91,6 +92,10 @@ class Settings:
     saga_types: tuple[str, ...] = DEFAULT_SAGA_TYPES
     saga_early_retries: int = 5
     saga_retry_delay_ms: int = 1_000
+    # Per-step objectives over those the saga types declare (sagas/objectives.py), and how long
+    # a retry of a saga's waiting step holds it against repeats (sagas/retries.py).
+    saga_objectives: tuple[tuple[str, float], ...] = ()
+    saga_retry_window_seconds: int = 30
     dead_letter_keep: bool = True
     dead_letter_max_count: int = 10_000
     dead_letter_max_age_seconds: int = 7 * 86_400
@@ -239,6 +244,12 @@ class Settings:
                 "OPERATIONS_SAGA_RETRY_DELAY_MS",
                 defaults.saga_retry_delay_ms,
                 integer(1, 3_600_000),
+            ),
+            saga_objectives=reader.get("OPERATIONS_SAGA_OBJECTIVES", (), objectives),
+            saga_retry_window_seconds=reader.get(
+                "OPERATIONS_SAGA_RETRY_WINDOW_SECONDS",
+                defaults.saga_retry_window_seconds,
+                integer(1, 86_400),
             ),
             dead_letter_keep=reader.get(
                 "OPERATIONS_DEAD_LETTER_KEEP", defaults.dead_letter_keep, boolean

@@ -92,6 +92,11 @@ async def test_the_example_delivery_runs_in_serve(
                 "path": ["start_delivery", "delivery_started", "registration_added_to_delivery"],
                 "compensations": ["start_delivery"],
                 "httpStart": "start_delivery",
+                "businessKeys": ["delivery_id", "parcel_id"],
+                "objectives": {
+                    "delivery_started": 60.0,
+                    "registration_added_to_delivery": 3600.0,
+                },
             }
         ]
 

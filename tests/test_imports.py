@@ -50,6 +50,7 @@ HTTP = {
     "operations.pacco.openapi",
     "operations.pacco.orders",
     "operations.sagas.http",
+    "operations.sagas.http_bulk",
     "operations.sagas.http_start",
     "operations.sagas.models",
     "operations.sagas.openapi",

@@ -12,7 +12,8 @@ import httpx
 
 from operations.pacco.ordermaking import OrderMakingSaga
 from operations.sagas import SagaStatus
-from operations.sagas.progress import step_seconds, waiting_for, waiting_since
+from operations.sagas.objectives import waiting_for, waiting_since
+from operations.sagas.progress import step_seconds
 from operations.sagas.records import SagaRecord, StepRecord
 from tests.api import bearer, place_order
 from tests.support import RunningService, eventually
@@ -64,6 +65,8 @@ async def test_a_types_load_counts_the_sagas_waiting_at_each_step(
         "longestWaitSeconds": None,
         "medianSeconds": None,
         "samples": 0,
+        "overdue": 0,
+        "objectiveSeconds": 30.0,
     }
     assert (document["saga"], document["capped"]) == ("order_making", False)
 

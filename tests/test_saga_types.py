@@ -285,6 +285,13 @@ def test_the_order_maker_describes_its_shape() -> None:
         ],
         "compensations": ["make_order"],
         "httpStart": "make_order",
+        "businessKeys": ["order_id", "customer_id"],
+        "objectives": {
+            "order_created": 30.0,
+            "parcel_added_to_order": 30.0,
+            "vehicle_assigned_to_order": 30.0,
+            "order_approved": 30.0,
+        },
     }
 
 
@@ -324,3 +331,28 @@ def test_a_types_plain_words_for_its_codes_come_with_its_sagas() -> None:
             reasons = {"create_order_failed": ""}  # noqa: RUF012
 
         SagaTypes([Wordless], catalogue)
+
+
+def test_business_keys_and_objectives_are_checked_at_start_up() -> None:
+    catalogue = Catalogue.load(DEFAULT_MESSAGES_FILE)
+
+    class Keyless(OrderMakingSaga):
+        name = "keyless"
+        business_keys = ("order_id", "tracking_number")
+
+    with pytest.raises(SagaTypeError, match=r"business_keys names fields .*tracking_number"):
+        SagaTypes([Keyless], catalogue)
+
+    class Hasty(OrderMakingSaga):
+        name = "hasty"
+        objective_seconds = -1.0
+
+    with pytest.raises(SagaTypeError, match="objective_seconds must be a positive number"):
+        SagaTypes([Hasty], catalogue)
+    with pytest.raises(SagaTypeError, match=r"OPERATIONS_SAGA_OBJECTIVES names 'order_making\.x'"):
+        SagaTypes([OrderMakingSaga], catalogue, objectives={"order_making.x": 3.0})
+    with pytest.raises(ValueError, match="objective must be a positive number"):
+        step("order_created", objective=0)
+    types = SagaTypes([OrderMakingSaga], catalogue, objectives={"order_making.order_approved": 9})
+    assert types.objectives.of("order_making", "order_approved") == 9.0
+    assert types.objectives.of("order_making", "order_created") == 30.0

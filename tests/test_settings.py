@@ -500,3 +500,27 @@ def test_idempotency_keys_are_kept_a_day_unless_set(value: str | None, expected:
 def test_idempotency_seconds_outside_their_bounds_are_refused(value: str, reason: str) -> None:
     error = bad("OPERATIONS_IDEMPOTENCY_SECONDS", value)
     assert reason in str(error)
+
+
+def test_saga_objectives_parse_by_type_and_by_step() -> None:
+    settings = Settings.from_env(
+        {"OPERATIONS_SAGA_OBJECTIVES": " order_making=30 , order_making.order_approved=120.5,"}
+    )
+    assert settings.saga_objectives == (
+        ("order_making", 30.0),
+        ("order_making.order_approved", 120.5),
+    )
+    assert Settings.from_env({}).saga_objectives == ()
+    assert Settings.from_env({}).saga_retry_window_seconds == 30
+
+
+@pytest.mark.parametrize(
+    "value", ["order_making", "order_making=", "=30", "order_making=0", "a b=3", "x=soon", "x=1e9"]
+)
+def test_bad_saga_objectives(value: str) -> None:
+    bad("OPERATIONS_SAGA_OBJECTIVES", value)
+
+
+@pytest.mark.parametrize("value", ["0", "86401", "soon"])
+def test_bad_saga_retry_window(value: str) -> None:
+    bad("OPERATIONS_SAGA_RETRY_WINDOW_SECONDS", value)

@@ -71,6 +71,10 @@ class OrderMakingSaga(Saga[OrderMakingData]):
     name = "order_making"
     data_type = OrderMakingData
     http_start = "make_order"
+    business_keys = ("order_id", "customer_id")
+    # Pacco's services answer within a second or two; half a minute on one step is worth a look
+    # long before the deadline (OPERATIONS_SAGA_DEADLINE_SECONDS, 120 s) rejects the order.
+    objective_seconds = 30.0
     path = [  # noqa: RUF012 - the class's declared shape, never changed
         "make_order",
         "order_created",

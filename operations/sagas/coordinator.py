@@ -28,8 +28,10 @@ from operations import tracing
 from operations.errors import StoreUnavailable
 from operations.metrics import Registry
 from operations.sagas.bounds import MAX_DATA_BYTES, check_data
+from operations.sagas.business_keys import key_values
 from operations.sagas.compensation import end_rejected, undo
 from operations.sagas.endings import with_closing
+from operations.sagas.objectives import Objectives
 from operations.sagas.outbox import OutboxRelay
 from operations.sagas.records import OutboxEntry, SagaRecord, SagaStatus, StepRecord
 from operations.sagas.results import OUTCOME_OF, STATUS_OF, Cancellation, Processed, SagaOutcome
@@ -58,8 +60,11 @@ class Coordinator:
         factory: Callable[[type[Saga[Any]], str, Any], Saga[Any]] | None = None,
         compensation_grace_seconds: float = COMPENSATION_GRACE_SECONDS,
         max_data_bytes: int = MAX_DATA_BYTES,
+        objectives: Objectives | None = None,
     ) -> None:
+        """``objectives``: the steps' objectives; by default those the types declare."""
         self.saga_types = list(saga_types)
+        self.objectives = objectives or Objectives(self.saga_types, {})
         self.store = store
         self.relay = relay
         self.metrics = metrics
@@ -150,20 +155,29 @@ class Coordinator:
                 return Processed(saga_name, saga_id, outcome)
         return Processed(saga_name, saga_id, SagaOutcome.CONFLICT)
 
-    async def cancel(self, saga_name: str, saga_id: str, reason: str) -> Cancellation:
+    async def cancel(
+        self,
+        saga_name: str,
+        saga_id: str,
+        reason: str,
+        only_if: Callable[[SagaRecord], bool] | None = None,
+    ) -> Cancellation:
         """Reject a running saga with code ``cancelled`` and mark it compensating, unless it is
-        not running or refuses; the compensation is left to :meth:`compensate`."""
+        not running, refuses, or (with ``only_if``) its state as committed no longer passes
+        ``only_if``; the compensation is left to :meth:`compensate`."""
         saga_type = self._by_name[saga_name]
         for _ in range(MAX_CONFLICT_RETRIES):
             loaded = await self.store.load(saga_name, saga_id)
             if loaded is None or loaded.record.status is not SagaStatus.PENDING:
                 status = "gone" if loaded is None else loaded.record.status.value
-                return Cancellation(False, f"the saga is no longer running ({status})")
+                return Cancellation(False, f"the saga is no longer running ({status})", "finished")
             record = loaded.record
+            if only_if is not None and not only_if(record):
+                return Cancellation(False, "the saga no longer matches", "moved_on")
             saga = self._restore(saga_type, record)
             refusal = saga.refuses_cancel()
             if refusal is not None:
-                return Cancellation(False, refusal)
+                return Cancellation(False, refusal, "refused")
             saga.reject(reason, CANCELLED)
             self._begin_compensation(saga, record, len(record.steps))
             context = SagaContext(record.correlation_id, record.message_context)
@@ -177,7 +191,7 @@ class Coordinator:
                 )
                 self.metrics.sagas.inc(saga=saga_name, outcome=CANCELLED)
                 return Cancellation(True, reason)
-        return Cancellation(False, "the saga kept changing; try again")
+        return Cancellation(False, "the saga kept changing; try again", "conflict")
 
     async def compensate(self, saga_name: str, saga_id: str) -> Processed:
         """Run the compensation of a saga that is compensating (a cancelled one) to its end."""
@@ -354,6 +368,12 @@ class Coordinator:
         record.data = saga.dump_data()
         record.deadline = saga.deadline
         record.updated_at = time.time()
+        saga_type = self._by_name[record.saga_name]
+        record.keys = key_values(saga_type, record.data)
+        record.overdue_step, record.overdue_at = self.objectives.overdue_at(saga_type, record) or (
+            None,
+            None,
+        )
         trace_context = tracing.carrier() if saga.outbox else {}
         outbox = [
             OutboxEntry(

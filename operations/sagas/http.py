@@ -1,9 +1,11 @@
 """Sagas over HTTP, for ops and for the user who owns one: ``GET /sagas`` (admins) lists recent
-sagas, ``GET /sagas/types`` describes the saga types the service runs, ``GET /operations/{id}/saga``
-shows the saga behind an operation, steps, compensations and its progress along its type's path
-included, ``GET /sagas/types/{name}/steps`` (admins) shows how a type's instances spread over its
-path. ``POST /operations/{id}/cancel`` cancels the saga behind an operation, with an optional
-``{"reason": ...}``."""
+sagas, or those holding a business key's value (``?key=``), or the overdue ones
+(``?overdue=true``), ``GET /sagas/types`` describes the saga types the service runs,
+``GET /operations/{id}/saga`` shows the saga behind an operation, steps, compensations and its
+progress along its type's path included, ``GET /sagas/types/{name}/steps`` (admins) shows how
+a type's instances spread over its path. ``POST /operations/{id}/cancel`` cancels the saga
+behind an operation, with an optional ``{"reason": ...}``. The bulk actions are in
+:mod:`.http_bulk`."""
 
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from operations.errors import InvalidBody, OperationNotFound, PayloadTooLarge
 from operations.http.models import bounded_body, read_body, read_query
 from operations.http.responses import Json, bearer_principal, not_found, operation_id_of, problem
 from operations.metrics import Registry
+from operations.sagas.business_keys import key_fields
 from operations.sagas.coordinator import Coordinator
 from operations.sagas.models import (
     MAX_BODY_BYTES,
@@ -36,7 +39,8 @@ from operations.sagas.models import (
     SagaView,
     shown_times,
 )
-from operations.sagas.progress import step_seconds, type_steps, waiting_for, waiting_since
+from operations.sagas.objectives import waiting_for, waiting_since
+from operations.sagas.progress import step_seconds, type_steps
 from operations.sagas.records import SagaRecord, SagaStatus
 from operations.sagas.registry import SagaType, SagaTypes
 from operations.sagas.store import SagaStore
@@ -94,12 +98,29 @@ def saga_json(record: SagaRecord, saga_type: SagaType | None = None) -> dict[str
         document["waitingSince"] = waiting_since(record)
         if record.code is not None and record.code in saga_type.reasons:
             document["plainReason"] = saga_type.reasons[record.code]
-    for internal in ("seen", "compensateSteps", "resumeAt", "traceContext"):  # not for readers
-        document.pop(internal, None)
+        document.update(lookouts(saga_type, record))
+    internal = ("seen", "compensateSteps", "resumeAt", "traceContext", "keys", "overdueStep")
+    for name in (*internal, "overdueAt"):  # not for readers
+        document.pop(name, None)
     document["messageContext"] = named_fields(
         record.message_context, ("user", "name", "resourceId", "correlationId")
     )
     return shown_times(document)
+
+
+def lookouts(saga_type: SagaType, record: SagaRecord) -> dict[str, Any]:
+    """What an operator finds and flags a saga by: its business keys, the objective of the step
+    it waits for (as in force when it began waiting), and whether it is overdue there now."""
+    since, overdue = waiting_since(record), record.overdue
+    objective = None
+    if since is not None and record.overdue_at is not None:
+        objective = round(record.overdue_at - since, 3)
+    return {
+        "businessKeys": key_fields(saga_type, record.data),
+        "objectiveSeconds": objective,
+        "overdue": overdue is not None,
+        "overdueSince": None if overdue is None else overdue[1],
+    }
 
 
 def owner_of(record: SagaRecord) -> str:
@@ -148,8 +169,16 @@ class SagasApi:
         query = read_query(request.query_params, ListSagas)
         if self.store is None:
             return Json(Sagas([]))
-        records = await self.store.recent(query.limit, query.status)
         saga_types = self.saga_types
+        if query.key is not None:
+            records = await self.store.holding(query.key, query.limit)
+        elif query.overdue:
+            steps = [] if saga_types is None else saga_types.objectives.steps
+            records = await self.store.overdue(steps, query.limit)
+        else:
+            records = await self.store.recent(query.limit, query.status)
+        if query.status is not None:
+            records = [record for record in records if record.status is query.status]
         return Json(
             Sagas(
                 [
@@ -177,7 +206,8 @@ class SagasApi:
         saga_type = None if self.saga_types is None else self.saga_types.get(saga_name)
         if saga_type is None or self.store is None:
             return problem(404, "saga_not_found", f"no saga type is named {saga_name!r}")
-        return Json(await type_steps(self.store, saga_type))
+        assert self.saga_types is not None
+        return Json(await type_steps(self.store, saga_type, self.saga_types.objectives))
 
     async def operation_saga(self, request: Request) -> Response:
         principal = await bearer_principal(request, self.verifier)
@@ -204,6 +234,15 @@ class SagasApi:
             log.warning("saga %s cannot be restored to ask whether it may be cancelled", record.key)
             return False
         return saga.refuses_cancel() is None
+
+    def compensate_all(self, coordinator: Coordinator, sagas: list[tuple[str, str]]) -> None:
+        """Runs the compensations of cancelled sagas one after another, in the background."""
+
+        async def each() -> None:
+            for saga_name, saga_id in sagas:
+                await _compensate(coordinator, saga_name, saga_id)
+
+        self._compensations.start("saga-compensations", each())
 
     async def cancel(self, request: Request) -> Response:
         response = await self._cancel(request)

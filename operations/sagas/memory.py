@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import orjson
 
+from operations.sagas.lookups import Step
 from operations.sagas.records import OutboxEntry, SagaRecord, SagaStatus
 from operations.sagas.store import Loaded, Pending, Swept
 from operations.store.keys import member_of, split_member
@@ -25,6 +27,9 @@ class MemorySagaStore:
         self.committed: dict[str, float] = {}
         self.expires: dict[str, float] = {}
         self.saga_names: set[str] = set()
+        self.sent: dict[str, list[str]] = {}
+        self.told: set[tuple[str, float]] = set()
+        self.retries: dict[str, float] = {}
 
     def _expire(self) -> None:
         """Forget finished sagas kept past their time, as Redis expires their hashes (the
@@ -66,6 +71,7 @@ class MemorySagaStore:
         else:
             self.expires.pop(member, None)
         if outbox:
+            self.sent[member] = [orjson.dumps(entry.to_json()).decode() for entry in outbox]
             self.outboxes.setdefault(member, []).extend(
                 orjson.dumps(entry.to_json()).decode() for entry in outbox
             )
@@ -158,3 +164,46 @@ class MemorySagaStore:
         for member in gone:
             del self.committed[member]
         return Swept(len(gone), len(buried))
+
+    def _all(self) -> list[SagaRecord]:
+        self._expire()
+        return [
+            SagaRecord.from_json(orjson.loads(document)) for _, document in self.records.values()
+        ]
+
+    async def holding(self, value: str, limit: int) -> list[SagaRecord]:
+        held = [record for record in self._all() if value in record.keys]
+        return sorted(held, key=lambda record: -record.updated_at)[:limit]
+
+    async def overdue(self, steps: Sequence[Step], limit: int) -> list[SagaRecord]:
+        found = [r for r in self._all() if r.overdue and (r.saga_name, r.overdue_step) in steps]
+        return sorted(found, key=lambda record: record.overdue_at or 0.0)[:limit]
+
+    async def overdue_counts(self, steps: Sequence[Step]) -> dict[Step, int]:
+        counts = dict.fromkeys(steps, 0)
+        for record in await self.overdue(steps, len(self.records)):
+            counts[record.saga_name, record.overdue_step or ""] += 1
+        return counts
+
+    async def newly_overdue(self, steps: Sequence[Step], limit: int) -> list[tuple[str, str, str]]:
+        told: list[tuple[str, str, str]] = []
+        for record in await self.overdue(steps, len(self.records)):
+            mark = (record.key, record.overdue_at or 0.0)
+            if mark not in self.told and len(told) < limit:
+                self.told.add(mark)
+                told.append((record.saga_name, record.id, record.overdue_step or ""))
+        return told
+
+    async def last_sent(self, saga_name: str, saga_id: str) -> list[OutboxEntry]:
+        sent = self.sent.get(member_of(saga_name, saga_id), [])
+        return [OutboxEntry.from_json(orjson.loads(raw)) for raw in sent]
+
+    async def hold_retry(self, saga_name: str, saga_id: str, seconds: float) -> bool:
+        member = member_of(saga_name, saga_id)
+        if self.retries.get(member, 0.0) > time.monotonic():
+            return False
+        self.retries[member] = time.monotonic() + seconds
+        return True
+
+    async def release_retry(self, saga_name: str, saga_id: str) -> None:
+        self.retries.pop(member_of(saga_name, saga_id), None)

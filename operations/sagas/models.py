@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from operations.sagas.business_keys import MAX_VALUE_CHARS
 from operations.sagas.records import SagaStatus
 from operations.timestamps import Timestamp, rfc3339
 
@@ -51,11 +52,20 @@ class CancelRequest(msgspec.Struct, forbid_unknown_fields=True):
             raise ValueError("reason must be one line of printable characters")
 
 
+KeyValue = Annotated[
+    str,
+    Meta(min_length=1, max_length=MAX_VALUE_CHARS, description="A business key's value."),
+]
+
+
 class ListSagas(msgspec.Struct):
-    """The query of ``GET /sagas``."""
+    """The query of ``GET /sagas``: recent sagas (of one status), or those holding a business
+    key's value (``key``), or the running ones overdue now (``overdue=true``)."""
 
     status: SagaStatus | None = None
     limit: Annotated[int, Meta(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT
+    key: KeyValue | None = None
+    overdue: bool = False
 
 
 class SagaStep(msgspec.Struct, rename="camel"):
@@ -121,6 +131,24 @@ class SagaView(msgspec.Struct, rename="camel"):
         ]
         | UnsetType
     ) = UNSET
+    business_keys: (
+        Annotated[
+            dict[str, Any],
+            Meta(description="The type's business keys this saga's data sets, by field name."),
+        ]
+        | UnsetType
+    ) = UNSET
+    objective_seconds: (
+        Annotated[float, Meta(description="The objective of the step it waits for.")]
+        | UnsetType
+        | None
+    ) = UNSET
+    overdue: (
+        Annotated[bool, Meta(description="Running and waiting past that objective.")] | UnsetType
+    ) = UNSET
+    overdue_since: (
+        Annotated[Timestamp, Meta(description="Since when it is overdue.")] | UnsetType | None
+    ) = UNSET
 
 
 class Sagas(msgspec.Struct):
@@ -137,6 +165,11 @@ class SagaTypeInfo(msgspec.Struct, rename="camel"):
     path: list[str]
     compensations: list[str]
     http_start: str | None = None
+    business_keys: list[str] = msgspec.field(default_factory=list)
+    objectives: Annotated[
+        dict[str, float],
+        Meta(description="Seconds a running saga should wait for each step, by message."),
+    ] = msgspec.field(default_factory=dict)
 
 
 class SagaTypeList(msgspec.Struct):
@@ -145,7 +178,60 @@ class SagaTypeList(msgspec.Struct):
     items: list[SagaTypeInfo]
 
 
-_TIMES = ("createdAt", "updatedAt", "deadline", "waitingSince")
+class SagaFilter(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    """Which running sagas a bulk action takes: all of these that are given must hold."""
+
+    saga: Annotated[str, Meta(min_length=1, max_length=100)] | None = None
+    waiting_for: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+    waiting_longer_than: Annotated[float, Meta(ge=0, le=10 * 365 * 86_400)] | None = None
+    key: KeyValue | None = None
+    overdue: bool | None = None
+
+
+class BulkRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    """The body of ``POST /sagas/cancel`` and ``POST /sagas/retry``."""
+
+    filter: SagaFilter
+    dry_run: bool = False
+    reason: Annotated[str, Meta(max_length=MAX_REASON)] | None = None
+
+    def __post_init__(self) -> None:
+        if all(value is None for value in msgspec.structs.astuple(self.filter)):
+            raise ValueError("the filter needs at least one of its fields")
+        if self.reason and self.reason.strip() and not self.reason.strip().isprintable():
+            raise ValueError("reason must be one line of printable characters")
+
+
+class BulkSample(msgspec.Struct, rename="camel"):
+    saga: str
+    id: str
+    operation_id: str | None
+    waiting_for: str | None
+    waiting_since: Timestamp | None
+
+
+class BulkResult(msgspec.Struct, rename="camel"):
+    """What a bulk action matched, acted on and skipped (``skippedWhy``: how many for each
+    reason); a dry run acts on none. ``sample``: some of those matched."""
+
+    matched: int
+    acted: int
+    skipped: int
+    skipped_why: dict[str, int]
+    sample: list[BulkSample]
+    dry_run: bool
+
+
+class Retried(msgspec.Struct, rename="camel"):
+    """``POST /operations/{id}/saga/retry``: how many messages went out again; none, with
+    ``repeated``, when an earlier retry of this saga is still within its window."""
+
+    operation_id: str
+    published: int
+    repeated: bool
+
+
+_TIMES = ("createdAt", "updatedAt", "deadline", "waitingSince", "overdueSince")
 
 
 def shown_times(document: dict[str, Any]) -> dict[str, Any]:

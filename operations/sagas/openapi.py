@@ -14,14 +14,18 @@ from operations.http.endpoints import (
     problem,
 )
 from operations.http.models import Operation
+from operations.sagas.http_bulk import MAX_MATCHED
 from operations.sagas.idempotency import MAX_KEY_LENGTH, WAIT_SECONDS
 from operations.sagas.models import (
     MAX_BODY_BYTES,
     MAX_REASON,
     MAX_WAIT_SECONDS,
+    BulkRequest,
+    BulkResult,
     Cancelled,
     CancelRequest,
     ListSagas,
+    Retried,
     Sagas,
     SagaStartBody,
     SagaStarted,
@@ -151,14 +155,75 @@ SAGA_ENDPOINTS = (
     Endpoint(
         "get",
         "/sagas",
-        "Recent sagas, newest first (admins only)",
+        "Recent sagas, newest first; or those holding a business key's value; or the overdue"
+        " ones (admins only)",
+        description="With `key`: the sagas (running, or finished until they expire) holding"
+        " the value in any of their type's business keys, newest first. With `overdue=true`:"
+        " the running sagas waiting for a step longer than its objective, the longest overdue"
+        " first. `status` narrows either.",
         query=ListSagas,
         answers={
             200: Answer("The sagas; an empty list when the sagas are off.", Sagas),
-            400: problem("`invalid_query`: a bad status or limit; the reason names it."),
+            400: problem("`invalid_query`: a bad status, limit or key; the reason names it."),
             401: NEEDS_TOKEN,
             403: problem("`forbidden`: not an admin."),
             503: STORE_DOWN,
+        },
+    ),
+    *(
+        Endpoint(
+            "post",
+            f"/sagas/{action}",
+            f"{title} the running sagas a filter matches (admins only)",
+            description=f"Finds the running sagas the filter matches (at most {MAX_MATCHED}),"
+            f" then {does}, each through the single-saga path, which checks the filter again"
+            " against the saga as committed: one that moved on meanwhile is skipped and left"
+            " alone. Safe to repeat. `dryRun: true` answers the count and a sample and changes"
+            " nothing. One audit log line per saga names the admin.",
+            body=BulkRequest,
+            answers={
+                200: Answer("What was matched, acted on and skipped (and why).", BulkResult),
+                400: problem(
+                    "`invalid_body`: not a filter with at least one field, or a bad field."
+                ),
+                401: NEEDS_TOKEN,
+                403: problem("`forbidden`: not an admin."),
+                413: TOO_LARGE,
+                503: problem(f"{BROKER_DOWN} `store_unavailable`: Redis cannot be reached."),
+            },
+        )
+        for action, title, does in (
+            (
+                "cancel",
+                "Cancel",
+                "cancels each as POST /operations/{id}/cancel does (compensated in the background)",
+            ),
+            (
+                "retry",
+                "Retry the waiting step of",
+                "publishes again the messages each one's latest step sent (as"
+                " POST /operations/{id}/saga/retry does)",
+            ),
+        )
+    ),
+    Endpoint(
+        "post",
+        "/operations/{id}/saga/retry",
+        "Publish again what the saga behind an operation waits on (admins only)",
+        description="The messages its latest publishing step sent go out again from its"
+        " store, with the same message ids, correlation id, message_context and Saga header. A"
+        " repeat within OPERATIONS_SAGA_RETRY_WINDOW_SECONDS publishes nothing and answers"
+        " `repeated: true`.",
+        params=(OPERATION_ID,),
+        answers={
+            202: Answer("Published again (or held by an earlier retry).", Retried),
+            401: NEEDS_TOKEN,
+            403: problem("`forbidden`: not an admin."),
+            404: UNKNOWN,
+            409: problem(
+                "`not_retryable`: its saga no longer runs, or has published nothing to send again."
+            ),
+            503: problem(f"{BROKER_DOWN} `store_unavailable`: Redis cannot be reached."),
         },
     ),
     Endpoint(

@@ -126,6 +126,16 @@ class OutboxRelay:
             await self.store.acknowledge(pending.saga_name, pending.saga_id, confirmed)
         return not failed
 
+    async def resend(self, entries: list[OutboxEntry]) -> int:
+        """Publish again, in order and confirmed, the messages among ``entries`` (not a
+        closing): a retry of the step a saga waits for. Raises as a publish does."""
+        sent = 0
+        for entry in entries:
+            if not entry.closes_operation:
+                await self._send(entry)
+                sent += 1
+        return sent
+
     async def _send(self, entry: OutboxEntry) -> None:
         await self.publisher.publish(outgoing(entry), confirm_within=CONFIRM_SECONDS)
         self.metrics.saga_messages_published.inc(message=entry.message)

@@ -14,6 +14,7 @@ import time
 
 import msgspec
 
+from operations.sagas.objectives import Objectives, waiting_for, waiting_since
 from operations.sagas.records import SagaRecord, SagaStatus
 from operations.sagas.registry import SagaType
 from operations.sagas.store import SagaStore
@@ -23,14 +24,17 @@ SAMPLE_CAP = 200
 
 
 class StepLoad(msgspec.Struct, rename="camel"):
-    """One step of a type's path: how many running instances wait for it now, since when the
-    longest of them has waited, and how long instances took over it (median, over ``samples``)."""
+    """One step of a type's path: how many running instances wait for it now (``overdue``: of
+    them, how many longer than its objective, counted exactly), since when the longest of them
+    has waited, and how long instances took over it (median, over ``samples``)."""
 
     message: str
     waiting: int
     longest_wait_seconds: float | None
     median_seconds: float | None
     samples: int
+    overdue: int = 0
+    objective_seconds: float | None = None
 
 
 class TypeSteps(msgspec.Struct, rename="camel"):
@@ -65,23 +69,12 @@ def step_seconds(saga_type: SagaType, record: SagaRecord) -> dict[str, float]:
     return took
 
 
-def waiting_since(record: SagaRecord) -> float | None:
-    """Since when a running saga waits for its next message: its last step, or its start."""
-    if record.status is not SagaStatus.PENDING:
-        return None
-    return max((step.at for step in record.steps), default=record.created_at)
-
-
-def waiting_for(saga_type: SagaType, record: SagaRecord) -> str | None:
-    """The step of the path a running instance waits for next, if any."""
-    if record.status is not SagaStatus.PENDING:
-        return None
-    taken = {step.message for step in record.steps}
-    return next((message for message in saga_type.path if message not in taken), None)
-
-
-async def type_steps(store: SagaStore, saga_type: SagaType) -> TypeSteps:
+async def type_steps(store: SagaStore, saga_type: SagaType, objectives: Objectives) -> TypeSteps:
     now = time.time()
+    counted = await store.overdue_counts(
+        [(saga_type.name, step) for step in objectives.of_type(saga_type.name)]
+    )
+    overdue = {step: count for (_, step), count in counted.items()}
     sampled, capped, compensating = 0, False, 0
     waiting = {message: 0 for message in saga_type.path}
     longest: dict[str, float] = {}
@@ -107,6 +100,8 @@ async def type_steps(store: SagaStore, saga_type: SagaType) -> TypeSteps:
             longest_wait_seconds=longest.get(message),
             median_seconds=statistics.median(durations[message]) if durations[message] else None,
             samples=len(durations[message]),
+            overdue=overdue.get(message, 0),
+            objective_seconds=objectives.of(saga_type.name, message),
         )
         for message in saga_type.path
     ]

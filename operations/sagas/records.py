@@ -79,6 +79,11 @@ class SagaRecord:
     # The trace of the message that started the saga: work done later on its behalf (a
     # deadline's compensation) continues it.
     trace_context: dict[str, str] = field(default_factory=dict)
+    # Set at each commit from its type: the business-key values it is indexed under, and the
+    # step it waits for with when it becomes overdue there (:mod:`.objectives`).
+    keys: list[str] = field(default_factory=list)
+    overdue_step: str | None = None
+    overdue_at: float | None = None
 
     @classmethod
     def begun(
@@ -136,7 +141,19 @@ class SagaRecord:
             "compensateSteps": self.compensate_steps,
             "resumeAt": self.resume_at,
             "traceContext": self.trace_context,
+            "keys": self.keys,
+            "overdueStep": self.overdue_step,
+            "overdueAt": self.overdue_at,
         }
+
+    @property
+    def overdue(self) -> tuple[str, float] | None:
+        """The step it is overdue at and since when, if it is now."""
+        if self.overdue_step is None or self.overdue_at is None:
+            return None
+        if self.status is not SagaStatus.PENDING or self.overdue_at > time.time():
+            return None
+        return self.overdue_step, self.overdue_at
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SagaRecord:
@@ -157,6 +174,9 @@ class SagaRecord:
             compensate_steps=data.get("compensateSteps"),
             resume_at=data.get("resumeAt"),
             trace_context=dict(data.get("traceContext") or {}),
+            keys=list(data.get("keys") or ()),
+            overdue_step=data.get("overdueStep"),
+            overdue_at=data.get("overdueAt"),
         )
 
 

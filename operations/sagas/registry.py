@@ -17,6 +17,7 @@ from typing import Any
 from operations.amqp.catalogue import Catalogue
 from operations.errors import SagaTypeError
 from operations.formats import DEFAULT_FORMAT
+from operations.sagas.objectives import Objectives
 from operations.sagas.saga import Saga
 from operations.wire import Binding, ExchangeKind
 
@@ -72,7 +73,10 @@ class SagaTypes:
         catalogue: Catalogue,
         settings: Mapping[str, Any] | None = None,
         paths: Sequence[str] | None = None,
+        objectives: Mapping[str, float] | None = None,
     ) -> None:
+        """``objectives``: the operator's objectives (``OPERATIONS_SAGA_OBJECTIVES``), seconds by
+        saga type name or by ``type.step``, over those the types declare."""
         self.in_order = list(saga_types)
         self.catalogue = catalogue
         self.settings = dict(settings or {})
@@ -84,14 +88,19 @@ class SagaTypes:
         ):
             self._check(saga_type, path)
             self._by_name[saga_type.name] = saga_type
+        self.objectives = Objectives(self.in_order, objectives or {})
 
     @classmethod
     def load(
-        cls, paths: Sequence[str], catalogue: Catalogue, environ: Mapping[str, str]
+        cls,
+        paths: Sequence[str],
+        catalogue: Catalogue,
+        environ: Mapping[str, str],
+        objectives: Mapping[str, float] | None = None,
     ) -> SagaTypes:
         saga_types = [import_saga_type(path) for path in paths]
         settings = {saga_type.name: saga_type.configure(environ) for saga_type in saga_types}
-        return cls(saga_types, catalogue, settings, paths)
+        return cls(saga_types, catalogue, settings, paths, objectives)
 
     def _check(self, saga_type: SagaType, path: str) -> None:
         other = self._by_name.get(saga_type.name)
@@ -113,6 +122,11 @@ class SagaTypes:
                     " which is not in the message catalogue (with a catalogue of your own, run"
                     " your own saga types, or none with OPERATIONS_SAGAS=false)"
                 )
+        if saga_type.http_start is not None and saga_type.name in ("cancel", "retry", "types"):
+            raise SagaTypeError(
+                f"{path!r}: a saga type started over HTTP cannot be named {saga_type.name!r}"
+                " (POST /sagas/cancel and /sagas/retry are the bulk actions)"
+            )
         if saga_type.http_start is not None:
             spec = saga_type.steps.get(saga_type.http_start)
             if spec is None or not spec.starts:
@@ -123,6 +137,7 @@ class SagaTypes:
         unknown = [message for message in saga_type.path if message not in saga_type.steps]
         if unknown:
             raise SagaTypeError(f"{path!r}: its path names messages it has no step for: {unknown}")
+        self._check_lookouts(saga_type, path)
         reasons = saga_type.reasons
         if not isinstance(reasons, dict) or not all(
             isinstance(code, str) and isinstance(text, str) and 0 < len(text) <= MAX_REASON_TEXT
@@ -132,6 +147,25 @@ class SagaTypes:
                 f"{path!r}: its reasons must map codes to plain words"
                 f" (1 to {MAX_REASON_TEXT} characters each)"
             )
+
+    @staticmethod
+    def _check_lookouts(saga_type: SagaType, path: str) -> None:
+        """Business keys are fields of the type's data; objectives are positive seconds."""
+        keys = saga_type.business_keys
+        if not isinstance(keys, tuple) or not all(isinstance(key, str) for key in keys):
+            raise SagaTypeError(f"{path!r}: business_keys must be a tuple of field names")
+        if dataclasses.is_dataclass(saga_type.data_type):
+            fields = {field.name for field in dataclasses.fields(saga_type.data_type)}
+            unknown = [key for key in keys if key not in fields]
+            if unknown:
+                raise SagaTypeError(
+                    f"{path!r}: business_keys names fields its data does not have: {unknown}"
+                )
+        seconds = saga_type.objective_seconds
+        if seconds is not None and (
+            isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0
+        ):
+            raise SagaTypeError(f"{path!r}: objective_seconds must be a positive number")
 
     def __iter__(self) -> Iterator[SagaType]:
         return iter(self.in_order)
@@ -175,6 +209,8 @@ class SagaTypes:
                     if spec.compensation is not None
                 ],
                 "httpStart": saga_type.http_start,
+                "businessKeys": list(saga_type.business_keys),
+                "objectives": self.objectives.of_type(saga_type.name),
             }
             for saga_type in self.in_order
         ]

@@ -42,3 +42,5 @@ class Cancellation:
 
     accepted: bool
     reason: str
+    why: str = "accepted"
+    """In one word: ``accepted``, ``finished``, ``moved_on``, ``refused`` or ``conflict``."""

@@ -18,6 +18,7 @@ from operations.sagas.coordinator import Coordinator
 from operations.sagas.deadlines import DeadlineWatcher
 from operations.sagas.intake import SagaIntake
 from operations.sagas.outbox import OutboxRelay
+from operations.sagas.overdue import OverdueWatch, Tell
 from operations.sagas.registry import SagaTypes
 from operations.sagas.store import RedisSagaStore
 from operations.settings import Settings
@@ -35,11 +36,13 @@ class SagaRuntime:
         environ: Mapping[str, str],
         operations: Store,
         connections: Connections,
+        tell: Tell | None = None,
     ) -> None:
         """Loads the saga types ``OPERATIONS_SAGA_TYPES`` names, each reading its own settings
         from ``environ``: a bad one raises ``SagaTypeError`` or ``SettingsError`` here. The
         sagas close their operations in ``operations``. They consume and publish on the
-        ``sagas`` connection of ``connections``."""
+        ``sagas`` connection of ``connections``. ``tell`` tells the ops room of overdue sagas."""
+        self.tell = tell
         self.settings = settings
         self.connections = connections
         self.metrics = metrics
@@ -52,12 +55,15 @@ class SagaRuntime:
         )
         self.connection: AbstractRobustConnection | None = None
         self.publisher: AmqpPublisher | None = None
-        self.saga_types = SagaTypes.load(settings.saga_types, catalogue, environ)
+        self.saga_types = SagaTypes.load(
+            settings.saga_types, catalogue, environ, dict(settings.saga_objectives)
+        )
         self.coordinator: Coordinator | None = None
         self.watcher: DeadlineWatcher | None = None
         self.relay: OutboxRelay | None = None
         self.consumer: Consumer | None = None
         self.census: SagaCensus | None = None
+        self.overdue: OverdueWatch | None = None
 
     def saga_names(self) -> list[str]:
         return self.saga_types.names
@@ -92,6 +98,7 @@ class SagaRuntime:
             self.settings.saga_ttl_seconds,
             factory=self.saga_types.make,
             max_data_bytes=self.settings.saga_max_data_bytes,
+            objectives=self.saga_types.objectives,
         )
         self.watcher = DeadlineWatcher(self.coordinator)
         queue = self.settings.saga_queue
@@ -117,16 +124,18 @@ class SagaRuntime:
             role=Role.SAGAS,
         )
         self.census = SagaCensus(self.store, self.metrics)
+        self.overdue = OverdueWatch(self.store, self.saga_types.objectives, self.metrics, self.tell)
         await self.consumer.start()
         await self.relay.start()
         await self.watcher.start()
         await self.census.start()
+        await self.overdue.start()
 
     async def stop(self) -> None:
-        for part in (self.census, self.watcher, self.relay, self.consumer):
+        for part in (self.overdue, self.census, self.watcher, self.relay, self.consumer):
             if part is not None:
                 await part.stop()
-        self.census = None
+        self.census = self.overdue = None
         self.watcher = self.relay = self.consumer = None
         if self.publisher is not None:
             await self.publisher.close()

@@ -27,7 +27,11 @@ A step does not publish directly: what it publishes is kept with the saga's new 
 only once that state is committed.
 
 A saga type may also set ``http_start`` (the start message ``POST /sagas/{name}`` publishes),
-``path`` (its happy path, message names in order), override :meth:`Saga.configure` to read its
+``path`` (its happy path, message names in order), ``business_keys`` (fields of its data an
+operator finds its sagas by: ``GET /sagas?key=``), ``objective_seconds`` (how long a running saga
+should wait for any step, unless the step says: ``@step("delivery_completed", objective=30)``;
+one waiting longer is overdue, see :mod:`operations.sagas.objectives`), override
+:meth:`Saga.configure` to read its
 own settings, and override :meth:`Saga.refuses_cancel` to refuse a cancellation it can no longer
 undo. Its ``data_type`` is a dataclass that may hold nested dataclasses, lists, dicts, optionals,
 enums and datetimes; it is stored as JSON and converted back by msgspec, so fields added later
@@ -106,6 +110,8 @@ class StepSpec:
     starts: bool
     handler: str
     compensation: str | None = None
+    objective: float | None = None
+    """Seconds a running saga should wait for this step at most (None: the type's)."""
 
 
 def start(message: str) -> Callable[[Handler], Handler]:
@@ -113,9 +119,12 @@ def start(message: str) -> Callable[[Handler], Handler]:
     return _mark(message, starts=True)
 
 
-def step(message: str) -> Callable[[Handler], Handler]:
-    """Mark a method as the step that handles ``message`` in a running saga."""
-    return _mark(message, starts=False)
+def step(message: str, objective: float | None = None) -> Callable[[Handler], Handler]:
+    """Mark a method as the step that handles ``message`` in a running saga; a saga waiting
+    longer than ``objective`` seconds for it is overdue."""
+    if objective is not None and not objective > 0:
+        raise ValueError(f"step {message!r}: objective must be a positive number of seconds")
+    return _mark(message, starts=False, objective=objective)
 
 
 def compensates(message: str) -> Callable[[Handler], Handler]:
@@ -128,9 +137,11 @@ def compensates(message: str) -> Callable[[Handler], Handler]:
     return mark
 
 
-def _mark(message: str, starts: bool) -> Callable[[Handler], Handler]:
+def _mark(
+    message: str, starts: bool, objective: float | None = None
+) -> Callable[[Handler], Handler]:
     def mark(function: Handler) -> Handler:
-        setattr(function, _STEP, (message, starts))
+        setattr(function, _STEP, (message, starts, objective))
         return function
 
     return mark
@@ -144,24 +155,26 @@ class Saga(Generic[D]):
     path: ClassVar[list[str]] = []
     # Plain words for the codes its sagas may end rejected with, shown to their users.
     reasons: ClassVar[dict[str, str]] = {}
+    business_keys: ClassVar[tuple[str, ...]] = ()
+    objective_seconds: ClassVar[float | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        handlers: dict[str, tuple[str, bool]] = {}
+        handlers: dict[str, tuple[str, bool, float | None]] = {}
         compensations: dict[str, str] = {}
         for klass in reversed(cls.__mro__):
             for attribute, value in vars(klass).items():
                 if hasattr(value, _STEP):
-                    message, starts = getattr(value, _STEP)
-                    handlers[message] = (attribute, starts)
+                    message, starts, objective = getattr(value, _STEP)
+                    handlers[message] = (attribute, starts, objective)
                 if hasattr(value, _COMPENSATES):
                     compensations[getattr(value, _COMPENSATES)] = attribute
         unknown = set(compensations) - set(handlers)
         if unknown:
             raise TypeError(f"{cls.__name__} compensates steps it does not have: {unknown}")
         cls.steps = {
-            message: StepSpec(message, starts, attribute, compensations.get(message))
-            for message, (attribute, starts) in handlers.items()
+            message: StepSpec(message, starts, attribute, compensations.get(message), objective)
+            for message, (attribute, starts, objective) in handlers.items()
         }
         if not any("path" in vars(klass) for klass in cls.__mro__ if klass is not Saga):
             starts_first = sorted(cls.steps.values(), key=lambda spec: not spec.starts)

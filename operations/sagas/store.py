@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from operations.errors import StoreError, StoreUnavailable
+from operations.sagas.lookups import RedisSagaLookups, SagaLookups
 from operations.sagas.records import OutboxEntry, SagaRecord, SagaStatus
 from operations.store.keys import SagaKeys, member_of, split_member
 from operations.store.shards import Shards
@@ -54,7 +55,7 @@ class Pending:
     entries: list[tuple[str, OutboxEntry]]  # (stored form, entry)
 
 
-class SagaStore(Protocol):
+class SagaStore(SagaLookups, Protocol):
     async def load(self, saga_name: str, saga_id: str) -> Loaded | None: ...
 
     async def commit(
@@ -113,7 +114,7 @@ class Swept:
     tombstones: int
 
 
-class RedisSagaStore:
+class RedisSagaStore(RedisSagaLookups):
     def __init__(
         self,
         client: aioredis.Redis,
@@ -221,6 +222,12 @@ class RedisSagaStore:
             record.saga_name,
             list(SagaStatus).index(record.status) + 1,
             self.tombstone_seconds,
+            self.keys.tag(shard),
+            orjson.dumps(record.keys).decode(),
+            ""
+            if record.overdue_step is None
+            else self.keys.overdue(shard, record.saga_name, record.overdue_step),
+            repr(record.overdue_at or 0.0),
             *(orjson.dumps(entry.to_json()).decode() for entry in outbox),
         ]
         keys = [

@@ -240,6 +240,20 @@ class SagaKeys(_Sharded):
     def tombstones(self, shard: int) -> str:
         return f"{self._tags[shard]}:saga-tombstones"
 
+    def business_key(self, shard: int, value: str) -> str:
+        """The sagas holding ``value`` in a business key (zset scored by when each expires,
+        +inf while running); the commit script builds the same name from the shard's tag."""
+        return f"{self._tags[shard]}:saga-key:{value}"
+
+    def overdue(self, shard: int, saga_name: str, step: str) -> str:
+        """The running sagas waiting for ``step``, scored by when they become overdue there
+        (negated once their becoming overdue has been told)."""
+        return f"{self._tags[shard]}:saga-overdue:{saga_name}:{step}"
+
+    def retry(self, member: str) -> str:
+        """Held for a short while after a retry of the saga's waiting step."""
+        return f"{self._tags[self.shard(member)]}:saga-retry:{member}"
+
 
 @dataclass(frozen=True)
 class DeadLetterKeys:
