@@ -1,19 +1,24 @@
 """The dashboard operating many sagas, in a real headless Chromium against the running service:
-a saga found by its order id (and by its operation id), its business keys shown as text; bulk
-cancel by a filter, confirmed with the dry run's count and sample before anything is cancelled."""
+a saga found by its order id (and by its operation id), its business keys shown as text; an
+overdue saga listed and marked live by the service's pushes, then cleared once a retry of its step
+moves it on; bulk cancel by a filter, confirmed with the dry run's count and sample before anything
+is cancelled."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import httpx
 import pytest
 from playwright.async_api import Browser, Locator, Page, expect
 
+from operations.pacco.demo import DemoServices
+from operations.settings import Settings
 from tests.api import bearer, place_order, saga_started
 from tests.browser import PageWatch, watched_page
-from tests.dashboard_support import Token
-from tests.support import RunningService, eventually, uid
+from tests.dashboard_support import Token, row
+from tests.support import RunningService, eventually, start_service, uid
 
 pytestmark = pytest.mark.browser
 
@@ -86,6 +91,68 @@ async def test_a_saga_is_found_by_its_order_id_and_opens_its_diagram(
         "No saga holds “order-held-by-no-saga”", timeout=WAIT_MS
     )
     await expect(found).to_have_count(0)
+    watch.assert_clean()
+
+
+@pytest.mark.slow
+async def test_an_overdue_saga_is_marked_live_and_a_retry_of_its_step_clears_it(
+    settings: Settings, redis_client: object, amqp: object, browser: Browser, token: Token
+) -> None:
+    # Long enough for the page to draw the saga before it is overdue: the mark then can only
+    # come from the service's saga_overdue push, which nothing else on the page reads.
+    objective = 4.0
+    settings = dataclasses.replace(
+        settings, saga_objectives=(("order_making.order_created", objective),)
+    )
+    user, admin = uid(), token("ops", "admin")
+    async with (
+        start_service(settings) as service,
+        httpx.AsyncClient(base_url=service.url) as http,
+    ):
+        page, watch = await _dashboard(browser, service, admin)
+        overdue = page.get_by_test_id("overdue-sagas").locator("tr")
+        await expect(page.get_by_test_id("overdue-total")).to_have_text("0")
+        # No simulated services: its create_order command goes nowhere, and it waits.
+        op = await place_order(http, token(user))
+        await expect(row(page, op)).to_be_visible(timeout=WAIT_MS)
+        await row(page, op).click()
+        diagram = page.get_by_test_id("saga-diagram")
+        waiting = diagram.locator('g.node[data-message="order_created"]')
+        await expect(waiting).to_have_attribute("data-status", "waiting", timeout=WAIT_MS)
+        await expect(waiting).not_to_have_attribute("data-overdue", "yes")
+        await expect(page.get_by_test_id("saga-overdue")).to_have_attribute("data-overdue", "no")
+        await expect(page.get_by_test_id("saga-overdue")).to_contain_text(
+            "objective for order_created: 4.0 s"
+        )
+
+        await expect(waiting).to_have_attribute("data-overdue", "yes", timeout=WAIT_MS)
+        await expect(page.get_by_test_id("overdue-label")).to_contain_text("overdue since ")
+        await expect(page.get_by_test_id("saga-overdue")).to_contain_text(
+            "longer than its objective of 4.0 s"
+        )
+        await expect(overdue).to_have_count(1)
+        await expect(overdue.first).to_have_attribute("data-id", op)
+        await expect(overdue.first.locator(".overdue-mark")).to_have_text("overdue")
+        await expect(page.get_by_test_id("overdue-total")).to_have_text("1")
+        step = page.get_by_test_id("type-load").locator('tr[data-message="order_created"]')
+        await expect(step.locator(".overdue")).to_have_attribute("data-overdue", "1")
+        await expect(step.locator(".objective")).to_have_text("4.0 s")
+
+        # The order service is back: a retry publishes the lost command again, and the saga
+        # moves on, which clears it.
+        async with DemoServices(settings.amqp_url, latency_ms=0):
+            await page.get_by_test_id("retry-saga").click()
+            await expect(page.get_by_test_id("retry-outcome")).to_have_attribute(
+                "data-outcome", "published", timeout=WAIT_MS
+            )
+            await expect(page.get_by_test_id("retry-outcome")).to_contain_text(
+                "Published again: 1 message."
+            )
+            await expect(overdue).to_have_count(0, timeout=WAIT_MS)
+            await expect(page.get_by_test_id("overdue-total")).to_have_text("0")
+            await expect(waiting).to_have_attribute("data-status", "done", timeout=WAIT_MS)
+            await expect(diagram.locator("[data-overdue]")).to_have_count(0)
+            await expect(diagram).to_have_attribute("data-status", "completed", timeout=WAIT_MS)
     watch.assert_clean()
 
 
