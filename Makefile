@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv/bin
 
-.PHONY: setup services stop run test screenshot lint typecheck install-check check bench soak clean
+.PHONY: setup services stop run test screenshot lint typecheck alerts install-check check bench soak clean
 
 setup:
 	@scripts/setup.sh
@@ -37,12 +37,17 @@ lint: setup
 typecheck: setup
 	$(VENV)/mypy
 
+# The shipped alert rules: checked and unit-tested by promtool (fetched once into .run/tools).
+alerts:
+	@scripts/promtool.sh check rules deploy/prometheus/alerts.yml
+	@cd deploy/prometheus && ../../scripts/promtool.sh test rules alerts.test.yml
+
 # A fresh venv with the machine's own python3 and pip (not upgraded): `pip install .`, every
 # module imported, `operations <command> --help` for every command.
 install-check:
 	@scripts/install-check.sh
 
-check: lint typecheck test install-check
+check: lint typecheck alerts test install-check
 
 bench:
 	@scripts/bench.sh $(BENCH_ARGS)

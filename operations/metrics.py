@@ -36,7 +36,8 @@ class _Labelled(Generic[Client]):
 
     def __init__(self, name: str, help_text: str, labels: Iterable[str]) -> None:
         self.name, self.help = name, help_text
-        self._metric: Client = self._make(tuple(labels))
+        self.label_names = tuple(labels)
+        self._metric: Client = self._make(self.label_names)
         self._children: dict[frozenset[tuple[str, str]], Client] = {}
 
     def _make(self, labels: tuple[str, ...]) -> Client:
@@ -306,6 +307,24 @@ class Registry:
             "route: saga_start or orders.",
             ("route",),
         )
+        self.ready = Gauge(
+            "operations_ready",
+            "1 while every check of GET /ready passes, else 0; set by each /ready and by a pass "
+            "every few seconds.",
+            (),
+        )
+        self.queue_messages = Gauge(
+            "operations_queue_messages",
+            "Messages ready for delivery in each queue this process consumes and in their "
+            "dead-letter queues, by queue, as the broker counted them at the last pass.",
+            ("queue",),
+        )
+        self.dead_letters_waiting = Gauge(
+            "operations_dead_letters_waiting",
+            "Dead letters kept in the workbench now, waiting to be redriven or discarded "
+            "(counted in Redis: the same on every process).",
+            (),
+        )
         self.refreshers: list[Callable[[], None]] = []
         """Called before each scrape, to set gauges read from elsewhere."""
 
@@ -352,6 +371,9 @@ class Registry:
             self.redis_pool,
             self.background_task_failures,
             self.idempotent_replays,
+            self.ready,
+            self.queue_messages,
+            self.dead_letters_waiting,
         ):
             yield from metric.collect()
 

@@ -1,9 +1,9 @@
 """A pass of background work every few seconds, in a task of its own, until stopped.
 
-The sweeper, the outbox relay, the deadline watcher and the saga census each run one. A pass
-that finds Redis unreachable is logged as a wait; any other failure is logged with its
-traceback; either way the next pass comes on time, so one bad pass never stops the work for
-good.
+The sweeper, the outbox relay, the deadline watcher, the saga census, the readiness and the
+queue counts each run one. A pass that finds Redis unreachable is logged as a wait; any other
+failure is logged with its traceback; either way the next pass comes on time, so one bad pass
+never stops the work for good.
 """
 
 from __future__ import annotations

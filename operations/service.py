@@ -27,14 +27,16 @@ from operations import assembly
 from operations.amqp import frames
 from operations.amqp.catalogue import Catalogue
 from operations.amqp.connections import Connections
+from operations.amqp.depths import QueueDepths
 from operations.deadletters.redrive import RedrivePublisher, Workbench
 from operations.errors import StoreUnavailable, TopologyMismatch
 from operations.http.openapi import ENDPOINTS
-from operations.http.operations import OperationsApi, Readiness
+from operations.http.operations import OperationsApi
 from operations.lifecycle import Part, Parts, Retrying
 from operations.metrics import Registry
 from operations.pacco.openapi import ORDER_ENDPOINTS
 from operations.pacco.orders import OrdersApi
+from operations.readiness import Readiness
 from operations.sagas.http_start import SagaStarter
 from operations.settings import Settings
 from operations.store.redis_client import pool_usage
@@ -79,6 +81,7 @@ class Service:
         self.sweeper = Sweeper(self.store.redis, self.store, sagas, metrics, settings.sweep_seconds)
         self.dead_letters = assembly.dead_letters(settings, self.store)
         self.intake = assembly.intake(settings, self.connections, self.dead_letters, metrics)
+        self.depths = QueueDepths(self.connections, self._counted_queues(), metrics)
         self.redrive_publisher = RedrivePublisher(self.connections)
         self.workbench = Workbench(self.dead_letters, self.redrive_publisher, metrics)
         self.http = assembly.http_app(settings, self._routes(), self._lifespan, metrics)
@@ -99,6 +102,7 @@ class Service:
             *([Part.of("sagas", self.sagas)] if self.sagas is not None else []),
             # After the consumers: they declare the dead-letter queues' arguments first.
             *([Part.of("dead-letter intake", self.intake)] if self.intake is not None else []),
+            Part.of("queue depths", self.depths),
         ]
         provider = self.verifier.provider
         return [
@@ -115,9 +119,19 @@ class Service:
                 "broker parts", Retrying("operations-connect", broker, self._retry, self.tasks)
             ),
             Part("background tasks", stop=self.tasks.stop),
+            Part.of("readiness", self.api.readiness),
             # The first to stop: every wait answers at once, before what it reads from stops.
             Part.of("waits", self.waits),
         ]
+
+    def _counted_queues(self) -> list[str]:
+        """The queues whose messages ``operations_queue_messages`` counts: those consumed here,
+        and their dead-letter queues."""
+        consumed = [
+            self.settings.queue,
+            *([self.settings.saga_queue] if self.sagas is not None else []),
+        ]
+        return [*consumed, *self.settings.dead_letter_queues]
 
     def _socket_hub(self) -> Hub:
         settings = self.settings
@@ -139,7 +153,8 @@ class Service:
                 # False while a consumer's messages keep failing unexpectedly.
                 "consumer": self._consumer_ready,
                 "saga-consumer": self._saga_consumer_ready,
-            }
+            },
+            self.metrics,
         )
         return OperationsApi(
             self.store,

@@ -10,6 +10,7 @@ export OPERATIONS_AMQP_PORT=${OPERATIONS_AMQP_PORT:-5673}
 export OPERATIONS_REDIS_PORT=${OPERATIONS_REDIS_PORT:-6380}
 
 scripts/setup.sh --browser
+scripts/promtool.sh >/dev/null  # for tests/test_alert_rules.py
 scripts/services.sh stop
 rm -rf "$OPERATIONS_RUN_DIR"
 trap 'scripts/services.sh stop' EXIT

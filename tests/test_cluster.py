@@ -91,6 +91,10 @@ def test_every_script_names_keys_of_one_slot() -> None:
             sagas.keys.index(saga_shard),
             sagas.keys.tombstones(saga_shard),
             sagas.keys.status_index(saga_shard, "order_making", SagaStatus.COMPLETED),
+            # Named by the commit script from the shard's tag, and by the lookups.
+            sagas.keys.business_key(saga_shard, f"order-{op}"),
+            sagas.keys.overdue(saga_shard, "order_making", "order_approved"),
+            sagas.keys.retry(member),
         ]
         assert len({key_slot(key.encode()) for key in saga_keys}) == 1, saga_keys
     assert used == set(range(16)), "operations spread over every shard"
@@ -259,6 +263,13 @@ async def test_order_making_runs_on_a_redis_cluster(
             return set(operations) <= done
 
         await eventually(finished, "the sagas to be listed as completed")
+        # Found by the customer's id in every shard; the other lookups answer on a cluster too.
+        assert {r.id for r in await store.store.holding(user, 10)} == set(operations)
+        steps = [("order_making", "order_approved"), ("order_making", "order_created")]
+        assert await store.store.overdue_counts(steps) == dict.fromkeys(steps, 0)
+        assert await store.store.newly_overdue(steps, 10) == []
+        assert await store.store.hold_retry("order_making", operations[0], 5) is True
+        assert [e.message for e in await store.store.last_sent("order_making", operations[0])]
 
 
 async def test_a_changed_shard_count_refuses_to_consume(

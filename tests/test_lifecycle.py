@@ -110,11 +110,12 @@ async def test_the_parts_start_in_list_order_and_stop_in_reverse(
     service.parts.parts.insert(0, Part.of("first", Recorder("first", calls)))
     service.parts.parts.append(Part.of("last", Recorder("last", calls)))
     names = [part.name for part in service.parts.parts]
-    broker = ["store layout", "tracking consumer", "sagas", "dead-letter intake"]
+    broker = ["store layout", "tracking consumer", "sagas", "dead-letter intake", "queue depths"]
     with caplog.at_level(logging.DEBUG, logger="operations.lifecycle"):
         await service.start()
         await eventually(_true(lambda: service.consumer.ready), "the consumer to start")
         await eventually(_true(lambda: service.intake is not None and service.intake.started), "")
+        await eventually(_true(lambda: service.depths.started), "the queue depths' pass to start")
         assert calls == ["start first", "start last"]
         await service.stop()
     assert calls == ["start first", "start last", "stop last", "stop first"]

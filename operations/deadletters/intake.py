@@ -8,7 +8,8 @@ its id is the one the service stamped on the copy when it dead-lettered it
 its content, so the redelivery is recognised and acknowledged without being kept twice.
 
 While Redis is unreachable, the message waits, unacknowledged, and the write is retried with a
-back-off. The age bound is applied on every keep and every ``every`` seconds besides.
+back-off. The age bound is applied on every keep and every ``every`` seconds besides, when the
+dead letters kept are also counted for ``operations_dead_letters_waiting``.
 """
 
 from __future__ import annotations
@@ -155,6 +156,7 @@ class DeadLetterIntake:
 
     async def _apply_bounds(self) -> None:
         self._note_dropped(await self.store.keep(None))
+        self.metrics.dead_letters_waiting.set(await self.store.count())
 
     def _note_dropped(self, kept: Kept, too_old: str | None = None) -> None:
         aged = [*kept.dropped_for_age, *([too_old] if too_old else [])]

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import msgspec
 from starlette.requests import Request
@@ -30,6 +28,7 @@ from operations.http.models import (
 from operations.http.openapi import ENDPOINTS, encoded_document
 from operations.http.responses import Json, bearer_principal, not_found, operation_id_of, problem
 from operations.metrics import CONTENT_TYPE, Registry
+from operations.readiness import Readiness
 from operations.store.listing import InvalidCursor, ListQuery
 from operations.store.redis_store import Store
 from operations.waits import Waits
@@ -38,15 +37,6 @@ log = logging.getLogger("operations.http.operations")
 
 WAIT_RETRY_AFTER_SECONDS = 5
 """The Retry-After of a long-poll refused past its user's cap: waits last seconds, not less."""
-
-
-@dataclass
-class Readiness:
-    checks: dict[str, Callable[[], Awaitable[bool]]]
-
-    async def report(self) -> dict[str, bool]:
-        results = await asyncio.gather(*(check() for check in self.checks.values()))
-        return dict(zip(self.checks, results, strict=True))
 
 
 class OperationsApi:

@@ -50,7 +50,7 @@ audit = logging.getLogger("operations.sagas.audit")
 
 MAX_MATCHED = 10_000
 SAMPLE_SIZE = 20
-AT_ONCE = 16  # sagas a run works on concurrently
+AT_ONCE = 16  # sagas a run works on at a time, so one run takes a bounded share of Redis
 
 Compensate = Callable[[Coordinator, str, str], Awaitable[None]]
 
@@ -146,17 +146,22 @@ class BulkApi:
         if coordinator is None:
             return problem(503, "broker_unavailable", "the sagas are not connected yet")
         act = self._cancel if action == "cancel" else self._retry
-        gate = asyncio.Semaphore(AT_ONCE)
         by = _by(principal, asked.reason)
+        outcomes = [""] * len(matched)
+        todo = iter(enumerate(matched))
 
-        async def one(record: SagaRecord) -> str:
-            async with gate:
-                why = await act(coordinator, record, matches, by)
-            self.metrics.saga_operator_actions.inc(action=action, outcome=why)
-            _audit(action, record, why, principal, asked.filter)
-            return why
+        async def worker() -> None:
+            for number, record in todo:  # shared: each saga is taken by one worker
+                try:
+                    why = await act(coordinator, record, matches, by)
+                except Exception as error:  # Redis or the broker away: this one, not the run
+                    log.warning("bulk %s of saga %s failed: %r", action, record.key, error)
+                    why = "failed"
+                self.metrics.saga_operator_actions.inc(action=action, outcome=why)
+                _audit(action, record, why, principal, asked.filter)
+                outcomes[number] = why
 
-        outcomes = await asyncio.gather(*(one(record) for record in matched))
+        await asyncio.gather(*(worker() for _ in range(min(AT_ONCE, len(matched)))))
         if action == "cancel":
             cancelled = [
                 (record.saga_name, record.id)
