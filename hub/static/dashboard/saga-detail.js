@@ -99,7 +99,7 @@ function adminRetry(saga, context, kept) {
     context.client.request("POST", "/operations/" + encodeURIComponent(saga.id) + "/saga/retry")
       .then((done) => {
         result.textContent = done.repeated
-          ? "Already retried just now: nothing more published."
+          ? "Already retried within the retry window: nothing published again."
           : "Published again: " + done.published + " message" + (done.published === 1 ? "" : "s") + ".";
         result.dataset.outcome = "published";
         retry.disabled = false;
