@@ -16,7 +16,7 @@ from playwright.async_api import Browser, Locator, Page, expect
 from operations.pacco.demo import DemoServices
 from operations.settings import Settings
 from tests.api import bearer, place_order, saga_started
-from tests.browser import PageWatch, watched_page
+from tests.browser import PageWatch, screenshot, watched_page
 from tests.dashboard_support import Token, row
 from tests.support import RunningService, eventually, start_service, uid
 
@@ -113,7 +113,8 @@ async def test_an_overdue_saga_is_marked_live_and_a_retry_of_its_step_clears_it(
         overdue = page.get_by_test_id("overdue-sagas").locator("tr")
         await expect(page.get_by_test_id("overdue-total")).to_have_text("0")
         # No simulated services: its create_order command goes nowhere, and it waits.
-        op = await place_order(http, token(user))
+        customer = uid()
+        op = await place_order(http, token(user), customerId=customer)
         await expect(row(page, op)).to_be_visible(timeout=WAIT_MS)
         await row(page, op).click()
         diagram = page.get_by_test_id("saga-diagram")
@@ -133,10 +134,18 @@ async def test_an_overdue_saga_is_marked_live_and_a_retry_of_its_step_clears_it(
         await expect(overdue).to_have_count(1)
         await expect(overdue.first).to_have_attribute("data-id", op)
         await expect(overdue.first.locator(".overdue-mark")).to_have_text("overdue")
+        listed = page.get_by_test_id("sagas").locator(f'tr[data-id="{op}"]')
+        await expect(listed.locator(".overdue-mark")).to_have_text("overdue")
         await expect(page.get_by_test_id("overdue-total")).to_have_text("1")
         step = page.get_by_test_id("type-load").locator('tr[data-message="order_created"]')
         await expect(step.locator(".overdue")).to_have_attribute("data-overdue", "1")
         await expect(step.locator(".objective")).to_have_text("4.0 s")
+        await page.get_by_test_id("saga-search-input").fill(customer)
+        await page.get_by_test_id("saga-search-input").press("Enter")
+        found = page.get_by_test_id("saga-found").locator("tr")
+        await expect(found).to_have_count(1, timeout=WAIT_MS)
+        await expect(found.first).to_have_attribute("data-overdue", "yes")
+        await screenshot(page, "dashboard-sagas.png")
 
         # The order service is back: a retry publishes the lost command again, and the saga
         # moves on, which clears it.
@@ -150,6 +159,9 @@ async def test_an_overdue_saga_is_marked_live_and_a_retry_of_its_step_clears_it(
             )
             await expect(overdue).to_have_count(0, timeout=WAIT_MS)
             await expect(page.get_by_test_id("overdue-total")).to_have_text("0")
+            # The search listing it is read again too.
+            await expect(found.first).to_have_attribute("data-overdue", "no")
+            await expect(listed.locator(".overdue-mark")).to_have_count(0)
             await expect(waiting).to_have_attribute("data-status", "done", timeout=WAIT_MS)
             await expect(diagram.locator("[data-overdue]")).to_have_count(0)
             await expect(diagram).to_have_attribute("data-status", "completed", timeout=WAIT_MS)

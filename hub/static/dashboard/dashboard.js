@@ -176,9 +176,10 @@ function loadSaga(id) {
   }).catch(() => { if (selected === id) clearSaga(); });
 }
 
-// What the overdue pushes touched: the load of a type shown, the saga shown, a search's sagas.
-function touched(types, ids) {
-  if (types.has($("load-type").value)) view.refreshLoad();
+// After overdue pushes: the saga list and the type's load, the saga shown and a search's sagas
+// when the pushes name one of them.
+function touched(ids) {
+  view.refreshSagas();
   if (selected && ids.has(selected)) loadSaga(selected);
   search.refreshSearch(ids);
 }

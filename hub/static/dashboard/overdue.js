@@ -1,18 +1,18 @@
 // The Overdue list: the running sagas that wait longer than the objective of the step they wait
 // for (GET /sagas?overdue=true), kept true by the pushes the ops room gets (saga_overdue,
 // saga_overdue_cleared). A burst of pushes is gathered into one refresh of the list and of the
-// views the pushes touch (a type's load, the saga shown, a search), at most one per GATHER_MS:
-// many sagas crossing their objective at once make one round of reads, not one per saga.
+// views that show overdue marks (the saga list and a type's load, the saga shown when a push
+// names it, a search listing one), at most one per GATHER_MS: many sagas crossing their
+// objective at once make one round of reads, not one per saga.
 import { $ } from "./dom.js";
 import { foundRow } from "./saga-search.js";
 
 const LIMIT = 100;
 const GATHER_MS = 700;
-let context = null; // {api(path), touched(types, ids)}, set by setUp
+let context = null; // {api(path), touched(ids)}, set by setUp
 let asked = 0;
 let gathering = null; // the timer of the refresh to come
-let types = new Set(); // the saga types and saga ids the pushes gathered so far touched
-let ids = new Set();
+let ids = new Set(); // the saga and operation ids the pushes gathered so far name
 
 export function setUp(given) {
   context = given;
@@ -23,7 +23,6 @@ export function setUp(given) {
 export function follow(client, mine) {
   const gather = (event) => {
     if (!mine() || !event) return;
-    types.add(String(event.saga));
     ids.add(String(event.id));
     ids.add(String(event.operationId));
     if (!gathering) gathering = setTimeout(flush, GATHER_MS);
@@ -34,12 +33,10 @@ export function follow(client, mine) {
 
 function flush() {
   gathering = null;
-  const touchedTypes = types;
-  const touchedIds = ids;
-  types = new Set();
+  const touched = ids;
   ids = new Set();
   refreshOverdue();
-  context.touched(touchedTypes, touchedIds);
+  context.touched(touched);
 }
 
 export function refreshOverdue() {
