@@ -76,11 +76,13 @@ const STATUS = { connecting: "connecting…", open: "live", reconnecting: "recon
 // Every change from here on, live or from a sync after a reconnect (the client resumes from its
 // cursor, and after a gap the sync cannot fill reads the list again itself).
 function follow(mine) {
+  let opened = false;
   client.on("status", (now) => {
     if (mine !== session) return;
     $("status").textContent = STATUS[now] || now;
     // Back after a gap: the overdue pushes of the gap are gone, the list is read again.
-    if (now === "open") overdue.refreshOverdue();
+    if (now === "open" && opened) overdue.refreshOverdue();
+    if (now === "open") opened = true;
   });
   overdue.follow(client, () => mine === session);
   client.on("change", (record) => {
