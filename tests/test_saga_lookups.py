@@ -9,6 +9,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 import pytest
+import redis.asyncio as aioredis
 
 from operations.errors import SagaTypeError
 from operations.sagas import RedisSagaStore, Saga, SagaContext, SagaMessage, SagaStore, start, step
@@ -100,10 +101,7 @@ async def test_a_saga_is_found_by_any_key_until_a_value_changes(parcels: Harness
     assert finished.status is SagaStatus.COMPLETED  # found until it expires
 
 
-async def test_a_value_index_lives_as_long_as_its_sagas(redis_client: object) -> None:
-    from redis.asyncio import Redis
-
-    assert isinstance(redis_client, Redis)
+async def test_a_value_index_lives_as_long_as_its_sagas(redis_client: aioredis.Redis) -> None:
     store = RedisSagaStore(redis_client, prefix=f"t-{new_id()}")
     h = Harness.build(store, [ParcelSaga])
     h.coordinator.finished_ttl_seconds = 1
@@ -192,3 +190,22 @@ async def test_a_cancel_that_no_longer_matches_leaves_the_saga_alone(parcels: Ha
     assert (after.version, after.record.status) == (before.version, SagaStatus.PENDING)
     taken = await parcels.coordinator.cancel("parcel", "c1", "by the test", only_if=lambda r: True)
     assert (taken.accepted, taken.why) == (True, "accepted")
+
+
+async def test_two_processes_tell_each_overdue_saga_once(
+    redis_client: aioredis.Redis, second_redis: aioredis.Redis
+) -> None:
+    prefix = f"t-{new_id()}"
+    one = Harness.build(RedisSagaStore(redis_client, prefix=prefix), [ParcelSaga])
+    other = RedisSagaStore(second_redis, prefix=prefix)
+    sagas = [f"s{n}" for n in range(30)]
+    for saga_id in sagas:
+        await send(one, "parcel_ordered", saga_id, orderId=f"o-{saga_id}")
+    await asyncio.sleep(OBJECTIVE + 0.05)
+    told = await asyncio.gather(
+        *(store.newly_overdue(STEPS, 100) for store in (one.store, other, one.store, other))
+    )
+    ids = [saga_id for each in told for _, saga_id, _ in each]
+    assert sorted(ids) == sorted(sagas)  # every one told, none twice
+    assert await other.overdue_counts(STEPS) == {STEPS[0]: 30}
+    await redis_client.delete(*[key async for key in redis_client.scan_iter(f"{prefix}:*")])

@@ -131,11 +131,22 @@ class RedisSagaLookups:
         return counts
 
     async def newly_overdue(self, steps: Sequence[Step], limit: int) -> list[tuple[str, str, str]]:
+        """One round trip when nothing is new (a count of the untold in every index), then the
+        telling script only on the indexes that have some."""
         told: list[tuple[str, str, str]] = []
+        indexes = self._overdue_indexes(steps)
+        if not indexes:
+            return told
         try:
-            for (saga_name, step), index in self._overdue_indexes(steps):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for _, index in indexes:
+                    pipe.zcount(index, 0, repr(time.time()))
+                untold: list[Any] = await pipe.execute()
+            for ((saga_name, step), index), count in zip(indexes, untold, strict=True):
                 if len(told) >= limit:
                     break
+                if not int(count):
+                    continue
                 members: Any = await self.redis.eval(
                     _TELL_SCRIPT, 1, index, repr(time.time()), limit - len(told)
                 )
