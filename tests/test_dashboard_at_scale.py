@@ -2,7 +2,7 @@
 a saga found by its order id (and by its operation id), its business keys shown as text; an
 overdue saga listed and marked live by the service's pushes, then cleared once a retry of its step
 moves it on; bulk cancel by a filter, confirmed with the dry run's count and sample before anything
-is cancelled."""
+is cancelled; bulk retry moving on a saga whose command was lost."""
 
 from __future__ import annotations
 
@@ -216,6 +216,39 @@ async def test_a_bulk_cancel_is_confirmed_with_the_dry_runs_count_and_sample(
 
         await eventually(cancelled, "the customer's two sagas to be cancelled")
         assert await _saga_status(http, other, admin) == "pending"
+    watch.assert_clean()
+
+
+async def test_a_bulk_retry_moves_on_the_sagas_whose_command_was_lost(
+    service: RunningService, settings: Settings, browser: Browser, token: Token
+) -> None:
+    user, admin = uid(), token("ops", "admin")
+    customer = uid()
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        # No simulated services yet: the create_order command goes nowhere.
+        op = await place_order(http, token(user), customerId=customer)
+        await saga_started(http, op, admin)
+        page, watch = await _dashboard(browser, service, admin)
+        async with DemoServices(settings.amqp_url, latency_ms=0):
+            await page.get_by_test_id("bulk-key").fill(customer)
+            await page.get_by_test_id("bulk-retry").click()
+            await expect(page.get_by_test_id("bulk-count")).to_have_text("1", timeout=WAIT_MS)
+            await expect(page.get_by_test_id("bulk-question")).to_contain_text(
+                f"Retry the awaited step of 1 saga that matches: holding “{customer}”"
+            )
+            await expect(page.get_by_test_id("bulk-sample").locator("tr")).to_have_attribute(
+                "data-id", op
+            )
+            assert await _saga_status(http, op, admin) == "pending"
+            await page.get_by_test_id("bulk-yes").click()
+            result = page.get_by_test_id("bulk-result")
+            await expect(result).to_have_attribute("data-acted", "1", timeout=WAIT_MS)
+            await expect(result).to_contain_text("Retried 1 of 1 matching.")
+
+            async def completed() -> bool:
+                return await _saga_status(http, op, admin) == "completed"
+
+            await eventually(completed, "the retried saga to complete", timeout=30)
     watch.assert_clean()
 
 
