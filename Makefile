@@ -28,6 +28,7 @@ screenshot:
 		scripts/test.sh tests/test_dashboard.py::test_the_dashboard_with_real_data \
 		tests/test_dashboard_diagram.py::test_the_diagram_marks_every_step_and_moves_live \
 		tests/test_dashboard_diagram.py::test_the_diagram_of_a_compensated_saga \
+		tests/test_dashboard_at_scale.py::test_an_overdue_saga_is_marked_live_and_a_retry_of_its_step_clears_it \
 		tests/test_live_page.py::test_a_sagas_operation_shows_its_start_name_progress_and_plain_reason
 
 lint: setup

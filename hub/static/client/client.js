@@ -4,6 +4,8 @@
 
 const TERMINAL = new Set(["completed", "rejected"]);
 const PUSHES = ["operation_pending", "operation_completed", "operation_rejected"];
+// What the service pushes to admins (the ops room) about sagas, handed on to on(name) as it comes.
+const SAGA_EVENTS = ["saga_overdue", "saga_overdue_cleared"];
 const RENEW_AHEAD_MS = 30_000; // a token is renewed this long before its exp (half its life if shorter)
 const NOT_FOUND_WAIT_MS = 30_000; // how long watch() waits for an operation not recorded yet
 const REMEMBERED_IDS = 1000; // the operations whose changes seen are kept for a new watch()
@@ -141,6 +143,7 @@ class Client {
     this._status = "closed";
     this._statusCode = null;
     this._listeners = { change: new Set(), status: new Set() };
+    for (const name of SAGA_EVENTS) this._listeners[name] = new Set();
     this._handles = new Map(); // key -> Set of Handle
     this._seen = new Map(); // key -> the records seen of it, rising versions
     this._lists = new Map(); // the list() queries made, to read again after a gap
@@ -496,6 +499,7 @@ class Client {
         this._keepCursor(record.cursor);
       });
     }
+    for (const name of SAGA_EVENTS) socket.on(name, (event) => this._emit(name, event));
   }
 
   // A new token for the socket before the service puts it out: it connects again with it and
@@ -512,9 +516,12 @@ class Client {
 
   on(event, fn) {
     const listeners = this._listeners[event];
-    if (!listeners) throw new TypeError(`on(): no event ${JSON.stringify(event)} (change or status)`);
+    if (!listeners) {
+      const known = Object.keys(this._listeners).join(", ");
+      throw new TypeError(`on(): no event ${JSON.stringify(event)} (${known})`);
+    }
     listeners.add(fn);
-    if (event === "change") this._ensureSocket();
+    if (event === "change" || SAGA_EVENTS.includes(event)) this._ensureSocket();
     return () => listeners.delete(fn);
   }
 

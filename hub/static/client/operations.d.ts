@@ -60,6 +60,24 @@ export interface ListQuery {
 
 export type Status = "connecting" | "open" | "reconnecting" | "closed";
 
+/** Pushed to admins when a running saga waits longer than its step's objective. */
+export interface SagaOverdue {
+  saga: string;
+  id: string;
+  operationId: string;
+  step: string;
+  waitingSince: string;
+  overdueSince: string;
+}
+
+/** Pushed to admins when a saga is no longer overdue (its step arrived, or it finished). */
+export interface SagaOverdueCleared {
+  saga: string;
+  id: string;
+  operationId: string;
+  step: string;
+}
+
 /** One operation's changes, in rising versions, none twice, ending with the terminal one. */
 export interface OperationHandle extends AsyncIterable<OperationRecord> {
   readonly id: string;
@@ -86,6 +104,9 @@ export interface OperationsClient {
   on(event: "change", fn: (record: OperationRecord) => void): () => void;
   /** `code` names why the service refused the socket ("unauthorized", "too_many_sockets"), else null. */
   on(event: "status", fn: (status: Status, code: string | null) => void): () => void;
+  /** Admins only (the ops room): a saga became overdue, or no longer is. */
+  on(event: "saga_overdue", fn: (event: SagaOverdue) => void): () => void;
+  on(event: "saga_overdue_cleared", fn: (event: SagaOverdueCleared) => void): () => void;
   close(): void;
 }
 

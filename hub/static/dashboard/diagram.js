@@ -1,6 +1,7 @@
 // The saga diagram: a saga type's path drawn as SVG, with one instance's progress on it. Steps
 // run left to right and wrap onto further rows; each is marked done (with the time it took),
-// waiting (with the time waited, ticking), remaining or compensated. Under them runs the branch
+// waiting (with the time waited, ticking, against the step's objective when it has one, and
+// marked overdue past it), remaining or compensated. Under them runs the branch
 // to compensation: the steps that can be undone, in the order they would be, each marked
 // compensated, failed or still to undo. The deadline, when there is one, ticks above.
 // Plain SVG drawn by hand: no library, nothing loaded.
@@ -130,7 +131,16 @@
       else if (i === stoppedAt) { detail = "✗ stopped here"; cls += " stopped"; }
       else if (entry.status === "remaining") detail = stoppedAt >= 0 ? "not reached" : "ahead";
       const attributes = { "data-message": entry.message, "data-status": entry.status, "data-step": i + 1 };
-      if (entry.status === "waiting" && saga.waitingSince) attributes["data-since"] = epochSeconds(saga.waitingSince);
+      const waiting = entry.status === "waiting";
+      if (waiting && saga.waitingSince) attributes["data-since"] = epochSeconds(saga.waitingSince);
+      if (waiting && typeof saga.objectiveSeconds === "number") attributes["data-objective"] = saga.objectiveSeconds;
+      if (waiting && saga.overdue) {
+        cls += " overdue";
+        attributes["data-overdue"] = "yes";
+        attributes["data-overdue-since"] = saga.overdueSince || "";
+        const since = saga.overdueSince ? " since " + new Date(saga.overdueSince).toLocaleTimeString() : "";
+        svg.append(el("text", { x: x + NODE_W / 2, y: y - 4, class: "overdue-label", "data-testid": "overdue-label" }, "overdue" + since));
+      }
       svg.append(box(x, y, cls, entry.message, detail || "waiting", attributes));
     });
     const [ex, ey] = at(endIndex);
@@ -175,7 +185,8 @@
     const now = Date.now() / 1000;
     root.querySelectorAll("[data-since]").forEach((node) => {
       const waited = now - Number(node.dataset.since);
-      node.querySelector(".detail").textContent = "waiting " + seconds(waited);
+      const objective = node.dataset.objective ? " / " + seconds(Number(node.dataset.objective)) : "";
+      node.querySelector(".detail").textContent = "waiting " + seconds(waited) + objective;
       node.dataset.waited = String(Math.floor(waited));
     });
     root.querySelectorAll("[data-deadline]").forEach((node) => {
