@@ -301,6 +301,13 @@ class Registry:
             "Background tasks that ended with an unexpected error, by task name.",
             ("task",),
         )
+        self.background_pass_failures = Counter(
+            "operations_background_pass_failures_total",
+            "Passes of periodic background work (the sweep, the outbox relay, the deadline "
+            "watcher, ...) that failed with an unexpected error, by name; the next one comes "
+            "on time.",
+            ("name",),
+        )
         self.idempotent_replays = Counter(
             "operations_idempotent_replays_total",
             "Saga starts answered from an earlier request with the same Idempotency-Key, by "
@@ -370,6 +377,7 @@ class Registry:
             self.wait_refusals,
             self.redis_pool,
             self.background_task_failures,
+            self.background_pass_failures,
             self.idempotent_replays,
             self.ready,
             self.queue_messages,

@@ -2,8 +2,9 @@
 
 The sweeper, the outbox relay, the deadline watcher, the saga census, the readiness and the
 queue counts each run one. A pass that finds Redis unreachable is logged as a wait; any other
-failure is logged with its traceback; either way the next pass comes on time, so one bad pass
-never stops the work for good.
+failure is logged with its traceback and counted in
+``operations_background_pass_failures_total{name}``; either way the next pass comes on time, so
+one bad pass never stops the work for good.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Periodic:
         self.work = work
         self.every = every
         self.log = log
+        self.metrics = metrics
         self._tasks = BackgroundTasks(metrics, log)
 
     def start(self) -> None:
@@ -47,4 +49,5 @@ class Periodic:
                 self.log.warning("%s waiting for Redis: %s", self.name, error)
             except Exception:
                 self.log.exception("%s: a pass failed", self.name)
+                self.metrics.background_pass_failures.inc(name=self.name)
             await asyncio.sleep(self.every)
