@@ -13,8 +13,8 @@ what this relies on:
   connection over.
 - websockets' connection keeps its parser, a generator suspended in one of its own methods,
   after the connection is lost. :class:`WebSocketProtocol` closes it then.
-- asyncio's socket transport (Python 3.11; 3.12 breaks it itself, python/cpython#100348) keeps
-  its read callback, a method of its own, after the connection is lost.
+- asyncio's socket transport keeps its read callback, a method of its own, after the connection
+  is lost (Python 3.11; later versions break it themselves, python/cpython#100348).
   :class:`WebSocketProtocol` drops it once the transport has stopped reading.
 - engine.io's ASGI driver (``translate_request``) makes a class of its own for each request's
   body reader, and a class is a cycle (its ``__mro__`` holds it). :func:`translate_request`
@@ -38,8 +38,9 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's WebSocket connection (websockets' sans-I/O one, uvicorn's default), which frees
-    the upgraded HTTP connection's parser and the transport's read callback."""
+    """uvicorn's WebSocket connection (websockets' sans-I/O one, uvicorn's default), which lets
+    go of the upgraded HTTP connection's parser as it takes over, and of websockets' parser and
+    the transport's read callback once the connection is lost."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         upgraded = transport.get_protocol()  # uvicorn's HTTP connection, until it hands over

@@ -1,6 +1,6 @@
 """A closed WebSocket connection leaves nothing that only the cycle collector frees
 (hub/partings.py): through a running service, with the collector off, connections that come
-and go leave (almost) nothing for it, and each one's outlet, engine.io socket, uvicorn connection
+and go leave (almost) nothing for it, and each one's outlet, uvicorn and websockets connections
 and transport are gone as soon as it has closed. The environ the hub's engine.io server builds is
 engine.io's own."""
 
