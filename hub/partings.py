@@ -3,9 +3,9 @@
 ``operations serve`` collects cycles seldom (``OPERATIONS_GC_THRESHOLDS``, see
 :mod:`operations.garbage`), so whatever a connection leaves in reference cycles stays in memory
 for minutes after it closes. Each closed Socket.IO-over-WebSocket connection left about 130
-objects that way, in five cycles, each made by a library; each is broken here, at the one place
-that can see both its ends, and a test (``tests/test_partings.py``) fails when a library changes
-what this relies on:
+objects that way (one that opened as a long-poll, about 170), in cycles each made by a library;
+each is broken here, at the one place that can see both its ends, and a test
+(``tests/test_partings.py``) fails when a library changes what this relies on:
 
 - uvicorn's HTTP connection that upgrades to a WebSocket keeps its httptools parser, which holds
   the connection's own callbacks; uvicorn drops the parser when an HTTP connection is lost, but
@@ -22,6 +22,11 @@ what this relies on:
 - the hub's :class:`hub.outlets.Outlet` and the engine.io socket it serves hold each other (the
   socket's ``send`` is the outlet's); the outlet lets go once the socket is closed
   (``Outlet.release``).
+
+A connection that opened as a long-poll and upgraded is served by engine.io's own handler,
+whose reader task failed with ``OSError`` when the client left: the task keeps the error, whose
+traceback holds the handler's frame, which holds the task. Its :class:`WebSocket` returns None
+to that reader instead, which engine.io takes as the client gone, as it takes the error.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from engineio.async_drivers.asgi import WebSocket as EngineIOWebSocket
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -139,10 +145,27 @@ async def translate_request(
     return environ
 
 
+class WebSocket(EngineIOWebSocket):  # type: ignore[misc]
+    """engine.io's ASGI WebSocket, which tells an upgraded socket's reader that the client has
+    gone by returning None, as engine.io's reader takes it, rather than raising ``OSError``."""
+
+    async def wait(self) -> Any:
+        try:
+            return await super().wait()
+        except OSError:
+            if getattr(getattr(self.handler, "__self__", None), "upgraded", False):
+                return None
+            raise
+
+
 def install(engineio_server: Any) -> None:
-    """Makes an engine.io ASGI server build its environs with :func:`translate_request`. Its
-    table of driver functions is the driver module's own, shared by every server: this one
-    gets a copy."""
+    """Makes an engine.io ASGI server build its environs with :func:`translate_request` and
+    its WebSockets of :class:`WebSocket`. Its table of driver functions is the driver module's
+    own, shared by every server: this one gets a copy."""
     drivers = engineio_server._async
     if drivers.get("translate_request") is not translate_request:
-        engineio_server._async = {**drivers, "translate_request": translate_request}
+        engineio_server._async = {
+            **drivers,
+            "translate_request": translate_request,
+            "websocket": WebSocket,
+        }

@@ -18,16 +18,17 @@ from typing import Any
 import pytest
 from engineio.async_drivers import asgi as engineio_asgi
 
-from hub.partings import RequestBody, translate_request
+from hub.partings import RequestBody, WebSocket, translate_request
 from tests.hub_support import Token, engineio_client
 from tests.support import RunningService, eventually, run_to_end, uid
 
 ROOT = Path(__file__).resolve().parent.parent
 
 # Measured with the collector off: a full collection freed 129 objects a closed connection
-# before (hub/partings.py), none after; each of the five cycles alone left at least 7 (1,420 for
-# 200 connections). The bound, one a connection, leaves room for what the rest of this process
-# leaves meanwhile (asyncio's subprocess transport for the clients' process: about 40).
+# before (hub/partings.py), 169 for one opened as a long-poll, none after; each cycle alone left
+# at least 7 (1,420 for 200 connections). The bound, one a connection, leaves room for what the
+# rest of this process leaves meanwhile (asyncio's subprocess transport for the clients' process:
+# about 40).
 CYCLES = 200
 MOST_FOR_THE_COLLECTOR = CYCLES
 
@@ -65,13 +66,15 @@ async def all_closed(service: RunningService) -> bool:
     )
 
 
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
 async def test_connections_that_come_and_go_leave_nothing_for_the_cycle_collector(
-    service: RunningService, token: Token
+    service: RunningService, token: Token, transport: str
 ) -> None:
+    """On a WebSocket from the start, or a long-poll first and then upgraded."""
     tokens = [token(uid()) for _ in range(20)]
     churn = (sys.executable, "-m", "tests.churn_clients", service.url, str(CYCLES), "20")
     with collector_off():
-        status, out, err = await run_to_end(*churn, "websocket", *tokens, cwd=ROOT)
+        status, out, err = await run_to_end(*churn, transport, *tokens, cwd=ROOT)
         assert status == 0, err
         assert out.split() == [str(CYCLES)]
         await eventually(lambda: all_closed(service), "every connection closed")
@@ -188,9 +191,10 @@ def test_the_hubs_engineio_server_builds_its_environs_with_the_hubs_translate_re
 ) -> None:
     eio = service.service.hub.server.eio
     assert eio._async["translate_request"] is translate_request
+    assert eio._async["websocket"] is WebSocket
+    assert issubclass(WebSocket, engineio_asgi.WebSocket)
     # engine.io's own table of driver functions, which every server shares, is untouched.
     assert engineio_asgi._async["translate_request"] is engineio_asgi.translate_request
-    assert {**eio._async, "translate_request": None} == {
-        **engineio_asgi._async,
-        "translate_request": None,
-    }
+    assert engineio_asgi._async["websocket"] is engineio_asgi.WebSocket
+    ours = {**eio._async, "translate_request": None, "websocket": None}
+    assert ours == {**engineio_asgi._async, "translate_request": None, "websocket": None}
