@@ -20,7 +20,7 @@ import socketio
 from engineio.packet import MESSAGE as EIO_MESSAGE
 from engineio.packet import Packet as EngineIOPacket
 
-from hub import events
+from hub import events, partings
 from hub.admission import Client, Deadlines, SocketsPerUser
 from hub.membership import IndexedRooms
 from hub.outlets import Outlets
@@ -83,6 +83,7 @@ class Hub:
         self.server.on(events.INITIALIZE, self._initialize)
         self._deadlines = Deadlines(lambda eio_sid: self._run(self._initialize_expired, eio_sid))
         self._per_user = SocketsPerUser(max_sockets_per_user)
+        partings.install(self.server.eio)
         self._opened = self.server.eio.handlers["connect"]
         self._closed = self.server.eio.handlers["disconnect"]
         self.server.eio.on("connect", self._eio_connect)
@@ -142,8 +143,7 @@ class Hub:
         self._outlets.opened(eio_sid, environ)
         self._count_sockets()
         # engine.io keeps the opening request's environ as long as the connection lasts. Its
-        # body reader is never read again (a long-poll's later POSTs each bring their own), and
-        # the ASGI driver makes it of a class built for that one request: 2.5 KiB a connection.
+        # body reader is never read again (a long-poll's later POSTs each bring their own).
         environ.pop("wsgi.input", None)
         return await self._opened(eio_sid, environ)
 

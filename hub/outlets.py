@@ -214,7 +214,20 @@ class Outlet:
             if self.ping is not None:
                 self.ping.cancel()
             self.shut()
-            await socket.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
+            try:
+                await socket.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
+            finally:
+                self.release()
+
+    def release(self) -> None:
+        """Lets go of the closed socket, so that reference counting frees both (see
+        :mod:`hub.partings`): its methods are engine.io's own again (which refuse a closed
+        socket, as the outlet's do), and engine.io's WebSocket no longer calls back here. The
+        backlog's writer keeps the WebSocket until it has closed it."""
+        for name in ("send", "schedule_ping", "_websocket_handler"):
+            self.socket.__dict__.pop(name, None)
+        if self.ws is not None:
+            self.ws.handler = None
 
 
 class Outlets:

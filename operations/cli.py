@@ -260,8 +260,11 @@ def server_config(app: Any, settings: Settings, host: str, port: int) -> uvicorn
     it with every client that offers it (browsers do) and keep a compressor and a decompressor
     per connection. No WebSocket pings of uvicorn's own: engine.io already pings every client and
     closes one that does not answer (every 25 s, 20 s to answer), so a second heartbeat would
-    only cost a timer per connection and twice the traffic."""
+    only cost a timer per connection and twice the traffic. The WebSocket connection is
+    uvicorn's own, which frees what it leaves in cycles when it closes (:mod:`hub.partings`)."""
     import uvicorn
+
+    from hub.partings import WebSocketProtocol
 
     return uvicorn.Config(
         app,
@@ -270,6 +273,7 @@ def server_config(app: Any, settings: Settings, host: str, port: int) -> uvicorn
         log_config=None,
         lifespan="on",
         access_log=False,
+        ws=WebSocketProtocol,
         ws_per_message_deflate=settings.ws_compression,
         ws_ping_interval=None,
         ws_ping_timeout=None,

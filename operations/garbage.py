@@ -11,8 +11,8 @@ ran every few seconds under a steady stream of changes. The service's thresholds
 50,000 more objects are alive than after the last collection, which a steady stream of changes
 (whose objects are freed by reference counting) seldom reaches. A full collection still comes
 once the objects promoted since the last one pass a quarter of those that survived it
-(CPython's own rule), so what closed connections leave in cycles is reclaimed, later than with
-the interpreter's thresholds. Every collection's pause is observed in
+(CPython's own rule). A closed Socket.IO connection leaves nothing to the collector: it is
+freed as it closes (:mod:`hub.partings`). Every collection's pause is observed in
 ``operations_gc_pause_seconds``.
 """
 
