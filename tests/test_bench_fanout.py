@@ -106,7 +106,7 @@ def test_the_fanout_bench_delivers_every_change_to_its_owner_and_every_admin(
     assert figures["fanout_rss_kib_per_client"] > 0
     for key in ("before", "end", "after"):
         assert figures[f"fanout_churn_rss_kib_{key}"] > 10_000, key
-    assert figures["fanout_client_processes"] >= 1
+    assert figures["fanout_client_processes"] >= 2  # the churn in a process of its own
     assert figures["fanout_cores_service"] > 0 and figures["fanout_cores_clients"] > 0
     assert "open files:" in result.stdout
     assert "users        20      100.000" in result.stdout

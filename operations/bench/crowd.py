@@ -4,7 +4,8 @@ The bench starts several (``python -m operations.bench.crowd``), so that the cli
 the service's process, and talks to each over its standard input and output, one JSON object a
 line:
 
-1. bench: ``{"url", "users": [n, ...], "admins": [n, ...], "churn": per second, "address"}``;
+1. bench: ``{"url", "users": [n, ...], "admins": [n, ...], "churn": per second, "churn_users":
+   [n, ...], "address"}`` (the churn's clients are of ``churn_users``, or of its own users);
    the crowd connects user ``fanout-user-n`` and admin ``fanout-admin-n`` (with the admin role),
    each its own lean client (:class:`operations.bench.probe.Probe`) with a token minted from
    ``OPERATIONS_JWT_SECRET``, from the local ``address``, and answers ``{"users": [n, ...],
@@ -271,7 +272,7 @@ async def main() -> int:
     try:
         orjson.loads(await reader.readline())  # go
         started = cpu_seconds()
-        users = [owner for owner in connected if owner is not None]
+        users = setup.get("churn_users") or [owner for owner in connected if owner is not None]
         if setup["churn"] > 0 and users:
             churn = asyncio.create_task(crowd.churn(setup["churn"], users))
         ending = orjson.loads(await reader.readline())
