@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
+from operations.bench import pauses
 from operations.bench.crowd import Member, Receipts, change_index, percentile
+from operations.metrics import Registry
 
 SECRET = "fanout-secret-0123456789abcdef-0123456789"
 
@@ -107,6 +109,20 @@ def test_the_fanout_bench_delivers_every_change_to_its_owner_and_every_admin(
     for key in ("before", "end", "after"):
         assert figures[f"fanout_churn_rss_kib_{key}"] > 10_000, key
     assert figures["fanout_client_processes"] >= 2  # the churn in a process of its own
+    assert 0 <= figures["fanout_service_gc_pauses_over_50ms"] <= figures["fanout_service_gc_pauses"]
     assert figures["fanout_cores_service"] > 0 and figures["fanout_cores_clients"] > 0
     assert "open files:" in result.stdout
     assert "users        20      100.000" in result.stdout
+
+
+def test_the_services_collector_pauses_are_read_from_its_metrics() -> None:
+    metrics = Registry()
+    earlier = pauses.parse(metrics.render().decode())
+    for seconds in (0.002, 0.03, 0.2, 1.4):
+        metrics.gc_pauses.observe(seconds)
+    figures = pauses.parse(metrics.render().decode()).since(earlier)
+    assert figures == {
+        "fanout_service_gc_pauses": 4,
+        "fanout_service_gc_pause_seconds": 1.632,
+        "fanout_service_gc_pauses_over_50ms": 2,
+    }

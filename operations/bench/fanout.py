@@ -8,14 +8,13 @@ publishes ``rate`` changes a second for ``seconds``: each operation's command (p
 its event (completed), for an operation owned by a user picked at random. It notes when it sent
 each change, and gives the list to the client processes at the end; they note when each change
 reached each client, and count what each client was due (its user's changes, or all of them for
-an admin) and what it got. Meanwhile one more client process connects and disconnects extra
-clients of those users (``churn`` a second, each staying a second), apart from the measured
-clients so that its handshakes do not delay their reading.
+an admin) and what it got. Meanwhile one more client process (its handshakes apart from the
+measured clients) connects and disconnects ``churn`` clients of those users a second.
 
 Figures: the share delivered, p50 and p99 latency from publish to receipt for users and admins,
-the service's RSS growth per connected client, the CPU each side used over the run (from
-``/proc`` for the service, ``getrusage`` in each client process), and the service's RSS before
-the churn, at its end and after a settle.
+the service's RSS growth per connected client, the CPU each side used (``/proc`` for the service,
+``getrusage`` in each client process), its garbage collector's pauses, and its RSS before the
+churn, at its end and after a settle.
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ import redis.asyncio as aioredis
 
 from operations.amqp.catalogue import Catalogue
 from operations.amqp.topology import declare_queue
-from operations.bench import crowd, drain, push, traffic
+from operations.bench import crowd, drain, pauses, push, traffic
 from operations.bench.crowd import raise_file_limit
 from operations.settings import DEV_JWT_SECRET, Settings
 
@@ -185,6 +184,7 @@ async def _fan_out(
         print(f"publishing {rate} changes a second for {seconds:g} s, churn {churn:g}/s ...")
         service_cpu, wall = _cpu_seconds(service.process.pid), time.monotonic()
         waited = _runqueue_seconds(service.process.pid)
+        paused = await pauses.read(service.url)
         for group in crowds:
             await group.say({"go": True})
         peak = _Peak(service)
@@ -198,6 +198,7 @@ async def _fan_out(
         for group in crowds:
             await group.say({"changes": changes, "wait": DELIVERY_WAIT_SECONDS, "warm_up": warm_up})
         results = await asyncio.gather(*(group.hear() for group in crowds))
+        paused_figures = (await pauses.read(service.url)).since(paused)
         service_cpu = _cpu_seconds(service.process.pid) - service_cpu
         waited = _runqueue_seconds(service.process.pid) - waited
         wall = time.monotonic() - wall
@@ -250,6 +251,7 @@ async def _fan_out(
         "fanout_churn_rss_kib_before": rss_connected,
         "fanout_churn_rss_kib_end": rss_end,
         "fanout_churn_rss_kib_after": rss_after,
+        **paused_figures,
     }
     _print(figures, wall)
     return figures
