@@ -192,6 +192,21 @@ async def test_header_without_alg_is_refused() -> None:
     await refused(signed(b'{"typ":"JWT"}', json.dumps(claims()).encode()))
 
 
+@pytest.mark.parametrize(
+    ("header", "why"),
+    [
+        (b'["HS256"]', "not a JSON object"),
+        (b'{"alg":"HS256",', "not base64url JSON"),
+        (b'{"alg":"HS256","kid":7}', "Key ID header parameter must be a string"),
+    ],
+)
+async def test_a_header_that_is_no_json_object_or_names_no_text_kid_is_refused(
+    header: bytes, why: str
+) -> None:
+    error = await refused(signed(header, json.dumps(claims()).encode()))
+    assert why in error.reason
+
+
 async def test_hs512_signed_token_is_refused() -> None:
     header = b64(b'{"alg":"HS512","typ":"JWT"}')
     payload = b64(json.dumps(claims()).encode())

@@ -206,10 +206,16 @@ def _header(token: object) -> dict[str, Any]:
     for what, segment in zip(("header", "payload", "signature"), segments, strict=True):
         if not _canonical(segment):
             raise TokenError(f"token {what} is not canonical unpadded base64url")
+    # Read here, once: PyJWT's own reader would check every character again, as its decode
+    # does later (a token is checked at every connect).
     try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError as error:
-        raise TokenError(f"token header refused: {error}") from None
+        header = orjson.loads(_b64decode(segments[0]))
+    except (binascii.Error, ValueError):
+        raise TokenError("token header refused: not base64url JSON") from None
+    if not isinstance(header, dict):
+        raise TokenError("token header refused: not a JSON object")
+    if "kid" in header and not isinstance(header["kid"], str):
+        raise TokenError("token header refused: Key ID header parameter must be a string")
     return header
 
 
