@@ -91,8 +91,9 @@ class SagaView(msgspec.Struct, rename="camel"):
     """A saga instance as it is shown. Times are RFC 3339 in UTC with milliseconds, as in every
     answer (:mod:`operations.timestamps`). ``messageContext`` holds the start message's user,
     name, resourceId and correlationId. ``path``, ``stepSeconds``, ``waitingFor`` and
-    ``waitingSince`` are there for the saga types the service runs, and ``plainReason`` when its
-    type has words for its code; ``cancellable`` only in ``GET /operations/{id}/saga``."""
+    ``waitingSince`` are there for the saga types the service runs, with ``businessKeys``,
+    ``objectiveSeconds``, ``overdue`` and ``overdueSince``, and ``plainReason`` when its type has
+    words for its code; ``cancellable`` only in ``GET /operations/{id}/saga``."""
 
     saga_name: str = msgspec.field(name="saga")
     id: str
