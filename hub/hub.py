@@ -258,7 +258,7 @@ class Hub:
         ping timeout (45 s): the WebSocket is closed once the close packet is written."""
         socket = self.server.eio.sockets.get(eio_sid)
         outlet = self._outlets.get(eio_sid)
-        await self.server.eio.disconnect(eio_sid)
+        await partings.disconnect(self.server.eio, eio_sid)
         if outlet is not None:
             outlet.shut()
             return

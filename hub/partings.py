@@ -169,3 +169,15 @@ def install(engineio_server: Any) -> None:
             "translate_request": translate_request,
             "websocket": WebSocket,
         }
+
+
+CLOSE_WAIT_SECONDS = 5.0
+
+
+async def disconnect(engineio_server: Any, eio_sid: str) -> None:
+    """engine.io's ``disconnect``, bounded. It closes the socket, queues the close packet, then
+    waits until a long-poll client has taken it; a client that never polls again, or whose poll
+    came just after the close and was refused, would hold the caller for ever. The socket is
+    closed either way: after :data:`CLOSE_WAIT_SECONDS` the caller goes on."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(engineio_server.disconnect(eio_sid), CLOSE_WAIT_SECONDS)

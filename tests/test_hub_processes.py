@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 import socketio
 
 from hub import hub as hub_module
+from hub import partings
 from operations.feed import ChangeFeed, FeedEntry, Listener
 from operations.service import Service
 from operations.settings import Settings
@@ -266,7 +267,7 @@ async def test_long_polling_works_but_its_session_stays_on_one_process(
     await polling.wait_for_state(op, "pending")
     # The server ends the Engine.IO session: a GET still pending when the client closes is only
     # answered at the ping timeout (45 s), and the service's shutdown would wait for it.
-    await service.service.hub.server.eio.disconnect(polling.client.eio.sid)
+    await partings.disconnect(service.service.hub.server.eio, polling.client.eio.sid)
     await asyncio.wait_for(polling.disconnected.wait(), timeout=15)
 
     async with other_process(settings) as url_b, httpx.AsyncClient(timeout=10) as http:

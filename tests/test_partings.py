@@ -6,6 +6,7 @@ engine.io's own."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import gc
@@ -15,9 +16,12 @@ from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
+import httpx
+import orjson
 import pytest
 from engineio.async_drivers import asgi as engineio_asgi
 
+from hub import partings
 from hub.partings import RequestBody, WebSocket, translate_request
 from tests.hub_support import Token, engineio_client
 from tests.support import RunningService, eventually, run_to_end, uid
@@ -198,3 +202,24 @@ def test_the_hubs_engineio_server_builds_its_environs_with_the_hubs_translate_re
     assert engineio_asgi._async["websocket"] is engineio_asgi.WebSocket
     ours = {**eio._async, "translate_request": None, "websocket": None}
     assert ours == {**engineio_asgi._async, "translate_request": None, "websocket": None}
+
+
+async def test_closing_a_long_poll_whose_client_never_polls_again_does_not_hang(
+    service: RunningService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """engine.io's disconnect waits until a long-poll client takes the close packet; this one
+    opened a session and never polls again. The hub's close gives up waiting, the socket
+    closed."""
+    monkeypatch.setattr(partings, "CLOSE_WAIT_SECONDS", 0.5)
+    async with httpx.AsyncClient(timeout=10) as http:
+        opened = await http.get(
+            f"{service.url}/socket.io/", params={"EIO": "4", "transport": "polling"}
+        )
+        assert opened.status_code == 200 and opened.text.startswith("0{")
+    sid = orjson.loads(opened.text[1:])["sid"]
+    engineio_server = service.service.hub.server.eio
+    socket = engineio_server.sockets[sid]
+    await asyncio.wait_for(partings.disconnect(engineio_server, sid), timeout=5)
+    assert socket.closed
+    with pytest.raises(TimeoutError):  # engine.io's own, unbounded, is still waiting
+        await asyncio.wait_for(socket.queue.join(), timeout=0.5)
