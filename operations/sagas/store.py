@@ -176,14 +176,9 @@ class RedisSagaStore(RedisSagaLookups):
                         index, "+inf", now, desc=True, byscore=True, offset=0, num=limit
                     )
                     members.extend(member.decode() for member in found)
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for member in members:
-                    pipe.hget(self.keys.saga(member), "doc")
-                documents: list[Any] = await pipe.execute()
         except (RedisError, OSError) as error:
             raise StoreUnavailable(f"Redis unreachable: {error}") from error
-        records = [SagaRecord.from_json(orjson.loads(doc)) for doc in documents if doc is not None]
-        chosen = [record for record in records if record.status is status]
+        chosen = [record for record in await self._records(members) if record.status is status]
         return sorted(chosen, key=lambda record: -record.updated_at)[:limit]
 
     async def load(self, saga_name: str, saga_id: str) -> Loaded | None:
